@@ -1,0 +1,99 @@
+//! Raw descriptor operations. Deno's own file API hides descriptor numbers,
+//! while dump and restore need real ones (to copy a tracee's fd, to hand files
+//! to the restored task), so these thin wrappers return plain fds or -errno.
+const sys = @import("sys.zig");
+const NR = sys.NR;
+
+fn ret(rc: usize) i64 {
+    return sys.signed(rc);
+}
+
+export fn ck_open(path: [*:0]const u8, flags: i32, mode: u32) i64 {
+    return ret(sys.syscall4(NR.openat, sys.int(@as(i32, -100)), sys.ptr(path), sys.int(flags), mode));
+}
+
+export fn ck_close(fd: i32) i64 {
+    return ret(sys.syscall1(NR.close, sys.int(fd)));
+}
+
+export fn ck_read(fd: i32, buf: [*]u8, len: usize) i64 {
+    return ret(sys.syscall3(NR.read, sys.int(fd), sys.ptr(buf), len));
+}
+
+export fn ck_write(fd: i32, buf: [*]const u8, len: usize) i64 {
+    return ret(sys.syscall3(NR.write, sys.int(fd), sys.ptr(buf), len));
+}
+
+export fn ck_pread(fd: i32, buf: [*]u8, len: usize, off: u64) i64 {
+    return ret(sys.syscall4(NR.pread64, sys.int(fd), sys.ptr(buf), len, off));
+}
+
+export fn ck_lseek(fd: i32, off: i64, whence: i32) i64 {
+    return ret(sys.syscall3(NR.lseek, sys.int(fd), @bitCast(off), sys.int(whence)));
+}
+
+export fn ck_fcntl(fd: i32, cmd: i32, arg: u64) i64 {
+    return ret(sys.syscall3(NR.fcntl, sys.int(fd), sys.int(cmd), arg));
+}
+
+export fn ck_dup(fd: i32) i64 {
+    return ret(sys.syscall1(NR.dup, sys.int(fd)));
+}
+
+/// pipe2; the two ends are written to out[0] (read) and out[1] (write).
+export fn ck_pipe(out: *[2]i32, flags: i32) i64 {
+    return ret(sys.syscall2(NR.pipe2, sys.ptr(out), sys.int(flags)));
+}
+
+export fn ck_tee(fd_in: i32, fd_out: i32, len: usize, flags: u32) i64 {
+    return ret(sys.syscall4(NR.tee, sys.int(fd_in), sys.int(fd_out), len, flags));
+}
+
+export fn ck_eventfd(count: u32, flags: i32) i64 {
+    return ret(sys.syscall2(NR.eventfd2, count, sys.int(flags)));
+}
+
+export fn ck_memfd_create(name: [*:0]const u8, flags: u32) i64 {
+    return ret(sys.syscall2(NR.memfd_create, sys.ptr(name), flags));
+}
+
+export fn ck_ftruncate(fd: i32, len: u64) i64 {
+    return ret(sys.syscall2(NR.ftruncate, sys.int(fd), len));
+}
+
+export fn ck_ioctl(fd: i32, req: u64, arg: u64) i64 {
+    return ret(sys.syscall3(NR.ioctl, sys.int(fd), req, arg));
+}
+
+export fn ck_pidfd_open(pid: i32, flags: u32) i64 {
+    return ret(sys.syscall2(NR.pidfd_open, sys.int(pid), flags));
+}
+
+/// A copy of descriptor `fd` of the process behind pidfd (needs ptrace rights).
+export fn ck_pidfd_getfd(pidfd: i32, fd: i32, flags: u32) i64 {
+    return ret(sys.syscall3(NR.pidfd_getfd, sys.int(pidfd), sys.int(fd), flags));
+}
+
+export fn ck_kill(pid: i32, sig: i32) i64 {
+    return ret(sys.syscall2(NR.kill, sys.int(pid), sys.int(sig)));
+}
+
+export fn ck_getsockopt(fd: i32, level: i32, name: i32, val: [*]u8, len: *u32) i64 {
+    return ret(sys.syscall5(NR.getsockopt, sys.int(fd), sys.int(level), sys.int(name), sys.ptr(val), sys.ptr(len)));
+}
+
+export fn ck_setsockopt(fd: i32, level: i32, name: i32, val: [*]const u8, len: u32) i64 {
+    return ret(sys.syscall5(NR.setsockopt, sys.int(fd), sys.int(level), sys.int(name), sys.ptr(val), len));
+}
+
+export fn ck_socket(domain: i32, kind: i32, proto: i32) i64 {
+    return ret(sys.syscall3(NR.socket, sys.int(domain), sys.int(kind), sys.int(proto)));
+}
+
+export fn ck_sendmsg(fd: i32, msg: *const anyopaque, flags: i32) i64 {
+    return ret(sys.syscall3(NR.sendmsg, sys.int(fd), sys.ptr(msg), sys.int(flags)));
+}
+
+export fn ck_recvmsg(fd: i32, msg: *anyopaque, flags: i32) i64 {
+    return ret(sys.syscall3(NR.recvmsg, sys.int(fd), sys.ptr(msg), sys.int(flags)));
+}

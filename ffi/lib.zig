@@ -1,0 +1,13 @@
+//! libckpt.so: every symbol ckpt loads with Deno.dlopen. Each file below owns
+//! one area and exports C-ABI functions that return -errno on failure.
+comptime {
+    _ = @import("ptrace.zig");
+    _ = @import("fdops.zig");
+    _ = @import("memory.zig");
+    _ = @import("restore.zig");
+}
+
+/// ABI version checked by src/native/ so a stale library is never used.
+export fn ck_abi_version() u32 {
+    return 1;
+}

@@ -1,0 +1,142 @@
+//! The restore plan: one flat little-endian buffer built by TypeScript
+//! (src/restore/plan_buffer.ts mirrors this file), copied into the restorer
+//! region and read there by the blob. Offsets are relative to the plan start;
+//! nothing in it is a pointer, because the blob runs at an address chosen late.
+
+pub const magic: u64 = 0x4e414c5054504b43; // "CKPTPLAN"
+pub const version: u32 = 1;
+
+pub const flag_setsid: u32 = 1;
+pub const flag_setpgid: u32 = 2;
+
+/// Stages, reported back with errno when a step fails.
+pub const Stage = enum(u32) {
+    none = 0,
+    child_setup = 1,
+    session = 2,
+    fds = 3,
+    cwd_root = 4,
+    region = 5,
+    vdso = 6,
+    unmap = 7,
+    map_vma = 8,
+    fill_pages = 9,
+    protect = 10,
+    mm_map = 11,
+    signals = 12,
+    timers = 13,
+    thread_state = 14,
+    misc = 15,
+    rlimits = 16,
+    creds = 17,
+    pending = 18,
+};
+
+/// Written to the status pipe when a stage fails, then the child exits.
+pub const Failure = extern struct { stage: u32, errno: i32, detail: u64 };
+
+/// The blob stops with int3 and this in rax when the task is ready for the
+/// final touches (registers, FPU, signal mask) done over ptrace.
+pub const ready_magic: u64 = 0x52454144595f434b;
+
+pub const FdMove = extern struct { src: i32, dst: i32, cloexec: u32, _pad: u32 = 0 };
+
+pub const vma_fill: u32 = 1; // pages will be read into it: map writable first
+
+pub const Vma = extern struct {
+    start: u64,
+    end: u64,
+    prot: u32,
+    map_flags: u32,
+    fd: i32,
+    flags: u32,
+    pgoff: u64,
+};
+
+pub const PageFill = extern struct { addr: u64, len: u64, file_off: u64 };
+
+pub const SpecialMove = extern struct { cur: u64, len: u64, new: u64 };
+
+pub const SigAction = extern struct { handler: u64, flags: u64, restorer: u64, mask: u64 };
+
+pub const QueuedSig = extern struct { shared: u32, signo: u32, info: [128]u8 };
+
+pub const Rlimit = extern struct { resource: u32, _pad: u32 = 0, cur: u64, max: u64 };
+
+pub const ITimer = extern struct { interval_sec: i64, interval_usec: i64, value_sec: i64, value_usec: i64 };
+
+pub const MmMap = extern struct {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+};
+
+pub const Header = extern struct {
+    magic: u64,
+    version: u32,
+    flags: u32,
+    total_len: u64,
+    pid: i32,
+    status_fd: i32,
+    pages_fd: i32,
+    exe_fd: i32,
+    cwd_fd: i32,
+    root_fd: i32,
+    service_lo: i32, // every fd in [service_lo, service_hi] is ckpt's own
+    service_hi: i32,
+    task_size: u64,
+    region_start: u64, // filled in by the child before the jump
+    region_len: u64,
+
+    fds_off: u64,
+    n_fds: u64,
+    vmas_off: u64,
+    n_vmas: u64,
+    fills_off: u64,
+    n_fills: u64,
+    specials_off: u64,
+    n_specials: u64,
+    hints_off: u64,
+    n_hints: u64,
+    sigact_off: u64, // 64 SigAction, index = signo - 1
+    siginfo_off: u64,
+    n_siginfo: u64,
+    groups_off: u64,
+    n_groups: u64,
+    auxv_off: u64,
+    auxv_len: u64,
+    rlimits_off: u64,
+    n_rlimits: u64,
+
+    altstack_sp: u64,
+    altstack_size: u64,
+    altstack_flags: i32,
+    personality: u32,
+    umask: u32,
+    pdeathsig: i32,
+    tid_address: u64,
+    robust_head: u64,
+    robust_len: u64,
+    rseq_addr: u64,
+    rseq_len: u32,
+    rseq_sig: u32,
+    itimers: [3]ITimer,
+    mm: MmMap,
+    comm: [16]u8,
+    uids: [4]u32,
+    gids: [4]u32,
+    cap_eff: u64,
+    cap_prm: u64,
+    cap_inh: u64,
+    cap_bnd: u64,
+    dumpable: u32,
+    _pad1: u32,
+};

@@ -1,0 +1,266 @@
+//! The restorer blob. It is copied as raw bytes into a region that overlaps
+//! none of the task's future mappings and entered at offset 0 with the plan
+//! (copied right behind it) as its only argument. From here on nothing of the
+//! process it was forked from may be touched: it tears that address space down,
+//! builds the dumped one, restores per-task kernel state and then stops with
+//! int3 so ckpt can set the final registers over ptrace and unmap this region.
+const sys = @import("sys");
+const abi = @import("abi.zig");
+const NR = sys.NR;
+
+export fn ckpt_restorer_entry(p: *abi.Header) linksection(".text.ckpt_entry") callconv(.c) noreturn {
+    run(p);
+}
+
+fn at(comptime T: type, p: *abi.Header, off: u64) [*]T {
+    return @ptrFromInt(@intFromPtr(p) + off);
+}
+
+fn fail(p: *abi.Header, stage: abi.Stage, rc: usize, detail: u64) noreturn {
+    const f = abi.Failure{ .stage = @intFromEnum(stage), .errno = @intCast(-sys.signed(rc)), .detail = detail };
+    _ = sys.syscall3(NR.write, sys.int(p.status_fd), sys.ptr(&f), @sizeOf(abi.Failure));
+    while (true) _ = sys.syscall1(NR.exit_group, 100 + @as(usize, @intFromEnum(stage)));
+}
+
+fn check(p: *abi.Header, stage: abi.Stage, rc: usize, detail: u64) void {
+    if (sys.isErr(rc)) fail(p, stage, rc, detail);
+}
+
+fn run(p: *abi.Header) noreturn {
+    moveSpecials(p);
+    unmapAllBut(p);
+    mapVmas(p);
+    fillPages(p);
+    protectVmas(p);
+    setMm(p);
+    // Pages, exe and mapping fds were ckpt's, never the task's.
+    _ = sys.syscall3(NR.close_range, sys.int(p.service_lo), sys.int(p.service_hi), 0);
+    restoreSignals(p);
+    restoreTimers(p);
+    restoreThreadState(p);
+    restoreMisc(p);
+    restoreRlimits(p);
+    restoreCreds(p);
+    queuePending(p);
+    _ = sys.syscall1(NR.close, sys.int(p.status_fd));
+    // Hand over to ckpt: it sets the dumped registers, FPU state and signal
+    // mask, unmaps this region and lets the task go.
+    while (true) {
+        asm volatile ("int3"
+            :
+            : [m] "{rax}" (abi.ready_magic),
+              [s] "{rdi}" (p.region_start),
+              [l] "{rsi}" (p.region_len),
+            : .{ .memory = true });
+    }
+}
+
+/// [vvar], [vvar_vclock] and [vdso] move together to the dumped addresses;
+/// the plan orders the moves so that none lands on one not yet moved.
+fn moveSpecials(p: *abi.Header) void {
+    const moves = at(abi.SpecialMove, p, p.specials_off);
+    var i: usize = 0;
+    while (i < p.n_specials) : (i += 1) {
+        const m = moves[i];
+        if (m.cur == m.new) continue;
+        const rc = sys.syscall5(NR.mremap, m.cur, m.len, m.len, sys.MREMAP_MAYMOVE | sys.MREMAP_FIXED, m.new);
+        check(p, .vdso, rc, m.new);
+    }
+}
+
+fn keep(p: *abi.Header, i: usize) struct { lo: u64, hi: u64 } {
+    // Keep-list: the specials at their new place (sorted by the plan), and the
+    // region itself, merged on the fly.
+    const moves = at(abi.SpecialMove, p, p.specials_off);
+    if (i < p.n_specials) return .{ .lo = moves[i].new, .hi = moves[i].new + moves[i].len };
+    return .{ .lo = p.region_start, .hi = p.region_start + p.region_len };
+}
+
+fn unmapAllBut(p: *abi.Header) void {
+    const n: usize = @intCast(p.n_specials + 1);
+    // Visit keep ranges in address order without sorting (n is tiny).
+    var cursor: u64 = 0;
+    var done: usize = 0;
+    while (done < n) : (done += 1) {
+        var best: usize = n;
+        var best_lo: u64 = ~@as(u64, 0);
+        var i: usize = 0;
+        while (i < n) : (i += 1) {
+            const k = keep(p, i);
+            if (k.lo >= cursor and k.lo < best_lo) {
+                best = i;
+                best_lo = k.lo;
+            }
+        }
+        if (best == n) break;
+        const k = keep(p, best);
+        if (k.lo > cursor) check(p, .unmap, sys.syscall2(NR.munmap, cursor, k.lo - cursor), cursor);
+        cursor = k.hi;
+    }
+    if (cursor < p.task_size) check(p, .unmap, sys.syscall2(NR.munmap, cursor, p.task_size - cursor), cursor);
+}
+
+fn mapVmas(p: *abi.Header) void {
+    const vmas = at(abi.Vma, p, p.vmas_off);
+    var i: usize = 0;
+    while (i < p.n_vmas) : (i += 1) {
+        const v = vmas[i];
+        var prot: usize = v.prot;
+        if (v.flags & abi.vma_fill != 0) prot |= sys.PROT_READ | sys.PROT_WRITE;
+        const fd: usize = sys.int(v.fd);
+        const rc = sys.syscall6(NR.mmap, v.start, v.end - v.start, prot, v.map_flags | sys.MAP_FIXED, fd, v.pgoff);
+        check(p, .map_vma, rc, v.start);
+        if (rc != v.start) fail(p, .map_vma, sys.int(@as(isize, -14)), v.start);
+    }
+}
+
+fn fillPages(p: *abi.Header) void {
+    const fills = at(abi.PageFill, p, p.fills_off);
+    var i: usize = 0;
+    while (i < p.n_fills) : (i += 1) {
+        const f = fills[i];
+        var done: u64 = 0;
+        while (done < f.len) {
+            const rc = sys.syscall4(NR.pread64, sys.int(p.pages_fd), f.addr + done, f.len - done, f.file_off + done);
+            if (sys.signed(rc) == -4) continue;
+            check(p, .fill_pages, rc, f.addr + done);
+            if (rc == 0) fail(p, .fill_pages, sys.int(@as(isize, -5)), f.addr + done);
+            done += rc;
+        }
+    }
+}
+
+fn protectVmas(p: *abi.Header) void {
+    const vmas = at(abi.Vma, p, p.vmas_off);
+    var i: usize = 0;
+    while (i < p.n_vmas) : (i += 1) {
+        const v = vmas[i];
+        if (v.flags & abi.vma_fill == 0) continue;
+        if (v.prot == sys.PROT_READ | sys.PROT_WRITE) continue;
+        check(p, .protect, sys.syscall3(NR.mprotect, v.start, v.end - v.start, v.prot), v.start);
+    }
+}
+
+const PR_SET_PDEATHSIG = 1;
+const PR_SET_DUMPABLE = 4;
+const PR_SET_KEEPCAPS = 8;
+const PR_SET_NAME = 15;
+const PR_CAPBSET_DROP = 24;
+const PR_SET_MM = 35;
+const PR_SET_MM_MAP = 14;
+
+const PrctlMmMap = extern struct {
+    mm: abi.MmMap,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+};
+
+fn setMm(p: *abi.Header) void {
+    var m = PrctlMmMap{
+        .mm = p.mm,
+        .auxv = @intFromPtr(p) + p.auxv_off,
+        .auxv_size = @intCast(p.auxv_len),
+        .exe_fd = if (p.exe_fd >= 0) @intCast(p.exe_fd) else ~@as(u32, 0),
+    };
+    if (p.auxv_len == 0) m.auxv = 0;
+    check(p, .mm_map, sys.syscall5(NR.prctl, PR_SET_MM, PR_SET_MM_MAP, sys.ptr(&m), @sizeOf(PrctlMmMap), 0), 0);
+}
+
+fn restoreSignals(p: *abi.Header) void {
+    const acts = at(abi.SigAction, p, p.sigact_off);
+    var sig: usize = 1;
+    while (sig <= 64) : (sig += 1) {
+        if (sig == sys.SIGKILL or sig == sys.SIGSTOP) continue;
+        const rc = sys.syscall4(NR.rt_sigaction, sig, sys.ptr(&acts[sig - 1]), 0, 8);
+        check(p, .signals, rc, sig);
+    }
+    // SS_DISABLE (2) means none; of the rest only SS_AUTODISARM is a setting.
+    if (p.altstack_flags & 2 == 0 and p.altstack_size != 0) {
+        const flags: u32 = @as(u32, @bitCast(p.altstack_flags)) & 0x80000000;
+        const ss = extern struct { sp: u64, flags: u32, _pad: u32 = 0, size: u64 }{ .sp = p.altstack_sp, .flags = flags, .size = p.altstack_size };
+        check(p, .signals, sys.syscall2(NR.sigaltstack, sys.ptr(&ss), 0), 0);
+    }
+}
+
+fn restoreTimers(p: *abi.Header) void {
+    var which: usize = 0;
+    while (which < 3) : (which += 1) {
+        const t = p.itimers[which];
+        if (t.value_sec == 0 and t.value_usec == 0) continue;
+        check(p, .timers, sys.syscall3(NR.setitimer, which, sys.ptr(&t), 0), which);
+    }
+}
+
+fn restoreThreadState(p: *abi.Header) void {
+    _ = sys.syscall1(NR.set_tid_address, p.tid_address);
+    if (p.robust_head != 0)
+        check(p, .thread_state, sys.syscall2(NR.set_robust_list, p.robust_head, p.robust_len), 1);
+    if (p.rseq_addr != 0)
+        check(p, .thread_state, sys.syscall4(NR.rseq, p.rseq_addr, p.rseq_len, 0, p.rseq_sig), 2);
+}
+
+fn restoreMisc(p: *abi.Header) void {
+    check(p, .misc, sys.syscall1(NR.personality, p.personality), 1);
+    _ = sys.syscall1(NR.umask, p.umask);
+    check(p, .misc, sys.syscall2(NR.prctl, PR_SET_NAME, sys.ptr(&p.comm)), 2);
+}
+
+fn restoreRlimits(p: *abi.Header) void {
+    const lims = at(abi.Rlimit, p, p.rlimits_off);
+    var i: usize = 0;
+    while (i < p.n_rlimits) : (i += 1) {
+        const l = lims[i];
+        const v = [2]u64{ l.cur, l.max };
+        check(p, .rlimits, sys.syscall4(NR.prlimit64, 0, l.resource, sys.ptr(&v), 0), l.resource);
+    }
+}
+
+const CapHeader = extern struct { version: u32, pid: i32 };
+const CapData = extern struct { effective: u32, permitted: u32, inheritable: u32 };
+
+fn restoreCreds(p: *abi.Header) void {
+    // Bounding set first: dropping needs CAP_SETPCAP, which may go below.
+    var cap: usize = 0;
+    while (cap < 64) : (cap += 1) {
+        if (p.cap_bnd & (@as(u64, 1) << @intCast(cap)) != 0) continue;
+        const rc = sys.syscall2(NR.prctl, PR_CAPBSET_DROP, cap);
+        if (sys.signed(rc) == -22) break; // EINVAL: past the last capability
+        check(p, .creds, rc, 100 + cap);
+    }
+    const groups = at(u32, p, p.groups_off);
+    check(p, .creds, sys.syscall2(NR.setgroups, p.n_groups, sys.ptr(groups)), 1);
+    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_KEEPCAPS, 1), 2);
+    check(p, .creds, sys.syscall3(NR.setresgid, p.gids[0], p.gids[1], p.gids[2]), 3);
+    _ = sys.syscall1(NR.setfsgid, p.gids[3]);
+    check(p, .creds, sys.syscall3(NR.setresuid, p.uids[0], p.uids[1], p.uids[2]), 4);
+    _ = sys.syscall1(NR.setfsuid, p.uids[3]);
+    var hdr = CapHeader{ .version = 0x20080522, .pid = 0 };
+    const data = [2]CapData{
+        .{ .effective = @truncate(p.cap_eff), .permitted = @truncate(p.cap_prm), .inheritable = @truncate(p.cap_inh) },
+        .{ .effective = @truncate(p.cap_eff >> 32), .permitted = @truncate(p.cap_prm >> 32), .inheritable = @truncate(p.cap_inh >> 32) },
+    };
+    check(p, .creds, sys.syscall2(NR.capset, sys.ptr(&hdr), sys.ptr(&data)), 5);
+    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_KEEPCAPS, 0), 6);
+    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_DUMPABLE, p.dumpable), 7);
+    // Set last: the kernel clears the parent-death signal on credential changes.
+    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.int(p.pdeathsig)), 8);
+}
+
+fn queuePending(p: *abi.Header) void {
+    const sigs = at(abi.QueuedSig, p, p.siginfo_off);
+    const tid = sys.syscall0(NR.gettid);
+    var i: usize = 0;
+    while (i < p.n_siginfo) : (i += 1) {
+        const s = &sigs[i];
+        const rc = if (s.shared != 0)
+            sys.syscall3(NR.rt_sigqueueinfo, tid, s.signo, sys.ptr(&s.info))
+        else
+            sys.syscall4(NR.rt_tgsigqueueinfo, tid, tid, s.signo, sys.ptr(&s.info));
+        check(p, .pending, rc, s.signo);
+    }
+}
+
+pub fn panic(_: []const u8, _: ?*anyopaque, _: ?usize) noreturn {
+    while (true) _ = sys.syscall1(NR.exit_group, 99);
+}

@@ -1,0 +1,15 @@
+// Every command ckpt has, in the order --help lists them.
+import { checkCommand } from "../commands/check.ts";
+import { dumpCommand } from "../commands/dump.ts";
+import { restoreCommand } from "../commands/restore.ts";
+import { showCommand } from "../commands/show.ts";
+import { socketsCommand } from "../commands/sockets.ts";
+import type { CommandSpec } from "./spec.ts";
+
+export const COMMANDS: CommandSpec[] = [
+  dumpCommand,
+  restoreCommand,
+  checkCommand,
+  showCommand,
+  socketsCommand,
+];

@@ -1,0 +1,2 @@
+// @ts-types="./std_assert.d.ts"
+export * from "@std/assert";

@@ -1,0 +1,60 @@
+// Loads libckpt.so: from CKPT_LIB, from zig-out/ beside the sources, or — in a
+// `deno compile` binary, where the library is an embedded file dlopen cannot
+// see — from a private copy extracted at start.
+import { ABI_VERSION, symbols } from "./symbols/mod.ts";
+
+export type NativeLib = Deno.DynamicLibrary<typeof symbols>;
+export type Symbols = NativeLib["symbols"];
+
+let loaded: NativeLib | undefined;
+
+export function defaultLibraryPath(): string {
+  const env = Deno.env.get("CKPT_LIB");
+  if (env) return env;
+  return new URL("../../zig-out/lib/libckpt.so", import.meta.url).pathname;
+}
+
+/** Opens a library from bytes: written owner-only to a fresh private
+ * directory, opened, and unlinked at once (the mapping outlives the file). */
+export function openFromBytes(bytes: Uint8Array): NativeLib {
+  const dir = Deno.makeTempDirSync({ prefix: "ckpt-lib-" });
+  const path = `${dir}/libckpt.so`;
+  try {
+    Deno.chmodSync(dir, 0o700);
+    Deno.writeFileSync(path, bytes, { mode: 0o700 });
+    return Deno.dlopen(path, symbols);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+export function openLibrary(path: string): NativeLib {
+  let lib: NativeLib;
+  try {
+    lib = Deno.dlopen(path, symbols);
+  } catch (err) {
+    let bytes: Uint8Array;
+    try {
+      bytes = Deno.readFileSync(path);
+    } catch {
+      throw new Error(
+        `cannot load the native library ${path}: ${(err as Error).message}; ` +
+          `build it with 'deno task build' (or run ./ckpt, which builds it)`,
+      );
+    }
+    lib = openFromBytes(bytes);
+  }
+  const abi = lib.symbols.ck_abi_version();
+  if (abi !== ABI_VERSION) {
+    lib.close();
+    throw new Error(
+      `native library ${path} has ABI ${abi}, this ckpt needs ${ABI_VERSION}: rebuild it with 'deno task build'`,
+    );
+  }
+  return lib;
+}
+
+export function native(): Symbols {
+  loaded ??= openLibrary(defaultLibraryPath());
+  return loaded.symbols;
+}

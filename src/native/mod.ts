@@ -1,0 +1,314 @@
+// Typed wrappers over libckpt.so. The only module besides load.ts that calls
+// into native code; everything else in ckpt goes through these functions.
+// All calls are synchronous: ptrace requests must come from the thread that
+// attached, and Deno runs them on the JS thread.
+import { errnoText } from "./errno.ts";
+import { native } from "./load.ts";
+
+export { ERRNO, errnoName, errnoText } from "./errno.ts";
+
+/** A failed system call: what was attempted, on what, and the errno. */
+export class NativeError extends Error {
+  constructor(readonly op: string, readonly errno: number, readonly what = "") {
+    super(`${op}${what ? ` ${what}` : ""}: ${errnoText(errno)}`);
+    this.name = "NativeError";
+  }
+}
+
+function check(rc: bigint, op: string, what?: string): number {
+  if (rc < 0n) throw new NativeError(op, Number(-rc), what);
+  return Number(rc);
+}
+
+const enc = new TextEncoder();
+export function cstr(s: string): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(enc.encode(s).length + 1);
+  enc.encodeInto(s, b);
+  return b;
+}
+
+// ---- ptrace ----------------------------------------------------------------
+
+export const PTRACE_O_TRACESYSGOOD = 1n;
+export const PTRACE_O_EXITKILL = 0x100000n;
+export const PTRACE_EVENT_STOP = 128;
+export const WALL = 0x40000000;
+export const WNOHANG = 1;
+
+export const ptrace = {
+  seize(pid: number, options = 0n): void {
+    check(native().ck_ptrace_seize(pid, options), "ptrace(SEIZE)", `pid ${pid}`);
+  },
+  interrupt(pid: number): void {
+    check(native().ck_ptrace_interrupt(pid), "ptrace(INTERRUPT)", `pid ${pid}`);
+  },
+  detach(pid: number, sig = 0): void {
+    check(native().ck_ptrace_detach(pid, sig), "ptrace(DETACH)", `pid ${pid}`);
+  },
+  cont(pid: number, sig = 0): void {
+    check(native().ck_ptrace_cont(pid, sig), "ptrace(CONT)", `pid ${pid}`);
+  },
+  setOptions(pid: number, options: bigint): void {
+    check(native().ck_ptrace_setoptions(pid, options), "ptrace(SETOPTIONS)", `pid ${pid}`);
+  },
+  getRegs(pid: number): Uint8Array<ArrayBuffer> {
+    const buf = new Uint8Array(27 * 8);
+    check(native().ck_get_regs(pid, buf), "ptrace(GETREGSET, NT_PRSTATUS)", `pid ${pid}`);
+    return buf;
+  },
+  setRegs(pid: number, regs: Uint8Array<ArrayBuffer>): void {
+    check(native().ck_set_regs(pid, regs), "ptrace(SETREGSET, NT_PRSTATUS)", `pid ${pid}`);
+  },
+  getXstate(pid: number): Uint8Array<ArrayBuffer> {
+    const buf = new Uint8Array(64 * 1024);
+    const n = check(
+      native().ck_get_xstate(pid, buf, BigInt(buf.length)),
+      "ptrace(GETREGSET, NT_X86_XSTATE)",
+      `pid ${pid}`,
+    );
+    return buf.slice(0, n);
+  },
+  setXstate(pid: number, xs: Uint8Array<ArrayBuffer>): void {
+    check(
+      native().ck_set_xstate(pid, xs, BigInt(xs.length)),
+      "ptrace(SETREGSET, NT_X86_XSTATE)",
+      `pid ${pid}`,
+    );
+  },
+  getSigmask(pid: number): bigint {
+    const b = new BigUint64Array(1);
+    check(
+      native().ck_get_sigmask(pid, new Uint8Array(b.buffer)),
+      "ptrace(GETSIGMASK)",
+      `pid ${pid}`,
+    );
+    return b[0];
+  },
+  setSigmask(pid: number, mask: bigint): void {
+    check(native().ck_set_sigmask(pid, mask), "ptrace(SETSIGMASK)", `pid ${pid}`);
+  },
+  /** Queued siginfos (128 bytes each) without dequeuing them. */
+  peekSiginfo(pid: number, shared: boolean): Uint8Array<ArrayBuffer>[] {
+    const max = 1024;
+    const buf = new Uint8Array(128 * max);
+    const n = check(
+      native().ck_peek_siginfo(pid, shared ? 1 : 0, buf, max),
+      "ptrace(PEEKSIGINFO)",
+      `pid ${pid}`,
+    );
+    return Array.from({ length: n }, (_, i) => buf.slice(i * 128, (i + 1) * 128));
+  },
+  getRseq(pid: number): { addr: bigint; len: number; sig: number } {
+    const a = new BigUint64Array(1), l = new Uint32Array(1), s = new Uint32Array(1);
+    check(
+      native().ck_get_rseq(
+        pid,
+        new Uint8Array(a.buffer),
+        new Uint8Array(l.buffer),
+        new Uint8Array(s.buffer),
+      ),
+      "ptrace(GET_RSEQ_CONFIGURATION)",
+      `pid ${pid}`,
+    );
+    return { addr: a[0], len: l[0], sig: s[0] };
+  },
+  getRobustList(pid: number): { head: bigint; len: bigint } {
+    const h = new BigUint64Array(1), l = new BigUint64Array(1);
+    check(
+      native().ck_get_robust_list(pid, new Uint8Array(h.buffer), new Uint8Array(l.buffer)),
+      "get_robust_list",
+      `pid ${pid}`,
+    );
+    return { head: h[0], len: l[0] };
+  },
+  peekWord(pid: number, addr: bigint): bigint {
+    const b = new BigUint64Array(1);
+    check(
+      native().ck_peek_word(pid, addr, new Uint8Array(b.buffer)),
+      "ptrace(PEEKDATA)",
+      `pid ${pid}`,
+    );
+    return b[0];
+  },
+  /** Runs one system call in a stopped tracee; returns its raw result
+   * (negative values are -errno from the tracee's point of view). */
+  injectSyscall(pid: number, nr: number, args: (bigint | number)[] = []): bigint {
+    const a = new BigUint64Array(6);
+    args.forEach((v, i) => a[i] = BigInt.asUintN(64, BigInt(v)));
+    const r = new BigInt64Array(1);
+    check(
+      native().ck_inject_syscall(
+        pid,
+        BigInt(nr),
+        new Uint8Array(a.buffer),
+        new Uint8Array(r.buffer),
+      ),
+      `injecting syscall ${nr}`,
+      `into pid ${pid}`,
+    );
+    return r[0];
+  },
+};
+
+export interface WaitStatus {
+  pid: number;
+  raw: number;
+  exited: boolean;
+  exitCode: number;
+  signaled: boolean;
+  termSig: number;
+  stopped: boolean;
+  stopSig: number;
+  event: number;
+}
+
+export function decodeWait(pid: number, raw: number): WaitStatus {
+  const low = raw & 0x7f;
+  return {
+    pid,
+    raw,
+    exited: low === 0,
+    exitCode: (raw >> 8) & 0xff,
+    signaled: low !== 0 && low !== 0x7f,
+    termSig: low,
+    stopped: (raw & 0xff) === 0x7f,
+    stopSig: (raw >> 8) & 0xff,
+    event: (raw >> 16) & 0xffff,
+  };
+}
+
+/** wait4(pid); null when WNOHANG found nothing to report. */
+export function wait(pid: number, flags = WALL): WaitStatus | null {
+  const st = new Int32Array(1);
+  const got = check(native().ck_wait(pid, flags, new Uint8Array(st.buffer)), "wait4", `pid ${pid}`);
+  if (got === 0) return null;
+  return decodeWait(got, st[0]);
+}
+
+// ---- descriptors -------------------------------------------------------------
+
+export const O = {
+  RDONLY: 0,
+  WRONLY: 1,
+  RDWR: 2,
+  ACCMODE: 3,
+  CREAT: 0o100,
+  EXCL: 0o200,
+  NOCTTY: 0o400,
+  TRUNC: 0o1000,
+  APPEND: 0o2000,
+  NONBLOCK: 0o4000,
+  DIRECTORY: 0o200000,
+  NOFOLLOW: 0o400000,
+  CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
+  LARGEFILE: 0o100000,
+} as const;
+
+export const fd = {
+  open(path: string, flags: number, mode = 0o600): number {
+    return check(native().ck_open(cstr(path), flags, mode), "open", path);
+  },
+  tryOpen(path: string, flags: number, mode = 0o600): number | null {
+    const rc = native().ck_open(cstr(path), flags, mode);
+    return rc < 0n ? null : Number(rc);
+  },
+  close(n: number): void {
+    native().ck_close(n);
+  },
+  read(n: number, buf: Uint8Array<ArrayBuffer>): number {
+    return check(native().ck_read(n, buf, BigInt(buf.length)), "read", `fd ${n}`);
+  },
+  write(n: number, buf: Uint8Array<ArrayBuffer>): number {
+    return check(native().ck_write(n, buf, BigInt(buf.length)), "write", `fd ${n}`);
+  },
+  writeAll(n: number, buf: Uint8Array<ArrayBuffer>): void {
+    let off = 0;
+    while (off < buf.length) off += fd.write(n, buf.subarray(off));
+  },
+  pread(n: number, buf: Uint8Array<ArrayBuffer>, off: number): number {
+    return check(native().ck_pread(n, buf, BigInt(buf.length), BigInt(off)), "pread", `fd ${n}`);
+  },
+  lseek(n: number, off: bigint, whence: number): bigint {
+    const rc = native().ck_lseek(n, off, whence);
+    check(rc, "lseek", `fd ${n}`);
+    return rc;
+  },
+  fcntl(n: number, cmd: number, arg = 0): number {
+    return check(native().ck_fcntl(n, cmd, BigInt(arg)), "fcntl", `fd ${n}`);
+  },
+  dupAbove(n: number, min: number): number {
+    return check(native().ck_fcntl(n, 0, BigInt(min)), "fcntl(F_DUPFD)", `fd ${n}`);
+  },
+  pipe(flags = 0): [number, number] {
+    const p = new Int32Array(2);
+    check(native().ck_pipe(new Uint8Array(p.buffer), flags), "pipe2");
+    return [p[0], p[1]];
+  },
+  tee(fdIn: number, fdOut: number, len: number, flags = 0): number {
+    return check(native().ck_tee(fdIn, fdOut, BigInt(len), flags), "tee", `fd ${fdIn}`);
+  },
+  eventfd(count: number, flags: number): number {
+    return check(native().ck_eventfd(count, flags), "eventfd2");
+  },
+  memfd(name: string, flags = 0): number {
+    return check(native().ck_memfd_create(cstr(name), flags), "memfd_create", name);
+  },
+  ftruncate(n: number, len: number): void {
+    check(native().ck_ftruncate(n, BigInt(len)), "ftruncate", `fd ${n}`);
+  },
+  ioctl(n: number, req: number, arg: bigint = 0n): number {
+    return check(native().ck_ioctl(n, BigInt(req), arg), "ioctl", `fd ${n}`);
+  },
+  pidfdOpen(pid: number): number {
+    return check(native().ck_pidfd_open(pid, 0), "pidfd_open", `pid ${pid}`);
+  },
+  /** A copy of fd `target` of the process behind pidfd. */
+  pidfdGetfd(pidfd: number, target: number, what = ""): number {
+    return check(native().ck_pidfd_getfd(pidfd, target, 0), "pidfd_getfd", what || `fd ${target}`);
+  },
+};
+
+export function kill(pid: number, sig: number): boolean {
+  return native().ck_kill(pid, sig) >= 0n;
+}
+
+// ---- memory ------------------------------------------------------------------
+
+export function vmRead(pid: number, addr: bigint, len: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(len);
+  const n = check(
+    native().ck_vm_read(pid, buf, BigInt(len), addr),
+    "process_vm_readv",
+    `pid ${pid}`,
+  );
+  return buf.subarray(0, n);
+}
+
+/** Streams page runs ([addr, len] pairs) from the tracee to outFd. */
+export function dumpPages(pid: number, memFd: number, runs: BigUint64Array, outFd: number): number {
+  return check(
+    native().ck_dump_pages(pid, memFd, new Uint8Array(runs.buffer), BigInt(runs.length / 2), outFd),
+    "copying memory",
+    `of pid ${pid}`,
+  );
+}
+
+// ---- restore -----------------------------------------------------------------
+
+export function restorerSize(): number {
+  return Number(native().ck_restorer_size());
+}
+
+export function regionSize(planLen: number): number {
+  return Number(native().ck_region_size(BigInt(planLen)));
+}
+
+/** Forks the task with exactly `pid`; returns its pid or throws (EEXIST: taken). */
+export function restoreSpawn(plan: Uint8Array<ArrayBuffer>, pid: number, statusFd: number): number {
+  return check(
+    native().ck_restore_spawn(plan, BigInt(plan.length), pid, statusFd),
+    "clone3",
+    `with pid ${pid}`,
+  );
+}

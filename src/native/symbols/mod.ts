@@ -1,0 +1,16 @@
+// The whole symbol table of libckpt.so, one group per ffi/*.zig file.
+import { fdSymbols } from "./fdops.ts";
+import { memorySymbols } from "./memory.ts";
+import { ptraceSymbols } from "./ptrace.ts";
+import { restoreSymbols } from "./restore.ts";
+
+export const symbols = {
+  ck_abi_version: { parameters: [], result: "u32" },
+  ...ptraceSymbols,
+  ...fdSymbols,
+  ...memorySymbols,
+  ...restoreSymbols,
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** Must equal ck_abi_version() of the library, or the library is stale. */
+export const ABI_VERSION = 1;

@@ -1,0 +1,22 @@
+// ffi/ptrace.zig
+export const ptraceSymbols = {
+  ck_ptrace_seize: { parameters: ["i32", "u64"], result: "i64" },
+  ck_ptrace_interrupt: { parameters: ["i32"], result: "i64" },
+  ck_ptrace_detach: { parameters: ["i32", "i32"], result: "i64" },
+  ck_ptrace_cont: { parameters: ["i32", "i32"], result: "i64" },
+  ck_ptrace_setoptions: { parameters: ["i32", "u64"], result: "i64" },
+  ck_ptrace_geteventmsg: { parameters: ["i32", "buffer"], result: "i64" },
+  ck_wait: { parameters: ["i32", "i32", "buffer"], result: "i64" },
+  ck_get_regs: { parameters: ["i32", "buffer"], result: "i64" },
+  ck_set_regs: { parameters: ["i32", "buffer"], result: "i64" },
+  ck_get_xstate: { parameters: ["i32", "buffer", "usize"], result: "i64" },
+  ck_set_xstate: { parameters: ["i32", "buffer", "usize"], result: "i64" },
+  ck_get_sigmask: { parameters: ["i32", "buffer"], result: "i64" },
+  ck_set_sigmask: { parameters: ["i32", "u64"], result: "i64" },
+  ck_peek_siginfo: { parameters: ["i32", "i32", "buffer", "i32"], result: "i64" },
+  ck_get_rseq: { parameters: ["i32", "buffer", "buffer", "buffer"], result: "i64" },
+  ck_get_robust_list: { parameters: ["i32", "buffer", "buffer"], result: "i64" },
+  ck_peek_word: { parameters: ["i32", "u64", "buffer"], result: "i64" },
+  ck_poke_word: { parameters: ["i32", "u64", "u64"], result: "i64" },
+  ck_inject_syscall: { parameters: ["i32", "u64", "buffer", "buffer"], result: "i64" },
+} as const satisfies Deno.ForeignLibraryInterface;

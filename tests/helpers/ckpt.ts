@@ -1,0 +1,29 @@
+// Runs the real ./ckpt launcher the way a user would.
+export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+export const CKPT = `${ROOT}/ckpt`;
+export const WORKLOADS = `${ROOT}/zig-out/workloads`;
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function runCkpt(args: string[], opts: { stdin?: string } = {}): Promise<RunResult> {
+  const cmd = new Deno.Command(CKPT, {
+    args,
+    env: { DENO_BIN: Deno.execPath(), NO_COLOR: "1" },
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const child = cmd.spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
