@@ -97,3 +97,9 @@ export fn ck_sendmsg(fd: i32, msg: *const anyopaque, flags: i32) i64 {
 export fn ck_recvmsg(fd: i32, msg: *anyopaque, flags: i32) i64 {
     return ret(sys.syscall3(NR.recvmsg, sys.int(fd), sys.ptr(msg), sys.int(flags)));
 }
+
+/// kcmp(2): 0 when both refer to the same kernel object (KCMP_FILE = 0: the
+/// same open file description), 1/2 ordering otherwise.
+export fn ck_kcmp(pid1: i32, pid2: i32, kind: i32, idx1: u64, idx2: u64) i64 {
+    return ret(sys.syscall5(312, sys.int(pid1), sys.int(pid2), sys.int(kind), idx1, idx2));
+}

@@ -1,12 +1,65 @@
-import { CkptError } from "../errors.ts";
 import type { CommandSpec } from "../cli/spec.ts";
+import { dump } from "../dump/dump.ts";
+import { UsageError } from "../errors.ts";
+import { formatBytes, formatMs } from "../util/units.ts";
 
 export const dumpCommand: CommandSpec = {
   name: "dump",
-  summary: "dump (not implemented yet)",
-  usage: "ckpt dump [OPTIONS]",
-  options: [],
-  run() {
-    return Promise.reject(new CkptError("dump is not implemented yet"));
+  summary: "checkpoint a process tree into an images directory",
+  usage: "ckpt dump -t PID -D DIR [OPTIONS]",
+  description: `
+Freezes the tree rooted at PID, writes its state to DIR (created owner-only)
+and then kills it, unless told to leave it running or stopped. A refused or
+failed dump leaves the tree running as it was and no usable images behind.`,
+  options: [
+    { name: "tree", short: "t", kind: "string", arg: "PID", help: "root of the tree to dump" },
+    {
+      name: "images-dir",
+      short: "D",
+      kind: "string",
+      arg: "DIR",
+      help: "where to write the images",
+    },
+    {
+      name: "leave-running",
+      short: "R",
+      kind: "boolean",
+      help: "let the tree run on after the dump",
+    },
+    {
+      name: "leave-stopped",
+      short: "s",
+      kind: "boolean",
+      help: "leave the tree stopped (SIGSTOP)",
+    },
+    {
+      name: "shell-job",
+      short: "j",
+      kind: "boolean",
+      help: "the tree is a job of a shell session (terminal fds, session not its own)",
+    },
+    { name: "json", kind: "boolean", help: "print the result as JSON" },
+  ],
+  run(opts) {
+    const pid = opts.int("tree", { min: 1 });
+    if (pid === undefined) throw new UsageError("dump: -t/--tree PID is required");
+    const dir = opts.string("images-dir");
+    if (!dir) throw new UsageError("dump: -D/--images-dir DIR is required");
+    const r = dump({
+      pid,
+      dir,
+      leaveRunning: opts.bool("leave-running"),
+      leaveStopped: opts.bool("leave-stopped"),
+      shellJob: opts.bool("shell-job"),
+    });
+    if (opts.bool("json")) console.log(JSON.stringify(r));
+    else {
+      console.log(
+        `dumped pid ${r.pid} to ${r.dir}: ${formatBytes(r.pagesBytes)} of memory in ${
+          formatMs(r.totalMs)
+        } (frozen ${formatMs(r.frozenMs)})`,
+      );
+    }
+    return Promise.resolve(0);
   },
 };

@@ -121,6 +121,9 @@ export const ptrace = {
     );
     return { head: h[0], len: l[0] };
   },
+  killTask(pid: number): void {
+    native().ck_kill(pid, 9);
+  },
   peekWord(pid: number, addr: bigint): bigint {
     const b = new BigUint64Array(1);
     check(
@@ -268,6 +271,11 @@ export const fd = {
     return check(native().ck_pidfd_getfd(pidfd, target, 0), "pidfd_getfd", what || `fd ${target}`);
   },
 };
+
+/** True when fd a of pid1 and fd b of pid2 share one open file description. */
+export function sameFile(pid1: number, a: number, pid2: number, b: number): boolean {
+  return check(native().ck_kcmp(pid1, pid2, 0, BigInt(a), BigInt(b)), "kcmp", `pid ${pid1}`) === 0;
+}
 
 export function kill(pid: number, sig: number): boolean {
   return native().ck_kill(pid, sig) >= 0n;

@@ -22,4 +22,5 @@ export const fdSymbols = {
   ck_socket: { parameters: ["i32", "i32", "i32"], result: "i64" },
   ck_sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
   ck_recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+  ck_kcmp: { parameters: ["i32", "i32", "i32", "u64", "u64"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -1,0 +1,216 @@
+// ckpt dump: freeze → collect task state → files → memory → write images →
+// kill, release or leave stopped. Until the images are complete nothing is
+// changed for the task: any failure releases it running and removes what was
+// written, so no directory that restore would accept is left behind.
+import { create } from "@bufbuild/protobuf";
+import {
+  FdTableSchema,
+  FileKind,
+  FilesImageSchema,
+  ImageFileSchema,
+  InventorySchema,
+  MmImageSchema,
+  PagemapImageSchema,
+  TaskCoreSchema,
+} from "../gen/ckpt/images_pb.ts";
+import { DumpError } from "../errors.ts";
+import { crc32c } from "../images/crc32c.ts";
+import {
+  coreName,
+  fdName,
+  FILES,
+  ImageDir,
+  INVENTORY,
+  mmName,
+  pagemapName,
+  pagesName,
+} from "../images/dir.ts";
+import { FORMAT_VERSION, ImageKind, PAGE_SIZE } from "../images/format.ts";
+import { listChildren, listThreads, NoProcess, processExists } from "../proc/read.ts";
+import { readStat } from "../proc/status.ts";
+import { log } from "../util/log.ts";
+import { formatBytes, formatMs } from "../util/units.ts";
+import { VERSION } from "../version.ts";
+import { FileCollector } from "./files.ts";
+import { Frozen } from "./freeze.ts";
+import { Injector } from "./inject.ts";
+import { collectVmas, planPages, writePages } from "./memory.ts";
+import { collectTask } from "./task_state.ts";
+
+export interface DumpOptions {
+  /** Root of the tree to dump. */
+  pid: number;
+  /** Images directory (created 0700 if missing; must hold no images). */
+  dir: string;
+  /** Let the tree run on after the dump (CRIU's -R). */
+  leaveRunning?: boolean;
+  /** Leave the tree stopped (SIGSTOP) after the dump (CRIU's -s). */
+  leaveStopped?: boolean;
+  /** The tree belongs to a terminal session it does not lead. */
+  shellJob?: boolean;
+}
+
+export interface DumpResult {
+  pid: number;
+  dir: string;
+  pagesBytes: number;
+  /** Time the tree was frozen. */
+  frozenMs: number;
+  totalMs: number;
+}
+
+export function dump(opts: DumpOptions): DumpResult {
+  const t0 = performance.now();
+  const { pid } = opts;
+  if (opts.leaveRunning && opts.leaveStopped) {
+    throw new DumpError("--leave-running and --leave-stopped exclude each other");
+  }
+  if (pid === Deno.pid) throw new DumpError("ckpt cannot dump itself");
+  if (!processExists(pid)) throw new NoProcess(pid);
+  checkScope(pid, !!opts.shellJob);
+
+  const dir = ImageDir.create(opts.dir);
+  const written: string[] = [];
+  const write = (name: string, fn: () => void) => {
+    written.push(name);
+    fn();
+  };
+  const frozen = new Frozen();
+  let tFrozen = 0;
+  try {
+    frozen.seize(pid);
+    tFrozen = performance.now();
+    const tids = listThreads(pid);
+    if (tids.length > 1) {
+      throw new DumpError(
+        `pid ${pid} has ${tids.length} threads; multi-threaded processes cannot be dumped yet`,
+      );
+    }
+    if (listChildren(pid).length > 0) {
+      throw new DumpError(`pid ${pid} has child processes; process trees cannot be dumped yet`);
+    }
+    const inj = new Injector(pid);
+    const core = collectTask(pid, tids, inj);
+    inj.release();
+
+    const files = new FileCollector({ shellJob: !!opts.shellJob });
+    core.cwdFileId = files.addPath(
+      FileKind.FILE_DIR,
+      Deno.readLinkSync(`/proc/${pid}/cwd`),
+      `/proc/${pid}/cwd`,
+    );
+    core.rootFileId = files.addPath(
+      FileKind.FILE_DIR,
+      Deno.readLinkSync(`/proc/${pid}/root`),
+      `/proc/${pid}/root`,
+    );
+    if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${pid}/exe`);
+    const fds = files.collectFds(pid);
+    const vmas = collectVmas(pid, files);
+    const runs = planPages(pid, vmas);
+
+    const pagesFile = pagesName(pid);
+    written.push(pagesFile);
+    const pagesBytes = writePages(pid, runs, dir.file(pagesFile));
+    log.info(
+      `pid ${pid}: ${vmas.length} mappings, ${runs.length} page runs, ${formatBytes(pagesBytes)}`,
+    );
+
+    write(coreName(pid), () => dir.write(coreName(pid), ImageKind.Core, TaskCoreSchema, core));
+    write(
+      mmName(pid),
+      () =>
+        dir.write(mmName(pid), ImageKind.Mm, MmImageSchema, create(MmImageSchema, { pid, vmas })),
+    );
+    write(pagemapName(pid), () =>
+      dir.write(
+        pagemapName(pid),
+        ImageKind.Pagemap,
+        PagemapImageSchema,
+        create(PagemapImageSchema, { pid, pagesFile, runs }),
+      ));
+    write(
+      fdName(pid),
+      () =>
+        dir.write(
+          fdName(pid),
+          ImageKind.FdTable,
+          FdTableSchema,
+          create(FdTableSchema, { pid, fds }),
+        ),
+    );
+    write(
+      FILES,
+      () =>
+        dir.write(
+          FILES,
+          ImageKind.Files,
+          FilesImageSchema,
+          create(FilesImageSchema, { files: files.files }),
+        ),
+    );
+
+    // The inventory lists every file with its size and checksum and is
+    // written last: its presence means the dump is complete.
+    const listed = written.map((name) => {
+      const data = name === pagesFile ? undefined : Deno.readFileSync(dir.file(name));
+      return create(ImageFileSchema, {
+        name,
+        size: BigInt(data ? data.length : Deno.statSync(dir.file(name)).size),
+        crc32c: data ? crc32c(data) : 0,
+      });
+    });
+    write(INVENTORY, () =>
+      dir.write(
+        INVENTORY,
+        ImageKind.Inventory,
+        InventorySchema,
+        create(InventorySchema, {
+          formatVersion: FORMAT_VERSION,
+          ckptVersion: VERSION,
+          rootPid: pid,
+          pids: [pid],
+          kernel: Deno.osRelease(),
+          createdUnixMs: BigInt(Date.now()),
+          pageSize: PAGE_SIZE,
+          shellJob: !!opts.shellJob,
+          files: listed,
+        }),
+      ));
+
+    const frozenMs = performance.now() - tFrozen;
+    if (opts.leaveRunning) frozen.release();
+    else if (opts.leaveStopped) frozen.release(19);
+    else frozen.kill();
+    const totalMs = performance.now() - t0;
+    log.info(
+      `dumped pid ${pid} to ${opts.dir} in ${formatMs(totalMs)} (frozen ${formatMs(frozenMs)})`,
+    );
+    return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs };
+  } catch (err) {
+    frozen.release();
+    for (const name of written) {
+      for (const f of [name, `${name}.tmp`]) {
+        try {
+          Deno.removeSync(dir.file(f));
+        } catch { /* not written yet */ }
+      }
+    }
+    if (err instanceof NoProcess || (err instanceof Error && !processExists(pid))) {
+      throw new DumpError(`pid ${pid} exited during the dump; nothing was saved`);
+    }
+    throw err;
+  }
+}
+
+function checkScope(pid: number, shellJob: boolean): void {
+  const st = readStat(pid);
+  const sid = Number(st.field(6));
+  if (sid !== pid && !shellJob) {
+    throw new DumpError(
+      `pid ${pid} is in session ${sid}, which it does not lead (started from a shell?); ` +
+        `dump it with --shell-job, or start it with setsid`,
+    );
+  }
+  if (st.state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
+}

@@ -1,0 +1,194 @@
+// A task's address space: every mapping as a Vma, and which pages must be
+// saved — decided from /proc/PID/pagemap — streamed into the pages file.
+import { create } from "@bufbuild/protobuf";
+import {
+  FileKind,
+  type PageRun,
+  PageRunSchema,
+  type Vma,
+  VmaKind,
+  VmaSchema,
+} from "../gen/ckpt/images_pb.ts";
+import { dumpPages, fd as fdops, O } from "../native/mod.ts";
+import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
+import { DumpError } from "../errors.ts";
+import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
+import type { FileCollector } from "./files.ts";
+
+const PAGE = BigInt(PAGE_SIZE);
+const PM_PRESENT = 1n << 63n;
+const PM_SWAP = 1n << 62n;
+const PM_FILE = 1n << 61n;
+
+const SPECIAL: Record<string, VmaKind> = {
+  "[vdso]": VmaKind.VMA_VDSO,
+  "[vvar]": VmaKind.VMA_VVAR,
+  "[vvar_vclock]": VmaKind.VMA_VVAR_VCLOCK,
+  "[vsyscall]": VmaKind.VMA_VSYSCALL,
+};
+
+function classify(pid: number, e: MapsEntry): VmaKind {
+  const special = SPECIAL[e.name];
+  if (special !== undefined) return special;
+  if (e.inode === 0) {
+    if (e.shared) return VmaKind.VMA_ANON_SHARED;
+    if (
+      e.name === "" || e.name === "[heap]" || e.name === "[stack]" || e.name.startsWith("[anon:")
+    ) {
+      return VmaKind.VMA_ANON_PRIVATE;
+    }
+    throw new DumpError(
+      `pid ${pid}: mapping ${e.name} at 0x${e.start.toString(16)} cannot be dumped`,
+    );
+  }
+  if (e.name.startsWith("/dev/zero") || e.name.startsWith("/SYSV")) {
+    if (e.name.startsWith("/SYSV")) {
+      throw new DumpError(`pid ${pid}: System V shared memory (${e.name}) cannot be dumped yet`);
+    }
+    return VmaKind.VMA_ANON_SHARED;
+  }
+  if (e.name.endsWith(" (deleted)")) {
+    throw new DumpError(
+      `pid ${pid}: mapping of deleted file ${e.name} at 0x${
+        e.start.toString(16)
+      } cannot be dumped yet`,
+    );
+  }
+  return e.shared ? VmaKind.VMA_FILE_SHARED : VmaKind.VMA_FILE_PRIVATE;
+}
+
+export interface MemoryDump {
+  vmas: Vma[];
+  runs: PageRun[];
+  bytes: number;
+}
+
+/** Which pages of a mapping hold data the restored task needs from us. */
+function wanted(kind: VmaKind, entry: bigint): boolean {
+  if ((entry & (PM_PRESENT | PM_SWAP)) === 0n) return false;
+  switch (kind) {
+    case VmaKind.VMA_ANON_PRIVATE:
+    case VmaKind.VMA_ANON_SHARED:
+      return true;
+    case VmaKind.VMA_FILE_PRIVATE:
+      // Copied-on-write pages are anonymous; file pages come from the file.
+      return (entry & PM_FILE) === 0n || (entry & PM_SWAP) !== 0n;
+    default:
+      return false;
+  }
+}
+
+export function collectVmas(pid: number, files: FileCollector): Vma[] {
+  return readMaps(pid).map((e) => {
+    const kind = classify(pid, e);
+    const isFile = kind === VmaKind.VMA_FILE_PRIVATE || kind === VmaKind.VMA_FILE_SHARED;
+    const fileId = isFile
+      ? files.addPath(
+        FileKind.FILE_REG,
+        e.name,
+        `/proc/${pid}/map_files/${e.start.toString(16)}-${e.end.toString(16)}`,
+      )
+      : 0;
+    return create(VmaSchema, {
+      start: e.start,
+      end: e.end,
+      prot: protOf(e),
+      kind,
+      fileId,
+      pgoff: isFile ? e.offset : 0n,
+      name: e.name,
+      growsdown: e.name === "[stack]",
+    });
+  });
+}
+
+/** Page runs to save, in address order, with their place in the pages file. */
+export function planPages(pid: number, vmas: Vma[]): PageRun[] {
+  const pm = fdops.open(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+  const runs: PageRun[] = [];
+  let fileOff = PAGE;
+  try {
+    for (const v of vmas) {
+      if (
+        v.kind !== VmaKind.VMA_ANON_PRIVATE && v.kind !== VmaKind.VMA_ANON_SHARED &&
+        v.kind !== VmaKind.VMA_FILE_PRIVATE
+      ) continue;
+      const first = v.start / PAGE;
+      const n = Number((v.end - v.start) / PAGE);
+      const CHUNK = 65536;
+      for (let i = 0; i < n; i += CHUNK) {
+        const cnt = Math.min(CHUNK, n - i);
+        const buf = new Uint8Array(cnt * 8);
+        let got = 0;
+        while (got < buf.length) {
+          const r = fdops.pread(pm, buf.subarray(got), Number((first + BigInt(i)) * 8n) + got);
+          if (r === 0) break;
+          got += r;
+        }
+        const ents = new BigUint64Array(buf.buffer, 0, got / 8);
+        let runStart = -1;
+        const flush = (end: number) => {
+          if (runStart < 0) return;
+          const pages = end - runStart;
+          const last = runs[runs.length - 1];
+          const vaddr = (first + BigInt(i + runStart)) * PAGE;
+          if (last && last.vaddr + last.nrPages * PAGE === vaddr) {
+            last.nrPages += BigInt(pages);
+          } else {
+            runs.push(
+              create(PageRunSchema, { vaddr, nrPages: BigInt(pages), fileOffset: fileOff }),
+            );
+          }
+          fileOff += BigInt(pages) * PAGE;
+          runStart = -1;
+        };
+        for (let j = 0; j < ents.length; j++) {
+          if (wanted(v.kind, ents[j])) {
+            if (runStart < 0) runStart = j;
+          } else flush(j);
+        }
+        flush(ents.length);
+      }
+    }
+  } finally {
+    fdops.close(pm);
+  }
+  // Runs never cross a VMA boundary (merging only joins adjacent VMAs of the
+  // same task), which restore relies on to fill each mapping separately.
+  return splitAtVmas(runs, vmas);
+}
+
+function splitAtVmas(runs: PageRun[], vmas: Vma[]): PageRun[] {
+  const out: PageRun[] = [];
+  let vi = 0;
+  for (const r of runs) {
+    let addr = r.vaddr, left = r.nrPages * PAGE, off = r.fileOffset;
+    while (left > 0n) {
+      while (vmas[vi].end <= addr) vi++;
+      const take = left < vmas[vi].end - addr ? left : vmas[vi].end - addr;
+      out.push(create(PageRunSchema, { vaddr: addr, nrPages: take / PAGE, fileOffset: off }));
+      addr += take;
+      off += take;
+      left -= take;
+    }
+  }
+  return out;
+}
+
+/** Writes the pages file: header page, then every run in order. */
+export function writePages(pid: number, runs: PageRun[], path: string): number {
+  const out = fdops.open(path, O.WRONLY | O.CREAT | O.TRUNC | O.CLOEXEC, 0o600);
+  const mem = fdops.open(`/proc/${pid}/mem`, O.RDONLY | O.CLOEXEC);
+  try {
+    fdops.writeAll(out, pagesHeader());
+    const pairs = new BigUint64Array(runs.length * 2);
+    runs.forEach((r, i) => {
+      pairs[2 * i] = r.vaddr;
+      pairs[2 * i + 1] = r.nrPages * PAGE;
+    });
+    return runs.length ? dumpPages(pid, mem, pairs, out) : 0;
+  } finally {
+    fdops.close(mem);
+    fdops.close(out);
+  }
+}

@@ -1,0 +1,157 @@
+// Everything about one frozen task except its memory and files: registers,
+// FPU, signals, timers, thread-level kernel state, creds, limits, mm fields.
+import { create } from "@bufbuild/protobuf";
+import {
+  CredsSchema,
+  ITimerSchema,
+  MmFieldsSchema,
+  QueuedSignalSchema,
+  RlimitSchema,
+  SigActionSchema,
+  SyscallStateSchema,
+  type TaskCore,
+  TaskCoreSchema,
+  type ThreadCore,
+  ThreadCoreSchema,
+} from "../gen/ckpt/images_pb.ts";
+import { ptrace } from "../native/mod.ts";
+import { readProcBytes, readProcText } from "../proc/read.ts";
+import { readLimits, readStat, readStatus, statusHex, statusInts } from "../proc/status.ts";
+import { type Injector, SYS } from "./inject.ts";
+import { syscallState } from "./regs.ts";
+
+const PR_GET_PDEATHSIG = 2;
+const PR_GET_DUMPABLE = 3;
+const PR_GET_TID_ADDRESS = 40;
+const SIGKILL = 9, SIGSTOP = 19;
+
+function u64(dv: DataView, off: number): bigint {
+  return dv.getBigUint64(off, true);
+}
+
+export function collectThread(pid: number, tid: number, inj: Injector): ThreadCore {
+  const regs = ptrace.getRegs(tid);
+  const sc = syscallState(regs);
+  const xsave = ptrace.getXstate(tid);
+  const pending = ptrace.peekSiginfo(tid, false).map((info) =>
+    create(QueuedSignalSchema, {
+      shared: false,
+      signo: new DataView(info.buffer).getInt32(0, true),
+      siginfo: info,
+    })
+  );
+  inj.call(SYS.sigaltstack, [0, inj.scratch], "sigaltstack");
+  const ss = inj.read(24);
+  inj.call(SYS.prctl, [PR_GET_TID_ADDRESS, inj.scratch], "prctl(PR_GET_TID_ADDRESS)");
+  const tidAddress = u64(inj.read(8), 0);
+  const robust = ptrace.getRobustList(tid);
+  let rseq = { addr: 0n, len: 0, sig: 0 };
+  try {
+    rseq = ptrace.getRseq(tid);
+  } catch { /* kernels without rseq configuration readout: none registered */ }
+  return create(ThreadCoreSchema, {
+    tid,
+    regs,
+    xsave,
+    sigmask: ptrace.getSigmask(tid),
+    pending,
+    altstackSp: u64(ss, 0),
+    altstackFlags: ss.getInt32(8, true),
+    altstackSize: u64(ss, 16),
+    tidAddress,
+    robustHead: robust.head,
+    robustLen: robust.len,
+    rseqAddr: rseq.addr,
+    rseqLen: rseq.len,
+    rseqSig: rseq.sig,
+    comm: readProcText(pid, `task/${tid}/comm`).trimEnd(),
+    syscall: create(SyscallStateSchema, { nr: sc.nr, ret: sc.ret, action: sc.action }),
+  });
+}
+
+export function collectTask(pid: number, tids: number[], inj: Injector): TaskCore {
+  const stat = readStat(pid);
+  const status = readStatus(pid);
+  const threads = tids.map((tid) => collectThread(pid, tid, inj));
+
+  const sigactions = [];
+  for (let sig = 1; sig <= 64; sig++) {
+    if (sig === SIGKILL || sig === SIGSTOP) continue;
+    inj.call(SYS.rt_sigaction, [sig, 0, inj.scratch, 8], `rt_sigaction(${sig})`);
+    const a = inj.read(32);
+    sigactions.push(create(SigActionSchema, {
+      signo: sig,
+      handler: u64(a, 0),
+      flags: u64(a, 8),
+      restorer: u64(a, 16),
+      mask: u64(a, 24),
+    }));
+  }
+  const itimers = [0, 1, 2].map((which) => {
+    inj.call(SYS.getitimer, [which, inj.scratch], `getitimer(${which})`);
+    const t = inj.read(32);
+    return create(ITimerSchema, {
+      which,
+      intervalSec: t.getBigInt64(0, true),
+      intervalUsec: t.getBigInt64(8, true),
+      valueSec: t.getBigInt64(16, true),
+      valueUsec: t.getBigInt64(24, true),
+    });
+  });
+  inj.call(SYS.prctl, [PR_GET_PDEATHSIG, inj.scratch], "prctl(PR_GET_PDEATHSIG)");
+  const pdeathsig = inj.read(4).getInt32(0, true);
+  const dumpable = inj.call(SYS.prctl, [PR_GET_DUMPABLE], "prctl(PR_GET_DUMPABLE)");
+  const brk = inj.call(12, [0], "brk(0)");
+  const sharedPending = ptrace.peekSiginfo(pid, true).map((info) =>
+    create(QueuedSignalSchema, {
+      shared: true,
+      signo: new DataView(info.buffer).getInt32(0, true),
+      siginfo: info,
+    })
+  );
+
+  const uids = statusInts(status, "Uid");
+  const gids = statusInts(status, "Gid");
+  return create(TaskCoreSchema, {
+    pid,
+    ppid: Number(stat.field(4)),
+    pgid: Number(stat.field(5)),
+    sid: Number(stat.field(6)),
+    comm: stat.comm,
+    exe: Deno.readLinkSync(`/proc/${pid}/exe`),
+    threads,
+    sigactions,
+    sharedPending,
+    itimers,
+    personality: parseInt(readProcText(pid, "personality").trim(), 16),
+    umask: parseInt(status.get("Umask") ?? "22", 8),
+    pdeathsig,
+    rlimits: readLimits(pid).map((l) => create(RlimitSchema, l)),
+    creds: create(CredsSchema, {
+      uids,
+      gids,
+      groups: statusInts(status, "Groups"),
+      capInh: statusHex(status, "CapInh"),
+      capPrm: statusHex(status, "CapPrm"),
+      capEff: statusHex(status, "CapEff"),
+      capBnd: statusHex(status, "CapBnd"),
+      capAmb: statusHex(status, "CapAmb"),
+      dumpable: dumpable === 1n,
+    }),
+    mm: create(MmFieldsSchema, {
+      startCode: stat.field(26),
+      endCode: stat.field(27),
+      startStack: stat.field(28),
+      startData: stat.field(45),
+      endData: stat.field(46),
+      startBrk: stat.field(47),
+      brk,
+      argStart: stat.field(48),
+      argEnd: stat.field(49),
+      envStart: stat.field(50),
+      envEnd: stat.field(51),
+      auxv: readProcBytes(pid, "auxv"),
+    }),
+    exitSignal: Number(stat.field(38)),
+  });
+}
