@@ -40,7 +40,10 @@ const CloneArgs = extern struct {
 /// Forks the task that becomes `pid` (0: any pid). Returns its pid to the
 /// caller, or -errno (EEXIST: the pid is taken). The child never returns.
 /// status_fd is the write end of a pipe the child reports a failure on.
-export fn ck_restore_spawn(plan: [*]u8, plan_len: usize, pid: i32, status_fd: i32) i64 {
+/// rseq_offset/rseq_size: glibc's __rseq_offset and __rseq_size for the
+/// calling thread (size 0: no registration). The child inherits that rseq
+/// registration, whose area is about to be unmapped: it must drop it first.
+export fn ck_restore_spawn(plan: [*]u8, plan_len: usize, pid: i32, status_fd: i32, rseq_offset: i64, rseq_size: u32) i64 {
     var want: i32 = pid;
     var args = CloneArgs{ .exit_signal = sys.SIGCHLD };
     if (pid > 0) {
@@ -50,7 +53,22 @@ export fn ck_restore_spawn(plan: [*]u8, plan_len: usize, pid: i32, status_fd: i3
     const rc = sys.syscall2(NR.clone3, sys.ptr(&args), @sizeOf(CloneArgs));
     if (sys.isErr(rc)) return sys.signed(rc);
     if (rc != 0) return @intCast(rc);
-    child(@ptrCast(@alignCast(plan)), plan_len, status_fd);
+    child(@ptrCast(@alignCast(plan)), plan_len, status_fd, rseq_offset, rseq_size);
+}
+
+const RSEQ_FLAG_UNREGISTER = 1;
+const RSEQ_SIG_GLIBC_X86 = 0x53053053;
+const ARCH_GET_FS = 0x1003;
+
+fn dropInheritedRseq(status_fd: i32, offset: i64, size: u32) void {
+    if (size == 0) return;
+    var fs: u64 = 0;
+    check(status_fd, .child_setup, sys.syscall2(NR.arch_prctl, ARCH_GET_FS, sys.ptr(&fs)), 3);
+    const area: u64 = @bitCast(@as(i64, @bitCast(fs)) + offset);
+    // glibc registers 32 bytes (older) or its feature size (newer).
+    var rc = sys.syscall4(NR.rseq, area, 32, RSEQ_FLAG_UNREGISTER, RSEQ_SIG_GLIBC_X86);
+    if (sys.isErr(rc) and size != 32) rc = sys.syscall4(NR.rseq, area, size, RSEQ_FLAG_UNREGISTER, RSEQ_SIG_GLIBC_X86);
+    check(status_fd, .child_setup, rc, 4);
 }
 
 fn fail(fd: i32, stage: abi.Stage, rc: usize, detail: u64) noreturn {
@@ -66,12 +84,13 @@ fn check(fd: i32, stage: abi.Stage, rc: usize, detail: u64) void {
 const F_DUPFD = 0;
 const PR_SET_PDEATHSIG = 1;
 
-fn child(p: *abi.Header, plan_len: usize, status_fd0: i32) noreturn {
+fn child(p: *abi.Header, plan_len: usize, status_fd0: i32, rseq_offset: i64, rseq_size: u32) noreturn {
     var status_fd = status_fd0;
     const all: u64 = ~@as(u64, 0);
     _ = sys.syscall4(NR.rt_sigprocmask, 2, sys.ptr(&all), 0, 8); // SIG_SETMASK
     check(status_fd, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
     check(status_fd, .child_setup, sys.syscall4(NR.ptrace, sys.PTRACE.TRACEME, 0, 0, 0), 2);
+    dropInheritedRseq(status_fd, rseq_offset, rseq_size);
 
     if (p.flags & abi.flag_setsid != 0) check(status_fd, .session, sys.syscall0(NR.setsid), 1);
     if (p.flags & abi.flag_setpgid != 0) check(status_fd, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
@@ -149,4 +168,18 @@ fn child(p: *abi.Header, plan_len: usize, status_fd0: i32) noreturn {
           [plan] "{rdi}" (sys.ptr(plan_copy)),
         : .{ .memory = true });
     unreachable;
+}
+
+/// Layout facts the TypeScript plan writer checks itself against.
+export fn ck_plan_layout(out: *[8]u64) void {
+    out.* = .{
+        @sizeOf(abi.Header),
+        @offsetOf(abi.Header, "fds_off"),
+        @offsetOf(abi.Header, "altstack_sp"),
+        @offsetOf(abi.Header, "itimers"),
+        @offsetOf(abi.Header, "mm"),
+        @offsetOf(abi.Header, "comm"),
+        @offsetOf(abi.Header, "cap_eff"),
+        @sizeOf(abi.Vma),
+    };
 }

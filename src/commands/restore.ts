@@ -1,12 +1,81 @@
-import { CkptError } from "../errors.ts";
 import type { CommandSpec } from "../cli/spec.ts";
+import { UsageError } from "../errors.ts";
+import { restore } from "../restore/restore.ts";
+import { superviseUntilExit } from "../restore/supervise.ts";
+import type { FileValidation } from "../restore/files.ts";
+import { formatMs } from "../util/units.ts";
+
+/** --inherit-fd fd[N]:KEY — KEY as /proc shows the file: pipe:[INO],
+ * socket:[INO], or a path. */
+export function parseInheritFd(values: string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const v of values) {
+    const m = /^fd\[(\d+)\]:(.+)$/.exec(v);
+    if (!m) {
+      throw new UsageError(
+        `restore: --inherit-fd '${v}' is not fd[N]:RESOURCE (e.g. fd[3]:pipe:[12345])`,
+      );
+    }
+    out.set(m[2], Number(m[1]));
+  }
+  return out;
+}
 
 export const restoreCommand: CommandSpec = {
   name: "restore",
-  summary: "restore (not implemented yet)",
-  usage: "ckpt restore [OPTIONS]",
-  options: [],
-  run() {
-    return Promise.reject(new CkptError("restore is not implemented yet"));
+  summary: "restore a process tree from an images directory",
+  usage: "ckpt restore -D DIR [OPTIONS]",
+  description: `
+Recreates the dumped tree with the same PIDs. Without -d ckpt stays its
+parent, forwards SIGINT/SIGTERM to it and exits with its exit status. A failed
+restore kills everything it started and names the stage that failed.`,
+  options: [
+    { name: "images-dir", short: "D", kind: "string", arg: "DIR", help: "the images to restore" },
+    {
+      name: "restore-detached",
+      short: "d",
+      kind: "boolean",
+      help: "return once the tree runs, instead of waiting for it",
+    },
+    {
+      name: "shell-job",
+      short: "j",
+      kind: "boolean",
+      help: "restore a shell job into this terminal",
+    },
+    {
+      name: "file-validation",
+      kind: "string",
+      arg: "filesize|none",
+      help: "check that files are unchanged since the dump (default filesize)",
+    },
+    {
+      name: "inherit-fd",
+      kind: "list",
+      arg: "fd[N]:RES",
+      help: "use ckpt's fd N for RES (pipe:[INO], socket:[INO] or a path)",
+    },
+    { name: "json", kind: "boolean", help: "print the result as JSON" },
+  ],
+  async run(opts) {
+    const dir = opts.string("images-dir");
+    if (!dir) throw new UsageError("restore: -D/--images-dir DIR is required");
+    const fv = opts.string("file-validation") ?? "filesize";
+    if (fv !== "filesize" && fv !== "none") {
+      throw new UsageError(`restore: --file-validation must be filesize or none, not '${fv}'`);
+    }
+    const r = restore({
+      dir,
+      detach: opts.bool("restore-detached"),
+      shellJob: opts.bool("shell-job"),
+      fileValidation: fv as FileValidation,
+      inherit: parseInheritFd(opts.list("inherit-fd")),
+    });
+    if (opts.bool("json")) console.log(JSON.stringify(r));
+    else if (opts.bool("restore-detached")) {
+      console.log(`restored pid ${r.pid} in ${formatMs(r.ms)}`);
+    }
+    if (opts.bool("restore-detached")) return 0;
+    return await superviseUntilExit(r.pid);
   },
 };

@@ -58,3 +58,23 @@ export function native(): Symbols {
   loaded ??= openLibrary(defaultLibraryPath());
   return loaded.symbols;
 }
+
+/** glibc's rseq registration of the calling thread: the area sits at the
+ * thread pointer plus __rseq_offset. Size 0 when glibc registered none (or
+ * is too old to say). */
+export function glibcRseq(): { offset: bigint; size: number } {
+  try {
+    const libc = Deno.dlopen("libc.so.6", {
+      __rseq_offset: { type: "isize" },
+      __rseq_size: { type: "u32" },
+    });
+    const r = {
+      offset: BigInt(libc.symbols.__rseq_offset),
+      size: Number(libc.symbols.__rseq_size),
+    };
+    libc.close();
+    return r;
+  } catch {
+    return { offset: 0n, size: 0 };
+  }
+}

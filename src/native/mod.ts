@@ -3,7 +3,7 @@
 // All calls are synchronous: ptrace requests must come from the thread that
 // attached, and Deno runs them on the JS thread.
 import { errnoText } from "./errno.ts";
-import { native } from "./load.ts";
+import { glibcRseq, native } from "./load.ts";
 
 export { ERRNO, errnoName, errnoText } from "./errno.ts";
 
@@ -314,9 +314,17 @@ export function regionSize(planLen: number): number {
 
 /** Forks the task with exactly `pid`; returns its pid or throws (EEXIST: taken). */
 export function restoreSpawn(plan: Uint8Array<ArrayBuffer>, pid: number, statusFd: number): number {
+  const rseq = glibcRseq();
   return check(
-    native().ck_restore_spawn(plan, BigInt(plan.length), pid, statusFd),
+    native().ck_restore_spawn(plan, BigInt(plan.length), pid, statusFd, rseq.offset, rseq.size),
     "clone3",
     `with pid ${pid}`,
   );
+}
+
+/** [header size, offsets of fds_off, altstack_sp, itimers, mm, comm, cap_eff, Vma size] */
+export function planLayout(): number[] {
+  const b = new BigUint64Array(8);
+  native().ck_plan_layout(new Uint8Array(b.buffer));
+  return [...b].map(Number);
 }

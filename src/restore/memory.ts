@@ -1,0 +1,182 @@
+// The memory half of the restore plan: how each dumped mapping is recreated
+// (anonymous, from a file, from a memfd for shared anonymous memory), which
+// page runs fill it, where [vvar]/[vdso] must move, and where the restorer
+// itself can live without overlapping anything the task will have.
+import { type FileEntry, type PageRun, type Vma, VmaKind } from "../gen/ckpt/images_pb.ts";
+import { RestoreError } from "../errors.ts";
+import { PAGE_SIZE } from "../images/format.ts";
+import { fd as fdops, O } from "../native/mod.ts";
+import { readMaps } from "../proc/maps.ts";
+import { hex } from "../util/units.ts";
+import type { PageFill, PlanVma, SpecialMove } from "./plan_buffer.ts";
+import type { FileValidation } from "./files.ts";
+
+const PAGE = BigInt(PAGE_SIZE);
+const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_GROWSDOWN = 0x100;
+const PROT_WRITE = 2;
+export const TASK_SIZE = 0x7ffffffff000n;
+
+const SPECIAL_NAMES: Partial<Record<VmaKind, string>> = {
+  [VmaKind.VMA_VVAR]: "[vvar]",
+  [VmaKind.VMA_VVAR_VCLOCK]: "[vvar_vclock]",
+  [VmaKind.VMA_VDSO]: "[vdso]",
+};
+
+export interface MemoryPlan {
+  vmas: PlanVma[];
+  fills: PageFill[];
+  specials: SpecialMove[];
+  /** Every range the task will occupy, sorted, for choosing the region. */
+  occupied: [bigint, bigint][];
+}
+
+/** Opens the fds mappings need (files, memfds); `serviceFd` hands each one a
+ * number in the service range and returns it. */
+export function planMemory(
+  pid: number,
+  vmas: Vma[],
+  runs: PageRun[],
+  files: Map<number, FileEntry>,
+  validation: FileValidation,
+  serviceFd: (parentFd: number) => number,
+): MemoryPlan {
+  const fileFds = new Map<string, number>();
+  const fileFd = (v: Vma, write: boolean): number => {
+    const f = files.get(v.fileId);
+    const r = f?.reg;
+    if (!r) {
+      throw new RestoreError(
+        `pid ${pid}: mapping at ${hex(v.start)} refers to a missing file entry`,
+      );
+    }
+    const key = `${r.path}:${write}`;
+    const known = fileFds.get(key);
+    if (known !== undefined) return known;
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.statSync(r.path);
+    } catch {
+      throw new RestoreError(`pid ${pid}: mapped file ${r.path} is missing`);
+    }
+    const mtimeNs = BigInt(Math.round((st.mtime?.getTime() ?? 0) * 1e6));
+    if (validation === "filesize" && (BigInt(st.size) !== r.size || mtimeNs !== r.mtimeNs)) {
+      throw new RestoreError(
+        `pid ${pid}: mapped file ${r.path} changed since the dump (size or mtime differ); ` +
+          `restoring would mix old memory with new file contents`,
+      );
+    }
+    const n = serviceFd(fdops.open(r.path, (write ? O.RDWR : O.RDONLY) | O.CLOEXEC));
+    fileFds.set(key, n);
+    return n;
+  };
+
+  const out: MemoryPlan = { vmas: [], fills: [], specials: [], occupied: [] };
+  const filled = new Set<bigint>();
+  let vi = 0;
+  for (const r of runs) {
+    while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
+    const v = vmas[vi];
+    const len = r.nrPages * PAGE;
+    if (!v || r.vaddr < v.start || r.vaddr + len > v.end) {
+      throw new RestoreError(`pid ${pid}: pages at ${hex(r.vaddr)} lie outside every mapping`);
+    }
+    filled.add(v.start);
+    out.fills.push({ addr: r.vaddr, len, fileOff: r.fileOffset });
+  }
+
+  const specialsWanted: Vma[] = [];
+  for (const v of vmas) {
+    out.occupied.push([v.start, v.end]);
+    const fill = filled.has(v.start);
+    const base = { start: v.start, end: v.end, prot: v.prot, fill, pgoff: 0n };
+    switch (v.kind) {
+      case VmaKind.VMA_ANON_PRIVATE:
+        out.vmas.push({
+          ...base,
+          mapFlags: MAP_PRIVATE | MAP_ANONYMOUS | (v.growsdown ? MAP_GROWSDOWN : 0),
+          fd: -1,
+        });
+        break;
+      case VmaKind.VMA_ANON_SHARED: {
+        const mfd = fdops.memfd("ckpt-shmem", 1 /* MFD_CLOEXEC */);
+        fdops.ftruncate(mfd, Number(v.end - v.start));
+        out.vmas.push({ ...base, mapFlags: MAP_SHARED, fd: serviceFd(mfd) });
+        break;
+      }
+      case VmaKind.VMA_FILE_PRIVATE:
+        out.vmas.push({ ...base, mapFlags: MAP_PRIVATE, fd: fileFd(v, false), pgoff: v.pgoff });
+        break;
+      case VmaKind.VMA_FILE_SHARED:
+        out.vmas.push({
+          ...base,
+          mapFlags: MAP_SHARED,
+          fd: fileFd(v, (v.prot & PROT_WRITE) !== 0),
+          pgoff: v.pgoff,
+        });
+        break;
+      case VmaKind.VMA_VSYSCALL:
+        out.occupied.pop();
+        break;
+      default:
+        specialsWanted.push(v);
+    }
+  }
+  out.specials = planSpecials(pid, specialsWanted);
+  out.occupied.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  return out;
+}
+
+/** [vvar], [vvar_vclock] and [vdso] of this process — and so of the forked
+ * child — moved to where the dumped task had them, in an order where no move
+ * lands on a block that has not moved yet. */
+function planSpecials(pid: number, wanted: Vma[]): SpecialMove[] {
+  const current = new Map(
+    readMaps("self").filter((m) => /^\[(vvar|vvar_vclock|vdso)\]$/.test(m.name)).map((
+      m,
+    ) => [m.name, m]),
+  );
+  const moves: SpecialMove[] = [];
+  for (const v of wanted) {
+    const name = SPECIAL_NAMES[v.kind]!;
+    const cur = current.get(name);
+    if (!cur || cur.end - cur.start !== v.end - v.start) {
+      throw new RestoreError(
+        `pid ${pid}: ${name} differs from the dump (this kernel's vdso layout changed); ` +
+          `restore on the kernel the dump was made on`,
+      );
+    }
+    moves.push({ cur: cur.start, len: cur.end - cur.start, new: v.start });
+  }
+  const ordered: SpecialMove[] = [];
+  const pending = [...moves];
+  while (pending.length) {
+    const i = pending.findIndex((m) =>
+      pending.every((o) => o === m || m.new + m.len <= o.cur || o.cur + o.len <= m.new)
+    );
+    if (i < 0) throw new RestoreError(`pid ${pid}: cannot order the vdso moves`);
+    ordered.push(...pending.splice(i, 1));
+  }
+  // The restorer keeps these ranges; it wants them sorted by destination.
+  return ordered;
+}
+
+/** Addresses where a region of `len` bytes overlaps none of `occupied`. */
+export function regionHints(occupied: [bigint, bigint][], len: bigint, max = 64): bigint[] {
+  const hints: bigint[] = [];
+  let prev = 0x10000000n;
+  const gaps: [bigint, bigint][] = [];
+  for (const [s, e] of occupied) {
+    if (s > prev) gaps.push([prev, s]);
+    if (e > prev) prev = e;
+  }
+  if (TASK_SIZE > prev) gaps.push([prev, TASK_SIZE]);
+  for (const [a, b] of gaps.reverse()) {
+    if (b - a < len + 2n * PAGE) continue;
+    hints.push(b - len - PAGE - ((b - len - PAGE) % PAGE));
+    hints.push(a + PAGE);
+    const mid = a + (b - a) / 2n;
+    if (mid + len + PAGE < b) hints.push(mid - (mid % PAGE));
+    if (hints.length >= max) break;
+  }
+  return hints.slice(0, max);
+}

@@ -1,0 +1,267 @@
+// Writes the restore plan in the binary layout of ffi/restorer/abi.zig: a
+// fixed header, then arrays addressed by offsets from the plan start. The
+// layout is checked against the library at run time (planLayout) and in tests.
+export const HEADER_SIZE = 576;
+export const PLAN_MAGIC = 0x4e414c5054504b43n;
+export const PLAN_VERSION = 1;
+export const FLAG_SETSID = 1;
+export const FLAG_SETPGID = 2;
+export const VMA_FILL = 1;
+
+export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40];
+
+export interface FdMove {
+  src: number;
+  dst: number;
+  cloexec: boolean;
+}
+export interface PlanVma {
+  start: bigint;
+  end: bigint;
+  prot: number;
+  mapFlags: number;
+  fd: number;
+  fill: boolean;
+  pgoff: bigint;
+}
+export interface PageFill {
+  addr: bigint;
+  len: bigint;
+  fileOff: bigint;
+}
+export interface SpecialMove {
+  cur: bigint;
+  len: bigint;
+  new: bigint;
+}
+export interface PlanSigAction {
+  handler: bigint;
+  flags: bigint;
+  restorer: bigint;
+  mask: bigint;
+}
+export interface PlanSignal {
+  shared: boolean;
+  signo: number;
+  info: Uint8Array;
+}
+export interface PlanRlimit {
+  resource: number;
+  cur: bigint;
+  max: bigint;
+}
+export interface PlanITimer {
+  intervalSec: bigint;
+  intervalUsec: bigint;
+  valueSec: bigint;
+  valueUsec: bigint;
+}
+export interface PlanMm {
+  startCode: bigint;
+  endCode: bigint;
+  startData: bigint;
+  endData: bigint;
+  startBrk: bigint;
+  brk: bigint;
+  startStack: bigint;
+  argStart: bigint;
+  argEnd: bigint;
+  envStart: bigint;
+  envEnd: bigint;
+}
+
+export interface Plan {
+  flags: number;
+  pid: number;
+  statusFd: number;
+  pagesFd: number;
+  exeFd: number;
+  cwdFd: number;
+  rootFd: number;
+  serviceLo: number;
+  serviceHi: number;
+  taskSize: bigint;
+  fds: FdMove[];
+  vmas: PlanVma[];
+  fills: PageFill[];
+  specials: SpecialMove[];
+  hints: bigint[];
+  sigactions: PlanSigAction[]; // 64 entries, index = signo - 1
+  signals: PlanSignal[];
+  groups: number[];
+  auxv: Uint8Array;
+  rlimits: PlanRlimit[];
+  altstack: { sp: bigint; size: bigint; flags: number };
+  personality: number;
+  umask: number;
+  pdeathsig: number;
+  tidAddress: bigint;
+  robust: { head: bigint; len: bigint };
+  rseq: { addr: bigint; len: number; sig: number };
+  itimers: PlanITimer[];
+  mm: PlanMm;
+  comm: string;
+  uids: number[];
+  gids: number[];
+  caps: { eff: bigint; prm: bigint; inh: bigint; bnd: bigint };
+  dumpable: number;
+}
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
+  // Sections after the header, each 8-aligned.
+  const fds = p.fds.toSorted((a, b) => a.dst - b.dst);
+  const sizes = {
+    fds: fds.length * 16,
+    vmas: p.vmas.length * 40,
+    fills: p.fills.length * 24,
+    specials: p.specials.length * 24,
+    hints: p.hints.length * 8,
+    sigact: 64 * 32,
+    siginfo: p.signals.length * 136,
+    groups: p.groups.length * 4,
+    auxv: p.auxv.length,
+    rlimits: p.rlimits.length * 24,
+  };
+  const off: Record<keyof typeof sizes, number> = {} as Record<keyof typeof sizes, number>;
+  let cur = HEADER_SIZE;
+  for (const k of Object.keys(sizes) as (keyof typeof sizes)[]) {
+    off[k] = cur;
+    cur = align8(cur + sizes[k]);
+  }
+  const buf = new Uint8Array(cur);
+  const dv = new DataView(buf.buffer);
+  const u64 = (o: number, v: bigint) => dv.setBigUint64(o, BigInt.asUintN(64, v), true);
+  const u32 = (o: number, v: number) => dv.setUint32(o, v >>> 0, true);
+  const i32 = (o: number, v: number) => dv.setInt32(o, v, true);
+
+  u64(0, PLAN_MAGIC);
+  u32(8, PLAN_VERSION);
+  u32(12, p.flags);
+  u64(16, BigInt(cur));
+  i32(24, p.pid);
+  i32(28, p.statusFd);
+  i32(32, p.pagesFd);
+  i32(36, p.exeFd);
+  i32(40, p.cwdFd);
+  i32(44, p.rootFd);
+  i32(48, p.serviceLo);
+  i32(52, p.serviceHi);
+  u64(56, p.taskSize);
+  // 64, 72: region start/len, filled in natively
+  const sec: [keyof typeof sizes, number][] = [
+    ["fds", fds.length],
+    ["vmas", p.vmas.length],
+    ["fills", p.fills.length],
+    ["specials", p.specials.length],
+    ["hints", p.hints.length],
+  ];
+  sec.forEach(([k, n], i) => {
+    u64(80 + i * 16, BigInt(off[k]));
+    u64(88 + i * 16, BigInt(n));
+  });
+  u64(160, BigInt(off.sigact));
+  u64(168, BigInt(off.siginfo));
+  u64(176, BigInt(p.signals.length));
+  u64(184, BigInt(off.groups));
+  u64(192, BigInt(p.groups.length));
+  u64(200, BigInt(off.auxv));
+  u64(208, BigInt(p.auxv.length));
+  u64(216, BigInt(off.rlimits));
+  u64(224, BigInt(p.rlimits.length));
+  u64(232, p.altstack.sp);
+  u64(240, p.altstack.size);
+  i32(248, p.altstack.flags);
+  u32(252, p.personality);
+  u32(256, p.umask);
+  i32(260, p.pdeathsig);
+  u64(264, p.tidAddress);
+  u64(272, p.robust.head);
+  u64(280, p.robust.len);
+  u64(288, p.rseq.addr);
+  u32(296, p.rseq.len);
+  u32(300, p.rseq.sig);
+  p.itimers.slice(0, 3).forEach((t, i) => {
+    const o = 304 + i * 32;
+    u64(o, t.intervalSec);
+    u64(o + 8, t.intervalUsec);
+    u64(o + 16, t.valueSec);
+    u64(o + 24, t.valueUsec);
+  });
+  const mm = p.mm;
+  [
+    mm.startCode,
+    mm.endCode,
+    mm.startData,
+    mm.endData,
+    mm.startBrk,
+    mm.brk,
+    mm.startStack,
+    mm.argStart,
+    mm.argEnd,
+    mm.envStart,
+    mm.envEnd,
+  ].forEach((v, i) => u64(400 + i * 8, v));
+  const comm = new TextEncoder().encode(p.comm).subarray(0, 15);
+  buf.set(comm, 488);
+  p.uids.slice(0, 4).forEach((v, i) => u32(504 + i * 4, v));
+  p.gids.slice(0, 4).forEach((v, i) => u32(520 + i * 4, v));
+  u64(536, p.caps.eff);
+  u64(544, p.caps.prm);
+  u64(552, p.caps.inh);
+  u64(560, p.caps.bnd);
+  u32(568, p.dumpable);
+
+  fds.forEach((m, i) => {
+    const o = off.fds + i * 16;
+    i32(o, m.src);
+    i32(o + 4, m.dst);
+    u32(o + 8, m.cloexec ? 1 : 0);
+  });
+  p.vmas.forEach((v, i) => {
+    const o = off.vmas + i * 40;
+    u64(o, v.start);
+    u64(o + 8, v.end);
+    u32(o + 16, v.prot);
+    u32(o + 20, v.mapFlags);
+    i32(o + 24, v.fd);
+    u32(o + 28, v.fill ? VMA_FILL : 0);
+    u64(o + 32, v.pgoff);
+  });
+  p.fills.forEach((f, i) => {
+    const o = off.fills + i * 24;
+    u64(o, f.addr);
+    u64(o + 8, f.len);
+    u64(o + 16, f.fileOff);
+  });
+  p.specials.forEach((s, i) => {
+    const o = off.specials + i * 24;
+    u64(o, s.cur);
+    u64(o + 8, s.len);
+    u64(o + 16, s.new);
+  });
+  p.hints.forEach((h, i) => u64(off.hints + i * 8, h));
+  p.sigactions.slice(0, 64).forEach((a, i) => {
+    const o = off.sigact + i * 32;
+    u64(o, a.handler);
+    u64(o + 8, a.flags);
+    u64(o + 16, a.restorer);
+    u64(o + 24, a.mask);
+  });
+  p.signals.forEach((s, i) => {
+    const o = off.siginfo + i * 136;
+    u32(o, s.shared ? 1 : 0);
+    u32(o + 4, s.signo);
+    buf.set(s.info.subarray(0, 128), o + 8);
+  });
+  p.groups.forEach((g, i) => u32(off.groups + i * 4, g));
+  buf.set(p.auxv, off.auxv);
+  p.rlimits.forEach((l, i) => {
+    const o = off.rlimits + i * 24;
+    u32(o, l.resource);
+    u64(o + 8, l.cur);
+    u64(o + 16, l.max);
+  });
+  return buf;
+}
