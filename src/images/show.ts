@@ -175,12 +175,13 @@ export async function showDir(path: string): Promise<ShownDir> {
   for await (const e of Deno.readDir(path)) {
     if (e.isFile && e.name.endsWith(".img")) names.push(e.name);
   }
-  checkListed(dir, inventory, new Set(names));
   const pidIndex = new Map(inventory.pids.map((p, i) => [p, i]));
   const keyed = names.map((name) => ({ name, named: kindOfName(name) }));
   keyed.sort((a, b) => compare(a.named, b.named, pidIndex) || a.name.localeCompare(b.name));
   const images: ShownImage[] = [];
   for (const { name } of keyed) images.push(await showFile(dir.file(name), name));
+  // After each file's own checks, which say more precisely what is wrong.
+  checkListed(dir, inventory, new Set(names));
   const tasks: TaskPages[] = [];
   for (const { named } of keyed) {
     if (named?.kind === ImageKind.Pagemap && named.pid !== undefined) {
