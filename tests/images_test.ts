@@ -306,3 +306,17 @@ Deno.test("./ckpt show: missing path and usage errors", async () => {
   assertEquals(u.code, 2);
   assertMatch(u.stderr, /^ckpt: show: give exactly one/);
 });
+
+Deno.test("show() rejects a damaged image with an ImageError naming it", async () => {
+  await withImages(async (dir) => {
+    const path = `${dir}/${pagemapName(PID)}`;
+    const b = Deno.readFileSync(path);
+    b[b.length - 1] ^= 0xff;
+    Deno.writeFileSync(path, b);
+    for (const target of [path, dir]) {
+      const err = await show(target).then(() => undefined, (e) => e);
+      assert(err instanceof ImageError, String(err));
+      assertEquals(err.file, path);
+    }
+  });
+});

@@ -30,7 +30,15 @@ if (!denort || !isFile(denort)) {
       (denort ? ` (DENORT_BIN=${denort} is not a file)` : ""),
   );
 }
-if (!isFile(`${ROOT}/${LIB}`)) fail(`${LIB} is missing: build it with 'deno task build'`);
+// Only now build the library: without denort there is nothing to build for.
+const build = await new Deno.Command("bash", {
+  args: [`${ROOT}/tools/build-native.sh`],
+  stdin: "null",
+  stdout: "inherit",
+  stderr: "inherit",
+}).output();
+if (build.code !== 0) fail("building the native library failed");
+if (!isFile(`${ROOT}/${LIB}`)) fail(`${LIB} is missing after the build`);
 
 const args = [
   "compile",

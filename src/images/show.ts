@@ -101,15 +101,19 @@ export async function showFile(path: string, label = path): Promise<ShownImage> 
 
 /** Reads a whole image, or only the header page of a pages file. */
 async function readImageFile(path: string): Promise<{ data: Uint8Array; size: number }> {
+  // Stat before opening: opening a FIFO would block.
+  let st: Deno.FileInfo;
   let f: Deno.FsFile;
   try {
+    st = await Deno.stat(path);
+    if (!st.isFile) throw new ImageError(path, "not a regular file");
     f = await Deno.open(path);
   } catch (err) {
+    if (err instanceof ImageError) throw err;
     throw new ImageError(path, `cannot open: ${(err as Error).message}`);
   }
   try {
-    const { isFile, size } = await f.stat();
-    if (!isFile) throw new ImageError(path, "not a regular file");
+    const { size } = st;
     if (size === 0) throw new ImageError(path, "empty file: not a ckpt image");
     const head = await readUpTo(f, Math.min(size, PAGE_SIZE));
     const what = sniff(head);
