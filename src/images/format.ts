@@ -45,6 +45,13 @@ function magicIs(data: Uint8Array, magic: Uint8Array): boolean {
   return data.length >= magic.length && magic.every((b, i) => data[i] === b);
 }
 
+/** Which framing a file's first bytes announce, if any of ours. */
+export function sniff(head: Uint8Array): "image" | "pages" | undefined {
+  if (magicIs(head, IMG_MAGIC)) return "image";
+  if (magicIs(head, PAGES_MAGIC)) return "pages";
+  return undefined;
+}
+
 export interface DecodedHeader {
   kind: number;
   version: number;
@@ -56,8 +63,9 @@ export function decodeImage(file: string, data: Uint8Array, expect?: ImageKind):
   if (magicIs(data, PAGES_MAGIC)) {
     return { kind: ImageKind.Pages, version: pagesVersion(file, data), payload: new Uint8Array() };
   }
-  if (data.length < HEADER_SIZE || !magicIs(data, IMG_MAGIC)) {
-    throw new ImageError(file, "not a ckpt image (bad magic)");
+  if (!magicIs(data, IMG_MAGIC)) throw new ImageError(file, "not a ckpt image (bad magic)");
+  if (data.length < HEADER_SIZE) {
+    throw new ImageError(file, `truncated header (${data.length} of ${HEADER_SIZE} bytes)`);
   }
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const version = dv.getUint32(8, true);
