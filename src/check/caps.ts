@@ -85,7 +85,7 @@ export function capabilityProbes(): Promise<ProbeResult[]> {
     probe(spec, () => {
       eff ??= effectiveCaps();
       const held = anyOf.filter((bit) => (eff! >> BigInt(bit)) & 1n);
-      if (held.length === 0) return { ok: false, detail: `not held: ${missing}` };
+      if (held.length === 0) return { ok: false, detail: `not held; ${missing}` };
       const via = held[0] === anyOf[0] ? "" : ` (through ${capName(held[0])})`;
       return yes(`held${via}`);
     })

@@ -78,6 +78,7 @@ function permissionHint(err: unknown): string | undefined {
 // anything else (Deno's own child reaper included) gets to run.
 function seizeAndStop(pid: number): string {
   ptrace.seize(pid);
+  let stopped = false;
   try {
     ptrace.interrupt(pid);
     const st = pollSync(2000, () => wait(pid, WALL | WNOHANG) ?? undefined);
@@ -85,8 +86,11 @@ function seizeAndStop(pid: number): string {
     if (!st.stopped || st.event !== PTRACE_EVENT_STOP) {
       throw new Error(`pid ${pid} reported wait status ${hex(st.raw)}, not a ptrace stop`);
     }
+    stopped = true;
   } finally {
-    ptrace.detach(pid);
+    // Detach needs a stopped tracee; otherwise it stays attached until the
+    // caller kills it, which ends the trace just as well.
+    if (stopped) ptrace.detach(pid);
   }
   return `seized pid ${pid} (sleep), stopped it with PTRACE_INTERRUPT, detached`;
 }

@@ -24,7 +24,7 @@ export function formatReport(report: CheckReport): string {
   return lines.join("\n");
 }
 
-function missingMessage(report: CheckReport): string {
+export function missingMessage(report: CheckReport): string {
   const missing = report.probes.filter((p) => p.required && !p.ok);
   return `missing required feature${missing.length > 1 ? "s" : ""}: ` +
     missing.map((p) => `${p.name} (needed ${p.why})`).join("; ");
