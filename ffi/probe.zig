@@ -181,10 +181,11 @@ fn at(comptime T: type, buf: []align(8) u8, off: usize) *align(4) T {
 
 /// Dumps every UNIX socket of this network namespace with names and checks
 /// that each reply is well formed (lengths, family, attributes). Returns the
-/// number of sockets and, in `named`, how many carried a name attribute;
-/// -EBADMSG for a malformed reply, or the errno the kernel reported.
-export fn ck_probe_unix_diag(named: *u32) i64 {
-    named.* = 0;
+/// number of sockets; out[0] = how many carried a name attribute, out[1] = 1
+/// when socket inode `want_ino` was among them with a name. -EBADMSG for a
+/// malformed reply, or the errno the kernel reported.
+export fn ck_probe_unix_diag(want_ino: u32, out: *[2]u32) i64 {
+    out.* = .{ 0, 0 };
     const fd = sys.syscall3(NR.socket, AF_NETLINK, SOCK_RAW | sys.O_CLOEXEC, NETLINK_SOCK_DIAG);
     if (sys.isErr(fd)) return ret(fd);
     defer _ = sys.syscall1(NR.close, fd);
@@ -222,7 +223,8 @@ export fn ck_probe_unix_diag(named: *u32) i64 {
                     const body = off + @sizeOf(NlMsgHdr);
                     const end = off + h.len;
                     if (end - body < @sizeOf(UnixDiagMsg)) return neg(EBADMSG);
-                    if (at(UnixDiagMsg, &buf, body).family != AF_UNIX) return neg(EBADMSG);
+                    const m = at(UnixDiagMsg, &buf, body);
+                    if (m.family != AF_UNIX) return neg(EBADMSG);
                     var a = body + @sizeOf(UnixDiagMsg);
                     var has_name = false;
                     while (a + @sizeOf(RtAttr) <= end) {
@@ -231,7 +233,10 @@ export fn ck_probe_unix_diag(named: *u32) i64 {
                         if (attr.type == UNIX_DIAG_NAME) has_name = true;
                         a += align4(attr.len);
                     }
-                    if (has_name) named.* += 1;
+                    if (has_name) {
+                        out[0] += 1;
+                        if (m.ino == want_ino) out[1] = 1;
+                    }
                     count += 1;
                 },
                 else => return neg(EBADMSG),

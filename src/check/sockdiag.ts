@@ -21,16 +21,28 @@ function hint(err: unknown): string | undefined {
   return undefined;
 }
 
+/** The inode of the UNIX socket bound to `path`, from /proc/net/unix. */
+function inodeOf(path: string): number {
+  for (const line of Deno.readTextFileSync("/proc/net/unix").split("\n")) {
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 8 && f[7] === path) return Number(f[6]);
+  }
+  throw new Error(`${path} is not in /proc/net/unix`);
+}
+
 export function sockdiagProbes(): Promise<ProbeResult[]> {
   return Promise.all([probe(SPEC, () => {
-    // A socket of our own with a name, so an empty namespace cannot pass.
+    // A named socket of our own: the dump must describe it, so an empty
+    // namespace or a reply about something else cannot pass.
     const dir = Deno.makeTempDirSync({ prefix: "ckpt-check-" });
-    const listener = Deno.listen({ transport: "unix", path: `${dir}/probe.sock` });
+    const path = `${dir}/probe.sock`;
+    const listener = Deno.listen({ transport: "unix", path });
     try {
-      const { sockets, named } = probeUnixDiag();
-      if (named === 0) throw new Error(`dumped ${sockets} UNIX sockets but none had its name`);
+      const ino = inodeOf(path);
+      const { sockets, named, seen } = probeUnixDiag(ino);
+      if (!seen) throw new Error(`the dump of ${sockets} sockets missed ours (inode ${ino})`);
       return yes(
-        `one dump request listed ${sockets} UNIX sockets, ${named} of them bound to a name`,
+        `one dump request listed ${sockets} UNIX sockets, ${named} with names, ours included`,
       );
     } finally {
       listener.close();

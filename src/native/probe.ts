@@ -36,13 +36,14 @@ export function probePagemapScan(): number {
   return check(native().ck_probe_pagemap_scan(), "ioctl(PAGEMAP_SCAN)", "on /proc/self/pagemap");
 }
 
-/** A sock_diag UNIX_DIAG dump of the whole namespace, checked for shape. */
-export function probeUnixDiag(): { sockets: number; named: number } {
-  const named = new Uint32Array(1);
+/** A sock_diag UNIX_DIAG dump of the whole namespace, checked for shape;
+ * `seen` says whether socket inode `ino` was in it with its name. */
+export function probeUnixDiag(ino: number): { sockets: number; named: number; seen: boolean } {
+  const out = new Uint32Array(2);
   const n = check(
-    native().ck_probe_unix_diag(new Uint8Array(named.buffer)),
+    native().ck_probe_unix_diag(ino, new Uint8Array(out.buffer)),
     "sock_diag",
     "UNIX_DIAG dump",
   );
-  return { sockets: n, named: named[0] };
+  return { sockets: n, named: out[0], seen: out[1] === 1 };
 }
