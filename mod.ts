@@ -1,4 +1,7 @@
-// ckpt as a library: the operations of the CLI as typed functions.
+// ckpt as a library: the operations of the CLI as typed functions, for ops
+// toolboxes that embed it. The CLI (main.ts) is a thin layer over these.
+export { check } from "./src/api/check.ts";
+export type { CheckReport, ProbeResult } from "./src/api/check.ts";
 export { show } from "./src/api/show.ts";
 export type {
   ShownDir,
@@ -8,4 +11,8 @@ export type {
   ShowResult,
   TaskPages,
 } from "./src/api/show.ts";
-export { CkptError, ImageError } from "./src/errors.ts";
+export { dump } from "./src/dump/dump.ts";
+export type { DumpOptions, DumpResult } from "./src/dump/dump.ts";
+export { restore } from "./src/restore/restore.ts";
+export type { Restored, RestoreOptions } from "./src/restore/restore.ts";
+export { CkptError, DumpError, ImageError, RestoreError, UsageError } from "./src/errors.ts";

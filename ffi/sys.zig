@@ -94,6 +94,7 @@ pub const NR = struct {
     pub const process_vm_readv = 310;
     pub const process_vm_writev = 311;
     pub const memfd_create = 319;
+    pub const userfaultfd = 323;
     pub const rseq = 334;
     pub const pidfd_send_signal = 424;
     pub const pidfd_open = 434;

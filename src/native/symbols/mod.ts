@@ -1,6 +1,7 @@
 // The whole symbol table of libckpt.so, one group per ffi/*.zig file.
 import { fdSymbols } from "./fdops.ts";
 import { memorySymbols } from "./memory.ts";
+import { probeSymbols } from "./probe.ts";
 import { ptraceSymbols } from "./ptrace.ts";
 import { restoreSymbols } from "./restore.ts";
 
@@ -10,6 +11,7 @@ export const symbols = {
   ...fdSymbols,
   ...memorySymbols,
   ...restoreSymbols,
+  ...probeSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
