@@ -2,7 +2,7 @@
 // build one plan, fork the task with its PID, let the restorer rebuild it, set
 // the final registers over ptrace, and let it go. Any failure kills what was
 // started; the images are never modified.
-import { type FileEntry, type TaskCore } from "../gen/ckpt/images_pb.ts";
+import type { FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
 import { checkPagesHeader } from "../images/format.ts";
