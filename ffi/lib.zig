@@ -5,6 +5,7 @@ comptime {
     _ = @import("fdops.zig");
     _ = @import("memory.zig");
     _ = @import("restore.zig");
+    _ = @import("sockdiag.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.

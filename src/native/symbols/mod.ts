@@ -3,6 +3,7 @@ import { fdSymbols } from "./fdops.ts";
 import { memorySymbols } from "./memory.ts";
 import { ptraceSymbols } from "./ptrace.ts";
 import { restoreSymbols } from "./restore.ts";
+import { sockdiagSymbols } from "./sockdiag.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -10,6 +11,7 @@ export const symbols = {
   ...fdSymbols,
   ...memorySymbols,
   ...restoreSymbols,
+  ...sockdiagSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
