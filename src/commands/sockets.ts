@@ -19,6 +19,7 @@ function peerText(s: SocketEntry): string {
     case "gone":
       return "gone (peer closed)";
     case "inside":
+      if (p.pendingOn) return `inside: not accepted yet by ${who(p.pendingOn.holders)}`;
       return `inside: ${who(p.holders) || "no descriptor"}`;
     case "outside": {
       const parts = ["outside:"];
@@ -29,6 +30,12 @@ function peerText(s: SocketEntry): string {
       return parts.join(" ");
     }
   }
+}
+
+// Brackets are glob characters: quote the value so the line can be pasted.
+function shellWord(opt: string): string {
+  const sp = opt.indexOf(" ");
+  return sp < 0 || !/[[\]]/.test(opt) ? opt : `${opt.slice(0, sp)} '${opt.slice(sp + 1)}'`;
 }
 
 function table(rows: string[][]): string {
@@ -70,8 +77,8 @@ export function formatReport(rep: SocketReport): string {
       out.push(`  ${e.inode} (pid ${e.pid} fd ${e.fd}, ${e.type} ${e.state}): ${e.need!.why}`);
       out.push(`    dump: ${e.need!.dump}    restore: ${e.need!.restore}`);
     }
-    out.push("", `ckpt dump -t ${rep.root} -D DIR ${s.dumpOptions.join(" ")}`);
-    out.push(`ckpt restore -D DIR ${s.restoreOptions.join(" ")}`);
+    out.push("", `ckpt dump -t ${rep.root} -D DIR ${s.dumpOptions.map(shellWord).join(" ")}`);
+    out.push(`ckpt restore -D DIR ${s.restoreOptions.map(shellWord).join(" ")}`);
     if (ext.some((e) => e.need!.kind === "unnamed-peer")) {
       out.push("  (fd[N]: a descriptor you pass to ckpt restore that replaces that socket)");
     }

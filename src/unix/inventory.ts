@@ -186,10 +186,10 @@ export function inventory(root: number): SocketInventory {
 
   const wanted = new Set<number>();
   for (const { sock } of held) {
-    if (!sock.peer || inside.has(sock.peer)) continue;
-    wanted.add(sock.peer);
+    if (sock.peer === null) continue;
     const l = pendingOn(sock.inode);
-    if (l) wanted.add(l.inode);
+    if (l && !inside.has(l.inode)) wanted.add(l.inode);
+    else if (sock.peer !== 0 && !inside.has(sock.peer)) wanted.add(sock.peer);
   }
   const outside = findHolders(wanted, treePids);
 
@@ -205,7 +205,17 @@ export function inventory(root: number): SocketInventory {
       pendingOn: null,
     };
     let need: Requirement | null = null;
-    if (sock.peer === 0) {
+    // Not accepted yet: the peer is an embryo socket with no inode of its own
+    // (diag reports 0), and the listener that will accept it is the real peer.
+    const l = sock.peer === null ? undefined : pendingOn(sock.inode);
+    if (l) {
+      const at = inside.get(l.inode);
+      info.place = at ? "inside" : "outside";
+      info.name = l.name;
+      info.type = l.type;
+      info.pendingOn = { inode: l.inode, name: l.name, holders: at ?? outside.get(l.inode) ?? [] };
+      if (!at) need = requirementFor(sock, { peer: { ...l, peer: null }, listenerAtName: true });
+    } else if (sock.peer === 0) {
       info.place = "gone";
     } else if (sock.peer !== null && inside.has(sock.peer)) {
       info.place = "inside";
@@ -213,16 +223,10 @@ export function inventory(root: number): SocketInventory {
     } else if (sock.peer !== null) {
       info.place = "outside";
       info.holders = outside.get(sock.peer) ?? [];
-      const l = pendingOn(sock.inode);
-      if (l) {
-        info.pendingOn = { inode: l.inode, name: l.name, holders: outside.get(l.inode) ?? [] };
-        info.name ??= l.name;
-      }
-      const named = peer ?? (l ? { ...l, peer: null } : undefined);
       need = requirementFor(sock, {
-        peer: named,
-        listenerAtName: named !== undefined &&
-          listeners.some((x) => x.type === sock.type && sameName(x, named)),
+        peer,
+        listenerAtName: peer !== undefined &&
+          listeners.some((x) => x.type === sock.type && sameName(x, peer)),
       });
     }
     return { ...sock, pid: task.pid, fd, comm: task.comm, peerInfo: info, need };
