@@ -19,6 +19,7 @@ interface TreeInfo {
   ext: Held;
   orphan: Held;
   half: Held;
+  own: Held;
 }
 interface OutsideInfo {
   pid: number;
@@ -33,10 +34,12 @@ Deno.test("ckpt sockets classifies peers inside, outside and gone, and names the
   const dir = await Deno.makeTempDir({ prefix: "ckpt-sockets-" });
   const outside = startPython("unix_outside.py", [dir]);
   let tree: TreeInfo | undefined;
+  let visitor: Deno.Conn | undefined;
   try {
     const out = await outside.next<OutsideInfo>();
     tree = await outside.next<TreeInfo>();
     assertEquals(tree.pid, out.tree);
+    visitor = await Deno.connect({ transport: "unix", path: `${dir}/tree.sock` });
 
     const r = await runCkpt(["sockets", "-t", String(tree.pid), "--json"]);
     assertEquals(r.code, 0, r.stderr);
@@ -98,6 +101,11 @@ Deno.test("ckpt sockets classifies peers inside, outside and gone, and names the
     }
     assertEquals(at(tree.pid, tree.half.fd).shutdown, 3);
 
+    // A listener of the tree with a connection from outside waiting in accept().
+    const own = at(tree.pid, tree.own.fd);
+    assertEquals([own.state, own.peerInfo.place, own.need], ["LISTEN", "none", null]);
+    assertEquals(own.outsideClients.length, 1);
+
     assertEquals(rep.summary.dumpOptions, [
       "--ext-unix-sk",
       `--ext-unix-sk=${tree.stream.ino}`,
@@ -121,6 +129,10 @@ Deno.test("ckpt sockets classifies peers inside, outside and gone, and names the
     assertStringIncludes(row(tree.orphan.ino), "gone");
     assertStringIncludes(h.stdout, `--inherit-fd 'fd[N]:socket:[${tree.ext.ino}]'`);
     assertStringIncludes(h.stdout, `--external 'unix[${tree.ext.ino}]'`);
+    assertStringIncludes(
+      h.stdout,
+      `Listener ${tree.own.ino} (pid ${tree.pid} fd ${tree.own.fd}) has 1`,
+    );
 
     // Dump will reuse the policy: what is allowed, and what it says otherwise.
     const none = { extUnixSk: [], external: [] };
@@ -142,6 +154,7 @@ Deno.test("ckpt sockets classifies peers inside, outside and gone, and names the
     assertStringIncludes(msg, `--ext-unix-sk=${st.inode}`);
     assertEquals(msg.includes("\n"), false);
   } finally {
+    visitor?.close();
     await stopPython(outside, [tree?.child, tree?.pid]);
     await Deno.remove(dir, { recursive: true });
   }

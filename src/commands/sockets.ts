@@ -85,6 +85,13 @@ export function formatReport(rep: SocketReport): string {
   } else {
     out.push("", "No external UNIX sockets: dump needs no socket options.");
   }
+  for (const e of rep.sockets.filter((x) => x.outsideClients.length)) {
+    out.push(
+      "",
+      `Listener ${e.inode} (pid ${e.pid} fd ${e.fd}) has ${e.outsideClients.length} connection(s) ` +
+        `from outside the tree waiting in accept(): ${e.outsideClients.join(", ")}`,
+    );
+  }
   if (rep.others.length) {
     out.push(
       "",

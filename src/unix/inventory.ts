@@ -33,6 +33,9 @@ export interface SocketEntry extends UnixSocket {
   fd: number;
   comm: string;
   peerInfo: PeerInfo;
+  /** For a listener: clients outside the tree whose connections wait in its
+   * accept queue (dump cannot take them along; they are not yet handled). */
+  outsideClients: number[];
   /** What dump and restore need for this socket; null when nothing is needed. */
   need: Requirement | null;
 }
@@ -229,7 +232,8 @@ export function inventory(root: number): SocketInventory {
           listeners.some((x) => x.type === sock.type && sameName(x, peer)),
       });
     }
-    return { ...sock, pid: task.pid, fd, comm: task.comm, peerInfo: info, need };
+    const outsideClients = (sock.pending ?? []).filter((c) => !inside.has(c));
+    return { ...sock, pid: task.pid, fd, comm: task.comm, peerInfo: info, outsideClients, need };
   });
   return { root, tasks, sockets, others };
 }

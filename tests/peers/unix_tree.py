@@ -24,6 +24,9 @@ srv.bind(f"{d}/gone.sock")
 orphan = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 orphan.connect(f"{d}/gone.sock")
 srv.close()
+own = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+own.bind(f"{d}/tree.sock")
+own.listen(4)  # never accepts: the test connects from outside
 half, closed = socket.socketpair()
 closed.close()
 dg.send(b"hello")  # queued at the server, which never reads
@@ -33,7 +36,7 @@ while not os.path.exists(f"/proc/{child}"):
     time.sleep(0.01)
 out = {"pid": os.getpid(), "child": child}
 for k, s in {"pair": a, "dgram": dg, "stream": st, "lazy": lazy, "ext": ext,
-             "orphan": orphan, "half": half}.items():
+             "orphan": orphan, "half": half, "own": own}.items():
     out[k] = {"fd": s.fileno(), "ino": os.fstat(s.fileno()).st_ino}
 print(json.dumps(out), flush=True)
 signal.pause()
