@@ -16,3 +16,16 @@ export type { DumpOptions, DumpResult } from "./src/dump/dump.ts";
 export { restore } from "./src/restore/restore.ts";
 export type { Restored, RestoreOptions } from "./src/restore/restore.ts";
 export { CkptError, DumpError, ImageError, RestoreError, UsageError } from "./src/errors.ts";
+export { listSockets } from "./src/api/sockets.ts";
+export type {
+  ExternalKind,
+  Holder,
+  OtherSocket,
+  PeerInfo,
+  PeerPlace,
+  Requirement,
+  SocketEntry,
+  SocketReport,
+  TreeTask,
+  UnixSocket,
+} from "./src/api/sockets.ts";

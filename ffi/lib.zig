@@ -6,6 +6,7 @@ comptime {
     _ = @import("memory.zig");
     _ = @import("restore.zig");
     _ = @import("probe.zig");
+    _ = @import("sockdiag.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.

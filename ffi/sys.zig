@@ -275,6 +275,35 @@ pub const UserRegs = extern struct {
     gs: u64,
 };
 
+// Sockets and netlink (sock_diag).
+pub const AF_UNIX = 1;
+pub const AF_NETLINK = 16;
+pub const SOCK_RAW = 3;
+pub const SOCK_CLOEXEC = 0o2000000;
+pub const NETLINK_SOCK_DIAG = 4;
+pub const MSG_TRUNC = 0x20;
+pub const NLM_F_REQUEST = 0x1;
+pub const NLM_F_MULTI = 0x2;
+pub const NLM_F_DUMP = 0x300;
+pub const NLMSG_ERROR = 2;
+pub const NLMSG_DONE = 3;
+pub const SOCK_DIAG_BY_FAMILY = 20;
+
+pub const SockaddrNl = extern struct {
+    family: u16,
+    pad: u16 = 0,
+    pid: u32 = 0,
+    groups: u32 = 0,
+};
+
+pub const NlMsgHdr = extern struct {
+    len: u32,
+    type: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+};
+
 pub const Iovec = extern struct {
     base: usize,
     len: usize,

@@ -4,6 +4,7 @@ import { memorySymbols } from "./memory.ts";
 import { probeSymbols } from "./probe.ts";
 import { ptraceSymbols } from "./ptrace.ts";
 import { restoreSymbols } from "./restore.ts";
+import { sockdiagSymbols } from "./sockdiag.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -12,6 +13,7 @@ export const symbols = {
   ...memorySymbols,
   ...restoreSymbols,
   ...probeSymbols,
+  ...sockdiagSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
