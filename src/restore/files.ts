@@ -114,10 +114,11 @@ export class OpenedFiles {
     } catch {
       throw new RestoreError(`${where}: ${r.path} is missing (it existed at dump)`);
     }
-    if (
-      f.kind === FileKind.FILE_REG && this.opts.validation === "filesize" &&
-      BigInt(st.size) !== r.size
-    ) {
+    // An append-only writer only ever adds to the file, so growth is fine.
+    const appendOnly = (r.flags & O.ACCMODE) === O.WRONLY && (r.flags & O.APPEND) !== 0;
+    const size = BigInt(st.size);
+    const unchanged = size === r.size || (appendOnly && size > r.size);
+    if (f.kind === FileKind.FILE_REG && this.opts.validation === "filesize" && !unchanged) {
       throw new RestoreError(
         `${where}: ${r.path} changed since the dump (size ${st.size}, was ${r.size}); ` +
           `restore with --file-validation=none to accept it`,

@@ -1,0 +1,217 @@
+// Dump and restore of real single-process programs, checked by what the
+// restored process does afterwards.
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../src/deps/std_assert.ts";
+import { runCkpt } from "./helpers/ckpt.ts";
+import {
+  alive,
+  gone,
+  killAndForget,
+  readText,
+  startSession,
+  tempDir,
+  until,
+  WORKLOADS,
+} from "./helpers/proc.ts";
+
+async function dumpAndReap(pid: number, status: Promise<Deno.CommandStatus>, dir: string) {
+  const r = await runCkpt(["dump", "-t", String(pid), "-D", dir]);
+  assertEquals(r.code, 0, `dump failed: ${r.stderr}`);
+  const st = await status;
+  assertEquals(st.signal, "SIGKILL", "dump kills the task by default");
+  await until(`pid ${pid} free`, () => gone(pid));
+}
+
+async function restoreDetached(dir: string, pid: number) {
+  const r = await runCkpt(["restore", "-D", dir, "-d"]);
+  assertEquals(r.code, 0, `restore failed: ${r.stderr}`);
+  assertStringIncludes(r.stdout, `restored pid ${pid}`);
+  assert(alive(pid), `pid ${pid} runs after restore`);
+}
+
+function reports(log: string) {
+  return [...log.matchAll(/report pid=(\d+) tick=(\d+) sum=(\w+) want=(\w+) off=(\d+) ymm=(\d)/g)]
+    .map(
+      (m) => ({ pid: +m[1], tick: +m[2], sum: m[3], want: m[4], off: +m[5], ymm: +m[6] }),
+    );
+}
+
+Deno.test("C program: 32 MiB of memory, O_APPEND log, file offset, SIGUSR1 handler, AVX registers", async () => {
+  const dir = await tempDir("counter");
+  const images = `${dir}/images`;
+  const log = `${dir}/log`;
+  const p = startSession([`${WORKLOADS}/counter`, dir, "32"]);
+  try {
+    await until("workload start", () => readText(log).includes("start"));
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("first report", () => reports(readText(log)).length === 1);
+    const before = reports(readText(log))[0];
+
+    await dumpAndReap(p.pid, p.status, images);
+    // Images hold memory: owner-only.
+    assertEquals((await Deno.stat(images)).mode! & 0o777, 0o700);
+    for await (const e of Deno.readDir(images)) {
+      assertEquals((await Deno.stat(`${images}/${e.name}`)).mode! & 0o777, 0o600, e.name);
+    }
+
+    await restoreDetached(images, p.pid);
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("report after restore", () => reports(readText(log)).length === 2);
+    const after = reports(readText(log))[1];
+    assertEquals(after.pid, p.pid);
+    assertEquals(after.sum, after.want, "memory checksum matches the one computed at start");
+    assertEquals(after.sum, before.sum);
+    assertEquals(after.off, 7, "file offset survived");
+    assertEquals(after.ymm, 1, "ymm register kept its value across the checkpoint");
+    assert(after.tick > before.tick, "the loop carries on");
+    // Still running, still ticking.
+    await new Promise((r) => setTimeout(r, 100));
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("third report", () => reports(readText(log)).length === 3);
+    assert(reports(readText(log))[2].tick > after.tick);
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("blocking read on a FIFO resumes after restore; pipe bytes in flight survive", async () => {
+  const dir = await tempDir("reader");
+  const log = `${dir}/log`;
+  const p = startSession([`${WORKLOADS}/reader`, dir]);
+  try {
+    await until("reader ready", () => readText(log).includes("ready"));
+    await new Promise((r) => setTimeout(r, 100)); // let it block in read(2)
+    await dumpAndReap(p.pid, p.status, `${dir}/images`);
+    await restoreDetached(`${dir}/images`, p.pid);
+    const fifo = await Deno.open(`${dir}/fifo`, { write: true });
+    await fifo.write(new TextEncoder().encode("hello\n"));
+    fifo.close();
+    await until("line read", () => readText(log).includes("read="));
+    assertStringIncludes(readText(log), "read=hello inflight=bytes-in-flight");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("interrupted nanosleep returns EINTR with the remaining time and the program carries on", async () => {
+  const dir = await tempDir("sleeper");
+  const log = `${dir}/log`;
+  const p = startSession([`${WORKLOADS}/sleeper`, log, "1200"]);
+  try {
+    await until("sleeper start", () => readText(log).includes("start"));
+    await new Promise((r) => setTimeout(r, 300));
+    await dumpAndReap(p.pid, p.status, `${dir}/images`);
+    await restoreDetached(`${dir}/images`, p.pid);
+    await until("two sleeps done", () => readText(log).includes("slept i=1 "), 8000);
+    const text = readText(log);
+    assertEquals(text.match(/start/g)?.length, 1, "not started again");
+    assertMatch(text, /slept i=0 ms=\d+ interrupted=1/);
+    assertMatch(text, /slept i=1 ms=\d+ interrupted=0/);
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("python3 counting loop continues its count after restore", async () => {
+  const dir = await tempDir("python");
+  const out = `${dir}/out`;
+  const prog =
+    "import time\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.02)\n";
+  const p = startSession(["sh", "-c", `exec python3 -u -c '${prog}' > ${out}`]);
+  const numbers = () => readText(out).trim().split("\n").filter(Boolean).map(Number);
+  try {
+    await until("python counting", () => numbers().length >= 10);
+    await dumpAndReap(p.pid, p.status, `${dir}/images`);
+    const last = numbers().at(-1)!;
+    await restoreDetached(`${dir}/images`, p.pid);
+    await until("more numbers", () => numbers().at(-1)! >= last + 10);
+    const all = numbers();
+    all.forEach((n, i) => assertEquals(n, i, "every number once, in order"));
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--leave-running, restore into a taken pid, and a missing pid", async () => {
+  const dir = await tempDir("leave");
+  const log = `${dir}/log`;
+  const images = `${dir}/images`;
+  const p = startSession([`${WORKLOADS}/sleeper`, log, "30"]);
+  try {
+    await until("sleeper start", () => readText(log).includes("slept"));
+    const r = await runCkpt(["dump", "-t", String(p.pid), "-D", images, "--leave-running"]);
+    assertEquals(r.code, 0, r.stderr);
+    const n = readText(log).length;
+    await until("original keeps running", () => readText(log).length > n);
+
+    const taken = await runCkpt(["restore", "-D", images, "-d"]);
+    assertEquals(taken.code, 1);
+    assertMatch(taken.stderr, /^ckpt: pid \d+ is taken by sleeper; .*\n$/);
+    assert(alive(p.pid), "the original is untouched");
+
+    Deno.kill(p.pid, "SIGKILL");
+    await p.status;
+    await until("pid free", () => gone(p.pid));
+    await restoreDetached(images, p.pid);
+    const m = readText(log).length;
+    await until("restored copy runs", () => readText(log).length > m);
+
+    const missing = await runCkpt(["dump", "-t", "999999999", "-D", `${dir}/none`]);
+    assertEquals(missing.code, 1);
+    assertEquals(missing.stderr, "ckpt: no process with pid 999999999\n");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a refused dump leaves the process running and no images restore would accept", async () => {
+  const dir = await tempDir("refused");
+  const out = `${dir}/out`;
+  const prog =
+    "import socket, time\na, b = socket.socketpair()\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.02)\n";
+  const p = startSession(["sh", "-c", `exec python3 -u -c '${prog}' > ${out}`]);
+  try {
+    await until("python running", () => readText(out).length > 0);
+    const r = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/images`]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /^ckpt: fd \d+ of pid \d+ \(socket:\[\d+\]\)/);
+    const n = readText(out).length;
+    await until("still running", () => readText(out).length > n);
+    const again = await runCkpt(["restore", "-D", `${dir}/images`, "-d"]);
+    assertEquals(again.code, 1);
+    assertStringIncludes(again.stderr, "inventory.img");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("without -d ckpt stays the parent and exits with the restored task's status", async () => {
+  const dir = await tempDir("parent");
+  const log = `${dir}/log`;
+  const p = startSession([`${WORKLOADS}/sleeper`, log, "50"]);
+  try {
+    await until("sleeper runs", () => readText(log).includes("slept"));
+    await dumpAndReap(p.pid, p.status, `${dir}/images`);
+    const ckpt = new Deno.Command(`${new URL("../ckpt", import.meta.url).pathname}`, {
+      args: ["restore", "-D", `${dir}/images`],
+      env: { DENO_BIN: Deno.execPath() },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    await until("restored", () => alive(p.pid));
+    const n = readText(log).length;
+    await until("restored task runs", () => readText(log).length > n);
+    ckpt.kill("SIGTERM"); // forwarded to the restored task
+    const st = await ckpt.output();
+    assertEquals(st.code, 128 + 15, new TextDecoder().decode(st.stderr));
+    await until("task gone", () => !alive(p.pid));
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
