@@ -23,6 +23,65 @@ const max_iov = 1024;
 /// process_vm_readv cannot read (PROT_NONE or not readable) are read through
 /// mem_fd (/proc/PID/mem, which forces access). Returns bytes written.
 export fn ck_dump_pages(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32) i64 {
+    return dumpPages(pid, mem_fd, runs, nruns, out_fd);
+}
+
+/// Copies the runs straight into a shared mapping of the pages file at
+/// file_off (already sized by the caller): one copy, and unlike write(2) no
+/// inode lock, so several calls on other threads (process_vm_readv needs
+/// ptrace rights, not the ptrace thread) fill disjoint parts at once.
+export fn ck_dump_pages_at(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64) i64 {
+    var total: u64 = 0;
+    for (runs[0..nruns]) |r| total += r.len;
+    if (total == 0) return 0;
+    const map_rc = sys.syscall6(NR.mmap, 0, total, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, sys.int(out_fd), file_off);
+    if (sys.isErr(map_rc)) return sys.signed(map_rc);
+    defer _ = sys.syscall2(NR.munmap, map_rc, total);
+    const base: [*]u8 = @ptrFromInt(map_rc);
+
+    var dst: u64 = 0;
+    var i: usize = 0;
+    while (i < nruns) {
+        // A batch of up to max_iov runs (each cut to at most `window` bytes)
+        // whose destination is faulted in with one madvise first.
+        var local: [max_iov]sys.Iovec = undefined;
+        var remote: [max_iov]sys.Iovec = undefined;
+        var n: usize = 0;
+        var bytes: u64 = 0;
+        const start = dst;
+        while (i < nruns and n < max_iov and bytes < window) {
+            const r = runs[i];
+            local[n] = .{ .base = sys.ptr(base + dst), .len = r.len };
+            remote[n] = .{ .base = r.addr, .len = r.len };
+            n += 1;
+            bytes += r.len;
+            dst += r.len;
+            i += 1;
+        }
+        _ = sys.syscall3(NR.madvise, sys.ptr(base + start), bytes, MADV_POPULATE_WRITE);
+        const got_rc = vmRead(pid, local[0..n], remote[0..n]);
+        const got: u64 = if (sys.isErr(got_rc)) 0 else got_rc;
+        if (got < bytes) {
+            var done: u64 = 0;
+            for (local[0..n], remote[0..n]) |l, r| {
+                if (done + l.len <= got) {
+                    done += l.len;
+                    continue;
+                }
+                const skip = if (got > done) got - done else 0;
+                const prc = preadAll(mem_fd, @ptrFromInt(l.base + skip), l.len - skip, r.base + skip);
+                if (prc < 0) return prc;
+                done += l.len;
+            }
+        }
+    }
+    return @intCast(total);
+}
+
+const MADV_POPULATE_WRITE = 23;
+const window: u64 = 64 << 20;
+
+fn dumpPages(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32) i64 {
     const buf_rc = sys.syscall6(NR.mmap, 0, chunk, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, sys.int(@as(i32, -1)), 0);
     if (sys.isErr(buf_rc)) return sys.signed(buf_rc);
     defer _ = sys.syscall2(NR.munmap, buf_rc, chunk);
@@ -104,3 +163,4 @@ fn writeAll(fd: i32, src: [*]const u8, len: usize) i64 {
     }
     return 0;
 }
+

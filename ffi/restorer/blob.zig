@@ -114,11 +114,16 @@ fn mapVmas(p: *abi.Header) void {
     }
 }
 
+const MADV_POPULATE_WRITE = 23;
+
 fn fillPages(p: *abi.Header) void {
     const fills = at(abi.PageFill, p, p.fills_off);
     var i: usize = 0;
     while (i < p.n_fills) : (i += 1) {
         const f = fills[i];
+        // Faulting the range in one call is much cheaper than taking a page
+        // fault per page inside pread's copy; failure only costs speed.
+        _ = sys.syscall3(NR.madvise, f.addr, f.len, MADV_POPULATE_WRITE);
         var done: u64 = 0;
         while (done < f.len) {
             const rc = sys.syscall4(NR.pread64, sys.int(p.pages_fd), f.addr + done, f.len - done, f.file_off + done);

@@ -40,12 +40,12 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
-  run(opts) {
+  async run(opts) {
     const pid = opts.int("tree", { min: 1 });
     if (pid === undefined) throw new UsageError("dump: -t/--tree PID is required");
     const dir = opts.string("images-dir");
     if (!dir) throw new UsageError("dump: -D/--images-dir DIR is required");
-    const r = dump({
+    const r = await dump({
       pid,
       dir,
       leaveRunning: opts.bool("leave-running"),
@@ -60,6 +60,6 @@ failed dump leaves the tree running as it was and no usable images behind.`,
         } (frozen ${formatMs(r.frozenMs)})`,
       );
     }
-    return Promise.resolve(0);
+    return 0;
   },
 };

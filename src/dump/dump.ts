@@ -26,7 +26,7 @@ import {
   pagesName,
 } from "../images/dir.ts";
 import { FORMAT_VERSION, ImageKind, PAGE_SIZE } from "../images/format.ts";
-import { listChildren, listThreads, NoProcess, processExists } from "../proc/read.ts";
+import { listChildren, listThreads, NoProcess, processExists, readProcText } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
@@ -59,7 +59,7 @@ export interface DumpResult {
   totalMs: number;
 }
 
-export function dump(opts: DumpOptions): DumpResult {
+export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const t0 = performance.now();
   const { pid } = opts;
   if (opts.leaveRunning && opts.leaveStopped) {
@@ -107,11 +107,20 @@ export function dump(opts: DumpOptions): DumpResult {
     if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${pid}/exe`);
     const fds = files.collectFds(pid);
     const vmas = collectVmas(pid, files);
+    const tPlan = performance.now();
     const runs = planPages(pid, vmas);
+    log.debug(`pid ${pid}: pagemap scanned in ${formatMs(performance.now() - tPlan)}`);
 
     const pagesFile = pagesName(pid);
     written.push(pagesFile);
-    const pagesBytes = writePages(pid, runs, dir.file(pagesFile));
+    const tPages = performance.now();
+    const pagesBytes = await writePages(
+      pid,
+      runs,
+      dir.file(pagesFile),
+      Number(Deno.env.get("CKPT_DUMP_WORKERS") ?? 2),
+    );
+    log.debug(`pid ${pid}: pages written in ${formatMs(performance.now() - tPages)}`);
     log.info(
       `pid ${pid}: ${vmas.length} mappings, ${runs.length} page runs, ${formatBytes(pagesBytes)}`,
     );
@@ -213,4 +222,20 @@ function checkScope(pid: number, shellJob: boolean): void {
     );
   }
   if (st.state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
+  // What ckpt cannot recreate yet is refused, never silently dropped.
+  if (readProcText(pid, "timers").trim()) {
+    throw new DumpError(`pid ${pid} has POSIX timers (timer_create), which cannot be dumped yet`);
+  }
+  for (const ns of ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup", "time"]) {
+    let theirs = "", ours = "";
+    try {
+      theirs = Deno.readLinkSync(`/proc/${pid}/ns/${ns}`);
+      ours = Deno.readLinkSync(`/proc/self/ns/${ns}`);
+    } catch { /* namespace kind not built into this kernel */ }
+    if (theirs !== ours) {
+      throw new DumpError(
+        `pid ${pid} is in another ${ns} namespace (${theirs}); namespaces cannot be dumped yet`,
+      );
+    }
+  }
 }

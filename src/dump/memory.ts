@@ -9,7 +9,7 @@ import {
   VmaKind,
   VmaSchema,
 } from "../gen/ckpt/images_pb.ts";
-import { dumpPages, fd as fdops, O } from "../native/mod.ts";
+import { dumpPagesAt, fd as fdops, O } from "../native/mod.ts";
 import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
 import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
@@ -175,20 +175,57 @@ function splitAtVmas(runs: PageRun[], vmas: Vma[]): PageRun[] {
   return out;
 }
 
-/** Writes the pages file: header page, then every run in order. */
-export function writePages(pid: number, runs: PageRun[], path: string): number {
-  const out = fdops.open(path, O.WRONLY | O.CREAT | O.TRUNC | O.CLOEXEC, 0o600);
+/** Writes the pages file: the header page, then every run in order, by
+ * `workers` threads each copying a contiguous share of the bytes. */
+export async function writePages(
+  pid: number,
+  runs: PageRun[],
+  path: string,
+  workers = 2,
+): Promise<number> {
+  const out = fdops.open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, 0o600);
   const mem = fdops.open(`/proc/${pid}/mem`, O.RDONLY | O.CLOEXEC);
   try {
     fdops.writeAll(out, pagesHeader());
-    const pairs = new BigUint64Array(runs.length * 2);
-    runs.forEach((r, i) => {
-      pairs[2 * i] = r.vaddr;
-      pairs[2 * i + 1] = r.nrPages * PAGE;
-    });
-    return runs.length ? dumpPages(pid, mem, pairs, out) : 0;
+    const end = runs.length ? runs.at(-1)!.fileOffset + runs.at(-1)!.nrPages * PAGE : PAGE;
+    fdops.ftruncate(out, Number(end));
+    const shares = splitRuns(runs, workers);
+    const done = await Promise.all(
+      shares.map((s) => s.pairs.length ? dumpPagesAt(pid, mem, s.pairs, out, s.fileOff) : 0),
+    );
+    return done.reduce((a, b) => a + b, 0);
   } finally {
     fdops.close(mem);
     fdops.close(out);
   }
+}
+
+/** Cuts the runs into n shares of about equal bytes (at page boundaries),
+ * each an [addr, len] list with the file offset where it starts. */
+function splitRuns(
+  runs: PageRun[],
+  n: number,
+): { pairs: BigUint64Array<ArrayBuffer>; fileOff: bigint }[] {
+  const total = runs.reduce((a, r) => a + r.nrPages, 0n);
+  const per = (total + BigInt(n) - 1n) / BigInt(n);
+  const shares: { list: bigint[]; fileOff: bigint }[] = [];
+  let cur: { list: bigint[]; fileOff: bigint } | undefined;
+  let inShare = 0n;
+  for (const r of runs) {
+    let addr = r.vaddr, pages = r.nrPages, off = r.fileOffset;
+    while (pages > 0n) {
+      if (!cur || inShare >= per) {
+        cur = { list: [], fileOff: off };
+        shares.push(cur);
+        inShare = 0n;
+      }
+      const take = pages < per - inShare ? pages : per - inShare;
+      cur.list.push(addr, take * PAGE);
+      addr += take * PAGE;
+      off += take * PAGE;
+      pages -= take;
+      inShare += take;
+    }
+  }
+  return shares.map((s) => ({ pairs: new BigUint64Array(s.list), fileOff: s.fileOff }));
 }

@@ -302,6 +302,25 @@ export function dumpPages(pid: number, memFd: number, runs: BigUint64Array, outF
   );
 }
 
+/** ck_dump_pages on a worker thread, writing at fileOff; runs in parallel. */
+export async function dumpPagesAt(
+  pid: number,
+  memFd: number,
+  runs: BigUint64Array<ArrayBuffer>,
+  outFd: number,
+  fileOff: bigint,
+): Promise<number> {
+  const rc = await native().ck_dump_pages_at(
+    pid,
+    memFd,
+    new Uint8Array(runs.buffer),
+    BigInt(runs.length / 2),
+    outFd,
+    fileOff,
+  );
+  return check(rc, "copying memory", `of pid ${pid}`);
+}
+
 // ---- restore -----------------------------------------------------------------
 
 export function restorerSize(): number {

@@ -169,8 +169,13 @@ export function restore(opts: RestoreOptions): Restored {
     }
     fdops.close(status[1]);
     status = [status[0], -1];
+    const tSpawn = performance.now();
+    log.debug(`pid ${pid}: plan ready after ${formatMs(tSpawn - t0)}`);
     awaitRestorer(child, status[0]);
+    const tReady = performance.now();
+    log.debug(`pid ${pid}: restorer done in ${formatMs(tReady - tSpawn)}`);
     finish(child, core);
+    log.debug(`pid ${pid}: registers set and released in ${formatMs(performance.now() - tReady)}`);
     const ms = performance.now() - t0;
     log.info(`restored pid ${pid} in ${formatMs(ms)}`);
     child = 0;

@@ -2,4 +2,10 @@
 export const memorySymbols = {
   ck_vm_read: { parameters: ["i32", "buffer", "usize", "u64"], result: "i64" },
   ck_dump_pages: { parameters: ["i32", "i32", "buffer", "usize", "i32"], result: "i64" },
+  // On a worker thread: it only reads memory, which needs no ptrace thread.
+  ck_dump_pages_at: {
+    parameters: ["i32", "i32", "buffer", "usize", "i32", "u64"],
+    result: "i64",
+    nonblocking: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
