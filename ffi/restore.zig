@@ -1,7 +1,9 @@
-//! Restore, native half: fork the task with its exact PID (clone3 + set_tid),
-//! and in the child — a fork of a multi-threaded runtime, so raw syscalls only —
-//! rebuild session, fds, cwd and root, then copy the restorer blob and the plan
-//! to a free region and jump there. The final registers are set over ptrace.
+//! Restore, native half: fork the root task with its exact PID (clone3 +
+//! set_tid); every task forks its own children the same way, then — a fork of
+//! a multi-threaded runtime, so raw syscalls only — rebuilds its session, fds,
+//! cwd and root, copies the restorer blob and its plan to a free region and
+//! jumps there. ckpt traces the whole tree (TRACEME on the root, fork/clone
+//! tracing inherited below) and sets the final registers over ptrace.
 const sys = @import("sys.zig");
 const abi = @import("restorer/abi.zig");
 const NR = sys.NR;
@@ -14,9 +16,10 @@ export fn ck_restorer_size() u64 {
     return blob.len;
 }
 
-/// Bytes the restorer region needs for a plan of plan_len bytes.
-export fn ck_region_size(plan_len: u64) u64 {
-    return alignUp(blob.len, page) + alignUp(plan_len, page) + stack_size;
+/// Bytes the restorer region needs for a task plan of plan_len bytes with
+/// n_threads threads besides the main one.
+export fn ck_region_size(plan_len: u64, n_threads: u64) u64 {
+    return alignUp(blob.len, page) + alignUp(plan_len, page) + stack_size + n_threads * abi.thread_stack;
 }
 
 fn alignUp(v: u64, a: u64) u64 {
@@ -37,63 +40,116 @@ const CloneArgs = extern struct {
     cgroup: u64 = 0,
 };
 
-/// Forks the task that becomes `pid` (0: any pid). Returns its pid to the
-/// caller, or -errno (EEXIST: the pid is taken). The child never returns.
-/// status_fd is the write end of a pipe the child reports a failure on.
-/// rseq_offset/rseq_size: glibc's __rseq_offset and __rseq_size for the
-/// calling thread (size 0: no registration). The child inherits that rseq
-/// registration, whose area is about to be unmapped: it must drop it first.
-export fn ck_restore_spawn(plan: [*]u8, plan_len: usize, pid: i32, status_fd: i32, rseq_offset: i64, rseq_size: u32) i64 {
+fn taskPlan(tree: *abi.TreeHeader, i: u32) *abi.Header {
+    const offs: [*]const u64 = @ptrFromInt(@intFromPtr(tree) + tree.tasks_off);
+    return @ptrFromInt(@intFromPtr(tree) + offs[i]);
+}
+
+fn forkWithPid(pid: i32, exit_signal: u64) usize {
     var want: i32 = pid;
-    var args = CloneArgs{ .exit_signal = sys.SIGCHLD };
+    var args = CloneArgs{ .exit_signal = exit_signal };
     if (pid > 0) {
         args.set_tid = sys.ptr(&want);
         args.set_tid_size = 1;
     }
-    const rc = sys.syscall2(NR.clone3, sys.ptr(&args), @sizeOf(CloneArgs));
+    return sys.syscall2(NR.clone3, sys.ptr(&args), @sizeOf(CloneArgs));
+}
+
+/// Forks the root task of the tree plan. Returns its pid, or -errno (EEXIST:
+/// the pid is taken). The child never returns. status_fd is the write end of
+/// a pipe where any task reports a failure. rseq_offset/rseq_size: glibc's
+/// __rseq_offset/__rseq_size for the calling thread (size 0: none), whose
+/// registration the root inherits and must drop before its memory goes.
+export fn ck_restore_spawn(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rseq_offset: i64, rseq_size: u32) i64 {
+    _ = tree_len;
+    const tree: *abi.TreeHeader = @ptrCast(@alignCast(tree_buf));
+    const root = taskPlan(tree, 0);
+    const rc = forkWithPid(root.pid, sys.SIGCHLD);
     if (sys.isErr(rc)) return sys.signed(rc);
     if (rc != 0) return @intCast(rc);
-    child(@ptrCast(@alignCast(plan)), plan_len, status_fd, rseq_offset, rseq_size);
+    dropInheritedRseq(status_fd, root.pid, rseq_offset, rseq_size);
+    child(tree, 0, status_fd);
 }
 
-const RSEQ_FLAG_UNREGISTER = 1;
-const RSEQ_SIG_GLIBC_X86 = 0x53053053;
-const ARCH_GET_FS = 0x1003;
-
-fn dropInheritedRseq(status_fd: i32, offset: i64, size: u32) void {
-    if (size == 0) return;
-    var fs: u64 = 0;
-    check(status_fd, .child_setup, sys.syscall2(NR.arch_prctl, ARCH_GET_FS, sys.ptr(&fs)), 3);
-    const area: u64 = @bitCast(@as(i64, @bitCast(fs)) + offset);
-    // glibc registers 32 bytes (older) or its feature size (newer).
-    var rc = sys.syscall4(NR.rseq, area, 32, RSEQ_FLAG_UNREGISTER, RSEQ_SIG_GLIBC_X86);
-    if (sys.isErr(rc) and size != 32) rc = sys.syscall4(NR.rseq, area, size, RSEQ_FLAG_UNREGISTER, RSEQ_SIG_GLIBC_X86);
-    check(status_fd, .child_setup, rc, 4);
-}
-
-fn fail(fd: i32, stage: abi.Stage, rc: usize, detail: u64) noreturn {
-    const f = abi.Failure{ .stage = @intFromEnum(stage), .errno = @intCast(-sys.signed(rc)), .detail = detail };
+fn fail(fd: i32, pid: i32, stage: abi.Stage, rc: usize, detail: u64) noreturn {
+    const f = abi.Failure{ .stage = @intFromEnum(stage), .errno = @intCast(-sys.signed(rc)), .detail = detail, .pid = pid };
     _ = sys.syscall3(NR.write, sys.int(fd), sys.ptr(&f), @sizeOf(abi.Failure));
     while (true) _ = sys.syscall1(NR.exit_group, 100 + @as(usize, @intFromEnum(stage)));
 }
 
-fn check(fd: i32, stage: abi.Stage, rc: usize, detail: u64) void {
-    if (sys.isErr(rc)) fail(fd, stage, rc, detail);
+fn check(fd: i32, pid: i32, stage: abi.Stage, rc: usize, detail: u64) void {
+    if (sys.isErr(rc)) fail(fd, pid, stage, rc, detail);
 }
 
 const F_DUPFD = 0;
 const PR_SET_PDEATHSIG = 1;
+const RSEQ_FLAG_UNREGISTER = 1;
+const RSEQ_SIG_GLIBC_X86 = 0x53053053;
+const ARCH_GET_FS = 0x1003;
 
-fn child(p: *abi.Header, plan_len: usize, status_fd0: i32, rseq_offset: i64, rseq_size: u32) noreturn {
+fn dropInheritedRseq(status_fd: i32, pid: i32, offset: i64, size: u32) void {
+    if (size == 0) return;
+    var fs: u64 = 0;
+    check(status_fd, pid, .child_setup, sys.syscall2(NR.arch_prctl, ARCH_GET_FS, sys.ptr(&fs)), 3);
+    const area: u64 = @bitCast(@as(i64, @bitCast(fs)) + offset);
+    // glibc registers 32 bytes (older) or its feature size (newer).
+    var rc = sys.syscall4(NR.rseq, area, 32, RSEQ_FLAG_UNREGISTER, RSEQ_SIG_GLIBC_X86);
+    if (sys.isErr(rc) and size != 32) rc = sys.syscall4(NR.rseq, area, size, RSEQ_FLAG_UNREGISTER, RSEQ_SIG_GLIBC_X86);
+    check(status_fd, pid, .child_setup, rc, 4);
+}
+
+/// A zombie child: dies at once the way the dumped one had died.
+fn becomeZombie(status: i32) noreturn {
+    const st: u32 = @bitCast(status);
+    const sig = st & 0x7f;
+    if (sig != 0 and sig != 0x7f) {
+        const no_core = [2]u64{ 0, 0 };
+        _ = sys.syscall4(NR.prlimit64, 0, 4, sys.ptr(&no_core), 0); // RLIMIT_CORE
+        const dfl = [4]u64{ 0, 0, 0, 0 };
+        _ = sys.syscall4(NR.rt_sigaction, sig, sys.ptr(&dfl), 0, 8);
+        const mask: u64 = @as(u64, 1) << @intCast(sig - 1);
+        _ = sys.syscall4(NR.rt_sigprocmask, 1, sys.ptr(&mask), 0, 8); // SIG_UNBLOCK
+        _ = sys.syscall2(NR.kill, sys.syscall0(NR.getpid), sig);
+    }
+    while (true) _ = sys.syscall1(NR.exit_group, (st >> 8) & 0xff);
+}
+
+fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
+    const p = taskPlan(tree, index);
+    const pid = p.pid;
     var status_fd = status_fd0;
     const all: u64 = ~@as(u64, 0);
     _ = sys.syscall4(NR.rt_sigprocmask, 2, sys.ptr(&all), 0, 8); // SIG_SETMASK
-    check(status_fd, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
-    check(status_fd, .child_setup, sys.syscall4(NR.ptrace, sys.PTRACE.TRACEME, 0, 0, 0), 2);
-    dropInheritedRseq(status_fd, rseq_offset, rseq_size);
+    check(status_fd, pid, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
+    if (p.flags & abi.flag_root != 0) {
+        // Stop once so ckpt can set fork/clone tracing before any child exists.
+        check(status_fd, pid, .child_setup, sys.syscall4(NR.ptrace, sys.PTRACE.TRACEME, 0, 0, 0), 2);
+        _ = sys.syscall2(NR.kill, sys.int(pid), sys.SIGSTOP);
+    }
 
-    if (p.flags & abi.flag_setsid != 0) check(status_fd, .session, sys.syscall0(NR.setsid), 1);
-    if (p.flags & abi.flag_setpgid != 0) check(status_fd, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
+    if (p.flags & abi.flag_setsid != 0) check(status_fd, pid, .session, sys.syscall0(NR.setsid), 1);
+    if (p.flags & abi.flag_setpgid != 0) check(status_fd, pid, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
+
+    // Children first, while every fd ckpt prepared is still here to inherit.
+    const kids: [*]const abi.Child = @ptrFromInt(@intFromPtr(p) + p.children_off);
+    for (kids[0..@intCast(p.n_children)]) |k| {
+        const rc = forkWithPid(k.pid, k.exit_signal);
+        check(status_fd, pid, .children, rc, @intCast(k.pid));
+        if (rc == 0) {
+            if (k.zombie != 0) becomeZombie(k.exit_status);
+            child(tree, k.plan_index, status_fd);
+        }
+    }
+    if (p.flags & abi.flag_join_pgid != 0) {
+        // The group's leader may be a sibling still starting up: retry.
+        var tries: usize = 0;
+        while (true) : (tries += 1) {
+            const rc = sys.syscall2(NR.setpgid, 0, sys.int(p.join_pgid));
+            if (!sys.isErr(rc)) break;
+            if (tries > 200000) fail(status_fd, pid, .session, rc, @intCast(p.join_pgid));
+            _ = sys.syscall0(24); // sched_yield
+        }
+    }
 
     // fds: park every source above all numbers in play, then place them, then
     // close everything that is not a destination (moves come sorted by dst).
@@ -104,17 +160,17 @@ fn child(p: *abi.Header, plan_len: usize, status_fd0: i32, rseq_offset: i64, rse
     const park = top + 1;
     for (moves[0..n]) |*m| {
         const rc = sys.syscall3(NR.fcntl, sys.int(m.src), F_DUPFD, sys.int(park));
-        check(status_fd, .fds, rc, @intCast(m.src));
+        check(status_fd, pid, .fds, rc, @intCast(m.src));
         m.src = @intCast(rc);
     }
     const parked_status = sys.syscall3(NR.fcntl, sys.int(status_fd), F_DUPFD, sys.int(park));
-    check(status_fd, .fds, parked_status, 0);
+    check(status_fd, pid, .fds, parked_status, 0);
     status_fd = @intCast(parked_status);
     for (moves[0..n]) |m| {
         const flags: usize = if (m.cloexec != 0) sys.O_CLOEXEC else 0;
-        check(status_fd, .fds, sys.syscall3(NR.dup3, sys.int(m.src), sys.int(m.dst), flags), @intCast(m.dst));
+        check(status_fd, pid, .fds, sys.syscall3(NR.dup3, sys.int(m.src), sys.int(m.dst), flags), @intCast(m.dst));
     }
-    check(status_fd, .fds, sys.syscall3(NR.dup3, sys.int(status_fd), sys.int(p.status_fd), 0), 1000);
+    check(status_fd, pid, .fds, sys.syscall3(NR.dup3, sys.int(status_fd), sys.int(p.status_fd), 0), 1000);
     status_fd = p.status_fd;
     var next: i32 = 0;
     for (moves[0..n]) |m| {
@@ -128,13 +184,14 @@ fn child(p: *abi.Header, plan_len: usize, status_fd0: i32, rseq_offset: i64, rse
     _ = sys.syscall3(NR.close_range, sys.int(next), 0xffffffff, 0);
 
     if (p.root_fd >= 0) {
-        check(status_fd, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.root_fd)), 1);
-        check(status_fd, .cwd_root, sys.syscall1(NR.chroot, sys.ptr(".")), 2);
+        check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.root_fd)), 1);
+        check(status_fd, pid, .cwd_root, sys.syscall1(NR.chroot, sys.ptr(".")), 2);
     }
-    if (p.cwd_fd >= 0) check(status_fd, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.cwd_fd)), 3);
+    if (p.cwd_fd >= 0) check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.cwd_fd)), 3);
 
-    // The region: blob, plan copy, stack — at the first free hint.
-    const region_len = ck_region_size(plan_len);
+    // The region: blob, plan copy, stacks — at the first free hint.
+    const plan_len: usize = @intCast(p.total_len);
+    const region_len = ck_region_size(plan_len, p.n_threads);
     const hints: [*]const u64 = @ptrFromInt(@intFromPtr(p) + p.hints_off);
     var region: usize = 0;
     var i: usize = 0;
@@ -145,7 +202,7 @@ fn child(p: *abi.Header, plan_len: usize, status_fd0: i32, rseq_offset: i64, rse
             break;
         }
     }
-    if (region == 0) fail(status_fd, .region, sys.int(@as(isize, -12)), 0);
+    if (region == 0) fail(status_fd, pid, .region, sys.int(@as(isize, -12)), 0);
     const code_len = alignUp(blob.len, page);
     const dst: [*]u8 = @ptrFromInt(region);
     @memcpy(dst[0..blob.len], blob);
@@ -155,8 +212,8 @@ fn child(p: *abi.Header, plan_len: usize, status_fd0: i32, rseq_offset: i64, rse
     plan_copy.region_start = region;
     plan_copy.region_len = region_len;
     plan_copy.status_fd = status_fd;
-    check(status_fd, .region, sys.syscall3(NR.mprotect, region, code_len, sys.PROT_READ | sys.PROT_EXEC), 0);
-    const stack_top = (region + region_len - 64) & ~@as(usize, 15);
+    check(status_fd, pid, .region, sys.syscall3(NR.mprotect, region, code_len, sys.PROT_READ | sys.PROT_EXEC), 0);
+    const stack_top = (region + code_len + alignUp(plan_len, page) + stack_size - 64) & ~@as(usize, 15);
     asm volatile (
         \\ mov %[sp], %%rsp
         \\ xor %%ebp, %%ebp
@@ -171,7 +228,7 @@ fn child(p: *abi.Header, plan_len: usize, status_fd0: i32, rseq_offset: i64, rse
 }
 
 /// Layout facts the TypeScript plan writer checks itself against.
-export fn ck_plan_layout(out: *[8]u64) void {
+export fn ck_plan_layout(out: *[10]u64) void {
     out.* = .{
         @sizeOf(abi.Header),
         @offsetOf(abi.Header, "fds_off"),
@@ -181,5 +238,7 @@ export fn ck_plan_layout(out: *[8]u64) void {
         @offsetOf(abi.Header, "comm"),
         @offsetOf(abi.Header, "cap_eff"),
         @sizeOf(abi.Vma),
+        @offsetOf(abi.Header, "children_off"),
+        @sizeOf(abi.Thread),
     };
 }

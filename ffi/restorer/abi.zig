@@ -8,6 +8,37 @@ pub const version: u32 = 1;
 
 pub const flag_setsid: u32 = 1;
 pub const flag_setpgid: u32 = 2;
+pub const flag_root: u32 = 4; // the task ckpt forks itself (traced with TRACEME)
+pub const flag_join_pgid: u32 = 8; // setpgid(0, join_pgid) once that group exists
+
+/// The whole tree: every task's plan, each a self-contained Header + arrays.
+pub const TreeHeader = extern struct {
+    magic: u64,
+    version: u32,
+    n_tasks: u32,
+    total_len: u64,
+    tasks_off: u64, // u64[n_tasks]: offset of each task's Header
+};
+
+/// A child a task forks before restoring itself.
+pub const Child = extern struct { pid: i32, plan_index: u32, zombie: u32, exit_status: i32, exit_signal: u32, _pad: u32 = 0 };
+
+/// Per-thread state of the threads other than the main one.
+pub const Thread = extern struct {
+    tid: i32,
+    altstack_flags: i32,
+    tid_address: u64,
+    robust_head: u64,
+    robust_len: u64,
+    rseq_addr: u64,
+    rseq_len: u32,
+    rseq_sig: u32,
+    altstack_sp: u64,
+    altstack_size: u64,
+    comm: [16]u8,
+};
+
+pub const thread_stack: u64 = 64 << 10;
 
 /// Stages, reported back with errno when a step fails.
 pub const Stage = enum(u32) {
@@ -30,10 +61,12 @@ pub const Stage = enum(u32) {
     rlimits = 16,
     creds = 17,
     pending = 18,
+    children = 19,
+    threads = 20,
 };
 
 /// Written to the status pipe when a stage fails, then the child exits.
-pub const Failure = extern struct { stage: u32, errno: i32, detail: u64 };
+pub const Failure = extern struct { stage: u32, errno: i32, detail: u64, pid: i32, _pad: u32 = 0 };
 
 /// The blob stops with int3 and this in rax when the task is ready for the
 /// final touches (registers, FPU, signal mask) done over ptrace.
@@ -59,7 +92,8 @@ pub const SpecialMove = extern struct { cur: u64, len: u64, new: u64 };
 
 pub const SigAction = extern struct { handler: u64, flags: u64, restorer: u64, mask: u64 };
 
-pub const QueuedSig = extern struct { shared: u32, signo: u32, info: [128]u8 };
+/// tid 0: the process-wide queue; otherwise that thread's own queue.
+pub const QueuedSig = extern struct { tid: u32, signo: u32, info: [128]u8 };
 
 pub const Rlimit = extern struct { resource: u32, _pad: u32 = 0, cur: u64, max: u64 };
 
@@ -139,4 +173,10 @@ pub const Header = extern struct {
     cap_bnd: u64,
     dumpable: u32,
     _pad1: u32,
+    children_off: u64,
+    n_children: u64,
+    threads_off: u64,
+    n_threads: u64,
+    join_pgid: i32,
+    _pad2: u32,
 };

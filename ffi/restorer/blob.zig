@@ -17,7 +17,7 @@ fn at(comptime T: type, p: *abi.Header, off: u64) [*]T {
 }
 
 fn fail(p: *abi.Header, stage: abi.Stage, rc: usize, detail: u64) noreturn {
-    const f = abi.Failure{ .stage = @intFromEnum(stage), .errno = @intCast(-sys.signed(rc)), .detail = detail };
+    const f = abi.Failure{ .stage = @intFromEnum(stage), .errno = @intCast(-sys.signed(rc)), .detail = detail, .pid = p.pid };
     _ = sys.syscall3(NR.write, sys.int(p.status_fd), sys.ptr(&f), @sizeOf(abi.Failure));
     while (true) _ = sys.syscall1(NR.exit_group, 100 + @as(usize, @intFromEnum(stage)));
 }
@@ -41,7 +41,9 @@ fn run(p: *abi.Header) noreturn {
     restoreMisc(p);
     restoreRlimits(p);
     restoreCreds(p);
-    queuePending(p);
+    queuePending(p, 0);
+    createThreads(p);
+    queuePending(p, 1);
     _ = sys.syscall1(NR.close, sys.int(p.status_fd));
     // Hand over to ckpt: it sets the dumped registers, FPU state and signal
     // mask, unmaps this region and lets the task go.
@@ -252,17 +254,106 @@ fn restoreCreds(p: *abi.Header) void {
     check(p, .creds, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.int(p.pdeathsig)), 8);
 }
 
-fn queuePending(p: *abi.Header) void {
+/// pass 0: the process-wide queue and the main thread's; pass 1: the other
+/// threads' own queues, once those threads exist.
+fn queuePending(p: *abi.Header, pass: u32) void {
     const sigs = at(abi.QueuedSig, p, p.siginfo_off);
-    const tid = sys.syscall0(NR.gettid);
+    const tgid: usize = @intCast(p.pid);
     var i: usize = 0;
     while (i < p.n_siginfo) : (i += 1) {
         const s = &sigs[i];
-        const rc = if (s.shared != 0)
-            sys.syscall3(NR.rt_sigqueueinfo, tid, s.signo, sys.ptr(&s.info))
+        const mine = s.tid == 0 or s.tid == p.pid;
+        if ((pass == 0) != mine) continue;
+        const rc = if (s.tid == 0)
+            sys.syscall3(NR.rt_sigqueueinfo, tgid, s.signo, sys.ptr(&s.info))
         else
-            sys.syscall4(NR.rt_tgsigqueueinfo, tid, tid, s.signo, sys.ptr(&s.info));
+            sys.syscall4(NR.rt_tgsigqueueinfo, tgid, s.tid, s.signo, sys.ptr(&s.info));
         check(p, .pending, rc, s.signo);
+    }
+}
+
+const CloneArgs = extern struct {
+    flags: u64 = 0,
+    pidfd: u64 = 0,
+    child_tid: u64 = 0,
+    parent_tid: u64 = 0,
+    exit_signal: u64 = 0,
+    stack: u64 = 0,
+    stack_size: u64 = 0,
+    tls: u64 = 0,
+    set_tid: u64 = 0,
+    set_tid_size: u64 = 0,
+    cgroup: u64 = 0,
+};
+
+// CLONE_VM | FS | FILES | SIGHAND | THREAD | SYSVSEM: a thread like pthreads'.
+const thread_flags: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;
+
+/// Every other thread with its own TID, on its own stack in the region. Each
+/// sets its per-thread kernel state and stops like the main thread; ckpt
+/// gives each its registers. Creds were set before: new threads inherit them.
+fn createThreads(p: *abi.Header) void {
+    const threads = at(abi.Thread, p, p.threads_off);
+    const stacks = p.region_start + p.region_len - p.n_threads * abi.thread_stack;
+    var i: usize = 0;
+    while (i < p.n_threads) : (i += 1) {
+        const t = &threads[i];
+        var tid: i32 = t.tid;
+        const args = CloneArgs{
+            .flags = thread_flags,
+            .stack = stacks + i * abi.thread_stack,
+            .stack_size = abi.thread_stack - 64,
+            .set_tid = @intFromPtr(&tid),
+            .set_tid_size = 1,
+        };
+        const rc = cloneThread(&args, @intFromPtr(&threadMain), @intFromPtr(t));
+        check(p, .threads, rc, @intCast(t.tid));
+    }
+}
+
+fn cloneThread(args: *const CloneArgs, entry: usize, arg: usize) usize {
+    // The new thread starts on its own stack with the same registers: it
+    // calls entry(arg) from r13/r12 and never returns here.
+    return asm volatile (
+        \\ syscall
+        \\ test %%rax, %%rax
+        \\ jnz 1f
+        \\ mov %%r12, %%rdi
+        \\ xor %%ebp, %%ebp
+        \\ call *%%r13
+        \\ ud2
+        \\ 1:
+        : [ret] "={rax}" (-> usize),
+        : [nr] "{rax}" (@as(usize, NR.clone3)),
+          [a] "{rdi}" (@intFromPtr(args)),
+          [s] "{rsi}" (@as(usize, @sizeOf(CloneArgs))),
+          [f] "{r13}" (entry),
+          [x] "{r12}" (arg),
+        : .{ .rcx = true, .r11 = true, .memory = true });
+}
+
+fn threadMain(t: *const abi.Thread) callconv(.c) noreturn {
+    var ok = true;
+    if (t.altstack_flags & 2 == 0 and t.altstack_size != 0) {
+        const flags: u32 = @as(u32, @bitCast(t.altstack_flags)) & 0x80000000;
+        const ss = extern struct { sp: u64, flags: u32, _pad: u32 = 0, size: u64 }{ .sp = t.altstack_sp, .flags = flags, .size = t.altstack_size };
+        ok = ok and !sys.isErr(sys.syscall2(NR.sigaltstack, sys.ptr(&ss), 0));
+    }
+    _ = sys.syscall1(NR.set_tid_address, t.tid_address);
+    if (t.robust_head != 0) ok = ok and !sys.isErr(sys.syscall2(NR.set_robust_list, t.robust_head, t.robust_len));
+    if (t.rseq_addr != 0) ok = ok and !sys.isErr(sys.syscall4(NR.rseq, t.rseq_addr, t.rseq_len, 0, t.rseq_sig));
+    _ = sys.syscall2(NR.prctl, PR_SET_NAME, sys.ptr(&t.comm));
+    // A thread that cannot be set up takes the whole task down; ckpt reports it.
+    if (!ok) {
+        while (true) _ = sys.syscall1(NR.exit_group, 100 + @as(usize, @intFromEnum(abi.Stage.threads)));
+    }
+    while (true) {
+        asm volatile ("int3"
+            :
+            : [m] "{rax}" (abi.ready_magic),
+              [s] "{rdi}" (@as(u64, 0)),
+              [l] "{rsi}" (@as(u64, 0)),
+            : .{ .memory = true });
     }
 }
 

@@ -26,16 +26,16 @@ import {
   pagesName,
 } from "../images/dir.ts";
 import { FORMAT_VERSION, ImageKind, PAGE_SIZE } from "../images/format.ts";
-import { listChildren, listThreads, NoProcess, processExists, readProcText } from "../proc/read.ts";
+import { NoProcess, processExists, readProcText } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { VERSION } from "../version.ts";
 import { FileCollector } from "./files.ts";
-import { Frozen } from "./freeze.ts";
-import { Injector } from "./inject.ts";
-import { collectVmas, planPages, writePages } from "./memory.ts";
-import { collectTask } from "./task_state.ts";
+import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
+import { collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import { collectTask, collectZombie } from "./task_state.ts";
+import { sameObject } from "../native/mod.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -78,76 +78,80 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const frozen = new Frozen();
   let tFrozen = 0;
   try {
-    frozen.seize(pid);
+    const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
-    const tids = listThreads(pid);
-    if (tids.length > 1) {
-      throw new DumpError(
-        `pid ${pid} has ${tids.length} threads; multi-threaded processes cannot be dumped yet`,
+    refuseSharedTables(tree);
+    const files = new FileCollector({ shellJob: !!opts.shellJob });
+    const claims: SharedClaims = new Map();
+    let pagesBytes = 0;
+    for (const t of tree) {
+      const p = t.pid;
+      if (t.zombie) {
+        write(
+          coreName(p),
+          () => dir.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p)),
+        );
+        continue;
+      }
+      const core = collectTask(p, t.tids);
+      core.cwdFileId = files.addPath(
+        FileKind.FILE_DIR,
+        Deno.readLinkSync(`/proc/${p}/cwd`),
+        `/proc/${p}/cwd`,
+      );
+      core.rootFileId = files.addPath(
+        FileKind.FILE_DIR,
+        Deno.readLinkSync(`/proc/${p}/root`),
+        `/proc/${p}/root`,
+      );
+      if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
+      const fds = files.collectFds(p);
+      const vmas = collectVmas(p, files);
+      const tPlan = performance.now();
+      const runs = planPages(p, vmas, claims);
+      log.debug(`pid ${p}: pagemap scanned in ${formatMs(performance.now() - tPlan)}`);
+
+      const pagesFile = pagesName(p);
+      written.push(pagesFile);
+      const tPages = performance.now();
+      const bytes = await writePages(p, runs, dir.file(pagesFile), workers());
+      pagesBytes += bytes;
+      log.debug(`pid ${p}: pages written in ${formatMs(performance.now() - tPages)}`);
+      log.info(
+        `pid ${p}: ${t.tids.length} thread(s), ${vmas.length} mappings, ${runs.length} page runs, ${
+          formatBytes(bytes)
+        }`,
+      );
+
+      write(coreName(p), () => dir.write(coreName(p), ImageKind.Core, TaskCoreSchema, core));
+      write(
+        mmName(p),
+        () =>
+          dir.write(
+            mmName(p),
+            ImageKind.Mm,
+            MmImageSchema,
+            create(MmImageSchema, { pid: p, vmas }),
+          ),
+      );
+      write(pagemapName(p), () =>
+        dir.write(
+          pagemapName(p),
+          ImageKind.Pagemap,
+          PagemapImageSchema,
+          create(PagemapImageSchema, { pid: p, pagesFile, runs }),
+        ));
+      write(
+        fdName(p),
+        () =>
+          dir.write(
+            fdName(p),
+            ImageKind.FdTable,
+            FdTableSchema,
+            create(FdTableSchema, { pid: p, fds }),
+          ),
       );
     }
-    if (listChildren(pid).length > 0) {
-      throw new DumpError(`pid ${pid} has child processes; process trees cannot be dumped yet`);
-    }
-    const inj = new Injector(pid);
-    const core = collectTask(pid, tids, inj);
-    inj.release();
-
-    const files = new FileCollector({ shellJob: !!opts.shellJob });
-    core.cwdFileId = files.addPath(
-      FileKind.FILE_DIR,
-      Deno.readLinkSync(`/proc/${pid}/cwd`),
-      `/proc/${pid}/cwd`,
-    );
-    core.rootFileId = files.addPath(
-      FileKind.FILE_DIR,
-      Deno.readLinkSync(`/proc/${pid}/root`),
-      `/proc/${pid}/root`,
-    );
-    if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${pid}/exe`);
-    const fds = files.collectFds(pid);
-    const vmas = collectVmas(pid, files);
-    const tPlan = performance.now();
-    const runs = planPages(pid, vmas);
-    log.debug(`pid ${pid}: pagemap scanned in ${formatMs(performance.now() - tPlan)}`);
-
-    const pagesFile = pagesName(pid);
-    written.push(pagesFile);
-    const tPages = performance.now();
-    const pagesBytes = await writePages(
-      pid,
-      runs,
-      dir.file(pagesFile),
-      Number(Deno.env.get("CKPT_DUMP_WORKERS") ?? 2),
-    );
-    log.debug(`pid ${pid}: pages written in ${formatMs(performance.now() - tPages)}`);
-    log.info(
-      `pid ${pid}: ${vmas.length} mappings, ${runs.length} page runs, ${formatBytes(pagesBytes)}`,
-    );
-
-    write(coreName(pid), () => dir.write(coreName(pid), ImageKind.Core, TaskCoreSchema, core));
-    write(
-      mmName(pid),
-      () =>
-        dir.write(mmName(pid), ImageKind.Mm, MmImageSchema, create(MmImageSchema, { pid, vmas })),
-    );
-    write(pagemapName(pid), () =>
-      dir.write(
-        pagemapName(pid),
-        ImageKind.Pagemap,
-        PagemapImageSchema,
-        create(PagemapImageSchema, { pid, pagesFile, runs }),
-      ));
-    write(
-      fdName(pid),
-      () =>
-        dir.write(
-          fdName(pid),
-          ImageKind.FdTable,
-          FdTableSchema,
-          create(FdTableSchema, { pid, fds }),
-        ),
-    );
     write(
       FILES,
       () =>
@@ -162,7 +166,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // The inventory lists every file with its size and checksum and is
     // written last: its presence means the dump is complete.
     const listed = written.map((name) => {
-      const data = name === pagesFile ? undefined : Deno.readFileSync(dir.file(name));
+      const data = name.startsWith("pages-") ? undefined : Deno.readFileSync(dir.file(name));
       return create(ImageFileSchema, {
         name,
         size: BigInt(data ? data.length : Deno.statSync(dir.file(name)).size),
@@ -178,7 +182,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           formatVersion: FORMAT_VERSION,
           ckptVersion: VERSION,
           rootPid: pid,
-          pids: [pid],
+          pids: tree.map((t) => t.pid),
           kernel: Deno.osRelease(),
           createdUnixMs: BigInt(Date.now()),
           pageSize: PAGE_SIZE,
@@ -209,6 +213,30 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       throw new DumpError(`pid ${pid} exited during the dump; nothing was saved`);
     }
     throw err;
+  }
+}
+
+function workers(): number {
+  return Math.max(1, Math.min(8, Number(Deno.env.get("CKPT_DUMP_WORKERS") ?? 2) || 2));
+}
+
+/** Tasks sharing an fd table (CLONE_FILES) or fs info (CLONE_FS) with their
+ * parent cannot be recreated yet: refuse rather than split them. */
+function refuseSharedTables(tree: FrozenTask[]): void {
+  const live = new Set(tree.filter((t) => !t.zombie).map((t) => t.pid));
+  for (const t of tree) {
+    if (t.zombie || t.pid === tree[0].pid) continue;
+    const ppid = Number(readStat(t.pid).field(4));
+    if (!live.has(ppid)) continue;
+    for (
+      const [kind, what] of [[2, "fd table (CLONE_FILES)"], [3, "fs info (CLONE_FS)"]] as const
+    ) {
+      if (sameObject(ppid, t.pid, kind)) {
+        throw new DumpError(
+          `pid ${t.pid} shares its ${what} with its parent ${ppid}; this cannot be dumped yet`,
+        );
+      }
+    }
   }
 }
 

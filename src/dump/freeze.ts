@@ -2,7 +2,8 @@
 // again exactly as it was (detach) if anything fails.
 import { DumpError } from "../errors.ts";
 import { NativeError, ptrace, wait, WALL } from "../native/mod.ts";
-import { processExists } from "../proc/read.ts";
+import { listChildren, listThreads, processExists } from "../proc/read.ts";
+import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 
 export class Frozen {
@@ -32,6 +33,10 @@ export class Frozen {
     log.debug(`froze ${tid} (stop signal ${st.stopSig}, event ${st.event})`);
   }
 
+  has(tid: number): boolean {
+    return this.seized.includes(tid);
+  }
+
   get tids(): readonly number[] {
     return this.seized;
   }
@@ -56,5 +61,62 @@ export class Frozen {
         wait(tid, WALL);
       } catch { /* already reaped */ }
     }
+  }
+}
+
+export interface FrozenTask {
+  pid: number;
+  /** Leader first. */
+  tids: number[];
+  zombie: boolean;
+}
+
+/** Freezes every thread of every task of the tree below root, scanning again
+ * until a whole pass finds nothing new, so a task forked meanwhile is caught.
+ * Tasks come parents first. Zombies are not seized (they cannot run). */
+export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
+  const tasks = new Map<number, FrozenTask>();
+  const order: number[] = [root];
+  for (let changed = true; changed;) {
+    changed = false;
+    for (let i = 0; i < order.length; i++) {
+      const pid = order[i];
+      let t = tasks.get(pid);
+      if (!t) {
+        t = { pid, tids: [], zombie: isZombie(pid) };
+        tasks.set(pid, t);
+        changed = true;
+      }
+      if (t.zombie) continue;
+      for (const tid of listThreads(pid)) {
+        if (frozen.has(tid)) continue;
+        frozen.seize(tid);
+        t.tids.push(tid);
+        changed = true;
+      }
+      for (const child of listChildren(pid)) {
+        if (child === Deno.pid) {
+          throw new DumpError(
+            `the tree of pid ${root} contains ckpt itself; dump a tree ckpt is not part of`,
+          );
+        }
+        if (!order.includes(child)) {
+          order.push(child);
+          changed = true;
+        }
+      }
+    }
+  }
+  for (const t of tasks.values()) {
+    t.tids.sort((a, b) => (a === t.pid ? -1 : b === t.pid ? 1 : a - b));
+  }
+  return order.map((pid) => tasks.get(pid)!);
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return readStat(pid).state === "Z";
+  } catch {
+    return false;
   }
 }

@@ -95,15 +95,21 @@ export function collectVmas(pid: number, files: FileCollector): Vma[] {
       prot: protOf(e),
       kind,
       fileId,
-      pgoff: isFile ? e.offset : 0n,
+      pgoff: isFile || kind === VmaKind.VMA_ANON_SHARED ? e.offset : 0n,
       name: e.name,
       growsdown: e.name === "[stack]",
+      shmemId: kind === VmaKind.VMA_ANON_SHARED ? e.inode : 0,
+      shmemSize: kind === VmaKind.VMA_ANON_SHARED ? e.offset + (e.end - e.start) : 0n,
     });
   });
 }
 
+/** Pages of shared anonymous objects already saved by an earlier task, by
+ * object (inode) and page index within it. */
+export type SharedClaims = Map<number, Set<bigint>>;
+
 /** Page runs to save, in address order, with their place in the pages file. */
-export function planPages(pid: number, vmas: Vma[]): PageRun[] {
+export function planPages(pid: number, vmas: Vma[], claims: SharedClaims = new Map()): PageRun[] {
   const pm = fdops.open(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
   const runs: PageRun[] = [];
   let fileOff = PAGE;
@@ -142,8 +148,18 @@ export function planPages(pid: number, vmas: Vma[]): PageRun[] {
           fileOff += BigInt(pages) * PAGE;
           runStart = -1;
         };
+        const claimed = v.kind === VmaKind.VMA_ANON_SHARED
+          ? claimSet(claims, v.shmemId)
+          : undefined;
+        const objFirst = v.pgoff / PAGE + BigInt(i);
         for (let j = 0; j < ents.length; j++) {
-          if (wanted(v.kind, ents[j])) {
+          let want = wanted(v.kind, ents[j]);
+          if (want && claimed) {
+            const page = objFirst + BigInt(j);
+            if (claimed.has(page)) want = false;
+            else claimed.add(page);
+          }
+          if (want) {
             if (runStart < 0) runStart = j;
           } else flush(j);
         }
@@ -156,6 +172,12 @@ export function planPages(pid: number, vmas: Vma[]): PageRun[] {
   // Runs never cross a VMA boundary (merging only joins adjacent VMAs of the
   // same task), which restore relies on to fill each mapping separately.
   return splitAtVmas(runs, vmas);
+}
+
+function claimSet(claims: SharedClaims, id: number): Set<bigint> {
+  let set = claims.get(id);
+  if (!set) claims.set(id, set = new Set());
+  return set;
 }
 
 function splitAtVmas(runs: PageRun[], vmas: Vma[]): PageRun[] {

@@ -17,7 +17,7 @@ import {
 import { ptrace } from "../native/mod.ts";
 import { readProcBytes, readProcText } from "../proc/read.ts";
 import { readLimits, readStat, readStatus, statusHex, statusInts } from "../proc/status.ts";
-import { type Injector, SYS } from "./inject.ts";
+import { Injector, SYS } from "./inject.ts";
 import { syscallState } from "./regs.ts";
 
 const PR_GET_PDEATHSIG = 2;
@@ -69,10 +69,38 @@ export function collectThread(pid: number, tid: number, inj: Injector): ThreadCo
   });
 }
 
-export function collectTask(pid: number, tids: number[], inj: Injector): TaskCore {
+/** A zombie keeps only its identity and how it died (not reaped: its
+ * parent is to collect that status after restore). */
+export function collectZombie(pid: number): TaskCore {
+  const stat = readStat(pid);
+  return create(TaskCoreSchema, {
+    pid,
+    ppid: Number(stat.field(4)),
+    pgid: Number(stat.field(5)),
+    sid: Number(stat.field(6)),
+    comm: stat.comm,
+    zombie: true,
+    exitStatus: Number(stat.field(52)),
+    exitSignal: Number(stat.field(38)),
+  });
+}
+
+/** Runs `fn` with an injector per thread, and unmaps every scratch page
+ * afterwards, before the task's memory is read. */
+export function collectTask(pid: number, tids: number[]): TaskCore {
+  const injectors = new Map(tids.map((tid) => [tid, new Injector(tid)]));
+  try {
+    return collectWith(pid, tids, injectors);
+  } finally {
+    for (const inj of injectors.values()) inj.release();
+  }
+}
+
+function collectWith(pid: number, tids: number[], injectors: Map<number, Injector>): TaskCore {
+  const inj = injectors.get(pid) ?? injectors.get(tids[0])!;
   const stat = readStat(pid);
   const status = readStatus(pid);
-  const threads = tids.map((tid) => collectThread(pid, tid, inj));
+  const threads = tids.map((tid) => collectThread(pid, tid, injectors.get(tid)!));
 
   const sigactions = [];
   for (let sig = 1; sig <= 64; sig++) {

@@ -272,6 +272,11 @@ export const fd = {
   },
 };
 
+/** kcmp(2) for whole objects: KCMP_FILES = 2, KCMP_FS = 3, KCMP_VM = 1. */
+export function sameObject(pid1: number, pid2: number, kind: number): boolean {
+  return check(native().ck_kcmp(pid1, pid2, kind, 0n, 0n), "kcmp", `pids ${pid1} ${pid2}`) === 0;
+}
+
 /** True when fd a of pid1 and fd b of pid2 share one open file description. */
 export function sameFile(pid1: number, a: number, pid2: number, b: number): boolean {
   return check(native().ck_kcmp(pid1, pid2, 0, BigInt(a), BigInt(b)), "kcmp", `pid ${pid1}`) === 0;
@@ -327,23 +332,25 @@ export function restorerSize(): number {
   return Number(native().ck_restorer_size());
 }
 
-export function regionSize(planLen: number): number {
-  return Number(native().ck_region_size(BigInt(planLen)));
+export function regionSize(planLen: number, threads: number): number {
+  return Number(native().ck_region_size(BigInt(planLen), BigInt(threads)));
 }
 
-/** Forks the task with exactly `pid`; returns its pid or throws (EEXIST: taken). */
-export function restoreSpawn(plan: Uint8Array<ArrayBuffer>, pid: number, statusFd: number): number {
+/** Forks the root of a tree plan with its pid; returns it or throws
+ * (EEXIST: taken). The root forks the rest of the tree. */
+export function restoreSpawn(tree: Uint8Array<ArrayBuffer>, pid: number, statusFd: number): number {
   const rseq = glibcRseq();
   return check(
-    native().ck_restore_spawn(plan, BigInt(plan.length), pid, statusFd, rseq.offset, rseq.size),
+    native().ck_restore_spawn(tree, BigInt(tree.length), statusFd, rseq.offset, rseq.size),
     "clone3",
     `with pid ${pid}`,
   );
 }
 
-/** [header size, offsets of fds_off, altstack_sp, itimers, mm, comm, cap_eff, Vma size] */
+/** [header size, offsets of fds_off, altstack_sp, itimers, mm, comm, cap_eff,
+ * Vma size, offset of children_off, Thread size] */
 export function planLayout(): number[] {
-  const b = new BigUint64Array(8);
+  const b = new BigUint64Array(10);
   native().ck_plan_layout(new Uint8Array(b.buffer));
   return [...b].map(Number);
 }

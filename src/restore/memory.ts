@@ -39,6 +39,7 @@ export function planMemory(
   files: Map<number, FileEntry>,
   validation: FileValidation,
   serviceFd: (parentFd: number) => number,
+  shmem: SharedObjects,
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
   const fileFd = (v: Vma, write: boolean): number => {
@@ -97,12 +98,14 @@ export function planMemory(
           fd: -1,
         });
         break;
-      case VmaKind.VMA_ANON_SHARED: {
-        const mfd = fdops.memfd("ckpt-shmem", 1 /* MFD_CLOEXEC */);
-        fdops.ftruncate(mfd, Number(v.end - v.start));
-        out.vmas.push({ ...base, mapFlags: MAP_SHARED, fd: serviceFd(mfd) });
+      case VmaKind.VMA_ANON_SHARED:
+        out.vmas.push({
+          ...base,
+          mapFlags: MAP_SHARED,
+          fd: serviceFd(fdops.dupAbove(shmem.fdFor(v), 100)),
+          pgoff: v.pgoff,
+        });
         break;
-      }
       case VmaKind.VMA_FILE_PRIVATE:
         out.vmas.push({ ...base, mapFlags: MAP_PRIVATE, fd: fileFd(v, false), pgoff: v.pgoff });
         break;
@@ -124,6 +127,42 @@ export function planMemory(
   out.specials = planSpecials(pid, specialsWanted);
   out.occupied.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   return out;
+}
+
+/** One memfd per shared anonymous object of the tree, sized for every
+ * mapping of it; each task that maps it gets a copy of the fd, and the task
+ * that saved its pages fills it. */
+export class SharedObjects {
+  private readonly fds = new Map<number, number>();
+
+  constructor(private readonly sizes: Map<number, bigint>) {}
+
+  static of(allVmas: Vma[][]): SharedObjects {
+    const sizes = new Map<number, bigint>();
+    for (const vmas of allVmas) {
+      for (const v of vmas) {
+        if (v.kind !== VmaKind.VMA_ANON_SHARED) continue;
+        const need = v.shmemSize > 0n ? v.shmemSize : v.pgoff + (v.end - v.start);
+        if (need > (sizes.get(v.shmemId) ?? 0n)) sizes.set(v.shmemId, need);
+      }
+    }
+    return new SharedObjects(sizes);
+  }
+
+  fdFor(v: Vma): number {
+    let fd = this.fds.get(v.shmemId);
+    if (fd === undefined) {
+      fd = fdops.memfd(`ckpt-shmem-${v.shmemId}`, 1 /* MFD_CLOEXEC */);
+      fdops.ftruncate(fd, Number(this.sizes.get(v.shmemId) ?? v.end - v.start));
+      this.fds.set(v.shmemId, fd);
+    }
+    return fd;
+  }
+
+  closeAll(): void {
+    for (const fd of this.fds.values()) fdops.close(fd);
+    this.fds.clear();
+  }
 }
 
 /** [vvar], [vvar_vclock] and [vdso] of this process — and so of the forked

@@ -1,14 +1,17 @@
 // Writes the restore plan in the binary layout of ffi/restorer/abi.zig: a
 // fixed header, then arrays addressed by offsets from the plan start. The
 // layout is checked against the library at run time (planLayout) and in tests.
-export const HEADER_SIZE = 576;
+export const HEADER_SIZE = 616;
+export const TREE_HEADER_SIZE = 32;
 export const PLAN_MAGIC = 0x4e414c5054504b43n;
 export const PLAN_VERSION = 1;
 export const FLAG_SETSID = 1;
 export const FLAG_SETPGID = 2;
+export const FLAG_ROOT = 4;
+export const FLAG_JOIN_PGID = 8;
 export const VMA_FILL = 1;
 
-export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40];
+export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 80];
 
 export interface FdMove {
   src: number;
@@ -40,8 +43,24 @@ export interface PlanSigAction {
   restorer: bigint;
   mask: bigint;
 }
+export interface PlanChild {
+  pid: number;
+  planIndex: number;
+  zombie: boolean;
+  exitStatus: number;
+  exitSignal: number;
+}
+export interface PlanThread {
+  tid: number;
+  altstack: { sp: bigint; size: bigint; flags: number };
+  tidAddress: bigint;
+  robust: { head: bigint; len: bigint };
+  rseq: { addr: bigint; len: number; sig: number };
+  comm: string;
+}
 export interface PlanSignal {
-  shared: boolean;
+  /** 0: the process-wide queue; else the thread's own. */
+  tid: number;
   signo: number;
   info: Uint8Array;
 }
@@ -105,6 +124,9 @@ export interface Plan {
   gids: number[];
   caps: { eff: bigint; prm: bigint; inh: bigint; bnd: bigint };
   dumpable: number;
+  children: PlanChild[];
+  threads: PlanThread[];
+  joinPgid: number;
 }
 
 const align8 = (n: number) => (n + 7) & ~7;
@@ -123,6 +145,8 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     groups: p.groups.length * 4,
     auxv: p.auxv.length,
     rlimits: p.rlimits.length * 24,
+    children: p.children.length * 24,
+    threads: p.threads.length * 80,
   };
   const off: Record<keyof typeof sizes, number> = {} as Record<keyof typeof sizes, number>;
   let cur = HEADER_SIZE;
@@ -203,8 +227,7 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     mm.envStart,
     mm.envEnd,
   ].forEach((v, i) => u64(400 + i * 8, v));
-  const comm = new TextEncoder().encode(p.comm).subarray(0, 15);
-  buf.set(comm, 488);
+  buf.set(new TextEncoder().encode(p.comm).subarray(0, 15), 488);
   p.uids.slice(0, 4).forEach((v, i) => u32(504 + i * 4, v));
   p.gids.slice(0, 4).forEach((v, i) => u32(520 + i * 4, v));
   u64(536, p.caps.eff);
@@ -212,6 +235,11 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
   u64(552, p.caps.inh);
   u64(560, p.caps.bnd);
   u32(568, p.dumpable);
+  u64(576, BigInt(off.children));
+  u64(584, BigInt(p.children.length));
+  u64(592, BigInt(off.threads));
+  u64(600, BigInt(p.threads.length));
+  i32(608, p.joinPgid);
 
   fds.forEach((m, i) => {
     const o = off.fds + i * 16;
@@ -251,7 +279,7 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
   });
   p.signals.forEach((s, i) => {
     const o = off.siginfo + i * 136;
-    u32(o, s.shared ? 1 : 0);
+    u32(o, s.tid);
     u32(o + 4, s.signo);
     buf.set(s.info.subarray(0, 128), o + 8);
   });
@@ -262,6 +290,51 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     u32(o, l.resource);
     u64(o + 8, l.cur);
     u64(o + 16, l.max);
+  });
+  p.children.forEach((c, i) => {
+    const o = off.children + i * 24;
+    i32(o, c.pid);
+    u32(o + 4, c.planIndex);
+    u32(o + 8, c.zombie ? 1 : 0);
+    i32(o + 12, c.exitStatus);
+    u32(o + 16, c.exitSignal);
+  });
+  p.threads.forEach((t, i) => {
+    const o = off.threads + i * 80;
+    i32(o, t.tid);
+    i32(o + 4, t.altstack.flags);
+    u64(o + 8, t.tidAddress);
+    u64(o + 16, t.robust.head);
+    u64(o + 24, t.robust.len);
+    u64(o + 32, t.rseq.addr);
+    u32(o + 40, t.rseq.len);
+    u32(o + 44, t.rseq.sig);
+    u64(o + 48, t.altstack.sp);
+    u64(o + 56, t.altstack.size);
+    buf.set(new TextEncoder().encode(t.comm).subarray(0, 15), o + 64);
+  });
+  return buf;
+}
+
+/** The tree plan: a small header, the offset of each task's plan, then the
+ * plans (task 0 is the root, which ckpt forks itself). */
+export function encodeTree(plans: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  let cur = align8(TREE_HEADER_SIZE + plans.length * 8);
+  const offs = plans.map((pl) => {
+    const o = cur;
+    cur = align8(cur + pl.length);
+    return o;
+  });
+  const buf = new Uint8Array(cur);
+  const dv = new DataView(buf.buffer);
+  dv.setBigUint64(0, PLAN_MAGIC, true);
+  dv.setUint32(8, PLAN_VERSION, true);
+  dv.setUint32(12, plans.length, true);
+  dv.setBigUint64(16, BigInt(cur), true);
+  dv.setBigUint64(24, BigInt(TREE_HEADER_SIZE), true);
+  offs.forEach((o, i) => {
+    dv.setBigUint64(TREE_HEADER_SIZE + i * 8, BigInt(o), true);
+    buf.set(plans[i], o);
   });
   return buf;
 }

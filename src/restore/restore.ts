@@ -1,8 +1,9 @@
-// ckpt restore: read and check every image, open everything the task needs,
-// build one plan, fork the task with its PID, let the restorer rebuild it, set
-// the final registers over ptrace, and let it go. Any failure kills what was
-// started; the images are never modified.
-import type { FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
+// ckpt restore: read and check every image, open everything the tree needs,
+// build one plan per task, fork the root with its PID (each task forks its
+// children), let the restorers rebuild them, set the final registers over
+// ptrace once every thread of every task is ready, and let them go. Any
+// failure kills what was started; the images are never modified.
+import type { FdTable, FileEntry, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
 import { checkPagesHeader } from "../images/format.ts";
@@ -27,8 +28,18 @@ import { readLimits, readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatMs, hex } from "../util/units.ts";
 import { type FileValidation, OpenedFiles } from "./files.ts";
-import { planMemory, regionHints, TASK_SIZE } from "./memory.ts";
-import { encodePlan, FLAG_SETPGID, FLAG_SETSID, LAYOUT, type Plan } from "./plan_buffer.ts";
+import { planMemory, regionHints, SharedObjects, TASK_SIZE } from "./memory.ts";
+import {
+  encodePlan,
+  encodeTree,
+  FLAG_JOIN_PGID,
+  FLAG_ROOT,
+  FLAG_SETPGID,
+  FLAG_SETSID,
+  LAYOUT,
+  type Plan,
+  type PlanChild,
+} from "./plan_buffer.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -66,40 +77,41 @@ const STAGES = [
   "resource limits",
   "credentials",
   "pending signals",
+  "forking children",
+  "creating threads",
 ];
 const READY = 0x52454144595f434bn;
+
+interface TaskImages {
+  core: TaskCore;
+  mm?: MmImage;
+  pagemap?: PagemapImage;
+  fds?: FdTable;
+}
 
 export function restore(opts: RestoreOptions): Restored {
   const t0 = performance.now();
   checkLayout();
   const dir = ImageDir.open(opts.dir);
   const inv = dir.readInventory();
-  if (inv.pids.length !== 1) {
-    throw new RestoreError(
-      `${opts.dir} holds a tree of ${inv.pids.length} tasks; trees cannot be restored yet`,
-    );
-  }
   const pid = inv.rootPid;
-  const core = dir.readCore(pid);
-  const mm = dir.readMm(pid);
-  const pagemap = dir.readPagemap(pid);
-  const fdTable = dir.readFdTable(pid);
+  if (inv.pids[0] !== pid) {
+    throw new RestoreError(`${opts.dir}: the inventory does not start with its root`);
+  }
+  // Every image is read and checked before anything is forked.
+  const tasks = inv.pids.map((p): TaskImages => {
+    const core = dir.readCore(p);
+    if (core.zombie) return { core };
+    return { core, mm: dir.readMm(p), pagemap: dir.readPagemap(p), fds: dir.readFdTable(p) };
+  });
   const files = new Map(dir.readFiles().files.map((f) => [f.id, f]));
-  const pagesPath = dir.file(pagemap.pagesFile);
   const shellJob = !!(opts.shellJob || inv.shellJob);
   if (inv.shellJob && !opts.shellJob) {
     log.info("dumped with --shell-job: restoring into this session");
   }
-
-  if (processExists(pid)) {
-    let who = "";
-    try {
-      who = ` by ${readStat(pid).comm}`;
-    } catch { /* gone meanwhile */ }
-    throw new RestoreError(`pid ${pid} is taken${who}; stop that process or restore elsewhere`);
-  }
-  if (core.threads.length !== 1) {
-    throw new RestoreError(`pid ${pid} has ${core.threads.length} threads; cannot restore yet`);
+  for (const t of tasks) refuseTaken(t.core.pid);
+  if (tasks[0].core.zombie) {
+    throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
   }
 
   const opened = new OpenedFiles(files, {
@@ -107,55 +119,38 @@ export function restore(opts: RestoreOptions): Restored {
     shellJob,
     inherit: opts.inherit ?? new Map(),
   });
+  const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];
-  let child = 0;
+  const started = new Set<number>();
   let status: [number, number] | undefined;
   try {
-    const moves = fdTable.fds.map((e) => ({
-      src: opened.get(e.fileId, `fd ${e.fd} of pid ${pid}`),
-      dst: e.fd,
-      cloexec: e.cloexec,
-    }));
-    const serviceLo = Math.max(2, ...moves.map((m) => m.dst)) + 1;
-    let nextService = serviceLo;
-    const service = (parentFd: number): number => {
-      parentFds.push(parentFd);
-      moves.push({ src: parentFd, dst: nextService, cloexec: true });
-      return nextService++;
-    };
-    const pagesFd = fdops.open(pagesPath, O.RDONLY | O.CLOEXEC);
-    const head = new Uint8Array(4096);
-    fdops.pread(pagesFd, head, 0);
-    checkPagesHeader(pagesPath, head);
-    const plan = basePlan(core, shellJob);
-    plan.pagesFd = service(pagesFd);
-    plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
-    const root = files.get(core.rootFileId)?.reg?.path ?? "/";
-    plan.rootFd = root === "/" ? -1 : service(openDir(files, core.rootFileId, "root"));
-    const exe = files.get(core.mm?.exeFileId ?? 0)?.reg?.path;
-    plan.exeFd = exe ? service(fdops.open(exe, O.RDONLY | O.CLOEXEC)) : -1;
-    const mem = planMemory(
-      pid,
-      mm.vmas,
-      pagemap.runs,
-      files,
-      opts.fileValidation ?? "filesize",
-      service,
-    );
-    plan.vmas = mem.vmas;
-    plan.fills = mem.fills;
-    plan.specials = mem.specials;
-    plan.serviceLo = serviceLo;
-    plan.serviceHi = nextService - 1;
-    plan.statusFd = nextService;
-    plan.fds = moves;
-    const len = encodePlan(plan).length + 64 * 8 + 8;
-    plan.hints = regionHints(mem.occupied, BigInt(regionSize(len)));
-    const buf = encodePlan(plan);
+    const live = tasks.filter((t) => !t.core.zombie);
+    const index = new Map(live.map((t, i) => [t.core.pid, i]));
+    const plans = live.map((t) => {
+      const children = tasks.filter((c) => c.core.ppid === t.core.pid && c.core.pid !== pid)
+        // Group leaders first, so members can join their groups.
+        .sort((a, b) => Number(b.core.pgid === b.core.pid) - Number(a.core.pgid === a.core.pid))
+        .map((c) => ({
+          pid: c.core.pid,
+          planIndex: index.get(c.core.pid) ?? 0,
+          zombie: c.core.zombie,
+          exitStatus: c.core.exitStatus,
+          exitSignal: c.core.exitSignal || 17,
+        }));
+      const parent = tasks.find((x) => x.core.pid === t.core.ppid)?.core;
+      return taskPlan(dir, t, files, opened, shmem, parentFds, opts, {
+        root: t.core.pid === pid,
+        shellJob,
+        parent,
+        children,
+      });
+    });
+    const tree = encodeTree(plans);
 
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
+    let root: number;
     try {
-      child = restoreSpawn(buf, pid, status[1]);
+      root = restoreSpawn(tree, pid, status[1]);
     } catch (err) {
       if (err instanceof NativeError && err.errno === 17) {
         throw new RestoreError(`pid ${pid} is taken; stop that process or restore elsewhere`);
@@ -167,32 +162,113 @@ export function restore(opts: RestoreOptions): Restored {
       }
       throw err;
     }
+    started.add(root);
     fdops.close(status[1]);
     status = [status[0], -1];
     const tSpawn = performance.now();
-    log.debug(`pid ${pid}: plan ready after ${formatMs(tSpawn - t0)}`);
-    awaitRestorer(child, status[0]);
+    log.debug(`tree of ${tasks.length} task(s): plan ready after ${formatMs(tSpawn - t0)}`);
+    const expect = new Map<number, number>(); // tid -> pid
+    for (const t of live) for (const th of t.core.threads) expect.set(th.tid, t.core.pid);
+    const zombies = new Set(tasks.filter((t) => t.core.zombie).map((t) => t.core.pid));
+    const ready = superviseRestorers(root, expect, zombies, started, status[0]);
     const tReady = performance.now();
-    log.debug(`pid ${pid}: restorer done in ${formatMs(tReady - tSpawn)}`);
-    finish(child, core);
-    log.debug(`pid ${pid}: registers set and released in ${formatMs(performance.now() - tReady)}`);
+    log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);
+    for (const t of live) finish(t.core, ready.get(t.core.pid)!);
+    log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
     const ms = performance.now() - t0;
-    log.info(`restored pid ${pid} in ${formatMs(ms)}`);
-    child = 0;
+    log.info(`restored ${tasks.length} task(s), root pid ${pid}, in ${formatMs(ms)}`);
+    started.clear();
     return { pid, ms };
   } catch (err) {
-    if (child > 0) {
-      kill(child, 9);
+    for (const p of started) kill(p, 9);
+    for (const p of started) {
       try {
-        wait(child, WALL);
+        wait(p, WALL);
       } catch { /* reaped */ }
     }
     throw err;
   } finally {
     opened.closeAll();
+    shmem.closeAll();
     for (const n of parentFds) fdops.close(n);
     if (status) { for (const n of status) if (n >= 0) fdops.close(n); }
   }
+}
+
+function refuseTaken(pid: number): void {
+  if (!processExists(pid)) return;
+  let who = "";
+  try {
+    who = ` by ${readStat(pid).comm}`;
+  } catch { /* gone meanwhile */ }
+  throw new RestoreError(`pid ${pid} is taken${who}; stop that process or restore elsewhere`);
+}
+
+interface TreePlace {
+  root: boolean;
+  shellJob: boolean;
+  parent?: TaskCore;
+  children: PlanChild[];
+}
+
+/** One task's plan: fds moved from ckpt's, service fds (pages, cwd, root,
+ * exe, mapped files) above them, memory, and everything in its core. */
+function taskPlan(
+  dir: ImageDir,
+  t: TaskImages,
+  files: Map<number, FileEntry>,
+  opened: OpenedFiles,
+  shmem: SharedObjects,
+  parentFds: number[],
+  opts: RestoreOptions,
+  place: TreePlace,
+): Uint8Array {
+  const core = t.core;
+  const pid = core.pid;
+  const moves = t.fds!.fds.map((e) => ({
+    src: opened.get(e.fileId, `fd ${e.fd} of pid ${pid}`),
+    dst: e.fd,
+    cloexec: e.cloexec,
+  }));
+  const serviceLo = Math.max(2, ...moves.map((m) => m.dst)) + 1;
+  let nextService = serviceLo;
+  const service = (parentFd: number): number => {
+    parentFds.push(parentFd);
+    moves.push({ src: parentFd, dst: nextService, cloexec: true });
+    return nextService++;
+  };
+  const pagesPath = dir.file(t.pagemap!.pagesFile);
+  const pagesFd = fdops.open(pagesPath, O.RDONLY | O.CLOEXEC);
+  parentFds.push(pagesFd);
+  const head = new Uint8Array(4096);
+  fdops.pread(pagesFd, head, 0);
+  checkPagesHeader(pagesPath, head);
+  const plan = basePlan(core, place);
+  plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
+  plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
+  const root = files.get(core.rootFileId)?.reg?.path ?? "/";
+  plan.rootFd = root === "/" ? -1 : service(openDir(files, core.rootFileId, "root"));
+  const exe = files.get(core.mm?.exeFileId ?? 0)?.reg?.path;
+  plan.exeFd = exe ? service(fdops.open(exe, O.RDONLY | O.CLOEXEC)) : -1;
+  const mem = planMemory(
+    pid,
+    t.mm!.vmas,
+    t.pagemap!.runs,
+    files,
+    opts.fileValidation ?? "filesize",
+    service,
+    shmem,
+  );
+  plan.vmas = mem.vmas;
+  plan.fills = mem.fills;
+  plan.specials = mem.specials;
+  plan.serviceLo = serviceLo;
+  plan.serviceHi = nextService - 1;
+  plan.statusFd = nextService;
+  plan.fds = moves;
+  const len = encodePlan(plan).length + 64 * 8 + 8;
+  plan.hints = regionHints(mem.occupied, BigInt(regionSize(len, plan.threads.length)));
+  return encodePlan(plan);
 }
 
 function checkLayout(): void {
@@ -214,17 +290,28 @@ function openDir(files: Map<number, FileEntry>, id: number, what: string): numbe
   }
 }
 
-function basePlan(core: TaskCore, shellJob: boolean): Plan {
+function basePlan(core: TaskCore, place: TreePlace): Plan {
   const t = core.threads[0];
   const pid = core.pid;
-  let flags = 0;
+  let flags = place.root ? FLAG_ROOT : 0;
+  let joinPgid = 0;
+  // What the task inherits at fork: ckpt's session and group for the root,
+  // its parent's (as restored) for the others.
+  const inheritedSid = place.root ? -1 : place.parent?.sid;
+  const inheritedPgid = place.root ? -1 : place.parent?.pgid;
   if (core.sid === pid) flags |= FLAG_SETSID;
-  else if (!shellJob) {
+  else if (core.sid !== inheritedSid && !(place.root && place.shellJob)) {
     throw new RestoreError(
-      `pid ${pid} was in session ${core.sid}, which it did not lead; restore with --shell-job`,
+      place.root
+        ? `pid ${pid} was in session ${core.sid}, which it did not lead; restore with --shell-job`
+        : `pid ${pid} was in session ${core.sid}, not its parent's; such sessions cannot be restored yet`,
     );
   }
   if (core.pgid === pid && core.sid !== pid) flags |= FLAG_SETPGID;
+  else if (core.pgid !== pid && core.pgid !== inheritedPgid && core.sid !== pid && !place.root) {
+    flags |= FLAG_JOIN_PGID;
+    joinPgid = core.pgid;
+  }
   const ours = new Map(readLimits("self").map((l) => [l.resource, l.max]));
   const rlimits = core.rlimits.map((l) => {
     const cap = ours.get(l.resource) ?? l.max;
@@ -259,11 +346,12 @@ function basePlan(core: TaskCore, shellJob: boolean): Plan {
     specials: [],
     hints: [],
     sigactions,
-    signals: [...core.sharedPending, ...t.pending].map((s) => ({
-      shared: s.shared,
-      signo: s.signo,
-      info: s.siginfo,
-    })),
+    signals: [
+      ...core.sharedPending.map((s) => ({ tid: 0, signo: s.signo, info: s.siginfo })),
+      ...core.threads.flatMap((th) =>
+        th.pending.map((s) => ({ tid: th.tid, signo: s.signo, info: s.siginfo }))
+      ),
+    ],
     groups: c.groups,
     auxv: m.auxv,
     rlimits,
@@ -289,70 +377,124 @@ function basePlan(core: TaskCore, shellJob: boolean): Plan {
     gids: c.gids,
     caps: { eff: c.capEff, prm: c.capPrm, inh: c.capInh, bnd: c.capBnd },
     dumpable: c.dumpable ? 1 : 0,
+    children: place.children,
+    threads: core.threads.slice(1).map((th) => ({
+      tid: th.tid,
+      altstack: { sp: th.altstackSp, size: th.altstackSize, flags: th.altstackFlags },
+      tidAddress: th.tidAddress,
+      robust: { head: th.robustHead, len: th.robustLen },
+      rseq: { addr: th.rseqAddr, len: th.rseqLen, sig: th.rseqSig },
+      comm: th.comm,
+    })),
+    joinPgid,
   };
 }
 
-/** Waits until the restorer stops at its final int3, or reports why not. */
-function awaitRestorer(pid: number, statusFd: number): void {
+const PTRACE_O_TRACEFORK = 2n, PTRACE_O_TRACEVFORK = 4n, PTRACE_O_TRACECLONE = 8n;
+const SIGTRAP = 5, SIGSTOP = 19;
+
+/** Drives the whole tree through its restore: lets fork/clone events and the
+ * new tasks' first stops pass, and collects every thread's final int3 stop.
+ * Returns, per task, the restorer region its main thread reported. A task
+ * that dies or stops for anything else fails the restore. */
+function superviseRestorers(
+  root: number,
+  expect: Map<number, number>,
+  zombies: Set<number>,
+  started: Set<number>,
+  statusFd: number,
+): Map<number, { start: bigint; len: bigint }> {
+  const regions = new Map<number, { start: bigint; len: bigint }>();
+  const ready = new Set<number>();
+  const zombiesSeen = new Set<number>();
   const deadline = performance.now() + 60_000;
-  for (;;) {
-    const st = wait(pid, WALL | WNOHANG);
-    if (st) {
-      if (st.stopped && st.stopSig === 5) {
-        const regs = new BigUint64Array(ptrace.getRegs(pid).buffer);
-        if (regs[10] === READY) {
-          ptrace.setOptions(pid, PTRACE_O_EXITKILL);
-          return;
-        }
-        throw new RestoreError(`restorer of pid ${pid} trapped unexpectedly at ${hex(regs[16])}`);
-      }
-      if (st.stopped) {
-        const regs = new BigUint64Array(ptrace.getRegs(pid).buffer);
-        throw new RestoreError(
-          `restorer of pid ${pid} crashed with signal ${st.stopSig} at ${hex(regs[16])}`,
-        );
-      }
-      throw new RestoreError(failureText(pid, st.raw, statusFd));
+  let rootStopped = false;
+  while (ready.size < expect.size || zombiesSeen.size < zombies.size) {
+    const st = wait(-1, WALL | WNOHANG);
+    if (!st) {
+      if (performance.now() > deadline) throw new RestoreError(`restore of pid ${root} timed out`);
+      sleepMs(1);
+      continue;
     }
-    if (performance.now() > deadline) throw new RestoreError(`restorer of pid ${pid} timed out`);
-    sleepMs(1);
+    const tid = st.pid;
+    started.add(tid);
+    if (!st.stopped) {
+      if (zombies.has(tid)) {
+        zombiesSeen.add(tid);
+        started.delete(tid);
+        continue;
+      }
+      throw new RestoreError(failureText(tid, st.raw, statusFd));
+    }
+    if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
+      rootStopped = true;
+      ptrace.setOptions(
+        root,
+        PTRACE_O_EXITKILL | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE,
+      );
+      ptrace.cont(root, 0);
+      continue;
+    }
+    if (st.stopSig === SIGTRAP && st.event >= 1 && st.event <= 3) {
+      ptrace.cont(tid, 0); // a fork/vfork/clone event of the parent
+      continue;
+    }
+    if (st.stopSig === SIGSTOP && !ready.has(tid)) {
+      ptrace.cont(tid, 0); // first stop of an auto-attached task or thread
+      continue;
+    }
+    const regs = new BigUint64Array(ptrace.getRegs(tid).buffer);
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === READY) {
+      if (!expect.has(tid)) {
+        throw new RestoreError(`an unexpected task ${tid} appeared during restore`);
+      }
+      ready.add(tid);
+      if (expect.get(tid) === tid) regions.set(tid, { start: regs[14], len: regs[13] });
+      continue;
+    }
+    const who = expect.has(tid) ? `pid ${expect.get(tid)} (thread ${tid})` : `task ${tid}`;
+    throw new RestoreError(
+      `restorer of ${who} stopped with signal ${st.stopSig} at ${hex(regs[16])}`,
+    );
   }
+  return regions;
 }
 
-function failureText(pid: number, raw: number, statusFd: number): string {
-  const rec = new Uint8Array(16);
+function failureText(tid: number, raw: number, statusFd: number): string {
+  const rec = new Uint8Array(24);
   let n = 0;
   try {
     n = fdops.read(statusFd, rec);
   } catch { /* nothing written */ }
-  if (n === 16) {
+  if (n === 24) {
     const dv = new DataView(rec.buffer);
     const stage = STAGES[dv.getUint32(0, true)] ?? `stage ${dv.getUint32(0, true)}`;
     const errno = dv.getInt32(4, true);
     const detail = dv.getBigUint64(8, true);
+    const pid = dv.getInt32(16, true);
     return `restoring pid ${pid} failed at ${stage} (detail ${hex(detail)}): ${errnoText(errno)}`;
   }
-  const st = decodeWait(pid, raw);
+  const st = decodeWait(tid, raw);
   return st.signaled
-    ? `restorer of pid ${pid} was killed by signal ${st.termSig}`
-    : `restorer of pid ${pid} exited with status ${st.exitCode}`;
+    ? `restorer of task ${tid} was killed by signal ${st.termSig}`
+    : `restorer of task ${tid} exited with status ${st.exitCode}`;
 }
 
-/** Dumped registers and FPU state, the restorer region unmapped, the signal
- * mask, and off it goes. A call interrupted at dump is restarted by the
- * kernel's own logic as the task leaves this stop. */
-function finish(pid: number, core: TaskCore): void {
-  const t = core.threads[0];
-  const region = new BigUint64Array(ptrace.getRegs(pid).buffer);
-  const [start, len] = [region[14], region[13]];
-  ptrace.setRegs(pid, new Uint8Array(t.regs));
-  const r = ptrace.injectSyscall(pid, 11, [start, len]);
+/** Dumped registers and FPU state for every thread, the restorer region
+ * unmapped, the signal masks, and off it goes. A call interrupted at dump is
+ * restarted by the kernel's own logic as each thread leaves this stop. */
+function finish(core: TaskCore, region: { start: bigint; len: bigint }): void {
+  const pid = core.pid;
+  for (const th of core.threads) ptrace.setRegs(th.tid, new Uint8Array(th.regs));
+  const r = ptrace.injectSyscall(pid, 11, [region.start, region.len]);
   if (r !== 0n) {
     throw new RestoreError(`unmapping the restorer of pid ${pid} failed: ${errnoText(Number(-r))}`);
   }
-  ptrace.setXstate(pid, new Uint8Array(t.xsave));
-  ptrace.setSigmask(pid, t.sigmask);
-  ptrace.detach(pid, 0);
+  for (const th of core.threads) {
+    ptrace.setXstate(th.tid, new Uint8Array(th.xsave));
+    ptrace.setSigmask(th.tid, th.sigmask);
+  }
+  for (const th of core.threads) ptrace.detach(th.tid, 0);
 }
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
