@@ -56,7 +56,9 @@ export class Frozen {
    * exit notifications, which come to us as their tracer. */
   kill(): void {
     for (const tid of this.seized) ptrace.killTask(tid);
-    for (const tid of this.seized.splice(0)) {
+    // A thread group leader is reported only after its other threads, and
+    // parents were seized before their children: collect in reverse.
+    for (const tid of this.seized.splice(0).reverse()) {
       try {
         wait(tid, WALL);
       } catch { /* already reaped */ }

@@ -196,12 +196,23 @@ export function restore(opts: RestoreOptions): Restored {
 }
 
 function refuseTaken(pid: number): void {
+  // A dumped-and-killed task may linger as a zombie until its parent (often
+  // init, which reaps lazily) collects it: give that a moment.
+  for (let i = 0; i < 200 && processExists(pid) && isZombie(pid); i++) sleepMs(10);
   if (!processExists(pid)) return;
   let who = "";
   try {
     who = ` by ${readStat(pid).comm}`;
   } catch { /* gone meanwhile */ }
   throw new RestoreError(`pid ${pid} is taken${who}; stop that process or restore elsewhere`);
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return readStat(pid).state === "Z";
+  } catch {
+    return false;
+  }
 }
 
 interface TreePlace {
