@@ -48,6 +48,10 @@ export interface DumpOptions {
   leaveStopped?: boolean;
   /** The tree belongs to a terminal session it does not lead. */
   shellJob?: boolean;
+  /** --ext-unix-sk values: "" (bare: one-way DGRAM clients) or ID[,ID…]. */
+  extUnixSk?: string[];
+  /** --external values, e.g. "unix[INO]". */
+  external?: string[];
 }
 
 export interface DumpResult {
@@ -93,7 +97,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const core = collectTask(pid, tids, inj);
     inj.release();
 
-    const files = new FileCollector({ shellJob: !!opts.shellJob });
+    const files = new FileCollector({
+      shellJob: !!opts.shellJob,
+      unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
+    });
     core.cwdFileId = files.addPath(
       FileKind.FILE_DIR,
       Deno.readLinkSync(`/proc/${pid}/cwd`),
@@ -183,6 +190,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           createdUnixMs: BigInt(Date.now()),
           pageSize: PAGE_SIZE,
           shellJob: !!opts.shellJob,
+          extUnixSk: (opts.extUnixSk ?? []).length > 0,
           files: listed,
         }),
       ));
