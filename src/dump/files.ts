@@ -18,7 +18,7 @@ import { readFdInfo } from "../proc/fdinfo.ts";
 import { listFds } from "../proc/fdinfo.ts";
 import { DumpError } from "../errors.ts";
 import { formatBytes } from "../util/units.ts";
-import { type UnixDumpOptions, UnixDumper } from "../unix/dump.ts";
+import { UnixDumper, type UnixDumpOptions } from "../unix/dump.ts";
 
 const F_GETPIPE_SZ = 1032, F_SETPIPE_SZ = 1031;
 const SPLICE_F_NONBLOCK = 2;

@@ -26,7 +26,12 @@ export interface UnixDumpOptions {
 }
 
 const TYPES: Record<string, number> = { STREAM: 1, DGRAM: 2, SEQPACKET: 5 };
-const STATES: Record<string, number> = { ESTABLISHED: 1, CONNECTING: 2, UNCONNECTED: 7, LISTEN: 10 };
+const STATES: Record<string, number> = {
+  ESTABLISHED: 1,
+  CONNECTING: 2,
+  UNCONNECTED: 7,
+  LISTEN: 10,
+};
 /** One datagram can be this big at most (wmem limits are far below). */
 const DGRAM_BUF = 1 << 20;
 
@@ -232,7 +237,7 @@ export class UnixDumper {
           if (!allowed) {
             refused.push(
               `unix ${f.diag.type.toLowerCase()} listener ${s.ino} (${this.at(f)}) at ` +
-                `${showName(s.name) } has a connection from socket ${c} outside the tree waiting ` +
+                `${showName(s.name)} has a connection from socket ${c} outside the tree waiting ` +
                 `in accept(); dump with --ext-unix-sk=${s.ino} to drop such connections ` +
                 `(their clients see ECONNRESET)`,
             );
@@ -251,9 +256,10 @@ export class UnixDumper {
         const req = requirementFor(f.diag, {
           peer,
           listenerAtName: listener !== undefined ||
-            (peer !== undefined && [...this.table().values()].some((x) =>
-              x.state === "LISTEN" && x.type === f.diag.type && x.name === peer.name
-            )),
+            (peer !== undefined &&
+              [...this.table().values()].some((x) =>
+                x.state === "LISTEN" && x.type === f.diag.type && x.name === peer.name
+              )),
         });
         s.peer = req.kind === "dgram-oneway"
           ? UnixPeer.EXT_DGRAM
