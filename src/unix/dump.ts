@@ -118,6 +118,15 @@ export class UnixDumper {
         sock.pending = (diag.pending ?? []).map(BigInt);
       } else {
         const listener = this.listenerOf(ino);
+        if (listener && (diag.wqueue ?? 0) > 0) {
+          // That data sits in the connection accept() has not returned yet,
+          // which no descriptor reaches: it cannot be read without accepting.
+          throw new DumpError(
+            `${where}: UNIX socket ${ino} wrote ${diag.wqueue} bytes into a connection that ` +
+              `listener ${listener.inode} (${listener.name ?? "nameless"}) has not accepted yet; ` +
+              `such data cannot be dumped yet`,
+          );
+        }
         if (listener) sock.listenerIno = BigInt(listener.inode);
         else if (diag.peer !== null) sock.peerIno = BigInt(diag.peer);
         if (diag.peer === 0 && !listener) sock.peer = UnixPeer.GONE;
