@@ -7,6 +7,7 @@ comptime {
     _ = @import("restore.zig");
     _ = @import("probe.zig");
     _ = @import("sockdiag.zig");
+    _ = @import("unixsk.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.

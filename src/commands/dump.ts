@@ -38,6 +38,21 @@ failed dump leaves the tree running as it was and no usable images behind.`,
       kind: "boolean",
       help: "the tree is a job of a shell session (terminal fds, session not its own)",
     },
+    {
+      name: "ext-unix-sk",
+      kind: "list",
+      optionalValue: true,
+      arg: "ID[,ID…]",
+      help: "allow UNIX sockets with peers outside the tree: bare, every one-way DGRAM " +
+        "client of a named server; with IDs (socket inodes), those sockets whatever their type",
+    },
+    {
+      name: "external",
+      kind: "list",
+      arg: "unix[ID]",
+      help: "allow UNIX socket ID to have its peer outside the tree (restore it with " +
+        "--inherit-fd fd[N]:socket:[ID])",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -51,6 +66,8 @@ failed dump leaves the tree running as it was and no usable images behind.`,
       leaveRunning: opts.bool("leave-running"),
       leaveStopped: opts.bool("leave-stopped"),
       shellJob: opts.bool("shell-job"),
+      extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
+      external: parseExternal(opts.list("external")),
     });
     if (opts.bool("json")) console.log(JSON.stringify(r));
     else {
@@ -63,3 +80,23 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     return 0;
   },
 };
+
+/** --ext-unix-sk on dump: bare, or socket inodes separated by commas. */
+export function parseExtUnixSkDump(values: string[]): string[] {
+  for (const v of values) {
+    if (v !== "" && !/^\d+(,\d+)*$/.test(v)) {
+      throw new UsageError(`dump: --ext-unix-sk '${v}' is not ID[,ID…] (socket inodes)`);
+    }
+  }
+  return values;
+}
+
+/** --external: only unix[INO] is known so far. */
+export function parseExternal(values: string[]): string[] {
+  for (const v of values) {
+    if (!/^unix\[\d+\]$/.test(v)) {
+      throw new UsageError(`dump: --external '${v}' is not unix[ID] (a socket inode)`);
+    }
+  }
+  return values;
+}

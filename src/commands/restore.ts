@@ -21,6 +21,24 @@ export function parseInheritFd(values: string[]): Map<string, number> {
   return out;
 }
 
+/** --ext-unix-sk on restore: bare, ID[,ID…], ID=PATH or ID=disconnected. */
+function checkExtUnixSk(values: string[]): string[] {
+  for (const v of values) {
+    if (v !== "" && !/^\d+(,\d+)*$/.test(v) && !/^\d+=.+$/.test(v)) {
+      throw new UsageError(
+        `restore: --ext-unix-sk '${v}' is not ID[,ID…], ID=PATH or ID=disconnected`,
+      );
+    }
+  }
+  return values;
+}
+
+function missingMode(v: string | undefined): "fail" | "disconnect" {
+  if (v === undefined || v === "fail") return "fail";
+  if (v === "disconnect") return "disconnect";
+  throw new UsageError(`restore: --ext-unix-sk-missing must be fail or disconnect, not '${v}'`);
+}
+
 export const restoreCommand: CommandSpec = {
   name: "restore",
   summary: "restore a process tree from an images directory",
@@ -55,6 +73,22 @@ restore kills everything it started and names the stage that failed.`,
       arg: "fd[N]:RES",
       help: "use ckpt's fd N for RES (pipe:[INO], socket:[INO] or a path)",
     },
+    {
+      name: "ext-unix-sk",
+      kind: "list",
+      optionalValue: true,
+      arg: "ID[=PATH]",
+      help: "reconnect UNIX sockets whose peer was outside: bare, every one-way DGRAM " +
+        "client to its server's path; ID to its dump-time path, ID=PATH to PATH, " +
+        "ID=disconnected without a peer",
+    },
+    {
+      name: "ext-unix-sk-missing",
+      kind: "string",
+      arg: "fail|disconnect",
+      help: "when an outside peer is missing: fail (default) or restore the socket " +
+        "disconnected",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -70,6 +104,8 @@ restore kills everything it started and names the stage that failed.`,
       shellJob: opts.bool("shell-job"),
       fileValidation: fv as FileValidation,
       inherit: parseInheritFd(opts.list("inherit-fd")),
+      extUnixSk: checkExtUnixSk(opts.list("ext-unix-sk")),
+      extUnixSkMissing: missingMode(opts.string("ext-unix-sk-missing")),
     });
     if (opts.bool("json")) console.log(JSON.stringify(r));
     else if (opts.bool("restore-detached")) {

@@ -48,6 +48,10 @@ export interface DumpOptions {
   leaveStopped?: boolean;
   /** The tree belongs to a terminal session it does not lead. */
   shellJob?: boolean;
+  /** --ext-unix-sk values: "" (bare: one-way DGRAM clients) or ID[,ID…]. */
+  extUnixSk?: string[];
+  /** --external values, e.g. "unix[INO]". */
+  external?: string[];
 }
 
 export interface DumpResult {
@@ -81,7 +85,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
     refuseSharedTables(tree);
-    const files = new FileCollector({ shellJob: !!opts.shellJob });
+    const files = new FileCollector({
+      shellJob: !!opts.shellJob,
+      unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
+    });
     const claims: SharedClaims = new Map();
     let pagesBytes = 0;
     for (const t of tree) {
@@ -152,6 +159,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           ),
       );
     }
+    files.finishSockets(tree.filter((t) => !t.zombie).map((t) => t.pid));
     write(
       FILES,
       () =>
@@ -187,6 +195,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           createdUnixMs: BigInt(Date.now()),
           pageSize: PAGE_SIZE,
           shellJob: !!opts.shellJob,
+          extUnixSk: (opts.extUnixSk ?? []).length > 0,
           files: listed,
         }),
       ));

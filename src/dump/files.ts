@@ -18,6 +18,7 @@ import { readFdInfo } from "../proc/fdinfo.ts";
 import { listFds } from "../proc/fdinfo.ts";
 import { DumpError } from "../errors.ts";
 import { formatBytes } from "../util/units.ts";
+import { UnixDumper, type UnixDumpOptions } from "../unix/dump.ts";
 
 const F_GETPIPE_SZ = 1032, F_SETPIPE_SZ = 1031;
 const SPLICE_F_NONBLOCK = 2;
@@ -29,6 +30,8 @@ const TTY = /^\/dev\/(tty\d*|pts\/\d+|console)$/;
 
 export interface FileOptions {
   shellJob: boolean;
+  /** --ext-unix-sk / --external values that let sockets with outside peers go. */
+  unix?: UnixDumpOptions;
 }
 
 interface Seen {
@@ -43,7 +46,14 @@ export class FileCollector {
   private byPath = new Map<string, number>();
   private pipeData = new Set<bigint>();
 
-  constructor(private readonly opts: FileOptions) {}
+  private readonly unix: UnixDumper;
+
+  constructor(private readonly opts: FileOptions) {
+    this.unix = new UnixDumper(
+      opts.unix ?? { extUnixSk: [], external: [] },
+      (n) => this.ownFile(n),
+    );
+  }
 
   private add(entry: Omit<FileEntry, "id" | "$typeName">): number {
     const id = this.files.length + 1;
@@ -74,12 +84,36 @@ export class FileCollector {
   }
 
   collectFds(pid: number): FdEntry[] {
-    return listFds(pid).map((n) => {
-      const info = readFdInfo(pid, n);
-      const cloexec = (info.flags & O.CLOEXEC) !== 0;
-      const id = this.fileFor(pid, n, info.link, info.flags & ~O.CLOEXEC, info.pos, info.extra);
-      return create(FdEntrySchema, { fd: n, fileId: id, cloexec });
-    });
+    let fds: FdEntry[];
+    try {
+      fds = listFds(pid).map((n) => {
+        const info = readFdInfo(pid, n);
+        const cloexec = (info.flags & O.CLOEXEC) !== 0;
+        const id = this.fileFor(pid, n, info.link, info.flags & ~O.CLOEXEC, info.pos, info.extra);
+        return create(FdEntrySchema, { fd: n, fileId: id, cloexec });
+      });
+    } catch (err) {
+      this.unix.release();
+      throw err;
+    }
+    return fds;
+  }
+
+  /** Whether a socket's peer is inside is only known once every task's
+   * sockets are: called after the last task's collectFds, with all pids. */
+  finishSockets(pids: number[]): void {
+    try {
+      this.unix.finish(pids);
+    } catch (err) {
+      this.unix.release();
+      throw err;
+    }
+  }
+
+  /** A descriptor ckpt itself holds: one that was in flight in a socket queue. */
+  private ownFile(n: number): number {
+    const info = readFdInfo(Deno.pid, n);
+    return this.fileFor(Deno.pid, n, info.link, info.flags & ~O.CLOEXEC, info.pos, info.extra);
   }
 
   private fileFor(
@@ -136,10 +170,15 @@ export class FileCollector {
         }),
       });
     }
-    if (link.startsWith("socket:[")) {
-      throw new DumpError(
-        `${where} is a socket; sockets are not supported by this version of ckpt dump yet`,
-      );
+    const sock = /^socket:\[(\d+)\]$/.exec(link);
+    if (sock) {
+      // The id is taken before the queues are read: they may hold this very socket.
+      const ino = Number(sock[1]);
+      const known = this.unix.known(ino);
+      if (known) return known;
+      const id = this.add({ kind: FileKind.FILE_UNIX });
+      this.files[id - 1].unix = this.unix.describe(id, pid, n, ino, flags, where);
+      return id;
     }
     if (!link.startsWith("/")) {
       throw new DumpError(`${where}: this kind of file cannot be dumped yet`);

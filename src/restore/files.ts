@@ -5,6 +5,7 @@ import { type FileEntry, FileKind } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { log } from "../util/log.ts";
+import { UnixSockets } from "../unix/restore.ts";
 
 const F_SETFL = 4, F_SETPIPE_SZ = 1031;
 const EFD_SEMAPHORE = 1;
@@ -19,6 +20,8 @@ export interface FileOpenOptions {
   shellJob: boolean;
   /** --inherit-fd: "pipe:[INO]" / "socket:[INO]" / path → ckpt's own fd. */
   inherit: Map<string, number>;
+  /** --ext-unix-sk values and --ext-unix-sk-missing. */
+  unix?: { extUnixSk: string[]; missing: "fail" | "disconnect" };
 }
 
 /** The name --inherit-fd uses for a file. */
@@ -33,6 +36,8 @@ export function inheritKey(f: FileEntry): string {
       return f.chr?.path ?? "";
     case FileKind.FILE_FIFO:
       return f.pipe?.path ?? "";
+    case FileKind.FILE_UNIX:
+      return `socket:[${f.unix?.ino}]`;
     default:
       return "";
   }
@@ -41,11 +46,18 @@ export function inheritKey(f: FileEntry): string {
 export class OpenedFiles {
   private readonly fds = new Map<number, number>();
   private readonly keep: number[] = [];
+  private readonly unix: UnixSockets;
 
   constructor(
     private readonly entries: Map<number, FileEntry>,
     private readonly opts: FileOpenOptions,
-  ) {}
+  ) {
+    this.unix = new UnixSockets(
+      entries,
+      { ...(opts.unix ?? { extUnixSk: [], missing: "fail" }), inherit: opts.inherit },
+      (id, where) => this.get(id, where),
+    );
+  }
 
   /** ckpt's fd for file `id`, opened on first use. */
   get(id: number, where: string): number {
@@ -60,6 +72,7 @@ export class OpenedFiles {
 
   closeAll(): void {
     for (const n of [...this.fds.values(), ...this.keep]) fdops.close(n);
+    this.unix.closeAll();
     this.fds.clear();
     this.keep.length = 0;
   }
@@ -83,6 +96,8 @@ export class OpenedFiles {
         return this.openPipe(f, where);
       case FileKind.FILE_FIFO:
         return this.openFifo(f, where);
+      case FileKind.FILE_UNIX:
+        return this.unix.open(f, where);
       case FileKind.FILE_EVENTFD: {
         const e = f.eventfd!;
         const n = fdops.eventfd(0, (e.flags & O.NONBLOCK) | (e.semaphore ? EFD_SEMAPHORE : 0));

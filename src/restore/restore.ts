@@ -50,6 +50,10 @@ export interface RestoreOptions {
   fileValidation?: FileValidation;
   /** --inherit-fd: "pipe:[INO]" / "socket:[INO]" / path → ckpt's fd. */
   inherit?: Map<string, number>;
+  /** --ext-unix-sk values: "" (bare), "ID[,ID…]", "ID=PATH", "ID=disconnected". */
+  extUnixSk?: string[];
+  /** --ext-unix-sk-missing: restore sockets whose outside peer is missing disconnected. */
+  extUnixSkMissing?: "fail" | "disconnect";
 }
 
 export interface Restored {
@@ -118,6 +122,7 @@ export function restore(opts: RestoreOptions): Restored {
     validation: opts.fileValidation ?? "filesize",
     shellJob,
     inherit: opts.inherit ?? new Map(),
+    unix: { extUnixSk: opts.extUnixSk ?? [], missing: opts.extUnixSkMissing ?? "fail" },
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];

@@ -88,17 +88,14 @@ export interface ExternalOptions {
   external: string[];
 }
 
-/** Whether the given options allow dumping a socket with this requirement. */
+/** Whether the given options allow dumping a socket with this requirement.
+ * Naming the socket (--ext-unix-sk=ID[,ID…] or --external unix[ID]) allows
+ * it whatever its kind; the bare --ext-unix-sk only one-way DGRAM clients. */
 export function permitted(req: Requirement, opts: ExternalOptions): boolean {
-  const byId = opts.extUnixSk.some((v) => v.split("=")[0] === String(req.inode));
-  switch (req.kind) {
-    case "dgram-oneway":
-      return opts.extUnixSk.includes("") || byId;
-    case "stream-server":
-      return byId;
-    case "unnamed-peer":
-      return opts.external.includes(`unix[${req.inode}]`);
-  }
+  const ids = opts.extUnixSk.flatMap((v) => v.split(",")).map((v) => v.split("=")[0]);
+  if (ids.includes(String(req.inode))) return true;
+  if (opts.external.includes(`unix[${req.inode}]`)) return true;
+  return req.kind === "dgram-oneway" && opts.extUnixSk.includes("");
 }
 
 /** Where a socket is and what it is connected to, for one-line messages. */
@@ -118,7 +115,7 @@ export function refusal(where: SocketWhere, req: Requirement): string {
   const s = where.socket;
   const peer = [
     `socket ${where.peerInode ?? "?"}`,
-    where.peerName ? `at ${where.peerName}` : "",
+    where.peerName ? `at ${where.peerName}` : "(nameless)",
     where.peerOwner ? `held by ${where.peerOwner}` : "",
   ].filter(Boolean).join(" ");
   return `unix ${s.type.toLowerCase()} socket ${s.inode} (pid ${where.pid} ${where.comm}, ` +

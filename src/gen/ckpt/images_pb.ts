@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCLdAQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiNwoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAki2AIKClRocmVhZENvcmUSCwoDdGlkGAEgASgFEgwKBHJlZ3MYAiABKAwSDQoFeHNhdmUYAyABKAwSDwoHc2lnbWFzaxgEIAEoBBIjCgdwZW5kaW5nGAUgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSEwoLYWx0c3RhY2tfc3AYBiABKAQSFQoNYWx0c3RhY2tfc2l6ZRgHIAEoBBIWCg5hbHRzdGFja19mbGFncxgIIAEoBRITCgt0aWRfYWRkcmVzcxgJIAEoBBITCgtyb2J1c3RfaGVhZBgKIAEoBBISCgpyb2J1c3RfbGVuGAsgASgEEhEKCXJzZXFfYWRkchgMIAEoBBIQCghyc2VxX2xlbhgNIAEoDRIQCghyc2VxX3NpZxgOIAEoDRIMCgRjb21tGA8gASgJEiMKB3N5c2NhbGwYECABKAsyEi5ja3B0LlN5c2NhbGxTdGF0ZSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLhAwoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEiTwoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0iTAoMUGFnZW1hcEltYWdlEgsKA3BpZBgBIAEoBRISCgpwYWdlc19maWxlGAIgASgJEhsKBHJ1bnMYAyADKAsyDS5ja3B0LlBhZ2VSdW4inQEKB1JlZ0ZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRILCgNwb3MYAyABKAQSDAoEc2l6ZRgEIAEoBBIQCghtdGltZV9ucxgFIAEoAxIMCgRtb2RlGAYgASgNEg8KB2RlbGV0ZWQYByABKAgSDwoHY29udGVudBgIIAEoDBILCgNkZXYYCSABKAQSCwoDaW5vGAogASgEIloKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNIq8BCglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZSIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5KqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKnMKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGYgZwcm90bzM");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCLdAQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiNwoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAki2AIKClRocmVhZENvcmUSCwoDdGlkGAEgASgFEgwKBHJlZ3MYAiABKAwSDQoFeHNhdmUYAyABKAwSDwoHc2lnbWFzaxgEIAEoBBIjCgdwZW5kaW5nGAUgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSEwoLYWx0c3RhY2tfc3AYBiABKAQSFQoNYWx0c3RhY2tfc2l6ZRgHIAEoBBIWCg5hbHRzdGFja19mbGFncxgIIAEoBRITCgt0aWRfYWRkcmVzcxgJIAEoBBITCgtyb2J1c3RfaGVhZBgKIAEoBBISCgpyb2J1c3RfbGVuGAsgASgEEhEKCXJzZXFfYWRkchgMIAEoBBIQCghyc2VxX2xlbhgNIAEoDRIQCghyc2VxX3NpZxgOIAEoDRIMCgRjb21tGA8gASgJEiMKB3N5c2NhbGwYECABKAsyEi5ja3B0LlN5c2NhbGxTdGF0ZSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLhAwoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEiTwoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0iTAoMUGFnZW1hcEltYWdlEgsKA3BpZBgBIAEoBRISCgpwYWdlc19maWxlGAIgASgJEhsKBHJ1bnMYAyADKAsyDS5ja3B0LlBhZ2VSdW4inQEKB1JlZ0ZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRILCgNwb3MYAyABKAQSDAoEc2l6ZRgEIAEoBBIQCghtdGltZV9ucxgFIAEoAxIMCgRtb2RlGAYgASgNEg8KB2RlbGV0ZWQYByABKAgSDwoHY29udGVudBgIIAEoDBILCgNkZXYYCSABKAQSCwoDaW5vGAogASgEIloKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNItMBCglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZSIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Ij0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIsgDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKnMKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -1006,6 +1006,13 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
    * @generated from field: ckpt.ChrFile chr = 6;
    */
   chr?: ChrFile | undefined;
+
+  /**
+   * FILE_UNIX
+   *
+   * @generated from field: ckpt.UnixSocketFile unix = 7;
+   */
+  unix?: UnixSocketFile | undefined;
 };
 
 /**
@@ -1084,6 +1091,203 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 22);
+
+/**
+ * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
+ *
+ * @generated from message ckpt.UnixMessage
+ */
+export type UnixMessage = Message<"ckpt.UnixMessage"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * raw sun_path of the sender; empty: unnamed
+   *
+   * @generated from field: bytes sender = 2;
+   */
+  sender: Uint8Array;
+
+  /**
+   * SCM_RIGHTS descriptors, as FileEntry ids
+   *
+   * @generated from field: repeated uint32 file_ids = 3;
+   */
+  fileIds: number[];
+};
+
+/**
+ * Describes the message ckpt.UnixMessage.
+ * Use `create(UnixMessageSchema)` to create a new message.
+ */
+export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 23);
+
+/**
+ * @generated from message ckpt.UnixSocketFile
+ */
+export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
+  /**
+   * @generated from field: uint64 ino = 1;
+   */
+  ino: bigint;
+
+  /**
+   * SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5
+   *
+   * @generated from field: uint32 type = 2;
+   */
+  type: number;
+
+  /**
+   * as sock_diag: 1 connected, 7 unconnected, 10 listening
+   *
+   * @generated from field: uint32 state = 3;
+   */
+  state: number;
+
+  /**
+   * file status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 4;
+   */
+  flags: number;
+
+  /**
+   * own bound name, raw (abstract: leading NUL); empty: unbound
+   *
+   * @generated from field: bytes name = 5;
+   */
+  name: Uint8Array;
+
+  /**
+   * bound to a path that was unlinked (or replaced) since
+   *
+   * @generated from field: bool name_unlinked = 6;
+   */
+  nameUnlinked: boolean;
+
+  /**
+   * an accepted connection: the name is its listener's
+   *
+   * @generated from field: bool name_borrowed = 7;
+   */
+  nameBorrowed: boolean;
+
+  /**
+   * the socket file of a path name
+   *
+   * @generated from field: uint32 file_mode = 8;
+   */
+  fileMode: number;
+
+  /**
+   * @generated from field: uint32 file_uid = 9;
+   */
+  fileUid: number;
+
+  /**
+   * @generated from field: uint32 file_gid = 10;
+   */
+  fileGid: number;
+
+  /**
+   * @generated from field: ckpt.UnixPeer peer = 11;
+   */
+  peer: UnixPeer;
+
+  /**
+   * @generated from field: uint64 peer_ino = 12;
+   */
+  peerIno: bigint;
+
+  /**
+   * a connection still waiting in this listener's accept()
+   *
+   * @generated from field: uint64 listener_ino = 13;
+   */
+  listenerIno: bigint;
+
+  /**
+   * listeners
+   *
+   * @generated from field: uint32 backlog = 14;
+   */
+  backlog: number;
+
+  /**
+   * listeners: clients waiting in accept(), in order
+   *
+   * @generated from field: repeated uint64 pending = 15;
+   */
+  pending: bigint[];
+
+  /**
+   * SHUT_RD 1 | SHUT_WR 2 bits, as the kernel keeps them
+   *
+   * @generated from field: uint32 shutdown = 16;
+   */
+  shutdown: number;
+
+  /**
+   * @generated from field: bool passcred = 17;
+   */
+  passcred: boolean;
+
+  /**
+   * as getsockopt reports them (doubled)
+   *
+   * @generated from field: uint32 rcvbuf = 18;
+   */
+  rcvbuf: number;
+
+  /**
+   * @generated from field: uint32 sndbuf = 19;
+   */
+  sndbuf: number;
+
+  /**
+   * -1: peeking does not advance
+   *
+   * @generated from field: int32 peek_off = 20;
+   */
+  peekOff: number;
+
+  /**
+   * the socket's own receive queue, oldest first
+   *
+   * @generated from field: repeated ckpt.UnixMessage queue = 21;
+   */
+  queue: UnixMessage[];
+
+  /**
+   * external peers: the peer's name at dump
+   *
+   * @generated from field: bytes peer_name = 22;
+   */
+  peerName: Uint8Array;
+
+  /**
+   * where it was found, for messages
+   *
+   * @generated from field: uint32 pid = 23;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: int32 fd = 24;
+   */
+  fd: number;
+};
+
+/**
+ * Describes the message ckpt.UnixSocketFile.
+ * Use `create(UnixSocketFileSchema)` to create a new message.
+ */
+export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 24);
 
 /**
  * @generated from enum ckpt.VmaKind
@@ -1181,4 +1385,59 @@ export enum FileKind {
  */
 export const FileKindSchema: GenEnum<FileKind> = /*@__PURE__*/
   enumDesc(file_ckpt_images, 1);
+
+/**
+ * Where a UNIX socket's peer was at dump, and so what restore must do.
+ *
+ * @generated from enum ckpt.UnixPeer
+ */
+export enum UnixPeer {
+  /**
+   * not connected (or a listener)
+   *
+   * @generated from enum value: UNIX_PEER_NONE = 0;
+   */
+  NONE = 0,
+
+  /**
+   * another socket of the image
+   *
+   * @generated from enum value: UNIX_PEER_INSIDE = 1;
+   */
+  INSIDE = 1,
+
+  /**
+   * one-way DGRAM client of an outside server (--ext-unix-sk)
+   *
+   * @generated from enum value: UNIX_PEER_EXT_DGRAM = 2;
+   */
+  EXT_DGRAM = 2,
+
+  /**
+   * STREAM/SEQPACKET client of an outside listener (--ext-unix-sk=ID)
+   *
+   * @generated from enum value: UNIX_PEER_EXT_SERVER = 3;
+   */
+  EXT_SERVER = 3,
+
+  /**
+   * outside peer with no name (--external unix[ID], --inherit-fd)
+   *
+   * @generated from enum value: UNIX_PEER_EXT_UNNAMED = 4;
+   */
+  EXT_UNNAMED = 4,
+
+  /**
+   * connected, and the peer was closed before the dump
+   *
+   * @generated from enum value: UNIX_PEER_GONE = 5;
+   */
+  GONE = 5,
+}
+
+/**
+ * Describes the enum ckpt.UnixPeer.
+ */
+export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 2);
 

@@ -5,6 +5,7 @@ import { probeSymbols } from "./probe.ts";
 import { ptraceSymbols } from "./ptrace.ts";
 import { restoreSymbols } from "./restore.ts";
 import { sockdiagSymbols } from "./sockdiag.ts";
+import { unixskSymbols } from "./unixsk.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -14,6 +15,7 @@ export const symbols = {
   ...restoreSymbols,
   ...probeSymbols,
   ...sockdiagSymbols,
+  ...unixskSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */

@@ -1,0 +1,135 @@
+//! AF_UNIX socket calls for dump (peeking a task's queues) and restore
+//! (rebuilding sockets inside ckpt). Which socket is whose peer and what the
+//! options allow is decided in TypeScript (src/unix/); this file only builds
+//! msghdr/cmsg structures, which are awkward to lay out from Deno.
+const sys = @import("sys.zig");
+
+const NR_connect = 42;
+const NR_sendmsg = 46;
+const NR_recvmsg = 47;
+const NR_shutdown = 48;
+const NR_bind = 49;
+const NR_listen = 50;
+const NR_getsockname = 51;
+const NR_getpeername = 52;
+const NR_socketpair = 53;
+
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+/// Room for the SCM_RIGHTS of one message: the kernel caps it at 253 fds.
+const MAX_FDS = 253;
+
+const IoVec = extern struct { base: usize, len: usize };
+
+const MsgHdr = extern struct {
+    name: usize,
+    namelen: u32,
+    iov: *const IoVec,
+    iovlen: usize,
+    control: usize,
+    controllen: usize,
+    flags: i32,
+};
+
+const CmsgHdr = extern struct { len: usize, level: i32, kind: i32 };
+
+const Control = extern struct {
+    hdr: CmsgHdr,
+    fds: [MAX_FDS]i32,
+};
+
+fn ret(rc: usize) i64 {
+    return sys.signed(rc);
+}
+
+/// socketpair(2); the two ends are written to out[0] and out[1].
+export fn ck_socketpair(domain: i32, kind: i32, proto: i32, out: *[2]i32) i64 {
+    return ret(sys.syscall4(NR_socketpair, sys.int(domain), sys.int(kind), sys.int(proto), sys.ptr(out)));
+}
+
+export fn ck_bind(fd: i32, addr: [*]const u8, len: u32) i64 {
+    return ret(sys.syscall3(NR_bind, sys.int(fd), sys.ptr(addr), len));
+}
+
+export fn ck_listen(fd: i32, backlog: i32) i64 {
+    return ret(sys.syscall2(NR_listen, sys.int(fd), sys.int(backlog)));
+}
+
+export fn ck_connect(fd: i32, addr: [*]const u8, len: u32) i64 {
+    return ret(sys.syscall3(NR_connect, sys.int(fd), sys.ptr(addr), len));
+}
+
+export fn ck_shutdown(fd: i32, how: i32) i64 {
+    return ret(sys.syscall2(NR_shutdown, sys.int(fd), sys.int(how)));
+}
+
+/// getsockname (peer == 0) or getpeername (peer != 0); len is in/out.
+export fn ck_sockname(fd: i32, peer: i32, addr: [*]u8, len: *u32) i64 {
+    const nr: usize = if (peer != 0) NR_getpeername else NR_getsockname;
+    return ret(sys.syscall3(nr, sys.int(fd), sys.ptr(addr), sys.ptr(len)));
+}
+
+/// One sendmsg: `len` bytes, to `addr` when addrlen > 0, with `nfds`
+/// descriptors as SCM_RIGHTS when nfds > 0.
+export fn ck_unix_send(fd: i32, data: [*]const u8, len: usize, addr: [*]const u8, addrlen: u32, fds: [*]const i32, nfds: u32, flags: i32) i64 {
+    if (nfds > MAX_FDS) return -22;
+    const iov = IoVec{ .base = sys.ptr(data), .len = len };
+    var ctl: Control = undefined;
+    var msg = MsgHdr{
+        .name = if (addrlen > 0) sys.ptr(addr) else 0,
+        .namelen = addrlen,
+        .iov = &iov,
+        .iovlen = 1,
+        .control = 0,
+        .controllen = 0,
+        .flags = 0,
+    };
+    if (nfds > 0) {
+        ctl.hdr = .{ .len = @sizeOf(CmsgHdr) + 4 * @as(usize, nfds), .level = SOL_SOCKET, .kind = SCM_RIGHTS };
+        for (0..nfds) |i| ctl.fds[i] = fds[i];
+        msg.control = sys.ptr(&ctl);
+        msg.controllen = (ctl.hdr.len + 7) & ~@as(usize, 7);
+    }
+    return ret(sys.syscall3(NR_sendmsg, sys.int(fd), sys.ptr(&msg), sys.int(flags)));
+}
+
+/// One recvmsg (usually MSG_PEEK|MSG_DONTWAIT|MSG_CMSG_CLOEXEC): data into
+/// buf, the sender's address into addr (addrlen in/out), received descriptors
+/// into fds (nfds out, at most MAX_FDS), msg_flags into out_flags.
+export fn ck_unix_recv(fd: i32, buf: [*]u8, len: usize, addr: [*]u8, addrlen: *u32, fds: [*]i32, nfds: *u32, flags: i32, out_flags: *i32) i64 {
+    const iov = IoVec{ .base = sys.ptr(buf), .len = len };
+    var ctl: Control = undefined;
+    var msg = MsgHdr{
+        .name = sys.ptr(addr),
+        .namelen = addrlen.*,
+        .iov = &iov,
+        .iovlen = 1,
+        .control = sys.ptr(&ctl),
+        .controllen = @sizeOf(Control),
+        .flags = 0,
+    };
+    const rc = sys.syscall3(NR_recvmsg, sys.int(fd), sys.ptr(&msg), sys.int(flags));
+    nfds.* = 0;
+    if (sys.isErr(rc)) return ret(rc);
+    addrlen.* = msg.namelen;
+    out_flags.* = msg.flags;
+    // Walk every control message: SCM_CREDENTIALS may come before the rights.
+    var off: usize = 0;
+    const base: [*]const u8 = @ptrCast(&ctl);
+    while (off + @sizeOf(CmsgHdr) <= msg.controllen) {
+        const h: *align(1) const CmsgHdr = @ptrCast(base + off);
+        if (h.len < @sizeOf(CmsgHdr) or off + h.len > msg.controllen) break;
+        if (h.level == SOL_SOCKET and h.kind == SCM_RIGHTS) {
+            const n = (h.len - @sizeOf(CmsgHdr)) / 4;
+            const src: [*]align(1) const i32 = @ptrCast(base + off + @sizeOf(CmsgHdr));
+            for (0..n) |i| {
+                if (nfds.* < MAX_FDS) {
+                    fds[nfds.*] = src[i];
+                    nfds.* += 1;
+                }
+            }
+        }
+        off += (h.len + 7) & ~@as(usize, 7);
+    }
+    return ret(rc);
+}

@@ -1,0 +1,17 @@
+// ffi/unixsk.zig
+export const unixskSymbols = {
+  ck_socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i64" },
+  ck_bind: { parameters: ["i32", "buffer", "u32"], result: "i64" },
+  ck_listen: { parameters: ["i32", "i32"], result: "i64" },
+  ck_connect: { parameters: ["i32", "buffer", "u32"], result: "i64" },
+  ck_shutdown: { parameters: ["i32", "i32"], result: "i64" },
+  ck_sockname: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i64" },
+  ck_unix_send: {
+    parameters: ["i32", "buffer", "usize", "buffer", "u32", "buffer", "u32", "i32"],
+    result: "i64",
+  },
+  ck_unix_recv: {
+    parameters: ["i32", "buffer", "usize", "buffer", "buffer", "buffer", "buffer", "i32", "buffer"],
+    result: "i64",
+  },
+} as const satisfies Deno.ForeignLibraryInterface;

@@ -1,0 +1,174 @@
+// Typed wrappers for ffi/unixsk.zig: AF_UNIX sockets built and peeked from
+// ckpt. Names are raw sun_path bytes: a path without its trailing NUL, or an
+// abstract name starting with a NUL byte; an empty name means unbound.
+import { native } from "./load.ts";
+import { NativeError } from "./mod.ts";
+
+export const AF_UNIX = 1;
+export const SOCK = { STREAM: 1, DGRAM: 2, SEQPACKET: 5, NONBLOCK: 0o4000, CLOEXEC: 0o2000000 };
+export const SOL_SOCKET = 1;
+export const SO = {
+  SNDBUF: 7,
+  RCVBUF: 8,
+  PASSCRED: 16,
+  SNDBUFFORCE: 32,
+  RCVBUFFORCE: 33,
+  PEEK_OFF: 42,
+} as const;
+export const MSG = {
+  PEEK: 2,
+  TRUNC: 0x20,
+  DONTWAIT: 0x40,
+  NOSIGNAL: 0x4000,
+  CMSG_CLOEXEC: 0x40000000,
+} as const;
+export const SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2;
+
+function check(rc: bigint, op: string, what = ""): number {
+  if (rc < 0n) throw new NativeError(op, Number(-rc), what);
+  return Number(rc);
+}
+
+/** struct sockaddr_un for a raw name. */
+export function sockaddr(name: Uint8Array): Uint8Array<ArrayBuffer> {
+  const abstract = name.length > 0 && name[0] === 0;
+  const len = 2 + name.length + (abstract || name.length === 0 ? 0 : 1);
+  const b = new Uint8Array(Math.max(len, 2));
+  b[0] = AF_UNIX;
+  b.set(name, 2);
+  return b;
+}
+
+function nameOf(addr: Uint8Array, len: number): Uint8Array<ArrayBuffer> {
+  if (len <= 2) return new Uint8Array();
+  const raw = addr.slice(2, len);
+  if (raw[0] === 0) return raw;
+  const nul = raw.indexOf(0);
+  return nul < 0 ? raw : raw.slice(0, nul);
+}
+
+/** A raw name for people: "@name" for abstract ones, like ss(8). */
+export function showName(name: Uint8Array): string {
+  if (name.length === 0) return "nameless";
+  const s = new TextDecoder().decode(name[0] === 0 ? name.subarray(1) : name);
+  return name[0] === 0 ? `@${s.replaceAll("\0", "@")}` : s;
+}
+
+/** The raw name for a name as sock_diag shows it ("@x" is abstract). */
+export function rawName(shown: string): Uint8Array<ArrayBuffer> {
+  const b = new TextEncoder().encode(shown.startsWith("@") ? `\0${shown.slice(1)}` : shown);
+  return new Uint8Array(b);
+}
+
+export const unixsk = {
+  socket(type: number): number {
+    return check(native().ck_socket(AF_UNIX, type | SOCK.CLOEXEC, 0), "socket(AF_UNIX)");
+  },
+  pair(type: number): [number, number] {
+    const p = new Int32Array(2);
+    check(
+      native().ck_socketpair(AF_UNIX, type | SOCK.CLOEXEC, 0, new Uint8Array(p.buffer)),
+      "socketpair",
+    );
+    return [p[0], p[1]];
+  },
+  bind(fd: number, name: Uint8Array): void {
+    const a = sockaddr(name);
+    check(native().ck_bind(fd, a, a.length), "bind", showName(name));
+  },
+  listen(fd: number, backlog: number): void {
+    check(native().ck_listen(fd, backlog), "listen", `fd ${fd}`);
+  },
+  connect(fd: number, name: Uint8Array): void {
+    const a = sockaddr(name);
+    check(native().ck_connect(fd, a, a.length), "connect", `to ${showName(name)}`);
+  },
+  /** connect(2) that returns the errno instead of throwing (0 on success). */
+  tryConnect(fd: number, name: Uint8Array): number {
+    const a = sockaddr(name);
+    const rc = native().ck_connect(fd, a, a.length);
+    return rc < 0n ? Number(-rc) : 0;
+  },
+  shutdown(fd: number, how: number): void {
+    check(native().ck_shutdown(fd, how), "shutdown", `fd ${fd}`);
+  },
+  name(fd: number, peer = false): Uint8Array<ArrayBuffer> {
+    const a = new Uint8Array(112);
+    const l = new Uint32Array([a.length]);
+    check(
+      native().ck_sockname(fd, peer ? 1 : 0, a, new Uint8Array(l.buffer)),
+      peer ? "getpeername" : "getsockname",
+      `fd ${fd}`,
+    );
+    return nameOf(a, l[0]);
+  },
+  getInt(fd: number, level: number, opt: number): number {
+    const v = new Int32Array(1);
+    const l = new Uint32Array([4]);
+    check(
+      native().ck_getsockopt(fd, level, opt, new Uint8Array(v.buffer), new Uint8Array(l.buffer)),
+      "getsockopt",
+      `option ${opt}`,
+    );
+    return v[0];
+  },
+  setInt(fd: number, level: number, opt: number, value: number): void {
+    const v = new Int32Array([value]);
+    check(
+      native().ck_setsockopt(fd, level, opt, new Uint8Array(v.buffer), 4),
+      "setsockopt",
+      `option ${opt}`,
+    );
+  },
+  /** One sendmsg, optionally to `to` and with descriptors; returns bytes sent. */
+  send(fd: number, data: Uint8Array, to: Uint8Array | null, fds: number[], flags = 0): number {
+    const a = to ? sockaddr(to) : new Uint8Array(0);
+    const f = new Int32Array(fds);
+    return check(
+      native().ck_unix_send(
+        fd,
+        new Uint8Array(data),
+        BigInt(data.length),
+        a,
+        to ? a.length : 0,
+        new Uint8Array(f.buffer),
+        fds.length,
+        flags | MSG.NOSIGNAL,
+      ),
+      "sendmsg",
+      `fd ${fd}`,
+    );
+  },
+  /** One recvmsg into buf; null on EAGAIN (nothing more queued). */
+  recv(fd: number, buf: Uint8Array<ArrayBuffer>, flags: number): {
+    len: number;
+    from: Uint8Array<ArrayBuffer>;
+    fds: number[];
+    flags: number;
+  } | null {
+    const addr = new Uint8Array(112);
+    const alen = new Uint32Array([addr.length]);
+    const fds = new Int32Array(253);
+    const nfds = new Uint32Array(1);
+    const oflags = new Int32Array(1);
+    const rc = native().ck_unix_recv(
+      fd,
+      buf,
+      BigInt(buf.length),
+      addr,
+      new Uint8Array(alen.buffer),
+      new Uint8Array(fds.buffer),
+      new Uint8Array(nfds.buffer),
+      flags,
+      new Uint8Array(oflags.buffer),
+    );
+    if (rc === -11n) return null;
+    const len = check(rc, "recvmsg", `fd ${fd}`);
+    return {
+      len,
+      from: nameOf(addr, alen[0]),
+      fds: [...fds.subarray(0, nfds[0])],
+      flags: oflags[0],
+    };
+  },
+};

@@ -1,0 +1,318 @@
+// Dumping UNIX sockets: each socket's type, state, name, options, queued
+// messages (with sender addresses and descriptors in flight) and where its
+// peer is. Whether a peer outside the tree may be left behind is decided in
+// finish(), once every socket of the image is known, with the rules of
+// policy.ts; a refusal names the socket, its peer and the option to pass.
+import { create } from "@bufbuild/protobuf";
+import {
+  type UnixMessage,
+  UnixMessageSchema,
+  UnixPeer,
+  type UnixSocketFile,
+  UnixSocketFileSchema,
+} from "../gen/ckpt/images_pb.ts";
+import { DumpError } from "../errors.ts";
+import { fd as fdops, NativeError, O } from "../native/mod.ts";
+import { MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk.ts";
+import { readUnixSockets, type UnixSocket } from "./diag.ts";
+import { comm, findHolders } from "./inventory.ts";
+import { permitted, refusal, requirementFor } from "./policy.ts";
+
+export interface UnixDumpOptions {
+  /** Values of --ext-unix-sk: "" for the bare option, else ID[,ID…]. */
+  extUnixSk: string[];
+  /** Values of --external, e.g. "unix[1234]". */
+  external: string[];
+}
+
+const TYPES: Record<string, number> = { STREAM: 1, DGRAM: 2, SEQPACKET: 5 };
+const STATES: Record<string, number> = {
+  ESTABLISHED: 1,
+  CONNECTING: 2,
+  UNCONNECTED: 7,
+  LISTEN: 10,
+};
+/** One datagram can be this big at most (wmem limits are far below). */
+const DGRAM_BUF = 1 << 20;
+
+interface Found {
+  sock: UnixSocketFile;
+  diag: UnixSocket;
+  pid: number;
+  fd: number;
+}
+
+export class UnixDumper {
+  private readonly found = new Map<number, Found>();
+  private readonly ids = new Map<number, number>();
+  /** Descriptors received by peeking queues; kept open until finish() so
+   * kcmp can still compare them with the tasks' own descriptors. */
+  private readonly held: number[] = [];
+  private readonly pidfds = new Map<number, number>();
+  private all: Map<number, UnixSocket> | undefined;
+
+  constructor(
+    private readonly opts: UnixDumpOptions,
+    /** Describes a descriptor ckpt holds (received in flight); its file id. */
+    private readonly ownFile: (fd: number) => number,
+  ) {}
+
+  /** The file id already given to socket `ino`, if any. A socket has one
+   * open file description, so its inode identifies it. */
+  known(ino: number): number | undefined {
+    return this.ids.get(ino);
+  }
+
+  private table(): Map<number, UnixSocket> {
+    this.all ??= readUnixSockets();
+    return this.all;
+  }
+
+  private diag(ino: number): UnixSocket | undefined {
+    let d = this.table().get(ino);
+    if (!d) {
+      // Created after the table was read (only possible for sockets in flight
+      // whose sender is still running outside): read it again.
+      this.all = undefined;
+      d = this.table().get(ino);
+    }
+    return d;
+  }
+
+  /** Fills `sock` (already given file id `id`) for fd n of pid; pid may be
+   * ckpt itself for a descriptor in flight. */
+  describe(id: number, pid: number, n: number, ino: number, flags: number, where: string) {
+    const diag = this.diag(ino);
+    if (!diag) {
+      throw new DumpError(
+        `${where} is not a UNIX socket of this network namespace; ` +
+          `only UNIX sockets can be dumped yet`,
+      );
+    }
+    const type = TYPES[diag.type];
+    if (!type) throw new DumpError(`${where}: UNIX socket type ${diag.type} cannot be dumped`);
+    if (diag.state === "CONNECTING") {
+      throw new DumpError(`${where}: UNIX socket ${ino} is in the middle of connect(2)`);
+    }
+    this.ids.set(ino, id);
+    const fd = pid === Deno.pid ? n : fdops.pidfdGetfd(this.pidfd(pid), n, where);
+    try {
+      const name = unixsk.name(fd);
+      const sock = create(UnixSocketFileSchema, {
+        ino: BigInt(ino),
+        type,
+        state: STATES[diag.state] ?? 7,
+        flags: flags & O.NONBLOCK,
+        name,
+        shutdown: diag.shutdown ?? 0,
+        passcred: unixsk.getInt(fd, SOL_SOCKET, SO.PASSCRED) !== 0,
+        rcvbuf: unixsk.getInt(fd, SOL_SOCKET, SO.RCVBUF),
+        sndbuf: unixsk.getInt(fd, SOL_SOCKET, SO.SNDBUF),
+        peekOff: unixsk.getInt(fd, SOL_SOCKET, SO.PEEK_OFF),
+        pid,
+        fd: n,
+      });
+      this.describeName(sock, diag, pid);
+      if (diag.state === "LISTEN") {
+        sock.backlog = diag.wqueue ?? 0;
+        sock.pending = (diag.pending ?? []).map(BigInt);
+      } else {
+        const listener = this.listenerOf(ino);
+        if (listener && (diag.wqueue ?? 0) > 0) {
+          // That data sits in the connection accept() has not returned yet,
+          // which no descriptor reaches: it cannot be read without accepting.
+          throw new DumpError(
+            `${where}: UNIX socket ${ino} wrote ${diag.wqueue} bytes into a connection that ` +
+              `listener ${listener.inode} (${listener.name ?? "nameless"}) has not accepted yet; ` +
+              `such data cannot be dumped yet`,
+          );
+        }
+        if (listener) sock.listenerIno = BigInt(listener.inode);
+        else if (diag.peer !== null) sock.peerIno = BigInt(diag.peer);
+        if (diag.peer === 0 && !listener) sock.peer = UnixPeer.GONE;
+        sock.queue = this.peekQueue(fd, diag, where);
+      }
+      this.found.set(ino, { sock, diag, pid, fd: n });
+      return sock;
+    } finally {
+      if (fd !== n) fdops.close(fd);
+    }
+  }
+
+  private pidfd(pid: number): number {
+    let p = this.pidfds.get(pid);
+    if (p === undefined) {
+      p = fdops.pidfdOpen(pid);
+      this.pidfds.set(pid, p);
+    }
+    return p;
+  }
+
+  private listenerOf(ino: number): UnixSocket | undefined {
+    for (const s of this.table().values()) {
+      if (s.state === "LISTEN" && s.pending?.includes(ino)) return s;
+    }
+    return undefined;
+  }
+
+  /** Path names: the socket file's mode and owner, whether the path still
+   * leads to this socket, and whether the name is really a listener's (an
+   * accepted connection shares its listener's name and file). */
+  private describeName(sock: UnixSocketFile, diag: UnixSocket, pid: number) {
+    if (sock.name.length === 0 || sock.name[0] === 0) return;
+    if (diag.state !== "LISTEN" && diag.type !== "DGRAM") {
+      sock.nameBorrowed = [...this.table().values()].some((s) =>
+        s.state === "LISTEN" && s.name === diag.name &&
+        (!s.vfs || !diag.vfs || (s.vfs.ino === diag.vfs.ino && s.vfs.dev === diag.vfs.dev))
+      );
+    }
+    const path = showName(sock.name);
+    const at = path.startsWith("/") ? path : `/proc/${pid}/cwd/${path}`;
+    try {
+      const st = Deno.lstatSync(at);
+      if (!st.isSocket || (diag.vfs && st.ino !== diag.vfs.ino)) throw new Error("replaced");
+      sock.fileMode = (st.mode ?? 0) & 0o7777;
+      sock.fileUid = st.uid ?? 0;
+      sock.fileGid = st.gid ?? 0;
+    } catch {
+      sock.nameUnlinked = true;
+    }
+  }
+
+  /** The socket's own receive queue, read with MSG_PEEK from offset 0 (set
+   * with SO_PEEK_OFF, and put back after) so the task loses nothing. */
+  private peekQueue(fd: number, diag: UnixSocket, where: string): UnixMessage[] {
+    const stream = diag.type === "STREAM";
+    // A stream peek must not go past the queued bytes: asking again at the
+    // end would consume a pending socket error (ECONNRESET) of the task.
+    const total = stream ? diag.rqueue ?? 0 : Infinity;
+    if (stream && total === 0) return [];
+    const buf = new Uint8Array(stream ? total + 65536 : DGRAM_BUF);
+    const saved = unixsk.getInt(fd, SOL_SOCKET, SO.PEEK_OFF);
+    const out: UnixMessage[] = [];
+    unixsk.setInt(fd, SOL_SOCKET, SO.PEEK_OFF, 0);
+    try {
+      let got = 0;
+      let part: UnixMessage | null = null;
+      for (let i = 0; got < total && i < 1_000_000; i++) {
+        let r;
+        try {
+          r = unixsk.recv(fd, buf, MSG.PEEK | MSG.DONTWAIT | MSG.CMSG_CLOEXEC);
+        } catch (err) {
+          const e = err instanceof NativeError ? err.message : String(err);
+          throw new DumpError(`${where}: cannot read the queue of UNIX socket ${diag.inode}: ${e}`);
+        }
+        if (r === null) break;
+        if (r.len === 0 && diag.type !== "DGRAM") break; // end of a shut-down queue
+        got += r.len;
+        const data = buf.slice(0, r.len);
+        if (part) {
+          // The rest of a datagram larger than the buffer: its descriptors
+          // came with the first part already.
+          part.data = concat(part.data, data);
+          for (const f of r.fds) fdops.close(f);
+        } else {
+          part = create(UnixMessageSchema, { data, sender: r.from });
+          this.held.push(...r.fds);
+          part.fileIds = r.fds.map((f) => this.ownFile(f));
+        }
+        if (stream || !(r.flags & MSG.TRUNC)) {
+          out.push(part);
+          part = null;
+        }
+      }
+      if (part) out.push(part);
+    } finally {
+      unixsk.setInt(fd, SOL_SOCKET, SO.PEEK_OFF, saved);
+    }
+    return out;
+  }
+
+  /** Decides, now that every socket of the image is known, which peers are
+   * outside and whether the options allow that; throws the refusal. */
+  finish(tree: number[]): void {
+    try {
+      const inside = new Set(this.found.keys());
+      const treePids = new Set(tree);
+      const refused: string[] = [];
+      for (const f of this.found.values()) {
+        const s = f.sock;
+        for (const c of s.pending) {
+          if (inside.has(Number(c))) continue;
+          const allowed = permitted(
+            { kind: "stream-server", inode: Number(s.ino), dump: "", restore: "", why: "" },
+            this.opts,
+          );
+          if (!allowed) {
+            refused.push(
+              `unix ${f.diag.type.toLowerCase()} listener ${s.ino} (${this.at(f)}) at ` +
+                `${showName(s.name)} has a connection from socket ${c} outside the tree waiting ` +
+                `in accept(); dump with --ext-unix-sk=${s.ino} to drop such connections ` +
+                `(their clients see ECONNRESET)`,
+            );
+          }
+        }
+        s.pending = s.pending.filter((c) => inside.has(Number(c)));
+        if (s.peer === UnixPeer.GONE) continue;
+        const peerIno = Number(s.listenerIno || s.peerIno);
+        if (!peerIno) continue;
+        if (inside.has(peerIno)) {
+          s.peer = UnixPeer.INSIDE;
+          continue;
+        }
+        const listener = s.listenerIno ? this.table().get(peerIno) : undefined;
+        const peer = listener ? { ...listener, peer: null } : this.table().get(peerIno);
+        const req = requirementFor(f.diag, {
+          peer,
+          listenerAtName: listener !== undefined ||
+            (peer !== undefined &&
+              [...this.table().values()].some((x) =>
+                x.state === "LISTEN" && x.type === f.diag.type && x.name === peer.name
+              )),
+        });
+        s.peer = req.kind === "dgram-oneway"
+          ? UnixPeer.EXT_DGRAM
+          : req.kind === "stream-server"
+          ? UnixPeer.EXT_SERVER
+          : UnixPeer.EXT_UNNAMED;
+        if (peer?.name) s.peerName = rawName(peer.name);
+        if (permitted(req, this.opts)) continue;
+        const owner = findHolders(new Set([peerIno]), treePids).get(peerIno)?.[0];
+        refused.push(refusal({
+          pid: f.pid,
+          fd: f.fd,
+          comm: f.pid === Deno.pid ? "in flight" : comm(f.pid),
+          socket: f.diag,
+          peerInode: peerIno,
+          peerName: peer?.name ?? null,
+          peerOwner: owner ? `pid ${owner.pid} (${owner.comm})` : null,
+        }, req));
+      }
+      if (refused.length) {
+        const more = refused.length > 1 ? ` (and ${refused.length - 1} more)` : "";
+        throw new DumpError(refused[0] + more);
+      }
+    } finally {
+      this.release();
+    }
+  }
+
+  private at(f: Found): string {
+    return f.pid === Deno.pid ? "in flight" : `pid ${f.pid} fd ${f.fd}`;
+  }
+
+  /** Closes what ckpt holds: descriptors received in flight, pidfds. */
+  release(): void {
+    for (const f of this.held) fdops.close(f);
+    for (const p of this.pidfds.values()) fdops.close(p);
+    this.held.length = 0;
+    this.pidfds.clear();
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
