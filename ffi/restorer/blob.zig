@@ -182,13 +182,17 @@ fn restoreSignals(p: *abi.Header) void {
         const rc = sys.syscall4(NR.rt_sigaction, sig, sys.ptr(&acts[sig - 1]), 0, 8);
         check(p, .signals, rc, sig);
     }
+    // Always set: the task was forked from ckpt and still has ckpt's own
+    // alternate stack, and an SA_ONSTACK handler would build its frame there.
     // SS_DISABLE (2) means none; of the rest only SS_AUTODISARM is a setting.
-    if (p.altstack_flags & 2 == 0 and p.altstack_size != 0) {
-        const flags: u32 = @as(u32, @bitCast(p.altstack_flags)) & 0x80000000;
-        const ss = extern struct { sp: u64, flags: u32, _pad: u32 = 0, size: u64 }{ .sp = p.altstack_sp, .flags = flags, .size = p.altstack_size };
-        check(p, .signals, sys.syscall2(NR.sigaltstack, sys.ptr(&ss), 0), 0);
-    }
+    const ss = if (p.altstack_flags & 2 == 0 and p.altstack_size != 0)
+        AltStack{ .sp = p.altstack_sp, .flags = @as(u32, @bitCast(p.altstack_flags)) & 0x80000000, .size = p.altstack_size }
+    else
+        AltStack{ .sp = 0, .flags = 2, .size = 0 };
+    check(p, .signals, sys.syscall2(NR.sigaltstack, sys.ptr(&ss), 0), 0);
 }
+
+const AltStack = extern struct { sp: u64, flags: u32, _pad: u32 = 0, size: u64 };
 
 fn restoreTimers(p: *abi.Header) void {
     var which: usize = 0;
