@@ -10,6 +10,7 @@ pub const flag_setsid: u32 = 1;
 pub const flag_setpgid: u32 = 2;
 pub const flag_root: u32 = 4; // the task ckpt forks itself (traced with TRACEME)
 pub const flag_join_pgid: u32 = 8; // setpgid(0, join_pgid) once that group exists
+pub const flag_external_fill: u32 = 16; // ckpt fills the pages (fill_magic stop)
 
 /// The whole tree: every task's plan, each a self-contained Header + arrays.
 pub const TreeHeader = extern struct {
@@ -71,6 +72,10 @@ pub const Failure = extern struct { stage: u32, errno: i32, detail: u64, pid: i3
 /// The blob stops with int3 and this in rax when the task is ready for the
 /// final touches (registers, FPU, signal mask) done over ptrace.
 pub const ready_magic: u64 = 0x52454144595f434b;
+
+/// With flag_external_fill the blob stops with int3 and this in rax once
+/// every mapping exists, so ckpt can copy the pages in from several threads.
+pub const fill_magic: u64 = 0x46494c4c5f5f434b;
 
 pub const FdMove = extern struct { src: i32, dst: i32, cloexec: u32, _pad: u32 = 0 };
 

@@ -30,7 +30,12 @@ fn run(p: *abi.Header) noreturn {
     moveSpecials(p);
     unmapAllBut(p);
     mapVmas(p);
-    fillPages(p);
+    if (p.flags & abi.flag_external_fill != 0) {
+        asm volatile ("int3"
+            :
+            : [m] "{rax}" (abi.fill_magic),
+            : .{ .memory = true });
+    } else fillPages(p);
     protectVmas(p);
     setMm(p);
     // Pages, exe and mapping fds were ckpt's, never the task's.

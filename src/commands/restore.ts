@@ -98,7 +98,7 @@ restore kills everything it started and names the stage that failed.`,
     if (fv !== "filesize" && fv !== "none") {
       throw new UsageError(`restore: --file-validation must be filesize or none, not '${fv}'`);
     }
-    const r = restore({
+    const r = await restore({
       dir,
       detach: opts.bool("restore-detached"),
       shellJob: opts.bool("shell-job"),

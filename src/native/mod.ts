@@ -326,6 +326,26 @@ export async function dumpPagesAt(
   return check(rc, "copying memory", `of pid ${pid}`);
 }
 
+/** Copies [addr, len, fileOff] triples from the pages file into task pid, on
+ * a worker thread; the file is mapped from mapOff for mapLen bytes. */
+export async function fillPages(
+  pid: number,
+  pagesFd: number,
+  fills: BigUint64Array<ArrayBuffer>,
+  mapOff: bigint,
+  mapLen: bigint,
+): Promise<number> {
+  const rc = await native().ck_fill_pages(
+    pid,
+    pagesFd,
+    new Uint8Array(fills.buffer),
+    BigInt(fills.length / 3),
+    mapOff,
+    mapLen,
+  );
+  return check(rc, "filling the memory", `of pid ${pid}`);
+}
+
 // ---- restore -----------------------------------------------------------------
 
 export function restorerSize(): number {

@@ -9,6 +9,7 @@ export const FLAG_SETSID = 1;
 export const FLAG_SETPGID = 2;
 export const FLAG_ROOT = 4;
 export const FLAG_JOIN_PGID = 8;
+export const FLAG_EXTERNAL_FILL = 16;
 export const VMA_FILL = 1;
 
 export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 80];

@@ -28,15 +28,18 @@ import { readLimits, readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatMs, hex } from "../util/units.ts";
 import { type FileValidation, OpenedFiles } from "./files.ts";
+import { EXTERNAL_FILL_MIN, fillBytes, fillTask } from "./fill.ts";
 import { planMemory, regionHints, SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
   encodePlan,
   encodeTree,
+  FLAG_EXTERNAL_FILL,
   FLAG_JOIN_PGID,
   FLAG_ROOT,
   FLAG_SETPGID,
   FLAG_SETSID,
   LAYOUT,
+  type PageFill,
   type Plan,
   type PlanChild,
 } from "./plan_buffer.ts";
@@ -85,6 +88,7 @@ const STAGES = [
   "creating threads",
 ];
 const READY = 0x52454144595f434bn;
+const FILL = 0x46494c4c5f5f434bn;
 
 interface TaskImages {
   core: TaskCore;
@@ -93,7 +97,7 @@ interface TaskImages {
   fds?: FdTable;
 }
 
-export function restore(opts: RestoreOptions): Restored {
+export async function restore(opts: RestoreOptions): Promise<Restored> {
   const t0 = performance.now();
   checkLayout();
   const dir = ImageDir.open(opts.dir);
@@ -131,6 +135,7 @@ export function restore(opts: RestoreOptions): Restored {
   try {
     const live = tasks.filter((t) => !t.core.zombie);
     const index = new Map(live.map((t, i) => [t.core.pid, i]));
+    const fills = new Map<number, ExternalFill>();
     const plans = live.map((t) => {
       const children = tasks.filter((c) => c.core.ppid === t.core.pid && c.core.pid !== pid)
         // Group leaders first, so members can join their groups.
@@ -143,7 +148,7 @@ export function restore(opts: RestoreOptions): Restored {
           exitSignal: c.core.exitSignal || 17,
         }));
       const parent = tasks.find((x) => x.core.pid === t.core.ppid)?.core;
-      return taskPlan(dir, t, files, opened, shmem, parentFds, opts, {
+      return taskPlan(dir, t, files, opened, shmem, parentFds, opts, fills, {
         root: t.core.pid === pid,
         shellJob,
         parent,
@@ -175,7 +180,7 @@ export function restore(opts: RestoreOptions): Restored {
     const expect = new Map<number, number>(); // tid -> pid
     for (const t of live) for (const th of t.core.threads) expect.set(th.tid, t.core.pid);
     const zombies = new Set(tasks.filter((t) => t.core.zombie).map((t) => t.core.pid));
-    const ready = superviseRestorers(root, expect, zombies, started, status[0]);
+    const ready = await superviseRestorers(root, expect, zombies, started, status[0], fills);
     const tReady = performance.now();
     log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);
     for (const t of live) finish(t.core, ready.get(t.core.pid)!);
@@ -237,6 +242,7 @@ function taskPlan(
   shmem: SharedObjects,
   parentFds: number[],
   opts: RestoreOptions,
+  external: Map<number, ExternalFill>,
   place: TreePlace,
 ): Uint8Array {
   const core = t.core;
@@ -277,6 +283,10 @@ function taskPlan(
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;
+  if (fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
+    plan.flags |= FLAG_EXTERNAL_FILL;
+    external.set(pid, { pagesFd, fills: mem.fills });
+  }
   plan.specials = mem.specials;
   plan.serviceLo = serviceLo;
   plan.serviceHi = nextService - 1;
@@ -413,23 +423,34 @@ const SIGTRAP = 5, SIGSTOP = 19;
  * new tasks' first stops pass, and collects every thread's final int3 stop.
  * Returns, per task, the restorer region its main thread reported. A task
  * that dies or stops for anything else fails the restore. */
-function superviseRestorers(
+interface ExternalFill {
+  pagesFd: number;
+  fills: PageFill[];
+}
+
+async function superviseRestorers(
   root: number,
   expect: Map<number, number>,
   zombies: Set<number>,
   started: Set<number>,
   statusFd: number,
-): Map<number, { start: bigint; len: bigint }> {
+  external: Map<number, ExternalFill>,
+): Promise<Map<number, { start: bigint; len: bigint }>> {
+  let filling = 0;
+  let fillError: unknown;
   const regions = new Map<number, { start: bigint; len: bigint }>();
   const ready = new Set<number>();
   const zombiesSeen = new Set<number>();
   const deadline = performance.now() + 60_000;
   let rootStopped = false;
   while (ready.size < expect.size || zombiesSeen.size < zombies.size) {
+    if (fillError) throw fillError;
     const st = wait(-1, WALL | WNOHANG);
     if (!st) {
       if (performance.now() > deadline) throw new RestoreError(`restore of pid ${root} timed out`);
-      sleepMs(1);
+      // Let fill workers' completions run while waiting.
+      if (filling > 0) await new Promise((r) => setTimeout(r, 1));
+      else sleepMs(1);
       continue;
     }
     const tid = st.pid;
@@ -460,6 +481,15 @@ function superviseRestorers(
       continue;
     }
     const regs = new BigUint64Array(ptrace.getRegs(tid).buffer);
+    const ext = external.get(tid);
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === FILL && ext) {
+      filling++;
+      fillTask(tid, ext.pagesFd, ext.fills).then(
+        () => ptrace.cont(tid, 0),
+        (err) => fillError = err,
+      ).finally(() => filling--);
+      continue;
+    }
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === READY) {
       if (!expect.has(tid)) {
         throw new RestoreError(`an unexpected task ${tid} appeared during restore`);

@@ -8,4 +8,11 @@ export const memorySymbols = {
     result: "i64",
     nonblocking: true,
   },
+  // On a worker thread: writing another task's memory needs ptrace rights,
+  // not the ptrace thread.
+  ck_fill_pages: {
+    parameters: ["i32", "i32", "buffer", "usize", "u64", "u64"],
+    result: "i64",
+    nonblocking: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
