@@ -1,12 +1,11 @@
 // deno task bench: dump and restore times of real processes next to the
-// machine's own ceilings measured in the same run (dd writing the same amount
-// to the same tmpfs, and an in-memory copy), as medians and ratios.
-// Usage: deno task bench [--runs N] [--sizes 16,1024]
+// machine's own ceilings measured in the same run — dd writing the same
+// amount to the same tmpfs, and an in-memory copy — as medians and ratios.
+// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads] [--dir /dev/shm]
 import { parseArgs } from "../src/deps/std_cli.ts";
 
-const args = parseArgs(Deno.args, { string: ["runs", "sizes", "dir"] });
+const args = parseArgs(Deno.args, { string: ["runs", "only", "dir"] });
 const RUNS = Number(args.runs ?? 3);
-const SIZES = String(args.sizes ?? "16,1024").split(",").map(Number);
 const BASE = String(args.dir ?? "/dev/shm");
 const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const ckpt = `${root}/ckpt`;
@@ -14,6 +13,30 @@ const wl = `${root}/zig-out/workloads`;
 const env = { DENO_BIN: Deno.execPath() };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => xs.toSorted((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+interface Shape {
+  key: string;
+  label: string;
+  mib: number; // memory the workload touches, in total
+  argv: (dir: string) => string[];
+}
+const SHAPES: Shape[] = [
+  { key: "16m", label: "1 process, 16 MiB", mib: 16, argv: (d) => [`${wl}/counter`, d, "16"] },
+  { key: "1g", label: "1 process, 1 GiB", mib: 1024, argv: (d) => [`${wl}/counter`, d, "1024"] },
+  {
+    key: "tree",
+    label: "16 processes x 16 MiB",
+    mib: 256,
+    argv: (d) => [`${wl}/fanout`, d, "16", "16", "1"],
+  },
+  {
+    key: "threads",
+    label: "1 process, 64 threads",
+    mib: 16,
+    argv: (d) => [`${wl}/fanout`, d, "1", "16", "64"],
+  },
+];
+const only = args.only ? String(args.only).split(",") : SHAPES.map((s) => s.key);
 
 async function sh(cmd: string, a: string[]): Promise<{ ms: number; out: string }> {
   const t = performance.now();
@@ -24,23 +47,36 @@ async function sh(cmd: string, a: string[]): Promise<{ ms: number; out: string }
   return { ms, out: new TextDecoder().decode(o.stdout) };
 }
 
-async function gone(pid: number) {
-  for (;;) {
-    try {
-      Deno.statSync(`/proc/${pid}`);
-      await sleep(10);
-    } catch {
-      return;
-    }
+function exists(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
   }
 }
 
-function ddMs(dir: string, mib: number): Promise<number> {
-  return sh("dd", ["if=/dev/zero", `of=${dir}/dd.out`, "bs=1M", `count=${mib}`, "conv=fdatasync"])
-    .then((r) => {
-      Deno.removeSync(`${dir}/dd.out`);
-      return r.ms;
-    });
+function treePids(pid: number): number[] {
+  let kids: number[] = [];
+  try {
+    for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+      kids = kids.concat(
+        Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim().split(/\s+/)
+          .filter(Boolean).map(Number),
+      );
+    }
+  } catch { /* gone */ }
+  return [pid, ...kids.flatMap(treePids)];
+}
+
+async function gone(pids: number[]) {
+  while (pids.some(exists)) await sleep(10);
+}
+
+async function ddMs(dir: string, mib: number): Promise<number> {
+  const r = await sh("dd", ["if=/dev/zero", `of=${dir}/dd.out`, "bs=1M", `count=${mib}`]);
+  Deno.removeSync(`${dir}/dd.out`);
+  return r.ms;
 }
 
 function memcpyMs(mib: number): number {
@@ -51,97 +87,90 @@ function memcpyMs(mib: number): number {
   return performance.now() - t;
 }
 
-interface Row {
-  mib: number;
-  dd: number;
-  memcpy: number;
-  dumpWall: number;
-  dumpCore: number;
-  frozen: number;
-  restoreWall: number;
-  restoreCore: number;
-  startup: number;
+async function start(shape: Shape, work: string): Promise<number> {
+  Deno.mkdirSync(work, { recursive: true });
+  const child = new Deno.Command(`${wl}/sessionexec`, {
+    args: shape.argv(work),
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  child.status.then(() => {}); // reaped when it ends
+  for (;;) {
+    try {
+      if (Deno.readTextFileSync(`${work}/log`).includes("start")) return child.pid;
+    } catch { /* not yet */ }
+    await sleep(20);
+  }
 }
 
-async function benchSize(mib: number): Promise<Row> {
-  const dir = await Deno.makeTempDir({ dir: BASE, prefix: "ckpt-bench-" });
-  const s: Record<keyof Omit<Row, "mib">, number[]> = {
-    dd: [],
-    memcpy: [],
-    dumpWall: [],
-    dumpCore: [],
-    frozen: [],
-    restoreWall: [],
-    restoreCore: [],
-    startup: [],
-  };
-  try {
-    for (let i = 0; i < RUNS; i++) {
-      s.dd.push(await ddMs(dir, mib));
-      s.memcpy.push(memcpyMs(Math.min(mib, 1024)));
-      s.startup.push((await sh(ckpt, ["--version"])).ms);
-      const work = `${dir}/w${i}`;
-      Deno.mkdirSync(work);
-      const child = new Deno.Command(`${wl}/sessionexec`, {
-        args: [`${wl}/counter`, work, String(mib)],
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      for (;;) {
-        try {
-          if (Deno.readTextFileSync(`${work}/log`).includes("start")) break;
-        } catch { /* not yet */ }
-        await sleep(20);
-      }
-      const d = await sh(ckpt, ["dump", "-t", String(child.pid), "-D", `${work}/img`, "--json"]);
-      const dj = JSON.parse(d.out);
-      await child.status;
-      await gone(child.pid);
-      const r = await sh(ckpt, ["restore", "-D", `${work}/img`, "-d", "--json"]);
-      const rj = JSON.parse(r.out);
-      s.dumpWall.push(d.ms);
-      s.dumpCore.push(dj.totalMs);
-      s.frozen.push(dj.frozenMs);
-      s.restoreWall.push(r.ms);
-      s.restoreCore.push(rj.ms);
-      Deno.kill(child.pid, "SIGKILL");
-      await gone(child.pid);
-      Deno.removeSync(work, { recursive: true });
-    }
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
-  const m = (k: keyof typeof s) => median(s[k]);
+type Sample = Record<
+  "dd" | "memcpy" | "dump" | "frozen" | "restore" | "dumpWall" | "restoreWall",
+  number
+>;
+
+async function once(shape: Shape, dir: string, i: number): Promise<Sample> {
+  const work = `${dir}/w${i}`;
+  const dd = await ddMs(dir, shape.mib);
+  const memcpy = memcpyMs(shape.mib);
+  // --leave-running: how long the tree is frozen.
+  const pid0 = await start(shape, `${work}/a`);
+  const lr = JSON.parse(
+    (await sh(ckpt, ["dump", "-t", `${pid0}`, "-D", `${work}/a/img`, "-R", "--json"])).out,
+  );
+  const pids0 = treePids(pid0);
+  for (const p of pids0) Deno.kill(p, "SIGKILL");
+  await gone(pids0);
+  Deno.removeSync(`${work}/a`, { recursive: true });
+  // dump (kill), then restore.
+  const pid = await start(shape, `${work}/b`);
+  const pids = treePids(pid);
+  const d = await sh(ckpt, ["dump", "-t", `${pid}`, "-D", `${work}/b/img`, "--json"]);
+  await gone(pids);
+  const r = await sh(ckpt, ["restore", "-D", `${work}/b/img`, "-d", "--json"]);
+  for (const p of treePids(pid)) Deno.kill(p, "SIGKILL");
+  await gone(pids);
+  Deno.removeSync(work, { recursive: true });
   return {
-    mib,
-    dd: m("dd"),
-    memcpy: m("memcpy") * (mib > 1024 ? mib / 1024 : 1),
-    dumpWall: m("dumpWall"),
-    dumpCore: m("dumpCore"),
-    frozen: m("frozen"),
-    restoreWall: m("restoreWall"),
-    restoreCore: m("restoreCore"),
-    startup: m("startup"),
+    dd,
+    memcpy,
+    dump: JSON.parse(d.out).totalMs,
+    frozen: lr.frozenMs,
+    restore: JSON.parse(r.out).ms,
+    dumpWall: d.ms,
+    restoreWall: r.ms,
   };
 }
 
 const f = (ms: number) => `${ms.toFixed(1)} ms`.padStart(10);
 const x = (a: number, b: number) => `${(a / b).toFixed(2)}x`.padStart(7);
-console.log(`ckpt bench: ${RUNS} runs per size, medians; images and dd on ${BASE} (tmpfs)`);
-console.log(
-  "size      dd         memcpy     dump(ckpt) /dd    frozen     restore(ckpt) /dd   dump(wall)  restore(wall)  start-up",
+const startup = median(
+  await Promise.all([0, 1, 2].map(() => sh(ckpt, ["--version"]).then((r) => r.ms))),
 );
-for (const mib of SIZES) {
-  const r = await benchSize(mib);
+console.log(`ckpt bench: ${RUNS} runs per shape, medians; images and dd on ${BASE} (tmpfs)`);
+console.log(
+  `ckpt start-up (./ckpt --version, Deno launch): ${startup.toFixed(1)} ms, not included below`,
+);
+console.log(
+  `${"workload".padEnd(24)}${"dd".padStart(10)}${"memcpy".padStart(11)}${"dump".padStart(11)}${
+    "/dd".padStart(8)
+  }${"restore".padStart(11)}${"/dd".padStart(8)}${"frozen -R".padStart(11)}`,
+);
+for (const shape of SHAPES.filter((s) => only.includes(s.key))) {
+  const dir = await Deno.makeTempDir({ dir: BASE, prefix: "ckpt-bench-" });
+  const samples: Sample[] = [];
+  try {
+    for (let i = 0; i < RUNS; i++) samples.push(await once(shape, dir, i));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  const m = (k: keyof Sample) => median(samples.map((s) => s[k]));
   console.log(
-    `${String(mib).padStart(5)} MiB ${f(r.dd)} ${f(r.memcpy)} ${f(r.dumpCore)} ${
-      x(r.dumpCore, r.dd)
-    } ${f(r.frozen)} ${f(r.restoreCore)} ${x(r.restoreCore, r.dd)} ${f(r.dumpWall)} ${
-      f(r.restoreWall)
-    } ${f(r.startup)}`,
+    `${shape.label.padEnd(24)}${f(m("dd"))} ${f(m("memcpy"))} ${f(m("dump"))} ${
+      x(m("dump"), m("dd"))
+    } ${f(m("restore"))} ${x(m("restore"), m("dd"))} ${f(m("frozen"))}`,
   );
 }
 console.log(
-  "dump/restore(ckpt): time inside ckpt (from --json); wall: whole command incl. Deno start-up (last column).",
+  "dump/restore: time inside ckpt (--json); frozen -R: time the tree is stopped by dump --leave-running.",
 );
