@@ -4,6 +4,7 @@ comptime {
     _ = @import("ptrace.zig");
     _ = @import("fdops.zig");
     _ = @import("memory.zig");
+    _ = @import("crc32c.zig");
     _ = @import("restore.zig");
     _ = @import("probe.zig");
     _ = @import("sockdiag.zig");

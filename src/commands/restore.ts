@@ -1,6 +1,6 @@
 import type { CommandSpec } from "../cli/spec.ts";
 import { UsageError } from "../errors.ts";
-import { restore } from "../restore/restore.ts";
+import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
 import type { FileValidation } from "../restore/files.ts";
 import { formatMs } from "../util/units.ts";
@@ -55,6 +55,11 @@ restore kills everything it started and names the stage that failed.`,
       arg: "fd[N]:RES",
       help: "use ckpt's fd N for RES (pipe:[INO], socket:[INO] or a path)",
     },
+    {
+      name: "trust-images",
+      kind: "boolean",
+      help: "restore images not owned by you or writable by others",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -64,12 +69,13 @@ restore kills everything it started and names the stage that failed.`,
     if (fv !== "filesize" && fv !== "none") {
       throw new UsageError(`restore: --file-validation must be filesize or none, not '${fv}'`);
     }
-    const r = restore({
+    const r = await restore({
       dir,
       detach: opts.bool("restore-detached"),
       shellJob: opts.bool("shell-job"),
       fileValidation: fv as FileValidation,
       inherit: parseInheritFd(opts.list("inherit-fd")),
+      trustImages: opts.bool("trust-images"),
     });
     if (opts.bool("json")) console.log(JSON.stringify(r));
     else if (opts.bool("restore-detached")) {

@@ -136,7 +136,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         pagemapName(pid),
         ImageKind.Pagemap,
         PagemapImageSchema,
-        create(PagemapImageSchema, { pid, pagesFile, runs }),
+        create(PagemapImageSchema, { pid, pagesFile, runs, runsCrc32c: true }),
       ));
     write(
       fdName(pid),

@@ -6,6 +6,7 @@ import type { FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
 import { checkPagesHeader } from "../images/format.ts";
+import { validateImages } from "../images/validate.ts";
 import {
   decodeWait,
   fd as fdops,
@@ -84,7 +85,12 @@ export function restore(opts: RestoreOptions): Restored {
   const mm = dir.readMm(pid);
   const pagemap = dir.readPagemap(pid);
   const fdTable = dir.readFdTable(pid);
-  const files = new Map(dir.readFiles().files.map((f) => [f.id, f]));
+  const files = validateImages(
+    opts.dir,
+    inv,
+    dir.readFiles(),
+    new Map([[pid, { core, mm, pagemap, fdTable }]]),
+  );
   const pagesPath = dir.file(pagemap.pagesFile);
   const shellJob = !!(opts.shellJob || inv.shellJob);
   if (inv.shellJob && !opts.shellJob) {
@@ -214,7 +220,7 @@ function openDir(files: Map<number, FileEntry>, id: number, what: string): numbe
   }
 }
 
-function basePlan(core: TaskCore, shellJob: boolean): Plan {
+export function basePlan(core: TaskCore, shellJob: boolean): Plan {
   const t = core.threads[0];
   const pid = core.pid;
   let flags = 0;
