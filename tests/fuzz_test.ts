@@ -467,7 +467,6 @@ Deno.test("ckpt restore of a real dump with one flipped byte fails naming the fi
   const real = await dumpCounter(false);
   const pid = real.pid;
   try {
-    const pages = `${real.dir}/${pagesName(pid)}`;
     const size = Number(real.pagesSize);
     const payloadByte = (name: string) =>
       HEADER_SIZE + Math.floor((real.files.get(name)!.length - HEADER_SIZE) / 2);

@@ -10,7 +10,8 @@ import {
   VmaSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { fd as fdops, O } from "../native/mod.ts";
-import { dumpPagesCrc } from "../native/integrity.ts";
+import { dumpPagesCrc, fallocate } from "../native/integrity.ts";
+import { NativeError } from "../native/mod.ts";
 import { crc32cCombine } from "../images/crc32c.ts";
 import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
@@ -193,6 +194,7 @@ export async function writePages(
     fdops.writeAll(out, pagesHeader());
     const end = runs.length ? runs.at(-1)!.fileOffset + runs.at(-1)!.nrPages * PAGE : PAGE;
     fdops.ftruncate(out, Number(end));
+    reserve(out, end, path);
     const shares = splitRuns(runs, workers);
     const done = await Promise.all(
       shares.map((s) =>
@@ -214,6 +216,21 @@ export async function writePages(
   } finally {
     fdops.close(mem);
     fdops.close(out);
+  }
+}
+
+/** Space for the whole pages file up front: the copy writes through a shared
+ * mapping, where a full disk would only show as EFAULT halfway through. */
+function reserve(fd: number, end: bigint, path: string): void {
+  try {
+    fallocate(fd, 0n, end, path);
+  } catch (err) {
+    if (err instanceof NativeError && err.errno === 28) {
+      throw new DumpError(
+        `${path}: no space left on the device for ${end} bytes of memory; nothing was saved`,
+      );
+    }
+    throw err;
   }
 }
 
