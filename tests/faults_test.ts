@@ -313,3 +313,49 @@ Deno.test("restore refuses images it cannot trust unless --trust-images; one ckp
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("a deleted file is recreated without following a symlink planted on its path", async () => {
+  const root = await tempDir("faults-ghost");
+  const log = `${root}/log`;
+  Deno.mkdirSync(`${root}/sub`);
+  Deno.mkdirSync(`${root}/elsewhere`);
+  const prog = [
+    "import os, time",
+    `f = open("${root}/sub/ghost", "w+")`,
+    'f.write("ghost content"); f.flush()',
+    `os.unlink("${root}/sub/ghost")`,
+    `out = open("${log}", "a")`,
+    "i = 0",
+    "while True:",
+    "    f.seek(0); print(i, f.read(), file=out, flush=True); i += 1; time.sleep(0.02)",
+  ].join("\n");
+  const p = startSession(["python3", "-c", prog]);
+  const images = `${root}/images`;
+  try {
+    await until("python runs", () => readText(log).includes("ghost content"));
+    const r = await runCkpt(["dump", "-t", String(p.pid), "-D", images]);
+    assertEquals(r.code, 0, r.stderr);
+    await p.status;
+    await until("pid free", () => gone(p.pid));
+
+    Deno.renameSync(`${root}/sub`, `${root}/sub.real`);
+    Deno.symlinkSync(`${root}/elsewhere`, `${root}/sub`);
+    const res = await runCkpt(["restore", "-D", images, "-d"]);
+    assertEquals(res.code, 1);
+    assertMatch(res.stderr, /cannot recreate deleted file .*sub\/ghost: a symlink is on its path/);
+    assertEquals([...Deno.readDirSync(`${root}/elsewhere`)], [], "nothing written through it");
+    assert(gone(p.pid));
+
+    Deno.removeSync(`${root}/sub`);
+    Deno.renameSync(`${root}/sub.real`, `${root}/sub`);
+    const ok = await runCkpt(["restore", "-D", images, "-d"]);
+    assertEquals(ok.code, 0, ok.stderr);
+    const n = readText(log).length;
+    await until("restored copy runs", () => readText(log).length > n);
+    assertStringIncludes(readText(log).slice(n), "ghost content");
+    assertEquals([...Deno.readDirSync(`${root}/sub`)], [], "the ghost is unlinked again");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(root, { recursive: true });
+  }
+});
