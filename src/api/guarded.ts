@@ -6,6 +6,8 @@
 // forked.
 import { dump as dumpEngine, type DumpOptions, type DumpResult } from "../dump/dump.ts";
 import { DumpError } from "../errors.ts";
+import { dead } from "../dump/freeze.ts";
+import { processExists } from "../proc/read.ts";
 import { checkTrust } from "../images/trust.ts";
 import { verifyImages } from "../images/verify.ts";
 import {
@@ -34,7 +36,19 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       );
     }
     locks.dir(opts.dir);
-    return await dumpEngine(opts);
+    const existed = processExists(opts.pid);
+    try {
+      return await dumpEngine(opts);
+    } catch (err) {
+      // Whatever call noticed first (ptrace, /proc, an injected syscall),
+      // a process that died under the dump is reported as that.
+      if (existed && !(err instanceof DumpError && /exited during/.test(err.message))) {
+        if (dead(opts.pid)) {
+          throw new DumpError(`pid ${opts.pid} exited during the dump; nothing was saved`);
+        }
+      }
+      throw err;
+    }
   } finally {
     locks.release();
   }

@@ -3,6 +3,7 @@
 import { DumpError } from "../errors.ts";
 import { NativeError, ptrace, wait, WALL } from "../native/mod.ts";
 import { processExists } from "../proc/read.ts";
+import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 
 export class Frozen {
@@ -42,7 +43,10 @@ export class Frozen {
       try {
         ptrace.detach(tid, sig);
       } catch (err) {
-        if (processExists(tid)) log.warn(`could not release pid ${tid}: ${(err as Error).message}`);
+        // A task that died meanwhile (a zombie until reaped) needs no release.
+        if (processExists(tid) && !dead(tid)) {
+          log.warn(`could not release pid ${tid}: ${(err as Error).message}`);
+        }
       }
     }
   }
@@ -56,5 +60,20 @@ export class Frozen {
         wait(tid, WALL);
       } catch { /* already reaped */ }
     }
+  }
+}
+
+/** True when tid is gone or dying: a SIGKILLed tracee takes a moment to
+ * become a zombie, so give it up to 200 ms before calling it alive. */
+export function dead(tid: number): boolean {
+  const end = performance.now() + 200;
+  for (;;) {
+    try {
+      if ("ZX".includes(readStat(tid).state)) return true;
+    } catch {
+      return true;
+    }
+    if (performance.now() > end) return false;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
   }
 }
