@@ -11,10 +11,8 @@ export type {
   ShowResult,
   TaskPages,
 } from "./src/api/show.ts";
-export { dump } from "./src/dump/dump.ts";
-export type { DumpOptions, DumpResult } from "./src/dump/dump.ts";
-export { restore } from "./src/restore/restore.ts";
-export type { Restored, RestoreOptions } from "./src/restore/restore.ts";
+export { dump, restore } from "./src/api/guarded.ts";
+export type { DumpOptions, DumpResult, Restored, RestoreOptions } from "./src/api/guarded.ts";
 export { CkptError, DumpError, ImageError, RestoreError, UsageError } from "./src/errors.ts";
 export { listSockets } from "./src/api/sockets.ts";
 export type {

@@ -103,3 +103,35 @@ export fn ck_recvmsg(fd: i32, msg: *anyopaque, flags: i32) i64 {
 export fn ck_kcmp(pid1: i32, pid2: i32, kind: i32, idx1: u64, idx2: u64) i64 {
     return ret(sys.syscall5(312, sys.int(pid1), sys.int(pid2), sys.int(kind), idx1, idx2));
 }
+
+// Numbers kept here rather than in sys.zig: only ckpt itself (never the
+// restorer) needs them.
+const nr_flock = 73;
+const nr_unlinkat = 263;
+const nr_openat2 = 437;
+
+/// flock(2); op is LOCK_SH/LOCK_EX (| LOCK_NB) or LOCK_UN.
+export fn ck_flock(fd: i32, op: i32) i64 {
+    return ret(sys.syscall2(nr_flock, sys.int(fd), sys.int(op)));
+}
+
+const OpenHow = extern struct { flags: u64, mode: u64, resolve: u64 };
+
+/// openat2(2): resolve carries RESOLVE_* bits (e.g. RESOLVE_NO_SYMLINKS), so a
+/// path from an image cannot be redirected through a planted symlink.
+export fn ck_openat2(dirfd: i32, path: [*:0]const u8, flags: u64, mode: u64, resolve: u64) i64 {
+    const how = OpenHow{ .flags = flags, .mode = mode, .resolve = resolve };
+    return ret(sys.syscall4(nr_openat2, sys.int(dirfd), sys.ptr(path), sys.ptr(&how), @sizeOf(OpenHow)));
+}
+
+export fn ck_unlinkat(dirfd: i32, path: [*:0]const u8, flags: i32) i64 {
+    return ret(sys.syscall3(nr_unlinkat, sys.int(dirfd), sys.ptr(path), sys.int(flags)));
+}
+
+const nr_fallocate = 285;
+
+/// fallocate(2): the pages file's blocks are reserved before any memory is
+/// copied, so a full disk is a clear ENOSPC instead of a fault mid-copy.
+export fn ck_fallocate(fd: i32, mode: i32, off: u64, len: u64) i64 {
+    return ret(sys.syscall4(nr_fallocate, sys.int(fd), sys.int(mode), off, len));
+}

@@ -1,6 +1,7 @@
 //! Reading a tracee's memory: one range, or whole page runs streamed into the
 //! pages file through a reusable buffer with batched process_vm_readv.
 const sys = @import("sys.zig");
+const crc32c = @import("crc32c.zig");
 const NR = sys.NR;
 
 fn vmRead(pid: i32, local: []const sys.Iovec, remote: []const sys.Iovec) usize {
@@ -31,32 +32,56 @@ export fn ck_dump_pages(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: us
 /// inode lock, so several calls on other threads (process_vm_readv needs
 /// ptrace rights, not the ptrace thread) fill disjoint parts at once.
 export fn ck_dump_pages_at(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64) i64 {
+    return dumpPagesAt(pid, mem_fd, runs, nruns, out_fd, file_off, null);
+}
+
+/// ck_dump_pages_at that also writes the CRC32C of each run's bytes to
+/// crcs[i] (one u32 per run). The runs are copied in batches small enough to
+/// stay in the CPU cache, so the checksum reads bytes that were just written
+/// instead of going back to memory.
+export fn ck_dump_pages_crc(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: [*]u32) i64 {
+    return dumpPagesAt(pid, mem_fd, runs, nruns, out_fd, file_off, crcs);
+}
+
+const crc_batch: u64 = 1 << 20;
+
+fn dumpPagesAt(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: ?[*]u32) i64 {
     var total: u64 = 0;
     for (runs[0..nruns]) |r| total += r.len;
+    if (crcs) |c| @memset(c[0..nruns], 0);
     if (total == 0) return 0;
     const map_rc = sys.syscall6(NR.mmap, 0, total, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, sys.int(out_fd), file_off);
     if (sys.isErr(map_rc)) return sys.signed(map_rc);
     defer _ = sys.syscall2(NR.munmap, map_rc, total);
     const base: [*]u8 = @ptrFromInt(map_rc);
+    const limit: u64 = if (crcs != null) crc_batch else window;
 
     var dst: u64 = 0;
     var i: usize = 0;
+    var off: u64 = 0; // bytes of runs[i] already copied
     while (i < nruns) {
-        // A batch of up to max_iov runs (each cut to at most `window` bytes)
+        // A batch of up to max_iov pieces of runs (at most `limit` bytes)
         // whose destination is faulted in with one madvise first.
         var local: [max_iov]sys.Iovec = undefined;
         var remote: [max_iov]sys.Iovec = undefined;
+        var owner: [max_iov]usize = undefined;
         var n: usize = 0;
         var bytes: u64 = 0;
         const start = dst;
-        while (i < nruns and n < max_iov and bytes < window) {
+        while (i < nruns and n < max_iov and bytes < limit) {
             const r = runs[i];
-            local[n] = .{ .base = sys.ptr(base + dst), .len = r.len };
-            remote[n] = .{ .base = r.addr, .len = r.len };
+            const take = @min(r.len - off, limit - bytes);
+            local[n] = .{ .base = sys.ptr(base + dst), .len = take };
+            remote[n] = .{ .base = r.addr + off, .len = take };
+            owner[n] = i;
             n += 1;
-            bytes += r.len;
-            dst += r.len;
-            i += 1;
+            bytes += take;
+            dst += take;
+            off += take;
+            if (off == r.len) {
+                i += 1;
+                off = 0;
+            }
         }
         _ = sys.syscall3(NR.madvise, sys.ptr(base + start), bytes, MADV_POPULATE_WRITE);
         const got_rc = vmRead(pid, local[0..n], remote[0..n]);
@@ -73,6 +98,9 @@ export fn ck_dump_pages_at(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns:
                 if (prc < 0) return prc;
                 done += l.len;
             }
+        }
+        if (crcs) |c| {
+            for (local[0..n], owner[0..n]) |l, o| c[o] = crc32c.update(c[o], @ptrFromInt(l.base), l.len);
         }
     }
     return @intCast(total);

@@ -1,5 +1,5 @@
 import type { CommandSpec } from "../cli/spec.ts";
-import { dump } from "../dump/dump.ts";
+import { dump } from "../api/guarded.ts";
 import { UsageError } from "../errors.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 

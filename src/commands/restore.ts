@@ -1,6 +1,6 @@
 import type { CommandSpec } from "../cli/spec.ts";
 import { UsageError } from "../errors.ts";
-import { restore } from "../restore/restore.ts";
+import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
 import type { FileValidation } from "../restore/files.ts";
 import { formatMs } from "../util/units.ts";
@@ -89,6 +89,11 @@ restore kills everything it started and names the stage that failed.`,
       help: "when an outside peer is missing: fail (default) or restore the socket " +
         "disconnected",
     },
+    {
+      name: "trust-images",
+      kind: "boolean",
+      help: "restore images not owned by you or writable by others",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -106,6 +111,7 @@ restore kills everything it started and names the stage that failed.`,
       inherit: parseInheritFd(opts.list("inherit-fd")),
       extUnixSk: checkExtUnixSk(opts.list("ext-unix-sk")),
       extUnixSkMissing: missingMode(opts.string("ext-unix-sk-missing")),
+      trustImages: opts.bool("trust-images"),
     });
     if (opts.bool("json")) console.log(JSON.stringify(r));
     else if (opts.bool("restore-detached")) {

@@ -146,7 +146,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           pagemapName(p),
           ImageKind.Pagemap,
           PagemapImageSchema,
-          create(PagemapImageSchema, { pid: p, pagesFile, runs }),
+          create(PagemapImageSchema, { pid: p, pagesFile, runs, runsCrc32c: true }),
         ));
       write(
         fdName(p),

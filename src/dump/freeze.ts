@@ -47,7 +47,10 @@ export class Frozen {
       try {
         ptrace.detach(tid, sig);
       } catch (err) {
-        if (processExists(tid)) log.warn(`could not release pid ${tid}: ${(err as Error).message}`);
+        // A task that died meanwhile (a zombie until reaped) needs no release.
+        if (processExists(tid) && !dead(tid)) {
+          log.warn(`could not release pid ${tid}: ${(err as Error).message}`);
+        }
       }
     }
   }
@@ -120,5 +123,20 @@ function isZombie(pid: number): boolean {
     return readStat(pid).state === "Z";
   } catch {
     return false;
+  }
+}
+
+/** True when tid is gone or dying: a SIGKILLed tracee takes a moment to
+ * become a zombie, so give it up to 200 ms before calling it alive. */
+export function dead(tid: number): boolean {
+  const end = performance.now() + 200;
+  for (;;) {
+    try {
+      if ("ZX".includes(readStat(tid).state)) return true;
+    } catch {
+      return true;
+    }
+    if (performance.now() > end) return false;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
   }
 }

@@ -9,7 +9,10 @@ import {
   VmaKind,
   VmaSchema,
 } from "../gen/ckpt/images_pb.ts";
-import { dumpPagesAt, fd as fdops, O } from "../native/mod.ts";
+import { fd as fdops, O } from "../native/mod.ts";
+import { dumpPagesCrc, fallocate } from "../native/integrity.ts";
+import { NativeError } from "../native/mod.ts";
+import { crc32cCombine } from "../images/crc32c.ts";
 import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
 import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
@@ -198,7 +201,9 @@ function splitAtVmas(runs: PageRun[], vmas: Vma[]): PageRun[] {
 }
 
 /** Writes the pages file: the header page, then every run in order, by
- * `workers` threads each copying a contiguous share of the bytes. */
+ * `workers` threads each copying a contiguous share of the bytes. Fills in
+ * each run's crc32c (pieces of a run copied by different threads are
+ * checksummed apart and joined). */
 export async function writePages(
   pid: number,
   runs: PageRun[],
@@ -211,43 +216,78 @@ export async function writePages(
     fdops.writeAll(out, pagesHeader());
     const end = runs.length ? runs.at(-1)!.fileOffset + runs.at(-1)!.nrPages * PAGE : PAGE;
     fdops.ftruncate(out, Number(end));
+    reserve(out, end, path);
     const shares = splitRuns(runs, workers);
     const done = await Promise.all(
-      shares.map((s) => s.pairs.length ? dumpPagesAt(pid, mem, s.pairs, out, s.fileOff) : 0),
+      shares.map((s) =>
+        s.pairs.length
+          ? dumpPagesCrc(pid, mem, s.pairs, out, s.fileOff)
+          : { bytes: 0, crcs: new Uint32Array() }
+      ),
     );
-    return done.reduce((a, b) => a + b, 0);
+    const seen = new Set<number>();
+    shares.forEach((s, si) => {
+      s.owner.forEach((ri, k) => {
+        const crc = done[si].crcs[k];
+        const r = runs[ri];
+        r.crc32c = seen.has(ri) ? crc32cCombine(r.crc32c, crc, s.pairs[2 * k + 1]) : crc;
+        seen.add(ri);
+      });
+    });
+    return done.reduce((a, b) => a + b.bytes, 0);
   } finally {
     fdops.close(mem);
     fdops.close(out);
   }
 }
 
+/** Space for the whole pages file up front: the copy writes through a shared
+ * mapping, where a full disk would only show as EFAULT halfway through. */
+function reserve(fd: number, end: bigint, path: string): void {
+  try {
+    fallocate(fd, 0n, end, path);
+  } catch (err) {
+    if (err instanceof NativeError && err.errno === 28) {
+      throw new DumpError(
+        `${path}: no space left on the device for ${end} bytes of memory; nothing was saved`,
+      );
+    }
+    throw err;
+  }
+}
+
 /** Cuts the runs into n shares of about equal bytes (at page boundaries),
- * each an [addr, len] list with the file offset where it starts. */
+ * each an [addr, len] list with the file offset where it starts and, per
+ * pair, the index of the run it belongs to (in order, so pieces join). */
 function splitRuns(
   runs: PageRun[],
   n: number,
-): { pairs: BigUint64Array<ArrayBuffer>; fileOff: bigint }[] {
+): { pairs: BigUint64Array<ArrayBuffer>; owner: number[]; fileOff: bigint }[] {
   const total = runs.reduce((a, r) => a + r.nrPages, 0n);
   const per = (total + BigInt(n) - 1n) / BigInt(n);
-  const shares: { list: bigint[]; fileOff: bigint }[] = [];
-  let cur: { list: bigint[]; fileOff: bigint } | undefined;
+  const shares: { list: bigint[]; owner: number[]; fileOff: bigint }[] = [];
+  let cur: { list: bigint[]; owner: number[]; fileOff: bigint } | undefined;
   let inShare = 0n;
-  for (const r of runs) {
+  runs.forEach((r, ri) => {
     let addr = r.vaddr, pages = r.nrPages, off = r.fileOffset;
     while (pages > 0n) {
       if (!cur || inShare >= per) {
-        cur = { list: [], fileOff: off };
+        cur = { list: [], owner: [], fileOff: off };
         shares.push(cur);
         inShare = 0n;
       }
       const take = pages < per - inShare ? pages : per - inShare;
       cur.list.push(addr, take * PAGE);
+      cur.owner.push(ri);
       addr += take * PAGE;
       off += take * PAGE;
       pages -= take;
       inShare += take;
     }
-  }
-  return shares.map((s) => ({ pairs: new BigUint64Array(s.list), fileOff: s.fileOff }));
+  });
+  return shares.map((s) => ({
+    pairs: new BigUint64Array(s.list),
+    owner: s.owner,
+    fileOff: s.fileOff,
+  }));
 }

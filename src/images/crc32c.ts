@@ -29,3 +29,33 @@ export function crc32c(data: Uint8Array, seed = 0): number {
   for (; i < n; i++) c = T[(c ^ data[i]) & 0xff] ^ (c >>> 8);
   return ~c >>> 0;
 }
+
+// Joining CRCs of pieces (zlib's crc32_combine, Castagnoli polynomial): the
+// pages of one run may be checksummed in parts by different threads.
+function multModP(a: number, b: number): number {
+  let m = 0x80000000, p = 0;
+  while (m !== 0) {
+    if (a & m) {
+      p = (p ^ b) >>> 0;
+      if ((a & (m - 1)) === 0) break;
+    }
+    m >>>= 1;
+    b = b & 1 ? ((b >>> 1) ^ 0x82f63b78) >>> 0 : b >>> 1;
+  }
+  return p >>> 0;
+}
+
+/** x^(8n) mod P, by squaring. */
+function xPow8n(n: bigint): number {
+  let p = 0x80000000, sq = 0x40000000;
+  for (let k = n * 8n; k > 0n; k >>= 1n) {
+    if (k & 1n) p = multModP(sq, p);
+    sq = multModP(sq, sq);
+  }
+  return p;
+}
+
+/** CRC32C of A ++ B from crc32c(A), crc32c(B) and B's length. */
+export function crc32cCombine(crcA: number, crcB: number, lenB: bigint): number {
+  return (multModP(xPow8n(lenB), crcA) ^ crcB) >>> 0;
+}

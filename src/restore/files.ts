@@ -6,6 +6,7 @@ import { RestoreError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { log } from "../util/log.ts";
 import { UnixSockets } from "../unix/restore.ts";
+import { recreateGhost } from "./ghost.ts";
 
 const F_SETFL = 4, F_SETPIPE_SZ = 1031;
 const EFD_SEMAPHORE = 1;
@@ -145,31 +146,13 @@ export class OpenedFiles {
   }
 
   /** A file deleted while open: recreated from its saved content, opened,
-   * and unlinked again so the task sees it deleted as before. */
+   * and unlinked again so the task sees it deleted as before; never through
+   * a symlink (see ghost.ts). */
   private openGhost(f: FileEntry, where: string): number {
     const r = f.reg!;
-    let path = r.path;
-    try {
-      Deno.lstatSync(path);
-      path = `${r.path}.ckpt-ghost-${crypto.randomUUID().slice(0, 8)}`;
-    } catch { /* the original name is free */ }
-    let tmp: number;
-    try {
-      tmp = fdops.open(path, O.RDWR | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC, r.mode & 0o7777);
-    } catch (err) {
-      throw new RestoreError(
-        `${where}: cannot recreate deleted file ${r.path}: ${(err as Error).message}`,
-      );
-    }
-    try {
-      fdops.writeAll(tmp, new Uint8Array(r.content));
-      const n = this.openPath(path, r.flags & OPEN_MASK, where);
-      if (r.pos > 0n) fdops.lseek(n, r.pos, 0);
-      return n;
-    } finally {
-      fdops.close(tmp);
-      Deno.removeSync(path);
-    }
+    const n = recreateGhost(r.path, r.mode, new Uint8Array(r.content), r.flags & OPEN_MASK, where);
+    if (r.pos > 0n) fdops.lseek(n, r.pos, 0);
+    return n;
   }
 
   private readonly pipes = new Map<bigint, [number, number]>();

@@ -316,7 +316,7 @@ function openDir(files: Map<number, FileEntry>, id: number, what: string): numbe
   }
 }
 
-function basePlan(core: TaskCore, place: TreePlace): Plan {
+export function basePlan(core: TaskCore, place: TreePlace): Plan {
   const t = core.threads[0];
   const pid = core.pid;
   let flags = place.root ? FLAG_ROOT : 0;

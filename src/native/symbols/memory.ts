@@ -15,4 +15,19 @@ export const memorySymbols = {
     result: "i64",
     nonblocking: true,
   },
+  // Also returns one CRC32C per run (u32 array).
+  ck_dump_pages_crc: {
+    parameters: ["i32", "i32", "buffer", "usize", "i32", "u64", "buffer"],
+    result: "i64",
+    nonblocking: true,
+  },
+  // ffi/crc32c.zig
+  ck_crc32c: { parameters: ["u32", "buffer", "usize"], result: "u32" },
+  // Reads through a mapping of the file; off the JS thread so ranges of a
+  // large pages file are checked in parallel.
+  ck_crc32c_ranges: {
+    parameters: ["i32", "buffer", "usize", "buffer"],
+    result: "i64",
+    nonblocking: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;

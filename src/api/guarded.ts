@@ -1,0 +1,68 @@
+// dump and restore as the CLI and mod.ts offer them: the engines in
+// src/dump/dump.ts and src/restore/restore.ts wrapped in what makes running
+// them safe — locks against a second ckpt on the same tree or directory, and
+// for restore the trust check and the full integrity check of the images
+// (every file's CRC32C, bounds, every page run's CRC32C) before anything is
+// forked.
+import { dump as dumpEngine, type DumpOptions, type DumpResult } from "../dump/dump.ts";
+import { DumpError } from "../errors.ts";
+import { dead } from "../dump/freeze.ts";
+import { processExists } from "../proc/read.ts";
+import { checkTrust } from "../images/trust.ts";
+import { verifyImages } from "../images/verify.ts";
+import {
+  restore as restoreEngine,
+  type Restored,
+  type RestoreOptions as EngineRestoreOptions,
+} from "../restore/restore.ts";
+import { Locks } from "../util/lock.ts";
+
+export type { DumpOptions, DumpResult, Restored };
+
+export interface RestoreOptions extends EngineRestoreOptions {
+  /** Restore images not owned by the caller or writable by others. */
+  trustImages?: boolean;
+}
+
+export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  const locks = new Locks();
+  try {
+    locks.pid(opts.pid, "dumping");
+    try {
+      Deno.mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new DumpError(
+        `${opts.dir}: cannot create the images directory: ${(err as Error).message}`,
+      );
+    }
+    locks.dir(opts.dir);
+    const existed = processExists(opts.pid);
+    try {
+      return await dumpEngine(opts);
+    } catch (err) {
+      // Whatever call noticed first (ptrace, /proc, an injected syscall),
+      // a process that died under the dump is reported as that.
+      if (existed && !(err instanceof DumpError && /exited during/.test(err.message))) {
+        if (dead(opts.pid)) {
+          throw new DumpError(`pid ${opts.pid} exited during the dump; nothing was saved`);
+        }
+      }
+      throw err;
+    }
+  } finally {
+    locks.release();
+  }
+}
+
+export async function restore(opts: RestoreOptions): Promise<Restored> {
+  if (!opts.trustImages) checkTrust(opts.dir);
+  const locks = new Locks();
+  try {
+    locks.dir(opts.dir);
+    const { inv } = await verifyImages(opts.dir);
+    for (const pid of inv.pids) locks.pid(pid, "restoring");
+    return await restoreEngine(opts);
+  } finally {
+    locks.release();
+  }
+}

@@ -1,0 +1,237 @@
+// Integrity of a whole images directory before restore forks anything: every
+// file against the inventory's size and CRC32C, every image's framing and
+// bounds (validate.ts), the pages file's header page, and every page run's
+// CRC32C — so one flipped byte anywhere is a one-line error naming the file
+// (and, in the pages file, the offset of the damaged run).
+import { fromBinary } from "@bufbuild/protobuf";
+import {
+  FdTableSchema,
+  type FileEntry,
+  FilesImageSchema,
+  type Inventory,
+  InventorySchema,
+  MmImageSchema,
+  PagemapImageSchema,
+  TaskCoreSchema,
+} from "../gen/ckpt/images_pb.ts";
+import { ImageError } from "../errors.ts";
+import { crc32cNative, crc32cRanges } from "../native/integrity.ts";
+import { fd as fdops, O } from "../native/mod.ts";
+import { log } from "../util/log.ts";
+import { crc32c, crc32cCombine } from "./crc32c.ts";
+import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
+import { decodeImage, ImageKind, PAGE_SIZE, pagesHeader } from "./format.ts";
+import { type TaskImages, validateImages, validateInventory } from "./validate.ts";
+
+const PAGE = BigInt(PAGE_SIZE);
+
+export interface ImageSet {
+  inv: Inventory;
+  files: Map<number, FileEntry>;
+  tasks: Map<number, TaskImages>;
+}
+
+/** Where parseImageSet gets bytes from: the disk, or the fuzz test's memory. */
+export interface ImageSource {
+  /** Whole content of a non-pages file; throws ImageError when missing. */
+  read(name: string): Uint8Array;
+  /** Size of a file (the pages file is never read whole). */
+  size(name: string): bigint;
+  /** CRC32C of a whole file's bytes. */
+  crc?(data: Uint8Array): number;
+}
+
+function decode<T>(
+  dir: string,
+  src: ImageSource,
+  name: string,
+  kind: ImageKind,
+  parse: (b: Uint8Array) => T,
+): T {
+  const path = `${dir}/${name}`;
+  const { payload } = decodeImage(path, src.read(name), kind);
+  try {
+    return parse(payload);
+  } catch (err) {
+    throw new ImageError(path, `undecodable payload: ${(err as Error).message}`);
+  }
+}
+
+/** Decodes and checks every image except the pages' content: sizes and
+ * CRC32Cs against the inventory, framing, bounds and cross references. */
+export function parseImageSet(dir: string, src: ImageSource): ImageSet {
+  const inv = decode(
+    dir,
+    src,
+    INVENTORY,
+    ImageKind.Inventory,
+    (b) => fromBinary(InventorySchema, b),
+  );
+  // Bounds of the inventory itself first: its list drives what is read next.
+  validateInventory(dir, inv);
+  const sum = src.crc ?? crc32c;
+  for (const f of inv.files) {
+    const path = `${dir}/${f.name}`;
+    const size = src.size(f.name);
+    if (size !== f.size) {
+      throw new ImageError(
+        path,
+        `${size} bytes where the inventory says ${f.size}: the image is truncated or damaged`,
+      );
+    }
+    if (f.name.startsWith("pages-")) continue;
+    const got = sum(src.read(f.name));
+    if (got !== f.crc32c) {
+      throw new ImageError(
+        path,
+        `checksum mismatch (CRC32C ${hex32(got)}, inventory says ${
+          hex32(f.crc32c)
+        }): the image is damaged`,
+      );
+    }
+  }
+  const filesImg = decode(dir, src, FILES, ImageKind.Files, (b) => fromBinary(FilesImageSchema, b));
+  const tasks = new Map<number, TaskImages>();
+  for (const pid of inv.pids) {
+    const core = decode(
+      dir,
+      src,
+      coreName(pid),
+      ImageKind.Core,
+      (b) => fromBinary(TaskCoreSchema, b),
+    );
+    if (core.zombie) {
+      tasks.set(pid, { core });
+      continue;
+    }
+    tasks.set(pid, {
+      core,
+      mm: decode(dir, src, mmName(pid), ImageKind.Mm, (b) => fromBinary(MmImageSchema, b)),
+      pagemap: decode(
+        dir,
+        src,
+        pagemapName(pid),
+        ImageKind.Pagemap,
+        (b) => fromBinary(PagemapImageSchema, b),
+      ),
+      fdTable: decode(
+        dir,
+        src,
+        fdName(pid),
+        ImageKind.FdTable,
+        (b) => fromBinary(FdTableSchema, b),
+      ),
+    });
+  }
+  const files = validateImages(dir, inv, filesImg, tasks, (pid) => src.size(pagesName(pid)));
+  return { inv, files, tasks };
+}
+
+function hex32(n: number): string {
+  return n.toString(16).padStart(8, "0");
+}
+
+/** Reads the directory: regular files only (never through a symlink). */
+export function diskSource(dir: string): ImageSource {
+  const cache = new Map<string, Uint8Array>();
+  const stat = (name: string) => {
+    const path = `${dir}/${name}`;
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.lstatSync(path);
+    } catch {
+      throw new ImageError(path, "missing: the image directory is incomplete");
+    }
+    if (!st.isFile) throw new ImageError(path, "not a regular file (a symlink or special file)");
+    return st;
+  };
+  return {
+    read(name) {
+      const known = cache.get(name);
+      if (known) return known;
+      stat(name);
+      const path = `${dir}/${name}`;
+      let data: Uint8Array<ArrayBuffer>;
+      try {
+        data = Deno.readFileSync(path);
+      } catch (err) {
+        throw new ImageError(path, `cannot read: ${(err as Error).message}`);
+      }
+      cache.set(name, data);
+      return data;
+    },
+    size: (name) => BigInt(stat(name).size),
+    crc: (data) => crc32cNative(data as Uint8Array<ArrayBuffer>),
+  };
+}
+
+/** The whole check restore runs before forking: parseImageSet from disk,
+ * then each pages file's header page and every run's CRC32C. */
+export async function verifyImages(dir: string): Promise<ImageSet> {
+  const t0 = performance.now();
+  const set = parseImageSet(dir, diskSource(dir));
+  for (const [pid, t] of set.tasks) await verifyPages(dir, pid, t);
+  log.debug(`images verified in ${(performance.now() - t0).toFixed(1)} ms`);
+  return set;
+}
+
+/** Pieces no larger than this are checksummed on their own, so two threads
+ * share even one huge run. */
+const PIECE = 64n << 20n;
+
+async function verifyPages(dir: string, pid: number, t: TaskImages): Promise<void> {
+  if (!t.pagemap) return; // a zombie has no memory
+  const pagemap = t.pagemap;
+  const path = `${dir}/${pagesName(pid)}`;
+  const fd = fdops.open(path, O.RDONLY | O.NOFOLLOW | O.CLOEXEC);
+  try {
+    const head = new Uint8Array(PAGE_SIZE);
+    const n = fdops.pread(fd, head, 0);
+    const want = pagesHeader();
+    const bad = n < PAGE_SIZE ? n : want.findIndex((b, i) => head[i] !== b);
+    if (bad >= 0) {
+      throw new ImageError(
+        path,
+        `header page damaged at offset 0x${bad.toString(16)}: the image is damaged`,
+      );
+    }
+    const runs = pagemap.runs;
+    if (!pagemap.runsCrc32c) {
+      if (runs.length) {
+        log.warn(`${path}: made by a ckpt without page checksums; memory is not verified`);
+      }
+      return;
+    }
+    // Pieces in file order, then two contiguous halves for two threads.
+    const pieces: { run: number; off: bigint; len: bigint }[] = [];
+    runs.forEach((r, run) => {
+      const end = r.fileOffset + r.nrPages * PAGE;
+      for (let off = r.fileOffset; off < end; off += PIECE) {
+        pieces.push({ run, off, len: end - off < PIECE ? end - off : PIECE });
+      }
+    });
+    const total = pieces.reduce((a, p) => a + p.len, 0n);
+    let cut = 0, acc = 0n;
+    while (cut < pieces.length && acc * 2n < total) acc += pieces[cut++].len;
+    const halves = [pieces.slice(0, cut), pieces.slice(cut)].filter((h) => h.length);
+    const crcs = (await Promise.all(
+      halves.map((h) => crc32cRanges(fd, new BigUint64Array(h.flatMap((p) => [p.off, p.len])))),
+    )).flatMap((a) => [...a]);
+    const got = new Array<number>(runs.length);
+    pieces.forEach((p, i) => {
+      got[p.run] = got[p.run] === undefined ? crcs[i] : crc32cCombine(got[p.run], crcs[i], p.len);
+    });
+    runs.forEach((r, i) => {
+      if (got[i] !== r.crc32c) {
+        throw new ImageError(
+          path,
+          `checksum mismatch in the run at offset 0x${r.fileOffset.toString(16)} (vaddr 0x${
+            r.vaddr.toString(16)
+          }, ${r.nrPages} pages): the image is damaged`,
+        );
+      }
+    });
+  } finally {
+    fdops.close(fd);
+  }
+}
