@@ -17,28 +17,16 @@ export fn ck_vm_read(pid: i32, buf: [*]u8, len: usize, remote_addr: u64) i64 {
 /// One run of pages to copy: `len` bytes at `addr` in the tracee.
 pub const PageRun = extern struct { addr: u64, len: u64 };
 
-const chunk: usize = 8 << 20;
 const max_iov = 1024;
 
-/// Copies every run, in order, to out_fd at its current offset. Runs that
-/// process_vm_readv cannot read (PROT_NONE or not readable) are read through
-/// mem_fd (/proc/PID/mem, which forces access). Returns bytes written.
-export fn ck_dump_pages(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32) i64 {
-    return dumpPages(pid, mem_fd, runs, nruns, out_fd);
-}
-
 /// Copies the runs straight into a shared mapping of the pages file at
-/// file_off (already sized by the caller): one copy, and unlike write(2) no
+/// file_off (already sized by the caller) — one copy, and unlike write(2) no
 /// inode lock, so several calls on other threads (process_vm_readv needs
-/// ptrace rights, not the ptrace thread) fill disjoint parts at once.
-export fn ck_dump_pages_at(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64) i64 {
-    return dumpPagesAt(pid, mem_fd, runs, nruns, out_fd, file_off, null);
-}
-
-/// ck_dump_pages_at that also writes the CRC32C of each run's bytes to
-/// crcs[i] (one u32 per run). The runs are copied in batches small enough to
-/// stay in the CPU cache, so the checksum reads bytes that were just written
-/// instead of going back to memory.
+/// ptrace rights, not the ptrace thread) fill disjoint parts at once — and
+/// writes the CRC32C of each run's bytes to crcs[i]. Batches are small enough
+/// to stay in the CPU cache, so the checksum reads bytes just written. Runs
+/// process_vm_readv cannot read (PROT_NONE) are read through mem_fd
+/// (/proc/PID/mem, which forces access).
 export fn ck_dump_pages_crc(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: [*]u32) i64 {
     return dumpPagesAt(pid, mem_fd, runs, nruns, out_fd, file_off, crcs);
 }
@@ -109,62 +97,6 @@ fn dumpPagesAt(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_
 const MADV_POPULATE_WRITE = 23;
 const window: u64 = 64 << 20;
 
-fn dumpPages(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32) i64 {
-    const buf_rc = sys.syscall6(NR.mmap, 0, chunk, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, sys.int(@as(i32, -1)), 0);
-    if (sys.isErr(buf_rc)) return sys.signed(buf_rc);
-    defer _ = sys.syscall2(NR.munmap, buf_rc, chunk);
-    const buf: [*]u8 = @ptrFromInt(buf_rc);
-
-    var total: u64 = 0;
-    var run_i: usize = 0;
-    var run_off: u64 = 0; // bytes of runs[run_i] already copied
-    while (run_i < nruns) {
-        // Fill the buffer with as many (pieces of) runs as fit.
-        var local: [max_iov]sys.Iovec = undefined;
-        var remote: [max_iov]sys.Iovec = undefined;
-        var n: usize = 0;
-        var filled: usize = 0;
-        var ri = run_i;
-        var ro = run_off;
-        while (ri < nruns and n < max_iov and filled < chunk) {
-            const left = runs[ri].len - ro;
-            const take: usize = @intCast(@min(left, chunk - filled));
-            local[n] = .{ .base = sys.ptr(buf + filled), .len = take };
-            remote[n] = .{ .base = runs[ri].addr + ro, .len = take };
-            n += 1;
-            filled += take;
-            ro += take;
-            if (ro == runs[ri].len) {
-                ri += 1;
-                ro = 0;
-            }
-        }
-        const got_rc = vmRead(pid, local[0..n], remote[0..n]);
-        var got: usize = if (sys.isErr(got_rc)) 0 else got_rc;
-        if (got < filled) {
-            // Fall back to /proc/PID/mem for the rest of this batch.
-            var done: usize = 0;
-            for (local[0..n], remote[0..n]) |l, r| {
-                if (done + l.len <= got) {
-                    done += l.len;
-                    continue;
-                }
-                const skip = if (got > done) got - done else 0;
-                const prc = preadAll(mem_fd, @ptrFromInt(l.base + skip), l.len - skip, r.base + skip);
-                if (prc < 0) return prc;
-                done += l.len;
-            }
-            got = filled;
-        }
-        const wrc = writeAll(out_fd, buf, filled);
-        if (wrc < 0) return wrc;
-        total += filled;
-        run_i = ri;
-        run_off = ro;
-    }
-    return @intCast(total);
-}
-
 fn preadAll(fd: i32, dst: [*]u8, len: usize, off: u64) i64 {
     var done: usize = 0;
     while (done < len) {
@@ -178,20 +110,6 @@ fn preadAll(fd: i32, dst: [*]u8, len: usize, off: u64) i64 {
     }
     return 0;
 }
-
-fn writeAll(fd: i32, src: [*]const u8, len: usize) i64 {
-    var done: usize = 0;
-    while (done < len) {
-        const rc = sys.syscall3(NR.write, sys.int(fd), sys.ptr(src + done), len - done);
-        if (sys.isErr(rc)) {
-            if (sys.signed(rc) == -4) continue;
-            return sys.signed(rc);
-        }
-        done += rc;
-    }
-    return 0;
-}
-
 
 /// A run of the pages file to copy into a task: len bytes at file_off go to addr.
 pub const Fill = extern struct { addr: u64, len: u64, file_off: u64 };

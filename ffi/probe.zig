@@ -20,19 +20,7 @@ fn neg(errno: i64) i64 {
 
 // ---- clone3 with set_tid -------------------------------------------------------
 
-const CloneArgs = extern struct {
-    flags: u64 = 0,
-    pidfd: u64 = 0,
-    child_tid: u64 = 0,
-    parent_tid: u64 = 0,
-    exit_signal: u64 = 0,
-    stack: u64 = 0,
-    stack_size: u64 = 0,
-    tls: u64 = 0,
-    set_tid: u64 = 0,
-    set_tid_size: u64 = 0,
-    cgroup: u64 = 0,
-};
+const CloneArgs = sys.CloneArgs;
 
 /// Forks a child that must get exactly `pid`; it exits at once and is reaped
 /// here. Returns the pid the kernel gave it (the caller compares), -EEXIST when

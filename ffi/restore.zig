@@ -26,19 +26,7 @@ fn alignUp(v: u64, a: u64) u64 {
     return (v + a - 1) & ~(a - 1);
 }
 
-const CloneArgs = extern struct {
-    flags: u64 = 0,
-    pidfd: u64 = 0,
-    child_tid: u64 = 0,
-    parent_tid: u64 = 0,
-    exit_signal: u64 = 0,
-    stack: u64 = 0,
-    stack_size: u64 = 0,
-    tls: u64 = 0,
-    set_tid: u64 = 0,
-    set_tid_size: u64 = 0,
-    cgroup: u64 = 0,
-};
+const CloneArgs = sys.CloneArgs;
 
 fn taskPlan(tree: *abi.TreeHeader, i: u32) *abi.Header {
     const offs: [*]const u64 = @ptrFromInt(@intFromPtr(tree) + tree.tasks_off);

@@ -308,3 +308,18 @@ pub const Iovec = extern struct {
     base: usize,
     len: usize,
 };
+
+/// struct clone_args (clone3), up to the cgroup field.
+pub const CloneArgs = extern struct {
+    flags: u64 = 0,
+    pidfd: u64 = 0,
+    child_tid: u64 = 0,
+    parent_tid: u64 = 0,
+    exit_signal: u64 = 0,
+    stack: u64 = 0,
+    stack_size: u64 = 0,
+    tls: u64 = 0,
+    set_tid: u64 = 0,
+    set_tid_size: u64 = 0,
+    cgroup: u64 = 0,
+};

@@ -281,19 +281,7 @@ fn queuePending(p: *abi.Header, pass: u32) void {
     }
 }
 
-const CloneArgs = extern struct {
-    flags: u64 = 0,
-    pidfd: u64 = 0,
-    child_tid: u64 = 0,
-    parent_tid: u64 = 0,
-    exit_signal: u64 = 0,
-    stack: u64 = 0,
-    stack_size: u64 = 0,
-    tls: u64 = 0,
-    set_tid: u64 = 0,
-    set_tid_size: u64 = 0,
-    cgroup: u64 = 0,
-};
+const CloneArgs = sys.CloneArgs;
 
 // CLONE_VM | FS | FILES | SIGHAND | THREAD | SYSVSEM: a thread like pthreads'.
 const thread_flags: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;

@@ -5,6 +5,7 @@ import {
   CredsSchema,
   ITimerSchema,
   MmFieldsSchema,
+  type QueuedSignal,
   QueuedSignalSchema,
   RlimitSchema,
   SigActionSchema,
@@ -29,17 +30,22 @@ function u64(dv: DataView, off: number): bigint {
   return dv.getBigUint64(off, true);
 }
 
-export function collectThread(pid: number, tid: number, inj: Injector): ThreadCore {
-  const regs = ptrace.getRegs(tid);
-  const sc = syscallState(regs);
-  const xsave = ptrace.getXstate(tid);
-  const pending = ptrace.peekSiginfo(tid, false).map((info) =>
+/** A thread's own queue, or the process-wide one, left queued. */
+function queuedSignals(tid: number, shared: boolean): QueuedSignal[] {
+  return ptrace.peekSiginfo(tid, shared).map((info) =>
     create(QueuedSignalSchema, {
-      shared: false,
+      shared,
       signo: new DataView(info.buffer).getInt32(0, true),
       siginfo: info,
     })
   );
+}
+
+export function collectThread(pid: number, tid: number, inj: Injector): ThreadCore {
+  const regs = ptrace.getRegs(tid);
+  const sc = syscallState(regs);
+  const xsave = ptrace.getXstate(tid);
+  const pending = queuedSignals(tid, false);
   inj.call(SYS.sigaltstack, [0, inj.scratch], "sigaltstack");
   const ss = inj.read(24);
   inj.call(SYS.prctl, [PR_GET_TID_ADDRESS, inj.scratch], "prctl(PR_GET_TID_ADDRESS)");
@@ -130,13 +136,7 @@ function collectWith(pid: number, tids: number[], injectors: Map<number, Injecto
   const pdeathsig = inj.read(4).getInt32(0, true);
   const dumpable = inj.call(SYS.prctl, [PR_GET_DUMPABLE], "prctl(PR_GET_DUMPABLE)");
   const brk = inj.call(12, [0], "brk(0)");
-  const sharedPending = ptrace.peekSiginfo(pid, true).map((info) =>
-    create(QueuedSignalSchema, {
-      shared: true,
-      signo: new DataView(info.buffer).getInt32(0, true),
-      siginfo: info,
-    })
-  );
+  const sharedPending = queuedSignals(pid, true);
 
   const uids = statusInts(status, "Uid");
   const gids = statusInts(status, "Gid");

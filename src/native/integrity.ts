@@ -10,7 +10,8 @@ function check(rc: bigint, op: string, what?: string): number {
   return Number(rc);
 }
 
-/** ck_dump_pages_at that also returns one CRC32C per [addr, len] pair. */
+/** Copies [addr, len] pairs into the pages file at fileOff on a worker thread
+ * (several run in parallel) and returns one CRC32C per pair. */
 export async function dumpPagesCrc(
   pid: number,
   memFd: number,

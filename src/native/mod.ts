@@ -298,34 +298,6 @@ export function vmRead(pid: number, addr: bigint, len: number): Uint8Array<Array
   return buf.subarray(0, n);
 }
 
-/** Streams page runs ([addr, len] pairs) from the tracee to outFd. */
-export function dumpPages(pid: number, memFd: number, runs: BigUint64Array, outFd: number): number {
-  return check(
-    native().ck_dump_pages(pid, memFd, new Uint8Array(runs.buffer), BigInt(runs.length / 2), outFd),
-    "copying memory",
-    `of pid ${pid}`,
-  );
-}
-
-/** ck_dump_pages on a worker thread, writing at fileOff; runs in parallel. */
-export async function dumpPagesAt(
-  pid: number,
-  memFd: number,
-  runs: BigUint64Array<ArrayBuffer>,
-  outFd: number,
-  fileOff: bigint,
-): Promise<number> {
-  const rc = await native().ck_dump_pages_at(
-    pid,
-    memFd,
-    new Uint8Array(runs.buffer),
-    BigInt(runs.length / 2),
-    outFd,
-    fileOff,
-  );
-  return check(rc, "copying memory", `of pid ${pid}`);
-}
-
 /** Copies [addr, len, fileOff] triples from the pages file into task pid, on
  * a worker thread; the file is mapped from mapOff for mapLen bytes. */
 export async function fillPages(

@@ -1,13 +1,6 @@
 // ffi/memory.zig
 export const memorySymbols = {
   ck_vm_read: { parameters: ["i32", "buffer", "usize", "u64"], result: "i64" },
-  ck_dump_pages: { parameters: ["i32", "i32", "buffer", "usize", "i32"], result: "i64" },
-  // On a worker thread: it only reads memory, which needs no ptrace thread.
-  ck_dump_pages_at: {
-    parameters: ["i32", "i32", "buffer", "usize", "i32", "u64"],
-    result: "i64",
-    nonblocking: true,
-  },
   // On a worker thread: writing another task's memory needs ptrace rights,
   // not the ptrace thread.
   ck_fill_pages: {
