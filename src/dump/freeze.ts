@@ -9,28 +9,34 @@ import { log } from "../util/log.ts";
 export class Frozen {
   private readonly seized: number[] = [];
 
-  seize(tid: number): void {
-    try {
-      ptrace.seize(tid);
-    } catch (err) {
-      if (err instanceof NativeError && err.errno === 1) {
-        throw new DumpError(
-          `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
-        );
+  /** Seizes and interrupts every tid first, then waits for each stop, so
+   * the threads of a task stop together rather than one after another. */
+  seize(...tids: number[]): void {
+    for (const tid of tids) {
+      try {
+        ptrace.seize(tid);
+      } catch (err) {
+        if (err instanceof NativeError && err.errno === 1) {
+          throw new DumpError(
+            `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
+          );
+        }
+        if (err instanceof NativeError && err.errno === 3) {
+          throw new DumpError(`no process with pid ${tid}`);
+        }
+        throw err;
       }
-      if (err instanceof NativeError && err.errno === 3) {
-        throw new DumpError(`no process with pid ${tid}`);
+      this.seized.push(tid);
+      ptrace.interrupt(tid);
+    }
+    for (const tid of tids) {
+      const st = wait(tid, WALL);
+      if (!st || !st.stopped) {
+        this.seized.splice(this.seized.indexOf(tid), 1);
+        throw new DumpError(`pid ${tid} exited while it was being frozen`);
       }
-      throw err;
+      log.trace(`froze ${tid} (stop signal ${st.stopSig}, event ${st.event})`);
     }
-    this.seized.push(tid);
-    ptrace.interrupt(tid);
-    const st = wait(tid, WALL);
-    if (!st || !st.stopped) {
-      this.seized.pop();
-      throw new DumpError(`pid ${tid} exited while it was being frozen`);
-    }
-    log.debug(`froze ${tid} (stop signal ${st.stopSig}, event ${st.event})`);
   }
 
   has(tid: number): boolean {
@@ -93,10 +99,10 @@ export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
         changed = true;
       }
       if (t.zombie) continue;
-      for (const tid of listThreads(pid)) {
-        if (frozen.has(tid)) continue;
-        frozen.seize(tid);
-        t.tids.push(tid);
+      const fresh = listThreads(pid).filter((tid) => !frozen.has(tid));
+      if (fresh.length) {
+        frozen.seize(...fresh);
+        t.tids.push(...fresh);
         changed = true;
       }
       for (const child of listChildren(pid)) {

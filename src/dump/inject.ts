@@ -18,7 +18,9 @@ export const SYS = {
 export class Injector {
   private scratchAddr = 0n;
 
-  constructor(readonly pid: number) {}
+  /** Threads share their leader's address space, so they share its scratch
+   * page too (one mmap/munmap per task, not per thread). */
+  constructor(readonly pid: number, private readonly leader?: Injector) {}
 
   call(nr: number, args: (bigint | number)[] = [], what = `syscall ${nr}`): bigint {
     const r = ptrace.injectSyscall(this.pid, nr, args);
@@ -29,6 +31,7 @@ export class Injector {
   }
 
   get scratch(): bigint {
+    if (this.leader) return this.leader.scratch;
     if (this.scratchAddr === 0n) {
       // PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
       this.scratchAddr = this.call(SYS.mmap, [0, 4096, 3, 0x22, -1, 0], "mmap of a scratch page");
@@ -37,7 +40,7 @@ export class Injector {
   }
 
   read(len: number): DataView {
-    const b = vmRead(this.pid, this.scratch, len);
+    const b = vmRead(this.leader?.pid ?? this.pid, this.scratch, len);
     return new DataView(b.buffer, b.byteOffset, b.byteLength);
   }
 

@@ -94,7 +94,10 @@ export function collectZombie(pid: number): TaskCore {
 /** Runs `fn` with an injector per thread, and unmaps every scratch page
  * afterwards, before the task's memory is read. */
 export function collectTask(pid: number, tids: number[]): TaskCore {
-  const injectors = new Map(tids.map((tid) => [tid, new Injector(tid)]));
+  const leader = new Injector(tids[0]);
+  const injectors = new Map(
+    tids.map((tid) => [tid, tid === tids[0] ? leader : new Injector(tid, leader)]),
+  );
   try {
     return collectWith(pid, tids, injectors);
   } finally {
