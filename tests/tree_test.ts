@@ -180,3 +180,28 @@ Deno.test("a tree dumped with --leave-running keeps running and its inventory li
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a socketpair between parent and child, with a reply queued, works after restore", async () => {
+  const dir = await tempDir("tree-pair");
+  const peer = new URL("./peers/tree_pair.py", import.meta.url).pathname;
+  const p = startSession(["python3", peer, dir]);
+  let pids: number[] = [];
+  try {
+    await until("pair ready", () => readText(`${dir}/ready`).includes(" "));
+    pids = readText(`${dir}/ready`).split(" ").map(Number);
+    await until("child got the first message", () => readText(`${dir}/child.log`).length > 0);
+    await dumpKill(p.pid, p.status, `${dir}/images`, pids);
+    const r = await runCkpt(["restore", "-D", `${dir}/images`, "-d"]);
+    assertEquals(r.code, 0, r.stderr);
+    await Deno.writeTextFile(`${dir}/go`, "");
+    await until("replies flow", () => readText(`${dir}/parent.log`).split("\n").length > 4);
+    const got = readText(`${dir}/parent.log`).split("\n");
+    assertEquals(got[0], "ack:queued-before-dump", "the reply queued at dump comes first");
+    assertEquals(got[1], "ack:msg0");
+    assertMatch(readText(`${dir}/child.log`), /^queued-before-dump\nmsg0\n/);
+  } finally {
+    for (const pid of pids.toReversed()) await killAndForget(pid);
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
