@@ -33,9 +33,9 @@ fn taskPlan(tree: *abi.TreeHeader, i: u32) *abi.Header {
     return @ptrFromInt(@intFromPtr(tree) + offs[i]);
 }
 
-fn forkWithPid(pid: i32, exit_signal: u64) usize {
+fn forkWithPid(pid: i32, exit_signal: u64, flags: u64) usize {
     var want: i32 = pid;
-    var args = CloneArgs{ .exit_signal = exit_signal };
+    var args = CloneArgs{ .flags = flags, .exit_signal = exit_signal };
     if (pid > 0) {
         args.set_tid = sys.ptr(&want);
         args.set_tid_size = 1;
@@ -52,7 +52,7 @@ export fn ck_restore_spawn(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rse
     _ = tree_len;
     const tree: *abi.TreeHeader = @ptrCast(@alignCast(tree_buf));
     const root = taskPlan(tree, 0);
-    const rc = forkWithPid(root.pid, sys.SIGCHLD);
+    const rc = forkWithPid(root.pid, sys.SIGCHLD, 0);
     if (sys.isErr(rc)) return sys.signed(rc);
     if (rc != 0) return @intCast(rc);
     dropInheritedRseq(status_fd, root.pid, rseq_offset, rseq_size);
@@ -118,16 +118,10 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
     if (p.flags & abi.flag_setsid != 0) check(status_fd, pid, .session, sys.syscall0(NR.setsid), 1);
     if (p.flags & abi.flag_setpgid != 0) check(status_fd, pid, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
 
-    // Children first, while every fd ckpt prepared is still here to inherit.
+    // Children first, while every fd ckpt prepared is still here to inherit
+    // — except those sharing this task's fd table, forked once it is final.
     const kids: [*]const abi.Child = @ptrFromInt(@intFromPtr(p) + p.children_off);
-    for (kids[0..@intCast(p.n_children)]) |k| {
-        const rc = forkWithPid(k.pid, k.exit_signal);
-        check(status_fd, pid, .children, rc, @intCast(k.pid));
-        if (rc == 0) {
-            if (k.zombie != 0) becomeZombie(k.exit_status);
-            child(tree, k.plan_index, status_fd);
-        }
-    }
+    forkChildren(tree, kids[0..@intCast(p.n_children)], false, status_fd, pid);
     if (p.flags & abi.flag_join_pgid != 0) {
         // The group's leader may be a sibling still starting up: retry.
         var tries: usize = 0;
@@ -139,8 +133,36 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
         }
     }
 
-    // fds: park every source above all numbers in play, then place them, then
-    // close everything that is not a destination (moves come sorted by dst).
+    if (p.flags & abi.flag_shared_files == 0) status_fd = layOutFds(p, status_fd);
+    status_fd = p.status_fd;
+
+    if (p.root_fd >= 0) {
+        check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.root_fd)), 1);
+        check(status_fd, pid, .cwd_root, sys.syscall1(NR.chroot, sys.ptr(".")), 2);
+    }
+    if (p.cwd_fd >= 0) check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.cwd_fd)), 3);
+    forkChildren(tree, kids[0..@intCast(p.n_children)], true, status_fd, pid);
+    jumpToRestorer(p, status_fd);
+}
+
+fn forkChildren(tree: *abi.TreeHeader, kids: []const abi.Child, shared_files: bool, status_fd: i32, pid: i32) void {
+    for (kids) |k| {
+        if ((k.clone_flags & abi.CLONE_FILES != 0) != shared_files) continue;
+        const rc = forkWithPid(k.pid, k.exit_signal, k.clone_flags);
+        check(status_fd, pid, .children, rc, @intCast(k.pid));
+        if (rc == 0) {
+            if (k.zombie != 0) becomeZombie(k.exit_status);
+            child(tree, k.plan_index, status_fd);
+        }
+    }
+}
+
+/// Parks every source above all numbers in play, places them, then closes
+/// everything that is neither a destination nor the status fd (moves come
+/// sorted by dst). Returns where the status fd now is (p.status_fd).
+fn layOutFds(p: *abi.Header, status_fd0: i32) i32 {
+    const pid = p.pid;
+    var status_fd = status_fd0;
     const moves: [*]abi.FdMove = @ptrFromInt(@intFromPtr(p) + p.fds_off);
     const n: usize = @intCast(p.n_fds);
     var top: i32 = status_fd;
@@ -161,21 +183,31 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
     check(status_fd, pid, .fds, sys.syscall3(NR.dup3, sys.int(status_fd), sys.int(p.status_fd), 0), 1000);
     status_fd = p.status_fd;
     var next: i32 = 0;
+    var status_kept = false;
     for (moves[0..n]) |m| {
-        if (m.dst > next) _ = sys.syscall3(NR.close_range, sys.int(next), sys.int(m.dst - 1), 0);
+        if (!status_kept and status_fd < m.dst) {
+            closeGap(next, status_fd);
+            next = status_fd + 1;
+            status_kept = true;
+        }
+        closeGap(next, m.dst);
         next = m.dst + 1;
     }
-    if (status_fd >= next) {
-        if (status_fd > next) _ = sys.syscall3(NR.close_range, sys.int(next), sys.int(status_fd - 1), 0);
+    if (!status_kept) {
+        closeGap(next, status_fd);
         next = status_fd + 1;
     }
     _ = sys.syscall3(NR.close_range, sys.int(next), 0xffffffff, 0);
+    return status_fd;
+}
 
-    if (p.root_fd >= 0) {
-        check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.root_fd)), 1);
-        check(status_fd, pid, .cwd_root, sys.syscall1(NR.chroot, sys.ptr(".")), 2);
-    }
-    if (p.cwd_fd >= 0) check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.cwd_fd)), 3);
+/// Closes [from, to) if not empty.
+fn closeGap(from: i32, to: i32) void {
+    if (to > from) _ = sys.syscall3(NR.close_range, sys.int(from), sys.int(to - 1), 0);
+}
+
+fn jumpToRestorer(p: *abi.Header, status_fd: i32) noreturn {
+    const pid = p.pid;
 
     // The region: blob, plan copy, stacks — at the first free hint.
     const plan_len: usize = @intCast(p.total_len);

@@ -205,3 +205,28 @@ Deno.test("a socketpair between parent and child, with a reply queued, works aft
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a child sharing its parent's fd table and fs info (CLONE_FILES|CLONE_FS) still does after restore", async () => {
+  const dir = await tempDir("sharer");
+  const p = startSession([`${WORKLOADS}/sharer`, dir]);
+  let child = 0;
+  try {
+    await until("started", () => readText(`${dir}/parent.log`).includes("start"));
+    child = +/child=(\d+)/.exec(readText(`${dir}/parent.log`))![1];
+    await until("child runs", () => readText(`${dir}/child.log`).includes("child"));
+    await dumpKill(p.pid, p.status, `${dir}/images`, [p.pid, child]);
+    const shown = await runCkpt(["show", "--compact", `${dir}/images/core-${child}.img`]);
+    const core = JSON.parse(shown.stdout).payload;
+    assert(core.shares_files && core.shares_fs, "recorded as sharing");
+    const r = await runCkpt(["restore", "-D", `${dir}/images`, "-d"]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(stat(child).ppid, p.pid);
+    Deno.kill(p.pid, "SIGUSR1"); // parent opens a new fd and chdirs
+    await until("child looked", () => readText(`${dir}/child.log`).includes("fdok="));
+    assertMatch(readText(`${dir}/child.log`), new RegExp(`fdok=1 cwd=${dir}/sub`));
+  } finally {
+    if (child) await killAndForget(child);
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

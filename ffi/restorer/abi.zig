@@ -11,6 +11,7 @@ pub const flag_setpgid: u32 = 2;
 pub const flag_root: u32 = 4; // the task ckpt forks itself (traced with TRACEME)
 pub const flag_join_pgid: u32 = 8; // setpgid(0, join_pgid) once that group exists
 pub const flag_external_fill: u32 = 16; // ckpt fills the pages (fill_magic stop)
+pub const flag_shared_files: u32 = 32; // fd table shared with the parent, laid out there
 
 /// The whole tree: every task's plan, each a self-contained Header + arrays.
 pub const TreeHeader = extern struct {
@@ -22,7 +23,13 @@ pub const TreeHeader = extern struct {
 };
 
 /// A child a task forks before restoring itself.
-pub const Child = extern struct { pid: i32, plan_index: u32, zombie: u32, exit_status: i32, exit_signal: u32, _pad: u32 = 0 };
+/// clone_flags: CLONE_FILES (0x400) and/or CLONE_FS (0x200) when the child
+/// shared its parent's fd table / fs info. A CLONE_FILES child is forked
+/// after the parent laid out the shared table, and lays out none itself.
+pub const Child = extern struct { pid: i32, plan_index: u32, zombie: u32, exit_status: i32, exit_signal: u32, clone_flags: u32 };
+
+pub const CLONE_FS: u32 = 0x200;
+pub const CLONE_FILES: u32 = 0x400;
 
 /// Per-thread state of the threads other than the main one.
 pub const Thread = extern struct {

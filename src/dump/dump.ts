@@ -84,7 +84,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   try {
     const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
-    refuseSharedTables(tree);
+    const shared = sharedTables(tree);
     const files = new FileCollector({
       shellJob: !!opts.shellJob,
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
@@ -101,6 +101,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         continue;
       }
       const core = collectTask(p, t.tids);
+      core.sharesFiles = shared.get(p)?.files ?? false;
+      core.sharesFs = shared.get(p)?.fs ?? false;
       core.cwdFileId = files.addPath(
         FileKind.FILE_DIR,
         Deno.readLinkSync(`/proc/${p}/cwd`),
@@ -229,24 +231,32 @@ function workers(): number {
   return Math.max(1, Math.min(8, Number(Deno.env.get("CKPT_DUMP_WORKERS") ?? 2) || 2));
 }
 
-/** Tasks sharing an fd table (CLONE_FILES) or fs info (CLONE_FS) with their
- * parent cannot be recreated yet: refuse rather than split them. */
-function refuseSharedTables(tree: FrozenTask[]): void {
-  const live = new Set(tree.filter((t) => !t.zombie).map((t) => t.pid));
-  for (const t of tree) {
-    if (t.zombie || t.pid === tree[0].pid) continue;
-    const ppid = Number(readStat(t.pid).field(4));
-    if (!live.has(ppid)) continue;
-    for (
-      const [kind, what] of [[2, "fd table (CLONE_FILES)"], [3, "fs info (CLONE_FS)"]] as const
-    ) {
-      if (sameObject(ppid, t.pid, kind)) {
-        throw new DumpError(
-          `pid ${t.pid} shares its ${what} with its parent ${ppid}; this cannot be dumped yet`,
-        );
+/** Which tasks share their fd table (CLONE_FILES) or fs info (CLONE_FS)
+ * with their parent. Sharing that does not run along parent links (two
+ * tasks whose common table came from neither's parent) cannot be recreated. */
+function sharedTables(tree: FrozenTask[]): Map<number, { files: boolean; fs: boolean }> {
+  const live = tree.filter((t) => !t.zombie).map((t) => t.pid);
+  const parent = new Map(live.map((p) => [p, Number(readStat(p).field(4))]));
+  const out = new Map(live.map((p) => {
+    const pp = parent.get(p)!;
+    const inTree = p !== tree[0].pid && live.includes(pp);
+    return [p, { files: inTree && sameObject(pp, p, 2), fs: inTree && sameObject(pp, p, 3) }];
+  }));
+  const kinds = [[2, "files", "fd table (CLONE_FILES)"], [3, "fs", "fs info (CLONE_FS)"]] as const;
+  for (const [kind, key, what] of kinds) {
+    const top = (p: number): number => (out.get(p)![key] ? top(parent.get(p)!) : p);
+    for (let i = 0; i < live.length; i++) {
+      for (let j = i + 1; j < live.length; j++) {
+        const [a, b] = [live[i], live[j]];
+        if (top(a) !== top(b) && sameObject(a, b, kind)) {
+          throw new DumpError(
+            `pids ${a} and ${b} share one ${what} not inherited from a parent; this cannot be dumped yet`,
+          );
+        }
       }
     }
   }
+  return out;
 }
 
 function checkScope(pid: number, shellJob: boolean): void {

@@ -10,6 +10,7 @@ export const FLAG_SETPGID = 2;
 export const FLAG_ROOT = 4;
 export const FLAG_JOIN_PGID = 8;
 export const FLAG_EXTERNAL_FILL = 16;
+export const FLAG_SHARED_FILES = 32;
 export const VMA_FILL = 1;
 
 export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 80];
@@ -50,6 +51,8 @@ export interface PlanChild {
   zombie: boolean;
   exitStatus: number;
   exitSignal: number;
+  /** CLONE_FILES / CLONE_FS when the child shared its parent's. */
+  cloneFlags: number;
 }
 export interface PlanThread {
   tid: number;
@@ -299,6 +302,7 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     u32(o + 8, c.zombie ? 1 : 0);
     i32(o + 12, c.exitStatus);
     u32(o + 16, c.exitSignal);
+    u32(o + 20, c.cloneFlags);
   });
   p.threads.forEach((t, i) => {
     const o = off.threads + i * 80;

@@ -33,11 +33,13 @@ import { planMemory, regionHints, SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
   encodePlan,
   encodeTree,
+  type FdMove,
   FLAG_EXTERNAL_FILL,
   FLAG_JOIN_PGID,
   FLAG_ROOT,
   FLAG_SETPGID,
   FLAG_SETSID,
+  FLAG_SHARED_FILES,
   LAYOUT,
   type PageFill,
   type Plan,
@@ -136,7 +138,8 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
     const live = tasks.filter((t) => !t.core.zombie);
     const index = new Map(live.map((t, i) => [t.core.pid, i]));
     const fills = new Map<number, ExternalFill>();
-    const plans = live.map((t) => {
+    const built = new Map<number, BuiltPlan>();
+    for (const t of live) {
       const children = tasks.filter((c) => c.core.ppid === t.core.pid && c.core.pid !== pid)
         // Group leaders first, so members can join their groups.
         .sort((a, b) => Number(b.core.pgid === b.core.pid) - Number(a.core.pgid === a.core.pid))
@@ -146,14 +149,31 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
           zombie: c.core.zombie,
           exitStatus: c.core.exitStatus,
           exitSignal: c.core.exitSignal || 17,
+          cloneFlags: (c.core.sharesFiles ? CLONE_FILES : 0) | (c.core.sharesFs ? CLONE_FS : 0),
         }));
       const parent = tasks.find((x) => x.core.pid === t.core.ppid)?.core;
-      return taskPlan(dir, t, files, opened, shmem, parentFds, opts, fills, {
-        root: t.core.pid === pid,
-        shellJob,
-        parent,
-        children,
-      });
+      const sharedParent = t.core.sharesFiles ? built.get(t.core.ppid) : undefined;
+      if (t.core.sharesFiles && (!sharedParent || children.some((c) => !c.zombie))) {
+        throw new RestoreError(
+          `pid ${t.core.pid} shares its parent's fd table and has children of its own; this cannot be restored yet`,
+        );
+      }
+      built.set(
+        t.core.pid,
+        taskPlan(dir, t, files, opened, shmem, parentFds, opts, fills, {
+          root: t.core.pid === pid,
+          shellJob,
+          parent,
+          children,
+          sharedParent,
+        }),
+      );
+    }
+    const plans = live.map((t) => {
+      const b = built.get(t.core.pid)!;
+      const len = encodePlan(b.plan).length + 64 * 8 + 8;
+      b.plan.hints = regionHints(b.occupied, BigInt(regionSize(len, b.plan.threads.length)));
+      return encodePlan(b.plan);
     });
     const tree = encodeTree(plans);
 
@@ -226,6 +246,7 @@ function isZombie(pid: number): boolean {
 }
 
 interface TreePlace {
+  sharedParent?: BuiltPlan;
   root: boolean;
   shellJob: boolean;
   parent?: TaskCore;
@@ -244,19 +265,23 @@ function taskPlan(
   opts: RestoreOptions,
   external: Map<number, ExternalFill>,
   place: TreePlace,
-): Uint8Array {
+): BuiltPlan {
   const core = t.core;
   const pid = core.pid;
-  const moves = t.fds!.fds.map((e) => ({
+  const shared = place.sharedParent;
+  // A task sharing its parent's fd table has the parent's fds; its own
+  // service fds are laid out by the parent, above the parent's.
+  const moves = shared ? [] : t.fds!.fds.map((e) => ({
     src: opened.get(e.fileId, `fd ${e.fd} of pid ${pid}`),
     dst: e.fd,
     cloexec: e.cloexec,
   }));
-  const serviceLo = Math.max(2, ...moves.map((m) => m.dst)) + 1;
+  const serviceMoves: FdMove[] = [];
+  const serviceLo = shared ? shared.nextFree : Math.max(2, ...moves.map((m) => m.dst)) + 1;
   let nextService = serviceLo;
   const service = (parentFd: number): number => {
     parentFds.push(parentFd);
-    moves.push({ src: parentFd, dst: nextService, cloexec: true });
+    serviceMoves.push({ src: parentFd, dst: nextService, cloexec: true });
     return nextService++;
   };
   const pagesPath = dir.file(t.pagemap!.pagesFile);
@@ -290,11 +315,25 @@ function taskPlan(
   plan.specials = mem.specials;
   plan.serviceLo = serviceLo;
   plan.serviceHi = nextService - 1;
+  if (shared) {
+    plan.flags |= FLAG_SHARED_FILES;
+    plan.statusFd = shared.plan.statusFd;
+    plan.fds = [];
+    shared.plan.fds.push(...serviceMoves);
+    shared.nextFree = nextService;
+    return { plan, occupied: mem.occupied, nextFree: nextService };
+  }
   plan.statusFd = nextService;
-  plan.fds = moves;
-  const len = encodePlan(plan).length + 64 * 8 + 8;
-  plan.hints = regionHints(mem.occupied, BigInt(regionSize(len, plan.threads.length)));
-  return encodePlan(plan);
+  plan.fds = [...moves, ...serviceMoves];
+  return { plan, occupied: mem.occupied, nextFree: nextService + 1 };
+}
+
+/** A task's plan before encoding: a task sharing its fd table adds its
+ * service fds to its parent's, from nextFree on. */
+interface BuiltPlan {
+  plan: Plan;
+  occupied: [bigint, bigint][];
+  nextFree: number;
 }
 
 function checkLayout(): void {
@@ -416,6 +455,7 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
   };
 }
 
+const CLONE_FS = 0x200, CLONE_FILES = 0x400;
 const PTRACE_O_TRACEFORK = 2n, PTRACE_O_TRACEVFORK = 4n, PTRACE_O_TRACECLONE = 8n;
 const SIGTRAP = 5, SIGSTOP = 19;
 
