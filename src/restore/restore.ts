@@ -228,7 +228,7 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
 function refuseTaken(pid: number): void {
   // A dumped-and-killed task may linger as a zombie until its parent (often
   // init, which reaps lazily) collects it: give that a moment.
-  for (let i = 0; i < 200 && processExists(pid) && isZombie(pid); i++) sleepMs(10);
+  for (let i = 0; i < 500 && processExists(pid) && isZombie(pid); i++) sleepMs(10);
   if (!processExists(pid)) return;
   let who = "";
   try {
