@@ -1,4 +1,5 @@
-import type { CommandSpec } from "../cli/spec.ts";
+import type { CommandSpec, ParsedOptions } from "../cli/spec.ts";
+import { writeStream } from "../images/stream.ts";
 import { dump } from "../api/guarded.ts";
 import { UsageError } from "../errors.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
@@ -53,33 +54,67 @@ failed dump leaves the tree running as it was and no usable images behind.`,
       help: "allow UNIX socket ID to have its peer outside the tree (restore it with " +
         "--inherit-fd fd[N]:socket:[ID])",
     },
+    {
+      name: "stream",
+      kind: "boolean",
+      help: "write the images to stdout as one checksummed stream (instead of -D)",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
     const pid = opts.int("tree", { min: 1 });
     if (pid === undefined) throw new UsageError("dump: -t/--tree PID is required");
-    const dir = opts.string("images-dir");
-    if (!dir) throw new UsageError("dump: -D/--images-dir DIR is required");
-    const r = await dump({
-      pid,
-      dir,
-      leaveRunning: opts.bool("leave-running"),
-      leaveStopped: opts.bool("leave-stopped"),
-      shellJob: opts.bool("shell-job"),
-      extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
-      external: parseExternal(opts.list("external")),
-    });
-    if (opts.bool("json")) console.log(JSON.stringify(r));
-    else {
-      console.log(
-        `dumped pid ${r.pid} to ${r.dir}: ${formatBytes(r.pagesBytes)} of memory in ${
-          formatMs(r.totalMs)
-        } (frozen ${formatMs(r.frozenMs)})`,
-      );
+    const stream = opts.bool("stream");
+    if (stream && opts.has("images-dir")) {
+      throw new UsageError("dump: --stream writes to stdout; give no -D/--images-dir with it");
     }
-    return 0;
+    if (stream && Deno.stdout.isTerminal()) {
+      throw new UsageError("dump: --stream would write images to the terminal; pipe it somewhere");
+    }
+    const staging = stream ? await stagingDir() : undefined;
+    const dir = staging ? `${staging}/img` : opts.string("images-dir");
+    if (!dir) throw new UsageError("dump: -D/--images-dir DIR is required (or --stream)");
+    try {
+      return await dumpTo(opts, pid, dir, staging !== undefined);
+    } finally {
+      if (staging) await Deno.remove(staging, { recursive: true }).catch(() => {});
+    }
   },
 };
+
+async function dumpTo(
+  opts: ParsedOptions,
+  pid: number,
+  dir: string,
+  stream: boolean,
+): Promise<number> {
+  const r = await dump({
+    pid,
+    dir,
+    leaveRunning: opts.bool("leave-running"),
+    leaveStopped: opts.bool("leave-stopped"),
+    shellJob: opts.bool("shell-job"),
+    extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
+    external: parseExternal(opts.list("external")),
+  });
+  // With --stream stdout carries the images: the summary goes to stderr.
+  const say = stream ? console.error : console.log;
+  if (stream) await writeStream(dir, Deno.stdout.writable);
+  if (opts.bool("json")) say(JSON.stringify(r));
+  else {
+    say(
+      `dumped pid ${r.pid}${stream ? " to stdout" : ` to ${r.dir}`}: ${
+        formatBytes(r.pagesBytes)
+      } of memory in ${formatMs(r.totalMs)} (frozen ${formatMs(r.frozenMs)})`,
+    );
+  }
+  return 0;
+}
+
+/** A private (0700) directory where --stream stages images. */
+export async function stagingDir(): Promise<string> {
+  return await Deno.makeTempDir({ dir: Deno.env.get("TMPDIR") ?? "/tmp", prefix: "ckpt-stream-" });
+}
 
 /** --ext-unix-sk on dump: bare, or socket inodes separated by commas. */
 export function parseExtUnixSkDump(values: string[]): string[] {

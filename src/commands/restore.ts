@@ -1,4 +1,6 @@
-import type { CommandSpec } from "../cli/spec.ts";
+import type { CommandSpec, ParsedOptions } from "../cli/spec.ts";
+import { readStream } from "../images/stream.ts";
+import { stagingDir } from "./dump.ts";
 import { UsageError } from "../errors.ts";
 import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
@@ -94,30 +96,59 @@ restore kills everything it started and names the stage that failed.`,
       kind: "boolean",
       help: "restore images not owned by you or writable by others",
     },
+    {
+      name: "stream",
+      kind: "boolean",
+      help: "read the images from stdin, as written by dump --stream (instead of -D)",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
-    const dir = opts.string("images-dir");
-    if (!dir) throw new UsageError("restore: -D/--images-dir DIR is required");
-    const fv = opts.string("file-validation") ?? "filesize";
-    if (fv !== "filesize" && fv !== "none") {
-      throw new UsageError(`restore: --file-validation must be filesize or none, not '${fv}'`);
+    const stream = opts.bool("stream");
+    if (stream && opts.has("images-dir")) {
+      throw new UsageError("restore: --stream reads stdin; give no -D/--images-dir with it");
     }
-    const r = await restore({
-      dir,
-      detach: opts.bool("restore-detached"),
-      shellJob: opts.bool("shell-job"),
-      fileValidation: fv as FileValidation,
-      inherit: parseInheritFd(opts.list("inherit-fd")),
-      extUnixSk: checkExtUnixSk(opts.list("ext-unix-sk")),
-      extUnixSkMissing: missingMode(opts.string("ext-unix-sk-missing")),
-      trustImages: opts.bool("trust-images"),
-    });
-    if (opts.bool("json")) console.log(JSON.stringify(r));
-    else if (opts.bool("restore-detached")) {
-      console.log(`restored pid ${r.pid} in ${formatMs(r.ms)}`);
+    if (!stream) return await restoreFrom(opts, opts.string("images-dir"));
+    // The staged images go as soon as the tree is restored: its memory is
+    // copied in, nothing maps the pages file.
+    const staging = await stagingDir();
+    const cleanup = () => Deno.remove(staging, { recursive: true }).catch(() => {});
+    try {
+      await Deno.mkdir(`${staging}/img`, { mode: 0o700 });
+      await readStream(Deno.stdin.readable, `${staging}/img`);
+      return await restoreFrom(opts, `${staging}/img`, cleanup);
+    } finally {
+      await cleanup();
     }
-    if (opts.bool("restore-detached")) return 0;
-    return await superviseUntilExit(r.pid);
   },
 };
+
+/** `done` runs once the tree is restored, before ckpt waits on it. */
+async function restoreFrom(
+  opts: ParsedOptions,
+  dir: string | undefined,
+  done?: () => Promise<void>,
+): Promise<number> {
+  if (!dir) throw new UsageError("restore: -D/--images-dir DIR is required (or --stream)");
+  const fv = opts.string("file-validation") ?? "filesize";
+  if (fv !== "filesize" && fv !== "none") {
+    throw new UsageError(`restore: --file-validation must be filesize or none, not '${fv}'`);
+  }
+  const r = await restore({
+    dir,
+    detach: opts.bool("restore-detached"),
+    shellJob: opts.bool("shell-job"),
+    fileValidation: fv as FileValidation,
+    inherit: parseInheritFd(opts.list("inherit-fd")),
+    extUnixSk: checkExtUnixSk(opts.list("ext-unix-sk")),
+    extUnixSkMissing: missingMode(opts.string("ext-unix-sk-missing")),
+    trustImages: opts.bool("trust-images"),
+  });
+  await done?.();
+  if (opts.bool("json")) console.log(JSON.stringify(r));
+  else if (opts.bool("restore-detached")) {
+    console.log(`restored pid ${r.pid} in ${formatMs(r.ms)}`);
+  }
+  if (opts.bool("restore-detached")) return 0;
+  return await superviseUntilExit(r.pid);
+}
