@@ -120,6 +120,37 @@ const PTRACE_EVENT_STOP = 128;
 /// and restored, and every signal is blocked meanwhile so nothing queued is
 /// delivered or lost. Returns 0 and the call's result in `result`.
 export fn ck_inject_syscall(pid: i32, nr: u64, args: *const [6]u64, result: *i64) i64 {
+    return inject(pid, nr, args, result, null);
+}
+
+const PTRACE_O_TRACECLONE = 8;
+const PTRACE_EVENT_CLONE = 3;
+
+/// Makes a frozen task fork a frozen copy of itself: clone(0) injected, so
+/// the copy sends no SIGCHLD and is invisible to plain wait(). ckpt traces
+/// the copy (auto-attached, stopped before it runs anything) and reads the
+/// task's memory from it while the task runs on. The injected instruction
+/// bytes are put back in the copy's memory too. Returns the copy's pid.
+export fn ck_snapshot_fork(pid: i32, copy_out: *i32) i64 {
+    var rc = ck_ptrace_setoptions(pid, PTRACE_O_TRACECLONE);
+    if (rc < 0) return rc;
+    const args = [6]u64{ 0, 0, 0, 0, 0, 0 };
+    var result: i64 = 0;
+    var copy: i32 = 0;
+    rc = inject(pid, 56, &args, &result, &copy); // clone
+    // Only this one clone is traced: the task's own later ones must not stop.
+    const r2 = ck_ptrace_setoptions(pid, 0);
+    if (rc < 0) return rc;
+    if (r2 < 0) return r2;
+    if (result < 0) return result;
+    copy_out.* = @intCast(result);
+    return 0;
+}
+
+/// The injection itself. With `copy` set the call is expected to clone the
+/// task once: the clone event is let through, the copy's first stop awaited,
+/// and the injected bytes restored in the copy as well.
+fn inject(pid: i32, nr: u64, args: *const [6]u64, result: *i64, copy: ?*i32) i64 {
     var saved: sys.UserRegs = undefined;
     var rc = ck_get_regs(pid, &saved);
     if (rc < 0) return rc;
@@ -150,11 +181,22 @@ export fn ck_inject_syscall(pid: i32, nr: u64, args: *const [6]u64, result: *i64
     regs.r8 = args[4];
     regs.r9 = args[5];
     var outcome: i64 = ck_set_regs(pid, &regs);
-    if (outcome == 0) outcome = runToTrap(pid);
+    var child: i32 = 0;
+    if (outcome == 0) outcome = runToTrap(pid, &child);
     if (outcome == 0) {
         var after: sys.UserRegs = undefined;
         outcome = ck_get_regs(pid, &after);
         result.* = @bitCast(after.rax);
+    }
+    if (copy) |c| {
+        c.* = child;
+        if (child > 0) {
+            var st: i32 = 0;
+            const w = ck_wait(child, sys.WALL, &st);
+            if (outcome == 0 and w < 0) outcome = w;
+            const p = ck_poke_word(child, addr, saved_word);
+            if (outcome == 0 and p < 0) outcome = p;
+        } else if (outcome == 0) outcome = -5;
     }
     // Put everything back even if the call failed half-way.
     const r1 = ck_poke_word(pid, addr, saved_word);
@@ -166,7 +208,7 @@ export fn ck_inject_syscall(pid: i32, nr: u64, args: *const [6]u64, result: *i64
     return r3;
 }
 
-fn runToTrap(pid: i32) i64 {
+fn runToTrap(pid: i32, child: *i32) i64 {
     var rc = ck_ptrace_cont(pid, 0);
     if (rc < 0) return rc;
     while (true) {
@@ -178,6 +220,15 @@ fn runToTrap(pid: i32) i64 {
         const sig = (st >> 8) & 0xff;
         const event = st >> 16;
         if (sig == sys.SIGTRAP and event == 0) return 0;
+        if (sig == sys.SIGTRAP and event == PTRACE_EVENT_CLONE) {
+            var msg: u64 = 0;
+            rc = ck_ptrace_geteventmsg(pid, &msg);
+            if (rc < 0) return rc;
+            child.* = @intCast(msg);
+            rc = ck_ptrace_cont(pid, 0);
+            if (rc < 0) return rc;
+            continue;
+        }
         // A group-stop or interrupt arrived meanwhile: keep it running.
         if (event == PTRACE_EVENT_STOP) {
             rc = ck_ptrace_cont(pid, 0);

@@ -222,3 +222,32 @@ Deno.test("without -d ckpt stays the parent and exits with the restored task's s
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("--leave-running freezes only while state is taken: pages come from a frozen copy that leaves no trace", async () => {
+  const dir = await tempDir("snapshot");
+  const log = `${dir}/log`;
+  const p = startSession([`${WORKLOADS}/counter`, dir, "64"]);
+  try {
+    await until("started", () => readText(log).includes("start"));
+    const r = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/images`, "-R", "--json"]);
+    assertEquals(r.code, 0, r.stderr);
+    const res = JSON.parse(r.stdout);
+    assert(res.frozenMs < res.totalMs, `frozen ${res.frozenMs} ms of ${res.totalMs} ms`);
+    const kids = readText(`/proc/${p.pid}/task/${p.pid}/children`).trim();
+    assertEquals(kids, "", "the frozen copy was reaped by the task itself");
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("original answers", () => reports(readText(log)).length === 1);
+    assertEquals(reports(readText(log))[0].sum, reports(readText(log))[0].want);
+    Deno.kill(p.pid, "SIGKILL");
+    await p.status;
+    await until("pid free", () => gone(p.pid));
+    await restoreDetached(`${dir}/images`, p.pid);
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("restored answers", () => reports(readText(log)).length === 2);
+    const after = reports(readText(log))[1];
+    assertEquals(after.sum, after.want, "the copy's memory was the task's");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -4,6 +4,7 @@
 // written, so no directory that restore would accept is left behind.
 import { create } from "@bufbuild/protobuf";
 import {
+  type FdEntry,
   FdTableSchema,
   FileKind,
   FilesImageSchema,
@@ -11,7 +12,9 @@ import {
   InventorySchema,
   MmImageSchema,
   PagemapImageSchema,
+  type TaskCore,
   TaskCoreSchema,
+  type Vma,
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import { crc32c } from "../images/crc32c.ts";
@@ -35,6 +38,7 @@ import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
 import { collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
 import { collectTask, collectZombie } from "./task_state.ts";
+import { Snapshots } from "./snapshot.ts";
 import { sameObject } from "../native/mod.ts";
 
 export interface DumpOptions {
@@ -80,7 +84,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     fn();
   };
   const frozen = new Frozen();
+  const snapshots = new Snapshots();
   let tFrozen = 0;
+  let frozenMs = -1;
   try {
     const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
@@ -90,7 +96,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
     });
     const claims: SharedClaims = new Map();
-    let pagesBytes = 0;
+    // Phase 1, frozen: everything but the page contents.
+    const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[] }[] = [];
     for (const t of tree) {
       const p = t.pid;
       if (t.zombie) {
@@ -116,14 +123,28 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
       const fds = files.collectFds(p);
       const vmas = collectVmas(p, files);
-      const tPlan = performance.now();
-      const runs = planPages(p, vmas, claims);
-      log.debug(`pid ${p}: pagemap scanned in ${formatMs(performance.now() - tPlan)}`);
+      live.push({ t, core, fds, vmas });
+    }
+    files.finishSockets(live.map((l) => l.t.pid));
+    // With --leave-running the tree goes on as soon as each task has forked
+    // a frozen copy of itself; the pages are read from the copies.
+    if (opts.leaveRunning) {
+      for (const l of live) snapshots.take(l.t.pid);
+      frozenMs = performance.now() - tFrozen;
+      frozen.release();
+    }
 
+    // Phase 2: the pages, then every image.
+    let pagesBytes = 0;
+    for (const { t, core, fds, vmas } of live) {
+      const p = t.pid;
+      const tPlan = performance.now();
+      const runs = planPages(p, vmas, claims, snapshots.source(p));
+      log.debug(`pid ${p}: pagemap scanned in ${formatMs(performance.now() - tPlan)}`);
       const pagesFile = pagesName(p);
       written.push(pagesFile);
       const tPages = performance.now();
-      const bytes = await writePages(p, runs, dir.file(pagesFile), workers());
+      const bytes = await writePages(snapshots.source(p), runs, dir.file(pagesFile), workers());
       pagesBytes += bytes;
       log.debug(`pid ${p}: pages written in ${formatMs(performance.now() - tPages)}`);
       log.info(
@@ -161,7 +182,6 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           ),
       );
     }
-    files.finishSockets(tree.filter((t) => !t.zombie).map((t) => t.pid));
     write(
       FILES,
       () =>
@@ -202,7 +222,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         }),
       ));
 
-    const frozenMs = performance.now() - tFrozen;
+    if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
+    // The copies go, and each task reaps its own (stopped briefly again).
+    snapshots.dispose();
     if (opts.leaveRunning) frozen.release();
     else if (opts.leaveStopped) frozen.release(19);
     else frozen.kill();
@@ -212,6 +234,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     );
     return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs };
   } catch (err) {
+    snapshots.dispose();
     frozen.release();
     for (const name of written) {
       for (const f of [name, `${name}.tmp`]) {

@@ -112,8 +112,16 @@ export function collectVmas(pid: number, files: FileCollector): Vma[] {
 export type SharedClaims = Map<number, Set<bigint>>;
 
 /** Page runs to save, in address order, with their place in the pages file. */
-export function planPages(pid: number, vmas: Vma[], claims: SharedClaims = new Map()): PageRun[] {
+export function planPages(
+  pid: number,
+  vmas: Vma[],
+  claims: SharedClaims = new Map(),
+  copy = pid,
+): PageRun[] {
+  // A frozen copy's page tables match the task's for private memory; fork
+  // does not copy them for shared mappings, so those are read from the task.
   const pm = fdops.open(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+  const cpm = copy === pid ? pm : fdops.open(`/proc/${copy}/pagemap`, O.RDONLY | O.CLOEXEC);
   const runs: PageRun[] = [];
   let fileOff = PAGE;
   try {
@@ -130,7 +138,8 @@ export function planPages(pid: number, vmas: Vma[], claims: SharedClaims = new M
         const buf = new Uint8Array(cnt * 8);
         let got = 0;
         while (got < buf.length) {
-          const r = fdops.pread(pm, buf.subarray(got), Number((first + BigInt(i)) * 8n) + got);
+          const src = v.kind === VmaKind.VMA_ANON_SHARED ? pm : cpm;
+          const r = fdops.pread(src, buf.subarray(got), Number((first + BigInt(i)) * 8n) + got);
           if (r === 0) break;
           got += r;
         }
@@ -171,6 +180,7 @@ export function planPages(pid: number, vmas: Vma[], claims: SharedClaims = new M
     }
   } finally {
     fdops.close(pm);
+    if (cpm !== pm) fdops.close(cpm);
   }
   // Runs never cross a VMA boundary (merging only joins adjacent VMAs of the
   // same task), which restore relies on to fill each mapping separately.

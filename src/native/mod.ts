@@ -121,6 +121,16 @@ export const ptrace = {
     );
     return { head: h[0], len: l[0] };
   },
+  /** The task forks a frozen copy of itself (see ck_snapshot_fork). */
+  snapshotFork(pid: number): number {
+    const c = new Int32Array(1);
+    check(
+      native().ck_snapshot_fork(pid, new Uint8Array(c.buffer)),
+      "forking a frozen copy",
+      `of pid ${pid}`,
+    );
+    return c[0];
+  },
   killTask(pid: number): void {
     native().ck_kill(pid, 9);
   },
