@@ -116,7 +116,7 @@ restore kills everything it started and names the stage that failed.`,
     }
     if (!stream) return await restoreFrom(opts, opts.string("images-dir"));
     // The staged images go as soon as the tree is restored: its memory is
-    // copied in, nothing maps the pages file.
+    // copied in, or with --lazy-pages served from an fd of its own.
     const staging = await stagingDir();
     const cleanup = () => Deno.remove(staging, { recursive: true }).catch(() => {});
     try {
