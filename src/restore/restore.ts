@@ -642,8 +642,13 @@ class LazyServers {
         },
         (err) => {
           for (const p of this.tree) kill(p, 9);
+          // EFAULT is the source side: the pages file shrank or its
+          // storage failed after it was checked.
+          const why = err instanceof NativeError && err.errno === 14
+            ? `pages-${pid}.img can no longer be read (truncated or an I/O error)`
+            : (err as Error).message;
           this.failure ??= new RestoreError(
-            `lazy restore of pid ${pid} failed, the tree was killed: ${(err as Error).message}`,
+            `lazy restore of pid ${pid} failed, the tree was killed: ${why}`,
           );
         },
       ).finally(() => {
