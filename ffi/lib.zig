@@ -4,6 +4,7 @@ comptime {
     _ = @import("ptrace.zig");
     _ = @import("fdops.zig");
     _ = @import("memory.zig");
+    _ = @import("lazy.zig");
     _ = @import("crc32c.zig");
     _ = @import("restore.zig");
     _ = @import("probe.zig");
@@ -13,5 +14,5 @@ comptime {
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 2;
+    return 3;
 }

@@ -323,3 +323,21 @@ pub const CloneArgs = extern struct {
     set_tid_size: u64 = 0,
     cgroup: u64 = 0,
 };
+
+// userfaultfd (linux/userfaultfd.h), shared by the restorer blob, which
+// registers a task's anonymous memory, and ffi/lazy.zig, which serves it.
+pub const UFFD_API: u64 = 0xAA;
+pub const UFFDIO_API: usize = 0xc018aa3f;
+pub const UFFDIO_REGISTER: usize = 0xc020aa00;
+pub const UFFDIO_WAKE: usize = 0x8010aa02;
+pub const UFFDIO_COPY: usize = 0xc028aa03;
+pub const UFFDIO_ZEROPAGE: usize = 0xc020aa04;
+pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+pub const UffdioApi = extern struct { api: u64, features: u64, ioctls: u64 };
+pub const UffdioRange = extern struct { start: u64, len: u64 };
+pub const UffdioRegister = extern struct { range: UffdioRange, mode: u64, ioctls: u64 };
+pub const UffdioCopy = extern struct { dst: u64, src: u64, len: u64, mode: u64, copy: i64 };
+pub const UffdioZeropage = extern struct { range: UffdioRange, mode: u64, zeropage: i64 };
+/// struct uffd_msg, 32 bytes; for a page fault arg0 is the flags and arg1 the address.
+pub const UffdMsg = extern struct { event: u8, _r1: u8, _r2: u16, _r3: u32, arg0: u64, arg1: u64, arg2: u64 };

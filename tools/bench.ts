@@ -105,7 +105,15 @@ async function start(shape: Shape, work: string): Promise<number> {
 }
 
 type Sample = Record<
-  "dd" | "memcpy" | "dump" | "frozen" | "restore" | "dumpWall" | "restoreWall",
+  | "dd"
+  | "memcpy"
+  | "dump"
+  | "frozen"
+  | "restore"
+  | "dumpWall"
+  | "restoreWall"
+  | "lazyFirst"
+  | "lazyTotal",
   number
 >;
 
@@ -130,6 +138,13 @@ async function once(shape: Shape, dir: string, i: number): Promise<Sample> {
   const r = await sh(ckpt, ["restore", "-D", `${work}/b/img`, "-d", "--json"]);
   for (const p of treePids(pid)) Deno.kill(p, "SIGKILL");
   await gone(pids);
+  // The same images again, lazily: time until the tree runs, and until every
+  // page is in (when restore -d returns).
+  const lz = JSON.parse(
+    (await sh(ckpt, ["restore", "-D", `${work}/b/img`, "-d", "--lazy-pages", "--json"])).out,
+  );
+  for (const p of treePids(pid)) Deno.kill(p, "SIGKILL");
+  await gone(pids);
   Deno.removeSync(work, { recursive: true });
   return {
     dd,
@@ -139,6 +154,8 @@ async function once(shape: Shape, dir: string, i: number): Promise<Sample> {
     restore: JSON.parse(r.out).ms,
     dumpWall: d.ms,
     restoreWall: r.ms,
+    lazyFirst: lz.firstInstructionMs,
+    lazyTotal: lz.ms,
   };
 }
 
@@ -154,7 +171,9 @@ console.log(
 console.log(
   `${"workload".padEnd(24)}${"dd".padStart(10)}${"memcpy".padStart(11)}${"dump".padStart(11)}${
     "/dd".padStart(8)
-  }${"restore".padStart(11)}${"/dd".padStart(8)}${"frozen -R".padStart(11)}`,
+  }${"restore".padStart(11)}${"/dd".padStart(8)}${"frozen -R".padStart(11)}${
+    "lazy run".padStart(11)
+  }${"lazy all".padStart(11)}`,
 );
 for (const shape of SHAPES.filter((s) => only.includes(s.key))) {
   const dir = await Deno.makeTempDir({ dir: BASE, prefix: "ckpt-bench-" });
@@ -168,9 +187,15 @@ for (const shape of SHAPES.filter((s) => only.includes(s.key))) {
   console.log(
     `${shape.label.padEnd(24)}${f(m("dd"))} ${f(m("memcpy"))} ${f(m("dump"))} ${
       x(m("dump"), m("dd"))
-    } ${f(m("restore"))} ${x(m("restore"), m("dd"))} ${f(m("frozen"))}`,
+    } ${f(m("restore"))} ${x(m("restore"), m("dd"))} ${f(m("frozen"))} ${f(m("lazyFirst"))} ${
+      f(m("lazyTotal"))
+    }`,
   );
 }
 console.log(
   "dump/restore: time inside ckpt (--json); frozen -R: time the tree is stopped by dump --leave-running.",
+);
+console.log(
+  "lazy run: restore --lazy-pages until the tree runs (time to first instruction, image checks " +
+    "included); lazy all: until every page is in.",
 );

@@ -12,6 +12,7 @@ pub const flag_root: u32 = 4; // the task ckpt forks itself (traced with TRACEME
 pub const flag_join_pgid: u32 = 8; // setpgid(0, join_pgid) once that group exists
 pub const flag_external_fill: u32 = 16; // ckpt fills the pages (fill_magic stop)
 pub const flag_shared_files: u32 = 32; // fd table shared with the parent, laid out there
+pub const flag_lazy: u32 = 64; // register vma_lazy mappings with a userfaultfd (lazy_magic stop)
 
 /// The whole tree: every task's plan, each a self-contained Header + arrays.
 pub const TreeHeader = extern struct {
@@ -71,6 +72,7 @@ pub const Stage = enum(u32) {
     pending = 18,
     children = 19,
     threads = 20,
+    lazy = 21,
 };
 
 /// Written to the status pipe when a stage fails, then the child exits.
@@ -84,9 +86,15 @@ pub const ready_magic: u64 = 0x52454144595f434b;
 /// every mapping exists, so ckpt can copy the pages in from several threads.
 pub const fill_magic: u64 = 0x46494c4c5f5f434b;
 
+/// With flag_lazy the blob stops with int3, this in rax and its userfaultfd
+/// in rdi once the vma_lazy mappings are registered; ckpt takes a copy of the
+/// fd and serves their pages from then on, and the blob closes its own.
+pub const lazy_magic: u64 = 0x4c415a595f5f434b;
+
 pub const FdMove = extern struct { src: i32, dst: i32, cloexec: u32, _pad: u32 = 0 };
 
 pub const vma_fill: u32 = 1; // pages will be read into it: map writable first
+pub const vma_lazy: u32 = 2; // anonymous private, its pages come later through the userfaultfd
 
 pub const Vma = extern struct {
     start: u64,

@@ -36,6 +36,7 @@ fn run(p: *abi.Header) noreturn {
             : [m] "{rax}" (abi.fill_magic),
             : .{ .memory = true });
     } else fillPages(p);
+    if (p.flags & abi.flag_lazy != 0) registerLazy(p);
     protectVmas(p);
     setMm(p);
     // Pages, exe and mapping fds were ckpt's, never the task's.
@@ -140,6 +141,35 @@ fn fillPages(p: *abi.Header) void {
             done += rc;
         }
     }
+}
+
+/// Missing-page faults in the vma_lazy mappings go to a userfaultfd that
+/// ckpt copies out at the stop and serves; nothing here touches those
+/// mappings before the stop, and afterwards a fault (rseq registration, say)
+/// waits for ckpt like any other.
+fn registerLazy(p: *abi.Header) void {
+    const rc = sys.syscall1(NR.userfaultfd, sys.O_CLOEXEC | sys.O_NONBLOCK);
+    check(p, .lazy, rc, 0);
+    var api = sys.UffdioApi{ .api = sys.UFFD_API, .features = 0, .ioctls = 0 };
+    check(p, .lazy, sys.syscall3(NR.ioctl, rc, sys.UFFDIO_API, sys.ptr(&api)), 1);
+    const vmas = at(abi.Vma, p, p.vmas_off);
+    var i: usize = 0;
+    while (i < p.n_vmas) : (i += 1) {
+        const v = vmas[i];
+        if (v.flags & abi.vma_lazy == 0) continue;
+        var reg = sys.UffdioRegister{
+            .range = .{ .start = v.start, .len = v.end - v.start },
+            .mode = sys.UFFDIO_REGISTER_MODE_MISSING,
+            .ioctls = 0,
+        };
+        check(p, .lazy, sys.syscall3(NR.ioctl, rc, sys.UFFDIO_REGISTER, sys.ptr(&reg)), v.start);
+    }
+    asm volatile ("int3"
+        :
+        : [m] "{rax}" (abi.lazy_magic),
+          [f] "{rdi}" (rc),
+        : .{ .memory = true });
+    _ = sys.syscall1(NR.close, rc);
 }
 
 fn protectVmas(p: *abi.Header) void {

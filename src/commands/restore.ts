@@ -101,6 +101,12 @@ restore kills everything it started and names the stage that failed.`,
       kind: "boolean",
       help: "read the images from stdin, as written by dump --stream (instead of -D)",
     },
+    {
+      name: "lazy-pages",
+      kind: "boolean",
+      help: "let the tree run before its memory is in and copy it in on first touch " +
+        "(userfaultfd), the rest in the background; with -d, return once every page is in",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -110,7 +116,7 @@ restore kills everything it started and names the stage that failed.`,
     }
     if (!stream) return await restoreFrom(opts, opts.string("images-dir"));
     // The staged images go as soon as the tree is restored: its memory is
-    // copied in, nothing maps the pages file.
+    // copied in, or with --lazy-pages served from an fd of its own.
     const staging = await stagingDir();
     const cleanup = () => Deno.remove(staging, { recursive: true }).catch(() => {});
     try {
@@ -143,12 +149,20 @@ async function restoreFrom(
     extUnixSk: checkExtUnixSk(opts.list("ext-unix-sk")),
     extUnixSkMissing: missingMode(opts.string("ext-unix-sk-missing")),
     trustImages: opts.bool("trust-images"),
+    lazyPages: opts.bool("lazy-pages"),
   });
   await done?.();
-  if (opts.bool("json")) console.log(JSON.stringify(r));
+  const { loaded, ...result } = r;
+  if (opts.bool("json")) console.log(JSON.stringify(result));
   else if (opts.bool("restore-detached")) {
-    console.log(`restored pid ${r.pid} in ${formatMs(r.ms)}`);
+    const first = opts.bool("lazy-pages")
+      ? ` (running after ${formatMs(r.firstInstructionMs)})`
+      : "";
+    console.log(`restored pid ${r.pid} in ${formatMs(r.ms)}${first}`);
   }
   if (opts.bool("restore-detached")) return 0;
-  return await superviseUntilExit(r.pid);
+  // Pages still arriving are served while ckpt waits; a page that cannot be
+  // served kills the tree and is reported instead of its exit status.
+  const [code] = await Promise.all([superviseUntilExit(r.pid), loaded]);
+  return code;
 }

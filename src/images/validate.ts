@@ -85,7 +85,7 @@ export function validateInventory(dir: string, inv: Inventory): void {
   const names = new Set<string>();
   for (const f of inv.files) {
     if (!NAME.test(f.name) || names.has(f.name)) {
-      fail(file, `file name '${f.name.slice(0, 80)}' is invalid or repeated`);
+      fail(file, `file name ${JSON.stringify(f.name.slice(0, 80))} is invalid or repeated`);
     }
     names.add(f.name);
     const max = f.name.startsWith("pages-") ? LIMITS.taskSize : BigInt(MAX_PAYLOAD + 24);
@@ -109,7 +109,7 @@ export function validateFiles(dir: string, img: FilesImage): Map<number, FileEnt
     byId.set(f.id, f);
     const path = (p: string, what: string) => {
       if (!p.startsWith("/") || p.length > LIMITS.path || p.includes("\0")) {
-        fail(file, `${where}: ${what} '${p.slice(0, 80)}' is not an absolute path`);
+        fail(file, `${where}: ${what} ${JSON.stringify(p.slice(0, 80))} is not an absolute path`);
       }
     };
     switch (f.kind) {
@@ -199,7 +199,7 @@ function validateCore(file: string, pid: number, c: TaskCore, files: Map<number,
     if (t.comm.length > LIMITS.comm) fail(file, `thread ${t.tid}: name too long`);
     const action = t.syscall?.action ?? "none";
     if (!["none", "restart", "eintr", ""].includes(action)) {
-      fail(file, `thread ${t.tid}: unknown syscall action '${action.slice(0, 20)}'`);
+      fail(file, `thread ${t.tid}: unknown syscall action ${JSON.stringify(action.slice(0, 20))}`);
     }
   }
   if (!tids.has(pid)) fail(file, `no thread has the task's own id ${pid}`);
@@ -288,7 +288,10 @@ function validatePagemap(
 ): void {
   if (pm.pid !== pid) fail(file, `holds pid ${pm.pid}, expected ${pid}`);
   if (pm.pagesFile !== pagesName(pid)) {
-    fail(file, `names pages file '${pm.pagesFile.slice(0, 80)}', expected ${pagesName(pid)}`);
+    fail(
+      file,
+      `names pages file ${JSON.stringify(pm.pagesFile.slice(0, 80))}, expected ${pagesName(pid)}`,
+    );
   }
   count(file, "page runs", pm.runs.length, Number((pagesSize - PAGE) / PAGE) + 1);
   let off = PAGE, prevEnd = 0n, vi = 0;

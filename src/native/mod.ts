@@ -328,6 +328,43 @@ export async function fillPages(
   return check(rc, "filling the memory", `of pid ${pid}`);
 }
 
+export interface LazyStats {
+  faults: number;
+  faultBytes: number;
+  backgroundBytes: number;
+  zeroPages: number;
+  /** The task's memory went away before every page was copied. */
+  gone: boolean;
+}
+
+/** Serves the userfaultfd `uffd` of a lazily restored task from the pages
+ * file until every [addr, len, fileOff] triple (sorted by addr) is copied in,
+ * on a worker thread. mapLen covers the file from offset 0. */
+export async function lazyServe(
+  uffd: number,
+  pagesFd: number,
+  fills: BigUint64Array<ArrayBuffer>,
+  mapLen: bigint,
+): Promise<LazyStats> {
+  const st = new BigUint64Array(5);
+  const rc = await native().ck_lazy_serve(
+    uffd,
+    pagesFd,
+    new Uint8Array(fills.buffer),
+    BigInt(fills.length / 3),
+    mapLen,
+    new Uint8Array(st.buffer),
+  );
+  check(rc, "serving pages (UFFDIO_COPY)");
+  return {
+    faults: Number(st[0]),
+    faultBytes: Number(st[1]),
+    backgroundBytes: Number(st[2]),
+    zeroPages: Number(st[3]),
+    gone: st[4] !== 0n,
+  };
+}
+
 // ---- restore -----------------------------------------------------------------
 
 export function restorerSize(): number {

@@ -25,6 +25,9 @@ const SPECIAL_NAMES: Partial<Record<VmaKind, string>> = {
 export interface MemoryPlan {
   vmas: PlanVma[];
   fills: PageFill[];
+  /** With lazy: the anonymous private memory's pages, served after the
+   * task runs; `fills` keeps the rest. */
+  lazyFills: PageFill[];
   specials: SpecialMove[];
   /** Every range the task will occupy, sorted, for choosing the region. */
   occupied: [bigint, bigint][];
@@ -40,6 +43,7 @@ export function planMemory(
   validation: FileValidation,
   serviceFd: (parentFd: number) => number,
   shmem: SharedObjects,
+  lazy = false,
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
   const fileFd = (v: Vma, write: boolean): number => {
@@ -71,8 +75,12 @@ export function planMemory(
     return n;
   };
 
-  const out: MemoryPlan = { vmas: [], fills: [], specials: [], occupied: [] };
+  const out: MemoryPlan = { vmas: [], fills: [], lazyFills: [], specials: [], occupied: [] };
   const filled = new Set<bigint>();
+  // Only anonymous private memory can be served later: a private file
+  // mapping would show the file's page to a fault instead of a missing one,
+  // and shared memory is one object for every task that maps it.
+  const lazyVmas = new Set<bigint>();
   let vi = 0;
   for (const r of runs) {
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
@@ -81,15 +89,28 @@ export function planMemory(
     if (!v || r.vaddr < v.start || r.vaddr + len > v.end) {
       throw new RestoreError(`pid ${pid}: pages at ${hex(r.vaddr)} lie outside every mapping`);
     }
-    filled.add(v.start);
-    out.fills.push({ addr: r.vaddr, len, fileOff: r.fileOffset });
+    const fill = { addr: r.vaddr, len, fileOff: r.fileOffset };
+    if (lazy && v.kind === VmaKind.VMA_ANON_PRIVATE) {
+      lazyVmas.add(v.start);
+      out.lazyFills.push(fill);
+    } else {
+      filled.add(v.start);
+      out.fills.push(fill);
+    }
   }
 
   const specialsWanted: Vma[] = [];
   for (const v of vmas) {
     out.occupied.push([v.start, v.end]);
     const fill = filled.has(v.start);
-    const base = { start: v.start, end: v.end, prot: v.prot, fill, pgoff: 0n };
+    const base = {
+      start: v.start,
+      end: v.end,
+      prot: v.prot,
+      fill,
+      lazy: lazyVmas.has(v.start),
+      pgoff: 0n,
+    };
     switch (v.kind) {
       case VmaKind.VMA_ANON_PRIVATE:
         out.vmas.push({

@@ -11,7 +11,9 @@ export const FLAG_ROOT = 4;
 export const FLAG_JOIN_PGID = 8;
 export const FLAG_EXTERNAL_FILL = 16;
 export const FLAG_SHARED_FILES = 32;
+export const FLAG_LAZY = 64;
 export const VMA_FILL = 1;
+export const VMA_LAZY = 2;
 
 export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 80];
 
@@ -27,6 +29,8 @@ export interface PlanVma {
   mapFlags: number;
   fd: number;
   fill: boolean;
+  /** Registered with the task's userfaultfd; its pages come later. */
+  lazy?: boolean;
   pgoff: bigint;
 }
 export interface PageFill {
@@ -258,7 +262,7 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     u32(o + 16, v.prot);
     u32(o + 20, v.mapFlags);
     i32(o + 24, v.fd);
-    u32(o + 28, v.fill ? VMA_FILL : 0);
+    u32(o + 28, (v.fill ? VMA_FILL : 0) | (v.lazy ? VMA_LAZY : 0));
     u64(o + 32, v.pgoff);
   });
   p.fills.forEach((f, i) => {

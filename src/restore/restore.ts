@@ -11,6 +11,7 @@ import {
   decodeWait,
   fd as fdops,
   kill,
+  lazyServe,
   NativeError,
   O,
   planLayout,
@@ -36,6 +37,7 @@ import {
   type FdMove,
   FLAG_EXTERNAL_FILL,
   FLAG_JOIN_PGID,
+  FLAG_LAZY,
   FLAG_ROOT,
   FLAG_SETPGID,
   FLAG_SETSID,
@@ -59,11 +61,20 @@ export interface RestoreOptions {
   extUnixSk?: string[];
   /** --ext-unix-sk-missing: restore sockets whose outside peer is missing disconnected. */
   extUnixSkMissing?: "fail" | "disconnect";
+  /** --lazy-pages: let the tree run before its anonymous memory is in, and
+   * copy that in through userfaultfd, faults first. With detach, restore
+   * returns once every page is in; without, `loaded` settles then. */
+  lazyPages?: boolean;
 }
 
 export interface Restored {
   pid: number;
   ms: number;
+  /** Until the tree was let go: what a lazy restore makes short. */
+  firstInstructionMs: number;
+  /** Lazy restore without detach: settles once every page is in; rejects
+   * (the tree already killed) when a page could not be served. */
+  loaded?: Promise<void>;
 }
 
 const STAGES = [
@@ -88,9 +99,11 @@ const STAGES = [
   "pending signals",
   "forking children",
   "creating threads",
+  "userfaultfd registration",
 ];
 const READY = 0x52454144595f434bn;
 const FILL = 0x46494c4c5f5f434bn;
+const LAZY = 0x4c415a595f5f434bn;
 
 interface TaskImages {
   core: TaskCore;
@@ -138,6 +151,7 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
     const live = tasks.filter((t) => !t.core.zombie);
     const index = new Map(live.map((t, i) => [t.core.pid, i]));
     const fills = new Map<number, ExternalFill>();
+    const lazy = new Map<number, ExternalFill>();
     const built = new Map<number, BuiltPlan>();
     for (const t of live) {
       const children = tasks.filter((c) => c.core.ppid === t.core.pid && c.core.pid !== pid)
@@ -160,7 +174,7 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
       }
       built.set(
         t.core.pid,
-        taskPlan(dir, t, files, opened, shmem, parentFds, opts, fills, {
+        taskPlan(dir, t, files, opened, shmem, parentFds, opts, fills, lazy, {
           root: t.core.pid === pid,
           shellJob,
           parent,
@@ -200,15 +214,38 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
     const expect = new Map<number, number>(); // tid -> pid
     for (const t of live) for (const th of t.core.threads) expect.set(th.tid, t.core.pid);
     const zombies = new Set(tasks.filter((t) => t.core.zombie).map((t) => t.core.pid));
-    const ready = await superviseRestorers(root, expect, zombies, started, status[0], fills);
+    const servers = new LazyServers(live.map((t) => t.core.pid));
+    const ready = await superviseRestorers(
+      root,
+      expect,
+      zombies,
+      started,
+      status[0],
+      fills,
+      lazy,
+      servers,
+    );
     const tReady = performance.now();
     log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);
     for (const t of live) finish(t.core, ready.get(t.core.pid)!);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
-    const ms = performance.now() - t0;
-    log.info(`restored ${tasks.length} task(s), root pid ${pid}, in ${formatMs(ms)}`);
+    const firstInstructionMs = performance.now() - t0;
+    log.info(
+      `restored ${tasks.length} task(s), root pid ${pid}, running after ${
+        formatMs(firstInstructionMs)
+      }`,
+    );
     started.clear();
-    return { pid, ms };
+    if (servers.size === 0) return { pid, ms: firstInstructionMs, firstInstructionMs };
+    // The tree runs on pages that are still arriving: a detached restore
+    // must not leave before they all have, or the tree would wait forever.
+    if (opts.detach) {
+      await servers.done();
+      const ms = performance.now() - t0;
+      log.info(`every page of the tree is in after ${formatMs(ms)}`);
+      return { pid, ms, firstInstructionMs };
+    }
+    return { pid, ms: firstInstructionMs, firstInstructionMs, loaded: servers.done() };
   } catch (err) {
     for (const p of started) kill(p, 9);
     for (const p of started) {
@@ -264,6 +301,7 @@ function taskPlan(
   parentFds: number[],
   opts: RestoreOptions,
   external: Map<number, ExternalFill>,
+  lazy: Map<number, ExternalFill>,
   place: TreePlace,
 ): BuiltPlan {
   const core = t.core;
@@ -305,9 +343,14 @@ function taskPlan(
     opts.fileValidation ?? "filesize",
     service,
     shmem,
+    opts.lazyPages,
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;
+  if (mem.lazyFills.length) {
+    plan.flags |= FLAG_LAZY;
+    lazy.set(pid, { pagesFd, fills: mem.lazyFills });
+  }
   if (fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
     plan.flags |= FLAG_EXTERNAL_FILL;
     external.set(pid, { pagesFd, fills: mem.fills });
@@ -475,6 +518,8 @@ async function superviseRestorers(
   started: Set<number>,
   statusFd: number,
   external: Map<number, ExternalFill>,
+  lazy: Map<number, ExternalFill>,
+  servers: LazyServers,
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
   let fillError: unknown;
@@ -485,6 +530,7 @@ async function superviseRestorers(
   let rootStopped = false;
   while (ready.size < expect.size || zombiesSeen.size < zombies.size) {
     if (fillError) throw fillError;
+    servers.throwIfFailed();
     const st = wait(-1, WALL | WNOHANG);
     if (!st) {
       if (performance.now() > deadline) throw new RestoreError(`restore of pid ${root} timed out`);
@@ -530,6 +576,12 @@ async function superviseRestorers(
       ).finally(() => filling--);
       continue;
     }
+    const lz = lazy.get(tid);
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === LAZY && lz) {
+      servers.start(tid, Number(regs[14]), lz);
+      ptrace.cont(tid, 0);
+      continue;
+    }
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === READY) {
       if (!expect.has(tid)) {
         throw new RestoreError(`an unexpected task ${tid} appeared during restore`);
@@ -544,6 +596,76 @@ async function superviseRestorers(
     );
   }
   return regions;
+}
+
+/** One page server per lazily restored task, each on a worker thread from
+ * the restorer's userfaultfd stop on (the restorer itself may fault on its
+ * memory before it is done). A server that fails kills the whole tree before
+ * its userfaultfd is closed: closing it would hand the waiting threads zero
+ * pages instead of theirs. */
+class LazyServers {
+  private readonly running: Promise<void>[] = [];
+  private failure: Error | undefined;
+
+  constructor(private readonly tree: number[]) {}
+
+  get size(): number {
+    return this.running.length;
+  }
+
+  start(pid: number, taskFd: number, what: ExternalFill): void {
+    const pidfd = fdops.pidfdOpen(pid);
+    let uffd: number;
+    try {
+      uffd = fdops.pidfdGetfd(pidfd, taskFd, `userfaultfd of pid ${pid}`);
+    } finally {
+      fdops.close(pidfd);
+    }
+    // Its own copy of the pages file: the restore closes its fds when it
+    // returns, while this goes on.
+    const pagesFd = fdops.dupAbove(what.pagesFd, 100);
+    const triples = new BigUint64Array(what.fills.length * 3);
+    let end = 0n;
+    what.fills.forEach((f, i) => {
+      triples.set([f.addr, f.len, f.fileOff], i * 3);
+      if (f.fileOff + f.len > end) end = f.fileOff + f.len;
+    });
+    const t0 = performance.now();
+    this.running.push(
+      lazyServe(uffd, pagesFd, triples, end).then(
+        (st) => {
+          log.debug(
+            `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
+              `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
+              `background, ${st.zeroPages} zero page(s)${st.gone ? " (the task went away)" : ""}`,
+          );
+        },
+        (err) => {
+          for (const p of this.tree) kill(p, 9);
+          // EFAULT is the source side: the pages file shrank or its
+          // storage failed after it was checked.
+          const why = err instanceof NativeError && err.errno === 14
+            ? `pages-${pid}.img can no longer be read (truncated or an I/O error)`
+            : (err as Error).message;
+          this.failure ??= new RestoreError(
+            `lazy restore of pid ${pid} failed, the tree was killed: ${why}`,
+          );
+        },
+      ).finally(() => {
+        fdops.close(uffd);
+        fdops.close(pagesFd);
+      }),
+    );
+  }
+
+  throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  async done(): Promise<void> {
+    await Promise.all(this.running);
+    this.throwIfFailed();
+  }
 }
 
 function failureText(tid: number, raw: number, statusFd: number): string {

@@ -8,6 +8,13 @@ export const memorySymbols = {
     result: "i64",
     nonblocking: true,
   },
+  // ffi/lazy.zig. Blocks until every page is copied: on a worker thread,
+  // and it does no ptrace.
+  ck_lazy_serve: {
+    parameters: ["i32", "i32", "buffer", "usize", "u64", "buffer"],
+    result: "i64",
+    nonblocking: true,
+  },
   // Also returns one CRC32C per run (u32 array).
   ck_dump_pages_crc: {
     parameters: ["i32", "i32", "buffer", "usize", "i32", "u64", "buffer"],
