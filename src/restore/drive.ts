@@ -1,0 +1,262 @@
+// Driving a forked tree through its restore: fork/clone events and first
+// stops let through, fill and lazy stops served, every thread's final stop
+// collected; then the dumped registers set over ptrace and the tree let go.
+import type { TaskCore } from "../gen/ckpt/images_pb.ts";
+import { RestoreError } from "../errors.ts";
+import {
+  decodeWait,
+  fd as fdops,
+  kill,
+  lazyServe,
+  NativeError,
+  ptrace,
+  PTRACE_O_EXITKILL,
+  wait,
+  WALL,
+  WNOHANG,
+} from "../native/mod.ts";
+import { errnoText } from "../native/errno.ts";
+import { log } from "../util/log.ts";
+import { formatMs, hex } from "../util/units.ts";
+import { fillTask } from "./fill.ts";
+import type { PageFill } from "./plan_buffer.ts";
+
+const STAGES = [
+  "none",
+  "child setup",
+  "session",
+  "file descriptors",
+  "cwd/root",
+  "restorer region",
+  "vdso move",
+  "unmapping ckpt's memory",
+  "mapping memory",
+  "reading pages",
+  "memory protection",
+  "mm fields (prctl PR_SET_MM_MAP)",
+  "signal handlers",
+  "interval timers",
+  "thread state",
+  "personality/umask/comm",
+  "resource limits",
+  "credentials",
+  "pending signals",
+  "forking children",
+  "creating threads",
+  "userfaultfd registration",
+];
+const READY = 0x52454144595f434bn;
+const FILL = 0x46494c4c5f5f434bn;
+const LAZY = 0x4c415a595f5f434bn;
+
+export const CLONE_FS = 0x200, CLONE_FILES = 0x400;
+const PTRACE_O_TRACEFORK = 2n, PTRACE_O_TRACEVFORK = 4n, PTRACE_O_TRACECLONE = 8n;
+const SIGTRAP = 5, SIGSTOP = 19;
+
+/** Drives the whole tree through its restore: lets fork/clone events and the
+ * new tasks' first stops pass, and collects every thread's final int3 stop.
+ * Returns, per task, the restorer region its main thread reported. A task
+ * that dies or stops for anything else fails the restore. */
+export interface ExternalFill {
+  pagesFd: number;
+  fills: PageFill[];
+}
+
+export async function superviseRestorers(
+  root: number,
+  expect: Map<number, number>,
+  zombies: Set<number>,
+  started: Set<number>,
+  statusFd: number,
+  external: Map<number, ExternalFill>,
+  lazy: Map<number, ExternalFill>,
+  servers: LazyServers,
+): Promise<Map<number, { start: bigint; len: bigint }>> {
+  let filling = 0;
+  let fillError: unknown;
+  const regions = new Map<number, { start: bigint; len: bigint }>();
+  const ready = new Set<number>();
+  const zombiesSeen = new Set<number>();
+  const deadline = performance.now() + 60_000;
+  let rootStopped = false;
+  while (ready.size < expect.size || zombiesSeen.size < zombies.size) {
+    if (fillError) throw fillError;
+    servers.throwIfFailed();
+    const st = wait(-1, WALL | WNOHANG);
+    if (!st) {
+      if (performance.now() > deadline) throw new RestoreError(`restore of pid ${root} timed out`);
+      // Let fill workers' completions run while waiting.
+      if (filling > 0) await new Promise((r) => setTimeout(r, 1));
+      else sleepMs(1);
+      continue;
+    }
+    const tid = st.pid;
+    started.add(tid);
+    if (!st.stopped) {
+      if (zombies.has(tid)) {
+        zombiesSeen.add(tid);
+        started.delete(tid);
+        continue;
+      }
+      throw new RestoreError(failureText(tid, st.raw, statusFd));
+    }
+    if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
+      rootStopped = true;
+      ptrace.setOptions(
+        root,
+        PTRACE_O_EXITKILL | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE,
+      );
+      ptrace.cont(root, 0);
+      continue;
+    }
+    if (st.stopSig === SIGTRAP && st.event >= 1 && st.event <= 3) {
+      ptrace.cont(tid, 0); // a fork/vfork/clone event of the parent
+      continue;
+    }
+    if (st.stopSig === SIGSTOP && !ready.has(tid)) {
+      ptrace.cont(tid, 0); // first stop of an auto-attached task or thread
+      continue;
+    }
+    const regs = new BigUint64Array(ptrace.getRegs(tid).buffer);
+    const ext = external.get(tid);
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === FILL && ext) {
+      filling++;
+      fillTask(tid, ext.pagesFd, ext.fills).then(
+        () => ptrace.cont(tid, 0),
+        (err) => fillError = err,
+      ).finally(() => filling--);
+      continue;
+    }
+    const lz = lazy.get(tid);
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === LAZY && lz) {
+      servers.start(tid, Number(regs[14]), lz);
+      ptrace.cont(tid, 0);
+      continue;
+    }
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === READY) {
+      if (!expect.has(tid)) {
+        throw new RestoreError(`an unexpected task ${tid} appeared during restore`);
+      }
+      ready.add(tid);
+      if (expect.get(tid) === tid) regions.set(tid, { start: regs[14], len: regs[13] });
+      continue;
+    }
+    const who = expect.has(tid) ? `pid ${expect.get(tid)} (thread ${tid})` : `task ${tid}`;
+    throw new RestoreError(
+      `restorer of ${who} stopped with signal ${st.stopSig} at ${hex(regs[16])}`,
+    );
+  }
+  return regions;
+}
+
+/** One page server per lazily restored task, each on a worker thread from
+ * the restorer's userfaultfd stop on (the restorer itself may fault on its
+ * memory before it is done). A server that fails kills the whole tree before
+ * its userfaultfd is closed: closing it would hand the waiting threads zero
+ * pages instead of theirs. */
+export class LazyServers {
+  private readonly running: Promise<void>[] = [];
+  private failure: Error | undefined;
+
+  constructor(private readonly tree: number[]) {}
+
+  get size(): number {
+    return this.running.length;
+  }
+
+  start(pid: number, taskFd: number, what: ExternalFill): void {
+    const pidfd = fdops.pidfdOpen(pid);
+    let uffd: number;
+    try {
+      uffd = fdops.pidfdGetfd(pidfd, taskFd, `userfaultfd of pid ${pid}`);
+    } finally {
+      fdops.close(pidfd);
+    }
+    // Its own copy of the pages file: the restore closes its fds when it
+    // returns, while this goes on.
+    const pagesFd = fdops.dupAbove(what.pagesFd, 100);
+    const triples = new BigUint64Array(what.fills.length * 3);
+    let end = 0n;
+    what.fills.forEach((f, i) => {
+      triples.set([f.addr, f.len, f.fileOff], i * 3);
+      if (f.fileOff + f.len > end) end = f.fileOff + f.len;
+    });
+    const t0 = performance.now();
+    this.running.push(
+      lazyServe(uffd, pagesFd, triples, end).then(
+        (st) => {
+          log.debug(
+            `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
+              `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
+              `background, ${st.zeroPages} zero page(s)${st.gone ? " (the task went away)" : ""}`,
+          );
+        },
+        (err) => {
+          for (const p of this.tree) kill(p, 9);
+          // EFAULT is the source side: the pages file shrank or its
+          // storage failed after it was checked.
+          const why = err instanceof NativeError && err.errno === 14
+            ? `pages-${pid}.img can no longer be read (truncated or an I/O error)`
+            : (err as Error).message;
+          this.failure ??= new RestoreError(
+            `lazy restore of pid ${pid} failed, the tree was killed: ${why}`,
+          );
+        },
+      ).finally(() => {
+        fdops.close(uffd);
+        fdops.close(pagesFd);
+      }),
+    );
+  }
+
+  throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  async done(): Promise<void> {
+    await Promise.all(this.running);
+    this.throwIfFailed();
+  }
+}
+
+function failureText(tid: number, raw: number, statusFd: number): string {
+  const rec = new Uint8Array(24);
+  let n = 0;
+  try {
+    n = fdops.read(statusFd, rec);
+  } catch { /* nothing written */ }
+  if (n === 24) {
+    const dv = new DataView(rec.buffer);
+    const stage = STAGES[dv.getUint32(0, true)] ?? `stage ${dv.getUint32(0, true)}`;
+    const errno = dv.getInt32(4, true);
+    const detail = dv.getBigUint64(8, true);
+    const pid = dv.getInt32(16, true);
+    return `restoring pid ${pid} failed at ${stage} (detail ${hex(detail)}): ${errnoText(errno)}`;
+  }
+  const st = decodeWait(tid, raw);
+  return st.signaled
+    ? `restorer of task ${tid} was killed by signal ${st.termSig}`
+    : `restorer of task ${tid} exited with status ${st.exitCode}`;
+}
+
+/** Dumped registers and FPU state for every thread, the restorer region
+ * unmapped, the signal masks, and off it goes. A call interrupted at dump is
+ * restarted by the kernel's own logic as each thread leaves this stop. */
+export function finish(core: TaskCore, region: { start: bigint; len: bigint }): void {
+  const pid = core.pid;
+  for (const th of core.threads) ptrace.setRegs(th.tid, new Uint8Array(th.regs));
+  const r = ptrace.injectSyscall(pid, 11, [region.start, region.len]);
+  if (r !== 0n) {
+    throw new RestoreError(`unmapping the restorer of pid ${pid} failed: ${errnoText(Number(-r))}`);
+  }
+  for (const th of core.threads) {
+    ptrace.setXstate(th.tid, new Uint8Array(th.xsave));
+    ptrace.setSigmask(th.tid, th.sigmask);
+  }
+  for (const th of core.threads) ptrace.detach(th.tid, 0);
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+export function sleepMs(ms: number): void {
+  Atomics.wait(sleeper, 0, 0, ms);
+}

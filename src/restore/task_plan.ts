@@ -1,0 +1,246 @@
+// One task's restore plan from its images: the fds ckpt opened moved to their
+// numbers, service fds (pages, cwd, root, exe, mapped files) above them, the
+// memory plan, and everything in its core (signals, creds, limits, threads,
+// children, session), in the form plan_buffer.ts encodes for native code.
+import type { FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
+import { RestoreError } from "../errors.ts";
+import type { ImageDir } from "../images/dir.ts";
+import { checkPagesHeader } from "../images/format.ts";
+import { fd as fdops, O, planLayout } from "../native/mod.ts";
+import { readLimits } from "../proc/status.ts";
+import { log } from "../util/log.ts";
+import type { OpenedFiles } from "./files.ts";
+import { EXTERNAL_FILL_MIN, fillBytes } from "./fill.ts";
+import { planMemory, type SharedObjects, TASK_SIZE } from "./memory.ts";
+import {
+  type FdMove,
+  FLAG_EXTERNAL_FILL,
+  FLAG_JOIN_PGID,
+  FLAG_LAZY,
+  FLAG_ROOT,
+  FLAG_SETPGID,
+  FLAG_SETSID,
+  FLAG_SHARED_FILES,
+  LAYOUT,
+  type Plan,
+  type PlanChild,
+} from "./plan_buffer.ts";
+
+import type { RestoreOptions, TaskImages } from "./restore.ts";
+import type { ExternalFill } from "./drive.ts";
+
+export interface TreePlace {
+  sharedParent?: BuiltPlan;
+  root: boolean;
+  shellJob: boolean;
+  parent?: TaskCore;
+  children: PlanChild[];
+}
+
+/** One task's plan: fds moved from ckpt's, service fds (pages, cwd, root,
+ * exe, mapped files) above them, memory, and everything in its core. */
+export function taskPlan(
+  dir: ImageDir,
+  t: TaskImages,
+  files: Map<number, FileEntry>,
+  opened: OpenedFiles,
+  shmem: SharedObjects,
+  parentFds: number[],
+  opts: RestoreOptions,
+  external: Map<number, ExternalFill>,
+  lazy: Map<number, ExternalFill>,
+  place: TreePlace,
+): BuiltPlan {
+  const core = t.core;
+  const pid = core.pid;
+  const shared = place.sharedParent;
+  // A task sharing its parent's fd table has the parent's fds; its own
+  // service fds are laid out by the parent, above the parent's.
+  const moves = shared ? [] : t.fds!.fds.map((e) => ({
+    src: opened.get(e.fileId, `fd ${e.fd} of pid ${pid}`),
+    dst: e.fd,
+    cloexec: e.cloexec,
+  }));
+  const serviceMoves: FdMove[] = [];
+  const serviceLo = shared ? shared.nextFree : Math.max(2, ...moves.map((m) => m.dst)) + 1;
+  let nextService = serviceLo;
+  const service = (parentFd: number): number => {
+    parentFds.push(parentFd);
+    serviceMoves.push({ src: parentFd, dst: nextService, cloexec: true });
+    return nextService++;
+  };
+  const pagesPath = dir.file(t.pagemap!.pagesFile);
+  const pagesFd = fdops.open(pagesPath, O.RDONLY | O.CLOEXEC);
+  parentFds.push(pagesFd);
+  const head = new Uint8Array(4096);
+  fdops.pread(pagesFd, head, 0);
+  checkPagesHeader(pagesPath, head);
+  const plan = basePlan(core, place);
+  plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
+  plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
+  const root = files.get(core.rootFileId)?.reg?.path ?? "/";
+  plan.rootFd = root === "/" ? -1 : service(openDir(files, core.rootFileId, "root"));
+  const exe = files.get(core.mm?.exeFileId ?? 0)?.reg?.path;
+  plan.exeFd = exe ? service(fdops.open(exe, O.RDONLY | O.CLOEXEC)) : -1;
+  const mem = planMemory(
+    pid,
+    t.mm!.vmas,
+    t.pagemap!.runs,
+    files,
+    opts.fileValidation ?? "filesize",
+    service,
+    shmem,
+    opts.lazyPages,
+  );
+  plan.vmas = mem.vmas;
+  plan.fills = mem.fills;
+  if (mem.lazyFills.length) {
+    plan.flags |= FLAG_LAZY;
+    lazy.set(pid, { pagesFd, fills: mem.lazyFills });
+  }
+  if (fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
+    plan.flags |= FLAG_EXTERNAL_FILL;
+    external.set(pid, { pagesFd, fills: mem.fills });
+  }
+  plan.specials = mem.specials;
+  plan.serviceLo = serviceLo;
+  plan.serviceHi = nextService - 1;
+  if (shared) {
+    plan.flags |= FLAG_SHARED_FILES;
+    plan.statusFd = shared.plan.statusFd;
+    plan.fds = [];
+    shared.plan.fds.push(...serviceMoves);
+    shared.nextFree = nextService;
+    return { plan, occupied: mem.occupied, nextFree: nextService };
+  }
+  plan.statusFd = nextService;
+  plan.fds = [...moves, ...serviceMoves];
+  return { plan, occupied: mem.occupied, nextFree: nextService + 1 };
+}
+
+/** A task's plan before encoding: a task sharing its fd table adds its
+ * service fds to its parent's, from nextFree on. */
+export interface BuiltPlan {
+  plan: Plan;
+  occupied: [bigint, bigint][];
+  nextFree: number;
+}
+
+export function checkLayout(): void {
+  const got = planLayout();
+  if (got.some((v, i) => v !== LAYOUT[i])) {
+    throw new RestoreError(
+      `native library plan layout ${got} does not match ${LAYOUT}: rebuild it`,
+    );
+  }
+}
+
+function openDir(files: Map<number, FileEntry>, id: number, what: string): number {
+  const path = files.get(id)?.reg?.path;
+  if (!path) throw new RestoreError(`the ${what} directory is missing from files.img`);
+  try {
+    return fdops.open(path, O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+  } catch (err) {
+    throw new RestoreError(`cannot open the ${what} directory ${path}: ${(err as Error).message}`);
+  }
+}
+
+export function basePlan(core: TaskCore, place: TreePlace): Plan {
+  const t = core.threads[0];
+  const pid = core.pid;
+  let flags = place.root ? FLAG_ROOT : 0;
+  let joinPgid = 0;
+  // What the task inherits at fork: ckpt's session and group for the root,
+  // its parent's (as restored) for the others.
+  const inheritedSid = place.root ? -1 : place.parent?.sid;
+  const inheritedPgid = place.root ? -1 : place.parent?.pgid;
+  if (core.sid === pid) flags |= FLAG_SETSID;
+  else if (core.sid !== inheritedSid && !(place.root && place.shellJob)) {
+    throw new RestoreError(
+      place.root
+        ? `pid ${pid} was in session ${core.sid}, which it did not lead; restore with --shell-job`
+        : `pid ${pid} was in session ${core.sid}, not its parent's; such sessions cannot be restored yet`,
+    );
+  }
+  if (core.pgid === pid && core.sid !== pid) flags |= FLAG_SETPGID;
+  else if (core.pgid !== pid && core.pgid !== inheritedPgid && core.sid !== pid && !place.root) {
+    flags |= FLAG_JOIN_PGID;
+    joinPgid = core.pgid;
+  }
+  const ours = new Map(readLimits("self").map((l) => [l.resource, l.max]));
+  const rlimits = core.rlimits.map((l) => {
+    const cap = ours.get(l.resource) ?? l.max;
+    if (l.max <= cap) return { resource: l.resource, cur: l.cur, max: l.max };
+    log.warn(
+      `pid ${pid}: limit ${l.resource} hard value lowered to ckpt's own (${cap}); raising it needs CAP_SYS_RESOURCE`,
+    );
+    return { resource: l.resource, cur: l.cur < cap ? l.cur : cap, max: cap };
+  });
+  const sigactions = Array.from({ length: 64 }, (_, i) => {
+    const a = core.sigactions.find((s) => s.signo === i + 1);
+    return a
+      ? { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask }
+      : { handler: 0n, flags: 0n, restorer: 0n, mask: 0n };
+  });
+  const c = core.creds!;
+  const m = core.mm!;
+  return {
+    flags,
+    pid,
+    statusFd: -1,
+    pagesFd: -1,
+    exeFd: -1,
+    cwdFd: -1,
+    rootFd: -1,
+    serviceLo: 0,
+    serviceHi: 0,
+    taskSize: TASK_SIZE,
+    fds: [],
+    vmas: [],
+    fills: [],
+    specials: [],
+    hints: [],
+    sigactions,
+    signals: [
+      ...core.sharedPending.map((s) => ({ tid: 0, signo: s.signo, info: s.siginfo })),
+      ...core.threads.flatMap((th) =>
+        th.pending.map((s) => ({ tid: th.tid, signo: s.signo, info: s.siginfo }))
+      ),
+    ],
+    groups: c.groups,
+    auxv: m.auxv,
+    rlimits,
+    altstack: { sp: t.altstackSp, size: t.altstackSize, flags: t.altstackFlags },
+    personality: core.personality,
+    umask: core.umask,
+    pdeathsig: core.pdeathsig,
+    tidAddress: t.tidAddress,
+    robust: { head: t.robustHead, len: t.robustLen },
+    rseq: { addr: t.rseqAddr, len: t.rseqLen, sig: t.rseqSig },
+    itimers: [0, 1, 2].map((w) => {
+      const it = core.itimers.find((x) => x.which === w);
+      return {
+        intervalSec: it?.intervalSec ?? 0n,
+        intervalUsec: it?.intervalUsec ?? 0n,
+        valueSec: it?.valueSec ?? 0n,
+        valueUsec: it?.valueUsec ?? 0n,
+      };
+    }),
+    mm: m,
+    comm: t.comm || core.comm,
+    uids: c.uids,
+    gids: c.gids,
+    caps: { eff: c.capEff, prm: c.capPrm, inh: c.capInh, bnd: c.capBnd },
+    dumpable: c.dumpable ? 1 : 0,
+    children: place.children,
+    threads: core.threads.slice(1).map((th) => ({
+      tid: th.tid,
+      altstack: { sp: th.altstackSp, size: th.altstackSize, flags: th.altstackFlags },
+      tidAddress: th.tidAddress,
+      robust: { head: th.robustHead, len: th.robustLen },
+      rseq: { addr: th.rseqAddr, len: th.rseqLen, sig: th.rseqSig },
+      comm: th.comm,
+    })),
+    joinPgid,
+  };
+}
