@@ -166,3 +166,40 @@ export fn ck_fill_pages(pid: i32, pages_fd: i32, fills: [*]const Fill, n: usize,
 }
 
 const MADV_POPULATE_READ = 22;
+
+/// ck_fill_pages that also checks the bytes: the CRC32C of each fill's source
+/// bytes goes to crcs[i], computed one cache-sized piece at a time right
+/// before that piece is copied, so the check costs no extra pass over memory.
+/// The caller compares them with the image's before letting the task run.
+export fn ck_fill_pages_crc(pid: i32, pages_fd: i32, fills: [*]const Fill, n: usize, map_off: u64, map_len: u64, crcs: [*]u32) i64 {
+    if (n == 0) return 0;
+    const map_rc = sys.syscall6(NR.mmap, 0, map_len, sys.PROT_READ, sys.MAP_SHARED, sys.int(pages_fd), map_off);
+    if (sys.isErr(map_rc)) return sys.signed(map_rc);
+    defer _ = sys.syscall2(NR.munmap, map_rc, map_len);
+    var total: u64 = 0;
+    for (fills[0..n], 0..) |f, i| {
+        var crc: u32 = 0;
+        var off: u64 = 0;
+        while (off < f.len) {
+            const piece = @min(piece_len, f.len - off);
+            const src = map_rc + (f.file_off - map_off) + off;
+            _ = sys.syscall3(NR.madvise, src, piece, MADV_POPULATE_READ);
+            crc = crc32c.update(crc, @ptrFromInt(src), piece);
+            var done: u64 = 0;
+            while (done < piece) {
+                const l = sys.Iovec{ .base = src + done, .len = piece - done };
+                const r = sys.Iovec{ .base = f.addr + off + done, .len = piece - done };
+                const rc = sys.syscall6(NR.process_vm_writev, sys.int(pid), sys.ptr(&l), 1, sys.ptr(&r), 1, 0);
+                if (sys.isErr(rc)) return sys.signed(rc);
+                if (rc == 0) return -5;
+                done += rc;
+            }
+            off += piece;
+        }
+        crcs[i] = crc;
+        total += f.len;
+    }
+    return @intCast(total);
+}
+
+const piece_len: u64 = 1 << 20;

@@ -251,3 +251,34 @@ Deno.test("--leave-running freezes only while state is taken: pages come from a 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a large task's damaged page run is caught while filling, before anything runs", async () => {
+  const dir = await tempDir("fill-crc");
+  const p = startSession([`${WORKLOADS}/counter`, dir, "48"]);
+  try {
+    await until("started", () => readText(`${dir}/log`).includes("start"));
+    await dumpAndReap(p.pid, p.status, `${dir}/images`);
+    const pages = `${dir}/images/pages-${p.pid}.img`;
+    const f = await Deno.open(pages, { read: true, write: true });
+    const size = (await f.stat()).size;
+    const at = Math.floor(size / 2 / 4096) * 4096 + 123;
+    const b = new Uint8Array(1);
+    await f.seek(at, Deno.SeekMode.Start);
+    await f.read(b);
+    b[0] ^= 0x10;
+    await f.seek(at, Deno.SeekMode.Start);
+    await f.write(b);
+    f.close();
+    const r = await runCkpt(["restore", "-D", `${dir}/images`, "-d"]);
+    assertEquals(r.code, 1);
+    assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assertMatch(
+      r.stderr,
+      new RegExp(`^ckpt: .*pages-${p.pid}\\.img: checksum mismatch in the run at offset 0x`),
+    );
+    assert(!alive(p.pid), "nothing left running");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -150,7 +150,13 @@ for (const kind of ["stream", "seqpacket"] as const) {
       const r1 = await runCkpt(["restore", "-D", `${dir}/img1`, "-d", `--ext-unix-sk=${ino}`]);
       assertEquals(r1.code, 0, r1.stderr);
       await until("writes reach the restarted server", () => received(log).some((m) => m.n > last));
-      assertEquals(received(log)[0].n, last + 1, "the next message is the first the server gets");
+      // The log may trail the socket by the one send the freeze fell after.
+      assert(
+        [last + 1, last + 2].includes(received(log)[0].n),
+        `the next message (${last + 1}, or ${
+          last + 2
+        } if frozen between send and log) is the first the server gets, not ${received(log)[0].n}`,
+      );
 
       // Again, to a server at a new path.
       const ino2 = clientIno(pid, fd);
@@ -169,7 +175,7 @@ for (const kind of ["stream", "seqpacket"] as const) {
         ]);
         assertEquals(r2.code, 0, r2.stderr);
         await until("writes reach the new path", () => received(log2).some((m) => m.n > last));
-        assertEquals(received(log2)[0].n, last + 1);
+        assert([last + 1, last + 2].includes(received(log2)[0].n), `first: ${received(log2)[0].n}`);
       } finally {
         await stopServer(server2);
       }

@@ -10,6 +10,7 @@ import { dead } from "../dump/freeze.ts";
 import { processExists } from "../proc/read.ts";
 import { checkTrust } from "../images/trust.ts";
 import { verifyImages } from "../images/verify.ts";
+import { EXTERNAL_FILL_MIN } from "../restore/fill.ts";
 import {
   restore as restoreEngine,
   type Restored,
@@ -60,7 +61,10 @@ export async function restore(opts: RestoreOptions): Promise<Restored & { verify
   const locks = new Locks();
   try {
     locks.dir(opts.dir);
-    const { inv } = await verifyImages(opts.dir);
+    // Large eager fills are checked by the fill workers as they copy.
+    const { inv } = await verifyImages(opts.dir, (t) =>
+      !opts.lazyPages && !!t.pagemap &&
+      t.pagemap.runs.reduce((a, r) => a + r.nrPages * 4096n, 0n) >= EXTERNAL_FILL_MIN);
     const verifyMs = performance.now() - t0;
     for (const pid of inv.pids) locks.pid(pid, "restoring");
     const tEngine = performance.now();

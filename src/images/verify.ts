@@ -167,10 +167,15 @@ export function diskSource(dir: string): ImageSource {
 
 /** The whole check restore runs before forking: parseImageSet from disk,
  * then each pages file's header page and every run's CRC32C. */
-export async function verifyImages(dir: string): Promise<ImageSet> {
+/** `deferPages` names the tasks whose page runs the restore checks itself
+ * while copying them in (still before any task runs), saving a pass. */
+export async function verifyImages(
+  dir: string,
+  deferPages: (t: TaskImages) => boolean = () => false,
+): Promise<ImageSet> {
   const t0 = performance.now();
   const set = parseImageSet(dir, diskSource(dir));
-  for (const [pid, t] of set.tasks) await verifyPages(dir, pid, t);
+  for (const [pid, t] of set.tasks) await verifyPages(dir, pid, t, deferPages(t));
   log.debug(`images verified in ${(performance.now() - t0).toFixed(1)} ms`);
   return set;
 }
@@ -179,7 +184,7 @@ export async function verifyImages(dir: string): Promise<ImageSet> {
  * share even one huge run. */
 const PIECE = 64n << 20n;
 
-async function verifyPages(dir: string, pid: number, t: TaskImages): Promise<void> {
+async function verifyPages(dir: string, pid: number, t: TaskImages, defer: boolean): Promise<void> {
   if (!t.pagemap) return; // a zombie has no memory
   const pagemap = t.pagemap;
   const path = `${dir}/${pagesName(pid)}`;
@@ -196,6 +201,7 @@ async function verifyPages(dir: string, pid: number, t: TaskImages): Promise<voi
       );
     }
     const runs = pagemap.runs;
+    if (defer && pagemap.runsCrc32c) return;
     if (!pagemap.runsCrc32c) {
       if (runs.length) {
         log.warn(`${path}: made by a ckpt without page checksums; memory is not verified`);

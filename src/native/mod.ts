@@ -365,6 +365,28 @@ export async function lazyServe(
   };
 }
 
+/** fillPages that also returns the CRC32C of each triple's source bytes. */
+export async function fillPagesCrc(
+  pid: number,
+  pagesFd: number,
+  fills: BigUint64Array<ArrayBuffer>,
+  mapOff: bigint,
+  mapLen: bigint,
+): Promise<Uint32Array<ArrayBuffer>> {
+  const crcs = new Uint32Array(fills.length / 3);
+  const rc = await native().ck_fill_pages_crc(
+    pid,
+    pagesFd,
+    new Uint8Array(fills.buffer),
+    BigInt(fills.length / 3),
+    mapOff,
+    mapLen,
+    new Uint8Array(crcs.buffer),
+  );
+  check(rc, "filling the memory", `of pid ${pid}`);
+  return crcs;
+}
+
 // ---- restore -----------------------------------------------------------------
 
 export function restorerSize(): number {

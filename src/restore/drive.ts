@@ -53,14 +53,17 @@ export const CLONE_FS = 0x200, CLONE_FILES = 0x400;
 const PTRACE_O_TRACEFORK = 2n, PTRACE_O_TRACEVFORK = 4n, PTRACE_O_TRACECLONE = 8n;
 const SIGTRAP = 5, SIGSTOP = 19;
 
+/** Pages ckpt puts into a task itself (fill workers or a lazy server). */
+export interface ExternalFill {
+  pagesFd: number;
+  pagesPath: string;
+  fills: PageFill[];
+}
+
 /** Drives the whole tree through its restore: lets fork/clone events and the
  * new tasks' first stops pass, and collects every thread's final int3 stop.
  * Returns, per task, the restorer region its main thread reported. A task
  * that dies or stops for anything else fails the restore. */
-export interface ExternalFill {
-  pagesFd: number;
-  fills: PageFill[];
-}
 
 export async function superviseRestorers(
   root: number,
@@ -121,7 +124,7 @@ export async function superviseRestorers(
     const ext = external.get(tid);
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === FILL && ext) {
       filling++;
-      fillTask(tid, ext.pagesFd, ext.fills).then(
+      fillTask(tid, ext.pagesFd, ext.fills, ext.pagesPath).then(
         () => ptrace.cont(tid, 0),
         (err) => fillError = err,
       ).finally(() => filling--);

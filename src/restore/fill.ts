@@ -1,7 +1,9 @@
 // Filling a restored task's memory from ckpt: the restorer stops once every
 // mapping exists, and ckpt copies the pages in with process_vm_writev from
 // several worker threads at once, which one restorer thread cannot match.
-import { fillPages } from "../native/mod.ts";
+import { ImageError } from "../errors.ts";
+import { crc32cCombine } from "../images/crc32c.ts";
+import { fillPagesCrc } from "../native/mod.ts";
 import type { PageFill } from "./plan_buffer.ts";
 
 const PAGE = 4096n;
@@ -12,12 +14,13 @@ export function fillBytes(fills: PageFill[]): bigint {
   return fills.reduce((a, f) => a + f.len, 0n);
 }
 
-/** Splits the fills into `n` shares of about equal bytes, at page bounds. */
-export function shareFills(fills: PageFill[], n: number): PageFill[][] {
+/** Splits the fills into `n` shares of about equal bytes, at page bounds;
+ * each piece remembers the fill it came from. */
+export function shareFills(fills: PageFill[], n: number): (PageFill & { owner: number })[][] {
   const per = (fillBytes(fills) / BigInt(n) + PAGE - 1n) / PAGE * PAGE;
-  const shares: PageFill[][] = [[]];
+  const shares: (PageFill & { owner: number })[][] = [[]];
   let room = per;
-  for (const f of fills) {
+  fills.forEach((f, owner) => {
     let { addr, len, fileOff } = f;
     while (len > 0n) {
       if (room === 0n) {
@@ -25,24 +28,51 @@ export function shareFills(fills: PageFill[], n: number): PageFill[][] {
         room = per;
       }
       const take = len < room ? len : room;
-      shares.at(-1)!.push({ addr, len: take, fileOff });
+      shares.at(-1)!.push({ addr, len: take, fileOff, owner });
       addr += take;
       fileOff += take;
       len -= take;
       room -= take;
     }
-  }
+  });
   return shares.filter((s) => s.length);
 }
 
-export async function fillTask(pid: number, pagesFd: number, fills: PageFill[], workers = 2) {
-  await Promise.all(
-    shareFills(fills, workers).map((share) => {
-      const triples = new BigUint64Array(share.length * 3);
-      share.forEach((f, i) => triples.set([f.addr, f.len, f.fileOff], i * 3));
-      const first = share[0].fileOff / PAGE * PAGE;
-      const last = share.at(-1)!;
-      return fillPages(pid, pagesFd, triples, first, last.fileOff + last.len - first);
-    }),
+/** Copies the fills into task pid, checking each against its CRC32C (when
+ * it has one) on the way: a damaged run fails the restore before the task
+ * ever runs, with the same message the up-front check gives. */
+export async function fillTask(
+  pid: number,
+  pagesFd: number,
+  fills: PageFill[],
+  pagesPath: string,
+  workers = 2,
+): Promise<void> {
+  const shares = shareFills(fills, workers);
+  const crcs = await Promise.all(shares.map((share) => {
+    const triples = new BigUint64Array(share.length * 3);
+    share.forEach((f, i) => triples.set([f.addr, f.len, f.fileOff], i * 3));
+    const first = share[0].fileOff / PAGE * PAGE;
+    const last = share.at(-1)!;
+    return fillPagesCrc(pid, pagesFd, triples, first, last.fileOff + last.len - first);
+  }));
+  const got = new Array<number | undefined>(fills.length);
+  shares.forEach((share, si) =>
+    share.forEach((piece, k) => {
+      const prev = got[piece.owner];
+      got[piece.owner] = prev === undefined
+        ? crcs[si][k]
+        : crc32cCombine(prev, crcs[si][k], piece.len);
+    })
   );
+  fills.forEach((f, i) => {
+    if (f.crc !== undefined && got[i] !== f.crc) {
+      throw new ImageError(
+        pagesPath,
+        `checksum mismatch in the run at offset 0x${f.fileOff.toString(16)} (vaddr 0x${
+          f.addr.toString(16)
+        }, ${f.len / PAGE} pages): the image is damaged`,
+      );
+    }
+  });
 }

@@ -44,6 +44,8 @@ export function planMemory(
   serviceFd: (parentFd: number) => number,
   shmem: SharedObjects,
   lazy = false,
+  /** The runs carry CRC32Cs: hand them on with the fills. */
+  checked = false,
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
   const fileFd = (v: Vma, write: boolean): number => {
@@ -89,7 +91,7 @@ export function planMemory(
     if (!v || r.vaddr < v.start || r.vaddr + len > v.end) {
       throw new RestoreError(`pid ${pid}: pages at ${hex(r.vaddr)} lie outside every mapping`);
     }
-    const fill = { addr: r.vaddr, len, fileOff: r.fileOffset };
+    const fill = { addr: r.vaddr, len, fileOff: r.fileOffset, crc: checked ? r.crc32c : undefined };
     if (lazy && v.kind === VmaKind.VMA_ANON_PRIVATE) {
       lazyVmas.add(v.start);
       out.lazyFills.push(fill);

@@ -37,6 +37,8 @@ export interface PageFill {
   addr: bigint;
   len: bigint;
   fileOff: bigint;
+  /** The run's CRC32C from the image, when ckpt checks it while filling. */
+  crc?: number;
 }
 export interface SpecialMove {
   cur: bigint;

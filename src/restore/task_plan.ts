@@ -91,16 +91,17 @@ export function taskPlan(
     service,
     shmem,
     opts.lazyPages,
+    t.pagemap!.runsCrc32c,
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;
   if (mem.lazyFills.length) {
     plan.flags |= FLAG_LAZY;
-    lazy.set(pid, { pagesFd, fills: mem.lazyFills });
+    lazy.set(pid, { pagesFd, pagesPath, fills: mem.lazyFills });
   }
   if (fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
     plan.flags |= FLAG_EXTERNAL_FILL;
-    external.set(pid, { pagesFd, fills: mem.fills });
+    external.set(pid, { pagesFd, pagesPath, fills: mem.fills });
   }
   plan.specials = mem.specials;
   plan.serviceLo = serviceLo;

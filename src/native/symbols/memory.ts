@@ -3,6 +3,11 @@ export const memorySymbols = {
   ck_vm_read: { parameters: ["i32", "buffer", "usize", "u64"], result: "i64" },
   // On a worker thread: writing another task's memory needs ptrace rights,
   // not the ptrace thread.
+  ck_fill_pages_crc: {
+    parameters: ["i32", "i32", "buffer", "usize", "u64", "u64", "buffer"],
+    result: "i64",
+    nonblocking: true,
+  },
   ck_fill_pages: {
     parameters: ["i32", "i32", "buffer", "usize", "u64", "u64"],
     result: "i64",
