@@ -114,63 +114,15 @@ fn preadAll(fd: i32, dst: [*]u8, len: usize, off: u64) i64 {
 /// A run of the pages file to copy into a task: len bytes at file_off go to addr.
 pub const Fill = extern struct { addr: u64, len: u64, file_off: u64 };
 
-/// Copies fills from the pages file into task pid with process_vm_writev,
-/// through a read-only shared mapping of the file (page cache, no copy), in
-/// batches faulted in with one madvise each. Several calls on other threads
-/// fill disjoint parts of one task at once. Returns bytes copied.
-export fn ck_fill_pages(pid: i32, pages_fd: i32, fills: [*]const Fill, n: usize, map_off: u64, map_len: u64) i64 {
-    if (n == 0) return 0;
-    const map_rc = sys.syscall6(NR.mmap, 0, map_len, sys.PROT_READ, sys.MAP_SHARED, sys.int(pages_fd), map_off);
-    if (sys.isErr(map_rc)) return sys.signed(map_rc);
-    defer _ = sys.syscall2(NR.munmap, map_rc, map_len);
-    var total: u64 = 0;
-    var i: usize = 0;
-    while (i < n) {
-        var local: [max_iov]sys.Iovec = undefined;
-        var remote: [max_iov]sys.Iovec = undefined;
-        var k: usize = 0;
-        var bytes: u64 = 0;
-        const first = fills[i].file_off - map_off;
-        while (i < n and k < max_iov and bytes < window) {
-            const f = fills[i];
-            local[k] = .{ .base = map_rc + (f.file_off - map_off), .len = f.len };
-            remote[k] = .{ .base = f.addr, .len = f.len };
-            k += 1;
-            bytes += f.len;
-            i += 1;
-        }
-        _ = sys.syscall3(NR.madvise, map_rc + first, bytes, MADV_POPULATE_READ);
-        var done: u64 = 0;
-        while (done < bytes) {
-            // Resume after a partial copy at the iovec it stopped in.
-            var skip = done;
-            var j: usize = 0;
-            while (skip >= local[j].len) : (j += 1) skip -= local[j].len;
-            local[j].base += skip;
-            local[j].len -= skip;
-            remote[j].base += skip;
-            remote[j].len -= skip;
-            const rc = sys.syscall6(NR.process_vm_writev, sys.int(pid), sys.ptr(&local[j]), k - j, sys.ptr(&remote[j]), k - j, 0);
-            if (sys.isErr(rc)) return sys.signed(rc);
-            if (rc == 0) return -5;
-            done += rc;
-            // Re-read iovecs from scratch for the next partial step.
-            local[j].base -= skip;
-            local[j].len += skip;
-            remote[j].base -= skip;
-            remote[j].len += skip;
-        }
-        total += bytes;
-    }
-    return @intCast(total);
-}
-
 const MADV_POPULATE_READ = 22;
 
-/// ck_fill_pages that also checks the bytes: the CRC32C of each fill's source
-/// bytes goes to crcs[i], computed one cache-sized piece at a time right
-/// before that piece is copied, so the check costs no extra pass over memory.
-/// The caller compares them with the image's before letting the task run.
+/// Copies fills from the pages file into task pid with process_vm_writev,
+/// through a read-only shared mapping of the file (page cache, no copy);
+/// several calls on other threads fill disjoint parts of one task at once.
+/// The CRC32C of each fill's source bytes goes to crcs[i], computed one
+/// cache-sized piece at a time right before that piece is copied, so the
+/// check costs no extra pass over memory. The caller compares them with the
+/// image's before letting the task run. Returns bytes copied.
 export fn ck_fill_pages_crc(pid: i32, pages_fd: i32, fills: [*]const Fill, n: usize, map_off: u64, map_len: u64, crcs: [*]u32) i64 {
     if (n == 0) return 0;
     const map_rc = sys.syscall6(NR.mmap, 0, map_len, sys.PROT_READ, sys.MAP_SHARED, sys.int(pages_fd), map_off);

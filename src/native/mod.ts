@@ -308,26 +308,6 @@ export function vmRead(pid: number, addr: bigint, len: number): Uint8Array<Array
   return buf.subarray(0, n);
 }
 
-/** Copies [addr, len, fileOff] triples from the pages file into task pid, on
- * a worker thread; the file is mapped from mapOff for mapLen bytes. */
-export async function fillPages(
-  pid: number,
-  pagesFd: number,
-  fills: BigUint64Array<ArrayBuffer>,
-  mapOff: bigint,
-  mapLen: bigint,
-): Promise<number> {
-  const rc = await native().ck_fill_pages(
-    pid,
-    pagesFd,
-    new Uint8Array(fills.buffer),
-    BigInt(fills.length / 3),
-    mapOff,
-    mapLen,
-  );
-  return check(rc, "filling the memory", `of pid ${pid}`);
-}
-
 export interface LazyStats {
   faults: number;
   faultBytes: number;
@@ -365,7 +345,9 @@ export async function lazyServe(
   };
 }
 
-/** fillPages that also returns the CRC32C of each triple's source bytes. */
+/** Copies [addr, len, fileOff] triples from the pages file into task pid on a
+ * worker thread (the file mapped from mapOff for mapLen bytes) and returns
+ * the CRC32C of each triple's source bytes. */
 export async function fillPagesCrc(
   pid: number,
   pagesFd: number,

@@ -8,11 +8,6 @@ export const memorySymbols = {
     result: "i64",
     nonblocking: true,
   },
-  ck_fill_pages: {
-    parameters: ["i32", "i32", "buffer", "usize", "u64", "u64"],
-    result: "i64",
-    nonblocking: true,
-  },
   // ffi/lazy.zig. Blocks until every page is copied: on a worker thread,
   // and it does no ptrace.
   ck_lazy_serve: {
