@@ -2,7 +2,7 @@
 // every page still arrives — through faults or the background copy — as the
 // restored program's own checksum of its memory shows.
 import { assert, assertEquals, assertMatch } from "../src/deps/std_assert.ts";
-import { CKPT, runCkpt } from "./helpers/ckpt.ts";
+import { runCkpt, spawnCkpt } from "./helpers/ckpt.ts";
 import {
   alive,
   gone,
@@ -72,12 +72,7 @@ Deno.test("restore --lazy-pages without -d: pages served while ckpt stays the pa
   try {
     const d = await dumpedCounter(dir, 64);
     pid = d.pid;
-    const ckpt = new Deno.Command(CKPT, {
-      args: ["restore", "-D", `${dir}/images`, "--lazy-pages"],
-      env: { DENO_BIN: Deno.execPath() },
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    const ckpt = spawnCkpt(["restore", "-D", `${dir}/images`, "--lazy-pages"]);
     // Let go by ckpt: no longer traced.
     await until(
       "restored",
@@ -105,12 +100,7 @@ Deno.test("restore --lazy-pages: a page that cannot be served kills the tree wit
   try {
     const d = await dumpedCounter(dir, 256);
     pid = d.pid;
-    const ckpt = new Deno.Command(CKPT, {
-      args: ["restore", "-D", `${dir}/images`, "--lazy-pages"],
-      env: { DENO_BIN: Deno.execPath() },
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    const ckpt = spawnCkpt(["restore", "-D", `${dir}/images`, "--lazy-pages"]);
     // As soon as the tree runs, while most of its 256 MiB is still to come,
     // the pages file loses everything but its header page.
     const end = Date.now() + 20_000;

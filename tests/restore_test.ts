@@ -1,7 +1,7 @@
 // Dump and restore of real single-process programs, checked by what the
 // restored process does afterwards.
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../src/deps/std_assert.ts";
-import { runCkpt } from "./helpers/ckpt.ts";
+import { runCkpt, spawnCkpt } from "./helpers/ckpt.ts";
 import {
   alive,
   gone,
@@ -204,12 +204,7 @@ Deno.test("without -d ckpt stays the parent and exits with the restored task's s
   try {
     await until("sleeper runs", () => readText(log).includes("slept"));
     await dumpAndReap(p.pid, p.status, `${dir}/images`);
-    const ckpt = new Deno.Command(`${new URL("../ckpt", import.meta.url).pathname}`, {
-      args: ["restore", "-D", `${dir}/images`],
-      env: { DENO_BIN: Deno.execPath() },
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    const ckpt = spawnCkpt(["restore", "-D", `${dir}/images`]);
     await until("restored", () => alive(p.pid));
     const n = readText(log).length;
     await until("restored task runs", () => readText(log).length > n);

@@ -27,3 +27,15 @@ export async function runCkpt(args: string[], opts: { stdin?: string } = {}): Pr
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
+
+/** Starts ./ckpt as a child that keeps running (e.g. a restore without -d,
+ * which stays the restored tree's parent); stderr is kept for messages. */
+export function spawnCkpt(args: string[]): Deno.ChildProcess {
+  return new Deno.Command(CKPT, {
+    args,
+    env: { DENO_BIN: Deno.execPath(), NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
