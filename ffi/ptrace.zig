@@ -201,14 +201,15 @@ fn inject(pid: i32, nr: u64, args: *const [6]u64, result: *i64, copy: ?*i32) i64
     // Put everything back even if the call failed half-way.
     const r1 = ck_poke_word(pid, addr, saved_word);
     const r2 = ck_set_regs(pid, &saved);
-    // Parked while every signal is still blocked, so none can slip in.
-    const r4: i64 = if (outcome == 0 and r1 >= 0 and r2 >= 0) parkInEventStop(pid) else 0;
     const r3 = ck_set_sigmask(pid, saved_mask);
     if (outcome != 0) return outcome;
     if (r1 < 0) return r1;
     if (r2 < 0) return r2;
-    if (r4 < 0) return r4;
-    return r3;
+    if (r3 < 0) return r3;
+    // With its own mask back: a ckpt killed while parking must not leave the
+    // task deaf to signals. The kernel takes the pending interrupt trap
+    // before it dequeues any signal, so none is delivered meanwhile.
+    return parkInEventStop(pid);
 }
 
 /// The int3 left the task in a SIGTRAP signal-delivery stop. Should ckpt die
@@ -229,7 +230,8 @@ fn parkInEventStop(pid: i32) i64 {
         const st: u32 = @bitCast(status);
         if ((st & 0xff) != 0x7f) return -3;
         if ((st >> 16) == PTRACE_EVENT_STOP) return 0;
-        // Only SIGSTOP gets past the blocked mask: let it become a group stop.
+        // Not expected (the trap comes first); pass the signal on rather
+        // than lose it.
         rc = ck_ptrace_cont(pid, @intCast((st >> 8) & 0xff));
         if (rc < 0) return rc;
     }
