@@ -24,7 +24,7 @@ import { syscallState } from "./regs.ts";
 const PR_GET_PDEATHSIG = 2;
 const PR_GET_DUMPABLE = 3;
 const PR_GET_TID_ADDRESS = 40;
-const SIGKILL = 9, SIGSTOP = 19;
+const SIGKILL = 9, SIGSTOP = 19, SIGCHLD = 17;
 
 function u64(dv: DataView, off: number): bigint {
   return dv.getBigUint64(off, true);
@@ -112,8 +112,15 @@ function collectWith(pid: number, tids: number[], injectors: Map<number, Injecto
   const threads = tids.map((tid) => collectThread(pid, tid, injectors.get(tid)!));
 
   const sigactions = [];
+  // Every injected call is a moment when a ckpt killed from outside would
+  // leave the task with swapped registers, so only dispositions that can
+  // matter are read: handled or ignored signals (SigCgt/SigIgn), and SIGCHLD,
+  // whose SA_NOCLDWAIT/SA_NOCLDSTOP act even at SIG_DFL. For any other
+  // signal the action is SIG_DFL, whose flags and mask never come into play.
+  const disposed = statusHex(status, "SigCgt") | statusHex(status, "SigIgn");
   for (let sig = 1; sig <= 64; sig++) {
     if (sig === SIGKILL || sig === SIGSTOP) continue;
+    if (sig !== SIGCHLD && ((disposed >> BigInt(sig - 1)) & 1n) === 0n) continue;
     inj.call(SYS.rt_sigaction, [sig, 0, inj.scratch, 8], `rt_sigaction(${sig})`);
     const a = inj.read(32);
     sigactions.push(create(SigActionSchema, {
