@@ -11,8 +11,15 @@ export type {
   ShowResult,
   TaskPages,
 } from "./src/api/show.ts";
-export { dump, restore } from "./src/api/guarded.ts";
-export type { DumpOptions, DumpResult, Restored, RestoreOptions } from "./src/api/guarded.ts";
+export { dump, preDump, restore } from "./src/api/guarded.ts";
+export type {
+  DumpOptions,
+  DumpResult,
+  PreDumpOptions,
+  PreDumpResult,
+  Restored,
+  RestoreOptions,
+} from "./src/api/guarded.ts";
 export { CkptError, DumpError, ImageError, RestoreError, UsageError } from "./src/errors.ts";
 export { listSockets } from "./src/api/sockets.ts";
 export type {

@@ -10,9 +10,10 @@ comptime {
     _ = @import("probe.zig");
     _ = @import("sockdiag.zig");
     _ = @import("unixsk.zig");
+    _ = @import("tracking.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 3;
+    return 4;
 }

@@ -6,10 +6,16 @@
 // forked.
 import { dump as dumpEngine, type DumpOptions, type DumpResult } from "../dump/dump.ts";
 import { DumpError } from "../errors.ts";
+import {
+  preDump as preDumpEngine,
+  type PreDumpOptions,
+  type PreDumpResult,
+} from "../dump/pre_dump.ts";
 import { dead } from "../dump/freeze.ts";
 import { processExists } from "../proc/read.ts";
 import { checkTrust } from "../images/trust.ts";
 import { verifyImages } from "../images/verify.ts";
+import { readChain, verifyChain } from "../images/chain.ts";
 import { EXTERNAL_FILL_MIN } from "../restore/fill.ts";
 import {
   restore as restoreEngine,
@@ -18,14 +24,27 @@ import {
 } from "../restore/restore.ts";
 import { Locks } from "../util/lock.ts";
 
-export type { DumpOptions, DumpResult, Restored };
+export type { DumpOptions, DumpResult, PreDumpOptions, PreDumpResult, Restored };
 
 export interface RestoreOptions extends EngineRestoreOptions {
   /** Restore images not owned by the caller or writable by others. */
   trustImages?: boolean;
 }
 
-export async function dump(opts: DumpOptions): Promise<DumpResult> {
+export function dump(opts: DumpOptions): Promise<DumpResult> {
+  return guardedDump(opts, "dump", () => dumpEngine(opts));
+}
+
+export function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
+  return guardedDump(opts, "pre-dump", () => preDumpEngine(opts));
+}
+
+/** Locks on the tree and the directory around a dump engine. */
+async function guardedDump<T>(
+  opts: { pid: number; dir: string },
+  what: string,
+  engine: () => Promise<T>,
+): Promise<T> {
   const locks = new Locks();
   try {
     locks.pid(opts.pid, "dumping");
@@ -39,13 +58,13 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     locks.dir(opts.dir);
     const existed = processExists(opts.pid);
     try {
-      return await dumpEngine(opts);
+      return await engine();
     } catch (err) {
       // Whatever call noticed first (ptrace, /proc, an injected syscall),
       // a process that died under the dump is reported as that.
       if (existed && !(err instanceof DumpError && /exited during/.test(err.message))) {
         if (dead(opts.pid)) {
-          throw new DumpError(`pid ${opts.pid} exited during the dump; nothing was saved`);
+          throw new DumpError(`pid ${opts.pid} exited during the ${what}; nothing was saved`);
         }
       }
       throw err;
@@ -65,6 +84,8 @@ export async function restore(opts: RestoreOptions): Promise<Restored & { verify
     const { inv } = await verifyImages(opts.dir, (t) =>
       !opts.lazyPages && !!t.pagemap &&
       t.pagemap.runs.reduce((a, r) => a + r.nrPages * 4096n, 0n) >= EXTERNAL_FILL_MIN);
+    // Pages kept in parent images (--prev-images-dir) are checked up front.
+    await verifyChain(readChain(opts.dir, inv));
     const verifyMs = performance.now() - t0;
     for (const pid of inv.pids) locks.pid(pid, "restoring");
     const tEngine = performance.now();

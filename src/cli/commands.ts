@@ -1,6 +1,7 @@
 // Every command ckpt has, in the order --help lists them.
 import { checkCommand } from "../commands/check.ts";
 import { dumpCommand } from "../commands/dump.ts";
+import { preDumpCommand } from "../commands/pre_dump.ts";
 import { restoreCommand } from "../commands/restore.ts";
 import { showCommand } from "../commands/show.ts";
 import { socketsCommand } from "../commands/sockets.ts";
@@ -8,6 +9,7 @@ import type { CommandSpec } from "./spec.ts";
 
 export const COMMANDS: CommandSpec[] = [
   dumpCommand,
+  preDumpCommand,
   restoreCommand,
   checkCommand,
   showCommand,

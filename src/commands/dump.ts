@@ -55,6 +55,13 @@ failed dump leaves the tree running as it was and no usable images behind.`,
         "--inherit-fd fd[N]:socket:[ID])",
     },
     {
+      name: "prev-images-dir",
+      kind: "string",
+      arg: "DIR",
+      help: "a pre-dump of this tree (relative to -D unless absolute): pages not written " +
+        "since stay there and are read from it on restore",
+    },
+    {
       name: "stream",
       kind: "boolean",
       help: "write the images to stdout as one checksummed stream (instead of -D)",
@@ -70,6 +77,11 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     }
     if (stream && Deno.stdout.isTerminal()) {
       throw new UsageError("dump: --stream would write images to the terminal; pipe it somewhere");
+    }
+    if (stream && opts.has("prev-images-dir")) {
+      throw new UsageError(
+        "dump: --stream cannot refer to parent images (--prev-images-dir): the stream must hold every page",
+      );
     }
     const staging = stream ? await stagingDir() : undefined;
     const dir = staging ? `${staging}/img` : opts.string("images-dir");
@@ -96,6 +108,7 @@ async function dumpTo(
     shellJob: opts.bool("shell-job"),
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
+    prevImagesDir: opts.string("prev-images-dir"),
   });
   // With --stream stdout carries the images: the summary goes to stderr.
   const say = stream ? console.error : console.log;

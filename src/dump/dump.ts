@@ -12,6 +12,7 @@ import {
   InventorySchema,
   MmImageSchema,
   PagemapImageSchema,
+  type PageRun,
   type TaskCore,
   TaskCoreSchema,
   type Vma,
@@ -37,6 +38,9 @@ import { VERSION } from "../version.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
 import { collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import { MemoryTracker } from "./tracking.ts";
+import { coverage, parentPath } from "../images/chain.ts";
+import { parsePreDump } from "../images/verify.ts";
 import { collectTask, collectZombie } from "./task_state.ts";
 import { Snapshots } from "./snapshot.ts";
 import { sameObject } from "../native/mod.ts";
@@ -56,6 +60,9 @@ export interface DumpOptions {
   extUnixSk?: string[];
   /** --external values, e.g. "unix[INO]". */
   external?: string[];
+  /** --prev-images-dir: a pre-dump (relative to dir unless absolute); pages
+   * not written since it are left there. */
+  prevImagesDir?: string;
 }
 
 export interface DumpResult {
@@ -76,6 +83,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   if (pid === Deno.pid) throw new DumpError("ckpt cannot dump itself");
   if (!processExists(pid)) throw new NoProcess(pid);
   checkScope(pid, !!opts.shellJob);
+  const prev = opts.prevImagesDir
+    ? parsePreDump(parentPath(opts.dir, opts.prevImagesDir))
+    : undefined;
 
   const dir = ImageDir.create(opts.dir);
   const written: string[] = [];
@@ -85,6 +95,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   };
   const frozen = new Frozen();
   const snapshots = new Snapshots();
+  const tracker = new MemoryTracker();
   let tFrozen = 0;
   let frozenMs = -1;
   try {
@@ -96,8 +107,19 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
     });
     const claims: SharedClaims = new Map();
+    // Write tracking a pre-dump left: taken over, then its fds closed in the
+    // tasks before their fd tables are read.
+    const kept = new Set<number>();
+    for (const pm of prev?.pagemaps.values() ?? []) tracker.remember(pm.tracking);
+    for (const t of tree) {
+      if (!t.zombie && prev && tracker.adopt(t.pid, prev.pagemaps.get(t.pid)?.tracking)) {
+        kept.add(t.pid);
+      }
+    }
+    tracker.closeInTasks(tree.filter((t) => !t.zombie).map((t) => t.pid));
     // Phase 1, frozen: everything but the page contents.
-    const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[] }[] = [];
+    const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
+      [];
     for (const t of tree) {
       const p = t.pid;
       if (t.zombie) {
@@ -123,8 +145,13 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
       const fds = files.collectFds(p);
       const vmas = collectVmas(p, files);
-      live.push({ t, core, fds, vmas });
+      const tPlan = performance.now();
+      const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
+      const runs = planPages(p, vmas, claims, cov);
+      log.debug(`pid ${p}: pages planned in ${formatMs(performance.now() - tPlan)}`);
+      live.push({ t, core, fds, vmas, runs });
     }
+    tracker.dispose();
     files.finishSockets(live.map((l) => l.t.pid));
     // With --leave-running the tree goes on as soon as each task has forked
     // a frozen copy of itself; the pages are read from the copies.
@@ -136,20 +163,22 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
 
     // Phase 2: the pages, then every image.
     let pagesBytes = 0;
-    for (const { t, core, fds, vmas } of live) {
+    for (const { t, core, fds, vmas, runs } of live) {
       const p = t.pid;
-      const tPlan = performance.now();
-      const runs = planPages(p, vmas, claims, snapshots.source(p));
-      log.debug(`pid ${p}: pagemap scanned in ${formatMs(performance.now() - tPlan)}`);
       const pagesFile = pagesName(p);
       written.push(pagesFile);
       const tPages = performance.now();
       const bytes = await writePages(snapshots.source(p), runs, dir.file(pagesFile), workers());
       pagesBytes += bytes;
       log.debug(`pid ${p}: pages written in ${formatMs(performance.now() - tPages)}`);
+      const leftInParent = runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
       log.info(
         `pid ${p}: ${t.tids.length} thread(s), ${vmas.length} mappings, ${runs.length} page runs, ${
           formatBytes(bytes)
+        }${
+          leftInParent
+            ? ` (${formatBytes(Number(leftInParent) * PAGE_SIZE)} left in the parent images)`
+            : ""
         }`,
       );
 
@@ -219,6 +248,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           shellJob: !!opts.shellJob,
           extUnixSk: (opts.extUnixSk ?? []).length > 0,
           files: listed,
+          parent: opts.prevImagesDir ?? "",
         }),
       ));
 
@@ -234,6 +264,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     );
     return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs };
   } catch (err) {
+    tracker.dispose();
     snapshots.dispose();
     frozen.release();
     for (const name of written) {
@@ -282,7 +313,7 @@ function sharedTables(tree: FrozenTask[]): Map<number, { files: boolean; fs: boo
   return out;
 }
 
-function checkScope(pid: number, shellJob: boolean): void {
+export function checkScope(pid: number, shellJob: boolean): void {
   const st = readStat(pid);
   const sid = Number(st.field(6));
   if (sid !== pid && !shellJob) {

@@ -180,6 +180,12 @@ export class FileCollector {
       this.files[id - 1].unix = this.unix.describe(id, pid, n, ino, flags, where);
       return id;
     }
+    if (link === "anon_inode:[userfaultfd]") {
+      throw new DumpError(
+        `${where}: a userfaultfd cannot be dumped yet (if \`ckpt pre-dump\` left it, ` +
+          `dump with --prev-images-dir naming that pre-dump)`,
+      );
+    }
     if (!link.startsWith("/")) {
       throw new DumpError(`${where}: this kind of file cannot be dumped yet`);
     }

@@ -12,6 +12,7 @@ import {
 import { fd as fdops, O } from "../native/mod.ts";
 import { dumpPagesCrc, fallocate } from "../native/integrity.ts";
 import { NativeError } from "../native/mod.ts";
+import { PAGE_IS, pagemapScan } from "../native/tracking.ts";
 import { crc32cCombine } from "../images/crc32c.ts";
 import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
@@ -19,9 +20,6 @@ import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
 import type { FileCollector } from "./files.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
-const PM_PRESENT = 1n << 63n;
-const PM_SWAP = 1n << 62n;
-const PM_FILE = 1n << 61n;
 
 const SPECIAL: Record<string, VmaKind> = {
   "[vdso]": VmaKind.VMA_VDSO,
@@ -60,25 +58,32 @@ function classify(pid: number, e: MapsEntry): VmaKind {
   return e.shared ? VmaKind.VMA_FILE_SHARED : VmaKind.VMA_FILE_PRIVATE;
 }
 
-export interface MemoryDump {
-  vmas: Vma[];
-  runs: PageRun[];
-  bytes: number;
-}
+/** Categories PAGEMAP_SCAN reports for planning. */
+const REPORT = PAGE_IS.PRESENT | PAGE_IS.SWAPPED | PAGE_IS.FILE | PAGE_IS.PFNZERO |
+  PAGE_IS.WRITTEN | PAGE_IS.WPALLOWED;
 
-/** Which pages of a mapping hold data the restored task needs from us. */
-function wanted(kind: VmaKind, entry: bigint): boolean {
-  if ((entry & (PM_PRESENT | PM_SWAP)) === 0n) return false;
+/** Whether pages with these categories hold data the restored task needs
+ * from us. The shared zero page reads as zeros without being saved. */
+function wanted(kind: VmaKind, c: bigint): boolean {
+  if ((c & (PAGE_IS.PRESENT | PAGE_IS.SWAPPED)) === 0n || (c & PAGE_IS.PFNZERO) !== 0n) {
+    return false;
+  }
   switch (kind) {
     case VmaKind.VMA_ANON_PRIVATE:
     case VmaKind.VMA_ANON_SHARED:
       return true;
     case VmaKind.VMA_FILE_PRIVATE:
       // Copied-on-write pages are anonymous; file pages come from the file.
-      return (entry & PM_FILE) === 0n || (entry & PM_SWAP) !== 0n;
+      return (c & PAGE_IS.FILE) === 0n || (c & PAGE_IS.SWAPPED) !== 0n;
     default:
       return false;
   }
+}
+
+/** Kinds of mapping whose pages are saved. */
+export function takesPages(kind: VmaKind): boolean {
+  return kind === VmaKind.VMA_ANON_PRIVATE || kind === VmaKind.VMA_ANON_SHARED ||
+    kind === VmaKind.VMA_FILE_PRIVATE;
 }
 
 export function collectVmas(pid: number, files: FileCollector): Vma[] {
@@ -111,80 +116,67 @@ export function collectVmas(pid: number, files: FileCollector): Vma[] {
  * object (inode) and page index within it. */
 export type SharedClaims = Map<number, Set<bigint>>;
 
-/** Page runs to save, in address order, with their place in the pages file. */
+/** Address ranges (sorted, disjoint) whose pages the parent images hold. */
+export type Coverage = [bigint, bigint][];
+
+/** Page runs to save, in address order, with their place in the pages file;
+ * read with PAGEMAP_SCAN from the task itself, so it must be frozen. With
+ * `parent` (the task's memory is write-tracked since the parent images were
+ * made), pages it has not written since and the parent holds become runs
+ * marked in_parent, which take no room in the pages file. */
 export function planPages(
   pid: number,
   vmas: Vma[],
   claims: SharedClaims = new Map(),
-  copy = pid,
+  parent?: Coverage,
 ): PageRun[] {
-  // A frozen copy's page tables match the task's for private memory; fork
-  // does not copy them for shared mappings, so those are read from the task.
   const pm = fdops.open(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
-  const cpm = copy === pid ? pm : fdops.open(`/proc/${copy}/pagemap`, O.RDONLY | O.CLOEXEC);
   const runs: PageRun[] = [];
   let fileOff = PAGE;
+  // Runs never cross a VMA boundary (restore fills each mapping apart):
+  // runs before `fence` belong to earlier mappings.
+  let fence = 0;
+  const add = (vaddr: bigint, end: bigint, inParent: boolean) => {
+    const last = runs.length > fence ? runs.at(-1) : undefined;
+    const pages = (end - vaddr) / PAGE;
+    if (last && last.inParent === inParent && last.vaddr + last.nrPages * PAGE === vaddr) {
+      last.nrPages += pages;
+    } else {
+      runs.push(
+        create(PageRunSchema, {
+          vaddr,
+          nrPages: pages,
+          fileOffset: inParent ? 0n : fileOff,
+          inParent,
+        }),
+      );
+    }
+    if (!inParent) fileOff += pages * PAGE;
+  };
   try {
     for (const v of vmas) {
-      if (
-        v.kind !== VmaKind.VMA_ANON_PRIVATE && v.kind !== VmaKind.VMA_ANON_SHARED &&
-        v.kind !== VmaKind.VMA_FILE_PRIVATE
-      ) continue;
-      const first = v.start / PAGE;
-      const n = Number((v.end - v.start) / PAGE);
-      const CHUNK = 65536;
-      for (let i = 0; i < n; i += CHUNK) {
-        const cnt = Math.min(CHUNK, n - i);
-        const buf = new Uint8Array(cnt * 8);
-        let got = 0;
-        while (got < buf.length) {
-          const src = v.kind === VmaKind.VMA_ANON_SHARED ? pm : cpm;
-          const r = fdops.pread(src, buf.subarray(got), Number((first + BigInt(i)) * 8n) + got);
-          if (r === 0) break;
-          got += r;
+      if (!takesPages(v.kind)) continue;
+      const regions = pagemapScan(pm, v.start, v.end, {
+        anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+        report: REPORT,
+      });
+      fence = runs.length;
+      for (const r of regions) {
+        if (!wanted(v.kind, r.categories)) continue;
+        if (v.kind === VmaKind.VMA_ANON_SHARED) {
+          unclaimed(claimSet(claims, v.shmemId), v, r.start, r.end, (a, b) => add(a, b, false));
+          continue;
         }
-        const ents = new BigUint64Array(buf.buffer, 0, got / 8);
-        let runStart = -1;
-        const flush = (end: number) => {
-          if (runStart < 0) return;
-          const pages = end - runStart;
-          const last = runs[runs.length - 1];
-          const vaddr = (first + BigInt(i + runStart)) * PAGE;
-          if (last && last.vaddr + last.nrPages * PAGE === vaddr) {
-            last.nrPages += BigInt(pages);
-          } else {
-            runs.push(
-              create(PageRunSchema, { vaddr, nrPages: BigInt(pages), fileOffset: fileOff }),
-            );
-          }
-          fileOff += BigInt(pages) * PAGE;
-          runStart = -1;
-        };
-        const claimed = v.kind === VmaKind.VMA_ANON_SHARED
-          ? claimSet(claims, v.shmemId)
-          : undefined;
-        const objFirst = v.pgoff / PAGE + BigInt(i);
-        for (let j = 0; j < ents.length; j++) {
-          let want = wanted(v.kind, ents[j]);
-          if (want && claimed) {
-            const page = objFirst + BigInt(j);
-            if (claimed.has(page)) want = false;
-            else claimed.add(page);
-          }
-          if (want) {
-            if (runStart < 0) runStart = j;
-          } else flush(j);
-        }
-        flush(ents.length);
+        const unchanged = parent && (r.categories & PAGE_IS.WPALLOWED) !== 0n &&
+          (r.categories & PAGE_IS.WRITTEN) === 0n;
+        if (unchanged) splitByCoverage(parent, r.start, r.end, add);
+        else add(r.start, r.end, false);
       }
     }
   } finally {
     fdops.close(pm);
-    if (cpm !== pm) fdops.close(cpm);
   }
-  // Runs never cross a VMA boundary (merging only joins adjacent VMAs of the
-  // same task), which restore relies on to fill each mapping separately.
-  return splitAtVmas(runs, vmas);
+  return runs;
 }
 
 function claimSet(claims: SharedClaims, id: number): Set<bigint> {
@@ -193,21 +185,53 @@ function claimSet(claims: SharedClaims, id: number): Set<bigint> {
   return set;
 }
 
-function splitAtVmas(runs: PageRun[], vmas: Vma[]): PageRun[] {
-  const out: PageRun[] = [];
-  let vi = 0;
-  for (const r of runs) {
-    let addr = r.vaddr, left = r.nrPages * PAGE, off = r.fileOffset;
-    while (left > 0n) {
-      while (vmas[vi].end <= addr) vi++;
-      const take = left < vmas[vi].end - addr ? left : vmas[vi].end - addr;
-      out.push(create(PageRunSchema, { vaddr: addr, nrPages: take / PAGE, fileOffset: off }));
-      addr += take;
-      off += take;
-      left -= take;
+/** Calls add for the parts of [start, end) of shared object v not saved by
+ * an earlier task, claiming them. */
+function unclaimed(
+  claimed: Set<bigint>,
+  v: Vma,
+  start: bigint,
+  end: bigint,
+  add: (a: bigint, b: bigint) => void,
+): void {
+  let from = -1n;
+  for (let a = start; a < end; a += PAGE) {
+    const page = v.pgoff / PAGE + (a - v.start) / PAGE;
+    if (claimed.has(page)) {
+      if (from >= 0n) add(from, a);
+      from = -1n;
+    } else {
+      claimed.add(page);
+      if (from < 0n) from = a;
     }
   }
-  return out;
+  if (from >= 0n) add(from, end);
+}
+
+/** Calls add for the pieces of [start, end): in_parent where covered. */
+function splitByCoverage(
+  cov: Coverage,
+  start: bigint,
+  end: bigint,
+  add: (a: bigint, b: bigint, inParent: boolean) => void,
+): void {
+  // First range that ends after start (binary search: coverage can be long).
+  let lo = 0, hi = cov.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cov[mid][1] <= start) lo = mid + 1;
+    else hi = mid;
+  }
+  let at = start;
+  for (let i = lo; i < cov.length && at < end; i++) {
+    const [cs, ce] = cov[i];
+    if (cs >= end) break;
+    if (cs > at) add(at, cs, false), at = cs;
+    const stop = ce < end ? ce : end;
+    add(at, stop, true);
+    at = stop;
+  }
+  if (at < end) add(at, end, false);
 }
 
 /** Writes the pages file: the header page, then every run in order, by
@@ -216,10 +240,11 @@ function splitAtVmas(runs: PageRun[], vmas: Vma[]): PageRun[] {
  * checksummed apart and joined). */
 export async function writePages(
   pid: number,
-  runs: PageRun[],
+  allRuns: PageRun[],
   path: string,
   workers = 2,
 ): Promise<number> {
+  const runs = allRuns.filter((r) => !r.inParent);
   const out = fdops.open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, 0o600);
   const mem = fdops.open(`/proc/${pid}/mem`, O.RDONLY | O.CLOEXEC);
   try {

@@ -81,6 +81,9 @@ export function validateInventory(dir: string, inv: Inventory): void {
     pids.add(p);
   }
   if (!pids.has(inv.rootPid)) fail(file, `root pid ${inv.rootPid} is not among the tasks`);
+  if (inv.parent.length > LIMITS.path || inv.parent.includes("\0")) {
+    fail(file, "the parent images path is invalid");
+  }
   count(file, "files", inv.files.length, 5 * inv.pids.length + 16, 1);
   const names = new Set<string>();
   for (const f of inv.files) {
@@ -93,7 +96,9 @@ export function validateInventory(dir: string, inv: Inventory): void {
   }
   // A zombie has only its core; whether a task is one, its (checked) core
   // says, and a live task's other images are then required when read.
-  const want = [FILES, ...inv.pids.map(coreName)];
+  const want = inv.preDump
+    ? inv.pids.flatMap((p) => [pagemapName(p), pagesName(p)])
+    : [FILES, ...inv.pids.map(coreName)];
   for (const w of want) if (!names.has(w)) fail(file, `does not list ${w}: incomplete dump`);
 }
 
@@ -277,13 +282,14 @@ function validateMm(file: string, pid: number, mm: MmImage, files: Map<number, F
 }
 
 /** Runs must tile the pages file exactly, in order, after its header page,
- * so every byte of it is covered by one checksum; each must lie inside one
- * mapping that takes pages, in address order. */
-function validatePagemap(
+ * so every byte of it is covered by one checksum (runs in_parent take no
+ * bytes); each must lie inside one mapping that takes pages (when the mm is
+ * known: a pre-dump has none), in address order. */
+export function validatePagemap(
   file: string,
   pid: number,
   pm: PagemapImage,
-  mm: MmImage,
+  mm: MmImage | undefined,
   pagesSize: bigint,
 ): void {
   if (pm.pid !== pid) fail(file, `holds pid ${pm.pid}, expected ${pid}`);
@@ -293,21 +299,31 @@ function validatePagemap(
       `names pages file ${JSON.stringify(pm.pagesFile.slice(0, 80))}, expected ${pagesName(pid)}`,
     );
   }
-  count(file, "page runs", pm.runs.length, Number((pagesSize - PAGE) / PAGE) + 1);
+  const inParent = pm.runs.filter((r) => r.inParent).length;
+  count(file, "page runs", pm.runs.length - inParent, Number((pagesSize - PAGE) / PAGE) + 1);
+  count(file, "page runs in the parent", inParent, Number(LIMITS.taskSize / PAGE / 2n));
   let off = PAGE, prevEnd = 0n, vi = 0;
-  const vmas = mm.vmas;
+  const vmas = mm?.vmas;
   for (const r of pm.runs) {
     const at = `page run at 0x${r.vaddr.toString(16)}`;
     if (r.nrPages < 1n || r.vaddr % PAGE) fail(file, `${at}: empty or not page aligned`);
-    if (r.fileOffset !== off) {
-      fail(
-        file,
-        `${at}: file offset 0x${r.fileOffset.toString(16)}, expected 0x${off.toString(16)}`,
-      );
-    }
     const len = r.nrPages * PAGE;
-    if (len > pagesSize - off) fail(file, `${at}: runs past the end of ${pm.pagesFile}`);
+    if (r.vaddr + len > LIMITS.taskSize) fail(file, `${at}: beyond the user address space`);
+    if (r.inParent) {
+      if (r.fileOffset !== 0n) fail(file, `${at}: in the parent but has a file offset`);
+    } else {
+      if (r.fileOffset !== off) {
+        fail(
+          file,
+          `${at}: file offset 0x${r.fileOffset.toString(16)}, expected 0x${off.toString(16)}`,
+        );
+      }
+      if (len > pagesSize - off) fail(file, `${at}: runs past the end of ${pm.pagesFile}`);
+      off += len;
+    }
     if (r.vaddr < prevEnd) fail(file, `${at}: runs unsorted or overlapping`);
+    prevEnd = r.vaddr + len;
+    if (!vmas) continue;
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
     const v = vmas[vi];
     if (!v || r.vaddr < v.start || r.vaddr + len > v.end) {
@@ -317,8 +333,6 @@ function validatePagemap(
       v.kind !== VmaKind.VMA_ANON_PRIVATE && v.kind !== VmaKind.VMA_ANON_SHARED &&
       v.kind !== VmaKind.VMA_FILE_PRIVATE
     ) fail(file, `${at}: mapping kind ${VmaKind[v.kind]} takes no pages`);
-    prevEnd = r.vaddr + len;
-    off += len;
   }
   if (off !== pagesSize) {
     fail(file, `runs cover ${off} bytes of ${pm.pagesFile}, which has ${pagesSize}`);

@@ -11,6 +11,7 @@ import {
   type Inventory,
   InventorySchema,
   MmImageSchema,
+  type PagemapImage,
   PagemapImageSchema,
   TaskCoreSchema,
 } from "../gen/ckpt/images_pb.ts";
@@ -21,7 +22,7 @@ import { log } from "../util/log.ts";
 import { crc32c, crc32cCombine } from "./crc32c.ts";
 import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
 import { decodeImage, ImageKind, PAGE_SIZE, pagesHeader } from "./format.ts";
-import { type TaskImages, validateImages, validateInventory } from "./validate.ts";
+import { type TaskImages, validateImages, validateInventory, validatePagemap } from "./validate.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 
@@ -69,27 +70,14 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
   );
   // Bounds of the inventory itself first: its list drives what is read next.
   validateInventory(dir, inv);
-  const sum = src.crc ?? crc32c;
-  for (const f of inv.files) {
-    const path = `${dir}/${f.name}`;
-    const size = src.size(f.name);
-    if (size !== f.size) {
-      throw new ImageError(
-        path,
-        `${size} bytes where the inventory says ${f.size}: the image is truncated or damaged`,
-      );
-    }
-    if (f.name.startsWith("pages-")) continue;
-    const got = sum(src.read(f.name));
-    if (got !== f.crc32c) {
-      throw new ImageError(
-        path,
-        `checksum mismatch (CRC32C ${hex32(got)}, inventory says ${
-          hex32(f.crc32c)
-        }): the image is damaged`,
-      );
-    }
+  if (inv.preDump) {
+    throw new ImageError(
+      dir,
+      "is a pre-dump: it holds memory only and is never restored on its own; restore the " +
+        "dump made with --prev-images-dir pointing at it",
+    );
   }
+  checkListed(dir, inv, src);
   const filesImg = decode(dir, src, FILES, ImageKind.Files, (b) => fromBinary(FilesImageSchema, b));
   const tasks = new Map<number, TaskImages>();
   for (const pid of inv.pids) {
@@ -125,6 +113,71 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
   }
   const files = validateImages(dir, inv, filesImg, tasks, (pid) => src.size(pagesName(pid)));
   return { inv, files, tasks };
+}
+
+/** Every file the inventory lists, against its size and (but for the pages
+ * files, checked run by run) its CRC32C. */
+function checkListed(dir: string, inv: Inventory, src: ImageSource): void {
+  const sum = src.crc ?? crc32c;
+  for (const f of inv.files) {
+    const path = `${dir}/${f.name}`;
+    const size = src.size(f.name);
+    if (size !== f.size) {
+      throw new ImageError(
+        path,
+        `${size} bytes where the inventory says ${f.size}: the image is truncated or damaged`,
+      );
+    }
+    if (f.name.startsWith("pages-")) continue;
+    const got = sum(src.read(f.name));
+    if (got !== f.crc32c) {
+      throw new ImageError(
+        path,
+        `checksum mismatch (CRC32C ${hex32(got)}, inventory says ${
+          hex32(f.crc32c)
+        }): the image is damaged`,
+      );
+    }
+  }
+}
+
+/** What a pre-dump holds: each task's pagemap (bounds checked against its
+ * pages file) and its inventory. The pages themselves are checked apart. */
+export interface PreDumpSet {
+  dir: string;
+  inv: Inventory;
+  pagemaps: Map<number, PagemapImage>;
+}
+
+export function parsePreDump(dir: string, src: ImageSource = diskSource(dir)): PreDumpSet {
+  const inv = decode(
+    dir,
+    src,
+    INVENTORY,
+    ImageKind.Inventory,
+    (b) => fromBinary(InventorySchema, b),
+  );
+  validateInventory(dir, inv);
+  if (!inv.preDump) {
+    throw new ImageError(
+      dir,
+      "is not a pre-dump (made by ckpt pre-dump); give a pre-dump's directory",
+    );
+  }
+  checkListed(dir, inv, src);
+  const pagemaps = new Map<number, PagemapImage>();
+  for (const pid of inv.pids) {
+    const pm = decode(
+      dir,
+      src,
+      pagemapName(pid),
+      ImageKind.Pagemap,
+      (b) => fromBinary(PagemapImageSchema, b),
+    );
+    validatePagemap(`${dir}/${pagemapName(pid)}`, pid, pm, undefined, src.size(pagesName(pid)));
+    pagemaps.set(pid, pm);
+  }
+  return { dir, inv, pagemaps };
 }
 
 function hex32(n: number): string {
@@ -184,7 +237,12 @@ export async function verifyImages(
  * share even one huge run. */
 const PIECE = 64n << 20n;
 
-async function verifyPages(dir: string, pid: number, t: TaskImages, defer: boolean): Promise<void> {
+export async function verifyPages(
+  dir: string,
+  pid: number,
+  t: Pick<TaskImages, "pagemap">,
+  defer: boolean,
+): Promise<void> {
   if (!t.pagemap) return; // a zombie has no memory
   const pagemap = t.pagemap;
   const path = `${dir}/${pagesName(pid)}`;
@@ -200,7 +258,7 @@ async function verifyPages(dir: string, pid: number, t: TaskImages, defer: boole
         `header page damaged at offset 0x${bad.toString(16)}: the image is damaged`,
       );
     }
-    const runs = pagemap.runs;
+    const runs = pagemap.runs.filter((r) => !r.inParent);
     if (defer && pagemap.runsCrc32c) return;
     if (!pagemap.runsCrc32c) {
       if (runs.length) {

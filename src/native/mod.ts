@@ -15,7 +15,7 @@ export class NativeError extends Error {
   }
 }
 
-function check(rc: bigint, op: string, what?: string): number {
+export function check(rc: bigint, op: string, what?: string): number {
   if (rc < 0n) throw new NativeError(op, Number(-rc), what);
   return Number(rc);
 }

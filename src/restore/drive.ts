@@ -58,6 +58,14 @@ export interface ExternalFill {
   pagesFd: number;
   pagesPath: string;
   fills: PageFill[];
+  /** Fills with src k > 0 come from parents[k - 1]. */
+  parents?: PagesSource[];
+}
+
+/** A pages file, opened. */
+export interface PagesSource {
+  fd: number;
+  path: string;
 }
 
 /** Drives the whole tree through its restore: lets fork/clone events and the
@@ -124,7 +132,7 @@ export async function superviseRestorers(
     const ext = external.get(tid);
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === FILL && ext) {
       filling++;
-      fillTask(tid, ext.pagesFd, ext.fills, ext.pagesPath).then(
+      fillTask(tid, ext.pagesFd, ext.fills, ext.pagesPath, ext.parents).then(
         () => ptrace.cont(tid, 0),
         (err) => fillError = err,
       ).finally(() => filling--);

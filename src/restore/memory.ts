@@ -2,7 +2,8 @@
 // (anonymous, from a file, from a memfd for shared anonymous memory), which
 // page runs fill it, where [vvar]/[vdso] must move, and where the restorer
 // itself can live without overlapping anything the task will have.
-import { type FileEntry, type PageRun, type Vma, VmaKind } from "../gen/ckpt/images_pb.ts";
+import { type FileEntry, type Vma, VmaKind } from "../gen/ckpt/images_pb.ts";
+import type { Piece } from "../images/chain.ts";
 import { RestoreError } from "../errors.ts";
 import { PAGE_SIZE } from "../images/format.ts";
 import { fd as fdops, O } from "../native/mod.ts";
@@ -38,14 +39,12 @@ export interface MemoryPlan {
 export function planMemory(
   pid: number,
   vmas: Vma[],
-  runs: PageRun[],
+  pieces: Piece[],
   files: Map<number, FileEntry>,
   validation: FileValidation,
   serviceFd: (parentFd: number) => number,
   shmem: SharedObjects,
   lazy = false,
-  /** The runs carry CRC32Cs: hand them on with the fills. */
-  checked = false,
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
   const fileFd = (v: Vma, write: boolean): number => {
@@ -84,14 +83,14 @@ export function planMemory(
   // and shared memory is one object for every task that maps it.
   const lazyVmas = new Set<bigint>();
   let vi = 0;
-  for (const r of runs) {
+  for (const r of pieces) {
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
     const v = vmas[vi];
-    const len = r.nrPages * PAGE;
+    const len = r.len;
     if (!v || r.vaddr < v.start || r.vaddr + len > v.end) {
       throw new RestoreError(`pid ${pid}: pages at ${hex(r.vaddr)} lie outside every mapping`);
     }
-    const fill = { addr: r.vaddr, len, fileOff: r.fileOffset, crc: checked ? r.crc32c : undefined };
+    const fill = { addr: r.vaddr, len, fileOff: r.fileOff, crc: r.crc, src: r.src };
     if (lazy && v.kind === VmaKind.VMA_ANON_PRIVATE) {
       lazyVmas.add(v.start);
       out.lazyFills.push(fill);

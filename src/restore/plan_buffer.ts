@@ -39,6 +39,9 @@ export interface PageFill {
   fileOff: bigint;
   /** The run's CRC32C from the image, when ckpt checks it while filling. */
   crc?: number;
+  /** Which pages file: 0 the task's own, k the k-th parent images' (those
+   * are filled by ckpt, never by the restorer). */
+  src?: number;
 }
 export interface SpecialMove {
   cur: bigint;

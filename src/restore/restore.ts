@@ -3,6 +3,7 @@
 // children), let the restorers rebuild them, set the final registers over
 // ptrace once every thread of every task is ready, and let them go. Any
 // failure kills what was started; the images are never modified.
+import { readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
@@ -86,6 +87,7 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
     return { core, mm: dir.readMm(p), pagemap: dir.readPagemap(p), fds: dir.readFdTable(p) };
   });
   const files = new Map(dir.readFiles().files.map((f) => [f.id, f]));
+  const chain = readChain(opts.dir, inv);
   const shellJob = !!(opts.shellJob || inv.shellJob);
   if (inv.shellJob && !opts.shellJob) {
     log.info("dumped with --shell-job: restoring into this session");
@@ -138,7 +140,7 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
           parent,
           children,
           sharedParent,
-        }),
+        }, chain),
       );
     }
     const plans = live.map((t) => {

@@ -4,7 +4,8 @@
 // children, session), in the form plan_buffer.ts encodes for native code.
 import type { FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
-import type { ImageDir } from "../images/dir.ts";
+import { type ImageDir, pagemapName, pagesName } from "../images/dir.ts";
+import { type PreDumpSet, resolveRuns } from "../images/chain.ts";
 import { checkPagesHeader } from "../images/format.ts";
 import { fd as fdops, O, planLayout } from "../native/mod.ts";
 import { readLimits } from "../proc/status.ts";
@@ -27,7 +28,7 @@ import {
 } from "./plan_buffer.ts";
 
 import type { RestoreOptions, TaskImages } from "./restore.ts";
-import type { ExternalFill } from "./drive.ts";
+import type { ExternalFill, PagesSource } from "./drive.ts";
 
 export interface TreePlace {
   sharedParent?: BuiltPlan;
@@ -35,6 +36,17 @@ export interface TreePlace {
   shellJob: boolean;
   parent?: TaskCore;
   children: PlanChild[];
+}
+
+/** The pages file of pid in each pre-dump of the chain, opened. */
+function openParents(chain: PreDumpSet[], pid: number, parentFds: number[]): PagesSource[] {
+  return chain.map((set) => {
+    const path = `${set.dir}/${pagesName(pid)}`;
+    if (!set.pagemaps.has(pid)) return { fd: -1, path };
+    const fd = fdops.open(path, O.RDONLY | O.CLOEXEC);
+    parentFds.push(fd);
+    return { fd, path };
+  });
 }
 
 /** One task's plan: fds moved from ckpt's, service fds (pages, cwd, root,
@@ -50,6 +62,7 @@ export function taskPlan(
   external: Map<number, ExternalFill>,
   lazy: Map<number, ExternalFill>,
   place: TreePlace,
+  chain: PreDumpSet[] = [],
 ): BuiltPlan {
   const core = t.core;
   const pid = core.pid;
@@ -82,26 +95,36 @@ export function taskPlan(
   plan.rootFd = root === "/" ? -1 : service(openDir(files, core.rootFileId, "root"));
   const exe = files.get(core.mm?.exeFileId ?? 0)?.reg?.path;
   plan.exeFd = exe ? service(fdops.open(exe, O.RDONLY | O.CLOEXEC)) : -1;
+  const pieces = resolveRuns(pid, t.pagemap!.runs, chain, dir.file(pagemapName(pid)))
+    .map((p) => t.pagemap!.runsCrc32c ? p : { ...p, crc: undefined });
   const mem = planMemory(
     pid,
     t.mm!.vmas,
-    t.pagemap!.runs,
+    pieces,
     files,
     opts.fileValidation ?? "filesize",
     service,
     shmem,
     opts.lazyPages,
-    t.pagemap!.runsCrc32c,
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;
+  const fromParents = pieces.some((p) => p.src > 0);
+  const parents = fromParents ? openParents(chain, pid, parentFds) : undefined;
   if (mem.lazyFills.length) {
+    if (fromParents) {
+      throw new RestoreError(
+        `pid ${pid}: --lazy-pages cannot serve pages kept in parent images (--prev-images-dir) yet; restore without --lazy-pages`,
+      );
+    }
     plan.flags |= FLAG_LAZY;
     lazy.set(pid, { pagesFd, pagesPath, fills: mem.lazyFills });
   }
-  if (fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
+  // The restorer reads only its own pages file: pages in parent images are
+  // put in by ckpt.
+  if (fromParents || fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
     plan.flags |= FLAG_EXTERNAL_FILL;
-    external.set(pid, { pagesFd, pagesPath, fills: mem.fills });
+    external.set(pid, { pagesFd, pagesPath, fills: mem.fills, parents });
   }
   plan.specials = mem.specials;
   plan.serviceLo = serviceLo;

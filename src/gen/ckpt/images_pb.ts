@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCLdAQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiNwoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAki2AIKClRocmVhZENvcmUSCwoDdGlkGAEgASgFEgwKBHJlZ3MYAiABKAwSDQoFeHNhdmUYAyABKAwSDwoHc2lnbWFzaxgEIAEoBBIjCgdwZW5kaW5nGAUgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSEwoLYWx0c3RhY2tfc3AYBiABKAQSFQoNYWx0c3RhY2tfc2l6ZRgHIAEoBBIWCg5hbHRzdGFja19mbGFncxgIIAEoBRITCgt0aWRfYWRkcmVzcxgJIAEoBBITCgtyb2J1c3RfaGVhZBgKIAEoBBISCgpyb2J1c3RfbGVuGAsgASgEEhEKCXJzZXFfYWRkchgMIAEoBBIQCghyc2VxX2xlbhgNIAEoDRIQCghyc2VxX3NpZxgOIAEoDRIMCgRjb21tGA8gASgJEiMKB3N5c2NhbGwYECABKAsyEi5ja3B0LlN5c2NhbGxTdGF0ZSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSKKBAoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCCKzAQoDVm1hEg0KBXN0YXJ0GAEgASgEEgsKA2VuZBgCIAEoBBIMCgRwcm90GAMgASgNEhsKBGtpbmQYBCABKA4yDS5ja3B0LlZtYUtpbmQSDwoHZmlsZV9pZBgFIAEoDRINCgVwZ29mZhgGIAEoBBIMCgRuYW1lGAcgASgJEhEKCWdyb3dzZG93bhgIIAEoCBIQCghzaG1lbV9pZBgJIAEoDRISCgpzaG1lbV9zaXplGAogASgEIi8KB01tSW1hZ2USCwoDcGlkGAEgASgFEhcKBHZtYXMYAiADKAsyCS5ja3B0LlZtYSJPCgdQYWdlUnVuEg0KBXZhZGRyGAEgASgEEhAKCG5yX3BhZ2VzGAIgASgEEhMKC2ZpbGVfb2Zmc2V0GAMgASgEEg4KBmNyYzMyYxgEIAEoDSJhCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCCKdAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQiWgoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCSI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0i0wEKCUZpbGVFbnRyeRIKCgJpZBgBIAEoDRIcCgRraW5kGAIgASgOMg4uY2twdC5GaWxlS2luZBIaCgNyZWcYAyABKAsyDS5ja3B0LlJlZ0ZpbGUSHAoEcGlwZRgEIAEoCzIOLmNrcHQuUGlwZUZpbGUSIgoHZXZlbnRmZBgFIAEoCzIRLmNrcHQuRXZlbnRGZEZpbGUSGgoDY2hyGAYgASgLMg0uY2twdC5DaHJGaWxlEiIKBHVuaXgYByABKAsyFC5ja3B0LlVuaXhTb2NrZXRGaWxlIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCIyCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkiPQoLVW5peE1lc3NhZ2USDAoEZGF0YRgBIAEoDBIOCgZzZW5kZXIYAiABKAwSEAoIZmlsZV9pZHMYAyADKA0iyAMKDlVuaXhTb2NrZXRGaWxlEgsKA2lubxgBIAEoBBIMCgR0eXBlGAIgASgNEg0KBXN0YXRlGAMgASgNEg0KBWZsYWdzGAQgASgNEgwKBG5hbWUYBSABKAwSFQoNbmFtZV91bmxpbmtlZBgGIAEoCBIVCg1uYW1lX2JvcnJvd2VkGAcgASgIEhEKCWZpbGVfbW9kZRgIIAEoDRIQCghmaWxlX3VpZBgJIAEoDRIQCghmaWxlX2dpZBgKIAEoDRIcCgRwZWVyGAsgASgOMg4uY2twdC5Vbml4UGVlchIQCghwZWVyX2lubxgMIAEoBBIUCgxsaXN0ZW5lcl9pbm8YDSABKAQSDwoHYmFja2xvZxgOIAEoDRIPCgdwZW5kaW5nGA8gAygEEhAKCHNodXRkb3duGBAgASgNEhAKCHBhc3NjcmVkGBEgASgIEg4KBnJjdmJ1ZhgSIAEoDRIOCgZzbmRidWYYEyABKA0SEAoIcGVla19vZmYYFCABKAUSIAoFcXVldWUYFSADKAsyES5ja3B0LlVuaXhNZXNzYWdlEhEKCXBlZXJfbmFtZRgWIAEoDBILCgNwaWQYFyABKA0SCgoCZmQYGCABKAUqogEKB1ZtYUtpbmQSFAoQVk1BX0FOT05fUFJJVkFURRAAEhMKD1ZNQV9BTk9OX1NIQVJFRBABEhQKEFZNQV9GSUxFX1BSSVZBVEUQAhITCg9WTUFfRklMRV9TSEFSRUQQAxIMCghWTUFfVkRTTxAEEgwKCFZNQV9WVkFSEAUSEwoPVk1BX1ZWQVJfVkNMT0NLEAYSEAoMVk1BX1ZTWVNDQUxMEAcqcwoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iigQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEiYgoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIIokBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmciPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCKdAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQiWgoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCSI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0i0wEKCUZpbGVFbnRyeRIKCgJpZBgBIAEoDRIcCgRraW5kGAIgASgOMg4uY2twdC5GaWxlS2luZBIaCgNyZWcYAyABKAsyDS5ja3B0LlJlZ0ZpbGUSHAoEcGlwZRgEIAEoCzIOLmNrcHQuUGlwZUZpbGUSIgoHZXZlbnRmZBgFIAEoCzIRLmNrcHQuRXZlbnRGZEZpbGUSGgoDY2hyGAYgASgLMg0uY2twdC5DaHJGaWxlEiIKBHVuaXgYByABKAsyFC5ja3B0LlVuaXhTb2NrZXRGaWxlIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCIyCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkiPQoLVW5peE1lc3NhZ2USDAoEZGF0YRgBIAEoDBIOCgZzZW5kZXIYAiABKAwSEAoIZmlsZV9pZHMYAyADKA0iyAMKDlVuaXhTb2NrZXRGaWxlEgsKA2lubxgBIAEoBBIMCgR0eXBlGAIgASgNEg0KBXN0YXRlGAMgASgNEg0KBWZsYWdzGAQgASgNEgwKBG5hbWUYBSABKAwSFQoNbmFtZV91bmxpbmtlZBgGIAEoCBIVCg1uYW1lX2JvcnJvd2VkGAcgASgIEhEKCWZpbGVfbW9kZRgIIAEoDRIQCghmaWxlX3VpZBgJIAEoDRIQCghmaWxlX2dpZBgKIAEoDRIcCgRwZWVyGAsgASgOMg4uY2twdC5Vbml4UGVlchIQCghwZWVyX2lubxgMIAEoBBIUCgxsaXN0ZW5lcl9pbm8YDSABKAQSDwoHYmFja2xvZxgOIAEoDRIPCgdwZW5kaW5nGA8gAygEEhAKCHNodXRkb3duGBAgASgNEhAKCHBhc3NjcmVkGBEgASgIEg4KBnJjdmJ1ZhgSIAEoDRIOCgZzbmRidWYYEyABKA0SEAoIcGVla19vZmYYFCABKAUSIAoFcXVldWUYFSADKAsyES5ja3B0LlVuaXhNZXNzYWdlEhEKCXBlZXJfbmFtZRgWIAEoDBILCgNwaWQYFyABKA0SCgoCZmQYGCABKAUqogEKB1ZtYUtpbmQSFAoQVk1BX0FOT05fUFJJVkFURRAAEhMKD1ZNQV9BTk9OX1NIQVJFRBABEhQKEFZNQV9GSUxFX1BSSVZBVEUQAhITCg9WTUFfRklMRV9TSEFSRUQQAxIMCghWTUFfVkRTTxAEEgwKCFZNQV9WVkFSEAUSEwoPVk1BX1ZWQVJfVkNMT0NLEAYSEAoMVk1BX1ZTWVNDQUxMEAcqcwoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -75,6 +75,21 @@ export type Inventory = Message<"ckpt.Inventory"> & {
    * @generated from field: repeated ckpt.ImageFile files = 10;
    */
   files: ImageFile[];
+
+  /**
+   * Made by `ckpt pre-dump`: page images only, never restored on their own.
+   *
+   * @generated from field: bool pre_dump = 11;
+   */
+  preDump: boolean;
+
+  /**
+   * --prev-images-dir: the pre-dump whose pages runs marked in_parent take,
+   * as given (relative to this directory unless absolute).
+   *
+   * @generated from field: string parent = 12;
+   */
+  parent: string;
 };
 
 /**
@@ -777,6 +792,17 @@ export type PageRun = Message<"ckpt.PageRun"> & {
    * @generated from field: uint32 crc32c = 4;
    */
   crc32c: number;
+
+  /**
+   * Unchanged since the parent images were made: the bytes are the parent's
+   * at the same address (file_offset 0, nothing in this pages file).
+   *
+   * Pages of shared anonymous memory are saved once, by the first task that
+   * maps them; other tasks' runs skip them.
+   *
+   * @generated from field: bool in_parent = 5;
+   */
+  inParent: boolean;
 };
 
 /**
@@ -814,6 +840,15 @@ export type PagemapImage = Message<"ckpt.PagemapImage"> & {
    * @generated from field: bool runs_crc32c = 4;
    */
   runsCrc32c: boolean;
+
+  /**
+   * In a pre-dump: the userfaultfd ckpt left in the task to see which pages
+   * it writes until the next dump (its fd number there and inode), and the
+   * task's start time, so a reused pid is never taken for the same task.
+   *
+   * @generated from field: ckpt.MemoryTracking tracking = 5;
+   */
+  tracking?: MemoryTracking | undefined;
 };
 
 /**
@@ -822,6 +857,33 @@ export type PagemapImage = Message<"ckpt.PagemapImage"> & {
  */
 export const PagemapImageSchema: GenMessage<PagemapImage> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 14);
+
+/**
+ * @generated from message ckpt.MemoryTracking
+ */
+export type MemoryTracking = Message<"ckpt.MemoryTracking"> & {
+  /**
+   * @generated from field: int32 fd = 1;
+   */
+  fd: number;
+
+  /**
+   * @generated from field: uint64 inode = 2;
+   */
+  inode: bigint;
+
+  /**
+   * @generated from field: uint64 start_time = 3;
+   */
+  startTime: bigint;
+};
+
+/**
+ * Describes the message ckpt.MemoryTracking.
+ * Use `create(MemoryTrackingSchema)` to create a new message.
+ */
+export const MemoryTrackingSchema: GenMessage<MemoryTracking> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 15);
 
 /**
  * @generated from message ckpt.RegFile
@@ -891,7 +953,7 @@ export type RegFile = Message<"ckpt.RegFile"> & {
  * Use `create(RegFileSchema)` to create a new message.
  */
 export const RegFileSchema: GenMessage<RegFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 15);
+  messageDesc(file_ckpt_images, 16);
 
 /**
  * @generated from message ckpt.PipeFile
@@ -934,7 +996,7 @@ export type PipeFile = Message<"ckpt.PipeFile"> & {
  * Use `create(PipeFileSchema)` to create a new message.
  */
 export const PipeFileSchema: GenMessage<PipeFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 16);
+  messageDesc(file_ckpt_images, 17);
 
 /**
  * @generated from message ckpt.EventFdFile
@@ -961,7 +1023,7 @@ export type EventFdFile = Message<"ckpt.EventFdFile"> & {
  * Use `create(EventFdFileSchema)` to create a new message.
  */
 export const EventFdFileSchema: GenMessage<EventFdFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 17);
+  messageDesc(file_ckpt_images, 18);
 
 /**
  * @generated from message ckpt.ChrFile
@@ -988,7 +1050,7 @@ export type ChrFile = Message<"ckpt.ChrFile"> & {
  * Use `create(ChrFileSchema)` to create a new message.
  */
 export const ChrFileSchema: GenMessage<ChrFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 18);
+  messageDesc(file_ckpt_images, 19);
 
 /**
  * @generated from message ckpt.FileEntry
@@ -1041,7 +1103,7 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 19);
+  messageDesc(file_ckpt_images, 20);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -1060,7 +1122,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 20);
+  messageDesc(file_ckpt_images, 21);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -1087,7 +1149,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 21);
+  messageDesc(file_ckpt_images, 22);
 
 /**
  * fdinfo-PID.img
@@ -1111,7 +1173,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 22);
+  messageDesc(file_ckpt_images, 23);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -1144,7 +1206,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 23);
+  messageDesc(file_ckpt_images, 24);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -1308,7 +1370,7 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 24);
+  messageDesc(file_ckpt_images, 25);
 
 /**
  * @generated from enum ckpt.VmaKind

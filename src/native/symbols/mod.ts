@@ -6,6 +6,7 @@ import { ptraceSymbols } from "./ptrace.ts";
 import { restoreSymbols } from "./restore.ts";
 import { sockdiagSymbols } from "./sockdiag.ts";
 import { unixskSymbols } from "./unixsk.ts";
+import { trackingSymbols } from "./tracking.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -16,7 +17,8 @@ export const symbols = {
   ...probeSymbols,
   ...sockdiagSymbols,
   ...unixskSymbols,
+  ...trackingSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;

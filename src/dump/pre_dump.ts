@@ -1,0 +1,157 @@
+// ckpt pre-dump: the tree's memory saved while it keeps running, so the dump
+// that follows (--prev-images-dir) only saves what was written since and is
+// frozen for that much less. Frozen only to start (or continue) write
+// tracking and fork copy-on-write copies; pages are read from the copies.
+import { create } from "@bufbuild/protobuf";
+import {
+  ImageFileSchema,
+  InventorySchema,
+  PagemapImageSchema,
+  type PageRun,
+} from "../gen/ckpt/images_pb.ts";
+import { DumpError } from "../errors.ts";
+import { coverage, parentPath } from "../images/chain.ts";
+import { crc32c } from "../images/crc32c.ts";
+import { ImageDir, INVENTORY, pagemapName, pagesName } from "../images/dir.ts";
+import { FORMAT_VERSION, ImageKind, PAGE_SIZE } from "../images/format.ts";
+import { parsePreDump } from "../images/verify.ts";
+import { NoProcess, processExists } from "../proc/read.ts";
+import { log } from "../util/log.ts";
+import { formatBytes, formatMs } from "../util/units.ts";
+import { VERSION } from "../version.ts";
+import { checkScope } from "./dump.ts";
+import { FileCollector } from "./files.ts";
+import { freezeTree, Frozen } from "./freeze.ts";
+import { collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import { Snapshots } from "./snapshot.ts";
+import { MemoryTracker } from "./tracking.ts";
+
+export interface PreDumpOptions {
+  pid: number;
+  dir: string;
+  /** An earlier pre-dump (relative to dir unless absolute): only pages
+   * written since it are saved again. */
+  prevImagesDir?: string;
+  shellJob?: boolean;
+}
+
+export interface PreDumpResult {
+  pid: number;
+  dir: string;
+  pagesBytes: number;
+  /** Pages the parent pre-dump already holds. */
+  parentBytes: number;
+  frozenMs: number;
+  totalMs: number;
+}
+
+export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
+  const t0 = performance.now();
+  const { pid } = opts;
+  if (pid === Deno.pid) throw new DumpError("ckpt cannot dump itself");
+  if (!processExists(pid)) throw new NoProcess(pid);
+  checkScope(pid, !!opts.shellJob);
+  const prev = opts.prevImagesDir
+    ? parsePreDump(parentPath(opts.dir, opts.prevImagesDir))
+    : undefined;
+  const dir = ImageDir.create(opts.dir);
+  const written: string[] = [];
+  const frozen = new Frozen();
+  const snapshots = new Snapshots();
+  const tracker = new MemoryTracker();
+  let released = false;
+  try {
+    const tree = freezeTree(pid, frozen).filter((t) => !t.zombie);
+    const tFrozen = performance.now();
+    const claims: SharedClaims = new Map();
+    // Mappings only: their files are not saved by a pre-dump.
+    const files = new FileCollector({ shellJob: true });
+    const plans: { pid: number; runs: PageRun[] }[] = [];
+    for (const { pid: p } of tree) {
+      const vmas = collectVmas(p, files);
+      const pm = prev?.pagemaps.get(p);
+      const kept = tracker.adopt(p, pm?.tracking);
+      if (!kept) tracker.start(p);
+      plans.push({ pid: p, runs: planPages(p, vmas, claims, kept ? coverage(pm!) : undefined) });
+      tracker.protect(p, vmas);
+    }
+    for (const { pid: p } of plans) snapshots.take(p);
+    const frozenMs = performance.now() - tFrozen;
+    released = true;
+    frozen.release();
+
+    let pagesBytes = 0, parentPages = 0n;
+    const pagemaps = plans.map(({ pid: p, runs }) => {
+      const pm = create(PagemapImageSchema, {
+        pid: p,
+        pagesFile: pagesName(p),
+        runs,
+        runsCrc32c: true,
+        tracking: tracker.record(p),
+      });
+      parentPages += runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
+      return pm;
+    });
+    for (const pm of pagemaps) {
+      written.push(pm.pagesFile);
+      pagesBytes += await writePages(snapshots.source(pm.pid), pm.runs, dir.file(pm.pagesFile));
+      written.push(pagemapName(pm.pid));
+      dir.write(pagemapName(pm.pid), ImageKind.Pagemap, PagemapImageSchema, pm);
+    }
+    snapshots.dispose();
+    tracker.dispose();
+    const listed = written.map((name) => {
+      const data = name.startsWith("pages-") ? undefined : Deno.readFileSync(dir.file(name));
+      return create(ImageFileSchema, {
+        name,
+        size: BigInt(data ? data.length : Deno.statSync(dir.file(name)).size),
+        crc32c: data ? crc32c(data) : 0,
+      });
+    });
+    written.push(INVENTORY);
+    dir.write(
+      INVENTORY,
+      ImageKind.Inventory,
+      InventorySchema,
+      create(InventorySchema, {
+        formatVersion: FORMAT_VERSION,
+        ckptVersion: VERSION,
+        rootPid: pid,
+        pids: plans.map((p) => p.pid),
+        kernel: Deno.osRelease(),
+        createdUnixMs: BigInt(Date.now()),
+        pageSize: PAGE_SIZE,
+        shellJob: !!opts.shellJob,
+        files: listed,
+        preDump: true,
+        parent: opts.prevImagesDir ?? "",
+      }),
+    );
+    const parentBytes = Number(parentPages) * PAGE_SIZE;
+    const totalMs = performance.now() - t0;
+    log.info(
+      `pre-dumped pid ${pid} to ${opts.dir}: ${formatBytes(pagesBytes)}` +
+        (prev
+          ? ` written since ${opts.prevImagesDir}, ${formatBytes(parentBytes)} unchanged`
+          : "") +
+        ` in ${formatMs(totalMs)} (frozen ${formatMs(frozenMs)})`,
+    );
+    return { pid, dir: opts.dir, pagesBytes, parentBytes, frozenMs, totalMs };
+  } catch (err) {
+    if (!released) tracker.abandon((p) => frozen.has(p));
+    tracker.dispose();
+    snapshots.dispose();
+    frozen.release();
+    for (const name of written) {
+      for (const f of [name, `${name}.tmp`]) {
+        try {
+          Deno.removeSync(dir.file(f));
+        } catch { /* not written yet */ }
+      }
+    }
+    if (err instanceof NoProcess || (err instanceof Error && !processExists(pid))) {
+      throw new DumpError(`pid ${pid} exited during the pre-dump; nothing was saved`);
+    }
+    throw err;
+  }
+}
