@@ -17,12 +17,12 @@ const VDSO: ProbeSpec = {
 const UFFD: ProbeSpec = {
   name: "userfaultfd",
   required: false,
-  why: "for lazy restore (pages on first touch) and write tracking",
+  why: "for lazy restore (pages on first touch) and pre-dump write tracking (async write-protect)",
 };
 const PAGEMAP_SCAN: ProbeSpec = {
   name: "PAGEMAP_SCAN",
-  required: false,
-  why: "to find present pages in one ioctl instead of reading /proc/PID/pagemap",
+  required: true,
+  why: "to find the pages worth saving, and the pages written since a pre-dump, in one ioctl",
 };
 const SOFT_DIRTY: ProbeSpec = {
   name: "soft-dirty",
@@ -101,7 +101,7 @@ function pagemapScan(): string {
 function scanHint(err: unknown): string | undefined {
   if (!(err instanceof NativeError)) return undefined;
   if (err.errno === 25 || err.errno === ERRNO.EINVAL) {
-    return "the kernel is older than 6.7; ckpt reads /proc/PID/pagemap instead";
+    return "the kernel is older than 6.7, which ckpt needs";
   }
   return undefined;
 }
