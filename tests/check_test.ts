@@ -21,6 +21,7 @@ const REQUIRED = [
   "sock_diag UNIX",
   "map_files",
   "vvar/vdso layout",
+  "PAGEMAP_SCAN",
   "CAP_SYS_PTRACE",
   "CAP_CHECKPOINT_RESTORE",
   "CAP_SETUID",
@@ -28,7 +29,6 @@ const REQUIRED = [
 ];
 const OPTIONAL = [
   "userfaultfd",
-  "PAGEMAP_SCAN",
   "soft-dirty",
   "time namespace",
   "CAP_SYS_ADMIN",
