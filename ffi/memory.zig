@@ -155,3 +155,66 @@ export fn ck_fill_pages_crc(pid: i32, pages_fd: i32, fills: [*]const Fill, n: us
 }
 
 const piece_len: u64 = 1 << 20;
+
+/// Experimental: the same copy through a small private buffer and pwrite.
+export fn ck_dump_pages_crc_w(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: [*]u32) i64 {
+    const buf_len: u64 = 1 << 20;
+    const map_rc = sys.syscall6(NR.mmap, 0, buf_len, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, @bitCast(@as(i64, -1)), 0);
+    if (sys.isErr(map_rc)) return sys.signed(map_rc);
+    defer _ = sys.syscall2(NR.munmap, map_rc, buf_len);
+    const base: [*]u8 = @ptrFromInt(map_rc);
+    @memset(crcs[0..nruns], 0);
+    var out: u64 = file_off;
+    var total: u64 = 0;
+    var i: usize = 0;
+    var off: u64 = 0;
+    while (i < nruns) {
+        var local: [max_iov]sys.Iovec = undefined;
+        var remote: [max_iov]sys.Iovec = undefined;
+        var owner: [max_iov]usize = undefined;
+        var n: usize = 0;
+        var bytes: u64 = 0;
+        while (i < nruns and n < max_iov and bytes < buf_len) {
+            const r = runs[i];
+            const take = @min(r.len - off, buf_len - bytes);
+            local[n] = .{ .base = sys.ptr(base + bytes), .len = take };
+            remote[n] = .{ .base = r.addr + off, .len = take };
+            owner[n] = i;
+            n += 1;
+            bytes += take;
+            off += take;
+            if (off == r.len) {
+                i += 1;
+                off = 0;
+            }
+        }
+        const got_rc = vmRead(pid, local[0..n], remote[0..n]);
+        const got: u64 = if (sys.isErr(got_rc)) 0 else got_rc;
+        if (got < bytes) {
+            var done: u64 = 0;
+            for (local[0..n], remote[0..n]) |l, r| {
+                if (done + l.len <= got) {
+                    done += l.len;
+                    continue;
+                }
+                const skip = if (got > done) got - done else 0;
+                const prc = preadAll(mem_fd, @ptrFromInt(l.base + skip), l.len - skip, r.base + skip);
+                if (prc < 0) return prc;
+                done += l.len;
+            }
+        }
+        for (local[0..n], owner[0..n]) |l, o| crcs[o] = crc32c.update(crcs[o], @ptrFromInt(l.base), l.len);
+        var w: u64 = 0;
+        while (w < bytes) {
+            const rc = sys.syscall4(NR.pwrite64, sys.int(out_fd), sys.ptr(base + w), bytes - w, out + w);
+            if (sys.isErr(rc)) {
+                if (sys.signed(rc) == -4) continue;
+                return sys.signed(rc);
+            }
+            w += rc;
+        }
+        out += bytes;
+        total += bytes;
+    }
+    return @intCast(total);
+}

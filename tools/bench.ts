@@ -1,7 +1,7 @@
 // deno task bench: dump and restore times of real processes next to the
 // machine's own ceilings measured in the same run — dd writing the same
 // amount to the same tmpfs, and an in-memory copy — as medians and ratios.
-// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads] [--dir /dev/shm]
+// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads,migrate] [--dir /dev/shm]
 import { parseArgs } from "../src/deps/std_cli.ts";
 
 const args = parseArgs(Deno.args, { string: ["runs", "only", "dir"] });
@@ -36,7 +36,7 @@ const SHAPES: Shape[] = [
     argv: (d) => [`${wl}/fanout`, d, "1", "16", "64"],
   },
 ];
-const only = args.only ? String(args.only).split(",") : SHAPES.map((s) => s.key);
+const only = args.only ? String(args.only).split(",") : [...SHAPES.map((s) => s.key), "migrate"];
 
 async function sh(cmd: string, a: string[]): Promise<{ ms: number; out: string }> {
   const t = performance.now();
@@ -199,3 +199,61 @@ console.log(
   "lazy run: restore --lazy-pages until the tree runs (time to first instruction, image checks " +
     "included); lazy all: until every page is in.",
 );
+
+// Live migration with pre-dump: the 1 GiB workload pre-dumped while it runs,
+// then dumped with --prev-images-dir (it is frozen for the whole dump, as it
+// is killed after), then restored from the chain.
+async function migrateOnce(dir: string, i: number) {
+  const work = `${dir}/m${i}`;
+  const shape = SHAPES.find((s) => s.key === "1g")!;
+  const pid = await start(shape, work);
+  const pre = JSON.parse(
+    (await sh(ckpt, ["pre-dump", "-t", `${pid}`, "-D", `${work}/pre`, "--json"])).out,
+  );
+  await sleep(200); // the program runs on and writes some memory
+  const d = JSON.parse(
+    (await sh(ckpt, [
+      "dump",
+      "-t",
+      `${pid}`,
+      "-D",
+      `${work}/img`,
+      "--prev-images-dir",
+      "../pre",
+      "--json",
+    ])).out,
+  );
+  await gone([pid]);
+  const r = JSON.parse((await sh(ckpt, ["restore", "-D", `${work}/img`, "-d", "--json"])).out);
+  Deno.kill(pid, "SIGKILL");
+  await gone([pid]);
+  Deno.removeSync(work, { recursive: true });
+  return {
+    preFrozen: pre.frozenMs,
+    preTotal: pre.totalMs,
+    preBytes: pre.pagesBytes,
+    dump: d.totalMs,
+    dumpBytes: d.pagesBytes,
+    restore: r.ms,
+  };
+}
+
+if (only.includes("migrate")) {
+  const dir = await Deno.makeTempDir({ dir: BASE, prefix: "ckpt-bench-" });
+  const runs: Awaited<ReturnType<typeof migrateOnce>>[] = [];
+  try {
+    for (let i = 0; i < RUNS; i++) runs.push(await migrateOnce(dir, i));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  const m = (k: keyof (typeof runs)[0]) => median(runs.map((s) => s[k]));
+  const kib = (b: number) => `${(b / 1024).toFixed(0)} KiB`;
+  console.log(
+    `pre-dump, 1 GiB: frozen ${m("preFrozen").toFixed(1)} ms of ${m("preTotal").toFixed(1)} ms (${
+      kib(m("preBytes"))
+    }); then dump --prev-images-dir: ${m("dump").toFixed(1)} ms, all ` +
+      `frozen (${kib(m("dumpBytes"))} written since); restore from the chain ${
+        m("restore").toFixed(1)
+      } ms`,
+  );
+}

@@ -251,7 +251,7 @@ export async function writePages(
     fdops.writeAll(out, pagesHeader());
     const end = runs.length ? runs.at(-1)!.fileOffset + runs.at(-1)!.nrPages * PAGE : PAGE;
     fdops.ftruncate(out, Number(end));
-    reserve(out, end, path);
+    if (!Deno.env.get("CKPT_NOFALLOC")) reserve(out, end, path);
     const shares = splitRuns(runs, workers);
     const done = await Promise.all(
       shares.map((s) =>
