@@ -19,59 +19,46 @@ pub const PageRun = extern struct { addr: u64, len: u64 };
 
 const max_iov = 1024;
 
-/// Copies the runs straight into a shared mapping of the pages file at
-/// file_off (already sized by the caller) — one copy, and unlike write(2) no
-/// inode lock, so several calls on other threads (process_vm_readv needs
-/// ptrace rights, not the ptrace thread) fill disjoint parts at once — and
-/// writes the CRC32C of each run's bytes to crcs[i]. Batches are small enough
-/// to stay in the CPU cache, so the checksum reads bytes just written. Runs
-/// process_vm_readv cannot read (PROT_NONE) are read through mem_fd
-/// (/proc/PID/mem, which forces access).
+/// Copies the runs into the pages file at file_off (already reserved by the
+/// caller with fallocate) and writes the CRC32C of each run's bytes to
+/// crcs[i]. Each batch goes through a small private buffer: process_vm_readv
+/// into it, checksum it while it is in the CPU cache, pwrite it out. That
+/// beats reading straight into a shared mapping of the file, where every
+/// page must first be faulted in and zeroed (fallocate leaves tmpfs pages
+/// unwritten, and a whole-page write fills them without clearing them). The
+/// tmpfs inode lock serialises the pwrites of several threads, but one
+/// thread's read and checksum overlap another's write. Runs process_vm_readv
+/// cannot read (PROT_NONE) are read through mem_fd (/proc/PID/mem, which
+/// forces access).
 export fn ck_dump_pages_crc(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: [*]u32) i64 {
-    return dumpPagesAt(pid, mem_fd, runs, nruns, out_fd, file_off, crcs);
-}
-
-const crc_batch: u64 = 1 << 20;
-
-fn dumpPagesAt(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: ?[*]u32) i64 {
-    var total: u64 = 0;
-    for (runs[0..nruns]) |r| total += r.len;
-    if (crcs) |c| @memset(c[0..nruns], 0);
-    if (total == 0) return 0;
-    const map_rc = sys.syscall6(NR.mmap, 0, total, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, sys.int(out_fd), file_off);
+    const map_rc = sys.syscall6(NR.mmap, 0, buf_len, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, @bitCast(@as(i64, -1)), 0);
     if (sys.isErr(map_rc)) return sys.signed(map_rc);
-    defer _ = sys.syscall2(NR.munmap, map_rc, total);
-    const base: [*]u8 = @ptrFromInt(map_rc);
-    const limit: u64 = if (crcs != null) crc_batch else window;
-
-    var dst: u64 = 0;
+    defer _ = sys.syscall2(NR.munmap, map_rc, buf_len);
+    const buf: [*]u8 = @ptrFromInt(map_rc);
+    @memset(crcs[0..nruns], 0);
+    var out: u64 = file_off;
     var i: usize = 0;
     var off: u64 = 0; // bytes of runs[i] already copied
     while (i < nruns) {
-        // A batch of up to max_iov pieces of runs (at most `limit` bytes)
-        // whose destination is faulted in with one madvise first.
         var local: [max_iov]sys.Iovec = undefined;
         var remote: [max_iov]sys.Iovec = undefined;
         var owner: [max_iov]usize = undefined;
         var n: usize = 0;
         var bytes: u64 = 0;
-        const start = dst;
-        while (i < nruns and n < max_iov and bytes < limit) {
+        while (i < nruns and n < max_iov and bytes < buf_len) {
             const r = runs[i];
-            const take = @min(r.len - off, limit - bytes);
-            local[n] = .{ .base = sys.ptr(base + dst), .len = take };
+            const take = @min(r.len - off, buf_len - bytes);
+            local[n] = .{ .base = sys.ptr(buf + bytes), .len = take };
             remote[n] = .{ .base = r.addr + off, .len = take };
             owner[n] = i;
             n += 1;
             bytes += take;
-            dst += take;
             off += take;
             if (off == r.len) {
                 i += 1;
                 off = 0;
             }
         }
-        _ = sys.syscall3(NR.madvise, sys.ptr(base + start), bytes, MADV_POPULATE_WRITE);
         const got_rc = vmRead(pid, local[0..n], remote[0..n]);
         const got: u64 = if (sys.isErr(got_rc)) 0 else got_rc;
         if (got < bytes) {
@@ -87,15 +74,30 @@ fn dumpPagesAt(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_
                 done += l.len;
             }
         }
-        if (crcs) |c| {
-            for (local[0..n], owner[0..n]) |l, o| c[o] = crc32c.update(c[o], @ptrFromInt(l.base), l.len);
-        }
+        for (local[0..n], owner[0..n]) |l, o| crcs[o] = crc32c.update(crcs[o], @ptrFromInt(l.base), l.len);
+        const wrc = pwriteAll(out_fd, buf, bytes, out);
+        if (wrc < 0) return wrc;
+        out += bytes;
     }
-    return @intCast(total);
+    return @intCast(out - file_off);
 }
 
-const MADV_POPULATE_WRITE = 23;
-const window: u64 = 64 << 20;
+/// Small enough to stay in the CPU cache between the copy in, the checksum
+/// and the write out.
+const buf_len: u64 = 1 << 20;
+
+fn pwriteAll(fd: i32, src: [*]const u8, len: usize, off: u64) i64 {
+    var done: usize = 0;
+    while (done < len) {
+        const rc = sys.syscall4(NR.pwrite64, sys.int(fd), sys.ptr(src + done), len - done, off + done);
+        if (sys.isErr(rc)) {
+            if (sys.signed(rc) == -4) continue;
+            return sys.signed(rc);
+        }
+        done += rc;
+    }
+    return 0;
+}
 
 fn preadAll(fd: i32, dst: [*]u8, len: usize, off: u64) i64 {
     var done: usize = 0;
@@ -156,65 +158,3 @@ export fn ck_fill_pages_crc(pid: i32, pages_fd: i32, fills: [*]const Fill, n: us
 
 const piece_len: u64 = 1 << 20;
 
-/// Experimental: the same copy through a small private buffer and pwrite.
-export fn ck_dump_pages_crc_w(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: [*]u32) i64 {
-    const buf_len: u64 = 1 << 20;
-    const map_rc = sys.syscall6(NR.mmap, 0, buf_len, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, @bitCast(@as(i64, -1)), 0);
-    if (sys.isErr(map_rc)) return sys.signed(map_rc);
-    defer _ = sys.syscall2(NR.munmap, map_rc, buf_len);
-    const base: [*]u8 = @ptrFromInt(map_rc);
-    @memset(crcs[0..nruns], 0);
-    var out: u64 = file_off;
-    var total: u64 = 0;
-    var i: usize = 0;
-    var off: u64 = 0;
-    while (i < nruns) {
-        var local: [max_iov]sys.Iovec = undefined;
-        var remote: [max_iov]sys.Iovec = undefined;
-        var owner: [max_iov]usize = undefined;
-        var n: usize = 0;
-        var bytes: u64 = 0;
-        while (i < nruns and n < max_iov and bytes < buf_len) {
-            const r = runs[i];
-            const take = @min(r.len - off, buf_len - bytes);
-            local[n] = .{ .base = sys.ptr(base + bytes), .len = take };
-            remote[n] = .{ .base = r.addr + off, .len = take };
-            owner[n] = i;
-            n += 1;
-            bytes += take;
-            off += take;
-            if (off == r.len) {
-                i += 1;
-                off = 0;
-            }
-        }
-        const got_rc = vmRead(pid, local[0..n], remote[0..n]);
-        const got: u64 = if (sys.isErr(got_rc)) 0 else got_rc;
-        if (got < bytes) {
-            var done: u64 = 0;
-            for (local[0..n], remote[0..n]) |l, r| {
-                if (done + l.len <= got) {
-                    done += l.len;
-                    continue;
-                }
-                const skip = if (got > done) got - done else 0;
-                const prc = preadAll(mem_fd, @ptrFromInt(l.base + skip), l.len - skip, r.base + skip);
-                if (prc < 0) return prc;
-                done += l.len;
-            }
-        }
-        for (local[0..n], owner[0..n]) |l, o| crcs[o] = crc32c.update(crcs[o], @ptrFromInt(l.base), l.len);
-        var w: u64 = 0;
-        while (w < bytes) {
-            const rc = sys.syscall4(NR.pwrite64, sys.int(out_fd), sys.ptr(base + w), bytes - w, out + w);
-            if (sys.isErr(rc)) {
-                if (sys.signed(rc) == -4) continue;
-                return sys.signed(rc);
-            }
-            w += rc;
-        }
-        out += bytes;
-        total += bytes;
-    }
-    return @intCast(total);
-}

@@ -125,7 +125,8 @@ Deno.test("dump into an unwritable directory, a full disk, or onto a file: tree 
 
 Deno.test("SIGKILL of ckpt at several points of a dump: the process runs on intact, restore refuses", async () => {
   const root = await tempDir("faults-kill");
-  const p = await startCounter(root, 256);
+  // Big enough that the dump is still copying at the last delay.
+  const p = await startCounter(root, 768);
   const log = `${root}/log`;
   try {
     for (const delay of [0, 5, 20, 50, 120]) {

@@ -251,7 +251,7 @@ export async function writePages(
     fdops.writeAll(out, pagesHeader());
     const end = runs.length ? runs.at(-1)!.fileOffset + runs.at(-1)!.nrPages * PAGE : PAGE;
     fdops.ftruncate(out, Number(end));
-    if (!Deno.env.get("CKPT_NOFALLOC")) reserve(out, end, path);
+    reserve(out, end, path);
     const shares = splitRuns(runs, workers);
     const done = await Promise.all(
       shares.map((s) =>
@@ -276,8 +276,8 @@ export async function writePages(
   }
 }
 
-/** Space for the whole pages file up front: the copy writes through a shared
- * mapping, where a full disk would only show as EFAULT halfway through. */
+/** Space for the whole pages file up front: a full disk is found before
+ * anything is copied, and the copy then only fills allocated pages. */
 function reserve(fd: number, end: bigint, path: string): void {
   try {
     fallocate(fd, 0n, end, path);

@@ -20,7 +20,7 @@ export async function dumpPagesCrc(
   fileOff: bigint,
 ): Promise<{ bytes: number; crcs: Uint32Array<ArrayBuffer> }> {
   const crcs = new Uint32Array(runs.length / 2);
-  const rc = await (Deno.env.get("CKPT_W") ? native().ck_dump_pages_crc_w : native().ck_dump_pages_crc)(
+  const rc = await native().ck_dump_pages_crc(
     pid,
     memFd,
     new Uint8Array(runs.buffer),

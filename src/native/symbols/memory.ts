@@ -21,11 +21,6 @@ export const memorySymbols = {
     result: "i64",
     nonblocking: true,
   },
-  ck_dump_pages_crc_w: {
-    parameters: ["i32", "i32", "buffer", "usize", "i32", "u64", "buffer"],
-    result: "i64",
-    nonblocking: true,
-  },
   // ffi/crc32c.zig
   ck_crc32c: { parameters: ["u32", "buffer", "usize"], result: "u32" },
   // Reads through a mapping of the file; off the JS thread so ranges of a
