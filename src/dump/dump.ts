@@ -36,7 +36,7 @@ import { formatBytes, formatMs } from "../util/units.ts";
 import { VERSION } from "../version.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
-import { collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import { capRuns, collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
 import { collectTask, collectZombie } from "./task_state.ts";
 import { Snapshots } from "./snapshot.ts";
 import { sameObject } from "../native/mod.ts";
@@ -139,7 +139,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     for (const { t, core, fds, vmas } of live) {
       const p = t.pid;
       const tPlan = performance.now();
-      const runs = planPages(p, vmas, claims, snapshots.source(p));
+      const runs = capRuns(planPages(p, vmas, claims, snapshots.source(p)));
       log.debug(`pid ${p}: pagemap scanned in ${formatMs(performance.now() - tPlan)}`);
       const pagesFile = pagesName(p);
       written.push(pagesFile);
