@@ -14,5 +14,5 @@ comptime {
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 3;
+    return 4;
 }

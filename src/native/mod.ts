@@ -315,33 +315,57 @@ export interface LazyStats {
   zeroPages: number;
   /** The task's memory went away before every page was copied. */
   gone: boolean;
+  /** Children the task forked meanwhile, served as well. */
+  forks: number;
+  remaps: number;
+  /** Never copied: discarded (MADV_DONTNEED) or unmapped by the program first. */
+  droppedBytes: number;
+}
+
+/** How a lazy page server ended: errno 0, or the failure with the
+ * userfaultfds it left open (to close once the tree is killed) and, for
+ * EBADMSG, which fill did not match its CRC32C. */
+export interface LazyResult {
+  stats: LazyStats;
+  errno: number;
+  openFds: number[];
+  badFill: number;
 }
 
 /** Serves the userfaultfd `uffd` of a lazily restored task from the pages
- * file until every [addr, len, fileOff] triple (sorted by addr) is copied in,
- * on a worker thread. mapLen covers the file from offset 0. */
+ * file until every [addr, len, fileOff, check] quad (sorted by addr; check is
+ * the CRC32C | 1 << 32, or 0) is copied in, on a worker thread; also the
+ * userfaultfds of children the task forks meanwhile. Takes uffd over. */
 export async function lazyServe(
   uffd: number,
   pagesFd: number,
   fills: BigUint64Array<ArrayBuffer>,
-  mapLen: bigint,
-): Promise<LazyStats> {
-  const st = new BigUint64Array(5);
+): Promise<LazyResult> {
+  const st = new BigUint64Array(10);
+  const open = new Int32Array(4096);
   const rc = await native().ck_lazy_serve(
     uffd,
     pagesFd,
     new Uint8Array(fills.buffer),
-    BigInt(fills.length / 3),
-    mapLen,
+    BigInt(fills.length / 4),
     new Uint8Array(st.buffer),
+    new Uint8Array(open.buffer),
+    BigInt(open.length),
   );
-  check(rc, "serving pages (UFFDIO_COPY)");
   return {
-    faults: Number(st[0]),
-    faultBytes: Number(st[1]),
-    backgroundBytes: Number(st[2]),
-    zeroPages: Number(st[3]),
-    gone: st[4] !== 0n,
+    stats: {
+      faults: Number(st[0]),
+      faultBytes: Number(st[1]),
+      backgroundBytes: Number(st[2]),
+      zeroPages: Number(st[3]),
+      gone: st[4] !== 0n,
+      forks: Number(st[5]),
+      remaps: Number(st[6]),
+      droppedBytes: Number(st[7]),
+    },
+    errno: rc < 0n ? Number(-rc) : 0,
+    badFill: Number(st[8]),
+    openFds: [...open.subarray(0, Number(st[9]))],
   };
 }
 

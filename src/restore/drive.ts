@@ -7,8 +7,8 @@ import {
   decodeWait,
   fd as fdops,
   kill,
+  type LazyResult,
   lazyServe,
-  NativeError,
   ptrace,
   PTRACE_O_EXITKILL,
   wait,
@@ -18,6 +18,7 @@ import {
 import { errnoText } from "../native/errno.ts";
 import { log } from "../util/log.ts";
 import { formatMs, hex } from "../util/units.ts";
+import { listChildren } from "../proc/read.ts";
 import { fillTask } from "./fill.ts";
 import type { PageFill } from "./plan_buffer.ts";
 
@@ -88,8 +89,10 @@ export async function superviseRestorers(
     const st = wait(-1, WALL | WNOHANG);
     if (!st) {
       if (performance.now() > deadline) throw new RestoreError(`restore of pid ${root} timed out`);
-      // Let fill workers' completions run while waiting.
-      if (filling > 0) await new Promise((r) => setTimeout(r, 1));
+      // Let fill workers' completions, and a page server's failure (the
+      // restorer itself may wait on a page it could not serve), run while
+      // waiting.
+      if (filling > 0 || servers.size > 0) await new Promise((r) => setTimeout(r, 1));
       else sleepMs(1);
       continue;
     }
@@ -154,9 +157,10 @@ export async function superviseRestorers(
 
 /** One page server per lazily restored task, each on a worker thread from
  * the restorer's userfaultfd stop on (the restorer itself may fault on its
- * memory before it is done). A server that fails kills the whole tree before
- * its userfaultfd is closed: closing it would hand the waiting threads zero
- * pages instead of theirs. */
+ * memory before it is done); it also serves the children the task forks
+ * meanwhile. A server that fails kills the whole tree, those children
+ * included, before its userfaultfds are closed: closing them would hand the
+ * waiting threads zero pages instead of theirs. */
 export class LazyServers {
   private readonly running: Promise<void>[] = [];
   private failure: Error | undefined;
@@ -178,37 +182,39 @@ export class LazyServers {
     // Its own copy of the pages file: the restore closes its fds when it
     // returns, while this goes on.
     const pagesFd = fdops.dupAbove(what.pagesFd, 100);
-    const triples = new BigUint64Array(what.fills.length * 3);
-    let end = 0n;
+    const quads = new BigUint64Array(what.fills.length * 4);
     what.fills.forEach((f, i) => {
-      triples.set([f.addr, f.len, f.fileOff], i * 3);
-      if (f.fileOff + f.len > end) end = f.fileOff + f.len;
+      const check = f.crc === undefined ? 0n : BigInt(f.crc) | 1n << 32n;
+      quads.set([f.addr, f.len, f.fileOff, check], i * 4);
     });
     const t0 = performance.now();
     this.running.push(
-      lazyServe(uffd, pagesFd, triples, end).then(
-        (st) => {
-          log.debug(
-            `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
-              `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
-              `background, ${st.zeroPages} zero page(s)${st.gone ? " (the task went away)" : ""}`,
+      lazyServe(uffd, pagesFd, quads).then(
+        (r) => {
+          const st = r.stats;
+          if (r.errno === 0) {
+            log.debug(
+              `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
+                `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
+                `background, ${st.zeroPages} zero page(s), ${st.forks} fork(s) followed, ` +
+                `${st.remaps} remap(s), ${st.droppedBytes} bytes discarded or unmapped first` +
+                `${st.gone ? " (the task went away)" : ""}`,
+            );
+            return;
+          }
+          killTree(this.tree);
+          for (const fd of r.openFds) fdops.close(fd);
+          this.failure ??= new RestoreError(
+            `lazy restore of pid ${pid} failed, the tree was killed: ${lazyWhy(pid, r, what)}`,
           );
         },
         (err) => {
-          for (const p of this.tree) kill(p, 9);
-          // EFAULT is the source side: the pages file shrank or its
-          // storage failed after it was checked.
-          const why = err instanceof NativeError && err.errno === 14
-            ? `pages-${pid}.img can no longer be read (truncated or an I/O error)`
-            : (err as Error).message;
+          killTree(this.tree);
           this.failure ??= new RestoreError(
-            `lazy restore of pid ${pid} failed, the tree was killed: ${why}`,
+            `lazy restore of pid ${pid} failed, the tree was killed: ${(err as Error).message}`,
           );
         },
-      ).finally(() => {
-        fdops.close(uffd);
-        fdops.close(pagesFd);
-      }),
+      ).finally(() => fdops.close(pagesFd)),
     );
   }
 
@@ -219,6 +225,50 @@ export class LazyServers {
   async done(): Promise<void> {
     await Promise.all(this.running);
     this.throwIfFailed();
+  }
+}
+
+const EFAULT = 14, EBADMSG = 74;
+
+function lazyWhy(pid: number, r: LazyResult, what: ExternalFill): string {
+  const file = what.pagesPath.split("/").pop() ?? `pages-${pid}.img`;
+  const f = what.fills[r.badFill];
+  if (r.errno === EBADMSG && f) {
+    return `${file}: checksum mismatch in the run at offset ${hex(f.fileOff)} (vaddr ${
+      hex(f.addr)
+    }, ${f.len / 4096n} pages): the image is damaged`;
+  }
+  // The pages file shrank or its storage failed after the restore began.
+  if (r.errno === EFAULT) return `${file} can no longer be read (truncated or an I/O error)`;
+  return `serving pages failed: ${errnoText(r.errno)}`;
+}
+
+/** SIGKILL for every task of the tree and every process below one, looked
+ * for again until no new one turns up: a child the program forked while its
+ * pages were arriving waits on a userfaultfd too. Each one's children are
+ * read before and after its kill, so one forked in between is not missed
+ * (a killed task forks no more). */
+function killTree(pids: number[]): void {
+  const seen = new Set<number>();
+  let next = pids;
+  while (next.length) {
+    const found: number[] = [];
+    for (const p of next) {
+      if (seen.has(p)) continue;
+      seen.add(p);
+      found.push(...childrenOf(p));
+      kill(p, 9);
+      found.push(...childrenOf(p));
+    }
+    next = found;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return listChildren(pid);
+  } catch {
+    return []; // gone already
   }
 }
 
