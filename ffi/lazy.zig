@@ -33,6 +33,9 @@ pub const Stats = extern struct {
     dropped_bytes: u64 = 0, // never copied: discarded or unmapped by the program first
     bad_fill: u64 = 0, // with -EBADMSG: the fill whose bytes do not match its CRC32C
     n_open: u64 = 0, // on failure: userfaultfds left open, listed in open_fds
+    /// -errno of the failure, stored last: the caller may read everything
+    /// above as soon as it sees this, before the call returns.
+    failed: u64 = 0,
 };
 
 const page: u64 = 4096;
@@ -65,7 +68,9 @@ const Failed = error{Failed};
 /// Those must stay open until the tree is killed: closing one would hand its
 /// waiting threads zero pages instead of theirs. -EBADMSG: fill
 /// stats.bad_fill does not match its CRC32C; -EFAULT: the pages file can no
-/// longer be read there.
+/// longer be read there. The failure is also in stats.failed before this
+/// returns, for a caller that cannot wait for the return (the restore is
+/// blocked on a task that waits for a page).
 export fn ck_lazy_serve(uffd: i32, pages_fd: i32, fills: [*]const Fill, n: usize, stats: *Stats, open_fds: [*]i32, max_open: usize) i64 {
     stats.* = .{};
     var s = Server{ .pages_fd = pages_fd, .fills = fills[0..n], .stats = stats };
@@ -81,6 +86,7 @@ export fn ck_lazy_serve(uffd: i32, pages_fd: i32, fills: [*]const Fill, n: usize
         open_fds[stats.n_open] = c.uffd;
         stats.n_open += 1;
     }
+    @atomicStore(u64, &stats.failed, @bitCast(-rc), .release);
     return rc;
 }
 

@@ -332,27 +332,27 @@ export interface LazyResult {
   badFill: number;
 }
 
+/** A page server at work (see lazyServe). */
+export interface LazyServer {
+  /** Settles once the server has returned. */
+  done: Promise<LazyResult>;
+  /** Its failure as soon as it has failed, before it returns: read on the
+   * JS thread while waiting on a task that may itself wait for a page. */
+  failed(): LazyResult | undefined;
+}
+
 /** Serves the userfaultfd `uffd` of a lazily restored task from the pages
  * file until every [addr, len, fileOff, check] quad (sorted by addr; check is
  * the CRC32C | 1 << 32, or 0) is copied in, on a worker thread; also the
  * userfaultfds of children the task forks meanwhile. Takes uffd over. */
-export async function lazyServe(
+export function lazyServe(
   uffd: number,
   pagesFd: number,
   fills: BigUint64Array<ArrayBuffer>,
-): Promise<LazyResult> {
-  const st = new BigUint64Array(10);
+): LazyServer {
+  const st = new BigUint64Array(11);
   const open = new Int32Array(4096);
-  const rc = await native().ck_lazy_serve(
-    uffd,
-    pagesFd,
-    new Uint8Array(fills.buffer),
-    BigInt(fills.length / 4),
-    new Uint8Array(st.buffer),
-    new Uint8Array(open.buffer),
-    BigInt(open.length),
-  );
-  return {
+  const result = (): LazyResult => ({
     stats: {
       faults: Number(st[0]),
       faultBytes: Number(st[1]),
@@ -363,10 +363,21 @@ export async function lazyServe(
       remaps: Number(st[6]),
       droppedBytes: Number(st[7]),
     },
-    errno: rc < 0n ? Number(-rc) : 0,
+    errno: Number(st[10]),
     badFill: Number(st[8]),
     openFds: [...open.subarray(0, Number(st[9]))],
-  };
+  });
+  const done = native().ck_lazy_serve(
+    uffd,
+    pagesFd,
+    new Uint8Array(fills.buffer),
+    BigInt(fills.length / 4),
+    new Uint8Array(st.buffer),
+    new Uint8Array(open.buffer),
+    BigInt(open.length),
+  ).then((rc) => ({ ...result(), errno: rc < 0n ? Number(-rc) : 0 }));
+  // The failure field is stored last, after everything result() reads.
+  return { done, failed: () => Atomics.load(st, 10) !== 0n ? result() : undefined };
 }
 
 /** Copies [addr, len, fileOff] triples from the pages file into task pid on a

@@ -9,6 +9,7 @@ import {
   kill,
   type LazyResult,
   lazyServe,
+  type LazyServer,
   ptrace,
   PTRACE_O_EXITKILL,
   wait,
@@ -89,10 +90,9 @@ export async function superviseRestorers(
     const st = wait(-1, WALL | WNOHANG);
     if (!st) {
       if (performance.now() > deadline) throw new RestoreError(`restore of pid ${root} timed out`);
-      // Let fill workers' completions, and a page server's failure (the
-      // restorer itself may wait on a page it could not serve), run while
-      // waiting.
-      if (filling > 0 || servers.size > 0) await new Promise((r) => setTimeout(r, 1));
+      // Let fill workers' completions run while waiting. (A page server's
+      // failure is seen without: throwIfFailed reads it from its buffers.)
+      if (filling > 0) await new Promise((r) => setTimeout(r, 1));
       else sleepMs(1);
       continue;
     }
@@ -162,13 +162,19 @@ export async function superviseRestorers(
  * included, before its userfaultfds are closed: closing them would hand the
  * waiting threads zero pages instead of theirs. */
 export class LazyServers {
-  private readonly running: Promise<void>[] = [];
+  private readonly servers: {
+    pid: number;
+    what: ExternalFill;
+    server: LazyServer;
+    over: Promise<void>;
+    handled: boolean;
+  }[] = [];
   private failure: Error | undefined;
 
   constructor(private readonly tree: number[]) {}
 
   get size(): number {
-    return this.running.length;
+    return this.servers.length;
   }
 
   start(pid: number, taskFd: number, what: ExternalFill): void {
@@ -188,43 +194,54 @@ export class LazyServers {
       quads.set([f.addr, f.len, f.fileOff, check], i * 4);
     });
     const t0 = performance.now();
-    this.running.push(
-      lazyServe(uffd, pagesFd, quads).then(
-        (r) => {
-          const st = r.stats;
-          if (r.errno === 0) {
-            log.debug(
-              `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
-                `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
-                `background, ${st.zeroPages} zero page(s), ${st.forks} fork(s) followed, ` +
-                `${st.remaps} remap(s), ${st.droppedBytes} bytes discarded or unmapped first` +
-                `${st.gone ? " (the task went away)" : ""}`,
-            );
-            return;
-          }
-          killTree(this.tree);
-          for (const fd of r.openFds) fdops.close(fd);
-          this.failure ??= new RestoreError(
-            `lazy restore of pid ${pid} failed, the tree was killed: ${lazyWhy(pid, r, what)}`,
-          );
-        },
-        (err) => {
-          killTree(this.tree);
-          this.failure ??= new RestoreError(
-            `lazy restore of pid ${pid} failed, the tree was killed: ${(err as Error).message}`,
-          );
-        },
-      ).finally(() => fdops.close(pagesFd)),
-    );
+    const server = lazyServe(uffd, pagesFd, quads);
+    const entry = { pid, what, server, over: Promise.resolve(), handled: false };
+    entry.over = server.done.then(
+      (r) => {
+        const st = r.stats;
+        if (r.errno !== 0) return this.fail(entry, r);
+        log.debug(
+          `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
+            `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
+            `background, ${st.zeroPages} zero page(s), ${st.forks} fork(s) followed, ` +
+            `${st.remaps} remap(s), ${st.droppedBytes} bytes discarded or unmapped first` +
+            `${st.gone ? " (the task went away)" : ""}`,
+        );
+      },
+      (err) => {
+        entry.handled = true;
+        killTree(this.tree);
+        this.failure ??= new RestoreError(
+          `lazy restore of pid ${pid} failed, the tree was killed: ${(err as Error).message}`,
+        );
+      },
+    ).finally(() => fdops.close(pagesFd));
+    this.servers.push(entry);
   }
 
+  /** Throws the first failure; one not handled yet is handled here, without
+   * waiting for its server to return. */
   throwIfFailed(): void {
+    for (const s of this.servers) {
+      const r = s.handled ? undefined : s.server.failed();
+      if (r) this.fail(s, r);
+    }
     if (this.failure) throw this.failure;
   }
 
   async done(): Promise<void> {
-    await Promise.all(this.running);
+    await Promise.all(this.servers.map((s) => s.over));
     this.throwIfFailed();
+  }
+
+  private fail(s: { pid: number; what: ExternalFill; handled: boolean }, r: LazyResult): void {
+    if (s.handled) return;
+    s.handled = true;
+    killTree(this.tree);
+    for (const fd of r.openFds) fdops.close(fd);
+    this.failure ??= new RestoreError(
+      `lazy restore of pid ${s.pid} failed, the tree was killed: ${lazyWhy(s.pid, r, s.what)}`,
+    );
   }
 }
 
