@@ -65,15 +65,15 @@ export async function restore(opts: RestoreOptions): Promise<Restored & { verify
     // Runs copied in by the fill workers or served lazily are checked as
     // they are copied: for a lazy restore that keeps reading the whole
     // pages file out of the time until the tree runs.
-    const { inv } = await verifyImages(
+    const checked = await verifyImages(
       opts.dir,
       (t) =>
         t.pagemap && t.mm ? checkedWhileCopying(t.mm.vmas, t.pagemap.runs, !!opts.lazyPages) : [],
     );
     const verifyMs = performance.now() - t0;
-    for (const pid of inv.pids) locks.pid(pid, "restoring");
+    for (const pid of checked.inv.pids) locks.pid(pid, "restoring");
     const tEngine = performance.now();
-    const r = await restoreEngine(opts);
+    const r = await restoreEngine(opts, checked);
     // The whole restore, checks included: that is what a user waits for.
     return {
       ...r,
