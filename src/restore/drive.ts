@@ -264,8 +264,8 @@ function lazyWhy(pid: number, r: LazyResult, what: ExternalFill): string {
 /** SIGKILL for every task of the tree and every process below one, looked
  * for again until no new one turns up: a child the program forked while its
  * pages were arriving waits on a userfaultfd too. Each one's children are
- * read before and after its kill, so one forked in between is not missed
- * (a killed task forks no more). */
+ * read before and after its kill (a killed task forks no more), so one forked
+ * in between is found unless its parent is already gone. */
 function killTree(pids: number[]): void {
   const seen = new Set<number>();
   let next = pids;
