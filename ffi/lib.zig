@@ -15,5 +15,5 @@ comptime {
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 4;
+    return 5;
 }

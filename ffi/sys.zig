@@ -21,10 +21,12 @@ pub const NR = struct {
     pub const readv = 19;
     pub const writev = 20;
     pub const pipe = 22;
+    pub const sched_yield = 24;
     pub const mremap = 25;
     pub const madvise = 28;
     pub const dup = 32;
     pub const dup2 = 33;
+    pub const nanosleep = 35;
     pub const getitimer = 36;
     pub const setitimer = 38;
     pub const getpid = 39;
@@ -334,10 +336,20 @@ pub const UFFDIO_COPY: usize = 0xc028aa03;
 pub const UFFDIO_ZEROPAGE: usize = 0xc020aa04;
 pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+pub const UFFD_EVENT_FORK: u8 = 0x13;
+pub const UFFD_EVENT_REMAP: u8 = 0x14;
+pub const UFFD_EVENT_REMOVE: u8 = 0x15;
+pub const UFFD_EVENT_UNMAP: u8 = 0x16;
+pub const UFFD_FEATURE_EVENT_FORK: u64 = 1 << 1;
+pub const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
+pub const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+pub const UFFD_FEATURE_EVENT_UNMAP: u64 = 1 << 6;
 pub const UffdioApi = extern struct { api: u64, features: u64, ioctls: u64 };
 pub const UffdioRange = extern struct { start: u64, len: u64 };
 pub const UffdioRegister = extern struct { range: UffdioRange, mode: u64, ioctls: u64 };
 pub const UffdioCopy = extern struct { dst: u64, src: u64, len: u64, mode: u64, copy: i64 };
 pub const UffdioZeropage = extern struct { range: UffdioRange, mode: u64, zeropage: i64 };
-/// struct uffd_msg, 32 bytes; for a page fault arg0 is the flags and arg1 the address.
+/// struct uffd_msg, 32 bytes. Page fault: arg0 flags, arg1 address. Fork:
+/// arg0 the child's new userfaultfd (low 32 bits). Remap: arg0 from, arg1 to,
+/// arg2 len. Remove and unmap: arg0 start, arg1 end.
 pub const UffdMsg = extern struct { event: u8, _r1: u8, _r2: u16, _r3: u32, arg0: u64, arg1: u64, arg2: u64 };

@@ -146,11 +146,18 @@ fn fillPages(p: *abi.Header) void {
 /// Missing-page faults in the vma_lazy mappings go to a userfaultfd that
 /// ckpt copies out at the stop and serves; nothing here touches those
 /// mappings before the stop, and afterwards a fault (rseq registration, say)
-/// waits for ckpt like any other.
+/// waits for ckpt like any other. The events let ckpt follow the program
+/// while pages are still arriving: without them a fork would leave the child
+/// zero pages, a remapped range would lose its registration, and a discarded
+/// one would be filled again with dumped bytes. Asking for fork events needs
+/// CAP_SYS_PTRACE, which the restorer still has here.
+const lazy_features = sys.UFFD_FEATURE_EVENT_FORK | sys.UFFD_FEATURE_EVENT_REMAP |
+    sys.UFFD_FEATURE_EVENT_REMOVE | sys.UFFD_FEATURE_EVENT_UNMAP;
+
 fn registerLazy(p: *abi.Header) void {
     const rc = sys.syscall1(NR.userfaultfd, sys.O_CLOEXEC | sys.O_NONBLOCK);
     check(p, .lazy, rc, 0);
-    var api = sys.UffdioApi{ .api = sys.UFFD_API, .features = 0, .ioctls = 0 };
+    var api = sys.UffdioApi{ .api = sys.UFFD_API, .features = lazy_features, .ioctls = 0 };
     check(p, .lazy, sys.syscall3(NR.ioctl, rc, sys.UFFDIO_API, sys.ptr(&api)), 1);
     const vmas = at(abi.Vma, p, p.vmas_off);
     var i: usize = 0;

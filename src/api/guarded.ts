@@ -1,9 +1,10 @@
 // dump and restore as the CLI and mod.ts offer them: the engines in
 // src/dump/dump.ts and src/restore/restore.ts wrapped in what makes running
 // them safe — locks against a second ckpt on the same tree or directory, and
-// for restore the trust check and the full integrity check of the images
-// (every file's CRC32C, bounds, every page run's CRC32C) before anything is
-// forked.
+// for restore the trust check and the integrity check of the images (every
+// file's CRC32C, bounds) before anything is forked. A page run's CRC32C is
+// checked then too, unless the restore checks it before copying it in (fill
+// workers, the lazy page server): no page reaches a task unchecked.
 import { dump as dumpEngine, type DumpOptions, type DumpResult } from "../dump/dump.ts";
 import { DumpError } from "../errors.ts";
 import {
@@ -16,7 +17,7 @@ import { processExists } from "../proc/read.ts";
 import { checkTrust } from "../images/trust.ts";
 import { verifyImages } from "../images/verify.ts";
 import { readChain, verifyChain } from "../images/chain.ts";
-import { EXTERNAL_FILL_MIN } from "../restore/fill.ts";
+import { checkedWhileCopying } from "../restore/memory.ts";
 import {
   restore as restoreEngine,
   type Restored,
@@ -80,16 +81,20 @@ export async function restore(opts: RestoreOptions): Promise<Restored & { verify
   const locks = new Locks();
   try {
     locks.dir(opts.dir);
-    // Large eager fills are checked by the fill workers as they copy.
-    const { inv } = await verifyImages(opts.dir, (t) =>
-      !opts.lazyPages && !!t.pagemap &&
-      t.pagemap.runs.reduce((a, r) => a + r.nrPages * 4096n, 0n) >= EXTERNAL_FILL_MIN);
+    // Runs copied in by the fill workers or served lazily are checked as
+    // they are copied: for a lazy restore that keeps reading the whole
+    // pages file out of the time until the tree runs.
+    const checked = await verifyImages(
+      opts.dir,
+      (t) =>
+        t.pagemap && t.mm ? checkedWhileCopying(t.mm.vmas, t.pagemap.runs, !!opts.lazyPages) : [],
+    );
     // Pages kept in parent images (--prev-images-dir) are checked up front.
-    await verifyChain(readChain(opts.dir, inv));
+    await verifyChain(readChain(opts.dir, checked.inv));
     const verifyMs = performance.now() - t0;
-    for (const pid of inv.pids) locks.pid(pid, "restoring");
+    for (const pid of checked.inv.pids) locks.pid(pid, "restoring");
     const tEngine = performance.now();
-    const r = await restoreEngine(opts);
+    const r = await restoreEngine(opts, checked);
     // The whole restore, checks included: that is what a user waits for.
     return {
       ...r,

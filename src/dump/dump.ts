@@ -37,7 +37,7 @@ import { formatBytes, formatMs } from "../util/units.ts";
 import { VERSION } from "../version.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
-import { collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import { capRuns, collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
 import { MemoryTracker } from "./tracking.ts";
 import { coverage, parentPath } from "../images/chain.ts";
 import { parsePreDump } from "../images/verify.ts";
@@ -147,7 +147,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const vmas = collectVmas(p, files);
       const tPlan = performance.now();
       const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
-      const runs = planPages(p, vmas, claims, cov);
+      const runs = capRuns(planPages(p, vmas, claims, cov));
       log.debug(`pid ${p}: pages planned in ${formatMs(performance.now() - tPlan)}`);
       live.push({ t, core, fds, vmas, runs });
     }

@@ -179,6 +179,35 @@ export function planPages(
   return runs;
 }
 
+/** Longest run written at dump: lazy restore checks a run's CRC32C whole
+ * before serving any page of it, so this bounds what a page fault can wait
+ * for (about 0.1 ms to read and check 1 MiB). */
+export const MAX_RUN_BYTES = 1n << 20n;
+
+/** The runs cut into pieces of at most maxBytes (rounded down to pages),
+ * each piece with its own place in the file, the pieces of a run back to
+ * back, so writePages gives each its own CRC32C. */
+export function capRuns(runs: PageRun[], maxBytes = MAX_RUN_BYTES): PageRun[] {
+  const most = maxBytes / PAGE > 0n ? maxBytes / PAGE : 1n;
+  const out: PageRun[] = [];
+  for (const r of runs) {
+    // Runs in the parent hold nothing here to check.
+    if (r.inParent) {
+      out.push(r);
+      continue;
+    }
+    for (let done = 0n; done < r.nrPages; done += most) {
+      const pages = r.nrPages - done < most ? r.nrPages - done : most;
+      out.push(create(PageRunSchema, {
+        vaddr: r.vaddr + done * PAGE,
+        nrPages: pages,
+        fileOffset: r.fileOffset + done * PAGE,
+      }));
+    }
+  }
+  return out;
+}
+
 function claimSet(claims: SharedClaims, id: number): Set<bigint> {
   let set = claims.get(id);
   if (!set) claims.set(id, set = new Set());

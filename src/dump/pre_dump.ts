@@ -22,7 +22,7 @@ import { VERSION } from "../version.ts";
 import { checkScope } from "./dump.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen } from "./freeze.ts";
-import { collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import { capRuns, collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
 import { Snapshots } from "./snapshot.ts";
 import { MemoryTracker } from "./tracking.ts";
 
@@ -72,7 +72,10 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
       const pm = prev?.pagemaps.get(p);
       const kept = tracker.adopt(p, pm?.tracking);
       if (!kept) tracker.start(p);
-      plans.push({ pid: p, runs: planPages(p, vmas, claims, kept ? coverage(pm!) : undefined) });
+      plans.push({
+        pid: p,
+        runs: capRuns(planPages(p, vmas, claims, kept ? coverage(pm!) : undefined)),
+      });
       tracker.protect(p, vmas);
     }
     for (const { pid: p } of plans) snapshots.take(p);

@@ -52,7 +52,7 @@ export function readChain(dir: string, inv: Pick<Inventory, "parent">): PreDumpS
 /** Every page run of every pre-dump in the chain against its CRC32C. */
 export async function verifyChain(chain: PreDumpSet[]): Promise<void> {
   for (const set of chain) {
-    for (const [pid, pagemap] of set.pagemaps) await verifyPages(set.dir, pid, { pagemap }, false);
+    for (const [pid, pagemap] of set.pagemaps) await verifyPages(set.dir, pid, { pagemap }, []);
   }
 }
 

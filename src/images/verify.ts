@@ -219,16 +219,16 @@ export function diskSource(dir: string): ImageSource {
 }
 
 /** The whole check restore runs before forking: parseImageSet from disk,
- * then each pages file's header page and every run's CRC32C. */
-/** `deferPages` names the tasks whose page runs the restore checks itself
- * while copying them in (still before any task runs), saving a pass. */
+ * then each pages file's header page and every run's CRC32C — but for the
+ * runs `deferRuns` marks (by index) for each task: those the restore checks
+ * itself as it copies them in, saving a pass. */
 export async function verifyImages(
   dir: string,
-  deferPages: (t: TaskImages) => boolean = () => false,
+  deferRuns: (t: TaskImages) => boolean[] = () => [],
 ): Promise<ImageSet> {
   const t0 = performance.now();
   const set = parseImageSet(dir, diskSource(dir));
-  for (const [pid, t] of set.tasks) await verifyPages(dir, pid, t, deferPages(t));
+  for (const [pid, t] of set.tasks) await verifyPages(dir, pid, t, deferRuns(t));
   log.debug(`images verified in ${(performance.now() - t0).toFixed(1)} ms`);
   return set;
 }
@@ -241,7 +241,7 @@ export async function verifyPages(
   dir: string,
   pid: number,
   t: Pick<TaskImages, "pagemap">,
-  defer: boolean,
+  defer: boolean[],
 ): Promise<void> {
   if (!t.pagemap) return; // a zombie has no memory
   const pagemap = t.pagemap;
@@ -258,8 +258,10 @@ export async function verifyPages(
         `header page damaged at offset 0x${bad.toString(16)}: the image is damaged`,
       );
     }
-    const runs = pagemap.runs.filter((r) => !r.inParent);
-    if (defer && pagemap.runsCrc32c) return;
+    // Runs kept in the parent images have no bytes here.
+    const runs = pagemap.runs;
+    defer = runs.map((r, i) => r.inParent || !!defer[i]);
+    if (pagemap.runsCrc32c && runs.every((_, i) => defer[i])) return;
     if (!pagemap.runsCrc32c) {
       if (runs.length) {
         log.warn(`${path}: made by a ckpt without page checksums; memory is not verified`);
@@ -269,6 +271,7 @@ export async function verifyPages(
     // Pieces in file order, then two contiguous halves for two threads.
     const pieces: { run: number; off: bigint; len: bigint }[] = [];
     runs.forEach((r, run) => {
+      if (defer[run]) return;
       const end = r.fileOffset + r.nrPages * PAGE;
       for (let off = r.fileOffset; off < end; off += PIECE) {
         pieces.push({ run, off, len: end - off < PIECE ? end - off : PIECE });
@@ -286,7 +289,7 @@ export async function verifyPages(
       got[p.run] = got[p.run] === undefined ? crcs[i] : crc32cCombine(got[p.run], crcs[i], p.len);
     });
     runs.forEach((r, i) => {
-      if (got[i] !== r.crc32c) {
+      if (!defer[i] && got[i] !== r.crc32c) {
         throw new ImageError(
           path,
           `checksum mismatch in the run at offset 0x${r.fileOffset.toString(16)} (vaddr 0x${

@@ -315,34 +315,72 @@ export interface LazyStats {
   zeroPages: number;
   /** The task's memory went away before every page was copied. */
   gone: boolean;
+  /** Children the task forked meanwhile, served as well. */
+  forks: number;
+  remaps: number;
+  /** Never copied: discarded (MADV_DONTNEED) or unmapped by the program first. */
+  droppedBytes: number;
+}
+
+/** How a lazy page server ended: errno 0, or the failure with the
+ * userfaultfds it left open (to close once the tree is killed) and, for
+ * EBADMSG, which fill did not match its CRC32C. */
+export interface LazyResult {
+  stats: LazyStats;
+  errno: number;
+  openFds: number[];
+  badFill: number;
+}
+
+/** A page server at work (see lazyServe). */
+export interface LazyServer {
+  /** Settles once the server has returned. */
+  done: Promise<LazyResult>;
+  /** Its failure as soon as it has failed, before it returns: read on the
+   * JS thread while waiting on a task that may itself wait for a page. */
+  failed(): LazyResult | undefined;
 }
 
 /** Serves the userfaultfd `uffd` of a lazily restored task from the pages
- * file until every [addr, len, fileOff] triple (sorted by addr) is copied in,
- * on a worker thread. mapLen covers the file from offset 0. */
-export async function lazyServe(
+ * files until every [addr, len, fileOff, check] quad (sorted by addr; check is
+ * the CRC32C | 1 << 32, or 0, with the index into pagesFds of its file in
+ * bits 48..63) is copied in, on a worker thread; also the userfaultfds of
+ * children the task forks meanwhile. Takes uffd over. */
+export function lazyServe(
   uffd: number,
-  pagesFd: number,
+  pagesFds: number[],
   fills: BigUint64Array<ArrayBuffer>,
-  mapLen: bigint,
-): Promise<LazyStats> {
-  const st = new BigUint64Array(5);
-  const rc = await native().ck_lazy_serve(
+): LazyServer {
+  const st = new BigUint64Array(11);
+  const open = new Int32Array(4096);
+  const result = (): LazyResult => ({
+    stats: {
+      faults: Number(st[0]),
+      faultBytes: Number(st[1]),
+      backgroundBytes: Number(st[2]),
+      zeroPages: Number(st[3]),
+      gone: st[4] !== 0n,
+      forks: Number(st[5]),
+      remaps: Number(st[6]),
+      droppedBytes: Number(st[7]),
+    },
+    errno: Number(st[10]),
+    badFill: Number(st[8]),
+    openFds: [...open.subarray(0, Number(st[9]))],
+  });
+  const fds = new Int32Array(pagesFds);
+  const done = native().ck_lazy_serve(
     uffd,
-    pagesFd,
+    new Uint8Array(fds.buffer),
+    BigInt(fds.length),
     new Uint8Array(fills.buffer),
-    BigInt(fills.length / 3),
-    mapLen,
+    BigInt(fills.length / 4),
     new Uint8Array(st.buffer),
-  );
-  check(rc, "serving pages (UFFDIO_COPY)");
-  return {
-    faults: Number(st[0]),
-    faultBytes: Number(st[1]),
-    backgroundBytes: Number(st[2]),
-    zeroPages: Number(st[3]),
-    gone: st[4] !== 0n,
-  };
+    new Uint8Array(open.buffer),
+    BigInt(open.length),
+  ).then((rc) => ({ ...result(), errno: rc < 0n ? Number(-rc) : 0 }));
+  // The failure field is stored last, after everything result() reads.
+  return { done, failed: () => Atomics.load(st, 10) !== 0n ? result() : undefined };
 }
 
 /** Copies [addr, len, fileOff] triples from the pages file into task pid on a

@@ -7,8 +7,9 @@ import {
   decodeWait,
   fd as fdops,
   kill,
+  type LazyResult,
   lazyServe,
-  NativeError,
+  type LazyServer,
   ptrace,
   PTRACE_O_EXITKILL,
   wait,
@@ -18,6 +19,7 @@ import {
 import { errnoText } from "../native/errno.ts";
 import { log } from "../util/log.ts";
 import { formatMs, hex } from "../util/units.ts";
+import { listChildren } from "../proc/read.ts";
 import { fillTask } from "./fill.ts";
 import type { PageFill } from "./plan_buffer.ts";
 
@@ -96,9 +98,11 @@ export async function superviseRestorers(
     const st = wait(-1, WALL | WNOHANG);
     if (!st) {
       if (performance.now() > deadline) throw new RestoreError(`restore of pid ${root} timed out`);
-      // Let fill workers' completions run while waiting.
+      // Let fill workers' completions run while waiting. (A page server's
+      // failure is seen without: throwIfFailed reads it from its buffers.)
       if (filling > 0) await new Promise((r) => setTimeout(r, 1));
-      else sleepMs(1);
+      else sleepMs(0.2); // a stop reported a millisecond late is that much later to run
+
       continue;
     }
     const tid = st.pid;
@@ -162,17 +166,24 @@ export async function superviseRestorers(
 
 /** One page server per lazily restored task, each on a worker thread from
  * the restorer's userfaultfd stop on (the restorer itself may fault on its
- * memory before it is done). A server that fails kills the whole tree before
- * its userfaultfd is closed: closing it would hand the waiting threads zero
- * pages instead of theirs. */
+ * memory before it is done); it also serves the children the task forks
+ * meanwhile. A server that fails kills the whole tree, those children
+ * included, before its userfaultfds are closed: closing them would hand the
+ * waiting threads zero pages instead of theirs. */
 export class LazyServers {
-  private readonly running: Promise<void>[] = [];
+  private readonly servers: {
+    pid: number;
+    what: ExternalFill;
+    server: LazyServer;
+    over: Promise<void>;
+    handled: boolean;
+  }[] = [];
   private failure: Error | undefined;
 
   constructor(private readonly tree: number[]) {}
 
   get size(): number {
-    return this.running.length;
+    return this.servers.length;
   }
 
   start(pid: number, taskFd: number, what: ExternalFill): void {
@@ -183,50 +194,112 @@ export class LazyServers {
     } finally {
       fdops.close(pidfd);
     }
-    // Its own copy of the pages file: the restore closes its fds when it
+    // Its own copies of the pages files: the restore closes its fds when it
     // returns, while this goes on.
-    const pagesFd = fdops.dupAbove(what.pagesFd, 100);
-    const triples = new BigUint64Array(what.fills.length * 3);
-    let end = 0n;
+    const pagesFds = [what.pagesFd, ...(what.parents ?? []).map((p) => p.fd)]
+      .map((fd) => fd < 0 ? -1 : fdops.dupAbove(fd, 100));
+    const quads = new BigUint64Array(what.fills.length * 4);
     what.fills.forEach((f, i) => {
-      triples.set([f.addr, f.len, f.fileOff], i * 3);
-      if (f.fileOff + f.len > end) end = f.fileOff + f.len;
+      const check = (f.crc === undefined ? 0n : BigInt(f.crc) | 1n << 32n) |
+        BigInt(f.src ?? 0) << 48n;
+      quads.set([f.addr, f.len, f.fileOff, check], i * 4);
     });
     const t0 = performance.now();
-    this.running.push(
-      lazyServe(uffd, pagesFd, triples, end).then(
-        (st) => {
-          log.debug(
-            `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
-              `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
-              `background, ${st.zeroPages} zero page(s)${st.gone ? " (the task went away)" : ""}`,
-          );
-        },
-        (err) => {
-          for (const p of this.tree) kill(p, 9);
-          // EFAULT is the source side: the pages file shrank or its
-          // storage failed after it was checked.
-          const why = err instanceof NativeError && err.errno === 14
-            ? `pages-${pid}.img can no longer be read (truncated or an I/O error)`
-            : (err as Error).message;
-          this.failure ??= new RestoreError(
-            `lazy restore of pid ${pid} failed, the tree was killed: ${why}`,
-          );
-        },
-      ).finally(() => {
-        fdops.close(uffd);
-        fdops.close(pagesFd);
-      }),
-    );
+    const server = lazyServe(uffd, pagesFds, quads);
+    const entry = { pid, what, server, over: Promise.resolve(), handled: false };
+    entry.over = server.done.then(
+      (r) => {
+        const st = r.stats;
+        if (r.errno !== 0) return this.fail(entry, r);
+        log.debug(
+          `pid ${pid}: pages served in ${formatMs(performance.now() - t0)}: ${st.faults} ` +
+            `fault(s), ${st.faultBytes} bytes on faults, ${st.backgroundBytes} in the ` +
+            `background, ${st.zeroPages} zero page(s), ${st.forks} fork(s) followed, ` +
+            `${st.remaps} remap(s), ${st.droppedBytes} bytes discarded or unmapped first` +
+            `${st.gone ? " (the task went away)" : ""}`,
+        );
+      },
+      (err) => {
+        entry.handled = true;
+        killTree(this.tree);
+        this.failure ??= new RestoreError(
+          `lazy restore of pid ${pid} failed, the tree was killed: ${(err as Error).message}`,
+        );
+      },
+    ).finally(() => {
+      for (const fd of pagesFds) if (fd >= 0) fdops.close(fd);
+    });
+    this.servers.push(entry);
   }
 
+  /** Throws the first failure; one not handled yet is handled here, without
+   * waiting for its server to return. */
   throwIfFailed(): void {
+    for (const s of this.servers) {
+      const r = s.handled ? undefined : s.server.failed();
+      if (r) this.fail(s, r);
+    }
     if (this.failure) throw this.failure;
   }
 
   async done(): Promise<void> {
-    await Promise.all(this.running);
+    await Promise.all(this.servers.map((s) => s.over));
     this.throwIfFailed();
+  }
+
+  private fail(s: { pid: number; what: ExternalFill; handled: boolean }, r: LazyResult): void {
+    if (s.handled) return;
+    s.handled = true;
+    killTree(this.tree);
+    for (const fd of r.openFds) fdops.close(fd);
+    this.failure ??= new RestoreError(
+      `lazy restore of pid ${s.pid} failed, the tree was killed: ${lazyWhy(s.pid, r, s.what)}`,
+    );
+  }
+}
+
+const EFAULT = 14, EBADMSG = 74;
+
+function lazyWhy(pid: number, r: LazyResult, what: ExternalFill): string {
+  const f = what.fills[r.badFill];
+  const src = f?.src ? what.parents?.[f.src - 1]?.path : undefined;
+  const file = src ?? what.pagesPath.split("/").pop() ?? `pages-${pid}.img`;
+  if (r.errno === EBADMSG && f) {
+    return `${file}: checksum mismatch in the run at offset ${hex(f.fileOff)} (vaddr ${
+      hex(f.addr)
+    }, ${f.len / 4096n} pages): the image is damaged`;
+  }
+  // The pages file shrank or its storage failed after the restore began.
+  if (r.errno === EFAULT) return `${file} can no longer be read (truncated or an I/O error)`;
+  return `serving pages failed: ${errnoText(r.errno)}`;
+}
+
+/** SIGKILL for every task of the tree and every process below one, looked
+ * for again until no new one turns up: a child the program forked while its
+ * pages were arriving waits on a userfaultfd too. Each one's children are
+ * read before and after its kill (a killed task forks no more), so one forked
+ * in between is found unless its parent is already gone. */
+function killTree(pids: number[]): void {
+  const seen = new Set<number>();
+  let next = pids;
+  while (next.length) {
+    const found: number[] = [];
+    for (const p of next) {
+      if (seen.has(p)) continue;
+      seen.add(p);
+      found.push(...childrenOf(p));
+      kill(p, 9);
+      found.push(...childrenOf(p));
+    }
+    next = found;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return listChildren(pid);
+  } catch {
+    return []; // gone already
   }
 }
 

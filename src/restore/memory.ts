@@ -2,7 +2,7 @@
 // (anonymous, from a file, from a memfd for shared anonymous memory), which
 // page runs fill it, where [vvar]/[vdso] must move, and where the restorer
 // itself can live without overlapping anything the task will have.
-import { type FileEntry, type Vma, VmaKind } from "../gen/ckpt/images_pb.ts";
+import { type FileEntry, type PageRun, type Vma, VmaKind } from "../gen/ckpt/images_pb.ts";
 import type { Piece } from "../images/chain.ts";
 import { RestoreError } from "../errors.ts";
 import { PAGE_SIZE } from "../images/format.ts";
@@ -11,6 +11,7 @@ import { readMaps } from "../proc/maps.ts";
 import { hex } from "../util/units.ts";
 import type { PageFill, PlanVma, SpecialMove } from "./plan_buffer.ts";
 import type { FileValidation } from "./files.ts";
+import { EXTERNAL_FILL_MIN } from "./fill.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_GROWSDOWN = 0x100;
@@ -32,6 +33,29 @@ export interface MemoryPlan {
   specials: SpecialMove[];
   /** Every range the task will occupy, sorted, for choosing the region. */
   occupied: [bigint, bigint][];
+}
+
+/** Per run: whether a lazy restore serves it after the task runs. Only
+ * anonymous private memory can be: a private file mapping would show the
+ * file's page to a fault instead of a missing one, and shared memory is one
+ * object for every task that maps it. */
+export function lazyRuns(vmas: Vma[], runs: { vaddr: bigint }[]): boolean[] {
+  let vi = 0;
+  return runs.map((r) => {
+    while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
+    const v = vmas[vi];
+    return !!v && v.kind === VmaKind.VMA_ANON_PRIVATE && r.vaddr >= v.start;
+  });
+}
+
+/** Per run: whether the restore checks its CRC32C itself while copying it
+ * in, so the check before forking can skip it: every lazily served run (the
+ * page server checks it on first touch), and the rest when they make a fill
+ * large enough for the fill workers (which check as they copy). */
+export function checkedWhileCopying(vmas: Vma[], runs: PageRun[], lazy: boolean): boolean[] {
+  const served = lazy ? lazyRuns(vmas, runs) : runs.map(() => false);
+  const eager = runs.reduce((a, r, i) => served[i] ? a : a + r.nrPages * PAGE, 0n);
+  return served.map((l) => l || eager >= EXTERNAL_FILL_MIN);
 }
 
 /** Opens the fds mappings need (files, memfds); `serviceFd` hands each one a
@@ -78,12 +102,10 @@ export function planMemory(
 
   const out: MemoryPlan = { vmas: [], fills: [], lazyFills: [], specials: [], occupied: [] };
   const filled = new Set<bigint>();
-  // Only anonymous private memory can be served later: a private file
-  // mapping would show the file's page to a fault instead of a missing one,
-  // and shared memory is one object for every task that maps it.
   const lazyVmas = new Set<bigint>();
+  const served = lazy ? lazyRuns(vmas, pieces) : [];
   let vi = 0;
-  for (const r of pieces) {
+  for (const [i, r] of pieces.entries()) {
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
     const v = vmas[vi];
     const len = r.len;
@@ -91,7 +113,7 @@ export function planMemory(
       throw new RestoreError(`pid ${pid}: pages at ${hex(r.vaddr)} lie outside every mapping`);
     }
     const fill = { addr: r.vaddr, len, fileOff: r.fileOff, crc: r.crc, src: r.src };
-    if (lazy && v.kind === VmaKind.VMA_ANON_PRIVATE) {
+    if (served[i]) {
       lazyVmas.add(v.start);
       out.lazyFills.push(fill);
     } else {

@@ -7,6 +7,7 @@ import { readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
+import type { ImageSet } from "../images/verify.ts";
 import {
   fd as fdops,
   kill,
@@ -71,22 +72,29 @@ export interface TaskImages {
   fds?: FdTable;
 }
 
-export async function restore(opts: RestoreOptions): Promise<Restored> {
+/** `checked`: the images as verifyImages read and checked them, used as they
+ * are rather than read again. */
+export async function restore(opts: RestoreOptions, checked?: ImageSet): Promise<Restored> {
   const t0 = performance.now();
   checkLayout();
   const dir = ImageDir.open(opts.dir);
-  const inv = dir.readInventory();
+  const inv = checked?.inv ?? dir.readInventory();
   const pid = inv.rootPid;
   if (inv.pids[0] !== pid) {
     throw new RestoreError(`${opts.dir}: the inventory does not start with its root`);
   }
   // Every image is read and checked before anything is forked.
   const tasks = inv.pids.map((p): TaskImages => {
+    const known = checked?.tasks.get(p);
+    if (known) {
+      const { core, mm, pagemap, fdTable } = known;
+      return core.zombie ? { core } : { core, mm, pagemap, fds: fdTable };
+    }
     const core = dir.readCore(p);
     if (core.zombie) return { core };
     return { core, mm: dir.readMm(p), pagemap: dir.readPagemap(p), fds: dir.readFdTable(p) };
   });
-  const files = new Map(dir.readFiles().files.map((f) => [f.id, f]));
+  const files = checked?.files ?? new Map(dir.readFiles().files.map((f) => [f.id, f]));
   const chain = readChain(opts.dir, inv);
   const shellJob = !!(opts.shellJob || inv.shellJob);
   if (inv.shellJob && !opts.shellJob) {

@@ -112,17 +112,12 @@ export function taskPlan(
   const fromParents = pieces.some((p) => p.src > 0);
   const parents = fromParents ? openParents(chain, pid, parentFds) : undefined;
   if (mem.lazyFills.length) {
-    if (fromParents) {
-      throw new RestoreError(
-        `pid ${pid}: --lazy-pages cannot serve pages kept in parent images (--prev-images-dir) yet; restore without --lazy-pages`,
-      );
-    }
     plan.flags |= FLAG_LAZY;
-    lazy.set(pid, { pagesFd, pagesPath, fills: mem.lazyFills });
+    lazy.set(pid, { pagesFd, pagesPath, fills: mem.lazyFills, parents });
   }
   // The restorer reads only its own pages file: pages in parent images are
   // put in by ckpt.
-  if (fromParents || fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
+  if (mem.fills.some((f) => (f.src ?? 0) > 0) || fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
     plan.flags |= FLAG_EXTERNAL_FILL;
     external.set(pid, { pagesFd, pagesPath, fills: mem.fills, parents });
   }

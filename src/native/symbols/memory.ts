@@ -11,7 +11,7 @@ export const memorySymbols = {
   // ffi/lazy.zig. Blocks until every page is copied: on a worker thread,
   // and it does no ptrace.
   ck_lazy_serve: {
-    parameters: ["i32", "i32", "buffer", "usize", "u64", "buffer"],
+    parameters: ["i32", "buffer", "usize", "buffer", "usize", "buffer", "buffer", "usize"],
     result: "i64",
     nonblocking: true,
   },
