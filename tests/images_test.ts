@@ -116,9 +116,11 @@ Deno.test("show() reads a whole directory, inventory first, with pages per task"
     assertEquals(r.tasks, [{
       pid: PID,
       pages_file: pagesName(PID),
+      pages_files: 1,
       runs: 2,
       pages: NR_PAGES,
       bytes: NR_PAGES * PAGE_SIZE,
+      in_parent_pages: 0,
     }]);
   });
 });

@@ -47,8 +47,10 @@ function hasUffd(pid: number): boolean {
   });
 }
 
+/** Bytes in the task's pages files (one per copying thread when large). */
 function pagesSize(images: string, pid: number): number {
-  return Deno.statSync(`${images}/pages-${pid}.img`).size;
+  return [...Deno.readDirSync(images)].filter((e) => e.name.startsWith(`pages-${pid}.`))
+    .reduce((a, e) => a + Deno.statSync(`${images}/${e.name}`).size, 0);
 }
 
 async function start(dir: string): Promise<number> {

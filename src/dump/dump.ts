@@ -37,7 +37,14 @@ import { formatBytes, formatMs } from "../util/units.ts";
 import { VERSION } from "../version.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
-import { capRuns, collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import {
+  capRuns,
+  collectVmas,
+  pageParts,
+  planPages,
+  type SharedClaims,
+  writePages,
+} from "./memory.ts";
 import { MemoryTracker } from "./tracking.ts";
 import { coverage, parentPath } from "../images/chain.ts";
 import { parsePreDump } from "../images/verify.ts";
@@ -166,9 +173,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     for (const { t, core, fds, vmas, runs } of live) {
       const p = t.pid;
       const pagesFile = pagesName(p);
-      written.push(pagesFile);
+      const parts = pageParts(runs, dumpWorkers());
+      for (let part = 0; part < parts; part++) written.push(pagesName(p, part));
       const tPages = performance.now();
-      const bytes = await writePages(snapshots.source(p), runs, dir.file(pagesFile), workers());
+      const bytes = await writePages(
+        snapshots.source(p),
+        runs,
+        parts,
+        (part) => dir.file(pagesName(p, part)),
+      );
       pagesBytes += bytes;
       log.debug(`pid ${p}: pages written in ${formatMs(performance.now() - tPages)}`);
       const leftInParent = runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
@@ -198,7 +211,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           pagemapName(p),
           ImageKind.Pagemap,
           PagemapImageSchema,
-          create(PagemapImageSchema, { pid: p, pagesFile, runs, runsCrc32c: true }),
+          create(PagemapImageSchema, { pid: p, pagesFile, runs, runsCrc32c: true, parts }),
         ));
       write(
         fdName(p),
@@ -281,7 +294,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 }
 
-function workers(): number {
+export function dumpWorkers(): number {
   return Math.max(1, Math.min(8, Number(Deno.env.get("CKPT_DUMP_WORKERS") ?? 2) || 2));
 }
 

@@ -10,10 +10,9 @@ import {
   VmaSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { fd as fdops, O } from "../native/mod.ts";
-import { dumpPagesCrc, fallocate } from "../native/integrity.ts";
+import { dumpPagesCrc } from "../native/integrity.ts";
 import { NativeError } from "../native/mod.ts";
 import { PAGE_IS, pagemapScan } from "../native/tracking.ts";
-import { crc32cCombine } from "../images/crc32c.ts";
 import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
 import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
@@ -263,95 +262,68 @@ function splitByCoverage(
   if (at < end) add(at, end, false);
 }
 
-/** Writes the pages file: the header page, then every run in order, by
- * `workers` threads each copying a contiguous share of the bytes. Fills in
- * each run's crc32c (pieces of a run copied by different threads are
- * checksummed apart and joined). */
+/** Below this a task's pages go to one file (and its restorer reads them
+ * itself); above, one file per copying thread, written in parallel (tmpfs
+ * serialises writes to one file on its inode lock). */
+export const PARALLEL_PAGES_MIN = 32n << 20n;
+
+/** How many pages files the saved runs go to with `workers` threads. */
+export function pageParts(runs: PageRun[], workers: number): number {
+  const bytes = runs.reduce((a, r) => r.inParent ? a : a + r.nrPages * PAGE, 0n);
+  if (Deno.env.get("CKPT_ONEFILE")) return 1;
+  return workers > 1 && bytes >= PARALLEL_PAGES_MIN ? workers : 1;
+}
+
+/** Writes the pages files: each its header page, then its share of the runs
+ * (contiguous, about equal bytes, whole runs), each file by its own thread.
+ * Sets every saved run's part, fileOffset and crc32c. Returns the bytes. */
 export async function writePages(
   pid: number,
   allRuns: PageRun[],
-  path: string,
-  workers = 2,
+  parts: number,
+  pathOf: (part: number) => string,
 ): Promise<number> {
   const runs = allRuns.filter((r) => !r.inParent);
-  const out = fdops.open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, 0o600);
+  const total = runs.reduce((a, r) => a + r.nrPages * PAGE, 0n);
+  const shares: PageRun[][] = [...Array(parts)].map(() => []);
+  let acc = 0n;
+  for (const r of runs) {
+    const part = Math.min(parts - 1, Number(acc * BigInt(parts) / (total || 1n)));
+    const share = shares[part];
+    const prev = share.at(-1);
+    r.part = part;
+    r.fileOffset = prev ? prev.fileOffset + prev.nrPages * PAGE : PAGE;
+    share.push(r);
+    acc += r.nrPages * PAGE;
+  }
   const mem = fdops.open(`/proc/${pid}/mem`, O.RDONLY | O.CLOEXEC);
+  const outs: number[] = [];
   try {
-    fdops.writeAll(out, pagesHeader());
-    const end = runs.length ? runs.at(-1)!.fileOffset + runs.at(-1)!.nrPages * PAGE : PAGE;
-    fdops.ftruncate(out, Number(end));
-    reserve(out, end, path);
-    const shares = splitRuns(runs, workers);
-    const done = await Promise.all(
-      shares.map((s) =>
-        s.pairs.length
-          ? dumpPagesCrc(pid, mem, s.pairs, out, s.fileOff)
-          : { bytes: 0, crcs: new Uint32Array() }
-      ),
-    );
-    const seen = new Set<number>();
-    shares.forEach((s, si) => {
-      s.owner.forEach((ri, k) => {
-        const crc = done[si].crcs[k];
-        const r = runs[ri];
-        r.crc32c = seen.has(ri) ? crc32cCombine(r.crc32c, crc, s.pairs[2 * k + 1]) : crc;
-        seen.add(ri);
+    for (let part = 0; part < parts; part++) {
+      const path = pathOf(part);
+      outs.push(fdops.open(path, O.RDWR | O.CREAT | O.TRUNC | O.CLOEXEC, 0o600));
+      fdops.writeAll(outs[part], pagesHeader());
+    }
+    // Each thread allocates its file's pages as it writes them (tmpfs then
+    // allocates on both cores); a full disk fails that write with ENOSPC.
+    const done = await Promise.all(shares.map((share, part) => {
+      if (!share.length) return { bytes: 0, crcs: new Uint32Array() };
+      const pairs = new BigUint64Array(share.flatMap((r) => [r.vaddr, r.nrPages * PAGE]));
+      return dumpPagesCrc(pid, mem, pairs, outs[part], PAGE).catch((err) => {
+        if (err instanceof NativeError && err.errno === 28) {
+          const bytes = share.reduce((a, r) => a + r.nrPages * PAGE, PAGE);
+          throw new DumpError(
+            `${pathOf(part)}: no space left on the device for ${bytes} bytes of memory; ` +
+              `nothing was saved`,
+          );
+        }
+        throw err;
       });
-    });
+    }));
+    shares.forEach((share, part) => share.forEach((r, k) => r.crc32c = done[part].crcs[k]));
     return done.reduce((a, b) => a + b.bytes, 0);
   } finally {
     fdops.close(mem);
-    fdops.close(out);
+    for (const fd of outs) fdops.close(fd);
   }
-}
-
-/** Space for the whole pages file up front: a full disk is found before
- * anything is copied, and the copy then only fills allocated pages. */
-function reserve(fd: number, end: bigint, path: string): void {
-  try {
-    fallocate(fd, 0n, end, path);
-  } catch (err) {
-    if (err instanceof NativeError && err.errno === 28) {
-      throw new DumpError(
-        `${path}: no space left on the device for ${end} bytes of memory; nothing was saved`,
-      );
-    }
-    throw err;
-  }
-}
-
-/** Cuts the runs into n shares of about equal bytes (at page boundaries),
- * each an [addr, len] list with the file offset where it starts and, per
- * pair, the index of the run it belongs to (in order, so pieces join). */
-function splitRuns(
-  runs: PageRun[],
-  n: number,
-): { pairs: BigUint64Array<ArrayBuffer>; owner: number[]; fileOff: bigint }[] {
-  const total = runs.reduce((a, r) => a + r.nrPages, 0n);
-  const per = (total + BigInt(n) - 1n) / BigInt(n);
-  const shares: { list: bigint[]; owner: number[]; fileOff: bigint }[] = [];
-  let cur: { list: bigint[]; owner: number[]; fileOff: bigint } | undefined;
-  let inShare = 0n;
-  runs.forEach((r, ri) => {
-    let addr = r.vaddr, pages = r.nrPages, off = r.fileOffset;
-    while (pages > 0n) {
-      if (!cur || inShare >= per) {
-        cur = { list: [], owner: [], fileOff: off };
-        shares.push(cur);
-        inShare = 0n;
-      }
-      const take = pages < per - inShare ? pages : per - inShare;
-      cur.list.push(addr, take * PAGE);
-      cur.owner.push(ri);
-      addr += take * PAGE;
-      off += take * PAGE;
-      pages -= take;
-      inShare += take;
-    }
-  });
-  return shares.map((s) => ({
-    pairs: new BigUint64Array(s.list),
-    owner: s.owner,
-    fileOff: s.fileOff,
-  }));
 }

@@ -19,10 +19,17 @@ import { NoProcess, processExists } from "../proc/read.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { VERSION } from "../version.ts";
-import { checkScope } from "./dump.ts";
+import { checkScope, dumpWorkers } from "./dump.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen } from "./freeze.ts";
-import { capRuns, collectVmas, planPages, type SharedClaims, writePages } from "./memory.ts";
+import {
+  capRuns,
+  collectVmas,
+  pageParts,
+  planPages,
+  type SharedClaims,
+  writePages,
+} from "./memory.ts";
 import { Snapshots } from "./snapshot.ts";
 import { MemoryTracker } from "./tracking.ts";
 
@@ -96,8 +103,14 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
       return pm;
     });
     for (const pm of pagemaps) {
-      written.push(pm.pagesFile);
-      pagesBytes += await writePages(snapshots.source(pm.pid), pm.runs, dir.file(pm.pagesFile));
+      pm.parts = pageParts(pm.runs, dumpWorkers());
+      for (let part = 0; part < pm.parts; part++) written.push(pagesName(pm.pid, part));
+      pagesBytes += await writePages(
+        snapshots.source(pm.pid),
+        pm.runs,
+        pm.parts,
+        (part) => dir.file(pagesName(pm.pid, part)),
+      );
       written.push(pagemapName(pm.pid));
       dir.write(pagemapName(pm.pid), ImageKind.Pagemap, PagemapImageSchema, pm);
     }

@@ -69,9 +69,10 @@ export function coverage(pm: PagemapImage): [bigint, bigint][] {
   return out;
 }
 
-/** Bytes of memory and where they are: source 0 is the task's own pages
- * file, k the pages file of the k-th pre-dump up the chain. `crc` is set
- * when the piece is one whole run as saved. */
+/** Bytes of memory and where they are: `src` numbers a pages file, as
+ * sourceOf(level, part) says for part `part` of the task's own images
+ * (level 0) or of the level-th pre-dump up the chain. `crc` is set when the
+ * piece is one whole run as saved. */
 export interface Piece {
   vaddr: bigint;
   len: bigint;
@@ -80,6 +81,8 @@ export interface Piece {
   crc?: number;
 }
 
+export type SourceOf = (level: number, part: number) => number;
+
 /** The task's runs with every in_parent run replaced by the pieces of the
  * chain that hold those addresses, in address order. */
 export function resolveRuns(
@@ -87,6 +90,7 @@ export function resolveRuns(
   runs: PageRun[],
   chain: PreDumpSet[],
   file: string,
+  sourceOf: SourceOf,
   level = 0,
 ): Piece[] {
   const out: Piece[] = [];
@@ -95,7 +99,13 @@ export function resolveRuns(
   for (const r of runs) {
     const len = r.nrPages * PAGE;
     if (!r.inParent) {
-      out.push({ vaddr: r.vaddr, len, fileOff: r.fileOffset, src: level, crc: r.crc32c });
+      out.push({
+        vaddr: r.vaddr,
+        len,
+        fileOff: r.fileOffset,
+        src: sourceOf(level, r.part),
+        crc: r.crc32c,
+      });
       continue;
     }
     const parent = chain[level];
@@ -103,7 +113,14 @@ export function resolveRuns(
     if (!parent) throw new ImageError(file, `${at0}, but no parent images are named`);
     const pm = parent.pagemaps.get(pid);
     if (!pm) throw new ImageError(file, `${at0}, but ${parent.dir} has no pages of pid ${pid}`);
-    above ??= resolveRuns(pid, pm.runs, chain, `${parent.dir}/${pagemapName(pid)}`, level + 1);
+    above ??= resolveRuns(
+      pid,
+      pm.runs,
+      chain,
+      `${parent.dir}/${pagemapName(pid)}`,
+      sourceOf,
+      level + 1,
+    );
     const end = r.vaddr + len;
     let at = r.vaddr;
     while (j < above.length && above[j].vaddr + above[j].len <= at) j++;

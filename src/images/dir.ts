@@ -24,7 +24,9 @@ export const FILES = "files.img";
 export const coreName = (pid: number) => `core-${pid}.img`;
 export const mmName = (pid: number) => `mm-${pid}.img`;
 export const pagemapName = (pid: number) => `pagemap-${pid}.img`;
-export const pagesName = (pid: number) => `pages-${pid}.img`;
+/** Part 0 is pages-PID.img; a dump copied by k threads adds pages-PID.1.img … */
+export const pagesName = (pid: number, part = 0) =>
+  part ? `pages-${pid}.${part}.img` : `pages-${pid}.img`;
 export const fdName = (pid: number) => `fdinfo-${pid}.img`;
 
 export class ImageDir {

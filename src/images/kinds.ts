@@ -51,8 +51,12 @@ export interface NamedImage {
 
 /** What a file name says it holds, or undefined for a name ckpt never writes. */
 export function kindOfName(name: string): NamedImage | undefined {
-  const m = /-(\d+)\.img$/.exec(name);
+  const m = /-(\d+)(?:\.(\d+))?\.img$/.exec(name);
   const pid = m ? Number(m[1]) : undefined;
+  if (m?.[2] !== undefined && pid !== undefined && pagesName(pid, Number(m[2])) === name) {
+    const order = ROWS.findIndex((r) => r.kind === ImageKind.Pages);
+    return { kind: ImageKind.Pages, pid, order };
+  }
   for (const [order, row] of ROWS.entries()) {
     if (typeof row.file === "string" && row.file === name) return { kind: row.kind, order };
     if (typeof row.file === "function" && pid !== undefined && row.file(pid) === name) {

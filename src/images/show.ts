@@ -45,9 +45,13 @@ export type ShownImage = ShownMessage | ShownPages;
 export interface TaskPages {
   pid: number;
   pages_file: string;
+  /** pages-PID.img and, for a large dump, pages-PID.1.img … */
+  pages_files: number;
   runs: number;
   pages: number;
   bytes: number;
+  /** Pages left in the parent images (--prev-images-dir). */
+  in_parent_pages: number;
 }
 
 export interface ShownDir {
@@ -230,9 +234,18 @@ async function taskPages(dir: ImageDir, pid: number): Promise<TaskPages> {
   if (pagesFile.includes("/")) {
     throw new ImageError(dir.file(`pagemap-${pid}.img`), `pages file '${pagesFile}' is not a name`);
   }
-  let pages = 0n, end = BigInt(PAGE_SIZE);
+  const parts = Math.max(1, pagemap.parts);
+  const ends = [...Array(parts)].map(() => BigInt(PAGE_SIZE));
+  let pages = 0n, inParent = 0n;
   for (const run of pagemap.runs) {
-    if (run.fileOffset % BigInt(PAGE_SIZE) !== 0n || run.fileOffset < BigInt(PAGE_SIZE)) {
+    if (run.inParent) {
+      inParent += run.nrPages;
+      continue;
+    }
+    if (
+      run.fileOffset % BigInt(PAGE_SIZE) !== 0n || run.fileOffset < BigInt(PAGE_SIZE) ||
+      run.part >= parts
+    ) {
       throw new ImageError(
         dir.file(`pagemap-${pid}.img`),
         `run at 0x${run.vaddr.toString(16)} has a bad pages file offset ${run.fileOffset}`,
@@ -240,26 +253,31 @@ async function taskPages(dir: ImageDir, pid: number): Promise<TaskPages> {
     }
     pages += run.nrPages;
     const runEnd = run.fileOffset + run.nrPages * BigInt(PAGE_SIZE);
-    if (runEnd > end) end = runEnd;
+    if (runEnd > ends[run.part]) ends[run.part] = runEnd;
   }
-  let size: number;
-  try {
-    size = (await Deno.stat(dir.file(pagesFile))).size;
-  } catch {
-    throw new ImageError(dir.file(pagesFile), "missing: the pagemap refers to it");
-  }
-  if (BigInt(size) < end) {
-    throw new ImageError(
-      dir.file(pagesFile),
-      `truncated: the pagemap needs ${end} bytes, the file has ${size}`,
-    );
+  for (const [part, end] of ends.entries()) {
+    const name = part ? pagesName(pid, part) : pagesFile;
+    let size: number;
+    try {
+      size = (await Deno.stat(dir.file(name))).size;
+    } catch {
+      throw new ImageError(dir.file(name), "missing: the pagemap refers to it");
+    }
+    if (BigInt(size) < end) {
+      throw new ImageError(
+        dir.file(name),
+        `truncated: the pagemap needs ${end} bytes, the file has ${size}`,
+      );
+    }
   }
   return {
     pid,
     pages_file: pagesFile,
+    pages_files: parts,
     runs: pagemap.runs.length,
     pages: Number(pages),
     bytes: Number(pages) * PAGE_SIZE,
+    in_parent_pages: Number(inParent),
   };
 }
 

@@ -165,7 +165,7 @@ export function validateTask(
   pid: number,
   t: TaskImages,
   files: Map<number, FileEntry>,
-  pagesSize: bigint,
+  pagesSize: (part: number) => bigint,
 ): void {
   const core = `${dir}/${coreName(pid)}`;
   if (t.core.zombie) {
@@ -281,16 +281,19 @@ function validateMm(file: string, pid: number, mm: MmImage, files: Map<number, F
   }
 }
 
-/** Runs must tile the pages file exactly, in order, after its header page,
- * so every byte of it is covered by one checksum (runs in_parent take no
- * bytes); each must lie inside one mapping that takes pages (when the mm is
- * known: a pre-dump has none), in address order. */
+/** Most pages files one task may have (one per copying thread). */
+export const MAX_PARTS = 16;
+
+/** Runs must tile their pages files exactly, in order, after each one's
+ * header page, so every byte of them is covered by one checksum (runs
+ * in_parent take no bytes); each must lie inside one mapping that takes
+ * pages (when the mm is known: a pre-dump has none), in address order. */
 export function validatePagemap(
   file: string,
   pid: number,
   pm: PagemapImage,
   mm: MmImage | undefined,
-  pagesSize: bigint,
+  pagesSize: (part: number) => bigint,
 ): void {
   if (pm.pid !== pid) fail(file, `holds pid ${pm.pid}, expected ${pid}`);
   if (pm.pagesFile !== pagesName(pid)) {
@@ -299,10 +302,15 @@ export function validatePagemap(
       `names pages file ${JSON.stringify(pm.pagesFile.slice(0, 80))}, expected ${pagesName(pid)}`,
     );
   }
+  const parts = Math.max(1, pm.parts);
+  count(file, "pages files", parts, MAX_PARTS, 1);
+  const sizes = [...Array(parts).keys()].map(pagesSize);
   const inParent = pm.runs.filter((r) => r.inParent).length;
-  count(file, "page runs", pm.runs.length - inParent, Number((pagesSize - PAGE) / PAGE) + 1);
+  const room = sizes.reduce((a, sz) => a + Number((sz - PAGE) / PAGE) + 1, 0);
+  count(file, "page runs", pm.runs.length - inParent, room);
   count(file, "page runs in the parent", inParent, Number(LIMITS.taskSize / PAGE / 2n));
-  let off = PAGE, prevEnd = 0n, vi = 0;
+  const off = sizes.map(() => PAGE);
+  let prevEnd = 0n, vi = 0;
   const vmas = mm?.vmas;
   for (const r of pm.runs) {
     const at = `page run at 0x${r.vaddr.toString(16)}`;
@@ -310,16 +318,22 @@ export function validatePagemap(
     const len = r.nrPages * PAGE;
     if (r.vaddr + len > LIMITS.taskSize) fail(file, `${at}: beyond the user address space`);
     if (r.inParent) {
-      if (r.fileOffset !== 0n) fail(file, `${at}: in the parent but has a file offset`);
+      if (r.fileOffset !== 0n || r.part !== 0) {
+        fail(file, `${at}: in the parent but has a file offset`);
+      }
     } else {
-      if (r.fileOffset !== off) {
+      if (r.part >= parts) fail(file, `${at}: in pages file ${r.part} of ${parts}`);
+      const name = pagesName(pid, r.part);
+      if (r.fileOffset !== off[r.part]) {
         fail(
           file,
-          `${at}: file offset 0x${r.fileOffset.toString(16)}, expected 0x${off.toString(16)}`,
+          `${at}: offset 0x${r.fileOffset.toString(16)} in ${name}, expected 0x${
+            off[r.part].toString(16)
+          }`,
         );
       }
-      if (len > pagesSize - off) fail(file, `${at}: runs past the end of ${pm.pagesFile}`);
-      off += len;
+      if (len > sizes[r.part] - off[r.part]) fail(file, `${at}: runs past the end of ${name}`);
+      off[r.part] += len;
     }
     if (r.vaddr < prevEnd) fail(file, `${at}: runs unsorted or overlapping`);
     prevEnd = r.vaddr + len;
@@ -334,9 +348,11 @@ export function validatePagemap(
       v.kind !== VmaKind.VMA_FILE_PRIVATE
     ) fail(file, `${at}: mapping kind ${VmaKind[v.kind]} takes no pages`);
   }
-  if (off !== pagesSize) {
-    fail(file, `runs cover ${off} bytes of ${pm.pagesFile}, which has ${pagesSize}`);
-  }
+  off.forEach((o, part) => {
+    if (o !== sizes[part]) {
+      fail(file, `runs cover ${o} bytes of ${pagesName(pid, part)}, which has ${sizes[part]}`);
+    }
+  });
 }
 
 function validateFds(file: string, pid: number, t: FdTable, files: Map<number, FileEntry>) {
@@ -353,8 +369,8 @@ function validateFds(file: string, pid: number, t: FdTable, files: Map<number, F
 }
 
 /** Size of a task's pages file on disk (not following symlinks). */
-export function pagesFileSize(dir: string, pid: number): bigint {
-  const path = `${dir}/${pagesName(pid)}`;
+export function pagesFileSize(dir: string, pid: number, part = 0): bigint {
+  const path = `${dir}/${pagesName(pid, part)}`;
   try {
     return BigInt(Deno.lstatSync(path).size);
   } catch {
@@ -369,7 +385,7 @@ export function validateImages(
   inv: Inventory,
   filesImg: FilesImage,
   tasks: Map<number, TaskImages>,
-  pagesSize: (pid: number) => bigint = (pid) => pagesFileSize(dir, pid),
+  pagesSize: (pid: number, part: number) => bigint = (pid, part) => pagesFileSize(dir, pid, part),
 ): Map<number, FileEntry> {
   validateInventory(dir, inv);
   const files = validateFiles(dir, filesImg);
@@ -377,7 +393,7 @@ export function validateImages(
     if (!inv.pids.includes(pid)) {
       throw new ImageError(`${dir}/${INVENTORY}`, `does not list task ${pid}`);
     }
-    validateTask(dir, pid, t, files, t.core.zombie ? 0n : pagesSize(pid));
+    validateTask(dir, pid, t, files, (part) => pagesSize(pid, part));
   }
   return files;
 }

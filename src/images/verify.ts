@@ -111,7 +111,13 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
       ),
     });
   }
-  const files = validateImages(dir, inv, filesImg, tasks, (pid) => src.size(pagesName(pid)));
+  const files = validateImages(
+    dir,
+    inv,
+    filesImg,
+    tasks,
+    (pid, part) => src.size(pagesName(pid, part)),
+  );
   return { inv, files, tasks };
 }
 
@@ -174,7 +180,13 @@ export function parsePreDump(dir: string, src: ImageSource = diskSource(dir)): P
       ImageKind.Pagemap,
       (b) => fromBinary(PagemapImageSchema, b),
     );
-    validatePagemap(`${dir}/${pagemapName(pid)}`, pid, pm, undefined, src.size(pagesName(pid)));
+    validatePagemap(
+      `${dir}/${pagemapName(pid)}`,
+      pid,
+      pm,
+      undefined,
+      (part) => src.size(pagesName(pid, part)),
+    );
     pagemaps.set(pid, pm);
   }
   return { dir, inv, pagemaps };
@@ -245,18 +257,22 @@ export async function verifyPages(
 ): Promise<void> {
   if (!t.pagemap) return; // a zombie has no memory
   const pagemap = t.pagemap;
-  const path = `${dir}/${pagesName(pid)}`;
-  const fd = fdops.open(path, O.RDONLY | O.NOFOLLOW | O.CLOEXEC);
+  const parts = Math.max(1, pagemap.parts);
+  const fds: number[] = [];
   try {
-    const head = new Uint8Array(PAGE_SIZE);
-    const n = fdops.pread(fd, head, 0);
-    const want = pagesHeader();
-    const bad = n < PAGE_SIZE ? n : want.findIndex((b, i) => head[i] !== b);
-    if (bad >= 0) {
-      throw new ImageError(
-        path,
-        `header page damaged at offset 0x${bad.toString(16)}: the image is damaged`,
-      );
+    for (let part = 0; part < parts; part++) {
+      const path = `${dir}/${pagesName(pid, part)}`;
+      fds.push(fdops.open(path, O.RDONLY | O.NOFOLLOW | O.CLOEXEC));
+      const head = new Uint8Array(PAGE_SIZE);
+      const n = fdops.pread(fds[part], head, 0);
+      const want = pagesHeader();
+      const bad = n < PAGE_SIZE ? n : want.findIndex((b, i) => head[i] !== b);
+      if (bad >= 0) {
+        throw new ImageError(
+          path,
+          `header page damaged at offset 0x${bad.toString(16)}: the image is damaged`,
+        );
+      }
     }
     // Runs kept in the parent images have no bytes here.
     const runs = pagemap.runs;
@@ -264,34 +280,51 @@ export async function verifyPages(
     if (pagemap.runsCrc32c && runs.every((_, i) => defer[i])) return;
     if (!pagemap.runsCrc32c) {
       if (runs.length) {
-        log.warn(`${path}: made by a ckpt without page checksums; memory is not verified`);
+        log.warn(
+          `${dir}/${pagesName(pid)}: made by a ckpt without page checksums; memory is not verified`,
+        );
       }
       return;
     }
-    // Pieces in file order, then two contiguous halves for two threads.
-    const pieces: { run: number; off: bigint; len: bigint }[] = [];
+    // Per pages file, pieces in file order; one file is cut in two halves
+    // so that two threads share it, several are checked one thread each.
+    type Piece = { run: number; off: bigint; len: bigint };
+    const byPart: Piece[][] = fds.map(() => []);
     runs.forEach((r, run) => {
       if (defer[run]) return;
       const end = r.fileOffset + r.nrPages * PAGE;
       for (let off = r.fileOffset; off < end; off += PIECE) {
-        pieces.push({ run, off, len: end - off < PIECE ? end - off : PIECE });
+        byPart[r.part].push({ run, off, len: end - off < PIECE ? end - off : PIECE });
       }
     });
-    const total = pieces.reduce((a, p) => a + p.len, 0n);
-    let cut = 0, acc = 0n;
-    while (cut < pieces.length && acc * 2n < total) acc += pieces[cut++].len;
-    const halves = [pieces.slice(0, cut), pieces.slice(cut)].filter((h) => h.length);
-    const crcs = (await Promise.all(
-      halves.map((h) => crc32cRanges(fd, new BigUint64Array(h.flatMap((p) => [p.off, p.len])))),
-    )).flatMap((a) => [...a]);
+    const jobs: { fd: number; pieces: Piece[] }[] = [];
+    if (parts === 1) {
+      const pieces = byPart[0];
+      const total = pieces.reduce((a, p) => a + p.len, 0n);
+      let cut = 0, acc = 0n;
+      while (cut < pieces.length && acc * 2n < total) acc += pieces[cut++].len;
+      jobs.push({ fd: fds[0], pieces: pieces.slice(0, cut) }, {
+        fd: fds[0],
+        pieces: pieces.slice(cut),
+      });
+    } else byPart.forEach((pieces, part) => jobs.push({ fd: fds[part], pieces }));
+    const live = jobs.filter((j) => j.pieces.length);
+    const crcs = await Promise.all(
+      live.map((j) =>
+        crc32cRanges(j.fd, new BigUint64Array(j.pieces.flatMap((p) => [p.off, p.len])))
+      ),
+    );
     const got = new Array<number>(runs.length);
-    pieces.forEach((p, i) => {
-      got[p.run] = got[p.run] === undefined ? crcs[i] : crc32cCombine(got[p.run], crcs[i], p.len);
-    });
+    live.forEach((j, ji) =>
+      j.pieces.forEach((p, i) => {
+        const c = crcs[ji][i];
+        got[p.run] = got[p.run] === undefined ? c : crc32cCombine(got[p.run], c, p.len);
+      })
+    );
     runs.forEach((r, i) => {
       if (!defer[i] && got[i] !== r.crc32c) {
         throw new ImageError(
-          path,
+          `${dir}/${pagesName(pid, r.part)}`,
           `checksum mismatch in the run at offset 0x${r.fileOffset.toString(16)} (vaddr 0x${
             r.vaddr.toString(16)
           }, ${r.nrPages} pages): the image is damaged`,
@@ -299,6 +332,6 @@ export async function verifyPages(
       }
     });
   } finally {
-    fdops.close(fd);
+    for (const fd of fds) fdops.close(fd);
   }
 }

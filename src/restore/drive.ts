@@ -60,8 +60,9 @@ export interface ExternalFill {
   pagesFd: number;
   pagesPath: string;
   fills: PageFill[];
-  /** Fills with src k > 0 come from parents[k - 1]. */
-  parents?: PagesSource[];
+  /** Fills with src k > 0 come from others[k - 1] (more parts of the
+   * task's pages, parent images). */
+  others?: PagesSource[];
 }
 
 /** A pages file, opened. */
@@ -136,7 +137,7 @@ export async function superviseRestorers(
     const ext = external.get(tid);
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === FILL && ext) {
       filling++;
-      fillTask(tid, ext.pagesFd, ext.fills, ext.pagesPath, ext.parents).then(
+      fillTask(tid, ext.pagesFd, ext.fills, ext.pagesPath, ext.others).then(
         () => ptrace.cont(tid, 0),
         (err) => fillError = err,
       ).finally(() => filling--);
@@ -196,7 +197,7 @@ export class LazyServers {
     }
     // Its own copies of the pages files: the restore closes its fds when it
     // returns, while this goes on.
-    const pagesFds = [what.pagesFd, ...(what.parents ?? []).map((p) => p.fd)]
+    const pagesFds = [what.pagesFd, ...(what.others ?? []).map((p) => p.fd)]
       .map((fd) => fd < 0 ? -1 : fdops.dupAbove(fd, 100));
     const quads = new BigUint64Array(what.fills.length * 4);
     what.fills.forEach((f, i) => {
@@ -262,7 +263,7 @@ const EFAULT = 14, EBADMSG = 74;
 
 function lazyWhy(pid: number, r: LazyResult, what: ExternalFill): string {
   const f = what.fills[r.badFill];
-  const src = f?.src ? what.parents?.[f.src - 1]?.path : undefined;
+  const src = f?.src ? what.others?.[f.src - 1]?.path.split("/").pop() : undefined;
   const file = src ?? what.pagesPath.split("/").pop() ?? `pages-${pid}.img`;
   if (r.errno === EBADMSG && f) {
     return `${file}: checksum mismatch in the run at offset ${hex(f.fileOff)} (vaddr ${

@@ -42,13 +42,13 @@ export function shareFills(fills: PageFill[], n: number): (PageFill & { owner: n
 /** Copies the fills into task pid, checking each against its CRC32C (when
  * it has one) on the way: a damaged run fails the restore before the task
  * ever runs, with the same message the up-front check gives. Fills from
- * parent images (src k > 0) are read from parents[k - 1]. */
+ * other pages files (src k > 0) are read from others[k - 1]. */
 export async function fillTask(
   pid: number,
   pagesFd: number,
   fills: PageFill[],
   pagesPath: string,
-  parents: PagesSource[] = [],
+  others: PagesSource[] = [],
   workers = 2,
 ): Promise<void> {
   const bySource = new Map<number, number[]>();
@@ -57,7 +57,7 @@ export async function fillTask(
     bySource.set(src, [...bySource.get(src) ?? [], i]);
   });
   for (const [src, idx] of bySource) {
-    const source = src === 0 ? { fd: pagesFd, path: pagesPath } : parents[src - 1];
+    const source = src === 0 ? { fd: pagesFd, path: pagesPath } : others[src - 1];
     const group = idx.map((i) => fills[i]);
     const got = await fillFrom(pid, source.fd, group, workers);
     group.forEach((f, k) => {

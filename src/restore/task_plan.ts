@@ -5,7 +5,7 @@
 import type { FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { type ImageDir, pagemapName, pagesName } from "../images/dir.ts";
-import { type PreDumpSet, resolveRuns } from "../images/chain.ts";
+import { type PreDumpSet, resolveRuns, type SourceOf } from "../images/chain.ts";
 import { checkPagesHeader } from "../images/format.ts";
 import { fd as fdops, O, planLayout } from "../native/mod.ts";
 import { readLimits } from "../proc/status.ts";
@@ -38,15 +38,32 @@ export interface TreePlace {
   children: PlanChild[];
 }
 
-/** The pages file of pid in each pre-dump of the chain, opened. */
-function openParents(chain: PreDumpSet[], pid: number, parentFds: number[]): PagesSource[] {
-  return chain.map((set) => {
-    const path = `${set.dir}/${pagesName(pid)}`;
-    if (!set.pagemaps.has(pid)) return { fd: -1, path };
-    const fd = fdops.open(path, O.RDONLY | O.CLOEXEC);
-    parentFds.push(fd);
-    return { fd, path };
-  });
+/** The pages files a task's memory comes from, numbered as its pieces'
+ * src: 0 is its own pages-PID.img (the restorer's), the rest (its other
+ * parts, and parent images' files) are opened when first named and listed
+ * in `others` (src k is others[k - 1]). */
+class PagesSources {
+  readonly others: PagesSource[] = [];
+  private readonly known = new Map<string, number>();
+
+  constructor(
+    private readonly dirs: string[],
+    private readonly pid: number,
+    private readonly parentFds: number[],
+  ) {}
+
+  readonly sourceOf: SourceOf = (level, part) => {
+    if (level === 0 && part === 0) return 0;
+    const path = `${this.dirs[level]}/${pagesName(this.pid, part)}`;
+    let n = this.known.get(path);
+    if (n === undefined) {
+      const fd = fdops.open(path, O.RDONLY | O.CLOEXEC);
+      this.parentFds.push(fd);
+      this.others.push({ fd, path });
+      this.known.set(path, n = this.others.length);
+    }
+    return n;
+  };
 }
 
 /** One task's plan: fds moved from ckpt's, service fds (pages, cwd, root,
@@ -95,8 +112,14 @@ export function taskPlan(
   plan.rootFd = root === "/" ? -1 : service(openDir(files, core.rootFileId, "root"));
   const exe = files.get(core.mm?.exeFileId ?? 0)?.reg?.path;
   plan.exeFd = exe ? service(fdops.open(exe, O.RDONLY | O.CLOEXEC)) : -1;
-  const pieces = resolveRuns(pid, t.pagemap!.runs, chain, dir.file(pagemapName(pid)))
-    .map((p) => t.pagemap!.runsCrc32c ? p : { ...p, crc: undefined });
+  const sources = new PagesSources([dir.path, ...chain.map((c) => c.dir)], pid, parentFds);
+  const pieces = resolveRuns(
+    pid,
+    t.pagemap!.runs,
+    chain,
+    dir.file(pagemapName(pid)),
+    sources.sourceOf,
+  ).map((p) => t.pagemap!.runsCrc32c ? p : { ...p, crc: undefined });
   const mem = planMemory(
     pid,
     t.mm!.vmas,
@@ -109,17 +132,16 @@ export function taskPlan(
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;
-  const fromParents = pieces.some((p) => p.src > 0);
-  const parents = fromParents ? openParents(chain, pid, parentFds) : undefined;
+  const others = sources.others;
   if (mem.lazyFills.length) {
     plan.flags |= FLAG_LAZY;
-    lazy.set(pid, { pagesFd, pagesPath, fills: mem.lazyFills, parents });
+    lazy.set(pid, { pagesFd, pagesPath, fills: mem.lazyFills, others });
   }
-  // The restorer reads only its own pages file: pages in parent images are
-  // put in by ckpt.
+  // The restorer reads only its own pages file: pages in other files (other
+  // parts, parent images) are put in by ckpt.
   if (mem.fills.some((f) => (f.src ?? 0) > 0) || fillBytes(mem.fills) >= EXTERNAL_FILL_MIN) {
     plan.flags |= FLAG_EXTERNAL_FILL;
-    external.set(pid, { pagesFd, pagesPath, fills: mem.fills, parents });
+    external.set(pid, { pagesFd, pagesPath, fills: mem.fills, others });
   }
   plan.specials = mem.specials;
   plan.serviceLo = serviceLo;
