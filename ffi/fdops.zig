@@ -127,11 +127,3 @@ export fn ck_openat2(dirfd: i32, path: [*:0]const u8, flags: u64, mode: u64, res
 export fn ck_unlinkat(dirfd: i32, path: [*:0]const u8, flags: i32) i64 {
     return ret(sys.syscall3(nr_unlinkat, sys.int(dirfd), sys.ptr(path), sys.int(flags)));
 }
-
-const nr_fallocate = 285;
-
-/// fallocate(2): the pages file's blocks are reserved before any memory is
-/// copied, so a full disk is a clear ENOSPC instead of a fault mid-copy.
-export fn ck_fallocate(fd: i32, mode: i32, off: u64, len: u64) i64 {
-    return ret(sys.syscall4(nr_fallocate, sys.int(fd), sys.int(mode), off, len));
-}

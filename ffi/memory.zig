@@ -19,17 +19,15 @@ pub const PageRun = extern struct { addr: u64, len: u64 };
 
 const max_iov = 1024;
 
-/// Copies the runs into the pages file at file_off (already reserved by the
-/// caller with fallocate) and writes the CRC32C of each run's bytes to
-/// crcs[i]. Each batch goes through a small private buffer: process_vm_readv
-/// into it, checksum it while it is in the CPU cache, pwrite it out. That
-/// beats reading straight into a shared mapping of the file, where every
-/// page must first be faulted in and zeroed (fallocate leaves tmpfs pages
-/// unwritten, and a whole-page write fills them without clearing them). The
-/// tmpfs inode lock serialises the pwrites of several threads, but one
-/// thread's read and checksum overlap another's write. Runs process_vm_readv
-/// cannot read (PROT_NONE) are read through mem_fd (/proc/PID/mem, which
-/// forces access).
+/// Copies the runs into a pages file from file_off on and writes the CRC32C
+/// of each run's bytes to crcs[i]. Each batch goes through a small private
+/// buffer: process_vm_readv into it, checksum it while it is in the CPU
+/// cache, pwrite it out. That beats reading straight into a shared mapping
+/// of the file, where every page must first be faulted in and zeroed (a
+/// whole-page write fills a new tmpfs page without clearing it). tmpfs
+/// serialises writes to one file on its inode lock, so parallel callers
+/// each write their own file. Runs process_vm_readv cannot read (PROT_NONE)
+/// are read through mem_fd (/proc/PID/mem, which forces access).
 export fn ck_dump_pages_crc(pid: i32, mem_fd: i32, runs: [*]const PageRun, nruns: usize, out_fd: i32, file_off: u64, crcs: [*]u32) i64 {
     const map_rc = sys.syscall6(NR.mmap, 0, buf_len, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, @bitCast(@as(i64, -1)), 0);
     if (sys.isErr(map_rc)) return sys.signed(map_rc);

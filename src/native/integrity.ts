@@ -84,11 +84,3 @@ export function openat2(
 export function unlinkat(dirfd: number, name: string, flags = 0): void {
   check(native().ck_unlinkat(dirfd, cstr(name), flags), "unlink", name);
 }
-
-/** Reserves [off, off+len) of fd; false where the filesystem cannot. */
-export function fallocate(fd: number, off: bigint, len: bigint, what: string): boolean {
-  const rc = native().ck_fallocate(fd, 0, off, len);
-  if (rc === -95n) return false; // EOPNOTSUPP
-  check(rc, "reserving space for", what);
-  return true;
-}

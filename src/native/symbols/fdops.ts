@@ -26,5 +26,4 @@ export const fdSymbols = {
   ck_flock: { parameters: ["i32", "i32"], result: "i64" },
   ck_openat2: { parameters: ["i32", "buffer", "u64", "u64", "u64"], result: "i64" },
   ck_unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i64" },
-  ck_fallocate: { parameters: ["i32", "i32", "u64", "u64"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
