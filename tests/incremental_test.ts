@@ -186,3 +186,34 @@ Deno.test("pre-dump refusals (restoring a pre-dump, a missing parent, --stream),
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tracking a pre-dump left behind is dropped by a fresh pre-dump and by a plain dump", async () => {
+  const dir = await tempDir("incr-left");
+  const pid = await start(dir);
+  const uffds = () =>
+    [...Deno.readDirSync(`/proc/${pid}/fd`)].filter((e) => {
+      try {
+        return Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`) === "anon_inode:[userfaultfd]";
+      } catch {
+        return false;
+      }
+    }).length;
+  try {
+    await ok(["pre-dump", "-t", String(pid), "-D", `${dir}/a`]);
+    await ok(["pre-dump", "-t", String(pid), "-D", `${dir}/b`]);
+    assertEquals(uffds(), 1, "a fresh pre-dump replaces the tracking it did not take over");
+    await poke(dir, pid, "SIGUSR1", /^wrote .* gen=1$/);
+    const want = await checksum(dir, pid);
+    // Its dump never comes: a plain dump closes the tracking and saves all.
+    await ok(["dump", "-t", String(pid), "-D", `${dir}/full`]);
+    assert(pagesSize(`${dir}/full`, pid) >= MIB << 20);
+    await until("dumped pid gone", () => gone(pid));
+    const r = await runCkpt(["restore", "-D", `${dir}/full`, "-d"]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(uffds(), 0);
+    assertEquals(await checksum(dir, pid), want);
+  } finally {
+    await killAndForget(pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

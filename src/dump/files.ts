@@ -181,10 +181,7 @@ export class FileCollector {
       return id;
     }
     if (link === "anon_inode:[userfaultfd]") {
-      throw new DumpError(
-        `${where}: a userfaultfd cannot be dumped yet (if \`ckpt pre-dump\` left it, ` +
-          `dump with --prev-images-dir naming that pre-dump)`,
-      );
+      throw new DumpError(`${where}: the program's own userfaultfd cannot be dumped yet`);
     }
     if (!link.startsWith("/")) {
       throw new DumpError(`${where}: this kind of file cannot be dumped yet`);

@@ -74,14 +74,19 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
     // Mappings only: their files are not saved by a pre-dump.
     const files = new FileCollector({ shellJob: true });
     const plans: { pid: number; runs: PageRun[] }[] = [];
+    const kept = new Set<number>();
+    for (const { pid: p } of tree) {
+      if (tracker.adopt(p, prev?.pagemaps.get(p)?.tracking)) kept.add(p);
+    }
+    // Tracking not taken over (an earlier pre-dump's) goes before new starts.
+    tracker.closeInTasks(tree.map((t) => t.pid), true);
     for (const { pid: p } of tree) {
       const vmas = collectVmas(p, files);
       const pm = prev?.pagemaps.get(p);
-      const kept = tracker.adopt(p, pm?.tracking);
-      if (!kept) tracker.start(p);
+      if (!kept.has(p)) tracker.start(p);
       plans.push({
         pid: p,
-        runs: capRuns(planPages(p, vmas, claims, kept ? coverage(pm!) : undefined)),
+        runs: capRuns(planPages(p, vmas, claims, kept.has(p) ? coverage(pm!) : undefined)),
       });
       tracker.protect(p, vmas);
     }

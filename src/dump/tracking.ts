@@ -76,6 +76,23 @@ function trackable(v: Vma): boolean {
   return v.kind === VmaKind.VMA_ANON_PRIVATE || v.kind === VmaKind.VMA_FILE_PRIVATE;
 }
 
+// UFFD_FEATURE_WP_ASYNC, and WP_UNPOPULATED which the kernel adds to it,
+// and its internal "API done" bit: what fdinfo shows for ckpt's uffds.
+const TRACKING_FEATURES = 0x8000n | 0x2000n | 0x80000000n;
+
+/** Whether fd n of pid is a tracking uffd exactly as ckpt makes them: high
+ * (above where programs' own fds live), O_CLOEXEC|O_NONBLOCK, and with no
+ * feature but asynchronous write-protect — a fault-handling uffd of the
+ * program itself always has others. */
+function leftByPreDump(pid: number, n: number): boolean {
+  if (n < 512) return false;
+  const info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${n}`);
+  const flags = Number.parseInt(/^flags:\s+(\d+)/m.exec(info)?.[1] ?? "0", 8);
+  const api = /^API:\s+(\w+):(\w+):/m.exec(info);
+  if ((flags & 0x80800) !== 0x80800 || !api) return false;
+  return BigInt(`0x${api[2]}`) === TRACKING_FEATURES;
+}
+
 export class MemoryTracker {
   private readonly tracked = new Map<number, Tracked>();
   /** Every tracking uffd the pre-dump recorded, kept or not: copies a
@@ -189,12 +206,15 @@ export class MemoryTracker {
     return create(MemoryTrackingSchema, { fd: t.fd, inode: t.inode, startTime: t.startTime });
   }
 
-  /** Closes the tracking uffds in the frozen tasks: each task's own, and
-   * the copies its children inherited by forking since the pre-dump. The
-   * tracking lives on in ckpt's copies until dispose(). */
-  closeInTasks(pids: number[]): void {
+  /** Closes the tracking uffds in the frozen tasks: each task's own, the
+   * copies its children inherited by forking since the pre-dump, and any a
+   * pre-dump left without a dump ever taking it over (a pre-dump killed
+   * midway, or one never followed by its dump). `keep` spares the ones
+   * this run goes on with (a pre-dump continuing its chain). The tracking
+   * lives on in ckpt's copies until dispose(). */
+  closeInTasks(pids: number[], keep = false): void {
+    const spare = new Set(keep ? [...this.tracked.values()].map((t) => t.inode) : []);
     for (const t of this.tracked.values()) this.inodes.add(t.inode);
-    if (this.inodes.size === 0) return;
     for (const pid of pids) {
       let names: string[];
       try {
@@ -206,10 +226,14 @@ export class MemoryTracker {
         const n = Number(name);
         let ours = false;
         try {
-          ours = Deno.readLinkSync(`/proc/${pid}/fd/${n}`) === UFFD_LINK &&
-            this.inodes.has(BigInt(Deno.statSync(`/proc/${pid}/fd/${n}`).ino ?? 0));
+          if (Deno.readLinkSync(`/proc/${pid}/fd/${n}`) !== UFFD_LINK) continue;
+          const ino = BigInt(Deno.statSync(`/proc/${pid}/fd/${n}`).ino ?? 0);
+          if (spare.has(ino)) continue;
+          ours = this.inodes.has(ino) || leftByPreDump(pid, n);
         } catch { /* closed meanwhile */ }
-        if (ours) inject(pid, SYS.close, [n], `close() of the tracking userfaultfd (fd ${n})`);
+        if (!ours) continue;
+        log.debug(`pid ${pid}: closing the write-tracking userfaultfd at fd ${n}`);
+        inject(pid, SYS.close, [n], `close() of the tracking userfaultfd (fd ${n})`);
       }
     }
   }
