@@ -217,3 +217,26 @@ Deno.test("tracking a pre-dump left behind is dropped by a fresh pre-dump and by
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a pre-dump that fails after the tree runs again (disk full) takes its tracking back out", async () => {
+  const dir = await tempDir("incr-full");
+  const pid = await start(dir);
+  const full = `${dir}/full`;
+  Deno.mkdirSync(full);
+  const mount = (...args: string[]) =>
+    new Deno.Command(args[0], { args: args.slice(1) }).outputSync();
+  mount("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", full);
+  try {
+    const r = await runCkpt(["pre-dump", "-t", String(pid), "-D", `${full}/pre`]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /^ckpt: [^\n]*no space left[^\n]*\n$/);
+    assert(alive(pid), "the tree runs on");
+    assert(!hasUffd(pid), "no tracking fd left behind");
+    assertEquals([...Deno.readDirSync(`${full}/pre`)].length, 0, "nothing left written");
+    await poke(dir, pid, "SIGUSR1", /^wrote .* gen=1$/);
+  } finally {
+    mount("umount", full);
+    await killAndForget(pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -159,7 +159,7 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
     );
     return { pid, dir: opts.dir, pagesBytes, parentBytes, frozenMs, totalMs };
   } catch (err) {
-    if (!released) tracker.abandon((p) => frozen.has(p));
+    tracker.abandon((p) => !released && frozen.has(p));
     tracker.dispose();
     snapshots.dispose();
     frozen.release();

@@ -24,6 +24,8 @@ import {
   uffdWpAsync,
 } from "../native/tracking.ts";
 import { readStat } from "../proc/status.ts";
+import { processExists } from "../proc/read.ts";
+import { Frozen } from "./freeze.ts";
 import { readLimits } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 
@@ -238,15 +240,19 @@ export class MemoryTracker {
     }
   }
 
-  /** After a failure: the tracking this run started is taken out again of
-   * the tasks still frozen (`frozen` tells which). */
+  /** After a failure: the tracking this run started is taken out of the
+   * tasks again, frozen anew for it when `frozen` says they run already. */
   abandon(frozen: (pid: number) => boolean): void {
     for (const [pid, t] of this.tracked) {
-      if (!t.fresh || !frozen(pid)) continue;
+      if (!t.fresh || !processExists(pid)) continue;
+      const again = frozen(pid) ? undefined : new Frozen();
       try {
+        again?.seize(pid);
         inject(pid, SYS.close, [t.fd], "close()");
       } catch (err) {
         log.warn(`pid ${pid}: could not close the tracking userfaultfd: ${(err as Error).message}`);
+      } finally {
+        again?.release();
       }
     }
   }
