@@ -46,6 +46,7 @@ import {
   writePages,
 } from "./memory.ts";
 import { MemoryTracker } from "./tracking.ts";
+import { inParallel } from "../util/pool.ts";
 import { coverage, parentPath } from "../images/chain.ts";
 import { parsePreDump } from "../images/verify.ts";
 import { collectTask, collectZombie } from "./task_state.ts";
@@ -168,22 +169,35 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       frozen.release();
     }
 
-    // Phase 2: the pages, then every image.
-    let pagesBytes = 0;
-    for (const { t, core, fds, vmas, runs } of live) {
+    // Phase 2: the pages (tasks side by side, as many threads as allowed),
+    // then every image.
+    const slots = dumpWorkers();
+    const parts = live.map((l) => pageParts(l.runs, slots));
+    live.forEach(({ t }, i) => {
+      for (let part = 0; part < parts[i]; part++) written.push(pagesName(t.pid, part));
+    });
+    const saved = await inParallel(
+      live.map(({ t, runs }, i) => ({
+        weight: parts[i],
+        run: async () => {
+          const tPages = performance.now();
+          const bytes = await writePages(
+            snapshots.source(t.pid),
+            runs,
+            parts[i],
+            (part) => dir.file(pagesName(t.pid, part)),
+          );
+          log.debug(`pid ${t.pid}: pages written in ${formatMs(performance.now() - tPages)}`);
+          return bytes;
+        },
+      })),
+      slots,
+    );
+    const pagesBytes = saved.reduce((a, b) => a + b, 0);
+    for (const [i, { t, core, fds, vmas, runs }] of live.entries()) {
       const p = t.pid;
       const pagesFile = pagesName(p);
-      const parts = pageParts(runs, dumpWorkers());
-      for (let part = 0; part < parts; part++) written.push(pagesName(p, part));
-      const tPages = performance.now();
-      const bytes = await writePages(
-        snapshots.source(p),
-        runs,
-        parts,
-        (part) => dir.file(pagesName(p, part)),
-      );
-      pagesBytes += bytes;
-      log.debug(`pid ${p}: pages written in ${formatMs(performance.now() - tPages)}`);
+      const bytes = saved[i];
       const leftInParent = runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
       log.info(
         `pid ${p}: ${t.tids.length} thread(s), ${vmas.length} mappings, ${runs.length} page runs, ${
@@ -211,7 +225,13 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           pagemapName(p),
           ImageKind.Pagemap,
           PagemapImageSchema,
-          create(PagemapImageSchema, { pid: p, pagesFile, runs, runsCrc32c: true, parts }),
+          create(PagemapImageSchema, {
+            pid: p,
+            pagesFile,
+            runs,
+            runsCrc32c: true,
+            parts: parts[i],
+          }),
         ));
       write(
         fdName(p),

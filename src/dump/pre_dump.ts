@@ -32,6 +32,7 @@ import {
 } from "./memory.ts";
 import { Snapshots } from "./snapshot.ts";
 import { MemoryTracker } from "./tracking.ts";
+import { inParallel } from "../util/pool.ts";
 
 export interface PreDumpOptions {
   pid: number;
@@ -107,15 +108,26 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
       parentPages += runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
       return pm;
     });
+    const slots = dumpWorkers();
     for (const pm of pagemaps) {
-      pm.parts = pageParts(pm.runs, dumpWorkers());
+      pm.parts = pageParts(pm.runs, slots);
       for (let part = 0; part < pm.parts; part++) written.push(pagesName(pm.pid, part));
-      pagesBytes += await writePages(
-        snapshots.source(pm.pid),
-        pm.runs,
-        pm.parts,
-        (part) => dir.file(pagesName(pm.pid, part)),
-      );
+    }
+    const saved = await inParallel(
+      pagemaps.map((pm) => ({
+        weight: pm.parts,
+        run: () =>
+          writePages(
+            snapshots.source(pm.pid),
+            pm.runs,
+            pm.parts,
+            (part) => dir.file(pagesName(pm.pid, part)),
+          ),
+      })),
+      slots,
+    );
+    pagesBytes = saved.reduce((a, b) => a + b, 0);
+    for (const pm of pagemaps) {
       written.push(pagemapName(pm.pid));
       dir.write(pagemapName(pm.pid), ImageKind.Pagemap, PagemapImageSchema, pm);
     }
