@@ -19,6 +19,7 @@ import { ImageError } from "../errors.ts";
 import { crc32cNative, crc32cRanges } from "../native/integrity.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { log } from "../util/log.ts";
+import { inParallel } from "../util/pool.ts";
 import { crc32c, crc32cCombine } from "./crc32c.ts";
 import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
 import { decodeImage, ImageKind, PAGE_SIZE, pagesHeader } from "./format.ts";
@@ -240,7 +241,15 @@ export async function verifyImages(
 ): Promise<ImageSet> {
   const t0 = performance.now();
   const set = parseImageSet(dir, diskSource(dir));
-  for (const [pid, t] of set.tasks) await verifyPages(dir, pid, t, deferRuns(t));
+  // Small tasks are checked one thread each, two tasks at a time; a large
+  // one takes both threads itself.
+  await inParallel(
+    [...set.tasks].map(([pid, t]) => ({
+      weight: pagesBytes(t) >= SPLIT_MIN ? 2 : 1,
+      run: () => verifyPages(dir, pid, t, deferRuns(t)),
+    })),
+    2,
+  );
   log.debug(`images verified in ${(performance.now() - t0).toFixed(1)} ms`);
   return set;
 }
@@ -248,6 +257,13 @@ export async function verifyImages(
 /** Pieces no larger than this are checksummed on their own, so two threads
  * share even one huge run. */
 const PIECE = 64n << 20n;
+
+/** A task with less than this to check is checked by one thread. */
+const SPLIT_MIN = 32n << 20n;
+
+function pagesBytes(t: Pick<TaskImages, "pagemap">): bigint {
+  return t.pagemap?.runs.reduce((a, r) => r.inParent ? a : a + r.nrPages * PAGE, 0n) ?? 0n;
+}
 
 export async function verifyPages(
   dir: string,
@@ -286,8 +302,8 @@ export async function verifyPages(
       }
       return;
     }
-    // Per pages file, pieces in file order; one file is cut in two halves
-    // so that two threads share it, several are checked one thread each.
+    // Per pages file, pieces in file order; one large file is cut in two
+    // halves so that two threads share it, several are one thread each.
     type Piece = { run: number; off: bigint; len: bigint };
     const byPart: Piece[][] = fds.map(() => []);
     runs.forEach((r, run) => {
@@ -298,7 +314,7 @@ export async function verifyPages(
       }
     });
     const jobs: { fd: number; pieces: Piece[] }[] = [];
-    if (parts === 1) {
+    if (parts === 1 && pagesBytes(t) >= SPLIT_MIN) {
       const pieces = byPart[0];
       const total = pieces.reduce((a, p) => a + p.len, 0n);
       let cut = 0, acc = 0n;
