@@ -180,8 +180,9 @@ export function planPages(
 
 /** Longest run written at dump: lazy restore checks a run's CRC32C whole
  * before serving any page of it, so this bounds what a page fault can wait
- * for (about 0.1 ms to read and check 1 MiB). */
-export const MAX_RUN_BYTES = 1n << 20n;
+ * for (about 0.3 ms to read and check 2 MiB, the page server's read size);
+ * shorter would cost restore more runs to decode before the tree runs. */
+export const MAX_RUN_BYTES = 2n << 20n;
 
 /** The runs cut into pieces of at most maxBytes (rounded down to pages),
  * each piece with its own place in the file, the pieces of a run back to
