@@ -43,11 +43,12 @@ export async function until(
   what: string,
   pred: () => boolean | Promise<boolean>,
   timeoutMs = 10_000,
+  pollMs = 20,
 ): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     if (await pred()) return;
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, pollMs));
   }
   throw new Error(`timed out waiting for ${what}`);
 }
