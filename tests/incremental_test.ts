@@ -95,6 +95,8 @@ Deno.test("pre-dump, pre-dump again, incremental dump: only written pages saved,
     await ok(["dump", "-t", String(pid), "-D", `${dir}/final`, "--prev-images-dir", "../pre2"]);
     const last = pagesSize(`${dir}/final`, pid);
     assert(last < (MIB << 20) / 2, `the dump saves written pages only (${last} bytes)`);
+    const shown = JSON.parse(await ok(["show", `${dir}/final`]));
+    assert(shown.tasks[0].in_parent_pages > 0, "show counts the pages left in the parent");
     await until("dumped pid gone", () => gone(pid));
 
     const r = await runCkpt(["restore", "-D", `${dir}/final`, "-d"]);
