@@ -23,10 +23,9 @@ import {
   uffdRegisterWp,
   uffdWpAsync,
 } from "../native/tracking.ts";
-import { readStat } from "../proc/status.ts";
+import { readLimits, readStat } from "../proc/status.ts";
 import { processExists } from "../proc/read.ts";
 import { Frozen } from "./freeze.ts";
-import { readLimits } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 
 const SYS = { close: 3, fcntl: 72, userfaultfd: 323 } as const;
@@ -82,12 +81,19 @@ function trackable(v: Vma): boolean {
 // and its internal "API done" bit: what fdinfo shows for ckpt's uffds.
 const TRACKING_FEATURES = 0x8000n | 0x2000n | 0x80000000n;
 
+/** Where a task's tracking uffd goes: near the top of its first 1024 fds
+ * (or of its fd limit, if lower), far from the numbers it uses itself. */
+function trackingFdBase(pid: number): number {
+  const nofile = readLimits(pid).find((l) => l.resource === 7)?.cur ?? 1024n;
+  return Math.max(3, Math.min(Number(nofile), 1024) - 24);
+}
+
 /** Whether fd n of pid is a tracking uffd exactly as ckpt makes them: high
  * (above where programs' own fds live), O_CLOEXEC|O_NONBLOCK, and with no
  * feature but asynchronous write-protect — a fault-handling uffd of the
  * program itself always has others. */
 function leftByPreDump(pid: number, n: number): boolean {
-  if (n < 512) return false;
+  if (n < trackingFdBase(pid)) return false;
   const info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${n}`);
   const flags = Number.parseInt(/^flags:\s+(\d+)/m.exec(info)?.[1] ?? "0", 8);
   const api = /^API:\s+(\w+):(\w+):/m.exec(info);
@@ -147,8 +153,7 @@ export class MemoryTracker {
     const low = inject(pid, SYS.userfaultfd, [UFFD_FLAGS], "userfaultfd()");
     let fd = low;
     try {
-      const nofile = readLimits(pid).find((l) => l.resource === 7)?.cur ?? 1024n;
-      const base = Math.max(low + 1, Math.min(Number(nofile), 1024) - 24);
+      const base = Math.max(low + 1, trackingFdBase(pid));
       fd = inject(pid, SYS.fcntl, [low, F_DUPFD_CLOEXEC, base], "fcntl(F_DUPFD_CLOEXEC)");
     } catch { /* keep the low number: only cosmetic */ }
     if (fd !== low) inject(pid, SYS.close, [low], "close()");
