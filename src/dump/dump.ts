@@ -47,6 +47,7 @@ import {
 } from "./memory.ts";
 import { MemoryTracker } from "./tracking.ts";
 import { inParallel } from "../util/pool.ts";
+import { faultPoint } from "../util/fault.ts";
 import { coverage, parentPath } from "../images/chain.ts";
 import { parsePreDump } from "../images/verify.ts";
 import { collectTask, collectZombie } from "./task_state.ts";
@@ -109,6 +110,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   try {
     const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
+    faultPoint("frozen");
     const shared = sharedTables(tree);
     const files = new FileCollector({
       shellJob: !!opts.shellJob,
@@ -161,6 +163,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     tracker.dispose();
     files.finishSockets(live.map((l) => l.t.pid));
+    faultPoint("collected");
     // With --leave-running the tree goes on as soon as each task has forked
     // a frozen copy of itself; the pages are read from the copies.
     if (opts.leaveRunning) {
