@@ -90,11 +90,12 @@ export async function restore(opts: RestoreOptions): Promise<Restored & { verify
         t.pagemap && t.mm ? checkedWhileCopying(t.mm.vmas, t.pagemap.runs, !!opts.lazyPages) : [],
     );
     // Pages kept in parent images (--prev-images-dir) are checked up front.
-    await verifyChain(readChain(opts.dir, checked.inv));
+    const chain = readChain(opts.dir, checked.inv);
+    await verifyChain(chain);
     const verifyMs = performance.now() - t0;
     for (const pid of checked.inv.pids) locks.pid(pid, "restoring");
     const tEngine = performance.now();
-    const r = await restoreEngine(opts, checked);
+    const r = await restoreEngine(opts, { ...checked, chain });
     // The whole restore, checks included: that is what a user waits for.
     return {
       ...r,

@@ -15,7 +15,7 @@ import {
 } from "../native/mod.ts";
 import { hex } from "../util/units.ts";
 import { readMaps } from "./maps.ts";
-import { pollSync } from "./sleep.ts";
+import { pollSync } from "../util/sleep.ts";
 import { failed, probe, type ProbeResult, type ProbeSpec, yes } from "./types.ts";
 
 const PTRACE: ProbeSpec = {

@@ -8,8 +8,6 @@ import {
   FdTableSchema,
   FileKind,
   FilesImageSchema,
-  ImageFileSchema,
-  InventorySchema,
   MmImageSchema,
   PagemapImageSchema,
   type PageRun,
@@ -18,35 +16,25 @@ import {
   type Vma,
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
-import { crc32c } from "../images/crc32c.ts";
 import {
   coreName,
   fdName,
   FILES,
   ImageDir,
-  INVENTORY,
   mmName,
   pagemapName,
   pagesName,
 } from "../images/dir.ts";
-import { FORMAT_VERSION, ImageKind, PAGE_SIZE } from "../images/format.ts";
+import { ImageKind, PAGE_SIZE } from "../images/format.ts";
 import { NoProcess, processExists, readProcText } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
-import { VERSION } from "../version.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
-import {
-  capRuns,
-  collectVmas,
-  pageParts,
-  planPages,
-  type SharedClaims,
-  writePages,
-} from "./memory.ts";
+import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
 import { MemoryTracker } from "./tracking.ts";
-import { inParallel } from "../util/pool.ts";
+import { DumpOutput } from "./output.ts";
 import { faultPoint } from "../util/fault.ts";
 import { coverage, parentPath } from "../images/chain.ts";
 import { parsePreDump } from "../images/verify.ts";
@@ -96,12 +84,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     ? parsePreDump(parentPath(opts.dir, opts.prevImagesDir))
     : undefined;
 
-  const dir = ImageDir.create(opts.dir);
-  const written: string[] = [];
-  const write = (name: string, fn: () => void) => {
-    written.push(name);
-    fn();
-  };
+  const out = new DumpOutput(ImageDir.create(opts.dir));
   const frozen = new Frozen();
   const snapshots = new Snapshots();
   const tracker = new MemoryTracker();
@@ -133,10 +116,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     for (const t of tree) {
       const p = t.pid;
       if (t.zombie) {
-        write(
-          coreName(p),
-          () => dir.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p)),
-        );
+        out.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p));
         continue;
       }
       const core = collectTask(p, t.tids);
@@ -174,33 +154,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
 
     // Phase 2: the pages (tasks side by side, as many threads as allowed),
     // then every image.
-    const slots = dumpWorkers();
-    const parts = live.map((l) => pageParts(l.runs, slots));
-    live.forEach(({ t }, i) => {
-      for (let part = 0; part < parts[i]; part++) written.push(pagesName(t.pid, part));
-    });
-    const saved = await inParallel(
-      live.map(({ t, runs }, i) => ({
-        weight: parts[i],
-        run: async () => {
-          const tPages = performance.now();
-          const bytes = await writePages(
-            snapshots.source(t.pid),
-            runs,
-            parts[i],
-            (part) => dir.file(pagesName(t.pid, part)),
-          );
-          log.debug(`pid ${t.pid}: pages written in ${formatMs(performance.now() - tPages)}`);
-          return bytes;
-        },
-      })),
-      slots,
+    const saved = await out.pages(
+      live.map(({ t, runs }) => ({ pid: t.pid, runs, source: snapshots.source(t.pid) })),
+      dumpWorkers(),
     );
-    const pagesBytes = saved.reduce((a, b) => a + b, 0);
+    const pagesBytes = saved.reduce((a, b) => a + b.bytes, 0);
     for (const [i, { t, core, fds, vmas, runs }] of live.entries()) {
       const p = t.pid;
       const pagesFile = pagesName(p);
-      const bytes = saved[i];
+      const { bytes, parts } = saved[i];
       const leftInParent = runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
       log.info(
         `pid ${p}: ${t.tids.length} thread(s), ${vmas.length} mappings, ${runs.length} page runs, ${
@@ -212,81 +174,34 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         }`,
       );
 
-      write(coreName(p), () => dir.write(coreName(p), ImageKind.Core, TaskCoreSchema, core));
-      write(
-        mmName(p),
-        () =>
-          dir.write(
-            mmName(p),
-            ImageKind.Mm,
-            MmImageSchema,
-            create(MmImageSchema, { pid: p, vmas }),
-          ),
+      out.write(coreName(p), ImageKind.Core, TaskCoreSchema, core);
+      out.write(mmName(p), ImageKind.Mm, MmImageSchema, create(MmImageSchema, { pid: p, vmas }));
+      out.write(
+        pagemapName(p),
+        ImageKind.Pagemap,
+        PagemapImageSchema,
+        create(PagemapImageSchema, { pid: p, pagesFile, runs, runsCrc32c: true, parts }),
       );
-      write(pagemapName(p), () =>
-        dir.write(
-          pagemapName(p),
-          ImageKind.Pagemap,
-          PagemapImageSchema,
-          create(PagemapImageSchema, {
-            pid: p,
-            pagesFile,
-            runs,
-            runsCrc32c: true,
-            parts: parts[i],
-          }),
-        ));
-      write(
+      out.write(
         fdName(p),
-        () =>
-          dir.write(
-            fdName(p),
-            ImageKind.FdTable,
-            FdTableSchema,
-            create(FdTableSchema, { pid: p, fds }),
-          ),
+        ImageKind.FdTable,
+        FdTableSchema,
+        create(FdTableSchema, { pid: p, fds }),
       );
     }
-    write(
+    out.write(
       FILES,
-      () =>
-        dir.write(
-          FILES,
-          ImageKind.Files,
-          FilesImageSchema,
-          create(FilesImageSchema, { files: files.files }),
-        ),
+      ImageKind.Files,
+      FilesImageSchema,
+      create(FilesImageSchema, { files: files.files }),
     );
-
-    // The inventory lists every file with its size and checksum and is
-    // written last: its presence means the dump is complete.
-    const listed = written.map((name) => {
-      const data = name.startsWith("pages-") ? undefined : Deno.readFileSync(dir.file(name));
-      return create(ImageFileSchema, {
-        name,
-        size: BigInt(data ? data.length : Deno.statSync(dir.file(name)).size),
-        crc32c: data ? crc32c(data) : 0,
-      });
+    out.inventory({
+      rootPid: pid,
+      pids: tree.map((t) => t.pid),
+      shellJob: !!opts.shellJob,
+      extUnixSk: (opts.extUnixSk ?? []).length > 0,
+      parent: opts.prevImagesDir,
     });
-    write(INVENTORY, () =>
-      dir.write(
-        INVENTORY,
-        ImageKind.Inventory,
-        InventorySchema,
-        create(InventorySchema, {
-          formatVersion: FORMAT_VERSION,
-          ckptVersion: VERSION,
-          rootPid: pid,
-          pids: tree.map((t) => t.pid),
-          kernel: Deno.osRelease(),
-          createdUnixMs: BigInt(Date.now()),
-          pageSize: PAGE_SIZE,
-          shellJob: !!opts.shellJob,
-          extUnixSk: (opts.extUnixSk ?? []).length > 0,
-          files: listed,
-          parent: opts.prevImagesDir ?? "",
-        }),
-      ));
 
     if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
     // The copies go, and each task reaps its own (stopped briefly again).
@@ -303,18 +218,18 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     tracker.dispose();
     snapshots.dispose();
     frozen.release();
-    for (const name of written) {
-      for (const f of [name, `${name}.tmp`]) {
-        try {
-          Deno.removeSync(dir.file(f));
-        } catch { /* not written yet */ }
-      }
-    }
-    if (err instanceof NoProcess || (err instanceof Error && !processExists(pid))) {
-      throw new DumpError(`pid ${pid} exited during the dump; nothing was saved`);
-    }
-    throw err;
+    out.removeAll();
+    throw failureOf(err, pid, "dump");
   }
+}
+
+/** A failure of a dump of pid as the user should hear it: a process that
+ * died under it is reported as that, whatever call noticed first. */
+export function failureOf(err: unknown, pid: number, what: string): unknown {
+  if (err instanceof NoProcess || (err instanceof Error && !processExists(pid))) {
+    return new DumpError(`pid ${pid} exited during the ${what}; nothing was saved`);
+  }
+  return err;
 }
 
 export function dumpWorkers(): number {

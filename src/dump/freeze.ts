@@ -1,5 +1,6 @@
 // Freezing a task with PTRACE_SEIZE + PTRACE_INTERRUPT, and letting it go
 // again exactly as it was (detach) if anything fails.
+import { sleepSync } from "../util/sleep.ts";
 import { DumpError } from "../errors.ts";
 import { NativeError, ptrace, wait, WALL } from "../native/mod.ts";
 import { listChildren, listThreads, processExists } from "../proc/read.ts";
@@ -143,6 +144,6 @@ export function dead(tid: number): boolean {
       return true;
     }
     if (performance.now() > end) return false;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    sleepSync(5);
   }
 }

@@ -3,36 +3,22 @@
 // frozen for that much less. Frozen only to start (or continue) write
 // tracking and fork copy-on-write copies; pages are read from the copies.
 import { create } from "@bufbuild/protobuf";
-import {
-  ImageFileSchema,
-  InventorySchema,
-  PagemapImageSchema,
-  type PageRun,
-} from "../gen/ckpt/images_pb.ts";
+import { PagemapImageSchema, type PageRun } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import { coverage, parentPath } from "../images/chain.ts";
-import { crc32c } from "../images/crc32c.ts";
-import { ImageDir, INVENTORY, pagemapName, pagesName } from "../images/dir.ts";
-import { FORMAT_VERSION, ImageKind, PAGE_SIZE } from "../images/format.ts";
+import { ImageDir, pagemapName, pagesName } from "../images/dir.ts";
+import { ImageKind, PAGE_SIZE } from "../images/format.ts";
 import { parsePreDump } from "../images/verify.ts";
 import { NoProcess, processExists } from "../proc/read.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
-import { VERSION } from "../version.ts";
-import { checkScope, dumpWorkers } from "./dump.ts";
+import { checkScope, dumpWorkers, failureOf } from "./dump.ts";
+import { DumpOutput } from "./output.ts";
 import { FileCollector } from "./files.ts";
 import { freezeTree, Frozen } from "./freeze.ts";
-import {
-  capRuns,
-  collectVmas,
-  pageParts,
-  planPages,
-  type SharedClaims,
-  writePages,
-} from "./memory.ts";
+import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
 import { Snapshots } from "./snapshot.ts";
 import { MemoryTracker } from "./tracking.ts";
-import { inParallel } from "../util/pool.ts";
 
 export interface PreDumpOptions {
   pid: number;
@@ -62,8 +48,7 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
   const prev = opts.prevImagesDir
     ? parsePreDump(parentPath(opts.dir, opts.prevImagesDir))
     : undefined;
-  const dir = ImageDir.create(opts.dir);
-  const written: string[] = [];
+  const out = new DumpOutput(ImageDir.create(opts.dir));
   const frozen = new Frozen();
   const snapshots = new Snapshots();
   const tracker = new MemoryTracker();
@@ -108,58 +93,24 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
       parentPages += runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
       return pm;
     });
-    const slots = dumpWorkers();
-    for (const pm of pagemaps) {
-      pm.parts = pageParts(pm.runs, slots);
-      for (let part = 0; part < pm.parts; part++) written.push(pagesName(pm.pid, part));
-    }
-    const saved = await inParallel(
-      pagemaps.map((pm) => ({
-        weight: pm.parts,
-        run: () =>
-          writePages(
-            snapshots.source(pm.pid),
-            pm.runs,
-            pm.parts,
-            (part) => dir.file(pagesName(pm.pid, part)),
-          ),
-      })),
-      slots,
+    const saved = await out.pages(
+      pagemaps.map((pm) => ({ pid: pm.pid, runs: pm.runs, source: snapshots.source(pm.pid) })),
+      dumpWorkers(),
     );
-    pagesBytes = saved.reduce((a, b) => a + b, 0);
-    for (const pm of pagemaps) {
-      written.push(pagemapName(pm.pid));
-      dir.write(pagemapName(pm.pid), ImageKind.Pagemap, PagemapImageSchema, pm);
-    }
+    pagemaps.forEach((pm, i) => {
+      pm.parts = saved[i].parts;
+      pagesBytes += saved[i].bytes;
+      out.write(pagemapName(pm.pid), ImageKind.Pagemap, PagemapImageSchema, pm);
+    });
     snapshots.dispose();
     tracker.dispose();
-    const listed = written.map((name) => {
-      const data = name.startsWith("pages-") ? undefined : Deno.readFileSync(dir.file(name));
-      return create(ImageFileSchema, {
-        name,
-        size: BigInt(data ? data.length : Deno.statSync(dir.file(name)).size),
-        crc32c: data ? crc32c(data) : 0,
-      });
+    out.inventory({
+      rootPid: pid,
+      pids: plans.map((p) => p.pid),
+      shellJob: !!opts.shellJob,
+      preDump: true,
+      parent: opts.prevImagesDir,
     });
-    written.push(INVENTORY);
-    dir.write(
-      INVENTORY,
-      ImageKind.Inventory,
-      InventorySchema,
-      create(InventorySchema, {
-        formatVersion: FORMAT_VERSION,
-        ckptVersion: VERSION,
-        rootPid: pid,
-        pids: plans.map((p) => p.pid),
-        kernel: Deno.osRelease(),
-        createdUnixMs: BigInt(Date.now()),
-        pageSize: PAGE_SIZE,
-        shellJob: !!opts.shellJob,
-        files: listed,
-        preDump: true,
-        parent: opts.prevImagesDir ?? "",
-      }),
-    );
     const parentBytes = Number(parentPages) * PAGE_SIZE;
     const totalMs = performance.now() - t0;
     log.info(
@@ -175,16 +126,7 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
     tracker.dispose();
     snapshots.dispose();
     frozen.release();
-    for (const name of written) {
-      for (const f of [name, `${name}.tmp`]) {
-        try {
-          Deno.removeSync(dir.file(f));
-        } catch { /* not written yet */ }
-      }
-    }
-    if (err instanceof NoProcess || (err instanceof Error && !processExists(pid))) {
-      throw new DumpError(`pid ${pid} exited during the pre-dump; nothing was saved`);
-    }
-    throw err;
+    out.removeAll();
+    throw failureOf(err, pid, "pre-dump");
   }
 }

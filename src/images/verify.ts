@@ -59,9 +59,9 @@ function decode<T>(
   }
 }
 
-/** Decodes and checks every image except the pages' content: sizes and
- * CRC32Cs against the inventory, framing, bounds and cross references. */
-export function parseImageSet(dir: string, src: ImageSource): ImageSet {
+/** The inventory, decoded and bounds-checked first: its list drives what
+ * is read next. */
+function readInventory(dir: string, src: ImageSource): Inventory {
   const inv = decode(
     dir,
     src,
@@ -69,8 +69,14 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
     ImageKind.Inventory,
     (b) => fromBinary(InventorySchema, b),
   );
-  // Bounds of the inventory itself first: its list drives what is read next.
   validateInventory(dir, inv);
+  return inv;
+}
+
+/** Decodes and checks every image except the pages' content: sizes and
+ * CRC32Cs against the inventory, framing, bounds and cross references. */
+export function parseImageSet(dir: string, src: ImageSource): ImageSet {
+  const inv = readInventory(dir, src);
   if (inv.preDump) {
     throw new ImageError(
       dir,
@@ -157,14 +163,7 @@ export interface PreDumpSet {
 }
 
 export function parsePreDump(dir: string, src: ImageSource = diskSource(dir)): PreDumpSet {
-  const inv = decode(
-    dir,
-    src,
-    INVENTORY,
-    ImageKind.Inventory,
-    (b) => fromBinary(InventorySchema, b),
-  );
-  validateInventory(dir, inv);
+  const inv = readInventory(dir, src);
   if (!inv.preDump) {
     throw new ImageError(
       dir,

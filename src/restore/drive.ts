@@ -1,6 +1,7 @@
 // Driving a forked tree through its restore: fork/clone events and first
 // stops let through, fill and lazy stops served, every thread's final stop
 // collected; then the dumped registers set over ptrace and the tree let go.
+import { sleepSync } from "../util/sleep.ts";
 import type { TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import {
@@ -102,7 +103,7 @@ export async function superviseRestorers(
       // Let fill workers' completions run while waiting. (A page server's
       // failure is seen without: throwIfFailed reads it from its buffers.)
       if (filling > 0) await new Promise((r) => setTimeout(r, 1));
-      else sleepMs(0.2); // a stop reported a millisecond late is that much later to run
+      else sleepSync(0.2); // a stop reported a millisecond late is that much later to run
 
       continue;
     }
@@ -339,9 +340,4 @@ export function finish(core: TaskCore, region: { start: bigint; len: bigint }): 
     ptrace.setSigmask(th.tid, th.sigmask);
   }
   for (const th of core.threads) ptrace.detach(th.tid, 0);
-}
-
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-export function sleepMs(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
 }

@@ -3,7 +3,8 @@
 // children), let the restorers rebuild them, set the final registers over
 // ptrace once every thread of every task is ready, and let them go. Any
 // failure kills what was started; the images are never modified.
-import { readChain } from "../images/chain.ts";
+import { sleepSync } from "../util/sleep.ts";
+import { type PreDumpSet, readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
@@ -31,7 +32,6 @@ import {
   type ExternalFill,
   finish,
   LazyServers,
-  sleepMs,
   superviseRestorers,
 } from "./drive.ts";
 import { encodePlan, encodeTree } from "./plan_buffer.ts";
@@ -72,9 +72,12 @@ export interface TaskImages {
   fds?: FdTable;
 }
 
-/** `checked`: the images as verifyImages read and checked them, used as they
- * are rather than read again. */
-export async function restore(opts: RestoreOptions, checked?: ImageSet): Promise<Restored> {
+/** `checked`: the images as verifyImages read and checked them, and the
+ * parent images' chain, used as they are rather than read again. */
+export async function restore(
+  opts: RestoreOptions,
+  checked?: ImageSet & { chain: PreDumpSet[] },
+): Promise<Restored> {
   const t0 = performance.now();
   checkLayout();
   const dir = ImageDir.open(opts.dir);
@@ -95,7 +98,7 @@ export async function restore(opts: RestoreOptions, checked?: ImageSet): Promise
     return { core, mm: dir.readMm(p), pagemap: dir.readPagemap(p), fds: dir.readFdTable(p) };
   });
   const files = checked?.files ?? new Map(dir.readFiles().files.map((f) => [f.id, f]));
-  const chain = readChain(opts.dir, inv);
+  const chain = checked?.chain ?? readChain(opts.dir, inv);
   const shellJob = !!(opts.shellJob || inv.shellJob);
   if (inv.shellJob && !opts.shellJob) {
     log.info("dumped with --shell-job: restoring into this session");
@@ -233,7 +236,7 @@ export async function restore(opts: RestoreOptions, checked?: ImageSet): Promise
 function refuseTaken(pid: number): void {
   // A dumped-and-killed task may linger as a zombie until its parent (often
   // init, which reaps lazily) collects it: give that a moment.
-  for (let i = 0; i < 500 && processExists(pid) && isZombie(pid); i++) sleepMs(10);
+  for (let i = 0; i < 500 && processExists(pid) && isZombie(pid); i++) sleepSync(10);
   if (!processExists(pid)) return;
   let who = "";
   try {
