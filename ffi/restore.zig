@@ -6,6 +6,7 @@
 //! tracing inherited below) and sets the final registers over ptrace.
 const sys = @import("sys.zig");
 const abi = @import("restorer/abi.zig");
+const ops = @import("restorer/ops.zig");
 const NR = sys.NR;
 
 const blob = @embedFile("restorer_blob");
@@ -135,6 +136,7 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
 
     if (p.flags & abi.flag_shared_files == 0) status_fd = layOutFds(p, status_fd);
     status_fd = p.status_fd;
+    if (ops.run(sys, p, abi.phase_after_fds)) |f| fail(status_fd, pid, .ops, f.rc, f.index);
 
     if (p.root_fd >= 0) {
         check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.root_fd)), 1);
@@ -248,7 +250,7 @@ fn jumpToRestorer(p: *abi.Header, status_fd: i32) noreturn {
 }
 
 /// Layout facts the TypeScript plan writer checks itself against.
-export fn ck_plan_layout(out: *[10]u64) void {
+export fn ck_plan_layout(out: *[12]u64) void {
     out.* = .{
         @sizeOf(abi.Header),
         @offsetOf(abi.Header, "fds_off"),
@@ -260,5 +262,7 @@ export fn ck_plan_layout(out: *[10]u64) void {
         @sizeOf(abi.Vma),
         @offsetOf(abi.Header, "children_off"),
         @sizeOf(abi.Thread),
+        @offsetOf(abi.Header, "ops_off"),
+        @sizeOf(abi.Op),
     };
 }

@@ -73,6 +73,7 @@ pub const Stage = enum(u32) {
     children = 19,
     threads = 20,
     lazy = 21,
+    ops = 22,
 };
 
 /// Written to the status pipe when a stage fails, then the child exits.
@@ -199,4 +200,48 @@ pub const Header = extern struct {
     n_threads: u64,
     join_pgid: i32,
     _pad2: u32,
+    ops_off: u64, // Op[n_ops], run in plan order at their phase
+    n_ops: u64,
+    op_data_off: u64, // bytes the ops' pointer arguments point into
+    op_data_len: u64,
 };
+
+/// Operations a task runs on itself at a given point of its restore: what
+/// only the task can do (register epoll targets by their fd numbers, take
+/// POSIX locks, create POSIX timers with their ids, install seccomp filters)
+/// and needs no code of its own in the restorer beyond a system call.
+pub const Op = extern struct {
+    op: u32,
+    phase: u32,
+    /// Bit i set: argument a[i] is an offset into the op data, passed as a
+    /// pointer (the plan moves, so no absolute address is ever written).
+    ptr_mask: u32,
+    flags: u32,
+    a: [7]u64,
+};
+
+/// In the forked task, fds at their numbers, before the restorer runs.
+pub const phase_after_fds: u32 = 0;
+/// In the restorer, the memory and mm fields in place.
+pub const phase_after_memory: u32 = 1;
+/// In the restorer, before the task's credentials are set.
+pub const phase_before_creds: u32 = 2;
+/// In the restorer, every thread created.
+pub const phase_after_threads: u32 = 3;
+/// In the restorer, last thing before handing over to ckpt.
+pub const phase_last: u32 = 4;
+
+/// a[0] = syscall number, a[1..6] = its arguments.
+pub const op_syscall: u32 = 1;
+/// Writes the address of op data offset a[1] at op data offset a[0] (a
+/// pointer inside a structure the kernel reads, e.g. sock_fprog.filter).
+pub const op_reloc: u32 = 2;
+/// Puts fd a[1] at number a[0] for the ops that follow, parking whatever
+/// a[0] held (where it went is kept in this op's a[2], a[3]); op_unswap_fd
+/// with a[0] the same number and a[1] the swap's index puts that back, or
+/// closes a[0] if it held nothing.
+pub const op_swap_fd: u32 = 3;
+pub const op_unswap_fd: u32 = 4;
+
+/// An op whose call fails is ignored instead of failing the restore.
+pub const op_flag_may_fail: u32 = 1;

@@ -6,6 +6,7 @@
 //! int3 so ckpt can set the final registers over ptrace and unmap this region.
 const sys = @import("sys");
 const abi = @import("abi.zig");
+const ops = @import("ops.zig");
 const NR = sys.NR;
 
 export fn ckpt_restorer_entry(p: *abi.Header) linksection(".text.ckpt_entry") callconv(.c) noreturn {
@@ -26,6 +27,10 @@ fn check(p: *abi.Header, stage: abi.Stage, rc: usize, detail: u64) void {
     if (sys.isErr(rc)) fail(p, stage, rc, detail);
 }
 
+fn runOps(p: *abi.Header, phase: u32) void {
+    if (ops.run(sys, p, phase)) |f| fail(p, .ops, f.rc, f.index);
+}
+
 fn run(p: *abi.Header) noreturn {
     moveSpecials(p);
     unmapAllBut(p);
@@ -39,6 +44,7 @@ fn run(p: *abi.Header) noreturn {
     if (p.flags & abi.flag_lazy != 0) registerLazy(p);
     protectVmas(p);
     setMm(p);
+    runOps(p, abi.phase_after_memory);
     // Pages, exe and mapping fds were ckpt's, never the task's.
     _ = sys.syscall3(NR.close_range, sys.int(p.service_lo), sys.int(p.service_hi), 0);
     restoreSignals(p);
@@ -46,10 +52,13 @@ fn run(p: *abi.Header) noreturn {
     restoreThreadState(p);
     restoreMisc(p);
     restoreRlimits(p);
+    runOps(p, abi.phase_before_creds);
     restoreCreds(p);
     queuePending(p, 0);
     createThreads(p);
+    runOps(p, abi.phase_after_threads);
     queuePending(p, 1);
+    runOps(p, abi.phase_last);
     _ = sys.syscall1(NR.close, sys.int(p.status_fd));
     // Hand over to ckpt: it sets the dumped registers, FPU state and signal
     // mask, unmaps this region and lets the task go.

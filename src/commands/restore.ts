@@ -4,7 +4,7 @@ import { stagingDir } from "./dump.ts";
 import { UsageError } from "../errors.ts";
 import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
-import type { FileValidation } from "../restore/files.ts";
+import type { FileValidation } from "../files/kind.ts";
 import { formatMs } from "../util/units.ts";
 
 /** --inherit-fd fd[N]:KEY — KEY as /proc shows the file: pipe:[INO],

@@ -30,7 +30,7 @@ import { NoProcess, processExists, readProcText } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
-import { FileCollector } from "./files.ts";
+import { FileCollector } from "../files/collect.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
 import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
 import { MemoryTracker } from "./tracking.ts";
@@ -90,12 +90,13 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const tracker = new MemoryTracker();
   let tFrozen = 0;
   let frozenMs = -1;
+  let files: FileCollector | undefined;
   try {
     const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
     faultPoint("frozen");
     const shared = sharedTables(tree);
-    const files = new FileCollector({
+    files = new FileCollector({
       shellJob: !!opts.shellJob,
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
     });
@@ -134,7 +135,14 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       );
       if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
       const fds = files.collectFds(p);
-      const vmas = collectVmas(p, files);
+      let vmas: Vma[];
+      try {
+        vmas = collectVmas(p, files);
+      } catch (err) {
+        if (!(err instanceof DumpError)) throw err;
+        files.blockers.push({ pid: p, message: err.message });
+        continue;
+      }
       const tPlan = performance.now();
       const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
       const runs = capRuns(planPages(p, vmas, claims, cov));
@@ -142,7 +150,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       live.push({ t, core, fds, vmas, runs });
     }
     tracker.dispose();
-    files.finishSockets(live.map((l) => l.t.pid));
+    files.finish(live.map((l) => l.t.pid));
+    files.release();
+    // Every blocker of the tree at once, the tree released as it was.
+    files.throwBlockers();
     faultPoint("collected");
     // With --leave-running the tree goes on as soon as each task has forked
     // a frozen copy of itself; the pages are read from the copies.
@@ -215,6 +226,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     );
     return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs };
   } catch (err) {
+    files?.release();
     tracker.dispose();
     snapshots.dispose();
     frozen.release();

@@ -16,7 +16,7 @@ import { PAGE_IS, pagemapScan } from "../native/tracking.ts";
 import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
 import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
-import type { FileCollector } from "./files.ts";
+import type { FileCollector } from "../files/collect.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 

@@ -14,7 +14,7 @@ import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { checkScope, dumpWorkers, failureOf } from "./dump.ts";
 import { DumpOutput } from "./output.ts";
-import { FileCollector } from "./files.ts";
+import { FileCollector } from "../files/collect.ts";
 import { freezeTree, Frozen } from "./freeze.ts";
 import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
 import { Snapshots } from "./snapshot.ts";

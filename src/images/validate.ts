@@ -17,6 +17,7 @@ import {
 import { ImageError } from "../errors.ts";
 import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
 import { FORMAT_VERSION, MAX_PAYLOAD, PAGE_SIZE } from "./format.ts";
+import { kindOf } from "../files/registry.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 /** The kernel's limits the restored task must fit in anyway. */
@@ -37,8 +38,6 @@ export const LIMITS = {
   siginfo: 128,
   comm: 16, // TASK_COMM_LEN, with its NUL
   path: 4096, // PATH_MAX
-  ghostContent: 64 << 20, // what dump saves of a deleted file
-  pipeData: 64 << 20,
   taskSize: 0x7ffffffff000n,
 } as const;
 const VSYSCALL = 0xffffffffff600000n;
@@ -112,48 +111,8 @@ export function validateFiles(dir: string, img: FilesImage): Map<number, FileEnt
     const where = `file #${f.id}`;
     if (f.id === 0 || byId.has(f.id)) fail(file, `${where}: id is zero or repeated`);
     byId.set(f.id, f);
-    const path = (p: string, what: string) => {
-      if (!p.startsWith("/") || p.length > LIMITS.path || p.includes("\0")) {
-        fail(file, `${where}: ${what} ${JSON.stringify(p.slice(0, 80))} is not an absolute path`);
-      }
-    };
-    switch (f.kind) {
-      case FileKind.FILE_REG:
-      case FileKind.FILE_DIR: {
-        const r = f.reg ?? fail(file, `${where}: regular file details missing`);
-        path(r.path, "path");
-        if (r.content.length > LIMITS.ghostContent) {
-          fail(file, `${where}: saved content of ${r.content.length} bytes is out of bounds`);
-        }
-        if (!r.deleted && r.content.length > 0) fail(file, `${where}: content for a live file`);
-        if (r.deleted && BigInt(r.content.length) !== r.size) {
-          fail(file, `${where}: saved content is ${r.content.length} bytes, size says ${r.size}`);
-        }
-        break;
-      }
-      case FileKind.FILE_PIPE:
-      case FileKind.FILE_FIFO: {
-        const p = f.pipe ?? fail(file, `${where}: pipe details missing`);
-        if (p.data.length > LIMITS.pipeData) {
-          fail(file, `${where}: ${p.data.length} queued bytes is out of bounds`);
-        }
-        if (f.kind === FileKind.FILE_FIFO) path(p.path, "FIFO path");
-        break;
-      }
-      case FileKind.FILE_CHR:
-        path((f.chr ?? fail(file, `${where}: device details missing`)).path, "device path");
-        break;
-      case FileKind.FILE_EVENTFD:
-        if (!f.eventfd) fail(file, `${where}: eventfd details missing`);
-        if (f.eventfd.count === 0xffffffffffffffffn) {
-          fail(file, `${where}: eventfd count overflows`);
-        }
-        break;
-      case FileKind.FILE_UNIX:
-        break;
-      default:
-        fail(file, `${where}: unknown file kind ${f.kind}`);
-    }
+    const kind = kindOf(f) ?? fail(file, `${where}: unknown file kind ${f.kind}`);
+    kind.validate(f, (why) => fail(file, `${where}: ${why}`));
   }
   return byId;
 }

@@ -429,9 +429,9 @@ export function restoreSpawn(tree: Uint8Array<ArrayBuffer>, pid: number, statusF
 }
 
 /** [header size, offsets of fds_off, altstack_sp, itimers, mm, comm, cap_eff,
- * Vma size, offset of children_off, Thread size] */
+ * Vma size, offset of children_off, Thread size, offset of ops_off, Op size] */
 export function planLayout(): number[] {
-  const b = new BigUint64Array(10);
+  const b = new BigUint64Array(12);
   native().ck_plan_layout(new Uint8Array(b.buffer));
   return [...b].map(Number);
 }

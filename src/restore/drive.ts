@@ -47,6 +47,7 @@ const STAGES = [
   "forking children",
   "creating threads",
   "userfaultfd registration",
+  "task operations",
 ];
 const READY = 0x52454144595f434bn;
 const FILL = 0x46494c4c5f5f434bn;
@@ -86,6 +87,8 @@ export async function superviseRestorers(
   external: Map<number, ExternalFill>,
   lazy: Map<number, ExternalFill>,
   servers: LazyServers,
+  /** What op i of pid's plan does, for a failure at that op. */
+  opWhat: (pid: number, i: number) => string | undefined = () => undefined,
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
   let fillError: unknown;
@@ -115,7 +118,7 @@ export async function superviseRestorers(
         started.delete(tid);
         continue;
       }
-      throw new RestoreError(failureText(tid, st.raw, statusFd));
+      throw new RestoreError(failureText(tid, st.raw, statusFd, opWhat));
     }
     if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
       rootStopped = true;
@@ -305,7 +308,12 @@ function childrenOf(pid: number): number[] {
   }
 }
 
-function failureText(tid: number, raw: number, statusFd: number): string {
+function failureText(
+  tid: number,
+  raw: number,
+  statusFd: number,
+  opWhat: (pid: number, i: number) => string | undefined,
+): string {
   const rec = new Uint8Array(24);
   let n = 0;
   try {
@@ -317,6 +325,10 @@ function failureText(tid: number, raw: number, statusFd: number): string {
     const errno = dv.getInt32(4, true);
     const detail = dv.getBigUint64(8, true);
     const pid = dv.getInt32(16, true);
+    const op = STAGES[dv.getUint32(0, true)] === "task operations"
+      ? opWhat(pid, Number(detail))
+      : undefined;
+    if (op) return `restoring pid ${pid} failed at ${op}: ${errnoText(errno)}`;
     return `restoring pid ${pid} failed at ${stage} (detail ${hex(detail)}): ${errnoText(errno)}`;
   }
   const st = decodeWait(tid, raw);

@@ -10,7 +10,7 @@ import { fd as fdops, O } from "../native/mod.ts";
 import { readMaps } from "../proc/maps.ts";
 import { hex } from "../util/units.ts";
 import type { PageFill, PlanVma, SpecialMove } from "./plan_buffer.ts";
-import type { FileValidation } from "./files.ts";
+import type { FileValidation } from "../files/kind.ts";
 import { EXTERNAL_FILL_MIN } from "./fill.ts";
 
 const PAGE = BigInt(PAGE_SIZE);

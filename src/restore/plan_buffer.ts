@@ -1,7 +1,7 @@
 // Writes the restore plan in the binary layout of ffi/restorer/abi.zig: a
 // fixed header, then arrays addressed by offsets from the plan start. The
 // layout is checked against the library at run time (planLayout) and in tests.
-export const HEADER_SIZE = 616;
+export const HEADER_SIZE = 648;
 export const TREE_HEADER_SIZE = 32;
 export const PLAN_MAGIC = 0x4e414c5054504b43n;
 export const PLAN_VERSION = 1;
@@ -15,7 +15,46 @@ export const FLAG_LAZY = 64;
 export const VMA_FILL = 1;
 export const VMA_LAZY = 2;
 
-export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 80];
+export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 80, 616, 72];
+
+/** Plan ops (ffi/restorer/abi.zig Op): what a task runs on itself at a phase
+ * of its restore. */
+export const PHASE = {
+  /** In the forked task, its fds at their numbers, before the restorer. */
+  AFTER_FDS: 0,
+  /** In the restorer: memory and mm fields in place. */
+  AFTER_MEMORY: 1,
+  /** In the restorer, before the task's credentials are set. */
+  BEFORE_CREDS: 2,
+  /** In the restorer, every thread created. */
+  AFTER_THREADS: 3,
+  /** In the restorer, the last thing before ckpt takes over. */
+  LAST: 4,
+} as const;
+export const OP = { SYSCALL: 1, RELOC: 2, SWAP_FD: 3, UNSWAP_FD: 4 } as const;
+export const OP_MAY_FAIL = 1;
+const OP_SIZE = 72;
+
+/** Bytes an op points to (placed in the plan's op data; the same `bytes`
+ * object is placed once), `plus` bytes into them. */
+export interface OpBytes {
+  bytes: Uint8Array;
+  plus?: number;
+}
+
+/** One op. SYSCALL: a = [nr, args…]; an OpBytes argument is passed as a
+ * pointer to its bytes. RELOC: a = [where (OpBytes), what (OpBytes)] writes
+ * the address of `what` at `where`. SWAP_FD: a = [number, fd] puts fd at
+ * number, parking what was there; UNSWAP_FD: a = [number, index of the
+ * swap op in the task's ops] puts it back. */
+export interface PlanOp {
+  op: number;
+  phase: number;
+  flags?: number;
+  a: (bigint | number | OpBytes)[];
+  /** For the message if it fails: "registering fd 7 in epoll fd 5". */
+  what: string;
+}
 
 export interface FdMove {
   src: number;
@@ -140,6 +179,7 @@ export interface Plan {
   children: PlanChild[];
   threads: PlanThread[];
   joinPgid: number;
+  ops: PlanOp[];
 }
 
 const align8 = (n: number) => (n + 7) & ~7;
@@ -160,7 +200,18 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     rlimits: p.rlimits.length * 24,
     children: p.children.length * 24,
     threads: p.threads.length * 80,
+    ops: p.ops.length * OP_SIZE,
+    opData: 0,
   };
+  // Op data: every OpBytes once, 8-aligned each.
+  const placed = new Map<Uint8Array, number>();
+  for (const o of p.ops) {
+    for (const v of o.a) {
+      if (typeof v !== "object" || placed.has(v.bytes)) continue;
+      placed.set(v.bytes, sizes.opData);
+      sizes.opData = align8(sizes.opData + v.bytes.length);
+    }
+  }
   const off: Record<keyof typeof sizes, number> = {} as Record<keyof typeof sizes, number>;
   let cur = HEADER_SIZE;
   for (const k of Object.keys(sizes) as (keyof typeof sizes)[]) {
@@ -253,6 +304,10 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
   u64(592, BigInt(off.threads));
   u64(600, BigInt(p.threads.length));
   i32(608, p.joinPgid);
+  u64(616, BigInt(off.ops));
+  u64(624, BigInt(p.ops.length));
+  u64(632, BigInt(off.opData));
+  u64(640, BigInt(sizes.opData));
 
   fds.forEach((m, i) => {
     const o = off.fds + i * 16;
@@ -326,6 +381,22 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     u64(o + 48, t.altstack.sp);
     u64(o + 56, t.altstack.size);
     buf.set(new TextEncoder().encode(t.comm).subarray(0, 15), o + 64);
+  });
+  for (const [bytes, o] of placed) buf.set(bytes, off.opData + o);
+  p.ops.forEach((op, i) => {
+    const o = off.ops + i * OP_SIZE;
+    if (op.a.length > 7) throw new Error(`plan op ${op.op} has more than 7 arguments`);
+    let mask = 0;
+    op.a.forEach((v, k) => {
+      if (typeof v === "object") {
+        mask |= 1 << k;
+        u64(o + 16 + k * 8, BigInt(placed.get(v.bytes)! + (v.plus ?? 0)));
+      } else u64(o + 16 + k * 8, BigInt(v));
+    });
+    u32(o, op.op);
+    u32(o + 4, op.phase);
+    u32(o + 8, mask);
+    u32(o + 12, op.flags ?? 0);
   });
   return buf;
 }

@@ -23,7 +23,7 @@ import { processExists } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatMs } from "../util/units.ts";
-import { type FileValidation, OpenedFiles } from "./files.ts";
+import { type FileValidation, OpenedFiles } from "../files/open.ts";
 import { regionHints, SharedObjects } from "./memory.ts";
 import { type BuiltPlan, checkLayout, taskPlan } from "./task_plan.ts";
 import {
@@ -195,6 +195,7 @@ export async function restore(
       fills,
       lazy,
       servers,
+      (p, i) => built.get(p)?.plan.ops[i]?.what,
     );
     const tReady = performance.now();
     log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);

@@ -10,7 +10,7 @@ import { checkPagesHeader } from "../images/format.ts";
 import { fd as fdops, O, planLayout } from "../native/mod.ts";
 import { readLimits } from "../proc/status.ts";
 import { log } from "../util/log.ts";
-import type { OpenedFiles } from "./files.ts";
+import type { OpenedFiles } from "../files/open.ts";
 import { EXTERNAL_FILL_MIN, fillBytes } from "./fill.ts";
 import { planMemory, type SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
@@ -87,7 +87,7 @@ export function taskPlan(
   // A task sharing its parent's fd table has the parent's fds; its own
   // service fds are laid out by the parent, above the parent's.
   const moves = shared ? [] : t.fds!.fds.map((e) => ({
-    src: opened.get(e.fileId, `fd ${e.fd} of pid ${pid}`),
+    src: opened.get(e.fileId, `fd ${e.fd} of pid ${pid}`, core),
     dst: e.fd,
     cloexec: e.cloexec,
   }));
@@ -106,6 +106,10 @@ export function taskPlan(
   fdops.pread(pagesFd, head, 0);
   checkPagesHeader(pagesPath, head);
   const plan = basePlan(core, place);
+  // A task sharing its parent's fd table has its table's ops run there.
+  if (!shared) {
+    plan.ops = opened.taskOps(core, t.fds!.fds, (n) => service(fdops.dupAbove(n, 100)));
+  }
   plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
   plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";
@@ -283,5 +287,6 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
       comm: th.comm,
     })),
     joinPgid,
+    ops: [],
   };
 }

@@ -14,7 +14,7 @@ import {
 import { DumpError } from "../errors.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
 import { MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk.ts";
-import { readUnixSockets, type UnixSocket } from "./diag.ts";
+import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
 import { permitted, refusal, requirementFor } from "./policy.ts";
 
@@ -44,7 +44,6 @@ interface Found {
 
 export class UnixDumper {
   private readonly found = new Map<number, Found>();
-  private readonly ids = new Map<number, number>();
   /** Descriptors received by peeking queues; kept open until finish() so
    * kcmp can still compare them with the tasks' own descriptors. */
   private readonly held: number[] = [];
@@ -57,12 +56,6 @@ export class UnixDumper {
     private readonly ownFile: (fd: number) => number,
   ) {}
 
-  /** The file id already given to socket `ino`, if any. A socket has one
-   * open file description, so its inode identifies it. */
-  known(ino: number): number | undefined {
-    return this.ids.get(ino);
-  }
-
   private table(): Map<number, UnixSocket> {
     this.all ??= readUnixSockets();
     return this.all;
@@ -72,29 +65,29 @@ export class UnixDumper {
     let d = this.table().get(ino);
     if (!d) {
       // Created after the table was read (only possible for sockets in flight
-      // whose sender is still running outside): read it again.
-      this.all = undefined;
-      d = this.table().get(ino);
+      // whose sender is still running outside), or not a UNIX socket at all:
+      // asked for alone, so other sockets do not cost a whole table each.
+      d = readUnixSocket(ino) ?? undefined;
+      if (d) this.table().set(ino, d);
     }
     return d;
   }
 
-  /** Fills `sock` (already given file id `id`) for fd n of pid; pid may be
-   * ckpt itself for a descriptor in flight. */
-  describe(id: number, pid: number, n: number, ino: number, flags: number, where: string) {
+  /** Whether socket `ino` is a UNIX socket of this network namespace. */
+  isUnix(ino: number): boolean {
+    return this.diag(ino) !== undefined;
+  }
+
+  /** The socket behind fd n of pid (its file id is already given: its own
+   * queue may hold it); pid may be ckpt itself for a descriptor in flight. */
+  describe(pid: number, n: number, ino: number, flags: number, where: string) {
     const diag = this.diag(ino);
-    if (!diag) {
-      throw new DumpError(
-        `${where} is not a UNIX socket of this network namespace; ` +
-          `only UNIX sockets can be dumped yet`,
-      );
-    }
+    if (!diag) throw new DumpError(`${where} is not a UNIX socket of this network namespace`);
     const type = TYPES[diag.type];
     if (!type) throw new DumpError(`${where}: UNIX socket type ${diag.type} cannot be dumped`);
     if (diag.state === "CONNECTING") {
       throw new DumpError(`${where}: UNIX socket ${ino} is in the middle of connect(2)`);
     }
-    this.ids.set(ino, id);
     const fd = pid === Deno.pid ? n : fdops.pidfdGetfd(this.pidfd(pid), n, where);
     try {
       const name = unixsk.name(fd);
@@ -229,8 +222,8 @@ export class UnixDumper {
   }
 
   /** Decides, now that every socket of the image is known, which peers are
-   * outside and whether the options allow that; throws the refusal. */
-  finish(tree: number[]): void {
+   * outside and whether the options allow that; returns every refusal. */
+  finish(tree: number[]): string[] {
     try {
       const inside = new Set(this.found.keys());
       const treePids = new Set(tree);
@@ -288,10 +281,7 @@ export class UnixDumper {
           peerOwner: owner ? `pid ${owner.pid} (${owner.comm})` : null,
         }, req));
       }
-      if (refused.length) {
-        const more = refused.length > 1 ? ` (and ${refused.length - 1} more)` : "";
-        throw new DumpError(refused[0] + more);
-      }
+      return refused;
     } finally {
       this.release();
     }

@@ -1,0 +1,122 @@
+// The one shape every kind of open file has in ckpt: a module that knows how
+// to recognise it at dump, what to record of it, how to check the record at
+// restore, and how to open it again — and, when a task must do something
+// itself once its fds are in place (register epoll targets, take a POSIX
+// lock), which operations it must run. Kinds are listed in registry.ts; the
+// drivers are collect.ts (dump) and open.ts (restore). Modules hold no state
+// of their own: what one dump or restore needs is kept with `ctx.local`.
+import type { FileEntry, FileKind, TaskCore } from "../gen/ckpt/images_pb.ts";
+import type { PlanOp } from "../restore/plan_buffer.ts";
+
+/** One descriptor of a frozen task (or of ckpt itself, for one that was in
+ * flight in a socket queue), as /proc shows it. */
+export interface DumpedFd {
+  /** The task holding it; Deno.pid for a descriptor ckpt received. */
+  pid: number;
+  fd: number;
+  /** readlink of /proc/PID/fd/N: a path, "pipe:[INO]", "anon_inode:[eventfd]"… */
+  link: string;
+  /** Open file status flags (O_ACCMODE, O_APPEND, O_NONBLOCK…), without O_CLOEXEC. */
+  flags: number;
+  pos: bigint;
+  /** fdinfo "key: value" lines, first occurrence of each key. */
+  info: Map<string, string>;
+  /** The whole fdinfo text, for kinds with one line per item (epoll tfd, inotify wd). */
+  infoText: string;
+  /** stat of /proc/PID/fd/N (the open file itself). */
+  st: Deno.FileInfo;
+  /** "fd N of pid P (link)", for messages. */
+  where: string;
+}
+
+/** The kind-specific part of a FileEntry (the collector gives the id). */
+export type FileBody = Omit<Partial<FileEntry>, "id" | "$typeName"> & { kind: FileKind };
+
+export interface DumpContext {
+  readonly shellJob: boolean;
+  /** Options the UNIX socket kind reads (--ext-unix-sk, --external). */
+  readonly unix: { extUnixSk: string[]; external: string[] };
+  /** The file id of fd n of pid, describing it first if it is new. */
+  fileOf(pid: number, n: number): number;
+  /** The file id of a descriptor ckpt itself holds (received in flight). */
+  ownFile(n: number): number;
+  /** State kept for one dump, made on first use. */
+  local<T>(owner: object, make: () => T): T;
+  /** Runs once every task's fds are known (e.g. where sockets' peers are). */
+  atFinish(fn: (pids: number[]) => void): void;
+  /** Runs when the dump ends, done or failed (close what was held for it). */
+  atRelease(fn: () => void): void;
+}
+
+export type FileValidation = "filesize" | "none";
+
+export interface RestoreContext {
+  readonly validation: FileValidation;
+  readonly shellJob: boolean;
+  /** --inherit-fd: "pipe:[INO]" / "socket:[INO]" / path → ckpt's own fd. */
+  readonly inherit: Map<string, number>;
+  /** --ext-unix-sk values and --ext-unix-sk-missing. */
+  readonly unix: { extUnixSk: string[]; missing: "fail" | "disconnect" };
+  /** Every entry of files.img, by id. */
+  readonly entries: Map<number, FileEntry>;
+  /** The task on whose behalf the file is being opened (its first holder). */
+  readonly task: TaskCore | undefined;
+  /** ckpt's fd for file `id`, opened on first use (one per entry). */
+  get(id: number, where: string): number;
+  /** Keeps fd open until the tree runs, then closes it. */
+  keep(fd: number): number;
+  /** State kept for one restore, made on first use. */
+  local<T>(owner: object, make: () => T): T;
+  /** Runs when the restore ends (after the tree runs, or after a failure). */
+  atClose(fn: () => void): void;
+  /** Opens a path the task had open, with O_CLOEXEC added. */
+  openPath(path: string, flags: number, where: string): number;
+}
+
+/** Where a task holds one file: the task, every fd number it has it at, and
+ * whether this is the first task of the tree (in plan order) to hold it. */
+export interface Holding {
+  task: TaskCore;
+  fds: number[];
+  first: boolean;
+}
+
+/** What taskOps may ask for: a service fd (ckpt's fd moved into the task
+ * above its own, closed by the restorer) for a file it needs at hand. */
+export interface TaskOpsContext {
+  readonly restore: RestoreContext;
+  /** The number a file will have in the task while the ops run, as a
+   * service fd (ckpt's fd for file `id`, passed on). */
+  serviceFd(id: number, where: string): number;
+  /** The task's fd number for file `id`, if its fd table has it. */
+  fdOf(id: number): number | undefined;
+}
+
+export interface FileKindOps {
+  /** For messages: "epoll", "timerfd", "unix socket"… */
+  readonly name: string;
+  /** The FileKind values this module restores. */
+  readonly kinds: readonly FileKind[];
+  /** Dump: whether fd is of this kind (the first module that claims it dumps it). */
+  claims(fd: DumpedFd, ctx: DumpContext): boolean;
+  /** Dump: what restore needs. Throws DumpError to refuse (the tree runs on).
+   * `id` is the entry's id, known before the body (a socket queue may hold
+   * the socket itself). */
+  dump(fd: DumpedFd, ctx: DumpContext, id: number): FileBody;
+  /** Restore, before anything is opened: the entry is well formed; `fail`
+   * throws an ImageError naming files.img. */
+  validate(f: FileEntry, fail: (why: string) => never): void;
+  /** Restore: a new descriptor in ckpt for the file (the task inherits it). */
+  open(f: FileEntry, ctx: RestoreContext, where: string): number;
+  /** The name --inherit-fd gives this file, if it can be inherited. */
+  inheritKey?(f: FileEntry): string | undefined;
+  /** Restore: what a task must do itself once its fds are at their numbers
+   * (called once per task holding the file). */
+  taskOps?(f: FileEntry, holding: Holding, ctx: TaskOpsContext): PlanOp[];
+}
+
+/** `ctx.local` for both drivers: one value per owner, made on first use. */
+export function localOf<T>(locals: Map<object, unknown>, owner: object, make: () => T): T {
+  if (!locals.has(owner)) locals.set(owner, make());
+  return locals.get(owner) as T;
+}

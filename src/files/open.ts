@@ -1,0 +1,133 @@
+// Restore side of files: opens, inside ckpt, every file the restored tasks
+// will hold, one open file description per FileEntry (so fds that shared one
+// still do), through the module of its kind; the forked tasks inherit them
+// and move them to their dumped numbers. Also gathers the operations each
+// task must run on itself once its fds are in place (kind.ts taskOps).
+import type { FdEntry, FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
+import { RestoreError } from "../errors.ts";
+import { fd as fdops, O } from "../native/mod.ts";
+import { log } from "../util/log.ts";
+import type { PlanOp } from "../restore/plan_buffer.ts";
+import { type FileValidation, localOf, type RestoreContext } from "./kind.ts";
+import { kindOf } from "./registry.ts";
+
+export type { FileValidation };
+
+export interface FileOpenOptions {
+  validation: FileValidation;
+  shellJob: boolean;
+  /** --inherit-fd: "pipe:[INO]" / "socket:[INO]" / path → ckpt's own fd. */
+  inherit: Map<string, number>;
+  /** --ext-unix-sk values and --ext-unix-sk-missing. */
+  unix?: { extUnixSk: string[]; missing: "fail" | "disconnect" };
+}
+
+/** The name --inherit-fd uses for a file. */
+export function inheritKey(f: FileEntry): string {
+  return kindOf(f)?.inheritKey?.(f) ?? "";
+}
+
+export class OpenedFiles {
+  private readonly fds = new Map<number, number>();
+  private readonly kept: number[] = [];
+  private readonly locals = new Map<object, unknown>();
+  private readonly closers: (() => void)[] = [];
+  /** Files some task has already run its taskOps for. */
+  private readonly held = new Set<number>();
+  private task: TaskCore | undefined;
+  private readonly ctx: RestoreContext;
+
+  constructor(
+    private readonly entries: Map<number, FileEntry>,
+    opts: FileOpenOptions,
+  ) {
+    const current = () => this.task;
+    this.ctx = {
+      validation: opts.validation,
+      shellJob: opts.shellJob,
+      inherit: opts.inherit,
+      unix: opts.unix ?? { extUnixSk: [], missing: "fail" },
+      entries,
+      get task() {
+        return current();
+      },
+      get: (id, where) => this.get(id, where),
+      keep: (n) => {
+        this.kept.push(n);
+        return n;
+      },
+      local: <T>(owner: object, make: () => T): T => localOf(this.locals, owner, make),
+      atClose: (fn) => this.closers.push(fn),
+      openPath: (path, flags, where) => {
+        try {
+          return fdops.open(path, flags | O.CLOEXEC);
+        } catch (err) {
+          throw new RestoreError(`${where}: cannot open ${path}: ${(err as Error).message}`);
+        }
+      },
+    };
+  }
+
+  /** ckpt's fd for file `id`, opened on first use; `task` is the task it is
+   * opened for (its first holder), when it is a task's fd. */
+  get(id: number, where: string, task?: TaskCore): number {
+    const known = this.fds.get(id);
+    if (known !== undefined) return known;
+    const f = this.entries.get(id);
+    if (!f) throw new RestoreError(`${where} refers to file #${id}, which files.img does not have`);
+    const outer = this.task;
+    if (task) this.task = task;
+    try {
+      const n = this.open(f, where);
+      this.fds.set(id, n);
+      return n;
+    } finally {
+      this.task = outer;
+    }
+  }
+
+  /** What `task` must do itself once its fds (`table`) are in place, with
+   * `serviceFd` passing one of ckpt's fds into it for the ops. */
+  taskOps(
+    task: TaskCore,
+    table: FdEntry[],
+    serviceFd: (ckptFd: number) => number,
+  ): PlanOp[] {
+    const byFile = new Map<number, number[]>();
+    for (const e of table) byFile.set(e.fileId, [...(byFile.get(e.fileId) ?? []), e.fd]);
+    const ops: PlanOp[] = [];
+    for (const [id, fds] of byFile) {
+      const f = this.entries.get(id);
+      const kind = f && kindOf(f);
+      if (!f || !kind?.taskOps) continue;
+      const first = !this.held.has(id);
+      this.held.add(id);
+      ops.push(...kind.taskOps(f, { task, fds, first }, {
+        restore: this.ctx,
+        serviceFd: (fileId, where) => serviceFd(this.get(fileId, where, task)),
+        fdOf: (fileId) => byFile.get(fileId)?.[0],
+      }));
+    }
+    return ops;
+  }
+
+  closeAll(): void {
+    for (const n of [...this.fds.values(), ...this.kept]) fdops.close(n);
+    for (const fn of this.closers.splice(0)) fn();
+    this.fds.clear();
+    this.kept.length = 0;
+    this.locals.clear();
+  }
+
+  private open(f: FileEntry, where: string): number {
+    const kind = kindOf(f);
+    if (!kind) throw new RestoreError(`${where}: file kind ${f.kind} cannot be restored`);
+    const key = kind.inheritKey?.(f);
+    const inherited = key ? this.ctx.inherit.get(key) : undefined;
+    if (inherited !== undefined) {
+      log.info(`${where}: using inherited fd ${inherited} for ${key}`);
+      return fdops.dupAbove(inherited, 100);
+    }
+    return kind.open(f, this.ctx, where);
+  }
+}

@@ -1,0 +1,33 @@
+// Every kind of file ckpt dumps and restores, one module each (kind.ts says
+// what a module provides). Adding a kind: one module here, one message in
+// proto/ckpt/images.proto, one line in KINDS. Order matters at dump only:
+// the first module that claims an fd dumps it.
+import type { FileEntry, FileKind } from "../gen/ckpt/images_pb.ts";
+import type { DumpContext, DumpedFd, FileKindOps } from "./kind.ts";
+import { regular } from "./regular.ts";
+import { chr } from "./chr.ts";
+import { fifo, pipe } from "./pipe.ts";
+import { eventfd } from "./eventfd.ts";
+import { unix } from "./unix.ts";
+
+export const KINDS: readonly FileKindOps[] = [
+  pipe,
+  eventfd,
+  unix,
+  fifo,
+  chr,
+  regular,
+];
+
+const byKind = new Map<FileKind, FileKindOps>();
+for (const k of KINDS) for (const v of k.kinds) byKind.set(v, k);
+
+/** The module that dumps fd, if any claims it. */
+export function kindForDump(fd: DumpedFd, ctx: DumpContext): FileKindOps | undefined {
+  return KINDS.find((k) => k.claims(fd, ctx));
+}
+
+/** The module that restores entries of this kind. */
+export function kindOf(f: FileEntry): FileKindOps | undefined {
+  return byKind.get(f.kind);
+}

@@ -1,0 +1,109 @@
+// Regular files and directories: path, flags, offset, size and mtime (checked
+// at restore), and for a file deleted while open its content, recreated at
+// restore in the same directory and unlinked again (ghost.ts).
+import { create } from "@bufbuild/protobuf";
+import { type FileEntry, FileKind, RegFileSchema } from "../gen/ckpt/images_pb.ts";
+import { DumpError, RestoreError } from "../errors.ts";
+import { fd as fdops, O } from "../native/mod.ts";
+import { formatBytes } from "../util/units.ts";
+import { recreateGhost } from "./ghost.ts";
+import type { FileKindOps } from "./kind.ts";
+import { OPEN_MASK } from "./open_flags.ts";
+
+/** Content of a file deleted while open is saved up to this size. */
+export const MAX_GHOST_BYTES = 64 << 20;
+const DELETED = " (deleted)";
+
+export const regular: FileKindOps = {
+  name: "file",
+  kinds: [FileKind.FILE_REG, FileKind.FILE_DIR],
+
+  claims: (fd) =>
+    fd.link.startsWith("/") && !fd.link.startsWith("/memfd:") &&
+    (fd.st.isFile || fd.st.isDirectory),
+
+  dump(fd) {
+    const { st, link, where } = fd;
+    const deleted = link.endsWith(DELETED) && st.nlink === 0;
+    const path = deleted ? link.slice(0, -DELETED.length) : link;
+    let content = new Uint8Array();
+    if (deleted) {
+      if (st.size > MAX_GHOST_BYTES) {
+        throw new DumpError(
+          `${where} was deleted while open and holds ${formatBytes(st.size)}; ` +
+            `ckpt saves such files up to ${formatBytes(MAX_GHOST_BYTES)}`,
+        );
+      }
+      content = Deno.readFileSync(`/proc/${fd.pid}/fd/${fd.fd}`);
+    }
+    return {
+      kind: st.isDirectory ? FileKind.FILE_DIR : FileKind.FILE_REG,
+      reg: create(RegFileSchema, {
+        path,
+        flags: fd.flags,
+        pos: fd.pos,
+        size: BigInt(st.size),
+        mtimeNs: BigInt(Math.round((st.mtime?.getTime() ?? 0) * 1e6)),
+        mode: st.mode ?? 0,
+        deleted,
+        content,
+        dev: BigInt(st.dev),
+        ino: BigInt(st.ino ?? 0),
+      }),
+    };
+  },
+
+  validate(f, fail) {
+    const r = f.reg ?? fail("regular file details missing");
+    if (!validPath(r.path)) fail(`path ${JSON.stringify(r.path.slice(0, 80))} is not absolute`);
+    if (r.content.length > MAX_GHOST_BYTES) {
+      fail(`saved content of ${r.content.length} bytes is out of bounds`);
+    }
+    if (!r.deleted && r.content.length > 0) fail("content for a live file");
+    if (r.deleted && BigInt(r.content.length) !== r.size) {
+      fail(`saved content is ${r.content.length} bytes, size says ${r.size}`);
+    }
+  },
+
+  open(f, ctx, where) {
+    const r = f.reg!;
+    if (r.deleted) {
+      // Recreated from its content, opened, unlinked again; never through a
+      // symlink (see ghost.ts).
+      const n = recreateGhost(
+        r.path,
+        r.mode,
+        new Uint8Array(r.content),
+        r.flags & OPEN_MASK,
+        where,
+      );
+      if (r.pos > 0n) fdops.lseek(n, r.pos, 0);
+      return n;
+    }
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.statSync(r.path);
+    } catch {
+      throw new RestoreError(`${where}: ${r.path} is missing (it existed at dump)`);
+    }
+    // An append-only writer only ever adds to the file, so growth is fine.
+    const appendOnly = (r.flags & O.ACCMODE) === O.WRONLY && (r.flags & O.APPEND) !== 0;
+    const size = BigInt(st.size);
+    const unchanged = size === r.size || (appendOnly && size > r.size);
+    if (f.kind === FileKind.FILE_REG && ctx.validation === "filesize" && !unchanged) {
+      throw new RestoreError(
+        `${where}: ${r.path} changed since the dump (size ${st.size}, was ${r.size}); ` +
+          `restore with --file-validation=none to accept it`,
+      );
+    }
+    const n = ctx.openPath(r.path, r.flags & OPEN_MASK, where);
+    if (r.pos > 0n) fdops.lseek(n, r.pos, 0);
+    return n;
+  },
+
+  inheritKey: (f: FileEntry) => f.reg?.path,
+};
+
+export function validPath(p: string): boolean {
+  return p.startsWith("/") && p.length <= 4096 && !p.includes("\0");
+}

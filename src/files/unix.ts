@@ -1,0 +1,65 @@
+// UNIX sockets as one kind of file. The model lives in src/unix/ (dump.ts
+// reads each socket and decides about outside peers once the whole tree is
+// known; restore.ts rebuilds every socket of the image together, since they
+// depend on each other); this module plugs it into the file registry.
+import { FileKind } from "../gen/ckpt/images_pb.ts";
+import { RestoreError } from "../errors.ts";
+import { UnixDumper } from "../unix/dump.ts";
+import { UnixSockets } from "../unix/restore.ts";
+import type { DumpContext, FileKindOps, RestoreContext } from "./kind.ts";
+import { BlockedDump } from "./collect.ts";
+
+function dumper(ctx: DumpContext): UnixDumper {
+  return ctx.local(unix, () => {
+    const d = new UnixDumper(ctx.unix, (n) => ctx.ownFile(n));
+    ctx.atFinish((pids) => {
+      const refused = d.finish(pids);
+      if (refused.length) {
+        throw new BlockedDump(refused.map((message) => ({ pid: 0, message })));
+      }
+    });
+    ctx.atRelease(() => d.release());
+    return d;
+  });
+}
+
+function sockets(ctx: RestoreContext): UnixSockets {
+  return ctx.local(unix, () => {
+    const s = new UnixSockets(
+      ctx.entries,
+      { ...ctx.unix, inherit: ctx.inherit },
+      (id, where) => ctx.get(id, where),
+    );
+    ctx.atClose(() => s.closeAll());
+    return s;
+  });
+}
+
+export const unix: FileKindOps = {
+  name: "unix socket",
+  kinds: [FileKind.FILE_UNIX],
+
+  claims: (fd, ctx) => {
+    const m = /^socket:\[(\d+)\]$/.exec(fd.link);
+    return m !== null && dumper(ctx).isUnix(Number(m[1]));
+  },
+
+  dump(fd, ctx) {
+    const ino = Number(/^socket:\[(\d+)\]$/.exec(fd.link)![1]);
+    return {
+      kind: FileKind.FILE_UNIX,
+      unix: dumper(ctx).describe(fd.pid, fd.fd, ino, fd.flags, fd.where),
+    };
+  },
+
+  validate(f, fail) {
+    if (!f.unix) fail("socket details missing");
+  },
+
+  open(f, ctx, where) {
+    if (!f.unix) throw new RestoreError(`${where}: files.img entry ${f.id} has no socket data`);
+    return sockets(ctx).open(f, where);
+  },
+
+  inheritKey: (f) => `socket:[${f.unix?.ino}]`,
+};
