@@ -3,9 +3,9 @@
 // made again once both its ends are known; a FIFO is opened again by path.
 import { create } from "@bufbuild/protobuf";
 import { type FileEntry, FileKind, PipeFileSchema } from "../gen/ckpt/images_pb.ts";
-import { RestoreError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
-import type { DumpContext, DumpedFd, FileKindOps } from "./kind.ts";
+import type { DumpContext, DumpedFd, FileKindOps, RestoreContext } from "./kind.ts";
+import { log } from "../util/log.ts";
 import { F_SETFL, OPEN_MASK, STATUS_FLAGS } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
 
@@ -15,26 +15,35 @@ const SPLICE_F_NONBLOCK = 2;
 export const MAX_PIPE_DATA = 64 << 20;
 
 function dumpPipe(fd: DumpedFd, ctx: DumpContext, ino: bigint, path: string) {
+  const { data, size } = takePipeData(ctx, ino, fd.pid, fd.fd);
   return create(PipeFileSchema, {
     pipeIno: ino,
     flags: fd.flags,
     writeEnd: (fd.flags & O.ACCMODE) === O.WRONLY,
-    data: takePipeData(ctx, ino, fd.pid, fd.fd),
+    data,
+    size,
     path,
   });
 }
 
-/** Queued bytes of a pipe, copied with tee(2) so the pipe keeps them. Taken
- * once per pipe; the other ends' entries carry none. */
-function takePipeData(ctx: DumpContext, ino: bigint, pid: number, n: number): Uint8Array {
-  const taken = ctx.local(takePipeData, () => new Set<bigint>());
-  if (taken.has(ino)) return new Uint8Array();
-  taken.add(ino);
+/** Queued bytes of a pipe, copied with tee(2) so the pipe keeps them, and
+ * its capacity. The bytes are taken once per pipe; the other ends' entries
+ * carry none. */
+function takePipeData(
+  ctx: DumpContext,
+  ino: bigint,
+  pid: number,
+  n: number,
+): { data: Uint8Array; size: number } {
+  const taken = ctx.local(takePipeData, () => new Map<bigint, number>());
+  const known = taken.get(ino);
+  if (known !== undefined) return { data: new Uint8Array(), size: known };
   // A fresh read end of the same pipe, whichever end the task holds.
   const src = fdops.open(`/proc/${pid}/fd/${n}`, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
   const [r, w] = fdops.pipe(O.NONBLOCK | O.CLOEXEC);
   try {
     const size = fdops.fcntl(src, F_GETPIPE_SZ);
+    taken.set(ino, size);
     fdops.fcntl(w, F_SETPIPE_SZ, size);
     let got = 0;
     try {
@@ -42,15 +51,37 @@ function takePipeData(ctx: DumpContext, ino: bigint, pid: number, n: number): Ui
     } catch (err) {
       if ((err as { errno?: number }).errno !== 11) throw err; // EAGAIN: empty
     }
-    const out = new Uint8Array(got);
+    const data = new Uint8Array(got);
     let off = 0;
-    while (off < got) off += fdops.read(r, out.subarray(off));
-    return out;
+    while (off < got) off += fdops.read(r, data.subarray(off));
+    return { data, size };
   } finally {
     fdops.close(src);
     fdops.close(r);
     fdops.close(w);
   }
+}
+
+/** Which ends of each pipe the tree holds: a pipe with one end outside is
+ * said at dump, so nobody learns it only at restore. */
+function noteEnd(ctx: DumpContext, ino: bigint, writeEnd: boolean, where: string): void {
+  const seen = ctx.local(noteEnd, () => {
+    const m = new Map<bigint, { read: boolean; write: boolean; where: string }>();
+    ctx.atFinish(() => {
+      for (const [ino, e] of m) {
+        if (e.read && e.write) continue;
+        log.warn(
+          `${e.where} is one end of pipe:[${ino}], whose other end is outside the tree: ` +
+            `restore will close that end unless given --inherit-fd fd[N]:pipe:[${ino}]`,
+        );
+      }
+    });
+    return m;
+  });
+  const e = seen.get(ino) ?? { read: false, write: false, where };
+  if (writeEnd) e.write = true;
+  else e.read = true;
+  seen.set(ino, e);
 }
 
 function validatePipe(f: FileEntry, fail: (why: string) => never): void {
@@ -66,7 +97,9 @@ export const pipe: FileKindOps = {
 
   dump(fd, ctx) {
     const ino = BigInt(/^pipe:\[(\d+)\]$/.exec(fd.link)![1]);
-    return { kind: FileKind.FILE_PIPE, pipe: dumpPipe(fd, ctx, ino, "") };
+    const body = dumpPipe(fd, ctx, ino, "");
+    noteEnd(ctx, ino, body.writeEnd, fd.where);
+    return { kind: FileKind.FILE_PIPE, pipe: body };
   },
 
   validate: validatePipe,
@@ -76,32 +109,52 @@ export const pipe: FileKindOps = {
     const made = ctx.local(pipe, () => new Map<bigint, [number, number]>());
     let ends = made.get(p.pipeIno);
     if (!ends) {
-      const others = [...ctx.entries.values()].filter((e) =>
-        e.kind === FileKind.FILE_PIPE && e.pipe?.pipeIno === p.pipeIno
-      );
-      if (!others.some((e) => e.pipe!.writeEnd) || !others.some((e) => !e.pipe!.writeEnd)) {
-        throw new RestoreError(
-          `${where} is one end of pipe:[${p.pipeIno}] whose other end was outside the dumped tree; ` +
-            `pass that end with --inherit-fd fd[N]:pipe:[${p.pipeIno}]`,
-        );
-      }
-      ends = fdops.pipe(O.CLOEXEC);
-      const data = others.map((e) => e.pipe!.data).find((d) => d.length > 0);
-      if (data) {
-        if (data.length > 65536) fdops.fcntl(ends[1], F_SETPIPE_SZ, data.length);
-        fdops.writeAll(ends[1], new Uint8Array(data));
-      }
+      ends = makePipe(f, ctx, where);
       made.set(p.pipeIno, ends);
-      ctx.keep(ends[0]);
-      ctx.keep(ends[1]);
     }
-    const n = fdops.dupAbove(p.writeEnd ? ends[1] : ends[0], 100);
+    const end = p.writeEnd ? ends[1] : ends[0];
+    // Each entry is its own open file description of the pipe (reopened
+    // through /proc, as the program may have done), so its status flags are
+    // its own: a dup would share O_NONBLOCK with every other entry.
+    const n = fdops.open(`/proc/self/fd/${end}`, (p.flags & O.ACCMODE) | O.NONBLOCK | O.CLOEXEC);
     fdops.fcntl(n, F_SETFL, p.flags & STATUS_FLAGS);
     return n;
   },
 
   inheritKey: (f) => `pipe:[${f.pipe?.pipeIno}]`,
 };
+
+/** The pipe of entry f, with its capacity and queued bytes. When only one
+ * end was in the tree, the other is closed once the bytes are in, as CRIU
+ * does: a reader reads what was queued, then end of file; a writer gets
+ * EPIPE. `--inherit-fd` hands over the real other end instead. */
+function makePipe(f: FileEntry, ctx: RestoreContext, where: string): [number, number] {
+  const p = f.pipe!;
+  const ends = ctx.entries.values().filter((e) =>
+    e.kind === FileKind.FILE_PIPE && e.pipe?.pipeIno === p.pipeIno
+  ).toArray();
+  const reader = ends.some((e) => !e.pipe!.writeEnd);
+  const writer = ends.some((e) => e.pipe!.writeEnd);
+  const [r, w] = fdops.pipe(O.CLOEXEC);
+  const data = ends.map((e) => e.pipe!.data).find((d) => d.length > 0);
+  const size = Math.max(p.size, data?.length ?? 0);
+  if (size > 0 && size !== fdops.fcntl(w, F_GETPIPE_SZ)) fdops.fcntl(w, F_SETPIPE_SZ, size);
+  if (data && reader) fdops.writeAll(w, new Uint8Array(data));
+  if (!reader || !writer) {
+    log.warn(
+      `${where} is the ${writer ? "write" : "read"} end of pipe:[${p.pipeIno}], whose other end ` +
+        `was outside the dumped tree: restored with that end closed (the program ` +
+        `${writer ? "gets EPIPE when it writes" : "reads what was queued, then end of file"}); ` +
+        `pass the real end with --inherit-fd fd[N]:pipe:[${p.pipeIno}]`,
+    );
+  }
+  // An end no entry holds is closed now; no entry will ask for it.
+  for (const [n, held] of [[r, reader], [w, writer]] as const) {
+    if (held) ctx.keep(n);
+    else fdops.close(n);
+  }
+  return [r, w];
+}
 
 export const fifo: FileKindOps = {
   name: "FIFO",
@@ -126,6 +179,9 @@ export const fifo: FileKindOps = {
     // A read-write opener first, so neither side blocks or fails with ENXIO;
     // it is kept until the task holds its own end.
     const keeper = ctx.keep(ctx.openPath(p.path, O.RDWR | O.NONBLOCK, where));
+    if (p.size && p.size !== fdops.fcntl(keeper, F_GETPIPE_SZ)) {
+      fdops.fcntl(keeper, F_SETPIPE_SZ, p.size);
+    }
     const n = ctx.openPath(p.path, (p.flags & OPEN_MASK) | O.NONBLOCK, where);
     if (p.data.length) fdops.writeAll(keeper, new Uint8Array(p.data));
     fdops.fcntl(n, F_SETFL, p.flags & STATUS_FLAGS);

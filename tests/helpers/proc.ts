@@ -21,6 +21,18 @@ export function startSession(argv: string[]): Started {
   return { pid: child.pid, status: child.status };
 }
 
+/** startSession with stdin a pipe whose write end the test holds (outside
+ * the tree the workload leads). */
+export function startSessionPiped(argv: string[]): Started & { stdin: Deno.ChildProcess["stdin"] } {
+  const child = new Deno.Command(`${WORKLOADS}/sessionexec`, {
+    args: argv,
+    stdin: "piped",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  return { pid: child.pid, status: child.status, stdin: child.stdin };
+}
+
 export function alive(pid: number): boolean {
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
