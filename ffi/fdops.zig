@@ -49,6 +49,14 @@ export fn ck_tee(fd_in: i32, fd_out: i32, len: usize, flags: u32) i64 {
     return ret(sys.syscall4(NR.tee, sys.int(fd_in), sys.int(fd_out), len, flags));
 }
 
+/// revents of fd for `events`, without waiting.
+export fn ck_poll1(fd: i32, events: u32) i64 {
+    var p = extern struct { fd: i32, events: i16, revents: i16 }{ .fd = fd, .events = @intCast(events), .revents = 0 };
+    const rc = sys.syscall3(NR.poll, sys.ptr(&p), 1, 0);
+    if (sys.isErr(rc)) return ret(rc);
+    return @as(u16, @bitCast(p.revents));
+}
+
 export fn ck_eventfd(count: u32, flags: i32) i64 {
     return ret(sys.syscall2(NR.eventfd2, count, sys.int(flags)));
 }

@@ -7,6 +7,7 @@ pub const NR = struct {
     pub const write = 1;
     pub const open = 2;
     pub const close = 3;
+    pub const poll = 7;
     pub const lseek = 8;
     pub const mmap = 9;
     pub const mprotect = 10;

@@ -12,7 +12,7 @@ import {
   FileKind,
   RegFileSchema,
 } from "../gen/ckpt/images_pb.ts";
-import { O, sameFile } from "../native/mod.ts";
+import { fd as fdops, O, sameFile } from "../native/mod.ts";
 import { listFds } from "../proc/fdinfo.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
@@ -85,6 +85,7 @@ export class FileCollector {
   private readonly locals = new Map<object, unknown>();
   private readonly finishers: ((pids: number[]) => void)[] = [];
   private readonly releasers: (() => void)[] = [];
+  private readonly pidfds = new Map<number, number>();
   private readonly ctx: DumpContext;
 
   constructor(opts: FileOptions) {
@@ -93,6 +94,12 @@ export class FileCollector {
       unix: opts.unix ?? { extUnixSk: [], external: [] },
       fileOf: (pid, n) => this.fileFor(readDumpedFd(pid, n)),
       ownFile: (n) => this.fileFor(readDumpedFd(Deno.pid, n)),
+      copyFd: (pid, n, where) => {
+        if (pid === Deno.pid) return fdops.dupAbove(n, 100);
+        let pidfd = this.pidfds.get(pid);
+        if (pidfd === undefined) this.pidfds.set(pid, pidfd = fdops.pidfdOpen(pid));
+        return fdops.pidfdGetfd(pidfd, n, where);
+      },
       local: <T>(owner: object, make: () => T): T => localOf(this.locals, owner, make),
       atFinish: (fn) => this.finishers.push(fn),
       atRelease: (fn) => this.releasers.push(fn),
@@ -171,6 +178,8 @@ export class FileCollector {
 
   /** Closes what the kinds held for the dump (done or failed). */
   release(): void {
+    for (const n of this.pidfds.values()) fdops.close(n);
+    this.pidfds.clear();
     for (const fn of this.releasers.splice(0)) {
       try {
         fn();

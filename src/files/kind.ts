@@ -40,6 +40,9 @@ export interface DumpContext {
   fileOf(pid: number, n: number): number;
   /** The file id of a descriptor ckpt itself holds (received in flight). */
   ownFile(n: number): number;
+  /** A copy of fd n of pid in ckpt (pidfd_getfd; for ckpt's own, a dup),
+   * to inspect from outside; the caller closes it. */
+  copyFd(pid: number, n: number, where: string): number;
   /** State kept for one dump, made on first use. */
   local<T>(owner: object, make: () => T): T;
   /** Runs once every task's fds are known (e.g. where sockets' peers are). */

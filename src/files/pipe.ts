@@ -15,15 +15,32 @@ const SPLICE_F_NONBLOCK = 2;
 export const MAX_PIPE_DATA = 64 << 20;
 
 function dumpPipe(fd: DumpedFd, ctx: DumpContext, ino: bigint, path: string) {
+  const writeEnd = (fd.flags & O.ACCMODE) === O.WRONLY;
+  // Asked before ckpt opens a reader of its own to copy the queue.
+  const otherEndClosed = !path && otherEndGone(ctx, fd, writeEnd);
   const { data, size } = takePipeData(ctx, ino, fd.pid, fd.fd);
   return create(PipeFileSchema, {
     pipeIno: ino,
     flags: fd.flags,
-    writeEnd: (fd.flags & O.ACCMODE) === O.WRONLY,
+    writeEnd,
     data,
     size,
     path,
+    otherEndClosed,
   });
+}
+
+const POLLERR = 0x8, POLLHUP = 0x10;
+
+/** Whether no open file anywhere is the pipe's other end: a read end polls
+ * POLLHUP once there are no writers, a write end POLLERR once no readers. */
+function otherEndGone(ctx: DumpContext, fd: DumpedFd, writeEnd: boolean): boolean {
+  const n = ctx.copyFd(fd.pid, fd.fd, fd.where);
+  try {
+    return (fdops.poll(n, 0) & (writeEnd ? POLLERR : POLLHUP)) !== 0;
+  } finally {
+    fdops.close(n);
+  }
 }
 
 /** Queued bytes of a pipe, copied with tee(2) so the pipe keeps them, and
@@ -98,7 +115,7 @@ export const pipe: FileKindOps = {
   dump(fd, ctx) {
     const ino = BigInt(/^pipe:\[(\d+)\]$/.exec(fd.link)![1]);
     const body = dumpPipe(fd, ctx, ino, "");
-    noteEnd(ctx, ino, body.writeEnd, fd.where);
+    if (!body.otherEndClosed) noteEnd(ctx, ino, body.writeEnd, fd.where);
     return { kind: FileKind.FILE_PIPE, pipe: body };
   },
 
@@ -140,7 +157,7 @@ function makePipe(f: FileEntry, ctx: RestoreContext, where: string): [number, nu
   const size = Math.max(p.size, data?.length ?? 0);
   if (size > 0 && size !== fdops.fcntl(w, F_GETPIPE_SZ)) fdops.fcntl(w, F_SETPIPE_SZ, size);
   if (data && reader) fdops.writeAll(w, new Uint8Array(data));
-  if (!reader || !writer) {
+  if ((!reader || !writer) && !ends.some((e) => e.pipe!.otherEndClosed)) {
     log.warn(
       `${where} is the ${writer ? "write" : "read"} end of pipe:[${p.pipeIno}], whose other end ` +
         `was outside the dumped tree: restored with that end closed (the program ` +

@@ -261,6 +261,10 @@ export const fd = {
   tee(fdIn: number, fdOut: number, len: number, flags = 0): number {
     return check(native().ck_tee(fdIn, fdOut, BigInt(len), flags), "tee", `fd ${fdIn}`);
   },
+  /** poll(2) of one fd for `events`, not waiting: its revents. */
+  poll(n: number, events: number): number {
+    return check(native().ck_poll1(n, events), "poll", `fd ${n}`);
+  },
   eventfd(count: number, flags: number): number {
     return check(native().ck_eventfd(count, flags), "eventfd2");
   },

@@ -246,6 +246,17 @@ export class UnixDumper {
           }
         }
         s.pending = s.pending.filter((c) => inside.has(Number(c)));
+        const peerOfPeer = this.found.get(Number(s.peerIno))?.sock.peerIno;
+        if (
+          s.type === 2 && s.queue.length && !s.name.length && s.peer !== UnixPeer.GONE &&
+          !(inside.has(Number(s.peerIno)) && peerOfPeer === s.ino && s.peerIno !== s.ino)
+        ) {
+          refused.push(
+            `unix dgram socket ${s.ino} (${this.at(f)}) has ${s.queue.length} queued datagram(s) ` +
+              `but no name, and its peer is no longer its socketpair end: they cannot be put ` +
+              `back exactly; let the program read them first`,
+          );
+        }
         if (s.peer === UnixPeer.GONE) continue;
         const peerIno = Number(s.listenerIno || s.peerIno);
         if (!peerIno) continue;

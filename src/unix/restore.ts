@@ -69,6 +69,8 @@ export class UnixSockets {
   private readonly fds = new Map<bigint, number>();
   /** For sockets made with socketpair: the other end. */
   private readonly pairOf = new Map<bigint, number>();
+  /** Sockets whose gone peer was made as a pair end, then closed. */
+  private readonly madeAsPair = new Set<bigint>();
   private readonly temps: number[] = [];
   private built = false;
   private readonly ext: ReturnType<typeof parseExtUnixSkRestore>;
@@ -193,19 +195,24 @@ export class UnixSockets {
         continue;
       }
       const peer = this.byIno.get(s.peerIno);
+      // A socket connected to itself (a DGRAM socket that connected to its
+      // own name) is no pair: it is connected once it is bound.
       const mutual = s.peer === UnixPeer.INSIDE && peer !== undefined && peer.peerIno === s.ino &&
-        !this.fds.has(peer.ino) && this.inherited(peer) === undefined;
+        peer.ino !== s.ino && !this.fds.has(peer.ino) && this.inherited(peer) === undefined;
       const streamy = s.type !== 2;
       if (mutual) {
         const [a, b] = unixsk.pair(s.type);
         this.fds.set(s.ino, a);
         this.fds.set(peer.ino, b);
-      } else if (streamy && s.peer === UnixPeer.GONE) {
+      } else if (s.peer === UnixPeer.GONE && (streamy || (s.queue.length && !s.name.length))) {
         // The peer end is kept to fill the queue, then closed: the task reads
-        // what was queued and then sees the connection end.
+        // what was queued and then sees the connection end (a DGRAM socket
+        // without a name can only have been sent to by that peer, and after
+        // it is gone a send fails with ECONNREFUSED, as it did).
         const [a, b] = unixsk.pair(s.type);
         this.fds.set(s.ino, a);
         this.pairOf.set(s.ino, b);
+        this.madeAsPair.add(s.ino);
       } else {
         this.fds.set(s.ino, unixsk.socket(s.type));
       }
@@ -279,9 +286,11 @@ export class UnixSockets {
         this.fillStream(s, from);
         continue;
       }
-      const pairPeer = s.peer === UnixPeer.INSIDE && this.byIno.get(s.peerIno)?.peerIno === s.ino
-        ? this.fds.get(s.peerIno)
-        : undefined;
+      const pairPeer = this.pairOf.get(s.ino) ??
+        (s.peer === UnixPeer.INSIDE && s.peerIno !== s.ino &&
+            this.byIno.get(s.peerIno)?.peerIno === s.ino
+          ? this.fds.get(s.peerIno)
+          : undefined);
       for (const m of s.queue) {
         const fds = this.filesOf(m.fileIds, s);
         if (pairPeer !== undefined) {
@@ -290,10 +299,8 @@ export class UnixSockets {
           continue;
         }
         if (!s.name.length) {
-          log.warn(
-            `${this.desc(s)}: a queued datagram is dropped: the socket has no name to send to`,
-          );
-          continue;
+          // Refused at dump: nothing but a socketpair peer can send to it.
+          throw new RestoreError(`${this.desc(s)}: a queued datagram has no way back in`);
         }
         const sender = this.senderFor(m.sender, s);
         this.sendAll(sender, m.data, s.name, fds, s, false);
@@ -373,12 +380,13 @@ export class UnixSockets {
   private connectDgrams(): void {
     for (const s of this.socks) {
       if (s.type === 2 && s.peer === UnixPeer.GONE && this.inherited(s) === undefined) {
-        this.disconnect(s);
+        if (!this.madeAsPair.has(s.ino)) this.disconnect(s);
         continue;
       }
       if (s.type !== 2 || s.peer !== UnixPeer.INSIDE || this.inherited(s) !== undefined) continue;
       const peer = this.byIno.get(s.peerIno);
-      if (!peer || peer.peerIno === s.ino) continue; // a socketpair: connected from birth
+      // A socketpair is connected from birth.
+      if (!peer || (peer.peerIno === s.ino && peer.ino !== s.ino)) continue;
       if (!peer.name.length) {
         throw new RestoreError(`${this.desc(s)} is connected to a socket without a name`);
       }

@@ -10,6 +10,7 @@ export const fdSymbols = {
   ck_dup: { parameters: ["i32"], result: "i64" },
   ck_pipe: { parameters: ["buffer", "i32"], result: "i64" },
   ck_tee: { parameters: ["i32", "i32", "usize", "u32"], result: "i64" },
+  ck_poll1: { parameters: ["i32", "u32"], result: "i64" },
   ck_eventfd: { parameters: ["u32", "i32"], result: "i64" },
   ck_memfd_create: { parameters: ["buffer", "u32"], result: "i64" },
   ck_ftruncate: { parameters: ["i32", "u64"], result: "i64" },
