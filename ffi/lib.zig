@@ -11,6 +11,7 @@ comptime {
     _ = @import("sockdiag.zig");
     _ = @import("unixsk.zig");
     _ = @import("tracking.zig");
+    _ = @import("notify.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.

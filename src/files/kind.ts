@@ -72,6 +72,9 @@ export interface RestoreContext {
   local<T>(owner: object, make: () => T): T;
   /** Runs when the restore ends (after the tree runs, or after a failure). */
   atClose(fn: () => void): void;
+  /** Runs once every task has done its restore and waits at its last stop,
+   * just before the tree runs (to drop events the restore itself caused). */
+  beforeRun(fn: () => void): void;
   /** Opens a path the task had open, with O_CLOEXEC added. */
   openPath(path: string, flags: number, where: string): number;
 }

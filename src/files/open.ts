@@ -32,6 +32,7 @@ export class OpenedFiles {
   private readonly kept: number[] = [];
   private readonly locals = new Map<object, unknown>();
   private readonly closers: (() => void)[] = [];
+  private readonly runners: (() => void)[] = [];
   /** Files some task has already run its taskOps for. */
   private readonly held = new Set<number>();
   private task: TaskCore | undefined;
@@ -58,6 +59,7 @@ export class OpenedFiles {
       },
       local: <T>(owner: object, make: () => T): T => localOf(this.locals, owner, make),
       atClose: (fn) => this.closers.push(fn),
+      beforeRun: (fn) => this.runners.push(fn),
       openPath: (path, flags, where) => {
         try {
           return fdops.open(path, flags | O.CLOEXEC);
@@ -111,12 +113,18 @@ export class OpenedFiles {
     return ops;
   }
 
+  /** Every task is restored and stopped; the tree is about to run. */
+  beforeRun(): void {
+    for (const fn of this.runners.splice(0)) fn();
+  }
+
   closeAll(): void {
     for (const n of [...this.fds.values(), ...this.kept]) fdops.close(n);
     for (const fn of this.closers.splice(0)) fn();
     this.fds.clear();
     this.kept.length = 0;
     this.locals.clear();
+    this.runners.length = 0;
   }
 
   private open(f: FileEntry, where: string): number {

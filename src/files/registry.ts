@@ -9,11 +9,15 @@ import { chr } from "./chr.ts";
 import { fifo, pipe } from "./pipe.ts";
 import { eventfd } from "./eventfd.ts";
 import { unix } from "./unix.ts";
+import { inotify } from "./inotify.ts";
+import { fanotify } from "./fanotify.ts";
 
 export const KINDS: readonly FileKindOps[] = [
   pipe,
   eventfd,
   unix,
+  inotify,
+  fanotify,
   fifo,
   chr,
   regular,

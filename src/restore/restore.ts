@@ -199,6 +199,7 @@ export async function restore(
     );
     const tReady = performance.now();
     log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);
+    opened.beforeRun();
     for (const t of live) finish(t.core, ready.get(t.core.pid)!);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
     const firstInstructionMs = performance.now() - t0;

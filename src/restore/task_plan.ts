@@ -184,7 +184,9 @@ function openDir(files: Map<number, FileEntry>, id: number, what: string): numbe
   const path = files.get(id)?.reg?.path;
   if (!path) throw new RestoreError(`the ${what} directory is missing from files.img`);
   try {
-    return fdops.open(path, O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+    // O_PATH: fchdir needs no more, and a real open (and its close, after
+    // the tree runs) would be events a program watching the directory sees.
+    return fdops.open(path, O.PATH | O.DIRECTORY | O.CLOEXEC);
   } catch (err) {
     throw new RestoreError(`cannot open the ${what} directory ${path}: ${(err as Error).message}`);
   }

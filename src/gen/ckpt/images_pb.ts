@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iigQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIp0BCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBCKCAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNItMBCglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZSIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Ij0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIsgDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKnMKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iigQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIp0BCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBCKCAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayKdAgoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZSIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Ij0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIsgDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKpgBCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUqYgoQRmFub3RpZnlNYXJrS2luZBIXChNGQU5PVElGWV9NQVJLX0lOT0RFEAASFwoTRkFOT1RJRllfTUFSS19NT1VOVBABEhwKGEZBTk9USUZZX01BUktfRklMRVNZU1RFTRACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -1083,6 +1083,211 @@ export const ChrFileSchema: GenMessage<ChrFile> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 19);
 
 /**
+ * An inode an inotify watch or fanotify mark is on: found again by its path
+ * at restore and checked to be the same inode (dev and ino as stat gives
+ * them); the file handle and superblock fdinfo showed are kept for reference.
+ *
+ * @generated from message ckpt.WatchedInode
+ */
+export type WatchedInode = Message<"ckpt.WatchedInode"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * @generated from field: uint64 dev = 2;
+   */
+  dev: bigint;
+
+  /**
+   * @generated from field: uint64 ino = 3;
+   */
+  ino: bigint;
+
+  /**
+   * kernel encoding (MAJOR << 20 | MINOR), as fdinfo prints it
+   *
+   * @generated from field: uint32 sdev = 4;
+   */
+  sdev: number;
+
+  /**
+   * @generated from field: uint32 handle_type = 5;
+   */
+  handleType: number;
+
+  /**
+   * @generated from field: bytes handle = 6;
+   */
+  handle: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.WatchedInode.
+ * Use `create(WatchedInodeSchema)` to create a new message.
+ */
+export const WatchedInodeSchema: GenMessage<WatchedInode> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 20);
+
+/**
+ * @generated from message ckpt.InotifyWatch
+ */
+export type InotifyWatch = Message<"ckpt.InotifyWatch"> & {
+  /**
+   * the program's watch descriptor, given back exactly
+   *
+   * @generated from field: int32 wd = 1;
+   */
+  wd: number;
+
+  /**
+   * as fdinfo shows it: IN_ALL_EVENTS bits, IN_ONESHOT, IN_EXCL_UNLINK
+   *
+   * @generated from field: uint32 mask = 2;
+   */
+  mask: number;
+
+  /**
+   * @generated from field: ckpt.WatchedInode inode = 3;
+   */
+  inode?: WatchedInode | undefined;
+};
+
+/**
+ * Describes the message ckpt.InotifyWatch.
+ * Use `create(InotifyWatchSchema)` to create a new message.
+ */
+export const InotifyWatchSchema: GenMessage<InotifyWatch> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 21);
+
+/**
+ * @generated from message ckpt.InotifyFile
+ */
+export type InotifyFile = Message<"ckpt.InotifyFile"> & {
+  /**
+   * open file status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 1;
+   */
+  flags: number;
+
+  /**
+   * increasing wd
+   *
+   * @generated from field: repeated ckpt.InotifyWatch watches = 2;
+   */
+  watches: InotifyWatch[];
+};
+
+/**
+ * Describes the message ckpt.InotifyFile.
+ * Use `create(InotifyFileSchema)` to create a new message.
+ */
+export const InotifyFileSchema: GenMessage<InotifyFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 22);
+
+/**
+ * @generated from message ckpt.FanotifyMark
+ */
+export type FanotifyMark = Message<"ckpt.FanotifyMark"> & {
+  /**
+   * @generated from field: ckpt.FanotifyMarkKind kind = 1;
+   */
+  kind: FanotifyMarkKind;
+
+  /**
+   * FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE
+   *
+   * @generated from field: uint32 mflags = 2;
+   */
+  mflags: number;
+
+  /**
+   * @generated from field: uint32 mask = 3;
+   */
+  mask: number;
+
+  /**
+   * @generated from field: uint32 ignored_mask = 4;
+   */
+  ignoredMask: number;
+
+  /**
+   * inode marks
+   *
+   * @generated from field: ckpt.WatchedInode inode = 5;
+   */
+  inode?: WatchedInode | undefined;
+
+  /**
+   * mount marks
+   *
+   * @generated from field: uint32 mnt_id = 6;
+   */
+  mntId: number;
+
+  /**
+   * mount and filesystem marks: where the mount is
+   *
+   * @generated from field: string mount_path = 7;
+   */
+  mountPath: string;
+
+  /**
+   * filesystem marks (kernel encoding)
+   *
+   * @generated from field: uint32 sdev = 8;
+   */
+  sdev: number;
+};
+
+/**
+ * Describes the message ckpt.FanotifyMark.
+ * Use `create(FanotifyMarkSchema)` to create a new message.
+ */
+export const FanotifyMarkSchema: GenMessage<FanotifyMark> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 23);
+
+/**
+ * @generated from message ckpt.FanotifyFile
+ */
+export type FanotifyFile = Message<"ckpt.FanotifyFile"> & {
+  /**
+   * open file status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 1;
+   */
+  flags: number;
+
+  /**
+   * fanotify_init flags, as fdinfo shows them
+   *
+   * @generated from field: uint32 init_flags = 2;
+   */
+  initFlags: number;
+
+  /**
+   * fanotify_init event_f_flags
+   *
+   * @generated from field: uint32 event_flags = 3;
+   */
+  eventFlags: number;
+
+  /**
+   * @generated from field: repeated ckpt.FanotifyMark marks = 4;
+   */
+  marks: FanotifyMark[];
+};
+
+/**
+ * Describes the message ckpt.FanotifyFile.
+ * Use `create(FanotifyFileSchema)` to create a new message.
+ */
+export const FanotifyFileSchema: GenMessage<FanotifyFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 24);
+
+/**
  * @generated from message ckpt.FileEntry
  */
 export type FileEntry = Message<"ckpt.FileEntry"> & {
@@ -1126,6 +1331,16 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
    * @generated from field: ckpt.UnixSocketFile unix = 7;
    */
   unix?: UnixSocketFile | undefined;
+
+  /**
+   * @generated from field: ckpt.InotifyFile inotify = 20;
+   */
+  inotify?: InotifyFile | undefined;
+
+  /**
+   * @generated from field: ckpt.FanotifyFile fanotify = 21;
+   */
+  fanotify?: FanotifyFile | undefined;
 };
 
 /**
@@ -1133,7 +1348,7 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 20);
+  messageDesc(file_ckpt_images, 25);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -1152,7 +1367,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 21);
+  messageDesc(file_ckpt_images, 26);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -1179,7 +1394,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 22);
+  messageDesc(file_ckpt_images, 27);
 
 /**
  * fdinfo-PID.img
@@ -1203,7 +1418,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 23);
+  messageDesc(file_ckpt_images, 28);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -1236,7 +1451,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 24);
+  messageDesc(file_ckpt_images, 29);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -1400,7 +1615,7 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 25);
+  messageDesc(file_ckpt_images, 30);
 
 /**
  * @generated from enum ckpt.VmaKind
@@ -1491,6 +1706,16 @@ export enum FileKind {
    * @generated from enum value: FILE_UNIX = 6;
    */
   FILE_UNIX = 6,
+
+  /**
+   * @generated from enum value: FILE_INOTIFY = 20;
+   */
+  FILE_INOTIFY = 20,
+
+  /**
+   * @generated from enum value: FILE_FANOTIFY = 21;
+   */
+  FILE_FANOTIFY = 21,
 }
 
 /**
@@ -1498,6 +1723,32 @@ export enum FileKind {
  */
 export const FileKindSchema: GenEnum<FileKind> = /*@__PURE__*/
   enumDesc(file_ckpt_images, 1);
+
+/**
+ * @generated from enum ckpt.FanotifyMarkKind
+ */
+export enum FanotifyMarkKind {
+  /**
+   * @generated from enum value: FANOTIFY_MARK_INODE = 0;
+   */
+  FANOTIFY_MARK_INODE = 0,
+
+  /**
+   * @generated from enum value: FANOTIFY_MARK_MOUNT = 1;
+   */
+  FANOTIFY_MARK_MOUNT = 1,
+
+  /**
+   * @generated from enum value: FANOTIFY_MARK_FILESYSTEM = 2;
+   */
+  FANOTIFY_MARK_FILESYSTEM = 2,
+}
+
+/**
+ * Describes the enum ckpt.FanotifyMarkKind.
+ */
+export const FanotifyMarkKindSchema: GenEnum<FanotifyMarkKind> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 2);
 
 /**
  * Where a UNIX socket's peer was at dump, and so what restore must do.
@@ -1552,5 +1803,5 @@ export enum UnixPeer {
  * Describes the enum ckpt.UnixPeer.
  */
 export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 2);
+  enumDesc(file_ckpt_images, 3);
 

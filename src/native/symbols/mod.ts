@@ -7,6 +7,7 @@ import { restoreSymbols } from "./restore.ts";
 import { sockdiagSymbols } from "./sockdiag.ts";
 import { unixskSymbols } from "./unixsk.ts";
 import { trackingSymbols } from "./tracking.ts";
+import { notifySymbols } from "./notify.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -18,6 +19,7 @@ export const symbols = {
   ...sockdiagSymbols,
   ...unixskSymbols,
   ...trackingSymbols,
+  ...notifySymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
