@@ -135,3 +135,29 @@ export fn ck_openat2(dirfd: i32, path: [*:0]const u8, flags: u64, mode: u64, res
 export fn ck_unlinkat(dirfd: i32, path: [*:0]const u8, flags: i32) i64 {
     return ret(sys.syscall3(nr_unlinkat, sys.int(dirfd), sys.ptr(path), sys.int(flags)));
 }
+
+const nr_fchmod = 91;
+const nr_fchown = 93;
+const nr_fstatfs = 138;
+
+export fn ck_pwrite(fd: i32, buf: [*]const u8, len: usize, off: u64) i64 {
+    return ret(sys.syscall4(NR.pwrite64, sys.int(fd), sys.ptr(buf), len, off));
+}
+
+/// fstatfs(2): out[0] is f_type (TMPFS_MAGIC, HUGETLBFS_MAGIC…), out[1] f_bsize.
+export fn ck_fstatfs(fd: i32, out: *[2]u64) i64 {
+    var st: [15]u64 = undefined; // struct statfs on x86_64: 120 bytes
+    const rc = sys.syscall2(nr_fstatfs, sys.int(fd), sys.ptr(&st));
+    if (sys.isErr(rc)) return ret(rc);
+    out[0] = st[0];
+    out[1] = st[1];
+    return 0;
+}
+
+export fn ck_fchmod(fd: i32, mode: u32) i64 {
+    return ret(sys.syscall2(nr_fchmod, sys.int(fd), mode));
+}
+
+export fn ck_fchown(fd: i32, uid: u32, gid: u32) i64 {
+    return ret(sys.syscall3(nr_fchown, sys.int(fd), uid, gid));
+}

@@ -47,14 +47,13 @@ function classify(pid: number, e: MapsEntry): VmaKind {
     }
     return VmaKind.VMA_ANON_SHARED;
   }
-  if (e.name.endsWith(" (deleted)")) {
-    throw new DumpError(
-      `pid ${pid}: mapping of deleted file ${e.name} at 0x${
-        e.start.toString(16)
-      } cannot be dumped yet`,
-    );
-  }
   return e.shared ? VmaKind.VMA_FILE_SHARED : VmaKind.VMA_FILE_PRIVATE;
+}
+
+/** A mapping whose file may have no name left (a memfd, a deleted file):
+ * it maps the object its fds share, not a path. */
+function maybeUnlinked(e: MapsEntry): boolean {
+  return e.name.startsWith("/memfd:") || e.name.endsWith(" (deleted)");
 }
 
 /** Categories PAGEMAP_SCAN reports for planning. */
@@ -89,13 +88,12 @@ export function collectVmas(pid: number, files: FileCollector): Vma[] {
   return readMaps(pid).map((e) => {
     const kind = classify(pid, e);
     const isFile = kind === VmaKind.VMA_FILE_PRIVATE || kind === VmaKind.VMA_FILE_SHARED;
-    const fileId = isFile
-      ? files.addPath(
-        FileKind.FILE_REG,
-        e.name,
-        `/proc/${pid}/map_files/${e.start.toString(16)}-${e.end.toString(16)}`,
-      )
-      : 0;
+    const unlinked = isFile && maybeUnlinked(e) ? files.unlinkedMapping(pid, e) : undefined;
+    const fileId = !isFile ? 0 : unlinked ?? files.addPath(
+      FileKind.FILE_REG,
+      e.name,
+      `/proc/${pid}/map_files/${e.start.toString(16)}-${e.end.toString(16)}`,
+    );
     return create(VmaSchema, {
       start: e.start,
       end: e.end,

@@ -20,6 +20,8 @@ import type { DumpContext, DumpedFd } from "./kind.ts";
 import { kindForDump } from "./registry.ts";
 import { whatIs } from "./unsupported.ts";
 import { localOf } from "./kind.ts";
+import { unlinkedMapping } from "./unlinked.ts";
+import type { MapsEntry } from "../proc/maps.ts";
 
 export interface FileOptions {
   shellJob: boolean;
@@ -94,6 +96,7 @@ export class FileCollector {
       unix: opts.unix ?? { extUnixSk: [], external: [] },
       fileOf: (pid, n) => this.fileFor(readDumpedFd(pid, n)),
       ownFile: (n) => this.fileFor(readDumpedFd(Deno.pid, n)),
+      addEntry: (body) => this.add(body),
       copyFd: (pid, n, where) => {
         if (pid === Deno.pid) return fdops.dupAbove(n, 100);
         let pidfd = this.pidfds.get(pid);
@@ -106,7 +109,7 @@ export class FileCollector {
     };
   }
 
-  private add(body: Omit<FileEntry, "id" | "$typeName">): number {
+  private add(body: Omit<Partial<FileEntry>, "id" | "$typeName">): number {
     const id = this.files.length + 1;
     this.files.push(create(FileEntrySchema, { ...body, id }));
     return id;
@@ -132,6 +135,12 @@ export class FileCollector {
     });
     this.byPath.set(key, id);
     return id;
+  }
+
+  /** The entry a mapping of a memfd or of a deleted file refers to (the
+   * object its fds share), or undefined for a file that still has a name. */
+  unlinkedMapping(pid: number, e: MapsEntry): number | undefined {
+    return unlinkedMapping(pid, e, this.ctx);
   }
 
   /** The fd table of pid; an fd that cannot be dumped is recorded as a

@@ -40,6 +40,9 @@ export interface DumpContext {
   fileOf(pid: number, n: number): number;
   /** The file id of a descriptor ckpt itself holds (received in flight). */
   ownFile(n: number): number;
+  /** A new entry no fd refers to directly (an object several entries or
+   * mappings share, e.g. the inode behind memfds); its id. */
+  addEntry(body: FileBody): number;
   /** A copy of fd n of pid in ckpt (pidfd_getfd; for ckpt's own, a dup),
    * to inspect from outside; the caller closes it. */
   copyFd(pid: number, n: number, where: string): number;
@@ -72,8 +75,10 @@ export interface RestoreContext {
   local<T>(owner: object, make: () => T): T;
   /** Runs when the restore ends (after the tree runs, or after a failure). */
   atClose(fn: () => void): void;
-  /** Runs once every task has done its restore and waits at its last stop,
-   * just before the tree runs (to drop events the restore itself caused). */
+  /** Runs once every task has done its restore (its memory mapped) and
+   * waits at its last stop, just before the tree runs: to drop events the
+   * restore itself caused, to add a seal that would have refused a mapping
+   * the tasks still had to make. Throws RestoreError to fail the restore. */
   beforeRun(fn: () => void): void;
   /** Opens a path the task had open, with O_CLOEXEC added. */
   openPath(path: string, flags: number, where: string): number;

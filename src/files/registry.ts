@@ -11,6 +11,7 @@ import { eventfd } from "./eventfd.ts";
 import { unix } from "./unix.ts";
 import { inotify } from "./inotify.ts";
 import { fanotify } from "./fanotify.ts";
+import { unlinkedInode, unlinkedOpen } from "./unlinked.ts";
 
 export const KINDS: readonly FileKindOps[] = [
   pipe,
@@ -20,6 +21,10 @@ export const KINDS: readonly FileKindOps[] = [
   fanotify,
   fifo,
   chr,
+  // Before regular: a memfd or a deleted file is one object for all its fds
+  // and mappings, not a file to reopen by path.
+  unlinkedOpen,
+  unlinkedInode,
   regular,
 ];
 

@@ -233,7 +233,8 @@ function validateMm(file: string, pid: number, mm: MmImage, files: Map<number, F
     if (!(v.kind in VmaKind) || v.prot > 7) fail(file, `${at}: unknown kind or protection`);
     if (v.name.length > LIMITS.path) fail(file, `${at}: name too long`);
     if (v.kind === VmaKind.VMA_FILE_PRIVATE || v.kind === VmaKind.VMA_FILE_SHARED) {
-      if (files.get(v.fileId)?.kind !== FileKind.FILE_REG) {
+      const kind = files.get(v.fileId)?.kind;
+      if (kind !== FileKind.FILE_REG && kind !== FileKind.FILE_UNLINKED) {
         fail(file, `${at}: refers to no regular file (#${v.fileId})`);
       }
     }

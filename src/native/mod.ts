@@ -242,6 +242,29 @@ export const fd = {
   pread(n: number, buf: Uint8Array<ArrayBuffer>, off: number): number {
     return check(native().ck_pread(n, buf, BigInt(buf.length), BigInt(off)), "pread", `fd ${n}`);
   },
+  pwriteAll(n: number, buf: Uint8Array<ArrayBuffer>, off: bigint): void {
+    let done = 0;
+    while (done < buf.length) {
+      const part = buf.subarray(done);
+      done += check(
+        native().ck_pwrite(n, part, BigInt(part.length), off + BigInt(done)),
+        "pwrite",
+        `fd ${n}`,
+      );
+    }
+  },
+  /** fstatfs(2): the filesystem's magic (f_type) and block size. */
+  fstatfs(n: number): { type: bigint; bsize: bigint } {
+    const out = new BigUint64Array(2);
+    check(native().ck_fstatfs(n, new Uint8Array(out.buffer)), "fstatfs", `fd ${n}`);
+    return { type: out[0], bsize: out[1] };
+  },
+  fchmod(n: number, mode: number): void {
+    check(native().ck_fchmod(n, mode), "fchmod", `fd ${n}`);
+  },
+  fchown(n: number, uid: number, gid: number): void {
+    check(native().ck_fchown(n, uid, gid), "fchown", `fd ${n}`);
+  },
   lseek(n: number, off: bigint, whence: number): bigint {
     const rc = native().ck_lseek(n, off, whence);
     check(rc, "lseek", `fd ${n}`);

@@ -2,7 +2,13 @@
 // (anonymous, from a file, from a memfd for shared anonymous memory), which
 // page runs fill it, where [vvar]/[vdso] must move, and where the restorer
 // itself can live without overlapping anything the task will have.
-import { type FileEntry, type PageRun, type Vma, VmaKind } from "../gen/ckpt/images_pb.ts";
+import {
+  type FileEntry,
+  FileKind,
+  type PageRun,
+  type Vma,
+  VmaKind,
+} from "../gen/ckpt/images_pb.ts";
 import type { Piece } from "../images/chain.ts";
 import { RestoreError } from "../errors.ts";
 import { PAGE_SIZE } from "../images/format.ts";
@@ -59,7 +65,9 @@ export function checkedWhileCopying(vmas: Vma[], runs: PageRun[], lazy: boolean)
 }
 
 /** Opens the fds mappings need (files, memfds); `serviceFd` hands each one a
- * number in the service range and returns it. */
+ * number in the service range and returns it. `objectFd` is ckpt's own fd
+ * for a file entry that is an object (a memfd, a deleted file): the one its
+ * fds were reopened from, so the mapping and the fds share it. */
 export function planMemory(
   pid: number,
   vmas: Vma[],
@@ -68,11 +76,21 @@ export function planMemory(
   validation: FileValidation,
   serviceFd: (parentFd: number) => number,
   shmem: SharedObjects,
+  objectFd: (fileId: number, where: string) => number,
   lazy = false,
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
   const fileFd = (v: Vma, write: boolean): number => {
     const f = files.get(v.fileId);
+    if (f?.kind === FileKind.FILE_UNLINKED) {
+      const key = `#${v.fileId}`;
+      let n = fileFds.get(key);
+      if (n === undefined) {
+        const own = objectFd(v.fileId, `pid ${pid}: mapping at ${hex(v.start)}`);
+        fileFds.set(key, n = serviceFd(fdops.dupAbove(own, 100)));
+      }
+      return n;
+    }
     const r = f?.reg;
     if (!r) {
       throw new RestoreError(

@@ -132,6 +132,7 @@ export function taskPlan(
     opts.fileValidation ?? "filesize",
     service,
     shmem,
+    (id, where) => opened.get(id, where, core),
     opts.lazyPages,
   );
   plan.vmas = mem.vmas;

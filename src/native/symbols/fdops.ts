@@ -27,4 +27,8 @@ export const fdSymbols = {
   ck_flock: { parameters: ["i32", "i32"], result: "i64" },
   ck_openat2: { parameters: ["i32", "buffer", "u64", "u64", "u64"], result: "i64" },
   ck_unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i64" },
+  ck_pwrite: { parameters: ["i32", "buffer", "usize", "u64"], result: "i64" },
+  ck_fstatfs: { parameters: ["i32", "buffer"], result: "i64" },
+  ck_fchmod: { parameters: ["i32", "u32"], result: "i64" },
+  ck_fchown: { parameters: ["i32", "u32", "u32"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
