@@ -346,10 +346,14 @@ export const unlinkedOpen: FileKindOps = {
     }
     const master = ctx.get(o.inodeId, where);
     // A reopen is a new open file description of the same inode, with this
-    // one's own access mode and status flags.
+    // one's own access mode and status flags. Not O_NOFOLLOW (shm_open
+    // opens with it): through /proc/self/fd that refuses the magic link.
     let n: number;
     try {
-      n = fdops.open(`/proc/self/fd/${master}`, (o.flags & OPEN_MASK) | O.CLOEXEC);
+      n = fdops.open(
+        `/proc/self/fd/${master}`,
+        (o.flags & OPEN_MASK & ~O.NOFOLLOW) | O.CLOEXEC,
+      );
     } catch (err) {
       throw new RestoreError(`${where}: cannot reopen it: ${(err as Error).message}`);
     }

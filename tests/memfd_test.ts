@@ -1,0 +1,218 @@
+// memfds, files deleted while open or mapped, and POSIX shared memory: one
+// object for every fd and mapping of it, in every task, after restore —
+// content (holes kept), seals, names and sharing checked by what the
+// restored processes do; python's multiprocessing.Pool (semaphores in
+// unlinked /dev/shm files) still computing; what cannot be saved refused at
+// dump with the tree running on.
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../src/deps/std_assert.ts";
+import { runCkpt } from "./helpers/ckpt.ts";
+import {
+  alive,
+  gone,
+  killAndForget,
+  readText,
+  startSession,
+  tempDir,
+  until,
+  WORKLOADS,
+} from "./helpers/proc.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** Every pid of the tree below pid (pid first), read from /proc. */
+function treeOf(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    let tids: string[] = [];
+    try {
+      tids = [...Deno.readDirSync(`/proc/${out[i]}/task`)].map((e) => e.name);
+    } catch { /* gone */ }
+    for (const t of tids) {
+      const kids = readText(`/proc/${out[i]}/task/${t}/children`).trim();
+      if (kids) out.push(...kids.split(/\s+/).map(Number));
+    }
+  }
+  return out;
+}
+
+/** Kills the tree at once (a child killed first would wait as a zombie of
+ * its living parent), then waits for every pid to be free. */
+async function killTree(pid: number): Promise<void> {
+  const tree = treeOf(pid);
+  for (const p of tree) {
+    try {
+      Deno.kill(p, "SIGKILL");
+    } catch { /* gone */ }
+  }
+  for (const p of tree) await killAndForget(p);
+}
+
+async function dumpAndRestore(pid: number, images: string, status?: Promise<unknown>) {
+  const tree = treeOf(pid);
+  const d = await runCkpt(["dump", "-t", String(pid), "-D", images]);
+  assertEquals(d.code, 0, `dump failed: ${d.stderr}`);
+  await status;
+  for (const p of tree) await until(`pid ${p} free`, () => gone(p));
+  const r = await runCkpt(["restore", "-D", images, "-d"]);
+  assertEquals(r.code, 0, `restore failed: ${r.stderr}`);
+  return tree;
+}
+
+/** "key=value" pairs of a round line of the memfd workload. */
+function fields(line: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const [, k, v] of line.matchAll(/ (\w+)=(.*?)(?= \w+=|$)/g)) m.set(k, v);
+  return m;
+}
+
+Deno.test("memfds and unlinked shm objects: fds and mappings of parent and child share one object after restore; content, holes, seals, names kept", async () => {
+  const dir = await tempDir("memfd");
+  const log = `${dir}/log`;
+  const p = startSession([`${WORKLOADS}/memfd`, dir]);
+  try {
+    await until("workload start", () => readText(log).includes("start"));
+    await until("child forked", () => treeOf(p.pid).length === 2);
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("round 1", () => readText(log).includes("round 1 "));
+    const before = fields(readText(log).match(/round 1 .*/)![0]);
+    assert(![...before.values()].includes("BAD"), `before the dump: ${[...before]}`);
+    const tree = await dumpAndRestore(p.pid, `${dir}/images`, p.status);
+    assertEquals(
+      [...Deno.readDirSync("/dev/shm")].filter((e) => e.name.includes(`ckpt-memfd-${p.pid}`)),
+      [],
+      "recreated shm files are unlinked again",
+    );
+    assert(tree.every(alive), "parent and child restored");
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("round 2", () => readText(log).includes("round 2 "));
+    const after = fields(readText(log).match(/round 2 .*/)![0]);
+    // Writes through A's fd seen through both mappings and the child's; the
+    // child's writes (its own open of A, the shm mappings) seen here; the
+    // O_RDONLY reopen still read-only at its offset; the private mapping
+    // keeps its copied page; every seal refuses what it refused.
+    assertEquals([...after], [...before]);
+    assertEquals(after.get("name"), "/memfd:ckpt-a (deleted)");
+    assertEquals(after.get("statfs"), "0x1021994", "a real memfd (tmpfs)");
+    assertEquals(after.get("layout"), "0-4096,8192-12288,524288-528384", "holes stay holes");
+    assertEquals(after.get("b_seals"), "0xf");
+    assertEquals(after.get("c_seals"), "0x10");
+    assertEquals(after.get("ro_pos"), "100");
+    assertEquals(after.get("c_old_mapping"), "ok", "mapped before F_SEAL_FUTURE_WRITE again");
+    // The objects are the very same in both tasks.
+    const [parent, child] = tree;
+    const objects = (pid: number) =>
+      readText(`/proc/${pid}/maps`).split("\n").filter((l) => /memfd:|\/dev\/shm\//.test(l))
+        .map((l) => l.split(/\s+/).slice(4).join(" "));
+    assertEquals(objects(child), objects(parent));
+  } finally {
+    await killTree(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a file deleted while open twice and mapped shared and privately is one object again", async () => {
+  const dir = await tempDir("deleted");
+  Deno.mkdirSync(`${dir}/sub`);
+  const log = `${dir}/log`;
+  const prog = [
+    "import mmap, os, sys, time",
+    `d = "${dir}/sub"`,
+    'fd1 = os.open(f"{d}/data", os.O_RDWR | os.O_CREAT, 0o640)',
+    "os.ftruncate(fd1, 3 * 4096)",
+    "os.fchown(fd1, 4321, 4322)",
+    'fd2 = os.open(f"{d}/data", os.O_RDONLY)',
+    "os.lseek(fd2, 3, 0)",
+    "m = mmap.mmap(fd1, 3 * 4096, mmap.MAP_SHARED)",
+    'lib = os.open(f"{d}/lib", os.O_RDWR | os.O_CREAT, 0o755)',
+    'os.write(lib, b"library bytes".ljust(8192, b"."))',
+    "priv = mmap.mmap(lib, 8192, mmap.MAP_PRIVATE)",
+    "os.close(lib)",
+    'priv[0:7] = b"patched"',
+    'os.unlink(f"{d}/data"); os.unlink(f"{d}/lib")',
+    `out = open("${log}", "a")`,
+    "i = 0",
+    "while True:",
+    '    tok = f"tok-{i:06d}".encode()',
+    "    os.pwrite(fd1, tok, 4096 + 100)",
+    "    st = os.fstat(fd1)",
+    "    ok = m[4196:4206] == tok and os.pread(fd2, 10, 4196) == tok",
+    "    print(i, 'shared=' + str(ok), 'pos=' + str(os.lseek(fd2, 0, 1)),",
+    "          'priv=' + priv[0:13].decode(), 'page2=' + priv[4096:4100].decode(),",
+    "          'mode=' + oct(st.st_mode & 0o777), 'owner=%d:%d' % (st.st_uid, st.st_gid),",
+    "          'blocks=' + str(st.st_blocks), file=out, flush=True)",
+    "    i += 1",
+    "    time.sleep(0.02)",
+  ].join("\n");
+  const p = startSession(["python3", "-c", prog]);
+  try {
+    await until("python runs", () => readText(log).includes("shared="));
+    const line = (s: string) => s.trim().split("\n").at(-1)!.replace(/^\d+ /, "");
+    const before = line(readText(log));
+    assertEquals(
+      before,
+      "shared=True pos=3 priv=patched bytes page2=.... mode=0o640 owner=4321:4322 blocks=8",
+    );
+    await dumpAndRestore(p.pid, `${dir}/images`, p.status);
+    const n = readText(log).length;
+    await until("restored copy runs", () => readText(log).slice(n).split("\n").length > 3);
+    assertEquals(line(readText(log)), before, "one object: fds, mappings, owner, holes");
+    assertEquals([...Deno.readDirSync(`${dir}/sub`)], [], "recreated files are unlinked again");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("python multiprocessing.Pool(2) keeps computing after restore", async () => {
+  const dir = await tempDir("pool");
+  const p = startSession(["python3", `${ROOT}/tests/workloads/pool.py`, dir]);
+  const read = () => {
+    const [batches, count, total] = readText(`${dir}/sum`).trim().split(" ").map(BigInt);
+    return { batches: batches ?? 0n, count: count ?? 0n, total: total ?? 0n };
+  };
+  const right = ({ count, total }: { count: bigint; total: bigint }) =>
+    total === (count - 1n) * count * (2n * count - 1n) / 6n;
+  try {
+    await until("pool computing", () => read().batches >= 5n, 20_000);
+    const tree = await dumpAndRestore(p.pid, `${dir}/images`, p.status);
+    assertEquals(tree.length, 3, "the pool's two workers are in the tree");
+    const atDump = read();
+    assert(right(atDump), `sum at dump ${atDump.total} for ${atDump.count}`);
+    await until("pool computing after restore", () => read().batches >= atDump.batches + 20n);
+    const later = read();
+    assert(right(later), `sum after restore ${later.total} for ${later.count}`);
+    assert(tree.every(alive), "the workers are still there");
+  } finally {
+    await killTree(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a hugetlb memfd and a memfd over the size limit are refused at dump, by name, the tree running on", async () => {
+  const dir = await tempDir("memfd-refused");
+  const log = `${dir}/log`;
+  const prog = [
+    "import os, time",
+    'h = os.memfd_create("huge", os.MFD_HUGETLB)',
+    'big = os.memfd_create("big")',
+    "os.write(big, b'x' * (65 << 20))",
+    `out = open("${log}", "a")`,
+    "i = 0",
+    "while True:",
+    "    print(i, file=out, flush=True); i += 1; time.sleep(0.02)",
+  ].join("\n");
+  const p = startSession(["python3", "-c", prog]);
+  try {
+    await until("python runs", () => readText(log).includes("0\n"));
+    const r = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/images`]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /fd 3 of pid \d+ \(\/memfd:huge \(deleted\)\): a hugetlb memfd/);
+    assertStringIncludes(r.stderr, "(/memfd:big (deleted)) holds more than 64.0 MiB of data");
+    const n = readText(log).length;
+    await until("still running", () => readText(log).length > n);
+    assert(alive(p.pid));
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
