@@ -58,7 +58,7 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
     const tFrozen = performance.now();
     const claims: SharedClaims = new Map();
     // Mappings only: their files are not saved by a pre-dump.
-    const files = new FileCollector({ shellJob: true });
+    const files = new FileCollector({ shellJob: true, mappingsOnly: true });
     const plans: { pid: number; runs: PageRun[] }[] = [];
     const kept = new Set<number>();
     for (const { pid: p } of tree) {

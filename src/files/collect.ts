@@ -27,6 +27,9 @@ export interface FileOptions {
   shellJob: boolean;
   /** --ext-unix-sk / --external values that let sockets with outside peers go. */
   unix?: { extUnixSk: string[]; external: string[] };
+  /** A pre-dump: mappings are looked at for their pages only, the objects
+   * behind memfd and deleted-file mappings are not described (nor read). */
+  mappingsOnly?: boolean;
 }
 
 interface Seen {
@@ -89,8 +92,10 @@ export class FileCollector {
   private readonly releasers: (() => void)[] = [];
   private readonly pidfds = new Map<number, number>();
   private readonly ctx: DumpContext;
+  private readonly mappingsOnly: boolean;
 
   constructor(opts: FileOptions) {
+    this.mappingsOnly = !!opts.mappingsOnly;
     this.ctx = {
       shellJob: opts.shellJob,
       unix: opts.unix ?? { extUnixSk: [], external: [] },
@@ -140,7 +145,7 @@ export class FileCollector {
   /** The entry a mapping of a memfd or of a deleted file refers to (the
    * object its fds share), or undefined for a file that still has a name. */
   unlinkedMapping(pid: number, e: MapsEntry): number | undefined {
-    return unlinkedMapping(pid, e, this.ctx);
+    return this.mappingsOnly ? 0 : unlinkedMapping(pid, e, this.ctx);
   }
 
   /** The fd table of pid; an fd that cannot be dumped is recorded as a

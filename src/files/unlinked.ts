@@ -35,7 +35,8 @@ export const MAX_TOTAL_BYTES = 192 << 20;
 const DELETED = " (deleted)";
 const MEMFD = "/memfd:";
 const MEMFD_NAME_MAX = 249; // NAME_MAX - strlen("memfd:")
-const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
+const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2, MFD_NOEXEC_SEAL = 8, MFD_EXEC = 0x10;
+const EINVAL = 22, EACCES = 13;
 const F_ADD_SEALS = 1033, F_GET_SEALS = 1034;
 export const F_SEAL = {
   SEAL: 1,
@@ -117,8 +118,9 @@ function objectOf(
   const memfd = !visible && path.startsWith(MEMFD);
   if (!visible && !memfd) {
     // Shared anonymous memory and SysV segments have their own handling
-    // (memory.ts); an fd on them, or on an internal mount, is not a file.
-    throw new DumpError(`${where}: an object on an internal mount cannot be dumped yet`);
+    // (memory.ts); an fd on them, or on another internal mount, is no file.
+    const what = path === "/[aio]" ? "an AIO ring (io_setup)" : "an object on an internal mount";
+    throw new DumpError(`${where}: ${what} cannot be dumped yet`);
   }
   const name = memfd ? path.slice(MEMFD.length) : path;
   if (!memfd) {
@@ -135,7 +137,12 @@ function objectOf(
       );
     }
   }
-  const n = openIt();
+  let n: number;
+  try {
+    n = openIt();
+  } catch (err) {
+    throw new DumpError(`${where}: cannot open it to save it: ${(err as Error).message}`);
+  }
   let inode: UnlinkedInode;
   try {
     let seals = 0;
@@ -146,7 +153,13 @@ function objectOf(
       seals = fdops.fcntl(n, F_GET_SEALS);
     }
     const size = BigInt(st.size);
-    const data = dataRanges(n, size, where, s);
+    let data;
+    try {
+      data = dataRanges(n, size, where, s);
+    } catch (err) {
+      if (err instanceof DumpError) throw err;
+      throw new DumpError(`${where}: cannot read it: ${(err as Error).message}`);
+    }
     inode = create(UnlinkedInodeSchema, {
       memfd,
       name,
@@ -266,6 +279,7 @@ export const unlinkedInode: FileKindOps = {
     }
     if ((u.seals & ~KNOWN_SEALS) !== 0) fail(`unknown seals 0x${u.seals.toString(16)}`);
     if (u.mode > 0o7777) fail("mode out of range");
+    if (u.size > BigInt(Number.MAX_SAFE_INTEGER)) fail("size out of range");
     let end = 0n, bytes = 0;
     for (const r of u.data) {
       if (r.offset < end) fail("data ranges unsorted or overlapping");
@@ -279,10 +293,8 @@ export const unlinkedInode: FileKindOps = {
   open(f, ctx, where) {
     const u = f.unlinked!;
     const what = u.memfd ? `memfd ${u.name}` : `deleted file ${u.name}`;
-    // Made with the permission to seal in every case: a memfd made without
-    // it has exactly F_SEAL_SEAL, which adding F_SEAL_SEAL gives back.
     const n = u.memfd
-      ? fdops.memfd(u.name, MFD_CLOEXEC | MFD_ALLOW_SEALING)
+      ? makeMemfd(u, where)
       : recreateGhost(u.name, u.mode, new Uint8Array(), O.RDWR, where);
     try {
       fdops.ftruncate(n, Number(u.size));
@@ -311,6 +323,31 @@ export const unlinkedInode: FileKindOps = {
     return n;
   },
 };
+
+/** memfd_create for the dumped memfd. Made with the permission to seal in
+ * every case: one made without it has exactly F_SEAL_SEAL, which adding
+ * F_SEAL_SEAL gives back. MFD_EXEC so that vm.memfd_noexec=1 does not add
+ * F_SEAL_EXEC of its own (the dumped seals are added later, exactly). */
+function makeMemfd(u: UnlinkedInode, where: string): number {
+  const base = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+  try {
+    return fdops.memfd(u.name, base | MFD_EXEC);
+  } catch (err) {
+    const errno = err instanceof NativeError ? err.errno : 0;
+    // A kernel before 6.3 knows neither flag (nor F_SEAL_EXEC).
+    if (errno === EINVAL) return fdops.memfd(u.name, base);
+    // vm.memfd_noexec=2 refuses executable memfds.
+    if (errno === EACCES && (u.seals & F_SEAL.EXEC) !== 0) {
+      return fdops.memfd(u.name, base | MFD_NOEXEC_SEAL);
+    }
+    if (errno === EACCES) {
+      throw new RestoreError(
+        `${where}: memfd ${u.name} was executable; this host's vm.memfd_noexec=2 refuses that`,
+      );
+    }
+    throw new RestoreError(`${where}: cannot create memfd ${u.name}: ${(err as Error).message}`);
+  }
+}
 
 /** An fd's open file description on a memfd or a deleted file. */
 export const unlinkedOpen: FileKindOps = {
