@@ -216,3 +216,41 @@ Deno.test("a hugetlb memfd and a memfd over the size limit are refused at dump, 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a memfd shared with a process outside the tree is refused at dump, naming that process", async () => {
+  const dir = await tempDir("memfd-outside");
+  const log = `${dir}/log`;
+  const prog = [
+    "import os, time",
+    'fd = os.memfd_create("together")',
+    "os.write(fd, b'shared with the parent')",
+    "kid = os.fork()",
+    "if kid == 0:",
+    "    os.setsid()",
+    `    out = open("${log}", "a")`,
+    "    i = 0",
+    "    while True:",
+    "        print(os.getpid(), i, file=out, flush=True); i += 1; time.sleep(0.02)",
+    "time.sleep(1000)",
+  ].join("\n");
+  const p = startSession(["python3", "-c", prog]);
+  try {
+    await until("child runs", () => readText(log).includes(" 1\n"));
+    const kid = Number(readText(log).split(" ")[0]);
+    const r = await runCkpt(["dump", "-t", String(kid), "-D", `${dir}/images`]);
+    assertEquals(r.code, 1);
+    assertMatch(
+      r.stderr,
+      new RegExp(
+        `fd 3 of pid ${kid} \\(/memfd:together \\(deleted\\)\\): memfd together is shared with ` +
+          `pid ${p.pid} \\(python3\\), outside the tree`,
+      ),
+    );
+    const n = readText(log).length;
+    await until("still running", () => readText(log).length > n);
+    assert(alive(kid));
+  } finally {
+    await killTree(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -60,6 +60,8 @@ function isUnlinked(link: string, st: Deno.FileInfo): boolean {
 interface Known {
   id: number;
   inode: UnlinkedInode;
+  /** Where it was first seen, for messages. */
+  where: string;
 }
 
 interface DumpState {
@@ -68,11 +70,16 @@ interface DumpState {
   bytes: number;
   /** Devices (major:minor) of the mounts each pid sees. */
   mounts: Map<number, Set<string>>;
+  /** Who outside the tree holds which object ("major:minor:ino"), looked
+   * up once at the end of the dump. */
+  outside?: Map<string, string>;
 }
 
 const owner = {};
 const state = (ctx: DumpContext): DumpState =>
   ctx.local(owner, () => ({ byInode: new Map(), bytes: 0, mounts: new Map() }));
+
+const objectKey = (dev: number, ino: number | null) => `${devName(dev)}:${ino ?? 0}`;
 
 function devName(dev: number): string {
   const d = BigInt(dev);
@@ -110,7 +117,7 @@ function objectOf(
   where: string,
 ): Known {
   const s = state(ctx);
-  const key = `${st.dev}:${st.ino}`;
+  const key = objectKey(st.dev, st.ino);
   const known = s.byInode.get(key);
   if (known) return known;
   const visible = onVisibleMount(s, pid, st.dev);
@@ -176,9 +183,56 @@ function objectOf(
     fdops.close(n);
   }
   const id = ctx.addEntry({ kind: FileKind.FILE_UNLINKED, unlinked: inode });
-  const k = { id, inode };
+  const k = { id, inode, where };
   s.byInode.set(key, k);
+  // Restored, it is the tree's alone: a process outside that shares it now
+  // would silently stop seeing the tree's writes, and the tree its.
+  ctx.atFinish((pids) => {
+    s.outside ??= holdersOutside(new Set([...pids, Deno.pid]));
+    const who = s.outside.get(key);
+    if (who) {
+      throw new DumpError(
+        `${where}: ${memfd ? `memfd ${name}` : `deleted file ${name}`} is shared with ${who}, ` +
+          `outside the tree; that sharing cannot be restored (dump that process's tree instead)`,
+      );
+    }
+  });
   return k;
+}
+
+/** Every memfd and deleted file held (by an fd or a mapping) by a process
+ * not in `inside`, by object key, with who holds it. */
+function holdersOutside(inside: Set<number>): Map<string, string> {
+  const out = new Map<string, string>();
+  const maybe = (name: string) => name.startsWith(MEMFD) || name.endsWith(DELETED);
+  for (const e of Deno.readDirSync("/proc")) {
+    const pid = Number(e.name);
+    if (!Number.isInteger(pid) || pid <= 0 || inside.has(pid)) continue;
+    const note = (key: string) => {
+      if (out.has(key)) return;
+      let comm = "";
+      try {
+        comm = ` (${readProcText(pid, "comm").trim()})`;
+      } catch { /* gone */ }
+      out.set(key, `pid ${pid}${comm}`);
+    };
+    try {
+      for (const f of Deno.readDirSync(`/proc/${pid}/fd`)) {
+        const path = `/proc/${pid}/fd/${f.name}`;
+        try {
+          if (!maybe(Deno.readLinkSync(path))) continue;
+          const st = Deno.statSync(path);
+          note(objectKey(st.dev, st.ino));
+        } catch { /* closed meanwhile */ }
+      }
+      for (const line of readProcText(pid, "maps").split("\n")) {
+        const m = /^\S+ \S+ \S+ ([0-9a-f]+):([0-9a-f]+) (\d+)\s+(.*)$/.exec(line);
+        if (!m || m[3] === "0" || !maybe(m[4])) continue;
+        note(`${parseInt(m[1], 16)}:${parseInt(m[2], 16)}:${m[3]}`);
+      }
+    } catch { /* exited, or a kernel thread */ }
+  }
+  return out;
 }
 
 /** The data of [0, size) as ranges, holes left out (SEEK_DATA/SEEK_HOLE:
