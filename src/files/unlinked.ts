@@ -51,6 +51,12 @@ const SEEK_DATA = 3, SEEK_HOLE = 4;
 const ENXIO = 6;
 const HUGETLBFS_MAGIC = 0x958458f6n;
 
+const INTERNAL: Record<string, string> = {
+  "/[aio]": "an AIO ring (io_setup)",
+  "/secretmem": "a memfd_secret area",
+  "/dev/zero": "shared anonymous memory held as a file",
+};
+
 /** Whether a /proc link names something this module dumps: a memfd, or a
  * file whose last name is gone. */
 function isUnlinked(link: string, st: Deno.FileInfo): boolean {
@@ -60,8 +66,6 @@ function isUnlinked(link: string, st: Deno.FileInfo): boolean {
 interface Known {
   id: number;
   inode: UnlinkedInode;
-  /** Where it was first seen, for messages. */
-  where: string;
 }
 
 interface DumpState {
@@ -126,7 +130,7 @@ function objectOf(
   if (!visible && !memfd) {
     // Shared anonymous memory and SysV segments have their own handling
     // (memory.ts); an fd on them, or on another internal mount, is no file.
-    const what = path === "/[aio]" ? "an AIO ring (io_setup)" : "an object on an internal mount";
+    const what = INTERNAL[path] ?? "an object on an internal mount";
     throw new DumpError(`${where}: ${what} cannot be dumped yet`);
   }
   const name = memfd ? path.slice(MEMFD.length) : path;
@@ -183,7 +187,7 @@ function objectOf(
     fdops.close(n);
   }
   const id = ctx.addEntry({ kind: FileKind.FILE_UNLINKED, unlinked: inode });
-  const k = { id, inode, where };
+  const k = { id, inode };
   s.byInode.set(key, k);
   // Restored, it is the tree's alone: a process outside that shares it now
   // would silently stop seeing the tree's writes, and the tree its.
