@@ -4,7 +4,24 @@
 // restored processes do; python's multiprocessing.Pool (semaphores in
 // unlinked /dev/shm files) still computing; what cannot be saved refused at
 // dump with the tree running on.
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "../src/deps/std_assert.ts";
+import { create } from "@bufbuild/protobuf";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+  assertThrows,
+} from "../src/deps/std_assert.ts";
+import {
+  DataRangeSchema,
+  FileEntrySchema,
+  FileKind,
+  FilesImageSchema,
+  UnlinkedInodeSchema,
+  UnlinkedOpenSchema,
+} from "../src/gen/ckpt/images_pb.ts";
+import { ImageError } from "../src/errors.ts";
+import { validateFiles } from "../src/images/validate.ts";
 import { runCkpt } from "./helpers/ckpt.ts";
 import {
   alive,
@@ -253,4 +270,45 @@ Deno.test("a memfd shared with a process outside the tree is refused at dump, na
     await killTree(p.pid);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("damaged memfd and deleted-file entries are refused before anything is made", () => {
+  const inode = (over: Record<string, unknown>) =>
+    create(FileEntrySchema, {
+      id: 1,
+      kind: FileKind.FILE_UNLINKED,
+      unlinked: create(UnlinkedInodeSchema, {
+        memfd: true,
+        name: "x",
+        size: 8192n,
+        data: [create(DataRangeSchema, { offset: 4096n, data: new Uint8Array(4096) })],
+        ...over,
+      }),
+    });
+  const check = (...files: ReturnType<typeof inode>[]) =>
+    validateFiles("/img", create(FilesImageSchema, { files }));
+  assertEquals(check(inode({})).size, 1, "a well-formed one passes");
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ size: 4096n }, /data beyond the object's size/],
+    [{
+      data: [
+        create(DataRangeSchema, { offset: 4096n, data: new Uint8Array(10) }),
+        create(DataRangeSchema, { offset: 0n, data: new Uint8Array(10) }),
+      ],
+    }, /unsorted or overlapping/],
+    [{ seals: 0x40 }, /unknown seals 0x40/],
+    [{ name: "n".repeat(250) }, /memfd name is invalid/],
+    [{ memfd: false, name: "relative/path" }, /deleted file path "relative\/path" is invalid/],
+  ];
+  for (const [over, why] of bad) {
+    const err = assertThrows(() => check(inode(over)), ImageError);
+    assertMatch(err.message, why);
+    assertStringIncludes(err.message, "/img/files.img: file #1");
+  }
+  const open = create(FileEntrySchema, {
+    id: 2,
+    kind: FileKind.FILE_UNLINKED_OPEN,
+    unlinkedOpen: create(UnlinkedOpenSchema, { inodeId: 0 }),
+  });
+  assertMatch(assertThrows(() => check(open), ImageError).message, /refers to no inode/);
 });
