@@ -180,24 +180,26 @@ Deno.test("a file deleted while open twice and mapped shared and privately is on
   }
 });
 
-Deno.test("python multiprocessing.Pool(2) keeps computing after restore", async () => {
+Deno.test("python multiprocessing.Pool(2) with a shared Value keeps computing after restore", async () => {
   const dir = await tempDir("pool");
   const p = startSession(["python3", `${ROOT}/tests/workloads/pool.py`, dir]);
   const read = () => {
-    const [batches, count, total] = readText(`${dir}/sum`).trim().split(" ").map(BigInt);
-    return { batches: batches ?? 0n, count: count ?? 0n, total: total ?? 0n };
+    const [batches, count, total, shared] = readText(`${dir}/sum`).trim().split(" ").map(BigInt);
+    return { batches: batches ?? 0n, count: count ?? 0n, total: total ?? 0n, shared };
   };
-  const right = ({ count, total }: { count: bigint; total: bigint }) =>
-    total === (count - 1n) * count * (2n * count - 1n) / 6n;
+  // The workers' sum is right, and what they added to the shared Value
+  // (under its lock) reached the parent.
+  const right = ({ count, total, shared }: { count: bigint; total: bigint; shared?: bigint }) =>
+    total === (count - 1n) * count * (2n * count - 1n) / 6n && shared === total;
   try {
     await until("pool computing", () => read().batches >= 5n, 20_000);
     const tree = await dumpAndRestore(p.pid, `${dir}/images`, p.status);
     assertEquals(tree.length, 3, "the pool's two workers are in the tree");
     const atDump = read();
-    assert(right(atDump), `sum at dump ${atDump.total} for ${atDump.count}`);
+    assert(right(atDump), `at dump: ${JSON.stringify(atDump, (_, v) => String(v))}`);
     await until("pool computing after restore", () => read().batches >= atDump.batches + 20n);
     const later = read();
-    assert(right(later), `sum after restore ${later.total} for ${later.count}`);
+    assert(right(later), `after restore: ${JSON.stringify(later, (_, v) => String(v))}`);
     assert(tree.every(alive), "the workers are still there");
   } finally {
     await killTree(p.pid);
