@@ -90,8 +90,10 @@ Deno.test("memfds and unlinked shm objects: fds and mappings of parent and child
     await until("workload start", () => readText(log).includes("start"));
     await until("child forked", () => treeOf(p.pid).length === 2);
     Deno.kill(p.pid, "SIGUSR1");
-    await until("round 1", () => readText(log).includes("round 1 "));
-    const before = fields(readText(log).match(/round 1 .*/)![0]);
+    // A round is logged in pieces: wait for its whole line.
+    const round = (n: number) => readText(log).match(new RegExp(`round ${n} .* size=\\d+\n`))?.[0];
+    await until("round 1", () => !!round(1));
+    const before = fields(round(1)!.trim());
     assert(![...before.values()].includes("BAD"), `before the dump: ${[...before]}`);
     const tree = await dumpAndRestore(p.pid, `${dir}/images`, p.status);
     assertEquals(
@@ -101,8 +103,8 @@ Deno.test("memfds and unlinked shm objects: fds and mappings of parent and child
     );
     assert(tree.every(alive), "parent and child restored");
     Deno.kill(p.pid, "SIGUSR1");
-    await until("round 2", () => readText(log).includes("round 2 "));
-    const after = fields(readText(log).match(/round 2 .*/)![0]);
+    await until("round 2", () => !!round(2));
+    const after = fields(round(2)!.trim());
     // Writes through A's fd seen through both mappings and the child's; the
     // child's writes (its own open of A, the shm mappings) seen here; the
     // O_RDONLY reopen still read-only at its offset; the private mapping
