@@ -166,8 +166,19 @@ export function planPages(
         }
         const unchanged = parent && (r.categories & PAGE_IS.WPALLOWED) !== 0n &&
           (r.categories & PAGE_IS.WRITTEN) === 0n;
-        if (unchanged) splitByCoverage(parent, r.start, r.end, add);
-        else add(r.start, r.end, false);
+        if (!unchanged) add(r.start, r.end, false);
+        else if ((r.categories & PAGE_IS.PRESENT) !== 0n) {
+          splitByCoverage(parent, r.start, r.end, add);
+        } else {
+          // Not present, not written since tracking began, and not in the
+          // parent: the write-protect marker tracking left on a page that
+          // had nothing to save (a file page never copied, an anonymous page
+          // never touched) reads as swapped. A page really swapped out was
+          // saved by the parent, so only its covered parts are wanted.
+          splitByCoverage(parent, r.start, r.end, (a, b, inParent) => {
+            if (inParent) add(a, b, true);
+          });
+        }
       }
     }
   } finally {
