@@ -10,6 +10,8 @@ comptime {
     _ = @import("probe.zig");
     _ = @import("sockdiag.zig");
     _ = @import("unixsk.zig");
+    _ = @import("anonfd.zig");
+    _ = @import("fdtable.zig");
     _ = @import("tracking.zig");
     _ = @import("notify.zig");
 }

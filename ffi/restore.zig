@@ -71,6 +71,8 @@ fn check(fd: i32, pid: i32, stage: abi.Stage, rc: usize, detail: u64) void {
 }
 
 const F_DUPFD = 0;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 const PR_SET_PDEATHSIG = 1;
 const RSEQ_FLAG_UNREGISTER = 1;
 const RSEQ_SIG_GLIBC_X86 = 0x53053053;
@@ -167,21 +169,71 @@ fn layOutFds(p: *abi.Header, status_fd0: i32) i32 {
     var status_fd = status_fd0;
     const moves: [*]abi.FdMove = @ptrFromInt(@intFromPtr(p) + p.fds_off);
     const n: usize = @intCast(p.n_fds);
-    var top: i32 = status_fd;
-    for (moves[0..n]) |m| top = @max(top, @max(m.src, m.dst));
-    const park = top + 1;
-    for (moves[0..n]) |*m| {
-        const rc = sys.syscall3(NR.fcntl, sys.int(m.src), F_DUPFD, sys.int(park));
-        check(status_fd, pid, .fds, rc, @intCast(m.src));
-        m.src = @intCast(rc);
-    }
-    const parked_status = sys.syscall3(NR.fcntl, sys.int(status_fd), F_DUPFD, sys.int(park));
-    check(status_fd, pid, .fds, parked_status, 0);
-    status_fd = @intCast(parked_status);
+    // Every source goes straight to its number (a parallel move: a move
+    // waits while its number is still a pending move's source; a cycle is
+    // broken by moving one source above every number), and a source is
+    // closed once no move needs it. So the task never holds much more than
+    // its own fds: parking them all first would need twice as many, more
+    // than the fd limit allows for a task with tens of thousands.
+    var top: i32 = @max(status_fd, p.status_fd);
+    var max_dst: i32 = p.status_fd;
     for (moves[0..n]) |m| {
-        const flags: usize = if (m.cloexec != 0) sys.O_CLOEXEC else 0;
-        check(status_fd, pid, .fds, sys.syscall3(NR.dup3, sys.int(m.src), sys.int(m.dst), flags), @intCast(m.dst));
+        top = @max(top, @max(m.src, m.dst));
+        max_dst = @max(max_dst, m.dst);
     }
+    const moved_status = sys.syscall3(NR.fcntl, sys.int(status_fd), F_DUPFD, sys.int(max_dst + 1));
+    check(status_fd, pid, .fds, moved_status, 0);
+    status_fd = @intCast(moved_status);
+    const slots: usize = @as(usize, @intCast(@max(top, status_fd))) + n + 64;
+    const mem = sys.syscall6(NR.mmap, 0, slots * 4, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, sys.int(@as(i32, -1)), 0);
+    check(status_fd, pid, .fds, mem, 1);
+    // Pending uses of each number as a source; `placed`: a move's number.
+    const uses: [*]u32 = @ptrFromInt(mem);
+    const placed: u32 = 1 << 31;
+    for (moves[0..n]) |m| uses[@intCast(m.src)] += 1;
+    var left = n;
+    while (left > 0) {
+        var progress = false;
+        for (moves[0..n]) |*m| {
+            if (m.src < 0) continue;
+            const src: usize = @intCast(m.src);
+            const dst: usize = @intCast(m.dst);
+            if (dst != src and uses[dst] & ~placed != 0) continue;
+            if (dst == src) {
+                const fl: usize = if (m.cloexec != 0) FD_CLOEXEC else 0;
+                check(status_fd, pid, .fds, sys.syscall3(NR.fcntl, src, F_SETFD, fl), @intCast(m.dst));
+            } else {
+                const flags: usize = if (m.cloexec != 0) sys.O_CLOEXEC else 0;
+                check(status_fd, pid, .fds, sys.syscall3(NR.dup3, src, dst, flags), @intCast(m.dst));
+            }
+            uses[dst] |= placed;
+            uses[src] -= 1;
+            if (uses[src] == 0) _ = sys.syscall1(NR.close, src);
+            m.src = -1;
+            left -= 1;
+            progress = true;
+        }
+        if (progress) continue;
+        for (moves[0..n]) |*m| {
+            if (m.src < 0) continue;
+            const old: usize = @intCast(m.src);
+            const t = sys.syscall3(NR.fcntl, old, F_DUPFD, sys.int(max_dst + 1));
+            check(status_fd, pid, .fds, t, @intCast(m.src));
+            if (t >= slots) fail(status_fd, pid, .fds, sys.int(@as(isize, -24)), @intCast(t));
+            for (moves[0..n]) |*o| {
+                if (o.src != m.src or o == m) continue;
+                o.src = @intCast(t);
+                uses[t] += 1;
+                uses[old] -= 1;
+            }
+            m.src = @intCast(t);
+            uses[t] += 1;
+            uses[old] -= 1;
+            if (uses[old] == 0) _ = sys.syscall1(NR.close, old);
+            break;
+        }
+    }
+    _ = sys.syscall2(NR.munmap, mem, slots * 4);
     check(status_fd, pid, .fds, sys.syscall3(NR.dup3, sys.int(status_fd), sys.int(p.status_fd), 0), 1000);
     status_fd = p.status_fd;
     var next: i32 = 0;

@@ -133,3 +133,37 @@ export fn ck_unix_recv(fd: i32, buf: [*]u8, len: usize, addr: [*]u8, addrlen: *u
     }
     return ret(rc);
 }
+
+const SO_PASSCRED = 16;
+const SO_RCVBUF = 8;
+const SO_SNDBUF = 7;
+const SO_PEEK_OFF = 42;
+const NR_pidfd_getfd = 438;
+
+/// What a dump reads of every socket, in one call: out[0] the name's
+/// length, out[1..5] SO_PASSCRED, SO_RCVBUF, SO_SNDBUF, SO_PEEK_OFF, then
+/// the name (112 bytes). fd is taken from the process behind pidfd (pidfd
+/// < 0: fd is ckpt's own); returns ckpt's fd for the socket (the caller
+/// closes a copy) or -errno.
+export fn ck_unix_describe(pidfd: i32, fd: i32, out: *[5 + 28]u32) i64 {
+    var n = fd;
+    if (pidfd >= 0) {
+        const c = sys.syscall3(NR_pidfd_getfd, sys.int(pidfd), sys.int(fd), 0);
+        if (sys.isErr(c)) return ret(c);
+        n = @intCast(c);
+    }
+    const name: [*]u8 = @ptrCast(&out[5]);
+    out[0] = 112;
+    var rc = sys.syscall3(NR_getsockname, sys.int(n), sys.ptr(name), sys.ptr(&out[0]));
+    const opts = [_]i32{ SO_PASSCRED, SO_RCVBUF, SO_SNDBUF, SO_PEEK_OFF };
+    for (opts, 1..) |o, k| {
+        if (sys.isErr(rc)) break;
+        var len: u32 = 4;
+        rc = sys.syscall5(sys.NR.getsockopt, sys.int(n), SOL_SOCKET, sys.int(o), sys.ptr(&out[k]), sys.ptr(&len));
+    }
+    if (sys.isErr(rc)) {
+        if (n != fd) _ = sys.syscall1(sys.NR.close, sys.int(n));
+        return ret(rc);
+    }
+    return n;
+}

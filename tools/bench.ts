@@ -1,7 +1,7 @@
 // deno task bench: dump and restore times of real processes next to the
 // machine's own ceilings measured in the same run — dd writing the same
 // amount to the same tmpfs, and an in-memory copy — as medians and ratios.
-// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads,migrate] [--dir /dev/shm]
+// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads,fds,migrate] [--dir /dev/shm]
 import { parseArgs } from "../src/deps/std_cli.ts";
 
 const args = parseArgs(Deno.args, { string: ["runs", "only", "dir"] });
@@ -34,6 +34,14 @@ const SHAPES: Shape[] = [
     label: "1 process, 64 threads",
     mib: 16,
     argv: (d) => [`${wl}/fanout`, d, "1", "16", "64"],
+  },
+  {
+    // A server's descriptors: 10,000 UNIX sockets, 16 timerfds and 16
+    // eventfds, all in one epoll set.
+    key: "fds",
+    label: "10k sockets in 1 epoll",
+    mib: 1,
+    argv: (d) => [`${wl}/epollbench`, d, "10000"],
   },
 ];
 const only = args.only ? String(args.only).split(",") : [...SHAPES.map((s) => s.key), "migrate"];

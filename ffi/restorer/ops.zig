@@ -8,8 +8,6 @@ const abi = @import("abi.zig");
 const F_DUPFD_CLOEXEC = 1030;
 const F_GETFD = 1;
 const FD_CLOEXEC = 1;
-/// Parked fds go this high, above any number a plan lays out.
-const park_min: usize = 1 << 20;
 
 pub const Failure = struct { rc: usize, index: u64 };
 
@@ -21,7 +19,7 @@ pub fn run(comptime sys: type, p: *abi.Header, phase: u32) ?Failure {
     while (i < p.n_ops) : (i += 1) {
         const o = &ops[i];
         if (o.phase != phase) continue;
-        const rc = one(sys, o, ops, data);
+        const rc = one(sys, o, ops, data, parkMin(p));
         if (sys.isErr(rc) and o.flags & abi.op_flag_may_fail == 0) return .{ .rc = rc, .index = i };
     }
     return null;
@@ -31,7 +29,17 @@ fn arg(o: *const abi.Op, data: usize, k: u5) u64 {
     return if (o.ptr_mask & (@as(u32, 1) << k) != 0) data + o.a[k] else o.a[k];
 }
 
-fn one(comptime sys: type, o: *abi.Op, ops: [*]abi.Op, data: usize) usize {
+/// Where a swap parks what it displaces: above every number the plan lays
+/// out (the status fd is the highest), and so below the fd limit too.
+fn parkMin(p: *const abi.Header) usize {
+    const hi = @max(p.service_hi, p.status_fd);
+    return @intCast(@max(hi, 2) + 1);
+}
+
+/// A swap whose fd is already at its number: nothing to put back.
+const swap_noop: u64 = ~@as(u64, 1);
+
+fn one(comptime sys: type, o: *abi.Op, ops: [*]abi.Op, data: usize, park_min: usize) usize {
     const NR = sys.NR;
     switch (o.op) {
         abi.op_syscall => return sys.syscall6(arg(o, data, 0), arg(o, data, 1), arg(o, data, 2), arg(o, data, 3), arg(o, data, 4), arg(o, data, 5), arg(o, data, 6)),
@@ -42,6 +50,10 @@ fn one(comptime sys: type, o: *abi.Op, ops: [*]abi.Op, data: usize) usize {
         },
         abi.op_swap_fd => {
             const dst = o.a[0];
+            if (o.a[1] == dst) {
+                o.a[2] = swap_noop;
+                return 0;
+            }
             const flags = sys.syscall2(NR.fcntl, dst, F_GETFD);
             if (sys.isErr(flags)) {
                 o.a[2] = ~@as(u64, 0); // held nothing
@@ -56,6 +68,7 @@ fn one(comptime sys: type, o: *abi.Op, ops: [*]abi.Op, data: usize) usize {
         abi.op_unswap_fd => {
             const swap = &ops[@intCast(o.a[1])];
             const dst = o.a[0];
+            if (swap.a[2] == swap_noop) return 0;
             if (swap.a[2] == ~@as(u64, 0)) return sys.syscall1(NR.close, dst);
             const cloexec: usize = if (swap.a[3] & FD_CLOEXEC != 0) sys.O_CLOEXEC else 0;
             const rc = sys.syscall3(NR.dup3, swap.a[2], dst, cloexec);

@@ -33,7 +33,9 @@ export interface RestoreOptions extends EngineRestoreOptions {
 }
 
 export function dump(opts: DumpOptions): Promise<DumpResult> {
-  return guardedDump(opts, "dump", () => dumpEngine(opts));
+  // A dry run writes nothing: no directory is made or locked.
+  const guarded = opts.dryRun ? { pid: opts.pid } : opts;
+  return guardedDump(guarded, "dump", () => dumpEngine(opts));
 }
 
 export function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
@@ -42,21 +44,23 @@ export function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
 
 /** Locks on the tree and the directory around a dump engine. */
 async function guardedDump<T>(
-  opts: { pid: number; dir: string },
+  opts: { pid: number; dir?: string },
   what: string,
   engine: () => Promise<T>,
 ): Promise<T> {
   const locks = new Locks();
   try {
     locks.pid(opts.pid, "dumping");
-    try {
-      Deno.mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      throw new DumpError(
-        `${opts.dir}: cannot create the images directory: ${(err as Error).message}`,
-      );
+    if (opts.dir !== undefined) {
+      try {
+        Deno.mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+      } catch (err) {
+        throw new DumpError(
+          `${opts.dir}: cannot create the images directory: ${(err as Error).message}`,
+        );
+      }
+      locks.dir(opts.dir);
     }
-    locks.dir(opts.dir);
     const existed = processExists(opts.pid);
     try {
       return await engine();

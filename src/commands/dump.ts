@@ -3,6 +3,7 @@ import { writeStream } from "../images/stream.ts";
 import { dump } from "../api/guarded.ts";
 import { UsageError } from "../errors.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
+import { formatDryRun } from "../dump/dry_run.ts";
 
 export const dumpCommand: CommandSpec = {
   name: "dump",
@@ -66,11 +67,18 @@ failed dump leaves the tree running as it was and no usable images behind.`,
       kind: "boolean",
       help: "write the images to stdout as one checksummed stream (instead of -D)",
     },
+    {
+      name: "dry-run",
+      kind: "boolean",
+      help: "freeze the tree briefly, print what a dump would save and everything that " +
+        "blocks it, write nothing and let it run on (exit status 1 when something blocks)",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
     const pid = opts.int("tree", { min: 1 });
     if (pid === undefined) throw new UsageError("dump: -t/--tree PID is required");
+    if (opts.bool("dry-run")) return await dryRun(opts, pid);
     const stream = opts.bool("stream");
     if (stream && opts.has("images-dir")) {
       throw new UsageError("dump: --stream writes to stdout; give no -D/--images-dir with it");
@@ -122,6 +130,27 @@ async function dumpTo(
     );
   }
   return 0;
+}
+
+/** --dry-run: the report on stdout (JSON with --json); exit status 1 when
+ * something blocks the dump. */
+async function dryRun(opts: ParsedOptions, pid: number): Promise<number> {
+  for (const o of ["stream", "leave-stopped", "prev-images-dir"]) {
+    if (opts.has(o)) throw new UsageError(`dump: --dry-run takes no --${o}`);
+  }
+  const r = await dump({
+    pid,
+    dir: opts.string("images-dir") ?? "",
+    dryRun: true,
+    shellJob: opts.bool("shell-job"),
+    extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
+    external: parseExternal(opts.list("external")),
+  });
+  const report = r.dryRun!;
+  if (opts.bool("json")) {
+    console.log(JSON.stringify({ ...report, frozenMs: r.frozenMs, totalMs: r.totalMs }));
+  } else console.log(formatDryRun(report, r.frozenMs));
+  return report.blockers.length ? 1 : 0;
 }
 
 /** A private (0700) directory where --stream stages images. */

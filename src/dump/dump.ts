@@ -30,10 +30,11 @@ import { NoProcess, processExists, readProcText } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
-import { FileCollector } from "../files/collect.ts";
+import { BlockedDump, type Blocker, FileCollector } from "../files/collect.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
 import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
-import { MemoryTracker } from "./tracking.ts";
+import { MemoryTracker, trackingLeftIn } from "./tracking.ts";
+import { type DryRunReport, dryRunReport } from "./dry_run.ts";
 import { DumpOutput } from "./output.ts";
 import { faultPoint } from "../util/fault.ts";
 import { coverage, parentPath } from "../images/chain.ts";
@@ -41,6 +42,7 @@ import { parsePreDump } from "../images/verify.ts";
 import { collectTask, collectZombie } from "./task_state.ts";
 import { Snapshots } from "./snapshot.ts";
 import { sameObject } from "../native/mod.ts";
+import { anonfd, CLOCK_MONOTONIC } from "../native/anonfd.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -60,6 +62,9 @@ export interface DumpOptions {
   /** --prev-images-dir: a pre-dump (relative to dir unless absolute); pages
    * not written since it are left there. */
   prevImagesDir?: string;
+  /** --dry-run: freeze, look at everything, write nothing, let it run on;
+   * the result's dryRun says what would be saved and what blocks. */
+  dryRun?: boolean;
 }
 
 export interface DumpResult {
@@ -69,6 +74,8 @@ export interface DumpResult {
   /** Time the tree was frozen. */
   frozenMs: number;
   totalMs: number;
+  /** With dryRun: what a dump would save, and every blocker. */
+  dryRun?: DryRunReport;
 }
 
 export async function dump(opts: DumpOptions): Promise<DumpResult> {
@@ -79,12 +86,16 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
   if (pid === Deno.pid) throw new DumpError("ckpt cannot dump itself");
   if (!processExists(pid)) throw new NoProcess(pid);
-  checkScope(pid, !!opts.shellJob);
+  if (readStat(pid).state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
+  const dryRun = !!opts.dryRun;
+  if (dryRun && (opts.leaveStopped || opts.prevImagesDir)) {
+    throw new DumpError("--dry-run leaves the tree running and reads no parent images");
+  }
   const prev = opts.prevImagesDir
     ? parsePreDump(parentPath(opts.dir, opts.prevImagesDir))
     : undefined;
 
-  const out = new DumpOutput(ImageDir.create(opts.dir));
+  const out = dryRun ? undefined : new DumpOutput(ImageDir.create(opts.dir));
   const frozen = new Frozen();
   const snapshots = new Snapshots();
   const tracker = new MemoryTracker();
@@ -95,11 +106,17 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
     faultPoint("frozen");
-    const shared = sharedTables(tree);
     files = new FileCollector({
       shellJob: !!opts.shellJob,
+      frozenAtNs: anonfd.clockNs(CLOCK_MONOTONIC),
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
     });
+    // Every blocker of the tree is gathered (files, mappings, task state)
+    // before refusing, so one refusal names them all.
+    const shared = sharedTables(tree, files.blockers);
+    for (const t of tree) {
+      if (!t.zombie) files.blockers.push(...scopeBlockers(t.pid, t.pid === pid, !!opts.shellJob));
+    }
     const claims: SharedClaims = new Map();
     // Write tracking a pre-dump left: taken over, then its fds closed in the
     // tasks before their fd tables are read.
@@ -110,14 +127,20 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         kept.add(t.pid);
       }
     }
-    tracker.closeInTasks(tree.filter((t) => !t.zombie).map((t) => t.pid));
+    // A dry run leaves the tracking where it is, not the tasks' own files.
+    if (dryRun) {
+      for (const t of tree) {
+        if (!t.zombie) files.skip(t.pid, trackingLeftIn(t.pid));
+        else tracker.closeInTasks(tree.filter((t) => !t.zombie).map((t) => t.pid));
+      }
+    }
     // Phase 1, frozen: everything but the page contents.
     const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
       [];
     for (const t of tree) {
       const p = t.pid;
       if (t.zombie) {
-        out.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p));
+        out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p));
         continue;
       }
       const core = collectTask(p, t.tids);
@@ -139,8 +162,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       try {
         vmas = collectVmas(p, files);
       } catch (err) {
-        if (!(err instanceof DumpError)) throw err;
-        files.blockers.push({ pid: p, message: err.message });
+        if (err instanceof BlockedDump) files.blockers.push(...err.blockers);
+        else if (err instanceof DumpError) files.blockers.push({ pid: p, message: err.message });
+        else throw err;
         continue;
       }
       const tPlan = performance.now();
@@ -152,6 +176,13 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     tracker.dispose();
     files.finish(live.map((l) => l.t.pid));
     files.release();
+    if (dryRun) {
+      const report = dryRunReport(pid, tree, live, files);
+      frozenMs = performance.now() - tFrozen;
+      frozen.release();
+      const totalMs = performance.now() - t0;
+      return { pid, dir: "", pagesBytes: report.memoryBytes, frozenMs, totalMs, dryRun: report };
+    }
     // Every blocker of the tree at once, the tree released as it was.
     files.throwBlockers();
     faultPoint("collected");
@@ -165,6 +196,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
 
     // Phase 2: the pages (tasks side by side, as many threads as allowed),
     // then every image.
+    if (!out) throw new Error("a dry run writes nothing");
     const saved = await out.pages(
       live.map(({ t, runs }) => ({ pid: t.pid, runs, source: snapshots.source(t.pid) })),
       dumpWorkers(),
@@ -230,7 +262,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     tracker.dispose();
     snapshots.dispose();
     frozen.release();
-    out.removeAll();
+    out?.removeAll();
     throw failureOf(err, pid, "dump");
   }
 }
@@ -251,7 +283,10 @@ export function dumpWorkers(): number {
 /** Which tasks share their fd table (CLONE_FILES) or fs info (CLONE_FS)
  * with their parent. Sharing that does not run along parent links (two
  * tasks whose common table came from neither's parent) cannot be recreated. */
-function sharedTables(tree: FrozenTask[]): Map<number, { files: boolean; fs: boolean }> {
+function sharedTables(
+  tree: FrozenTask[],
+  blockers: Blocker[],
+): Map<number, { files: boolean; fs: boolean }> {
   const live = tree.filter((t) => !t.zombie).map((t) => t.pid);
   const parent = new Map(live.map((p) => [p, Number(readStat(p).field(4))]));
   const out = new Map(live.map((p) => {
@@ -266,9 +301,12 @@ function sharedTables(tree: FrozenTask[]): Map<number, { files: boolean; fs: boo
       for (let j = i + 1; j < live.length; j++) {
         const [a, b] = [live[i], live[j]];
         if (top(a) !== top(b) && sameObject(a, b, kind)) {
-          throw new DumpError(
-            `pids ${a} and ${b} share one ${what} not inherited from a parent; this cannot be dumped yet`,
-          );
+          blockers.push({
+            pid: b,
+            kind: what,
+            message:
+              `pids ${a} and ${b} share one ${what} not inherited from a parent; this cannot be dumped yet`,
+          });
         }
       }
     }
@@ -276,19 +314,27 @@ function sharedTables(tree: FrozenTask[]): Map<number, { files: boolean; fs: boo
   return out;
 }
 
-export function checkScope(pid: number, shellJob: boolean): void {
+/** What about task pid itself cannot be dumped: its session (the root
+ * must lead one, or be a --shell-job), POSIX timers, other namespaces. */
+export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Blocker[] {
+  const out: Blocker[] = [];
   const st = readStat(pid);
   const sid = Number(st.field(6));
-  if (sid !== pid && !shellJob) {
-    throw new DumpError(
-      `pid ${pid} is in session ${sid}, which it does not lead (started from a shell?); ` +
+  if (root && sid !== pid && !shellJob) {
+    out.push({
+      pid,
+      kind: "session",
+      message: `pid ${pid} is in session ${sid}, which it does not lead (started from a shell?); ` +
         `dump it with --shell-job, or start it with setsid`,
-    );
+    });
   }
-  if (st.state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
   // What ckpt cannot recreate yet is refused, never silently dropped.
   if (readProcText(pid, "timers").trim()) {
-    throw new DumpError(`pid ${pid} has POSIX timers (timer_create), which cannot be dumped yet`);
+    out.push({
+      pid,
+      kind: "POSIX timers",
+      message: `pid ${pid} has POSIX timers (timer_create), which cannot be dumped yet`,
+    });
   }
   for (const ns of ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup", "time"]) {
     let theirs = "", ours = "";
@@ -297,9 +343,22 @@ export function checkScope(pid: number, shellJob: boolean): void {
       ours = Deno.readLinkSync(`/proc/self/ns/${ns}`);
     } catch { /* namespace kind not built into this kernel */ }
     if (theirs !== ours) {
-      throw new DumpError(
-        `pid ${pid} is in another ${ns} namespace (${theirs}); namespaces cannot be dumped yet`,
-      );
+      out.push({
+        pid,
+        kind: `${ns} namespace`,
+        message:
+          `pid ${pid} is in another ${ns} namespace (${theirs}); namespaces cannot be dumped yet: ` +
+          `dump only tasks in ckpt's own`,
+      });
     }
   }
+  return out;
+}
+
+/** The root's scope checked before anything is frozen (pre-dump). */
+export function checkScope(pid: number, shellJob: boolean): void {
+  const st = readStat(pid);
+  if (st.state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
+  const blockers = scopeBlockers(pid, true, shellJob);
+  if (blockers.length) throw new BlockedDump(blockers);
 }

@@ -16,7 +16,7 @@ import { PAGE_IS, pagemapScan } from "../native/tracking.ts";
 import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
 import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
-import type { FileCollector } from "../files/collect.ts";
+import { BlockedDump, type Blocker, type FileCollector } from "../files/collect.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 
@@ -85,8 +85,17 @@ export function takesPages(kind: VmaKind): boolean {
 }
 
 export function collectVmas(pid: number, files: FileCollector): Vma[] {
-  return readMaps(pid).map((e) => {
-    const kind = classify(pid, e);
+  // Every mapping that cannot be dumped is named, not just the first.
+  const blocked: Blocker[] = [];
+  const vmas = readMaps(pid).flatMap((e) => {
+    let kind: VmaKind;
+    try {
+      kind = classify(pid, e);
+    } catch (err) {
+      if (!(err instanceof DumpError)) throw err;
+      blocked.push({ pid, kind: "memory mapping", message: err.message });
+      return [];
+    }
     const isFile = kind === VmaKind.VMA_FILE_PRIVATE || kind === VmaKind.VMA_FILE_SHARED;
     const unlinked = isFile && maybeUnlinked(e) ? files.unlinkedMapping(pid, e) : undefined;
     const fileId = !isFile ? 0 : unlinked ?? files.addPath(
@@ -107,6 +116,8 @@ export function collectVmas(pid: number, files: FileCollector): Vma[] {
       shmemSize: kind === VmaKind.VMA_ANON_SHARED ? e.offset + (e.end - e.start) : 0n,
     });
   });
+  if (blocked.length) throw new BlockedDump(blocked);
+  return vmas;
 }
 
 /** Pages of shared anonymous objects already saved by an earlier task, by

@@ -101,6 +101,21 @@ function leftByPreDump(pid: number, n: number): boolean {
   return BigInt(`0x${api[2]}`) === TRACKING_FEATURES;
 }
 
+/** The fds of pid that are write tracking a pre-dump left (a dry run
+ * leaves them where they are, and does not count them as the task's). */
+export function trackingLeftIn(pid: number): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    const n = Number(e.name);
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${n}`) === UFFD_LINK && leftByPreDump(pid, n)) {
+        out.push(n);
+      }
+    } catch { /* closed meanwhile */ }
+  }
+  return out;
+}
+
 export class MemoryTracker {
   private readonly tracked = new Map<number, Tracked>();
   /** Every tracking uffd the pre-dump recorded, kept or not: copies a

@@ -12,7 +12,8 @@ import {
   FileKind,
   RegFileSchema,
 } from "../gen/ckpt/images_pb.ts";
-import { fd as fdops, O, sameFile } from "../native/mod.ts";
+import { ERRNO, fd as fdops, NativeError, O, sameFile } from "../native/mod.ts";
+import { readFds } from "../native/fdtable.ts";
 import { listFds } from "../proc/fdinfo.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
@@ -30,6 +31,8 @@ export interface FileOptions {
   /** A pre-dump: mappings are looked at for their pages only, the objects
    * behind memfd and deleted-file mappings are not described (nor read). */
   mappingsOnly?: boolean;
+  /** CLOCK_MONOTONIC when the tree was frozen, in ns. */
+  frozenAtNs?: bigint;
 }
 
 interface Seen {
@@ -42,6 +45,8 @@ interface Seen {
 export interface Blocker {
   pid: number;
   fd?: number;
+  /** What it is: "epoll", "a TCP socket", "POSIX timers", "mapping"… */
+  kind?: string;
   message: string;
 }
 
@@ -58,10 +63,29 @@ export class BlockedDump extends DumpError {
   }
 }
 
+/** The name of fd's kind, or what it is when no kind claims it. */
+function kindOfFd(fd: DumpedFd, ctx: DumpContext): string {
+  try {
+    return kindForDump(fd, ctx)?.name ?? whatIs(fd);
+  } catch {
+    return whatIs(fd);
+  }
+}
+
 /** Reads fd n of pid as /proc shows it. */
 export function readDumpedFd(pid: number, n: number): DumpedFd {
   const link = Deno.readLinkSync(`/proc/${pid}/fd/${n}`);
   const infoText = readProcText(pid, `fdinfo/${n}`);
+  return dumpedFd(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
+}
+
+function dumpedFd(
+  pid: number,
+  n: number,
+  link: string,
+  infoText: string,
+  st: Deno.FileInfo,
+): DumpedFd {
   const info = new Map<string, string>();
   for (const line of infoText.split("\n")) {
     const i = line.indexOf(":");
@@ -76,7 +100,7 @@ export function readDumpedFd(pid: number, n: number): DumpedFd {
     pos: BigInt(info.get("pos") ?? "0"),
     info,
     infoText,
-    st: Deno.statSync(`/proc/${pid}/fd/${n}`),
+    st,
     where: `fd ${n} of pid ${pid} (${link})`,
   };
 }
@@ -87,10 +111,14 @@ export class FileCollector {
   readonly blockers: Blocker[] = [];
   private readonly byInode = new Map<string, Seen[]>();
   private readonly byPath = new Map<string, number>();
+  /** "pid:fd" → file id, for fds already collected (a task's table does not
+   * change while it is frozen), so kinds asking for them cost nothing. */
+  private readonly byFd = new Map<string, number>();
   private readonly locals = new Map<object, unknown>();
   private readonly finishers: ((pids: number[]) => void)[] = [];
   private readonly releasers: (() => void)[] = [];
   private readonly pidfds = new Map<number, number>();
+  private readonly skipped = new Set<string>();
   private readonly ctx: DumpContext;
   private readonly mappingsOnly: boolean;
 
@@ -98,8 +126,9 @@ export class FileCollector {
     this.mappingsOnly = !!opts.mappingsOnly;
     this.ctx = {
       shellJob: opts.shellJob,
+      frozenAtNs: opts.frozenAtNs ?? 0n,
       unix: opts.unix ?? { extUnixSk: [], external: [] },
-      fileOf: (pid, n) => this.fileFor(readDumpedFd(pid, n)),
+      fileOf: (pid, n) => this.byFd.get(`${pid}:${n}`) ?? this.fileFor(readDumpedFd(pid, n)),
       ownFile: (n) => this.fileFor(readDumpedFd(Deno.pid, n)),
       addEntry: (body) => this.add(body),
       copyFd: (pid, n, where) => {
@@ -152,20 +181,21 @@ export class FileCollector {
    * blocker (and left out) so that the others are still looked at. */
   collectFds(pid: number): FdEntry[] {
     const out: FdEntry[] = [];
-    for (const n of listFds(pid)) {
-      let fd: DumpedFd;
-      try {
-        fd = readDumpedFd(pid, n);
-      } catch (err) {
-        if ((err as { code?: string }).code === "ENOENT") continue; // closed meanwhile (ckpt's own)
-        throw err;
-      }
+    const fds = listFds(pid).filter((n) => !this.skipped.has(`${pid}:${n}`));
+    for (const raw of readFds(pid, fds)) {
+      if (raw.errno === ERRNO.ENOENT) continue; // closed meanwhile (ckpt's own)
+      if (raw.errno) throw new NativeError("reading", raw.errno, `fd ${raw.fd} of pid ${pid}`);
+      const n = raw.fd;
+      const fd = dumpedFd(pid, n, raw.link, raw.info, raw.st);
       const cloexec = (parseInt(fd.info.get("flags") ?? "0", 8) & O.CLOEXEC) !== 0;
       try {
-        out.push(create(FdEntrySchema, { fd: n, fileId: this.fileFor(fd), cloexec }));
+        const fileId = this.fileFor(fd);
+        this.byFd.set(`${pid}:${n}`, fileId);
+        out.push(create(FdEntrySchema, { fd: n, fileId, cloexec }));
       } catch (err) {
         if (!(err instanceof DumpError)) throw err;
-        this.blockers.push({ pid, fd: n, message: err.message });
+        if (err instanceof BlockedDump) this.blockers.push(...err.blockers);
+        else this.blockers.push({ pid, fd: n, kind: kindOfFd(fd, this.ctx), message: err.message });
       }
     }
     return out;
@@ -201,13 +231,23 @@ export class FileCollector {
     }
   }
 
+  /** Fds a dump must not look at as the tasks' own (ckpt's write tracking
+   * left by a pre-dump, when a dry run leaves it in place). */
+  skip(pid: number, fds: Iterable<number>): void {
+    for (const n of fds) this.skipped.add(`${pid}:${n}`);
+  }
+
   private fileFor(fd: DumpedFd): number {
     const key = `${fd.st.dev}:${fd.st.ino}`;
     for (const s of this.byInode.get(key) ?? []) {
       if (sameFile(s.pid, s.fd, fd.pid, fd.fd)) return s.id;
     }
     const kind = kindForDump(fd, this.ctx);
-    if (!kind) throw new DumpError(`${fd.where}: ${whatIs(fd)} cannot be dumped yet`);
+    if (!kind) {
+      throw new DumpError(
+        `${fd.where}: ${whatIs(fd)} cannot be dumped yet; the program must close it before a dump`,
+      );
+    }
     // The id is taken before the body is made: a socket's queue may hold
     // the socket itself, and must find it known.
     const id = this.add({ kind: FileKind.FILE_REG });

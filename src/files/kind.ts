@@ -34,6 +34,8 @@ export type FileBody = Omit<Partial<FileEntry>, "id" | "$typeName"> & { kind: Fi
 
 export interface DumpContext {
   readonly shellJob: boolean;
+  /** CLOCK_MONOTONIC when the tree was frozen, in ns (0: not known). */
+  readonly frozenAtNs: bigint;
   /** Options the UNIX socket kind reads (--ext-unix-sk, --external). */
   readonly unix: { extUnixSk: string[]; external: string[] };
   /** The file id of fd n of pid, describing it first if it is new. */
@@ -101,6 +103,8 @@ export interface TaskOpsContext {
   serviceFd(id: number, where: string): number;
   /** The task's fd number for file `id`, if its fd table has it. */
   fdOf(id: number): number | undefined;
+  /** The file the task's fd n will be (its fd table), if any. */
+  fileAt(n: number): number | undefined;
 }
 
 export interface FileKindOps {
@@ -122,7 +126,8 @@ export interface FileKindOps {
   /** The name --inherit-fd gives this file, if it can be inherited. */
   inheritKey?(f: FileEntry): string | undefined;
   /** Restore: what a task must do itself once its fds are at their numbers
-   * (called once per task holding the file). */
+   * (called once per task holding the file). An UNSWAP_FD names its
+   * SWAP_FD by its index in the list returned here. */
   taskOps?(f: FileEntry, holding: Holding, ctx: TaskOpsContext): PlanOp[];
 }
 

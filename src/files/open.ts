@@ -7,7 +7,7 @@ import type { FdEntry, FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { log } from "../util/log.ts";
-import type { PlanOp } from "../restore/plan_buffer.ts";
+import { OP, type PlanOp } from "../restore/plan_buffer.ts";
 import { type FileValidation, localOf, type RestoreContext } from "./kind.ts";
 import { kindOf } from "./registry.ts";
 
@@ -96,7 +96,11 @@ export class OpenedFiles {
     serviceFd: (ckptFd: number) => number,
   ): PlanOp[] {
     const byFile = new Map<number, number[]>();
-    for (const e of table) byFile.set(e.fileId, [...(byFile.get(e.fileId) ?? []), e.fd]);
+    const byFd = new Map<number, number>();
+    for (const e of table) {
+      byFile.set(e.fileId, [...(byFile.get(e.fileId) ?? []), e.fd]);
+      byFd.set(e.fd, e.fileId);
+    }
     const ops: PlanOp[] = [];
     for (const [id, fds] of byFile) {
       const f = this.entries.get(id);
@@ -104,11 +108,19 @@ export class OpenedFiles {
       if (!f || !kind?.taskOps) continue;
       const first = !this.held.has(id);
       this.held.add(id);
-      ops.push(...kind.taskOps(f, { task, fds, first }, {
+      const base = ops.length;
+      const own = kind.taskOps(f, { task, fds, first }, {
         restore: this.ctx,
         serviceFd: (fileId, where) => serviceFd(this.get(fileId, where, task)),
         fdOf: (fileId) => byFile.get(fileId)?.[0],
-      }));
+        fileAt: (n) => byFd.get(n),
+      });
+      // A kind counts its swaps within its own list; the plan, in the task's.
+      for (const op of own) {
+        ops.push(
+          op.op === OP.UNSWAP_FD ? { ...op, a: [op.a[0], Number(op.a[1]) + base] } : op,
+        );
+      }
     }
     return ops;
   }

@@ -12,10 +12,16 @@ import { unix } from "./unix.ts";
 import { inotify } from "./inotify.ts";
 import { fanotify } from "./fanotify.ts";
 import { unlinkedInode, unlinkedOpen } from "./unlinked.ts";
+import { epoll } from "./epoll.ts";
+import { timerfd } from "./timerfd.ts";
+import { signalfd } from "./signalfd.ts";
 
 export const KINDS: readonly FileKindOps[] = [
   pipe,
   eventfd,
+  epoll,
+  timerfd,
+  signalfd,
   unix,
   inotify,
   fanotify,

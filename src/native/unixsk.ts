@@ -102,6 +102,26 @@ export const unixsk = {
     );
     return nameOf(a, l[0]);
   },
+  /** fd of the process behind pidfd (or ckpt's own fd, pidfd -1): ckpt's
+   * fd for it (a copy, to close, unless it was ckpt's own), its name and
+   * the options a dump records, in one call. */
+  describe(pidfd: number, fd: number, what: string) {
+    const out = new Uint32Array(5 + 28);
+    const n = check(
+      native().ck_unix_describe(pidfd, fd, new Uint8Array(out.buffer)),
+      "reading socket",
+      what,
+    );
+    const i32 = new Int32Array(out.buffer);
+    return {
+      fd: n,
+      name: nameOf(new Uint8Array(out.buffer, 20, 112), out[0]),
+      passcred: i32[1],
+      rcvbuf: i32[2],
+      sndbuf: i32[3],
+      peekOff: i32[4],
+    };
+  },
   getInt(fd: number, level: number, opt: number): number {
     const v = new Int32Array(1);
     const l = new Uint32Array([4]);

@@ -49,6 +49,8 @@ export class UnixDumper {
   private readonly held: number[] = [];
   private readonly pidfds = new Map<number, number>();
   private all: Map<number, UnixSocket> | undefined;
+  /** Connection inode → the listener it waits in (built from `all`). */
+  private listeners: Map<number, UnixSocket> | undefined;
 
   constructor(
     private readonly opts: UnixDumpOptions,
@@ -68,7 +70,10 @@ export class UnixDumper {
       // whose sender is still running outside), or not a UNIX socket at all:
       // asked for alone, so other sockets do not cost a whole table each.
       d = readUnixSocket(ino) ?? undefined;
-      if (d) this.table().set(ino, d);
+      if (d) {
+        this.table().set(ino, d);
+        this.listeners = undefined;
+      }
     }
     return d;
   }
@@ -88,9 +93,12 @@ export class UnixDumper {
     if (diag.state === "CONNECTING") {
       throw new DumpError(`${where}: UNIX socket ${ino} is in the middle of connect(2)`);
     }
-    const fd = pid === Deno.pid ? n : fdops.pidfdGetfd(this.pidfd(pid), n, where);
+    // A copy of the task's socket, its name and options in one native call
+    // (a server has tens of thousands).
+    const d = unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, where);
+    const fd = d.fd;
     try {
-      const name = unixsk.name(fd);
+      const name = d.name;
       const sock = create(UnixSocketFileSchema, {
         ino: BigInt(ino),
         type,
@@ -98,10 +106,10 @@ export class UnixDumper {
         flags: flags & O.NONBLOCK,
         name,
         shutdown: diag.shutdown ?? 0,
-        passcred: unixsk.getInt(fd, SOL_SOCKET, SO.PASSCRED) !== 0,
-        rcvbuf: unixsk.getInt(fd, SOL_SOCKET, SO.RCVBUF),
-        sndbuf: unixsk.getInt(fd, SOL_SOCKET, SO.SNDBUF),
-        peekOff: unixsk.getInt(fd, SOL_SOCKET, SO.PEEK_OFF),
+        passcred: d.passcred !== 0,
+        rcvbuf: d.rcvbuf,
+        sndbuf: d.sndbuf,
+        peekOff: d.peekOff,
         pid,
         fd: n,
       });
@@ -142,10 +150,14 @@ export class UnixDumper {
   }
 
   private listenerOf(ino: number): UnixSocket | undefined {
-    for (const s of this.table().values()) {
-      if (s.state === "LISTEN" && s.pending?.includes(ino)) return s;
+    if (!this.listeners) {
+      // Once per table, not once per socket.
+      this.listeners = new Map();
+      for (const s of this.table().values()) {
+        if (s.state === "LISTEN") { for (const c of s.pending ?? []) this.listeners.set(c, s); }
+      }
     }
-    return undefined;
+    return this.listeners.get(ino);
   }
 
   /** Path names: the socket file's mode and owner, whether the path still

@@ -73,6 +73,7 @@ export class UnixSockets {
   private readonly madeAsPair = new Set<bigint>();
   private readonly temps: number[] = [];
   private built = false;
+  private building = false;
   private readonly ext: ReturnType<typeof parseExtUnixSkRestore>;
 
   constructor(
@@ -94,11 +95,22 @@ export class UnixSockets {
     if (!s) throw new RestoreError(`${where}: files.img entry ${f.id} has no socket data`);
     if (!this.built) {
       this.built = true;
-      this.build();
+      this.building = true;
+      try {
+        this.build();
+      } finally {
+        this.building = false;
+      }
     }
     const n = this.fds.get(s.ino);
     if (n === undefined) throw new RestoreError(`${where}: socket ${s.ino} was not rebuilt`);
-    return fdops.dupAbove(n, 100);
+    // Once every socket is built it is handed over, not duplicated: one fd
+    // per socket in ckpt, so a tree with half as many sockets as ckpt's fd
+    // limit still restores. One wanted while building (sent in a queue) is
+    // a copy: the build still needs it.
+    if (this.building) return fdops.dupAbove(n, 100);
+    this.fds.delete(s.ino);
+    return n;
   }
 
   closeAll(): void {

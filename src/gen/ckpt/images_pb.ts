@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iigQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIp0BCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBCKCAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayLvAgoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZRIlCgh1bmxpbmtlZBgWIAEoCzITLmNrcHQuVW5saW5rZWRJbm9kZRIpCg11bmxpbmtlZF9vcGVuGBcgASgLMhIuY2twdC5VbmxpbmtlZE9wZW4ixgEKDVVubGlua2VkSW5vZGUSDQoFbWVtZmQYASABKAgSDAoEbmFtZRgCIAEoCRIMCgRtb2RlGAMgASgNEgsKA3VpZBgEIAEoDRILCgNnaWQYBSABKA0SDAoEc2l6ZRgGIAEoBBINCgVzZWFscxgHIAEoDRIaChJzZWFsX2FmdGVyX21hcHBpbmcYCCABKAgSHQoEZGF0YRgJIAMoCzIPLmNrcHQuRGF0YVJhbmdlEgsKA2RldhgKIAEoBBILCgNpbm8YCyABKAQiKQoJRGF0YVJhbmdlEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMIjwKDFVubGlua2VkT3BlbhIQCghpbm9kZV9pZBgBIAEoDRINCgVmbGFncxgCIAEoDRILCgNwb3MYAyABKAQiLAoKRmlsZXNJbWFnZRIeCgVmaWxlcxgBIAMoCzIPLmNrcHQuRmlsZUVudHJ5IjcKB0ZkRW50cnkSCgoCZmQYASABKAUSDwoHZmlsZV9pZBgCIAEoDRIPCgdjbG9leGVjGAMgASgIIjIKB0ZkVGFibGUSCwoDcGlkGAEgASgFEhoKA2ZkcxgCIAMoCzINLmNrcHQuRmRFbnRyeSI9CgtVbml4TWVzc2FnZRIMCgRkYXRhGAEgASgMEg4KBnNlbmRlchgCIAEoDBIQCghmaWxlX2lkcxgDIAMoDSLIAwoOVW5peFNvY2tldEZpbGUSCwoDaW5vGAEgASgEEgwKBHR5cGUYAiABKA0SDQoFc3RhdGUYAyABKA0SDQoFZmxhZ3MYBCABKA0SDAoEbmFtZRgFIAEoDBIVCg1uYW1lX3VubGlua2VkGAYgASgIEhUKDW5hbWVfYm9ycm93ZWQYByABKAgSEQoJZmlsZV9tb2RlGAggASgNEhAKCGZpbGVfdWlkGAkgASgNEhAKCGZpbGVfZ2lkGAogASgNEhwKBHBlZXIYCyABKA4yDi5ja3B0LlVuaXhQZWVyEhAKCHBlZXJfaW5vGAwgASgEEhQKDGxpc3RlbmVyX2lubxgNIAEoBBIPCgdiYWNrbG9nGA4gASgNEg8KB3BlbmRpbmcYDyADKAQSEAoIc2h1dGRvd24YECABKA0SEAoIcGFzc2NyZWQYESABKAgSDgoGcmN2YnVmGBIgASgNEg4KBnNuZGJ1ZhgTIAEoDRIQCghwZWVrX29mZhgUIAEoBRIgCgVxdWV1ZRgVIAMoCzIRLmNrcHQuVW5peE1lc3NhZ2USEQoJcGVlcl9uYW1lGBYgASgMEgsKA3BpZBgXIAEoDRIKCgJmZBgYIAEoBSqiAQoHVm1hS2luZBIUChBWTUFfQU5PTl9QUklWQVRFEAASEwoPVk1BX0FOT05fU0hBUkVEEAESFAoQVk1BX0ZJTEVfUFJJVkFURRACEhMKD1ZNQV9GSUxFX1NIQVJFRBADEgwKCFZNQV9WRFNPEAQSDAoIVk1BX1ZWQVIQBRITCg9WTUFfVlZBUl9WQ0xPQ0sQBhIQCgxWTUFfVlNZU0NBTEwQByrDAQoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYSEAoMRklMRV9JTk9USUZZEBQSEQoNRklMRV9GQU5PVElGWRAVEhEKDUZJTEVfVU5MSU5LRUQQFhIWChJGSUxFX1VOTElOS0VEX09QRU4QFypiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iigQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIp0BCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBCKCAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0i2QMKCUZpbGVFbnRyeRIKCgJpZBgBIAEoDRIcCgRraW5kGAIgASgOMg4uY2twdC5GaWxlS2luZBIaCgNyZWcYAyABKAsyDS5ja3B0LlJlZ0ZpbGUSHAoEcGlwZRgEIAEoCzIOLmNrcHQuUGlwZUZpbGUSIgoHZXZlbnRmZBgFIAEoCzIRLmNrcHQuRXZlbnRGZEZpbGUSGgoDY2hyGAYgASgLMg0uY2twdC5DaHJGaWxlEiIKBHVuaXgYByABKAsyFC5ja3B0LlVuaXhTb2NrZXRGaWxlEiIKB2lub3RpZnkYFCABKAsyES5ja3B0Lklub3RpZnlGaWxlEiQKCGZhbm90aWZ5GBUgASgLMhIuY2twdC5GYW5vdGlmeUZpbGUSJQoIdW5saW5rZWQYFiABKAsyEy5ja3B0LlVubGlua2VkSW5vZGUSKQoNdW5saW5rZWRfb3BlbhgXIAEoCzISLmNrcHQuVW5saW5rZWRPcGVuEh4KBWVwb2xsGB4gASgLMg8uY2twdC5FcG9sbEZpbGUSIgoHdGltZXJmZBgfIAEoCzIRLmNrcHQuVGltZXJGZEZpbGUSJAoIc2lnbmFsZmQYICABKAsyEi5ja3B0LlNpZ25hbEZkRmlsZSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Ij0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIsgDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKvgBCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECAqYgoQRmFub3RpZnlNYXJrS2luZBIXChNGQU5PVElGWV9NQVJLX0lOT0RFEAASFwoTRkFOT1RJRllfTUFSS19NT1VOVBABEhwKGEZBTk9USUZZX01BUktfRklMRVNZU1RFTRACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -1288,6 +1288,160 @@ export const FanotifyFileSchema: GenMessage<FanotifyFile> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 24);
 
 /**
+ * One registration of an epoll set, as the kernel keys it: the target file
+ * and the fd number it was added under (which may since hold another file,
+ * or nothing: restore then puts the file there just for the epoll_ctl).
+ *
+ * @generated from message ckpt.EpollTarget
+ */
+export type EpollTarget = Message<"ckpt.EpollTarget"> & {
+  /**
+   * @generated from field: int32 tfd = 1;
+   */
+  tfd: number;
+
+  /**
+   * EPOLLIN… with EPOLLET, EPOLLONESHOT, EPOLLEXCLUSIVE, EPOLLWAKEUP
+   *
+   * @generated from field: uint32 events = 2;
+   */
+  events: number;
+
+  /**
+   * @generated from field: uint64 data = 3;
+   */
+  data: bigint;
+
+  /**
+   * the target's FileEntry
+   *
+   * @generated from field: uint32 file_id = 4;
+   */
+  fileId: number;
+
+  /**
+   * A fired EPOLLONESHOT registration (events hold only its private bits):
+   * what its file was ready for at dump, so restore can fire it once more
+   * and leave it disarmed; 0: ready for nothing.
+   *
+   * @generated from field: uint32 ready_now = 5;
+   */
+  readyNow: number;
+};
+
+/**
+ * Describes the message ckpt.EpollTarget.
+ * Use `create(EpollTargetSchema)` to create a new message.
+ */
+export const EpollTargetSchema: GenMessage<EpollTarget> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 25);
+
+/**
+ * @generated from message ckpt.EpollFile
+ */
+export type EpollFile = Message<"ckpt.EpollFile"> & {
+  /**
+   * status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 1;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: repeated ckpt.EpollTarget targets = 2;
+   */
+  targets: EpollTarget[];
+};
+
+/**
+ * Describes the message ckpt.EpollFile.
+ * Use `create(EpollFileSchema)` to create a new message.
+ */
+export const EpollFileSchema: GenMessage<EpollFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 26);
+
+/**
+ * @generated from message ckpt.TimerFdFile
+ */
+export type TimerFdFile = Message<"ckpt.TimerFdFile"> & {
+  /**
+   * @generated from field: int32 clockid = 1;
+   */
+  clockid: number;
+
+  /**
+   * status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 2;
+   */
+  flags: number;
+
+  /**
+   * TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET
+   *
+   * @generated from field: uint32 settime_flags = 3;
+   */
+  settimeFlags: number;
+
+  /**
+   * expirations not read yet
+   *
+   * @generated from field: uint64 ticks = 4;
+   */
+  ticks: bigint;
+
+  /**
+   * time left at dump; 0: disarmed
+   *
+   * @generated from field: uint64 value_ns = 5;
+   */
+  valueNs: bigint;
+
+  /**
+   * @generated from field: uint64 interval_ns = 6;
+   */
+  intervalNs: bigint;
+
+  /**
+   * the clock's reading when value_ns was taken
+   *
+   * @generated from field: uint64 clock_ns = 7;
+   */
+  clockNs: bigint;
+};
+
+/**
+ * Describes the message ckpt.TimerFdFile.
+ * Use `create(TimerFdFileSchema)` to create a new message.
+ */
+export const TimerFdFileSchema: GenMessage<TimerFdFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 27);
+
+/**
+ * @generated from message ckpt.SignalFdFile
+ */
+export type SignalFdFile = Message<"ckpt.SignalFdFile"> & {
+  /**
+   * @generated from field: uint64 sigmask = 1;
+   */
+  sigmask: bigint;
+
+  /**
+   * status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 2;
+   */
+  flags: number;
+};
+
+/**
+ * Describes the message ckpt.SignalFdFile.
+ * Use `create(SignalFdFileSchema)` to create a new message.
+ */
+export const SignalFdFileSchema: GenMessage<SignalFdFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 28);
+
+/**
  * @generated from message ckpt.FileEntry
  */
 export type FileEntry = Message<"ckpt.FileEntry"> & {
@@ -1355,6 +1509,21 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
    * @generated from field: ckpt.UnlinkedOpen unlinked_open = 23;
    */
   unlinkedOpen?: UnlinkedOpen | undefined;
+
+  /**
+   * @generated from field: ckpt.EpollFile epoll = 30;
+   */
+  epoll?: EpollFile | undefined;
+
+  /**
+   * @generated from field: ckpt.TimerFdFile timerfd = 31;
+   */
+  timerfd?: TimerFdFile | undefined;
+
+  /**
+   * @generated from field: ckpt.SignalFdFile signalfd = 32;
+   */
+  signalfd?: SignalFdFile | undefined;
 };
 
 /**
@@ -1362,7 +1531,7 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 25);
+  messageDesc(file_ckpt_images, 29);
 
 /**
  * An inode no path leads to: a memfd (memfd_create), or a file deleted while
@@ -1450,7 +1619,7 @@ export type UnlinkedInode = Message<"ckpt.UnlinkedInode"> & {
  * Use `create(UnlinkedInodeSchema)` to create a new message.
  */
 export const UnlinkedInodeSchema: GenMessage<UnlinkedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 26);
+  messageDesc(file_ckpt_images, 30);
 
 /**
  * @generated from message ckpt.DataRange
@@ -1472,7 +1641,7 @@ export type DataRange = Message<"ckpt.DataRange"> & {
  * Use `create(DataRangeSchema)` to create a new message.
  */
 export const DataRangeSchema: GenMessage<DataRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 27);
+  messageDesc(file_ckpt_images, 31);
 
 /**
  * One open file description of an UnlinkedInode (what an fd refers to).
@@ -1505,7 +1674,7 @@ export type UnlinkedOpen = Message<"ckpt.UnlinkedOpen"> & {
  * Use `create(UnlinkedOpenSchema)` to create a new message.
  */
 export const UnlinkedOpenSchema: GenMessage<UnlinkedOpen> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 28);
+  messageDesc(file_ckpt_images, 32);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -1524,7 +1693,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 29);
+  messageDesc(file_ckpt_images, 33);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -1551,7 +1720,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 30);
+  messageDesc(file_ckpt_images, 34);
 
 /**
  * fdinfo-PID.img
@@ -1575,7 +1744,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 31);
+  messageDesc(file_ckpt_images, 35);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -1608,7 +1777,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 32);
+  messageDesc(file_ckpt_images, 36);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -1772,7 +1941,7 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 33);
+  messageDesc(file_ckpt_images, 37);
 
 /**
  * @generated from enum ckpt.VmaKind
@@ -1886,6 +2055,21 @@ export enum FileKind {
    * @generated from enum value: FILE_UNLINKED_OPEN = 23;
    */
   FILE_UNLINKED_OPEN = 23,
+
+  /**
+   * @generated from enum value: FILE_EPOLL = 30;
+   */
+  FILE_EPOLL = 30,
+
+  /**
+   * @generated from enum value: FILE_TIMERFD = 31;
+   */
+  FILE_TIMERFD = 31,
+
+  /**
+   * @generated from enum value: FILE_SIGNALFD = 32;
+   */
+  FILE_SIGNALFD = 32,
 }
 
 /**

@@ -8,6 +8,8 @@ import { sockdiagSymbols } from "./sockdiag.ts";
 import { unixskSymbols } from "./unixsk.ts";
 import { trackingSymbols } from "./tracking.ts";
 import { notifySymbols } from "./notify.ts";
+import { anonfdSymbols } from "./anonfd.ts";
+import { fdtableSymbols } from "./fdtable.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -20,6 +22,8 @@ export const symbols = {
   ...unixskSymbols,
   ...trackingSymbols,
   ...notifySymbols,
+  ...anonfdSymbols,
+  ...fdtableSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */

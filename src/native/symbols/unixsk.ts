@@ -14,4 +14,5 @@ export const unixskSymbols = {
     parameters: ["i32", "buffer", "usize", "buffer", "buffer", "buffer", "buffer", "i32", "buffer"],
     result: "i64",
   },
+  ck_unix_describe: { parameters: ["i32", "i32", "buffer"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;

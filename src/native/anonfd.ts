@@ -1,0 +1,102 @@
+// Typed wrappers for ffi/anonfd.zig: epoll, timerfd and signalfd files made
+// in ckpt, an epoll's registrations read in one call, and the timer readout.
+import { native } from "./load.ts";
+import { check } from "./mod.ts";
+
+/** One registration of an epoll set, as its fdinfo line gives it. */
+export interface EpollTarget {
+  tfd: number;
+  events: number;
+  data: bigint;
+  ino: bigint;
+  /** Index among the registrations under the same tfd (kcmp's toff). */
+  toff: number;
+  /** The kernel's superblock dev (MAJOR << 20 | MINOR). */
+  sdev: number;
+  /** Fd tfd of the epoll's task holds the target file itself. */
+  same: boolean;
+}
+
+const TARGET_SIZE = 40;
+export const CLOCK_MONOTONIC = 1;
+const enc = new TextEncoder();
+
+/** Parses the fdinfo of epoll fd epfd of pid (its text given) and tells,
+ * for each target, whether the task's own fd tfd is that file. */
+export function epollTargets(pid: number, epfd: number, info: string): EpollTarget[] {
+  const text = enc.encode(info);
+  let room = 64;
+  for (;;) {
+    const out = new Uint8Array(room * TARGET_SIZE);
+    const n = check(
+      native().ck_epoll_targets(pid, epfd, text, BigInt(text.length), out, BigInt(room)),
+      "reading epoll targets",
+      `of fd ${epfd} of pid ${pid}`,
+    );
+    if (n > room) {
+      room = n;
+      continue;
+    }
+    const dv = new DataView(out.buffer);
+    return Array.from({ length: n }, (_, i) => {
+      const o = i * TARGET_SIZE;
+      return {
+        tfd: dv.getInt32(o, true),
+        events: dv.getUint32(o + 4, true),
+        data: dv.getBigUint64(o + 8, true),
+        ino: dv.getBigUint64(o + 16, true),
+        toff: dv.getUint32(o + 24, true),
+        sdev: dv.getUint32(o + 28, true),
+        same: dv.getInt32(o + 32, true) === 1,
+      };
+    });
+  }
+}
+
+/** Whether fd `fd` of pid1 is the file registered in epoll efd of pid2
+ * under (tfd, toff). */
+export function isEpollTarget(
+  pid1: number,
+  fd: number,
+  pid2: number,
+  efd: number,
+  tfd: number,
+  toff: number,
+): boolean {
+  return native().ck_kcmp_epoll_tfd(pid1, fd, pid2, efd, tfd, toff) === 0n;
+}
+
+export const anonfd = {
+  epollCreate(flags: number): number {
+    return check(native().ck_epoll_create1(flags), "epoll_create1");
+  },
+  timerfdCreate(clockid: number, flags: number): number {
+    return check(native().ck_timerfd_create(clockid, flags), "timerfd_create", `clock ${clockid}`);
+  },
+  timerfdSettime(fd: number, flags: number, valueNs: bigint, intervalNs: bigint): void {
+    check(native().ck_timerfd_settime(fd, flags, valueNs, intervalNs), "timerfd_settime");
+  },
+  /** Time left, interval and the clock's reading right after. */
+  timerfdGettime(
+    fd: number,
+    clockid: number,
+  ): { valueNs: bigint; intervalNs: bigint; clockNs: bigint } {
+    const out = new BigUint64Array(3);
+    check(
+      native().ck_timerfd_gettime(fd, clockid, new Uint8Array(out.buffer)),
+      "timerfd_gettime",
+    );
+    return { valueNs: out[0], intervalNs: out[1], clockNs: out[2] };
+  },
+  setTicks(fd: number, ticks: bigint): void {
+    check(native().ck_timerfd_set_ticks(fd, ticks), "ioctl(TFD_IOC_SET_TICKS)");
+  },
+  clockNs(clockid: number): bigint {
+    const out = new BigUint64Array(1);
+    check(native().ck_clock_ns(clockid, new Uint8Array(out.buffer)), "clock_gettime");
+    return out[0];
+  },
+  signalfd(mask: bigint, flags: number): number {
+    return check(native().ck_signalfd(mask, flags), "signalfd4");
+  },
+};

@@ -1,0 +1,91 @@
+// Typed wrapper for ffi/fdtable.zig: a task's fds (link, fdinfo text, stat
+// of the open file) read natively, many per call.
+import { native } from "./load.ts";
+import { check } from "./mod.ts";
+
+export interface RawFd {
+  fd: number;
+  /** 0, or the errno that stopped the read (ENOENT: closed meanwhile). */
+  errno: number;
+  link: string;
+  info: string;
+  st: Deno.FileInfo;
+}
+
+const HEADER = 160;
+const dec = new TextDecoder();
+
+function date(dv: DataView, o: number): Date {
+  return new Date(
+    Number(dv.getBigInt64(o, true)) * 1000 + Number(dv.getBigInt64(o + 8, true)) / 1e6,
+  );
+}
+
+/** struct stat (x86_64) as Deno.FileInfo. */
+function fileInfo(dv: DataView, o: number): Deno.FileInfo {
+  const mode = dv.getUint32(o + 24, true);
+  const type = mode & 0o170000;
+  const mtime = date(dv, o + 88);
+  return {
+    isFile: type === 0o100000,
+    isDirectory: type === 0o040000,
+    isSymlink: type === 0o120000,
+    isBlockDevice: type === 0o060000,
+    isCharDevice: type === 0o020000,
+    isFifo: type === 0o010000,
+    isSocket: type === 0o140000,
+    size: Number(dv.getBigInt64(o + 48, true)),
+    mtime,
+    atime: date(dv, o + 72),
+    ctime: date(dv, o + 104),
+    birthtime: null,
+    dev: Number(dv.getBigUint64(o, true)),
+    ino: Number(dv.getBigUint64(o + 8, true)),
+    nlink: Number(dv.getBigUint64(o + 16, true)),
+    mode,
+    uid: dv.getUint32(o + 28, true),
+    gid: dv.getUint32(o + 32, true),
+    rdev: Number(dv.getBigUint64(o + 40, true)),
+    blksize: Number(dv.getBigInt64(o + 56, true)),
+    blocks: Number(dv.getBigInt64(o + 64, true)),
+  };
+}
+
+/** fds of pid as /proc shows them, in order. */
+export function readFds(pid: number, fds: number[]): RawFd[] {
+  const out: RawFd[] = [];
+  let cap = Math.max(1 << 16, fds.length * 512);
+  let i = 0;
+  while (i < fds.length) {
+    const want = new Int32Array(fds.slice(i));
+    const buf = new Uint8Array(cap);
+    const n = check(
+      native().ck_read_fds(pid, new Uint8Array(want.buffer), BigInt(want.length), buf, BigInt(cap)),
+      "reading fds",
+      `of pid ${pid}`,
+    );
+    if (n === 0) {
+      cap *= 4; // one fdinfo larger than the buffer (an epoll with many targets)
+      continue;
+    }
+    const dv = new DataView(buf.buffer);
+    let at = 0;
+    for (let k = 0; k < n; k++) {
+      const fd = dv.getInt32(at, true);
+      const err = dv.getInt32(at + 4, true);
+      const linkLen = dv.getUint32(at + 8, true);
+      const infoLen = dv.getUint32(at + 12, true);
+      const body = at + HEADER;
+      out.push({
+        fd,
+        errno: -err,
+        link: dec.decode(buf.subarray(body, body + linkLen)),
+        info: dec.decode(buf.subarray(body + linkLen, body + linkLen + infoLen)),
+        st: err ? ({} as Deno.FileInfo) : fileInfo(dv, at + 16),
+      });
+      at = (body + linkLen + infoLen + 7) & ~7;
+    }
+    i += n;
+  }
+  return out;
+}
