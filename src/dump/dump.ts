@@ -128,12 +128,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       }
     }
     // A dry run leaves the tracking where it is, not the tasks' own files.
+    const running = tree.filter((t) => !t.zombie).map((t) => t.pid);
     if (dryRun) {
-      for (const t of tree) {
-        if (!t.zombie) files.skip(t.pid, trackingLeftIn(t.pid));
-        else tracker.closeInTasks(tree.filter((t) => !t.zombie).map((t) => t.pid));
-      }
-    }
+      for (const p of running) files.skip(p, trackingLeftIn(p));
+    } else tracker.closeInTasks(running);
     // Phase 1, frozen: everything but the page contents.
     const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
       [];
