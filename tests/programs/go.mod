@@ -1,0 +1,3 @@
+module httpsrv
+
+go 1.19
