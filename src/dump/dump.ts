@@ -26,13 +26,13 @@ import {
   pagesName,
 } from "../images/dir.ts";
 import { ImageKind, PAGE_SIZE } from "../images/format.ts";
-import { NoProcess, processExists, readProcText } from "../proc/read.ts";
+import { NoProcess, processExists } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { FileCollector } from "../files/collect.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
-import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
+import { capRuns, collectVmas, hasRuns, planPages, type SharedClaims } from "./memory.ts";
 import { MemoryTracker } from "./tracking.ts";
 import { DumpOutput } from "./output.ts";
 import { faultPoint } from "../util/fault.ts";
@@ -41,6 +41,8 @@ import { parsePreDump } from "../images/verify.ts";
 import { collectTask, collectZombie } from "./task_state.ts";
 import { Snapshots } from "./snapshot.ts";
 import { sameObject } from "../native/mod.ts";
+import { BlockedDump } from "../files/collect.ts";
+import { readInPlace, vmFlagsOf } from "../task/vma_flags.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -120,7 +122,14 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         out.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p));
         continue;
       }
-      const core = collectTask(p, t.tids);
+      let core: TaskCore;
+      try {
+        core = collectTask(p, t.tids);
+      } catch (err) {
+        if (!(err instanceof BlockedDump)) throw err;
+        files.blockers.push(...err.blockers);
+        continue;
+      }
       core.sharesFiles = shared.get(p)?.files ?? false;
       core.sharesFs = shared.get(p)?.fs ?? false;
       core.cwdFileId = files.addPath(
@@ -137,7 +146,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const fds = files.collectFds(p);
       let vmas: Vma[];
       try {
-        vmas = collectVmas(p, files);
+        vmas = collectVmas(p, files, vmFlagsOf(core));
       } catch (err) {
         if (!(err instanceof DumpError)) throw err;
         files.blockers.push({ pid: p, message: err.message });
@@ -151,13 +160,24 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     tracker.dispose();
     files.finish(live.map((l) => l.t.pid));
+    const tables = new Map(
+      live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
+    );
+    files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
     files.release();
     // Every blocker of the tree at once, the tree released as it was.
     files.throwBlockers();
     faultPoint("collected");
     // With --leave-running the tree goes on as soon as each task has forked
     // a frozen copy of itself; the pages are read from the copies.
-    if (opts.leaveRunning) {
+    const inPlace = live.find((l) => l.vmas.some((v) => readInPlace(v) && hasRuns(v, l.runs)));
+    if (opts.leaveRunning && inPlace) {
+      log.info(
+        `pid ${inPlace.t.pid} has MADV_DONTFORK or MADV_WIPEONFORK memory, which a fork copy ` +
+          `lacks: the tree stays frozen until its pages are written`,
+      );
+    }
+    if (opts.leaveRunning && !inPlace) {
       for (const l of live) snapshots.take(l.t.pid);
       frozenMs = performance.now() - tFrozen;
       frozen.release();
@@ -170,7 +190,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       dumpWorkers(),
     );
     const pagesBytes = saved.reduce((a, b) => a + b.bytes, 0);
-    for (const [i, { t, core, fds, vmas, runs }] of live.entries()) {
+    for (const [i, { t, core, vmas, runs }] of live.entries()) {
       const p = t.pid;
       const pagesFile = pagesName(p);
       const { bytes, parts } = saved[i];
@@ -197,7 +217,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         fdName(p),
         ImageKind.FdTable,
         FdTableSchema,
-        create(FdTableSchema, { pid: p, fds }),
+        tables.get(p)!,
       );
     }
     out.write(
@@ -287,9 +307,6 @@ export function checkScope(pid: number, shellJob: boolean): void {
   }
   if (st.state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
   // What ckpt cannot recreate yet is refused, never silently dropped.
-  if (readProcText(pid, "timers").trim()) {
-    throw new DumpError(`pid ${pid} has POSIX timers (timer_create), which cannot be dumped yet`);
-  }
   for (const ns of ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup", "time"]) {
     let theirs = "", ours = "";
     try {

@@ -22,6 +22,7 @@ import { whatIs } from "./unsupported.ts";
 import { localOf } from "./kind.ts";
 import { unlinkedMapping } from "./unlinked.ts";
 import type { MapsEntry } from "../proc/maps.ts";
+import { LockCollector } from "./locks.ts";
 
 export interface FileOptions {
   shellJob: boolean;
@@ -93,6 +94,8 @@ export class FileCollector {
   private readonly pidfds = new Map<number, number>();
   private readonly ctx: DumpContext;
   private readonly mappingsOnly: boolean;
+  /** flock, OFD and POSIX locks seen in the fds' fdinfo (locks.ts). */
+  readonly locks = new LockCollector();
 
   constructor(opts: FileOptions) {
     this.mappingsOnly = !!opts.mappingsOnly;
@@ -163,6 +166,7 @@ export class FileCollector {
       const cloexec = (parseInt(fd.info.get("flags") ?? "0", 8) & O.CLOEXEC) !== 0;
       try {
         out.push(create(FdEntrySchema, { fd: n, fileId: this.fileFor(fd), cloexec }));
+        this.locks.noteFd(fd);
       } catch (err) {
         if (!(err instanceof DumpError)) throw err;
         this.blockers.push({ pid, fd: n, message: err.message });
@@ -216,7 +220,8 @@ export class FileCollector {
     this.byInode.set(key, list);
     try {
       const body = kind.dump(fd, this.ctx, id);
-      this.files[id - 1] = create(FileEntrySchema, { ...body, id });
+      const locks = this.locks.description(fd, id);
+      this.files[id - 1] = create(FileEntrySchema, { ...body, id, locks });
     } catch (err) {
       // Left as a placeholder nobody refers to; the dump is refused anyway.
       list.pop();
