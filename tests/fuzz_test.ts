@@ -16,11 +16,13 @@ import { assert, assertEquals, assertMatch } from "../src/deps/std_assert.ts";
 import { CkptError, ImageError } from "../src/errors.ts";
 import {
   FdTableSchema,
+  FileLockSchema,
   FilesImageSchema,
   InventorySchema,
   MmImageSchema,
   PagemapImageSchema,
   PageRunSchema,
+  PosixTimerSchema,
   TaskCoreSchema,
   ThreadCoreSchema,
 } from "../src/gen/ckpt/images_pb.ts";
@@ -289,6 +291,42 @@ function structured(r: Rng, files: Map<string, Uint8Array>, pid: number): string
             valueUsec: 0n,
           } as never,
         );
+      })],
+    ["posix timers/mlockall", () =>
+      edit(coreName(pid), TaskCoreSchema, (m) => {
+        m.posixTimers.push(create(PosixTimerSchema, {
+          id: r.pick([-1, 0, 7, n32()]),
+          signo: r.pick([0, 14, 65, 1000]),
+          notify: r.int(9),
+          notifyTid: r.pick([0, pid, n32()]),
+          valueNsec: BigInt.asIntN(64, big()),
+          intervalSec: r.pick([-1n, 0n, 5n]),
+        }));
+        if (r.int(2)) m.posixTimers.push(m.posixTimers[0]);
+        if (r.int(4) === 0) {
+          m.posixTimers = Array.from(
+            { length: 70_000 },
+            (_, id) => create(PosixTimerSchema, { id }),
+          );
+        }
+        m.mlockFuture = r.int(5);
+      })],
+    ["locks", () => {
+      const lock = create(FileLockSchema, {
+        kind: r.int(5),
+        start: r.pick([0n, 5n, BigInt.asUintN(64, big())]),
+        end: r.pick([0n, 4n, BigInt.asUintN(64, big())]),
+        fd: r.pick([0, 1, n32()]),
+      });
+      if (r.int(2)) edit(FILES, FilesImageSchema, (m) => r.pick(m.files).locks.push(lock));
+      else edit(fdName(pid), FdTableSchema, (m) => m.locks.push(lock));
+    }],
+    ["vma advice/mlock", () =>
+      edit(mmName(pid), MmImageSchema, (m) => {
+        const v = r.pick(m.vmas);
+        v.advice = r.int(1024);
+        v.mlock = r.int(5);
+        v.sealed = !!r.int(2);
       })],
     ["core: missing mm/creds", () =>
       edit(coreName(pid), TaskCoreSchema, (m) => {

@@ -56,6 +56,12 @@ failed dump leaves the tree running as it was and no usable images behind.`,
         "--inherit-fd fd[N]:socket:[ID])",
     },
     {
+      name: "file-locks",
+      kind: "boolean",
+      help: "accepted for CRIU compatibility: ckpt always saves file locks (flock, POSIX, OFD) " +
+        "and takes them again",
+    },
+    {
       name: "prev-images-dir",
       kind: "string",
       arg: "DIR",

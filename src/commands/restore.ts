@@ -107,6 +107,12 @@ restore kills everything it started and names the stage that failed.`,
       help: "let the tree run before its memory is in and copy it in on first touch " +
         "(userfaultfd), the rest in the background; with -d, return once every page is in",
     },
+    {
+      name: "file-locks",
+      kind: "boolean",
+      help: "accepted for CRIU compatibility: ckpt always saves file locks (flock, POSIX, OFD) " +
+        "and takes them again",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {

@@ -26,13 +26,13 @@ import {
   pagesName,
 } from "../images/dir.ts";
 import { ImageKind, PAGE_SIZE } from "../images/format.ts";
-import { NoProcess, processExists, readProcText } from "../proc/read.ts";
+import { NoProcess, processExists } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { BlockedDump, type Blocker, FileCollector } from "../files/collect.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
-import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
+import { capRuns, collectVmas, hasRuns, planPages, type SharedClaims } from "./memory.ts";
 import { MemoryTracker, trackingLeftIn } from "./tracking.ts";
 import { type DryRunReport, dryRunReport } from "./dry_run.ts";
 import { DumpOutput } from "./output.ts";
@@ -43,6 +43,7 @@ import { collectTask, collectZombie } from "./task_state.ts";
 import { Snapshots } from "./snapshot.ts";
 import { sameObject } from "../native/mod.ts";
 import { anonfd, CLOCK_MONOTONIC } from "../native/anonfd.ts";
+import { readInPlace, vmFlagsOf } from "../task/vma_flags.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -141,7 +142,14 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p));
         continue;
       }
-      const core = collectTask(p, t.tids);
+      let core: TaskCore;
+      try {
+        core = collectTask(p, t.tids);
+      } catch (err) {
+        if (!(err instanceof BlockedDump)) throw err;
+        files.blockers.push(...err.blockers);
+        continue;
+      }
       core.sharesFiles = shared.get(p)?.files ?? false;
       core.sharesFs = shared.get(p)?.fs ?? false;
       core.cwdFileId = files.addPath(
@@ -158,7 +166,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const fds = files.collectFds(p);
       let vmas: Vma[];
       try {
-        vmas = collectVmas(p, files);
+        vmas = collectVmas(p, files, vmFlagsOf(core));
       } catch (err) {
         if (err instanceof BlockedDump) files.blockers.push(...err.blockers);
         else if (err instanceof DumpError) files.blockers.push({ pid: p, message: err.message });
@@ -173,6 +181,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     tracker.dispose();
     files.finish(live.map((l) => l.t.pid));
+    const tables = new Map(
+      live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
+    );
+    files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
@@ -186,7 +198,14 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     faultPoint("collected");
     // With --leave-running the tree goes on as soon as each task has forked
     // a frozen copy of itself; the pages are read from the copies.
-    if (opts.leaveRunning) {
+    const inPlace = live.find((l) => l.vmas.some((v) => readInPlace(v) && hasRuns(v, l.runs)));
+    if (opts.leaveRunning && inPlace) {
+      log.info(
+        `pid ${inPlace.t.pid} has MADV_DONTFORK or MADV_WIPEONFORK memory, which a fork copy ` +
+          `lacks: the tree stays frozen until its pages are written`,
+      );
+    }
+    if (opts.leaveRunning && !inPlace) {
       for (const l of live) snapshots.take(l.t.pid);
       frozenMs = performance.now() - tFrozen;
       frozen.release();
@@ -200,7 +219,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       dumpWorkers(),
     );
     const pagesBytes = saved.reduce((a, b) => a + b.bytes, 0);
-    for (const [i, { t, core, fds, vmas, runs }] of live.entries()) {
+    for (const [i, { t, core, vmas, runs }] of live.entries()) {
       const p = t.pid;
       const pagesFile = pagesName(p);
       const { bytes, parts } = saved[i];
@@ -227,7 +246,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         fdName(p),
         ImageKind.FdTable,
         FdTableSchema,
-        create(FdTableSchema, { pid: p, fds }),
+        tables.get(p)!,
       );
     }
     out.write(
@@ -327,13 +346,6 @@ export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Bl
     });
   }
   // What ckpt cannot recreate yet is refused, never silently dropped.
-  if (readProcText(pid, "timers").trim()) {
-    out.push({
-      pid,
-      kind: "POSIX timers",
-      message: `pid ${pid} has POSIX timers (timer_create), which cannot be dumped yet`,
-    });
-  }
   for (const ns of ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup", "time"]) {
     let theirs = "", ours = "";
     try {

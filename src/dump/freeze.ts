@@ -13,10 +13,24 @@ export class Frozen {
   /** Seizes and interrupts every tid first, then waits for each stop, so
    * the threads of a task stop together rather than one after another. */
   seize(...tids: number[]): void {
+    this.seizeThreads(0, tids);
+  }
+
+  /** seize() for threads of task `pid`: one other than the leader that exits
+   * meanwhile (a short-lived worker; glibc starts one per expiry of a
+   * SIGEV_THREAD timer) is no longer part of the task and is left out.
+   * Returns the tids frozen. */
+  seizeThreads(pid: number, tids: number[]): number[] {
+    const mayVanish = (tid: number) => pid !== 0 && tid !== pid;
+    const gone = new Set<number>();
     for (const tid of tids) {
       try {
         ptrace.seize(tid);
       } catch (err) {
+        if (err instanceof NativeError && err.errno === 3 && mayVanish(tid)) {
+          gone.add(tid);
+          continue;
+        }
         if (err instanceof NativeError && err.errno === 1) {
           throw new DumpError(
             `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
@@ -28,16 +42,29 @@ export class Frozen {
         throw err;
       }
       this.seized.push(tid);
-      ptrace.interrupt(tid);
+      try {
+        ptrace.interrupt(tid);
+      } catch (err) {
+        if (!(err instanceof NativeError && err.errno === 3 && mayVanish(tid))) throw err;
+        this.seized.pop();
+        gone.add(tid);
+      }
     }
     for (const tid of tids) {
+      if (gone.has(tid)) continue;
       const st = wait(tid, WALL);
       if (!st || !st.stopped) {
         this.seized.splice(this.seized.indexOf(tid), 1);
+        if (mayVanish(tid)) {
+          gone.add(tid);
+          continue;
+        }
         throw new DumpError(`pid ${tid} exited while it was being frozen`);
       }
       log.trace(`froze ${tid} (stop signal ${st.stopSig}, event ${st.event})`);
     }
+    if (gone.size) log.debug(`pid ${pid}: thread(s) ${[...gone]} exited while being frozen`);
+    return tids.filter((t) => !gone.has(t));
   }
 
   has(tid: number): boolean {
@@ -102,8 +129,7 @@ export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
       if (t.zombie) continue;
       const fresh = listThreads(pid).filter((tid) => !frozen.has(tid));
       if (fresh.length) {
-        frozen.seize(...fresh);
-        t.tids.push(...fresh);
+        t.tids.push(...frozen.seizeThreads(pid, fresh));
         changed = true;
       }
       for (const child of listChildren(pid)) {

@@ -17,6 +17,7 @@ import { type MapsEntry, protOf, readMaps } from "../proc/maps.ts";
 import { DumpError } from "../errors.ts";
 import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
 import { BlockedDump, type Blocker, type FileCollector } from "../files/collect.ts";
+import { applyVmFlags, readVmFlags, type SmapsFlags } from "../task/vma_flags.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 
@@ -84,8 +85,14 @@ export function takesPages(kind: VmaKind): boolean {
     kind === VmaKind.VMA_FILE_PRIVATE;
 }
 
-export function collectVmas(pid: number, files: FileCollector): Vma[] {
-  // Every mapping that cannot be dumped is named, not just the first.
+/** Every mapping of pid; `flags` are its smaps VmFlags when already read
+ * (collectTask reads them while its scratch page exists). Every mapping that
+ * cannot be dumped is named, not just the first. */
+export function collectVmas(
+  pid: number,
+  files: FileCollector,
+  flags: SmapsFlags[] = readVmFlags(pid),
+): Vma[] {
   const blocked: Blocker[] = [];
   const vmas = readMaps(pid).flatMap((e) => {
     let kind: VmaKind;
@@ -103,7 +110,7 @@ export function collectVmas(pid: number, files: FileCollector): Vma[] {
       e.name,
       `/proc/${pid}/map_files/${e.start.toString(16)}-${e.end.toString(16)}`,
     );
-    return create(VmaSchema, {
+    const v = create(VmaSchema, {
       start: e.start,
       end: e.end,
       prot: protOf(e),
@@ -115,9 +122,16 @@ export function collectVmas(pid: number, files: FileCollector): Vma[] {
       shmemId: kind === VmaKind.VMA_ANON_SHARED ? e.inode : 0,
       shmemSize: kind === VmaKind.VMA_ANON_SHARED ? e.offset + (e.end - e.start) : 0n,
     });
+    applyVmFlags(v, flags);
+    return v;
   });
   if (blocked.length) throw new BlockedDump(blocked);
   return vmas;
+}
+
+/** Whether any of the runs lies in v. */
+export function hasRuns(v: Vma, runs: PageRun[]): boolean {
+  return runs.some((r) => r.vaddr >= v.start && r.vaddr < v.end);
 }
 
 /** Pages of shared anonymous objects already saved by an earlier task, by

@@ -19,6 +19,7 @@ import { freezeTree, Frozen } from "./freeze.ts";
 import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
 import { Snapshots } from "./snapshot.ts";
 import { MemoryTracker } from "./tracking.ts";
+import { readInPlace } from "../task/vma_flags.ts";
 
 export interface PreDumpOptions {
   pid: number;
@@ -70,9 +71,12 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
       const vmas = collectVmas(p, files);
       const pm = prev?.pagemaps.get(p);
       if (!kept.has(p)) tracker.start(p);
+      // Memory a fork copy lacks or sees wiped is left to the dump, which
+      // then finds no parent pages there and saves it whole.
+      const copied = vmas.filter((v) => !readInPlace(v));
       plans.push({
         pid: p,
-        runs: capRuns(planPages(p, vmas, claims, kept.has(p) ? coverage(pm!) : undefined)),
+        runs: capRuns(planPages(p, copied, claims, kept.has(p) ? coverage(pm!) : undefined)),
       });
       tracker.protect(p, vmas);
     }

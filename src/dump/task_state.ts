@@ -20,6 +20,9 @@ import { readProcBytes, readProcText } from "../proc/read.ts";
 import { readLimits, readStat, readStatus, statusHex, statusInts } from "../proc/status.ts";
 import { Injector, SYS } from "./inject.ts";
 import { syscallState } from "./regs.ts";
+import { BlockedDump } from "../files/collect.ts";
+import { collectPosixTimers } from "../task/posix_timers.ts";
+import { noteVmFlags } from "../task/vma_flags.ts";
 
 const PR_GET_PDEATHSIG = 2;
 const PR_GET_DUMPABLE = 3;
@@ -150,7 +153,8 @@ function collectWith(pid: number, tids: number[], injectors: Map<number, Injecto
 
   const uids = statusInts(status, "Uid");
   const gids = statusInts(status, "Gid");
-  return create(TaskCoreSchema, {
+  const timers = collectPosixTimers(pid, tids, inj, statusHex(status, "CapEff"));
+  const core = create(TaskCoreSchema, {
     pid,
     ppid: Number(stat.field(4)),
     pgid: Number(stat.field(5)),
@@ -191,5 +195,10 @@ function collectWith(pid: number, tids: number[], injectors: Map<number, Injecto
       auxv: readProcBytes(pid, "auxv"),
     }),
     exitSignal: Number(stat.field(38)),
+    posixTimers: timers.timers,
   });
+  // Read while the scratch page exists: it shows what new mappings get.
+  const refused = [...timers.refused, ...noteVmFlags(pid, core, inj.scratch)];
+  if (refused.length) throw new BlockedDump(refused.map((message) => ({ pid, message })));
+  return core;
 }

@@ -23,6 +23,7 @@ import { whatIs } from "./unsupported.ts";
 import { localOf } from "./kind.ts";
 import { unlinkedMapping } from "./unlinked.ts";
 import type { MapsEntry } from "../proc/maps.ts";
+import { LockCollector } from "./locks.ts";
 
 export interface FileOptions {
   shellJob: boolean;
@@ -121,6 +122,8 @@ export class FileCollector {
   private readonly skipped = new Set<string>();
   private readonly ctx: DumpContext;
   private readonly mappingsOnly: boolean;
+  /** flock, OFD and POSIX locks seen in the fds' fdinfo (locks.ts). */
+  readonly locks = new LockCollector();
 
   constructor(opts: FileOptions) {
     this.mappingsOnly = !!opts.mappingsOnly;
@@ -192,6 +195,7 @@ export class FileCollector {
         const fileId = this.fileFor(fd);
         this.byFd.set(`${pid}:${n}`, fileId);
         out.push(create(FdEntrySchema, { fd: n, fileId, cloexec }));
+        this.locks.noteFd(fd);
       } catch (err) {
         if (!(err instanceof DumpError)) throw err;
         if (err instanceof BlockedDump) this.blockers.push(...err.blockers);
@@ -256,7 +260,8 @@ export class FileCollector {
     this.byInode.set(key, list);
     try {
       const body = kind.dump(fd, this.ctx, id);
-      this.files[id - 1] = create(FileEntrySchema, { ...body, id });
+      const locks = this.locks.description(fd, id);
+      this.files[id - 1] = create(FileEntrySchema, { ...body, id, locks });
     } catch (err) {
       // Left as a placeholder nobody refers to; the dump is refused anyway.
       list.pop();

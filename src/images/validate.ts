@@ -9,6 +9,7 @@ import {
   FileKind,
   type FilesImage,
   type Inventory,
+  MlockMode,
   type MmImage,
   type PagemapImage,
   type TaskCore,
@@ -18,6 +19,9 @@ import { ImageError } from "../errors.ts";
 import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
 import { FORMAT_VERSION, MAX_PAYLOAD, PAGE_SIZE } from "./format.ts";
 import { kindOf } from "../files/registry.ts";
+import { validateLocks } from "../files/locks.ts";
+import { validatePosixTimers } from "../task/posix_timers.ts";
+import { validateVmFlags } from "../task/vma_flags.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 /** The kernel's limits the restored task must fit in anyway. */
@@ -113,6 +117,7 @@ export function validateFiles(dir: string, img: FilesImage): Map<number, FileEnt
     byId.set(f.id, f);
     const kind = kindOf(f) ?? fail(file, `${where}: unknown file kind ${f.kind}`);
     kind.validate(f, (why) => fail(file, `${where}: ${why}`));
+    validateLocks(f.locks, (why) => fail(file, `${where}: ${why}`));
   }
   return byId;
 }
@@ -208,6 +213,8 @@ function validateCore(file: string, pid: number, c: TaskCore, files: Map<number,
   if (mm.exeFileId !== 0 && files.get(mm.exeFileId)?.kind !== FileKind.FILE_REG) {
     fail(file, `executable refers to no regular file (#${mm.exeFileId})`);
   }
+  validatePosixTimers(c, (why) => fail(file, why));
+  if (!(c.mlockFuture in MlockMode)) fail(file, `unknown mlockall mode ${c.mlockFuture}`);
 }
 
 function checkSignal(file: string, signo: number, infoLen: number): void {
@@ -232,6 +239,7 @@ function validateMm(file: string, pid: number, mm: MmImage, files: Map<number, F
     }
     if (!(v.kind in VmaKind) || v.prot > 7) fail(file, `${at}: unknown kind or protection`);
     if (v.name.length > LIMITS.path) fail(file, `${at}: name too long`);
+    validateVmFlags(v, (why) => fail(file, `${at}: ${why}`));
     if (v.kind === VmaKind.VMA_FILE_PRIVATE || v.kind === VmaKind.VMA_FILE_SHARED) {
       const kind = files.get(v.fileId)?.kind;
       if (kind !== FileKind.FILE_REG && kind !== FileKind.FILE_UNLINKED) {
@@ -326,6 +334,7 @@ function validateFds(file: string, pid: number, t: FdTable, files: Map<number, F
     seen.add(e.fd);
     if (!files.has(e.fileId)) fail(file, `fd ${e.fd} refers to no file (#${e.fileId})`);
   }
+  validateLocks(t.locks, (why) => fail(file, why), seen);
 }
 
 /** Size of a task's pages file on disk (not following symlinks). */

@@ -5,6 +5,7 @@
 import {
   type FileEntry,
   FileKind,
+  MlockMode,
   type PageRun,
   type Vma,
   VmaKind,
@@ -50,7 +51,9 @@ export function lazyRuns(vmas: Vma[], runs: { vaddr: bigint }[]): boolean[] {
   return runs.map((r) => {
     while (vi < vmas.length && vmas[vi].end <= r.vaddr) vi++;
     const v = vmas[vi];
-    return !!v && v.kind === VmaKind.VMA_ANON_PRIVATE && r.vaddr >= v.start;
+    // Locked memory is resident by contract: it is filled before the tree runs.
+    return !!v && v.kind === VmaKind.VMA_ANON_PRIVATE && r.vaddr >= v.start &&
+      v.mlock === MlockMode.MLOCK_NONE;
   });
 }
 

@@ -11,6 +11,9 @@ import { fd as fdops, O, planLayout } from "../native/mod.ts";
 import { readLimits } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import type { OpenedFiles } from "../files/open.ts";
+import { lockOps } from "../files/locks.ts";
+import { posixTimerOps } from "../task/posix_timers.ts";
+import { vmFlagsOps } from "../task/vma_flags.ts";
 import { EXTERNAL_FILL_MIN, fillBytes } from "./fill.ts";
 import { planMemory, type SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
@@ -110,6 +113,11 @@ export function taskPlan(
   if (!shared) {
     plan.ops = opened.taskOps(core, t.fds!.fds, (n) => service(fdops.dupAbove(n, 100)));
   }
+  plan.ops.push(
+    ...lockOps(pid, t.fds!, files, opened),
+    ...vmFlagsOps(core, t.mm!.vmas),
+    ...posixTimerOps(core),
+  );
   plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
   plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iigQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIp0BCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBCKCAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0i2QMKCUZpbGVFbnRyeRIKCgJpZBgBIAEoDRIcCgRraW5kGAIgASgOMg4uY2twdC5GaWxlS2luZBIaCgNyZWcYAyABKAsyDS5ja3B0LlJlZ0ZpbGUSHAoEcGlwZRgEIAEoCzIOLmNrcHQuUGlwZUZpbGUSIgoHZXZlbnRmZBgFIAEoCzIRLmNrcHQuRXZlbnRGZEZpbGUSGgoDY2hyGAYgASgLMg0uY2twdC5DaHJGaWxlEiIKBHVuaXgYByABKAsyFC5ja3B0LlVuaXhTb2NrZXRGaWxlEiIKB2lub3RpZnkYFCABKAsyES5ja3B0Lklub3RpZnlGaWxlEiQKCGZhbm90aWZ5GBUgASgLMhIuY2twdC5GYW5vdGlmeUZpbGUSJQoIdW5saW5rZWQYFiABKAsyEy5ja3B0LlVubGlua2VkSW5vZGUSKQoNdW5saW5rZWRfb3BlbhgXIAEoCzISLmNrcHQuVW5saW5rZWRPcGVuEh4KBWVwb2xsGB4gASgLMg8uY2twdC5FcG9sbEZpbGUSIgoHdGltZXJmZBgfIAEoCzIRLmNrcHQuVGltZXJGZEZpbGUSJAoIc2lnbmFsZmQYICABKAsyEi5ja3B0LlNpZ25hbEZkRmlsZSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Ij0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIsgDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKvgBCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECAqYgoQRmFub3RpZnlNYXJrS2luZBIXChNGQU5PVElGWV9NQVJLX0lOT0RFEAASFwoTRkFOT1RJRllfTUFSS19NT1VOVBABEhwKGEZBTk9USUZZX01BUktfRklMRVNZU1RFTRACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0i2QQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSJgoMcG9zaXhfdGltZXJzGCggAygLMhAuY2twdC5Qb3NpeFRpbWVyEiUKDG1sb2NrX2Z1dHVyZRgpIAEoDjIPLmNrcHQuTWxvY2tNb2RlItcBCgpQb3NpeFRpbWVyEgoKAmlkGAEgASgFEhAKCGNsb2NrX2lkGAIgASgFEg0KBXNpZ25vGAMgASgNEhMKC3NpZ2V2X3ZhbHVlGAQgASgEEg4KBm5vdGlmeRgFIAEoDRISCgpub3RpZnlfdGlkGAYgASgFEhEKCXZhbHVlX3NlYxgHIAEoAxISCgp2YWx1ZV9uc2VjGAggASgDEhQKDGludGVydmFsX3NlYxgJIAEoAxIVCg1pbnRlcnZhbF9uc2VjGAogASgDEg8KB292ZXJydW4YCyABKAUi8wEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBBIOCgZhZHZpY2UYFCABKA0SHgoFbWxvY2sYFSABKA4yDy5ja3B0Lk1sb2NrTW9kZRIOCgZzZWFsZWQYFiABKAgiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCKdAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQiggEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIIj4KC0V2ZW50RmRGaWxlEg0KBWNvdW50GAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXNlbWFwaG9yZRgDIAEoCCI0CgdDaHJGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SDAoEcmRldhgDIAEoDSJpCgxXYXRjaGVkSW5vZGUSDAoEcGF0aBgBIAEoCRILCgNkZXYYAiABKAQSCwoDaW5vGAMgASgEEgwKBHNkZXYYBCABKA0SEwoLaGFuZGxlX3R5cGUYBSABKA0SDgoGaGFuZGxlGAYgASgMIksKDElub3RpZnlXYXRjaBIKCgJ3ZBgBIAEoBRIMCgRtYXNrGAIgASgNEiEKBWlub2RlGAMgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUiQQoLSW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SIwoHd2F0Y2hlcxgCIAMoCzISLmNrcHQuSW5vdGlmeVdhdGNoIr0BCgxGYW5vdGlmeU1hcmsSJAoEa2luZBgBIAEoDjIWLmNrcHQuRmFub3RpZnlNYXJrS2luZBIOCgZtZmxhZ3MYAiABKA0SDAoEbWFzaxgDIAEoDRIUCgxpZ25vcmVkX21hc2sYBCABKA0SIQoFaW5vZGUYBSABKAsyEi5ja3B0LldhdGNoZWRJbm9kZRIOCgZtbnRfaWQYBiABKA0SEgoKbW91bnRfcGF0aBgHIAEoCRIMCgRzZGV2GAggASgNImkKDEZhbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRISCgppbml0X2ZsYWdzGAIgASgNEhMKC2V2ZW50X2ZsYWdzGAMgASgNEiEKBW1hcmtzGAQgAygLMhIuY2twdC5GYW5vdGlmeU1hcmsiXAoLRXBvbGxUYXJnZXQSCwoDdGZkGAEgASgFEg4KBmV2ZW50cxgCIAEoDRIMCgRkYXRhGAMgASgEEg8KB2ZpbGVfaWQYBCABKA0SEQoJcmVhZHlfbm93GAUgASgNIj4KCUVwb2xsRmlsZRINCgVmbGFncxgBIAEoDRIiCgd0YXJnZXRzGAIgAygLMhEuY2twdC5FcG9sbFRhcmdldCKMAQoLVGltZXJGZEZpbGUSDwoHY2xvY2tpZBgBIAEoBRINCgVmbGFncxgCIAEoDRIVCg1zZXR0aW1lX2ZsYWdzGAMgASgNEg0KBXRpY2tzGAQgASgEEhAKCHZhbHVlX25zGAUgASgEEhMKC2ludGVydmFsX25zGAYgASgEEhAKCGNsb2NrX25zGAcgASgEIi4KDFNpZ25hbEZkRmlsZRIPCgdzaWdtYXNrGAEgASgEEg0KBWZsYWdzGAIgASgNIvgDCglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSHQoFbG9ja3MYKCADKAsyDi5ja3B0LkZpbGVMb2NrIl8KCEZpbGVMb2NrEhwKBGtpbmQYASABKA4yDi5ja3B0LkxvY2tLaW5kEg0KBXdyaXRlGAIgASgIEg0KBXN0YXJ0GAMgASgEEgsKA2VuZBgEIAEoBBIKCgJmZBgFIAEoBSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiUQoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Eh0KBWxvY2tzGAogAygLMg4uY2twdC5GaWxlTG9jayI9CgtVbml4TWVzc2FnZRIMCgRkYXRhGAEgASgMEg4KBnNlbmRlchgCIAEoDBIQCghmaWxlX2lkcxgDIAMoDSLIAwoOVW5peFNvY2tldEZpbGUSCwoDaW5vGAEgASgEEgwKBHR5cGUYAiABKA0SDQoFc3RhdGUYAyABKA0SDQoFZmxhZ3MYBCABKA0SDAoEbmFtZRgFIAEoDBIVCg1uYW1lX3VubGlua2VkGAYgASgIEhUKDW5hbWVfYm9ycm93ZWQYByABKAgSEQoJZmlsZV9tb2RlGAggASgNEhAKCGZpbGVfdWlkGAkgASgNEhAKCGZpbGVfZ2lkGAogASgNEhwKBHBlZXIYCyABKA4yDi5ja3B0LlVuaXhQZWVyEhAKCHBlZXJfaW5vGAwgASgEEhQKDGxpc3RlbmVyX2lubxgNIAEoBBIPCgdiYWNrbG9nGA4gASgNEg8KB3BlbmRpbmcYDyADKAQSEAoIc2h1dGRvd24YECABKA0SEAoIcGFzc2NyZWQYESABKAgSDgoGcmN2YnVmGBIgASgNEg4KBnNuZGJ1ZhgTIAEoDRIQCghwZWVrX29mZhgUIAEoBRIgCgVxdWV1ZRgVIAMoCzIRLmNrcHQuVW5peE1lc3NhZ2USEQoJcGVlcl9uYW1lGBYgASgMEgsKA3BpZBgXIAEoDRIKCgJmZBgYIAEoBSpACglNbG9ja01vZGUSDgoKTUxPQ0tfTk9ORRAAEhAKDE1MT0NLX0xPQ0tFRBABEhEKDU1MT0NLX09ORkFVTFQQAiqiAQoHVm1hS2luZBIUChBWTUFfQU5PTl9QUklWQVRFEAASEwoPVk1BX0FOT05fU0hBUkVEEAESFAoQVk1BX0ZJTEVfUFJJVkFURRACEhMKD1ZNQV9GSUxFX1NIQVJFRBADEgwKCFZNQV9WRFNPEAQSDAoIVk1BX1ZWQVIQBRITCg9WTUFfVlZBUl9WQ0xPQ0sQBhIQCgxWTUFfVlNZU0NBTEwQByr4AQoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYSEAoMRklMRV9JTk9USUZZEBQSEQoNRklMRV9GQU5PVElGWRAVEhEKDUZJTEVfVU5MSU5LRUQQFhIWChJGSUxFX1VOTElOS0VEX09QRU4QFxIOCgpGSUxFX0VQT0xMEB4SEAoMRklMRV9USU1FUkZEEB8SEQoNRklMRV9TSUdOQUxGRBAgKmIKEEZhbm90aWZ5TWFya0tpbmQSFwoTRkFOT1RJRllfTUFSS19JTk9ERRAAEhcKE0ZBTk9USUZZX01BUktfTU9VTlQQARIcChhGQU5PVElGWV9NQVJLX0ZJTEVTWVNURU0QAio4CghMb2NrS2luZBIOCgpMT0NLX1BPU0lYEAASDgoKTE9DS19GTE9DSxABEgwKCExPQ0tfT0ZEEAIqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -656,6 +656,21 @@ export type TaskCore = Message<"ckpt.TaskCore"> & {
    * @generated from field: bool shares_fs = 23;
    */
   sharesFs: boolean;
+
+  /**
+   * timer_create timers of the process (src/task/posix_timers.ts). Numbers 40+
+   * leave room for other task state.
+   *
+   * @generated from field: repeated ckpt.PosixTimer posix_timers = 40;
+   */
+  posixTimers: PosixTimer[];
+
+  /**
+   * mlockall(MCL_FUTURE): mappings made from now on are locked.
+   *
+   * @generated from field: ckpt.MlockMode mlock_future = 41;
+   */
+  mlockFuture: MlockMode;
 };
 
 /**
@@ -664,6 +679,89 @@ export type TaskCore = Message<"ckpt.TaskCore"> & {
  */
 export const TaskCoreSchema: GenMessage<TaskCore> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 10);
+
+/**
+ * A POSIX timer as /proc/PID/timers and timer_gettime show it.
+ *
+ * @generated from message ckpt.PosixTimer
+ */
+export type PosixTimer = Message<"ckpt.PosixTimer"> & {
+  /**
+   * the kernel's timer id, recreated as it was
+   *
+   * @generated from field: int32 id = 1;
+   */
+  id: number;
+
+  /**
+   * as given to timer_create (CPU clocks encode a pid or tid)
+   *
+   * @generated from field: int32 clock_id = 2;
+   */
+  clockId: number;
+
+  /**
+   * @generated from field: uint32 signo = 3;
+   */
+  signo: number;
+
+  /**
+   * sigev_value, 64 bits (sival_ptr)
+   *
+   * @generated from field: uint64 sigev_value = 4;
+   */
+  sigevValue: bigint;
+
+  /**
+   * sigev_notify: SIGEV_SIGNAL 0, NONE 1, THREAD 2, with SIGEV_THREAD_ID 4
+   *
+   * @generated from field: uint32 notify = 5;
+   */
+  notify: number;
+
+  /**
+   * SIGEV_THREAD_ID: the thread signalled
+   *
+   * @generated from field: int32 notify_tid = 6;
+   */
+  notifyTid: number;
+
+  /**
+   * time left (0: disarmed)
+   *
+   * @generated from field: int64 value_sec = 7;
+   */
+  valueSec: bigint;
+
+  /**
+   * @generated from field: int64 value_nsec = 8;
+   */
+  valueNsec: bigint;
+
+  /**
+   * @generated from field: int64 interval_sec = 9;
+   */
+  intervalSec: bigint;
+
+  /**
+   * @generated from field: int64 interval_nsec = 10;
+   */
+  intervalNsec: bigint;
+
+  /**
+   * timer_getoverrun at dump (the kernel cannot be given it back)
+   *
+   * @generated from field: int32 overrun = 11;
+   */
+  overrun: number;
+};
+
+/**
+ * Describes the message ckpt.PosixTimer.
+ * Use `create(PosixTimerSchema)` to create a new message.
+ */
+export const PosixTimerSchema: GenMessage<PosixTimer> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 11);
 
 /**
  * @generated from message ckpt.Vma
@@ -730,6 +828,25 @@ export type Vma = Message<"ckpt.Vma"> & {
    * @generated from field: uint64 shmem_size = 10;
    */
   shmemSize: bigint;
+
+  /**
+   * madvise state (VmFlags), VMA_ADVICE bits of src/task/vma_flags.ts
+   *
+   * @generated from field: uint32 advice = 20;
+   */
+  advice: number;
+
+  /**
+   * @generated from field: ckpt.MlockMode mlock = 21;
+   */
+  mlock: MlockMode;
+
+  /**
+   * mseal(2)
+   *
+   * @generated from field: bool sealed = 22;
+   */
+  sealed: boolean;
 };
 
 /**
@@ -737,7 +854,7 @@ export type Vma = Message<"ckpt.Vma"> & {
  * Use `create(VmaSchema)` to create a new message.
  */
 export const VmaSchema: GenMessage<Vma> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 11);
+  messageDesc(file_ckpt_images, 12);
 
 /**
  * mm-PID.img
@@ -761,7 +878,7 @@ export type MmImage = Message<"ckpt.MmImage"> & {
  * Use `create(MmImageSchema)` to create a new message.
  */
 export const MmImageSchema: GenMessage<MmImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 12);
+  messageDesc(file_ckpt_images, 13);
 
 /**
  * A run of pages in the pages file.
@@ -818,7 +935,7 @@ export type PageRun = Message<"ckpt.PageRun"> & {
  * Use `create(PageRunSchema)` to create a new message.
  */
 export const PageRunSchema: GenMessage<PageRun> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 13);
+  messageDesc(file_ckpt_images, 14);
 
 /**
  * pagemap-PID.img: which pages of the task are in pages-PID.img.
@@ -871,7 +988,7 @@ export type PagemapImage = Message<"ckpt.PagemapImage"> & {
  * Use `create(PagemapImageSchema)` to create a new message.
  */
 export const PagemapImageSchema: GenMessage<PagemapImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 14);
+  messageDesc(file_ckpt_images, 15);
 
 /**
  * @generated from message ckpt.MemoryTracking
@@ -898,7 +1015,7 @@ export type MemoryTracking = Message<"ckpt.MemoryTracking"> & {
  * Use `create(MemoryTrackingSchema)` to create a new message.
  */
 export const MemoryTrackingSchema: GenMessage<MemoryTracking> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 15);
+  messageDesc(file_ckpt_images, 16);
 
 /**
  * @generated from message ckpt.RegFile
@@ -968,7 +1085,7 @@ export type RegFile = Message<"ckpt.RegFile"> & {
  * Use `create(RegFileSchema)` to create a new message.
  */
 export const RegFileSchema: GenMessage<RegFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 16);
+  messageDesc(file_ckpt_images, 17);
 
 /**
  * @generated from message ckpt.PipeFile
@@ -1026,7 +1143,7 @@ export type PipeFile = Message<"ckpt.PipeFile"> & {
  * Use `create(PipeFileSchema)` to create a new message.
  */
 export const PipeFileSchema: GenMessage<PipeFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 17);
+  messageDesc(file_ckpt_images, 18);
 
 /**
  * @generated from message ckpt.EventFdFile
@@ -1053,7 +1170,7 @@ export type EventFdFile = Message<"ckpt.EventFdFile"> & {
  * Use `create(EventFdFileSchema)` to create a new message.
  */
 export const EventFdFileSchema: GenMessage<EventFdFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 18);
+  messageDesc(file_ckpt_images, 19);
 
 /**
  * @generated from message ckpt.ChrFile
@@ -1080,7 +1197,7 @@ export type ChrFile = Message<"ckpt.ChrFile"> & {
  * Use `create(ChrFileSchema)` to create a new message.
  */
 export const ChrFileSchema: GenMessage<ChrFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 19);
+  messageDesc(file_ckpt_images, 20);
 
 /**
  * An inode an inotify watch or fanotify mark is on: found again by its path
@@ -1128,7 +1245,7 @@ export type WatchedInode = Message<"ckpt.WatchedInode"> & {
  * Use `create(WatchedInodeSchema)` to create a new message.
  */
 export const WatchedInodeSchema: GenMessage<WatchedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 20);
+  messageDesc(file_ckpt_images, 21);
 
 /**
  * @generated from message ckpt.InotifyWatch
@@ -1159,7 +1276,7 @@ export type InotifyWatch = Message<"ckpt.InotifyWatch"> & {
  * Use `create(InotifyWatchSchema)` to create a new message.
  */
 export const InotifyWatchSchema: GenMessage<InotifyWatch> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 21);
+  messageDesc(file_ckpt_images, 22);
 
 /**
  * @generated from message ckpt.InotifyFile
@@ -1185,7 +1302,7 @@ export type InotifyFile = Message<"ckpt.InotifyFile"> & {
  * Use `create(InotifyFileSchema)` to create a new message.
  */
 export const InotifyFileSchema: GenMessage<InotifyFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 22);
+  messageDesc(file_ckpt_images, 23);
 
 /**
  * @generated from message ckpt.FanotifyMark
@@ -1247,7 +1364,7 @@ export type FanotifyMark = Message<"ckpt.FanotifyMark"> & {
  * Use `create(FanotifyMarkSchema)` to create a new message.
  */
 export const FanotifyMarkSchema: GenMessage<FanotifyMark> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 23);
+  messageDesc(file_ckpt_images, 24);
 
 /**
  * @generated from message ckpt.FanotifyFile
@@ -1285,7 +1402,7 @@ export type FanotifyFile = Message<"ckpt.FanotifyFile"> & {
  * Use `create(FanotifyFileSchema)` to create a new message.
  */
 export const FanotifyFileSchema: GenMessage<FanotifyFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 24);
+  messageDesc(file_ckpt_images, 25);
 
 /**
  * One registration of an epoll set, as the kernel keys it: the target file
@@ -1334,7 +1451,7 @@ export type EpollTarget = Message<"ckpt.EpollTarget"> & {
  * Use `create(EpollTargetSchema)` to create a new message.
  */
 export const EpollTargetSchema: GenMessage<EpollTarget> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 25);
+  messageDesc(file_ckpt_images, 26);
 
 /**
  * @generated from message ckpt.EpollFile
@@ -1358,7 +1475,7 @@ export type EpollFile = Message<"ckpt.EpollFile"> & {
  * Use `create(EpollFileSchema)` to create a new message.
  */
 export const EpollFileSchema: GenMessage<EpollFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 26);
+  messageDesc(file_ckpt_images, 27);
 
 /**
  * @generated from message ckpt.TimerFdFile
@@ -1415,7 +1532,7 @@ export type TimerFdFile = Message<"ckpt.TimerFdFile"> & {
  * Use `create(TimerFdFileSchema)` to create a new message.
  */
 export const TimerFdFileSchema: GenMessage<TimerFdFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 27);
+  messageDesc(file_ckpt_images, 28);
 
 /**
  * @generated from message ckpt.SignalFdFile
@@ -1439,7 +1556,7 @@ export type SignalFdFile = Message<"ckpt.SignalFdFile"> & {
  * Use `create(SignalFdFileSchema)` to create a new message.
  */
 export const SignalFdFileSchema: GenMessage<SignalFdFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 28);
+  messageDesc(file_ckpt_images, 29);
 
 /**
  * @generated from message ckpt.FileEntry
@@ -1524,6 +1641,13 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
    * @generated from field: ckpt.SignalFdFile signalfd = 32;
    */
   signalfd?: SignalFdFile | undefined;
+
+  /**
+   * flock and OFD locks held by this open file description.
+   *
+   * @generated from field: repeated ckpt.FileLock locks = 40;
+   */
+  locks: FileLock[];
 };
 
 /**
@@ -1531,7 +1655,50 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 29);
+  messageDesc(file_ckpt_images, 30);
+
+/**
+ * A lock as /proc/locks shows it (src/files/locks.ts).
+ *
+ * @generated from message ckpt.FileLock
+ */
+export type FileLock = Message<"ckpt.FileLock"> & {
+  /**
+   * @generated from field: ckpt.LockKind kind = 1;
+   */
+  kind: LockKind;
+
+  /**
+   * @generated from field: bool write = 2;
+   */
+  write: boolean;
+
+  /**
+   * @generated from field: uint64 start = 3;
+   */
+  start: bigint;
+
+  /**
+   * last byte, inclusive; 2^63-1 (OFFSET_MAX) for "to the end of the file"
+   *
+   * @generated from field: uint64 end = 4;
+   */
+  end: bigint;
+
+  /**
+   * POSIX: the task's fd it was taken through
+   *
+   * @generated from field: int32 fd = 5;
+   */
+  fd: number;
+};
+
+/**
+ * Describes the message ckpt.FileLock.
+ * Use `create(FileLockSchema)` to create a new message.
+ */
+export const FileLockSchema: GenMessage<FileLock> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 31);
 
 /**
  * An inode no path leads to: a memfd (memfd_create), or a file deleted while
@@ -1619,7 +1786,7 @@ export type UnlinkedInode = Message<"ckpt.UnlinkedInode"> & {
  * Use `create(UnlinkedInodeSchema)` to create a new message.
  */
 export const UnlinkedInodeSchema: GenMessage<UnlinkedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 30);
+  messageDesc(file_ckpt_images, 32);
 
 /**
  * @generated from message ckpt.DataRange
@@ -1641,7 +1808,7 @@ export type DataRange = Message<"ckpt.DataRange"> & {
  * Use `create(DataRangeSchema)` to create a new message.
  */
 export const DataRangeSchema: GenMessage<DataRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 31);
+  messageDesc(file_ckpt_images, 33);
 
 /**
  * One open file description of an UnlinkedInode (what an fd refers to).
@@ -1674,7 +1841,7 @@ export type UnlinkedOpen = Message<"ckpt.UnlinkedOpen"> & {
  * Use `create(UnlinkedOpenSchema)` to create a new message.
  */
 export const UnlinkedOpenSchema: GenMessage<UnlinkedOpen> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 32);
+  messageDesc(file_ckpt_images, 34);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -1693,7 +1860,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 33);
+  messageDesc(file_ckpt_images, 35);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -1720,7 +1887,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 34);
+  messageDesc(file_ckpt_images, 36);
 
 /**
  * fdinfo-PID.img
@@ -1737,6 +1904,13 @@ export type FdTable = Message<"ckpt.FdTable"> & {
    * @generated from field: repeated ckpt.FdEntry fds = 2;
    */
   fds: FdEntry[];
+
+  /**
+   * POSIX (fcntl) locks the process holds, each on the file of its fd.
+   *
+   * @generated from field: repeated ckpt.FileLock locks = 10;
+   */
+  locks: FileLock[];
 };
 
 /**
@@ -1744,7 +1918,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 35);
+  messageDesc(file_ckpt_images, 37);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -1777,7 +1951,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 36);
+  messageDesc(file_ckpt_images, 38);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -1941,7 +2115,37 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 37);
+  messageDesc(file_ckpt_images, 39);
+
+/**
+ * @generated from enum ckpt.MlockMode
+ */
+export enum MlockMode {
+  /**
+   * @generated from enum value: MLOCK_NONE = 0;
+   */
+  MLOCK_NONE = 0,
+
+  /**
+   * mlock / MCL_FUTURE: VM_LOCKED
+   *
+   * @generated from enum value: MLOCK_LOCKED = 1;
+   */
+  MLOCK_LOCKED = 1,
+
+  /**
+   * mlock2(MLOCK_ONFAULT) / MCL_ONFAULT: VM_LOCKED | VM_LOCKONFAULT
+   *
+   * @generated from enum value: MLOCK_ONFAULT = 2;
+   */
+  MLOCK_ONFAULT = 2,
+}
+
+/**
+ * Describes the enum ckpt.MlockMode.
+ */
+export const MlockModeSchema: GenEnum<MlockMode> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 0);
 
 /**
  * @generated from enum ckpt.VmaKind
@@ -1992,7 +2196,7 @@ export enum VmaKind {
  * Describes the enum ckpt.VmaKind.
  */
 export const VmaKindSchema: GenEnum<VmaKind> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 0);
+  enumDesc(file_ckpt_images, 1);
 
 /**
  * @generated from enum ckpt.FileKind
@@ -2076,7 +2280,7 @@ export enum FileKind {
  * Describes the enum ckpt.FileKind.
  */
 export const FileKindSchema: GenEnum<FileKind> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 1);
+  enumDesc(file_ckpt_images, 2);
 
 /**
  * @generated from enum ckpt.FanotifyMarkKind
@@ -2102,7 +2306,39 @@ export enum FanotifyMarkKind {
  * Describes the enum ckpt.FanotifyMarkKind.
  */
 export const FanotifyMarkKindSchema: GenEnum<FanotifyMarkKind> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 2);
+  enumDesc(file_ckpt_images, 3);
+
+/**
+ * @generated from enum ckpt.LockKind
+ */
+export enum LockKind {
+  /**
+   * fcntl F_SETLK: owned by the process
+   *
+   * @generated from enum value: LOCK_POSIX = 0;
+   */
+  LOCK_POSIX = 0,
+
+  /**
+   * flock(2): owned by the open file description
+   *
+   * @generated from enum value: LOCK_FLOCK = 1;
+   */
+  LOCK_FLOCK = 1,
+
+  /**
+   * fcntl F_OFD_SETLK: owned by the open file description
+   *
+   * @generated from enum value: LOCK_OFD = 2;
+   */
+  LOCK_OFD = 2,
+}
+
+/**
+ * Describes the enum ckpt.LockKind.
+ */
+export const LockKindSchema: GenEnum<LockKind> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 4);
 
 /**
  * Where a UNIX socket's peer was at dump, and so what restore must do.
@@ -2157,5 +2393,5 @@ export enum UnixPeer {
  * Describes the enum ckpt.UnixPeer.
  */
 export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 3);
+  enumDesc(file_ckpt_images, 5);
 
