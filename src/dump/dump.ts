@@ -31,6 +31,7 @@ import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { BlockedDump, type Blocker, FileCollector } from "../files/collect.ts";
+import { cttyBlockers } from "../files/ctty.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
 import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
 import { MemoryTracker, trackingLeftIn } from "./tracking.ts";
@@ -173,6 +174,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     tracker.dispose();
     files.finish(live.map((l) => l.t.pid));
+    files.blockers.push(...cttyBlockers(live.map((l) => l.core), files.files, !!opts.shellJob));
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);

@@ -11,6 +11,7 @@ import { fd as fdops, O, planLayout } from "../native/mod.ts";
 import { readLimits } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import type { OpenedFiles } from "../files/open.ts";
+import { cttyOps } from "../files/ctty.ts";
 import { EXTERNAL_FILL_MIN, fillBytes } from "./fill.ts";
 import { planMemory, type SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
@@ -110,6 +111,7 @@ export function taskPlan(
   if (!shared) {
     plan.ops = opened.taskOps(core, t.fds!.fds, (n) => service(fdops.dupAbove(n, 100)));
   }
+  plan.ops.push(...cttyOps(core, plan.flags, place, opened));
   plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
   plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iigQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgiswEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIp0BCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBCKCAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0i2QMKCUZpbGVFbnRyeRIKCgJpZBgBIAEoDRIcCgRraW5kGAIgASgOMg4uY2twdC5GaWxlS2luZBIaCgNyZWcYAyABKAsyDS5ja3B0LlJlZ0ZpbGUSHAoEcGlwZRgEIAEoCzIOLmNrcHQuUGlwZUZpbGUSIgoHZXZlbnRmZBgFIAEoCzIRLmNrcHQuRXZlbnRGZEZpbGUSGgoDY2hyGAYgASgLMg0uY2twdC5DaHJGaWxlEiIKBHVuaXgYByABKAsyFC5ja3B0LlVuaXhTb2NrZXRGaWxlEiIKB2lub3RpZnkYFCABKAsyES5ja3B0Lklub3RpZnlGaWxlEiQKCGZhbm90aWZ5GBUgASgLMhIuY2twdC5GYW5vdGlmeUZpbGUSJQoIdW5saW5rZWQYFiABKAsyEy5ja3B0LlVubGlua2VkSW5vZGUSKQoNdW5saW5rZWRfb3BlbhgXIAEoCzISLmNrcHQuVW5saW5rZWRPcGVuEh4KBWVwb2xsGB4gASgLMg8uY2twdC5FcG9sbEZpbGUSIgoHdGltZXJmZBgfIAEoCzIRLmNrcHQuVGltZXJGZEZpbGUSJAoIc2lnbmFsZmQYICABKAsyEi5ja3B0LlNpZ25hbEZkRmlsZSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Ij0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIsgDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKvgBCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECAqYgoQRmFub3RpZnlNYXJrS2luZBIXChNGQU5PVElGWV9NQVJLX0lOT0RFEAASFwoTRkFOT1RJRllfTUFSS19NT1VOVBABEhwKGEZBTk9USUZZX01BUktfRklMRVNZU1RFTRACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0irAQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSDgoGdHR5X25yGCggASgNEhAKCHR0eV9wZ3JwGCkgASgFIrMBCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCKdAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQiggEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIIj4KC0V2ZW50RmRGaWxlEg0KBWNvdW50GAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXNlbWFwaG9yZRgDIAEoCCI0CgdDaHJGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SDAoEcmRldhgDIAEoDSJpCgxXYXRjaGVkSW5vZGUSDAoEcGF0aBgBIAEoCRILCgNkZXYYAiABKAQSCwoDaW5vGAMgASgEEgwKBHNkZXYYBCABKA0SEwoLaGFuZGxlX3R5cGUYBSABKA0SDgoGaGFuZGxlGAYgASgMIksKDElub3RpZnlXYXRjaBIKCgJ3ZBgBIAEoBRIMCgRtYXNrGAIgASgNEiEKBWlub2RlGAMgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUiQQoLSW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SIwoHd2F0Y2hlcxgCIAMoCzISLmNrcHQuSW5vdGlmeVdhdGNoIr0BCgxGYW5vdGlmeU1hcmsSJAoEa2luZBgBIAEoDjIWLmNrcHQuRmFub3RpZnlNYXJrS2luZBIOCgZtZmxhZ3MYAiABKA0SDAoEbWFzaxgDIAEoDRIUCgxpZ25vcmVkX21hc2sYBCABKA0SIQoFaW5vZGUYBSABKAsyEi5ja3B0LldhdGNoZWRJbm9kZRIOCgZtbnRfaWQYBiABKA0SEgoKbW91bnRfcGF0aBgHIAEoCRIMCgRzZGV2GAggASgNImkKDEZhbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRISCgppbml0X2ZsYWdzGAIgASgNEhMKC2V2ZW50X2ZsYWdzGAMgASgNEiEKBW1hcmtzGAQgAygLMhIuY2twdC5GYW5vdGlmeU1hcmsiXAoLRXBvbGxUYXJnZXQSCwoDdGZkGAEgASgFEg4KBmV2ZW50cxgCIAEoDRIMCgRkYXRhGAMgASgEEg8KB2ZpbGVfaWQYBCABKA0SEQoJcmVhZHlfbm93GAUgASgNIj4KCUVwb2xsRmlsZRINCgVmbGFncxgBIAEoDRIiCgd0YXJnZXRzGAIgAygLMhEuY2twdC5FcG9sbFRhcmdldCKMAQoLVGltZXJGZEZpbGUSDwoHY2xvY2tpZBgBIAEoBRINCgVmbGFncxgCIAEoDRIVCg1zZXR0aW1lX2ZsYWdzGAMgASgNEg0KBXRpY2tzGAQgASgEEhAKCHZhbHVlX25zGAUgASgEEhMKC2ludGVydmFsX25zGAYgASgEEhAKCGNsb2NrX25zGAcgASgEIi4KDFNpZ25hbEZkRmlsZRIPCgdzaWdtYXNrGAEgASgEEg0KBWZsYWdzGAIgASgNIn8KB1Rlcm1pb3MSDQoFaWZsYWcYASABKA0SDQoFb2ZsYWcYAiABKA0SDQoFY2ZsYWcYAyABKA0SDQoFbGZsYWcYBCABKA0SDAoEbGluZRgFIAEoDRIKCgJjYxgGIAEoDBIOCgZpc3BlZWQYByABKA0SDgoGb3NwZWVkGAggASgNIjgKCFR0eUNodW5rEgwKBGRhdGEYASABKAwSHgoDZW5kGAIgASgOMhEuY2twdC5UdHlDaHVua0VuZCLGAgoIUHR5U3RhdGUSHgoHdGVybWlvcxgBIAEoCzINLmNrcHQuVGVybWlvcxIWCg5sb2NrZWRfdGVybWlvcxgCIAEoDBIMCgRyb3dzGAMgASgNEgwKBGNvbHMYBCABKA0SDgoGeHBpeGVsGAUgASgNEg4KBnlwaXhlbBgGIAEoDRIOCgZsb2NrZWQYByABKAgSDgoGcGFja2V0GAggASgIEhMKC21hc3Rlcl9leGNsGAkgASgIEhIKCnNsYXZlX2V4Y2wYCiABKAgSHQoFaW5wdXQYCyADKAsyDi5ja3B0LlR0eUNodW5rEg4KBm91dHB1dBgMIAEoDBIUCgxzbGF2ZV9jbG9zZWQYDSABKAgSEgoKc2xhdmVfbW9kZRgOIAEoDRIRCglzbGF2ZV91aWQYDyABKA0SEQoJc2xhdmVfZ2lkGBAgASgNIn0KB1R0eUZpbGUSGwoEcm9sZRgBIAEoDjINLmNrcHQuVHR5Um9sZRIMCgRwYXRoGAIgASgJEg0KBWZsYWdzGAMgASgNEg0KBWluZGV4GAQgASgNEgwKBHJkZXYYBSABKAQSGwoDcHR5GAYgASgLMg4uY2twdC5QdHlTdGF0ZSL1AwoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZRIlCgh1bmxpbmtlZBgWIAEoCzITLmNrcHQuVW5saW5rZWRJbm9kZRIpCg11bmxpbmtlZF9vcGVuGBcgASgLMhIuY2twdC5VbmxpbmtlZE9wZW4SHgoFZXBvbGwYHiABKAsyDy5ja3B0LkVwb2xsRmlsZRIiCgd0aW1lcmZkGB8gASgLMhEuY2twdC5UaW1lckZkRmlsZRIkCghzaWduYWxmZBggIAEoCzISLmNrcHQuU2lnbmFsRmRGaWxlEhoKA3R0eRgQIAEoCzINLmNrcHQuVHR5RmlsZSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiMgoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Ij0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIsgDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKoYCCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECASDAoIRklMRV9UVFkQECpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -656,6 +656,19 @@ export type TaskCore = Message<"ckpt.TaskCore"> & {
    * @generated from field: bool shares_fs = 23;
    */
   sharesFs: boolean;
+
+  /**
+   * The controlling terminal (/proc/PID/stat tty_nr, a device number; 0:
+   * none) and that terminal's foreground process group (tpgid; -1: none).
+   *
+   * @generated from field: uint32 tty_nr = 40;
+   */
+  ttyNr: number;
+
+  /**
+   * @generated from field: int32 tty_pgrp = 41;
+   */
+  ttyPgrp: number;
 };
 
 /**
@@ -1442,6 +1455,245 @@ export const SignalFdFileSchema: GenMessage<SignalFdFile> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 28);
 
 /**
+ * struct termios2 of the terminal (c_cc has 19 bytes).
+ *
+ * @generated from message ckpt.Termios
+ */
+export type Termios = Message<"ckpt.Termios"> & {
+  /**
+   * @generated from field: uint32 iflag = 1;
+   */
+  iflag: number;
+
+  /**
+   * @generated from field: uint32 oflag = 2;
+   */
+  oflag: number;
+
+  /**
+   * @generated from field: uint32 cflag = 3;
+   */
+  cflag: number;
+
+  /**
+   * @generated from field: uint32 lflag = 4;
+   */
+  lflag: number;
+
+  /**
+   * @generated from field: uint32 line = 5;
+   */
+  line: number;
+
+  /**
+   * @generated from field: bytes cc = 6;
+   */
+  cc: Uint8Array;
+
+  /**
+   * @generated from field: uint32 ispeed = 7;
+   */
+  ispeed: number;
+
+  /**
+   * @generated from field: uint32 ospeed = 8;
+   */
+  ospeed: number;
+};
+
+/**
+ * Describes the message ckpt.Termios.
+ * Use `create(TermiosSchema)` to create a new message.
+ */
+export const TermiosSchema: GenMessage<Termios> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 29);
+
+/**
+ * @generated from message ckpt.TtyChunk
+ */
+export type TtyChunk = Message<"ckpt.TtyChunk"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: ckpt.TtyChunkEnd end = 2;
+   */
+  end: TtyChunkEnd;
+};
+
+/**
+ * Describes the message ckpt.TtyChunk.
+ * Use `create(TtyChunkSchema)` to create a new message.
+ */
+export const TtyChunkSchema: GenMessage<TtyChunk> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 30);
+
+/**
+ * One pseudo-terminal pair, kept on its master's entry.
+ *
+ * @generated from message ckpt.PtyState
+ */
+export type PtyState = Message<"ckpt.PtyState"> & {
+  /**
+   * the slave's (the master's own is fixed raw)
+   *
+   * @generated from field: ckpt.Termios termios = 1;
+   */
+  termios?: Termios | undefined;
+
+  /**
+   * TIOCGLCKTRMIOS (struct termios), empty when none
+   *
+   * @generated from field: bytes locked_termios = 2;
+   */
+  lockedTermios: Uint8Array;
+
+  /**
+   * @generated from field: uint32 rows = 3;
+   */
+  rows: number;
+
+  /**
+   * @generated from field: uint32 cols = 4;
+   */
+  cols: number;
+
+  /**
+   * @generated from field: uint32 xpixel = 5;
+   */
+  xpixel: number;
+
+  /**
+   * @generated from field: uint32 ypixel = 6;
+   */
+  ypixel: number;
+
+  /**
+   * TIOCSPTLCK: the slave cannot be opened
+   *
+   * @generated from field: bool locked = 7;
+   */
+  locked: boolean;
+
+  /**
+   * TIOCPKT on the master
+   *
+   * @generated from field: bool packet = 8;
+   */
+  packet: boolean;
+
+  /**
+   * TIOCEXCL
+   *
+   * @generated from field: bool master_excl = 9;
+   */
+  masterExcl: boolean;
+
+  /**
+   * @generated from field: bool slave_excl = 10;
+   */
+  slaveExcl: boolean;
+
+  /**
+   * Typed into the master, not read yet from the slave (the slave's line
+   * discipline buffer, line by line in canonical mode).
+   *
+   * @generated from field: repeated ckpt.TtyChunk input = 11;
+   */
+  input: TtyChunk[];
+
+  /**
+   * Written to the slave, not read yet from the master.
+   *
+   * @generated from field: bytes output = 12;
+   */
+  output: Uint8Array;
+
+  /**
+   * Every slave fd was closed: the master reads EIO (POLLHUP).
+   *
+   * @generated from field: bool slave_closed = 13;
+   */
+  slaveClosed: boolean;
+
+  /**
+   * the /dev/pts/N inode
+   *
+   * @generated from field: uint32 slave_mode = 14;
+   */
+  slaveMode: number;
+
+  /**
+   * @generated from field: uint32 slave_uid = 15;
+   */
+  slaveUid: number;
+
+  /**
+   * @generated from field: uint32 slave_gid = 16;
+   */
+  slaveGid: number;
+};
+
+/**
+ * Describes the message ckpt.PtyState.
+ * Use `create(PtyStateSchema)` to create a new message.
+ */
+export const PtyStateSchema: GenMessage<PtyState> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 31);
+
+/**
+ * @generated from message ckpt.TtyFile
+ */
+export type TtyFile = Message<"ckpt.TtyFile"> & {
+  /**
+   * @generated from field: ckpt.TtyRole role = 1;
+   */
+  role: TtyRole;
+
+  /**
+   * as /proc showed it
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: uint32 flags = 3;
+   */
+  flags: number;
+
+  /**
+   * pty pair index (N of /dev/pts/N), masters and slaves
+   *
+   * @generated from field: uint32 index = 4;
+   */
+  index: number;
+
+  /**
+   * the terminal's device; for /dev/tty the one it refers to
+   *
+   * @generated from field: uint64 rdev = 5;
+   */
+  rdev: bigint;
+
+  /**
+   * masters only
+   *
+   * @generated from field: ckpt.PtyState pty = 6;
+   */
+  pty?: PtyState | undefined;
+};
+
+/**
+ * Describes the message ckpt.TtyFile.
+ * Use `create(TtyFileSchema)` to create a new message.
+ */
+export const TtyFileSchema: GenMessage<TtyFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 32);
+
+/**
  * @generated from message ckpt.FileEntry
  */
 export type FileEntry = Message<"ckpt.FileEntry"> & {
@@ -1524,6 +1776,13 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
    * @generated from field: ckpt.SignalFdFile signalfd = 32;
    */
   signalfd?: SignalFdFile | undefined;
+
+  /**
+   * FILE_TTY
+   *
+   * @generated from field: ckpt.TtyFile tty = 16;
+   */
+  tty?: TtyFile | undefined;
 };
 
 /**
@@ -1531,7 +1790,7 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 29);
+  messageDesc(file_ckpt_images, 33);
 
 /**
  * An inode no path leads to: a memfd (memfd_create), or a file deleted while
@@ -1619,7 +1878,7 @@ export type UnlinkedInode = Message<"ckpt.UnlinkedInode"> & {
  * Use `create(UnlinkedInodeSchema)` to create a new message.
  */
 export const UnlinkedInodeSchema: GenMessage<UnlinkedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 30);
+  messageDesc(file_ckpt_images, 34);
 
 /**
  * @generated from message ckpt.DataRange
@@ -1641,7 +1900,7 @@ export type DataRange = Message<"ckpt.DataRange"> & {
  * Use `create(DataRangeSchema)` to create a new message.
  */
 export const DataRangeSchema: GenMessage<DataRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 31);
+  messageDesc(file_ckpt_images, 35);
 
 /**
  * One open file description of an UnlinkedInode (what an fd refers to).
@@ -1674,7 +1933,7 @@ export type UnlinkedOpen = Message<"ckpt.UnlinkedOpen"> & {
  * Use `create(UnlinkedOpenSchema)` to create a new message.
  */
 export const UnlinkedOpenSchema: GenMessage<UnlinkedOpen> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 32);
+  messageDesc(file_ckpt_images, 36);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -1693,7 +1952,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 33);
+  messageDesc(file_ckpt_images, 37);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -1720,7 +1979,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 34);
+  messageDesc(file_ckpt_images, 38);
 
 /**
  * fdinfo-PID.img
@@ -1744,7 +2003,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 35);
+  messageDesc(file_ckpt_images, 39);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -1777,7 +2036,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 36);
+  messageDesc(file_ckpt_images, 40);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -1941,7 +2200,7 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 37);
+  messageDesc(file_ckpt_images, 41);
 
 /**
  * @generated from enum ckpt.VmaKind
@@ -2070,6 +2329,11 @@ export enum FileKind {
    * @generated from enum value: FILE_SIGNALFD = 32;
    */
   FILE_SIGNALFD = 32,
+
+  /**
+   * @generated from enum value: FILE_TTY = 16;
+   */
+  FILE_TTY = 16,
 }
 
 /**
@@ -2103,6 +2367,88 @@ export enum FanotifyMarkKind {
  */
 export const FanotifyMarkKindSchema: GenEnum<FanotifyMarkKind> = /*@__PURE__*/
   enumDesc(file_ckpt_images, 2);
+
+/**
+ * Terminals (src/files/tty.ts).
+ *
+ * @generated from enum ckpt.TtyRole
+ */
+export enum TtyRole {
+  /**
+   * /dev/ptmx or /dev/pts/ptmx: one pseudo-terminal pair
+   *
+   * @generated from enum value: TTY_PTY_MASTER = 0;
+   */
+  TTY_PTY_MASTER = 0,
+
+  /**
+   * /dev/pts/N of a pair whose master the tree holds
+   *
+   * @generated from enum value: TTY_PTY_SLAVE = 1;
+   */
+  TTY_PTY_SLAVE = 1,
+
+  /**
+   * /dev/tty: the controlling terminal of its opener
+   *
+   * @generated from enum value: TTY_CURRENT = 2;
+   */
+  TTY_CURRENT = 2,
+
+  /**
+   * A terminal the tree does not hold both sides of (a pty whose master is
+   * outside, a console, a serial line): with --shell-job, the job's terminal,
+   * restored as the restoring terminal.
+   *
+   * @generated from enum value: TTY_OUTSIDE = 3;
+   */
+  TTY_OUTSIDE = 3,
+}
+
+/**
+ * Describes the enum ckpt.TtyRole.
+ */
+export const TtyRoleSchema: GenEnum<TtyRole> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 3);
+
+/**
+ * @generated from enum ckpt.TtyChunkEnd
+ */
+export enum TtyChunkEnd {
+  /**
+   * non-canonical input: bytes only
+   *
+   * @generated from enum value: TTY_RAW = 0;
+   */
+  TTY_RAW = 0,
+
+  /**
+   * a complete line; its delimiter ('\n', VEOL, VEOL2) is its last byte
+   *
+   * @generated from enum value: TTY_LINE = 1;
+   */
+  TTY_LINE = 1,
+
+  /**
+   * a line ended by the VEOF character (not part of data)
+   *
+   * @generated from enum value: TTY_EOF = 2;
+   */
+  TTY_EOF = 2,
+
+  /**
+   * the line being typed (always last)
+   *
+   * @generated from enum value: TTY_PARTIAL = 3;
+   */
+  TTY_PARTIAL = 3,
+}
+
+/**
+ * Describes the enum ckpt.TtyChunkEnd.
+ */
+export const TtyChunkEndSchema: GenEnum<TtyChunkEnd> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 4);
 
 /**
  * Where a UNIX socket's peer was at dump, and so what restore must do.
@@ -2157,5 +2503,5 @@ export enum UnixPeer {
  * Describes the enum ckpt.UnixPeer.
  */
 export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 3);
+  enumDesc(file_ckpt_images, 5);
 
