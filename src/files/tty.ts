@@ -504,7 +504,11 @@ function holderOf(index: number): string {
     try {
       for (const f of Deno.readDirSync(`/proc/${e.name}/fd`)) {
         const link = Deno.readLinkSync(`/proc/${e.name}/fd/${f.name}`);
-        if (link === `/dev/pts/${index}`) {
+        const master = (link === "/dev/ptmx" || link === "/dev/pts/ptmx") &&
+          Deno.readTextFileSync(`/proc/${e.name}/fdinfo/${f.name}`).includes(
+            `tty-index:\t${index}\n`,
+          );
+        if (master || link === `/dev/pts/${index}`) {
           return ` (pid ${e.name}, ${readStat(Number(e.name)).comm})`;
         }
       }

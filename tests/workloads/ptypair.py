@@ -2,7 +2,7 @@
 """ptypair.py DIR MODE: holds the master of a pseudo-terminal it opened and runs
 a child on the slave (its own session, the slave as controlling terminal,
 stdio on it, and /dev/tty open as fd 3). MODE canon: the child is sh reading
-lines; raw: a python loop reading raw bytes. The child reads only once
+lines; raw: a python loop reading raw bytes. The child says DIR/ready once set up, and reads only once
 DIR/gate exists, so input typed before stays queued. This process reads the
 master only when asked, so the child's output stays queued too.
 
@@ -30,6 +30,7 @@ name = os.ttyname(s)
 
 canon = f"""exec 3<>/dev/tty
 echo hello-before
+: > {d}/ready
 while :; do
   if [ -e {d}/gate ]; then
     if IFS= read -r l; then echo "got:$l:$(tty)"; echo "via-tty:$l" >&3; else echo got-eof; fi
@@ -40,6 +41,7 @@ import os, time, tty
 tty.setraw(0)
 os.write(1, b"hello-before\\n")
 t = os.open("/dev/tty", os.O_RDWR)
+open("{d}/ready", "w").close()
 while True:
     if os.path.exists("{d}/gate"):
         b = os.read(0, 100)
