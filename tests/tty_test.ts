@@ -44,8 +44,13 @@ interface Pair {
 
 /** ptypair.py with input typed that its child has not read, and output the
  * child wrote that it has not read. */
-async function primed(dir: string, mode: "canon" | "raw", typed: string): Promise<Pair> {
-  const p = startSession(["python3", PTYPAIR, dir, mode]);
+async function primed(
+  dir: string,
+  mode: "canon" | "raw",
+  typed: string,
+  extra: string[] = [],
+): Promise<Pair> {
+  const p = startSession(["python3", PTYPAIR, dir, mode, ...extra]);
   await until("pty workload start", () => readText(`${dir}/log`).includes("start"));
   const [, name, child] = /name=(\S+) child=(\d+)/.exec(readText(`${dir}/log`))!;
   await until("the child ready", () => exists(`${dir}/ready`));
@@ -132,6 +137,26 @@ Deno.test("dump --leave-running puts a terminal's queued bytes back: the running
     pair = await primed(dir, "canon", "queued1\npart");
     const r = await runCkpt(["dump", "-t", String(pair.root), "-D", `${dir}/img`, "-R"]);
     assertEquals(r.code, 0, `dump failed: ${r.stderr}`);
+    assertEquals(await askState(dir), pair.state);
+    const out = await finish(dir, "ial\n");
+    assert(out.startsWith("hello-before\r\nqueued1\r\npart"), JSON.stringify(out));
+    assertStringIncludes(out, `got:queued1:${pair.name}\r\n`);
+    assertStringIncludes(out, `got:partial:${pair.name}\r\n`);
+  } finally {
+    if (pair) await killAndForget(pair.root);
+    if (pair) await killAndForget(pair.child);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a refused dump puts a terminal's queued bytes back and the tree runs on as if nothing happened", async () => {
+  const dir = await tempDir("pty-refused");
+  let pair: Pair | undefined;
+  try {
+    pair = await primed(dir, "canon", "queued1\npart", ["block"]);
+    const r = await runCkpt(["dump", "-t", String(pair.root), "-D", `${dir}/img`]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /\/dev\/pts\/\d+ of this pseudo-terminal was never opened/);
     assertEquals(await askState(dir), pair.state);
     const out = await finish(dir, "ial\n");
     assert(out.startsWith("hello-before\r\nqueued1\r\npart"), JSON.stringify(out));

@@ -48,7 +48,13 @@ export function cttyBlockers(cores: TaskCore[], files: FileEntry[], shellJob: bo
       continue;
     }
     const parent = byPid.get(c.ppid);
-    if (c.sid !== c.pid && parent && parent.sid === c.sid && parent.ttyNr !== c.ttyNr) {
+    if (c.sharesFiles && (c.sid === c.pid || (c.pgid === c.ttyPgrp && c.pgid !== c.sid))) {
+      out.push({
+        pid: c.pid,
+        message: `pid ${c.pid} shares its parent's fd table and takes ${name} or its foreground; ` +
+          `this cannot be restored yet`,
+      });
+    } else if (c.sid !== c.pid && parent && parent.sid === c.sid && parent.ttyNr !== c.ttyNr) {
       out.push({
         pid: c.pid,
         message: `pid ${c.pid} has the controlling terminal ${name} but its parent ${c.ppid} ` +

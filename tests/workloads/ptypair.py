@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""ptypair.py DIR MODE: holds the master of a pseudo-terminal it opened and runs
+"""ptypair.py DIR MODE [block]: holds the master of a pseudo-terminal it opened and runs
 a child on the slave (its own session, the slave as controlling terminal,
 stdio on it, and /dev/tty open as fd 3). MODE canon: the child is sh reading
 lines; raw: a python loop reading raw bytes. The child says DIR/ready once set up, and reads only once
 DIR/gate exists, so input typed before stays queued. This process reads the
 master only when asked, so the child's output stays queued too.
+
+With "block" it also holds a master whose slave was never opened (refused).
 
 DIR/in     bytes to write to the master (renamed to in.done once written)
 DIR/ask    asks for DIR/state: the slave's settings and window size
@@ -62,6 +64,9 @@ if pid == 0:
         os.execvp("sh", ["sh", "-c", canon])
     os.execvp("python3", ["python3", "-c", raw])
 os.close(s)
+if len(sys.argv) > 3 and sys.argv[3] == "block":
+    # A second master whose slave nobody opens: something dump refuses.
+    extra = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
 
 
 def log(line):
