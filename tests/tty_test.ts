@@ -114,6 +114,33 @@ Deno.test("a pseudo-terminal pair the tree holds comes back with its number, set
   }
 });
 
+Deno.test("packet mode, the lock and exclusive mode come back, and are as they were after a refused dump", async () => {
+  const dir = await tempDir("pty-modes");
+  let pair: Pair | undefined;
+  try {
+    pair = await primed(dir, "canon", "queued1\npart", ["modes", "block"]);
+    assertStringIncludes(pair.state, "pkt=1 lock=1 mexcl=0 sexcl=1");
+    const refused = await runCkpt(["dump", "-t", String(pair.root), "-D", `${dir}/img`]);
+    assertEquals(refused.code, 1);
+    assertEquals(await askState(dir), pair.state, "put back as it was");
+    await killAndForget(pair.root);
+    await killAndForget(pair.child);
+    Deno.removeSync(dir, { recursive: true });
+    Deno.mkdirSync(dir);
+    pair = await primed(dir, "canon", "queued1\npart", ["modes"]);
+    await dumpAndRestore(dir, pair);
+    assertEquals(await askState(dir), pair.state);
+    const out = await finish(dir, "ial\n");
+    assert(out.startsWith("hello-before\r\nqueued1\r\npart"), JSON.stringify(out));
+    assertStringIncludes(out, `got:partial:${pair.name}\r\n`);
+    assert(!out.includes("<status>"), "no packet status came up");
+  } finally {
+    if (pair) await killAndForget(pair.root);
+    if (pair) await killAndForget(pair.child);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a raw-mode terminal's queued input comes back byte for byte (^C, DEL, CR, ^D, ^S not interpreted)", async () => {
   const dir = await tempDir("pty-raw");
   let pair: Pair | undefined;

@@ -58,6 +58,8 @@ class Seen {
   readonly slaves: Held[] = [];
   readonly currents: Held[] = [];
   readonly others: Held[] = [];
+  /** What puts the pairs back as they were, run when the dump ends. */
+  readonly undo: (() => void)[] = [];
 }
 
 function seen(ctx: DumpContext): Seen {
@@ -65,7 +67,11 @@ function seen(ctx: DumpContext): Seen {
     const s = new Seen();
     ctx.atFinish((pids) => finish(s, pids, ctx));
     ctx.atRelease(() => {
-      for (const m of s.masters.values()) if (m.copy >= 0) fdops.close(m.copy);
+      try {
+        for (const fn of s.undo) fn();
+      } finally {
+        for (const m of s.masters.values()) fdops.close(m.copy);
+      }
     });
     return s;
   });
@@ -125,6 +131,10 @@ export const tty: FileKindOps = {
     if (!(t.role in TtyRole)) fail(`terminal role ${t.role} is unknown`);
     if (t.index >= 1 << 20) fail(`pseudo-terminal index ${t.index} is out of range`);
     if (t.role !== TtyRole.TTY_PTY_MASTER) return;
+    // Restore opens this path to make the pair: nothing else.
+    if (!/^\/dev\/(pts\/)?ptmx$/.test(t.path)) {
+      fail(`${t.path} is not a pseudo-terminal multiplexer`);
+    }
     const p = t.pty ?? fail("pseudo-terminal state missing");
     if (!p.termios || p.termios.cc.length !== 19) fail("pseudo-terminal settings missing");
     if (p.lockedTermios.length && p.lockedTermios.length !== LOCKED_TERMIOS) {
@@ -232,7 +242,7 @@ function finish(s: Seen, pids: number[], ctx: DumpContext): void {
       continue;
     }
     try {
-      capture(m, closed, ctx);
+      capture(m, closed, s.undo);
     } catch (err) {
       if (!(err instanceof DumpError)) throw err;
       block(m, err.message);
@@ -289,7 +299,7 @@ function outsideHolders(s: Seen, tree: Set<number>): Map<number, string> {
 /** Reads a pair's state through the master copy and a slave description of
  * ckpt's own, and puts back what reading took when the dump ends (the tree
  * is still frozen then; if the dump succeeds it is killed anyway). */
-function capture(m: Master, closed: boolean, ctx: DumpContext): void {
+function capture(m: Master, closed: boolean, undo: (() => void)[]): void {
   const c = m.copy, what = m.where, n = m.rec.index;
   const p = create(PtyStateSchema, { slaveClosed: closed });
   if (ttyio.getInt(c, TIOC.TIOCGETD, what) !== N_TTY) {
@@ -316,7 +326,7 @@ function capture(m: Master, closed: boolean, ctx: DumpContext): void {
   const output: Uint8Array[] = [];
   const input: TtyChunk[] = [];
   let peer = -1, unlocked = false, unlockedTermios = false;
-  ctx.atRelease(() => {
+  undo.push(() => {
     try {
       if (peer >= 0) {
         const bytes = new Uint8Array(output.reduce((a, b) => a + b.length, 0));

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""ptypair.py DIR MODE [block]: holds the master of a pseudo-terminal it opened and runs
+"""ptypair.py DIR MODE [block] [modes]: holds the master of a pseudo-terminal it opened and runs
 a child on the slave (its own session, the slave as controlling terminal,
 stdio on it, and /dev/tty open as fd 3). MODE canon: the child is sh reading
 lines; raw: a python loop reading raw bytes. The child says DIR/ready once set up, and reads only once
 DIR/gate exists, so input typed before stays queued. This process reads the
 master only when asked, so the child's output stays queued too.
 
-With "block" it also holds a master whose slave was never opened (refused).
+With "block" it also holds a master whose slave was never opened (refused);
+with "modes" the master is in packet mode and locked, the slave exclusive.
 
 DIR/in     bytes to write to the master (renamed to in.done once written)
 DIR/ask    asks for DIR/state: the slave's settings and window size
@@ -19,7 +20,9 @@ import sys
 import termios
 import time
 
-d, mode = sys.argv[1], sys.argv[2]
+d, mode, flags = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+TIOCPKT, TIOCGPKT, TIOCSPTLCK, TIOCGPTLCK = 0x5420, 0x80045438, 0x40045431, 0x80045439
+TIOCEXCL, TIOCGEXCL = 0x540C, 0x80045440
 m, s = os.openpty()
 t = termios.tcgetattr(s)
 t[3] &= ~termios.ECHOCTL
@@ -63,8 +66,16 @@ if pid == 0:
     if mode == "canon":
         os.execvp("sh", ["sh", "-c", canon])
     os.execvp("python3", ["python3", "-c", raw])
-os.close(s)
-if len(sys.argv) > 3 and sys.argv[3] == "block":
+if "modes" in flags:
+    # Once the child has its fds (a locked slave cannot be opened).
+    while not os.path.exists(f"{d}/ready"):
+        time.sleep(0.01)
+    fcntl.ioctl(m, TIOCPKT, struct.pack("i", 1))
+    fcntl.ioctl(s, TIOCEXCL)
+    fcntl.ioctl(m, TIOCSPTLCK, struct.pack("i", 1))
+else:
+    os.close(s)
+if "block" in flags:
     # A second master whose slave nobody opens: something dump refuses.
     extra = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
 
@@ -84,8 +95,12 @@ while True:
         t = termios.tcgetattr(m)
         ws = struct.unpack("HHHH", fcntl.ioctl(m, termios.TIOCGWINSZ, b"\0" * 8))
         cc = b"".join(c if isinstance(c, bytes) else bytes([c]) for c in t[6]).hex()
+        geti = lambda fd, req: struct.unpack("i", fcntl.ioctl(fd, req, b"\0" * 4))[0]
+        modes = f"pkt={geti(m, TIOCGPKT)} lock={geti(m, TIOCGPTLCK)} mexcl={geti(m, TIOCGEXCL)}"
+        if "modes" in flags:
+            modes += f" sexcl={geti(s, TIOCGEXCL)}"
         with open(f"{d}/state.tmp", "w") as f:
-            f.write(f"iflag={t[0]} oflag={t[1]} cflag={t[2]} lflag={t[3]} speed={t[4]},{t[5]} cc={cc} ws={ws}\n")
+            f.write(f"iflag={t[0]} oflag={t[1]} cflag={t[2]} lflag={t[3]} speed={t[4]},{t[5]} cc={cc} ws={ws} {modes}\n")
         os.rename(f"{d}/state.tmp", f"{d}/state")
         os.unlink(f"{d}/ask")
     if os.path.exists(f"{d}/read"):
@@ -96,7 +111,9 @@ while True:
         fcntl.fcntl(m, fcntl.F_SETFL, fl | os.O_NONBLOCK)
         while time.time() < end:
             try:
-                got += os.read(m, 4096)
+                b = os.read(m, 4096)
+                # Packet mode: each read starts with a status byte, 0 for data.
+                got += (b[1:] if b[0] == 0 else b"<status>") if "modes" in flags else b
             except BlockingIOError:
                 time.sleep(0.02)
         fcntl.fcntl(m, fcntl.F_SETFL, fl)
