@@ -412,8 +412,7 @@ Deno.test("a tmux server and its pane keep running and drawing after restore; ^C
   await ensureTmux();
   const dir = await tempDir("tmux");
   const sock = `${dir}/sock`;
-  // libevent's epoll backend is not restored yet: poll(2) instead.
-  const env = { EVENT_NOEPOLL: "1", TERM: "xterm", SHELL: "/bin/bash" };
+  const env = { TERM: "xterm", SHELL: "/bin/bash" };
   const tmux = async (...args: string[]) => {
     const o = await new Deno.Command("tmux", {
       args: ["-S", sock, ...args],
