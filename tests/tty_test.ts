@@ -351,7 +351,7 @@ class Terminal {
 const children = (pid: number) =>
   readText(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).filter(Boolean).map(Number);
 
-Deno.test("--shell-job under a real terminal: the restored job gets the restoring shell's terminal and the foreground", async () => {
+Deno.test("--shell-job under a real terminal: the restored job gets the restoring shell's terminal, the foreground, its terminal settings and a SIGWINCH for the new size", async () => {
   const dir = await tempDir("shell-job");
   const term = new Terminal();
   let job = 0;
@@ -361,8 +361,9 @@ Deno.test("--shell-job under a real terminal: the restored job gets the restorin
     await term.type(`python3 ${JOBLOOP} ${dir}\n`);
     await until("the job", () => children(bash).length === 1);
     job = children(bash)[0];
+    await term.see("winch:40x100");
     await term.type("ping1\n");
-    await term.see(/pong:ping1:\/dev\/pts\/\d+/);
+    await term.see(/pong:ping1:\/dev\/pts\/\d+:echo=0/);
     const shellTty = ctty(bash).ttyNr;
     const before = ctty(job);
     assertEquals(before.ttyNr, shellTty);
@@ -372,6 +373,9 @@ Deno.test("--shell-job under a real terminal: the restored job gets the restorin
     assertEquals(r.code, 0, `dump failed: ${r.stderr}`);
     await term.see("Killed");
     await until(`pid ${job} free`, () => gone(job));
+    // The shell has its terminal back as it likes it; make it another size.
+    await term.type("stty rows 30 cols 90; echo resized\n");
+    await term.see("\nresized");
     await term.type(`${CKPT} restore -j -D ${dir}/img\n`);
     await until("the job restored", () => alive(job) && stat(job)[0] === "S");
     const terminal = Deno.readLinkSync(`/proc/${bash}/fd/0`);
@@ -382,8 +386,9 @@ Deno.test("--shell-job under a real terminal: the restored job gets the restorin
       "its terminal, in the foreground",
     );
     assertEquals(stat(job)[3], stat(bash)[3], "in the shell's session");
+    await term.see("winch:30x90", 10_000);
     await term.type("ping2\n");
-    await term.see(`pong:ping2:${terminal}`);
+    await term.see(`pong:ping2:${terminal}:echo=0`, 10_000);
     await term.type("\x03");
     await term.see("KeyboardInterrupt");
     await term.type("echo rc=$?\n");

@@ -11,15 +11,19 @@
 // foreground if it was.
 import type { FileEntry, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
-import { O } from "../native/mod.ts";
-import { TIOC } from "../native/tty.ts";
+import { kill, O } from "../native/mod.ts";
+import { TIOC, tty } from "../native/tty.ts";
+import { readStat } from "../proc/status.ts";
 import { FLAG_JOIN_PGID, OP, PHASE, type PlanOp } from "../restore/plan_buffer.ts";
 import type { Blocker } from "./collect.ts";
+import type { RestoreContext } from "./kind.ts";
 import type { OpenedFiles } from "./open.ts";
 import { pairEntry } from "./tty.ts";
 import { ownTerminal, ttyName } from "./tty_dev.ts";
+import { writeTermios } from "./tty_queue.ts";
 
 const SYS_ioctl = 16;
+const SIGWINCH = 28;
 /** The --shell-job terminal, whatever its number at dump and at restore. */
 const JOB = -1;
 
@@ -63,6 +67,25 @@ export function cttyBlockers(cores: TaskCore[], files: FileEntry[], shellJob: bo
     }
   }
   return out;
+}
+
+/** A --shell-job coming back in the foreground finds its terminal as it
+ * left it, as after a shell's `fg`: its settings (when ckpt is in the
+ * foreground of that terminal, i.e. run from the shell), and a SIGWINCH once
+ * it runs if the window size is not the one it knew. */
+function backInForeground(ctx: RestoreContext, pgid: number, fd: number): void {
+  const t = [...ctx.entries.values()].find((e) => e.tty?.jobTermios)?.tty;
+  if (!t) return;
+  const ownGroup = Number(readStat(Deno.pid).field(5));
+  if (tty.getInt(fd, TIOC.TIOCGPGRP) === ownGroup) {
+    writeTermios(fd, t.jobTermios!, "the restoring terminal");
+  }
+  const ws = new Uint8Array(8);
+  tty.ioctlBuf(fd, TIOC.TIOCGWINSZ, ws, "the restoring terminal");
+  const w = new DataView(ws.buffer);
+  if (w.getUint16(0, true) !== t.jobRows || w.getUint16(2, true) !== t.jobCols) {
+    ctx.atClose(() => kill(-pgid, SIGWINCH));
+  }
 }
 
 interface State {
@@ -146,6 +169,7 @@ export function cttyOps(
   // then); a session leader's own group is there already after TIOCSCTTY.
   if (want && core.ttyPgrp > 0 && core.pgid === core.ttyPgrp && !st.fg.has(want)) {
     st.fg.add(want);
+    if (want === JOB) backInForeground(ctx, core.pgid, ownFd());
     if (!leader) {
       const pg = new Uint8Array(4);
       new DataView(pg.buffer).setInt32(0, core.pgid, true);

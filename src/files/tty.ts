@@ -130,6 +130,7 @@ export const tty: FileKindOps = {
     }
     if (!(t.role in TtyRole)) fail(`terminal role ${t.role} is unknown`);
     if (t.index >= 1 << 20) fail(`pseudo-terminal index ${t.index} is out of range`);
+    if (t.jobTermios && t.jobTermios.cc.length !== 19) fail("job terminal settings are damaged");
     if (t.role !== TtyRole.TTY_PTY_MASTER) return;
     // Restore opens this path to make the pair: nothing else.
     if (!/^\/dev\/(pts\/)?ptmx$/.test(t.path)) {
@@ -204,6 +205,9 @@ function finish(s: Seen, pids: number[], ctx: DumpContext): void {
     }
   }
 
+  const mine = outside.find((h) => Number(h.rec.rdev) === job);
+  if (ctx.shellJob && mine) jobSettings(mine, ctx);
+
   const holders = outsideHolders(s, tree);
   for (const m of s.masters.values()) {
     const n = m.rec.index;
@@ -249,6 +253,21 @@ function finish(s: Seen, pids: number[], ctx: DumpContext): void {
     }
   }
   if (blockers.length) throw new BlockedDump(blockers);
+}
+
+/** The job's terminal as the job left it, for the restoring terminal. */
+function jobSettings(h: Held, ctx: DumpContext): void {
+  const copy = ctx.copyFd(h.pid, h.fd, h.where);
+  try {
+    h.rec.jobTermios = readTermios(copy, h.where);
+    const ws = new Uint8Array(8);
+    ttyio.ioctlBuf(copy, TIOC.TIOCGWINSZ, ws, h.where);
+    const w = new DataView(ws.buffer);
+    h.rec.jobRows = w.getUint16(0, true);
+    h.rec.jobCols = w.getUint16(2, true);
+  } finally {
+    fdops.close(copy);
+  }
 }
 
 function sessionOf(master: number): number {
