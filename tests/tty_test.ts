@@ -196,6 +196,40 @@ Deno.test("a refused dump puts a terminal's queued bytes back and the tree runs 
   }
 });
 
+Deno.test("a pseudo-terminal whose slave a process outside the tree also holds is refused, naming it", async () => {
+  const dir = await tempDir("pty-holder");
+  let pair: Pair | undefined;
+  let holder: Deno.ChildProcess | undefined;
+  try {
+    pair = await primed(dir, "canon", "");
+    const hold = `import os, time
+fd = os.open("${pair.name}", os.O_RDWR | os.O_NOCTTY)
+print(fd, flush=True)
+time.sleep(60)`;
+    holder = new Deno.Command("python3", { args: ["-c", hold], stdout: "piped", stderr: "null" })
+      .spawn();
+    const reader = holder.stdout.getReader();
+    const fd = new TextDecoder().decode((await reader.read()).value).trim();
+    reader.releaseLock();
+    const r = await runCkpt(["dump", "-t", String(pair.root), "-D", `${dir}/img`]);
+    assertEquals(r.code, 1);
+    assertStringIncludes(
+      r.stderr,
+      `${pair.name} of this pseudo-terminal is also held outside the tree, by pid ${holder.pid} (python3) fd ${fd}`,
+    );
+    assertEquals(alive(pair.child), true);
+  } finally {
+    if (holder) {
+      holder.kill("SIGKILL");
+      await holder.status;
+      await holder.stdout.cancel().catch(() => {});
+    }
+    if (pair) await killAndForget(pair.root);
+    if (pair) await killAndForget(pair.child);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("restore refuses a pseudo-terminal whose number another terminal took meanwhile, naming the holder", async () => {
   const dir = await tempDir("pty-taken");
   let pair: Pair | undefined;

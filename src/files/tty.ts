@@ -22,6 +22,8 @@ import { DumpError, RestoreError } from "../errors.ts";
 import { fd as fdops, O, sameFile } from "../native/mod.ts";
 import { POLL, TIOC, tty as ttyio } from "../native/tty.ts";
 import { readStat } from "../proc/status.ts";
+import { log } from "../util/log.ts";
+import { formatMs } from "../util/units.ts";
 import { BlockedDump, type Blocker } from "./collect.ts";
 import type { DumpContext, FileKindOps, RestoreContext } from "./kind.ts";
 import { F_SETFL, OPEN_MASK, STATUS_FLAGS } from "./open_flags.ts";
@@ -171,6 +173,7 @@ export const tty: FileKindOps = {
 /** With every fd known: which terminals are the tree's own, whether the
  * others may go (--shell-job), and each pair's state. */
 function finish(s: Seen, pids: number[], ctx: DumpContext): void {
+  const t0 = performance.now();
   const blockers: Blocker[] = [];
   const block = (h: Held, message: string) => blockers.push({ pid: h.pid, fd: h.fd, message });
   const tree = new Set(pids);
@@ -252,6 +255,11 @@ function finish(s: Seen, pids: number[], ctx: DumpContext): void {
       block(m, err.message);
     }
   }
+  log.debug(
+    `terminals: ${s.masters.size} pseudo-terminal pair(s) read in ${
+      formatMs(performance.now() - t0)
+    }`,
+  );
   if (blockers.length) throw new BlockedDump(blockers);
 }
 
@@ -286,31 +294,22 @@ function outsideHolders(s: Seen, tree: Set<number>): Map<number, string> {
   for (const e of Deno.readDirSync("/proc")) {
     const pid = Number(e.name);
     if (!Number.isInteger(pid) || tree.has(pid) || pid === Deno.pid) continue;
-    let fds: Deno.DirEntry[];
     try {
-      fds = [...Deno.readDirSync(`/proc/${pid}/fd`)];
-    } catch {
-      continue;
-    }
-    for (const f of fds) {
-      try {
-        const link = Deno.readLinkSync(`/proc/${pid}/fd/${f.name}`);
-        const slave = /^\/dev\/pts\/(\d+)$/.exec(link);
-        let index = -1;
-        if (slave && s.masters.has(Number(slave[1]))) {
-          const st = Deno.statSync(`/proc/${pid}/fd/${f.name}`);
-          if (Number(s.masters.get(Number(slave[1]))!.rec.rdev) === st.rdev) {
-            index = Number(slave[1]);
-          }
+      for (const f of Deno.readDirSync(`/proc/${pid}/fd`)) {
+        const path = `/proc/${pid}/fd/${f.name}`;
+        const link = Deno.readLinkSync(path);
+        let m: Master | undefined;
+        if (link.startsWith("/dev/pts/") && link !== "/dev/pts/ptmx") {
+          const st = Deno.statSync(path);
+          m = [...s.masters.values()].find((m) => Number(m.rec.rdev) === st.rdev);
         } else if (link === "/dev/ptmx" || link === "/dev/pts/ptmx") {
-          const m = [...s.masters.values()].find((m) => sameFile(pid, Number(f.name), m.pid, m.fd));
-          if (m) index = m.rec.index;
+          m = [...s.masters.values()].find((m) => sameFile(pid, Number(f.name), m.pid, m.fd));
         }
-        if (index >= 0 && !out.has(index)) {
-          out.set(index, `pid ${pid} (${readStat(pid).comm}) fd ${f.name}`);
+        if (m && !out.has(m.rec.index)) {
+          out.set(m.rec.index, `pid ${pid} (${readStat(pid).comm}) fd ${f.name}`);
         }
-      } catch { /* closed or gone meanwhile */ }
-    }
+      }
+    } catch { /* gone meanwhile, or closed */ }
   }
   return out;
 }

@@ -97,8 +97,9 @@ function readSome(n: number, len: number): Uint8Array<ArrayBuffer> | undefined {
 }
 
 /** Whether more arrives within a few ms: bytes queued behind a full line
- * discipline buffer are pushed in by a kernel worker once it has room. */
-const more = (n: number) => (tty.wait(n, POLL.IN, 3) & POLL.IN) !== 0;
+ * discipline buffer (4 KiB) are pushed in by a kernel worker once it has
+ * room. Under a quarter of that read, nothing was held back. */
+const more = (n: number, read: number) => read >= 1024 && (tty.wait(n, POLL.IN, 3) & POLL.IN) !== 0;
 
 const join = (parts: Uint8Array[]): Uint8Array<ArrayBuffer> => {
   const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
@@ -120,15 +121,15 @@ export function drainOutput(
   what: string,
   parts: Uint8Array[],
 ): void {
-  for (let got = false;;) {
+  for (let read = 0;;) {
     const n = inq(master, what);
     if (n === 0) {
-      if (!got || !more(master) || inq(master, what) === 0) return;
+      if (!more(master, read) || inq(master, what) === 0) return;
       continue;
     }
     const buf = new Uint8Array(n + (packet ? 1 : 0));
     const len = fdops.read(master, buf);
-    got = true;
+    read += len;
     if (packet && buf[0] !== 0) {
       throw new Error(`${what}: a packet-mode status byte 0x${buf[0].toString(16)} was read`);
     }
@@ -142,15 +143,15 @@ export function drainOutput(
  * read by switching canonical mode off for that read and on again. */
 export function drainInput(slave: number, t: Termios, what: string, chunks: TtyChunk[]): void {
   const canon = canonical(t);
-  for (let got = false;;) {
+  for (let read = 0;;) {
     const data = readSome(slave, 4096);
     // Non-canonical with VMIN 0 reads 0 bytes when empty; canonical, a line
     // ended by VEOF alone.
     if (data === undefined || (!canon && !data.length)) {
-      if (!got || !more(slave)) break;
+      if (!more(slave, read)) break;
       continue;
     }
-    got = true;
+    read += data.length;
     const last = chunks[chunks.length - 1];
     if (!canon && last) last.data = join([last.data, data]);
     else {chunks.push(
