@@ -14,9 +14,10 @@ comptime {
     _ = @import("fdtable.zig");
     _ = @import("tracking.zig");
     _ = @import("notify.zig");
+    _ = @import("tty.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 5;
+    return 6;
 }

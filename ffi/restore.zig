@@ -120,12 +120,14 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
 
     if (p.flags & abi.flag_setsid != 0) check(status_fd, pid, .session, sys.syscall0(NR.setsid), 1);
     if (p.flags & abi.flag_setpgid != 0) check(status_fd, pid, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
+    const joins = p.flags & abi.flag_join_pgid != 0;
+    if (!joins) afterSession(p, status_fd);
 
     // Children first, while every fd ckpt prepared is still here to inherit
     // — except those sharing this task's fd table, forked once it is final.
     const kids: [*]const abi.Child = @ptrFromInt(@intFromPtr(p) + p.children_off);
     forkChildren(tree, kids[0..@intCast(p.n_children)], false, status_fd, pid);
-    if (p.flags & abi.flag_join_pgid != 0) {
+    if (joins) {
         // The group's leader may be a sibling still starting up: retry.
         var tries: usize = 0;
         while (true) : (tries += 1) {
@@ -134,6 +136,7 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
             if (tries > 200000) fail(status_fd, pid, .session, rc, @intCast(p.join_pgid));
             _ = sys.syscall0(24); // sched_yield
         }
+        afterSession(p, status_fd);
     }
 
     if (p.flags & abi.flag_shared_files == 0) status_fd = layOutFds(p, status_fd);
@@ -147,6 +150,10 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
     if (p.cwd_fd >= 0) check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.cwd_fd)), 3);
     forkChildren(tree, kids[0..@intCast(p.n_children)], true, status_fd, pid);
     jumpToRestorer(p, status_fd);
+}
+
+fn afterSession(p: *abi.Header, status_fd: i32) void {
+    if (ops.run(sys, p, abi.phase_after_session)) |f| fail(status_fd, p.pid, .ops, f.rc, f.index);
 }
 
 fn forkChildren(tree: *abi.TreeHeader, kids: []const abi.Child, shared_files: bool, status_fd: i32, pid: i32) void {

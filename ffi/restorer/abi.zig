@@ -230,6 +230,11 @@ pub const phase_before_creds: u32 = 2;
 pub const phase_after_threads: u32 = 3;
 /// In the restorer, last thing before handing over to ckpt.
 pub const phase_last: u32 = 4;
+/// In the forked task once its session and process group are made (after
+/// it joined a group, for one that joins), before it forks the children that
+/// inherit them: ckpt's fds are still there at ckpt's numbers. For what a
+/// child must inherit, such as the controlling terminal.
+pub const phase_after_session: u32 = 5;
 
 /// a[0] = syscall number, a[1..6] = its arguments.
 pub const op_syscall: u32 = 1;

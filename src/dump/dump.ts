@@ -31,6 +31,7 @@ import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { BlockedDump, type Blocker, FileCollector } from "../files/collect.ts";
+import { cttyBlockers } from "../files/ctty.ts";
 import { freezeTree, Frozen, type FrozenTask } from "./freeze.ts";
 import { capRuns, collectVmas, hasRuns, planPages, type SharedClaims } from "./memory.ts";
 import { MemoryTracker, trackingLeftIn } from "./tracking.ts";
@@ -185,6 +186,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
     );
     files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
+    files.blockers.push(...cttyBlockers(live.map((l) => l.core), files.files, !!opts.shellJob));
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);

@@ -159,6 +159,8 @@ function collectWith(pid: number, tids: number[], injectors: Map<number, Injecto
     ppid: Number(stat.field(4)),
     pgid: Number(stat.field(5)),
     sid: Number(stat.field(6)),
+    ttyNr: Number(stat.field(7)),
+    ttyPgrp: Number(stat.field(8)),
     comm: stat.comm,
     exe: Deno.readLinkSync(`/proc/${pid}/exe`),
     threads,

@@ -37,6 +37,10 @@ export class OpenedFiles {
   private readonly held = new Set<number>();
   private task: TaskCore | undefined;
   private readonly ctx: RestoreContext;
+  /** What the kinds see, for task-level file state (ctty.ts). */
+  get context(): RestoreContext {
+    return this.ctx;
+  }
 
   constructor(
     private readonly entries: Map<number, FileEntry>,

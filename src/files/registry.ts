@@ -6,6 +6,7 @@ import type { FileEntry, FileKind } from "../gen/ckpt/images_pb.ts";
 import type { DumpContext, DumpedFd, FileKindOps } from "./kind.ts";
 import { regular } from "./regular.ts";
 import { chr } from "./chr.ts";
+import { tty } from "./tty.ts";
 import { fifo, pipe } from "./pipe.ts";
 import { eventfd } from "./eventfd.ts";
 import { unix } from "./unix.ts";
@@ -26,6 +27,7 @@ export const KINDS: readonly FileKindOps[] = [
   inotify,
   fanotify,
   fifo,
+  tty,
   chr,
   // Before regular: a memfd or a deleted file is one object for all its fds
   // and mappings, not a file to reopen by path.

@@ -30,6 +30,10 @@ export const PHASE = {
   AFTER_THREADS: 3,
   /** In the restorer, the last thing before ckpt takes over. */
   LAST: 4,
+  /** In the forked task, its session and group made (joined), before it
+   * forks the children that inherit them; ckpt's fds are there at ckpt's
+   * numbers (e.g. to take a controlling terminal children inherit). */
+  AFTER_SESSION: 5,
 } as const;
 export const OP = { SYSCALL: 1, RELOC: 2, SWAP_FD: 3, UNSWAP_FD: 4 } as const;
 export const OP_MAY_FAIL = 1;

@@ -14,6 +14,7 @@ import type { OpenedFiles } from "../files/open.ts";
 import { lockOps } from "../files/locks.ts";
 import { posixTimerOps } from "../task/posix_timers.ts";
 import { vmFlagsOps } from "../task/vma_flags.ts";
+import { cttyOps } from "../files/ctty.ts";
 import { EXTERNAL_FILL_MIN, fillBytes } from "./fill.ts";
 import { planMemory, type SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
@@ -118,6 +119,7 @@ export function taskPlan(
     ...vmFlagsOps(core, t.mm!.vmas),
     ...posixTimerOps(core),
   );
+  plan.ops.push(...cttyOps(core, plan.flags, place, opened));
   plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
   plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";

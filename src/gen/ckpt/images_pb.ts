@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0i2QQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSJgoMcG9zaXhfdGltZXJzGCggAygLMhAuY2twdC5Qb3NpeFRpbWVyEiUKDG1sb2NrX2Z1dHVyZRgpIAEoDjIPLmNrcHQuTWxvY2tNb2RlItcBCgpQb3NpeFRpbWVyEgoKAmlkGAEgASgFEhAKCGNsb2NrX2lkGAIgASgFEg0KBXNpZ25vGAMgASgNEhMKC3NpZ2V2X3ZhbHVlGAQgASgEEg4KBm5vdGlmeRgFIAEoDRISCgpub3RpZnlfdGlkGAYgASgFEhEKCXZhbHVlX3NlYxgHIAEoAxISCgp2YWx1ZV9uc2VjGAggASgDEhQKDGludGVydmFsX3NlYxgJIAEoAxIVCg1pbnRlcnZhbF9uc2VjGAogASgDEg8KB292ZXJydW4YCyABKAUi8wEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBBIOCgZhZHZpY2UYFCABKA0SHgoFbWxvY2sYFSABKA4yDy5ja3B0Lk1sb2NrTW9kZRIOCgZzZWFsZWQYFiABKAgiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCKdAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQiggEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIIj4KC0V2ZW50RmRGaWxlEg0KBWNvdW50GAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXNlbWFwaG9yZRgDIAEoCCI0CgdDaHJGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SDAoEcmRldhgDIAEoDSJpCgxXYXRjaGVkSW5vZGUSDAoEcGF0aBgBIAEoCRILCgNkZXYYAiABKAQSCwoDaW5vGAMgASgEEgwKBHNkZXYYBCABKA0SEwoLaGFuZGxlX3R5cGUYBSABKA0SDgoGaGFuZGxlGAYgASgMIksKDElub3RpZnlXYXRjaBIKCgJ3ZBgBIAEoBRIMCgRtYXNrGAIgASgNEiEKBWlub2RlGAMgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUiQQoLSW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SIwoHd2F0Y2hlcxgCIAMoCzISLmNrcHQuSW5vdGlmeVdhdGNoIr0BCgxGYW5vdGlmeU1hcmsSJAoEa2luZBgBIAEoDjIWLmNrcHQuRmFub3RpZnlNYXJrS2luZBIOCgZtZmxhZ3MYAiABKA0SDAoEbWFzaxgDIAEoDRIUCgxpZ25vcmVkX21hc2sYBCABKA0SIQoFaW5vZGUYBSABKAsyEi5ja3B0LldhdGNoZWRJbm9kZRIOCgZtbnRfaWQYBiABKA0SEgoKbW91bnRfcGF0aBgHIAEoCRIMCgRzZGV2GAggASgNImkKDEZhbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRISCgppbml0X2ZsYWdzGAIgASgNEhMKC2V2ZW50X2ZsYWdzGAMgASgNEiEKBW1hcmtzGAQgAygLMhIuY2twdC5GYW5vdGlmeU1hcmsiXAoLRXBvbGxUYXJnZXQSCwoDdGZkGAEgASgFEg4KBmV2ZW50cxgCIAEoDRIMCgRkYXRhGAMgASgEEg8KB2ZpbGVfaWQYBCABKA0SEQoJcmVhZHlfbm93GAUgASgNIj4KCUVwb2xsRmlsZRINCgVmbGFncxgBIAEoDRIiCgd0YXJnZXRzGAIgAygLMhEuY2twdC5FcG9sbFRhcmdldCKMAQoLVGltZXJGZEZpbGUSDwoHY2xvY2tpZBgBIAEoBRINCgVmbGFncxgCIAEoDRIVCg1zZXR0aW1lX2ZsYWdzGAMgASgNEg0KBXRpY2tzGAQgASgEEhAKCHZhbHVlX25zGAUgASgEEhMKC2ludGVydmFsX25zGAYgASgEEhAKCGNsb2NrX25zGAcgASgEIi4KDFNpZ25hbEZkRmlsZRIPCgdzaWdtYXNrGAEgASgEEg0KBWZsYWdzGAIgASgNIvgDCglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSHQoFbG9ja3MYKCADKAsyDi5ja3B0LkZpbGVMb2NrIl8KCEZpbGVMb2NrEhwKBGtpbmQYASABKA4yDi5ja3B0LkxvY2tLaW5kEg0KBXdyaXRlGAIgASgIEg0KBXN0YXJ0GAMgASgEEgsKA2VuZBgEIAEoBBIKCgJmZBgFIAEoBSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiUQoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Eh0KBWxvY2tzGAogAygLMg4uY2twdC5GaWxlTG9jayI9CgtVbml4TWVzc2FnZRIMCgRkYXRhGAEgASgMEg4KBnNlbmRlchgCIAEoDBIQCghmaWxlX2lkcxgDIAMoDSLIAwoOVW5peFNvY2tldEZpbGUSCwoDaW5vGAEgASgEEgwKBHR5cGUYAiABKA0SDQoFc3RhdGUYAyABKA0SDQoFZmxhZ3MYBCABKA0SDAoEbmFtZRgFIAEoDBIVCg1uYW1lX3VubGlua2VkGAYgASgIEhUKDW5hbWVfYm9ycm93ZWQYByABKAgSEQoJZmlsZV9tb2RlGAggASgNEhAKCGZpbGVfdWlkGAkgASgNEhAKCGZpbGVfZ2lkGAogASgNEhwKBHBlZXIYCyABKA4yDi5ja3B0LlVuaXhQZWVyEhAKCHBlZXJfaW5vGAwgASgEEhQKDGxpc3RlbmVyX2lubxgNIAEoBBIPCgdiYWNrbG9nGA4gASgNEg8KB3BlbmRpbmcYDyADKAQSEAoIc2h1dGRvd24YECABKA0SEAoIcGFzc2NyZWQYESABKAgSDgoGcmN2YnVmGBIgASgNEg4KBnNuZGJ1ZhgTIAEoDRIQCghwZWVrX29mZhgUIAEoBRIgCgVxdWV1ZRgVIAMoCzIRLmNrcHQuVW5peE1lc3NhZ2USEQoJcGVlcl9uYW1lGBYgASgMEgsKA3BpZBgXIAEoDRIKCgJmZBgYIAEoBSpACglNbG9ja01vZGUSDgoKTUxPQ0tfTk9ORRAAEhAKDE1MT0NLX0xPQ0tFRBABEhEKDU1MT0NLX09ORkFVTFQQAiqiAQoHVm1hS2luZBIUChBWTUFfQU5PTl9QUklWQVRFEAASEwoPVk1BX0FOT05fU0hBUkVEEAESFAoQVk1BX0ZJTEVfUFJJVkFURRACEhMKD1ZNQV9GSUxFX1NIQVJFRBADEgwKCFZNQV9WRFNPEAQSDAoIVk1BX1ZWQVIQBRITCg9WTUFfVlZBUl9WQ0xPQ0sQBhIQCgxWTUFfVlNZU0NBTEwQByr4AQoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYSEAoMRklMRV9JTk9USUZZEBQSEQoNRklMRV9GQU5PVElGWRAVEhEKDUZJTEVfVU5MSU5LRUQQFhIWChJGSUxFX1VOTElOS0VEX09QRU4QFxIOCgpGSUxFX0VQT0xMEB4SEAoMRklMRV9USU1FUkZEEB8SEQoNRklMRV9TSUdOQUxGRBAgKmIKEEZhbm90aWZ5TWFya0tpbmQSFwoTRkFOT1RJRllfTUFSS19JTk9ERRAAEhcKE0ZBTk9USUZZX01BUktfTU9VTlQQARIcChhGQU5PVElGWV9NQVJLX0ZJTEVTWVNURU0QAio4CghMb2NrS2luZBIOCgpMT0NLX1BPU0lYEAASDgoKTE9DS19GTE9DSxABEgwKCExPQ0tfT0ZEEAIqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCL/AQoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCSI3CglJbWFnZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBmNyYzMyYxgDIAEoDSJaCglTaWdBY3Rpb24SDQoFc2lnbm8YASABKA0SDwoHaGFuZGxlchgCIAEoBBINCgVmbGFncxgDIAEoBBIQCghyZXN0b3JlchgEIAEoBBIMCgRtYXNrGAUgASgEIj4KDFF1ZXVlZFNpZ25hbBIOCgZzaGFyZWQYASABKAgSDQoFc2lnbm8YAiABKA0SDwoHc2lnaW5mbxgDIAEoDCJrCgZJVGltZXISDQoFd2hpY2gYASABKA0SFAoMaW50ZXJ2YWxfc2VjGAIgASgDEhUKDWludGVydmFsX3VzZWMYAyABKAMSEQoJdmFsdWVfc2VjGAQgASgDEhIKCnZhbHVlX3VzZWMYBSABKAMiNAoGUmxpbWl0EhAKCHJlc291cmNlGAEgASgNEgsKA2N1chgCIAEoBBILCgNtYXgYAyABKAQimgEKBUNyZWRzEgwKBHVpZHMYASADKA0SDAoEZ2lkcxgCIAMoDRIOCgZncm91cHMYAyADKA0SDwoHY2FwX2luaBgEIAEoBBIPCgdjYXBfcHJtGAUgASgEEg8KB2NhcF9lZmYYBiABKAQSDwoHY2FwX2JuZBgHIAEoBBIPCgdjYXBfYW1iGAggASgEEhAKCGR1bXBhYmxlGAkgASgIIjcKDFN5c2NhbGxTdGF0ZRIKCgJuchgBIAEoAxILCgNyZXQYAiABKAMSDgoGYWN0aW9uGAMgASgJItgCCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0i+wQKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSJgoMcG9zaXhfdGltZXJzGCggAygLMhAuY2twdC5Qb3NpeFRpbWVyEiUKDG1sb2NrX2Z1dHVyZRgpIAEoDjIPLmNrcHQuTWxvY2tNb2RlEg4KBnR0eV9uchgqIAEoDRIQCgh0dHlfcGdycBgrIAEoBSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIvMBCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIIi8KB01tSW1hZ2USCwoDcGlkGAEgASgFEhcKBHZtYXMYAiADKAsyCS5ja3B0LlZtYSJwCgdQYWdlUnVuEg0KBXZhZGRyGAEgASgEEhAKCG5yX3BhZ2VzGAIgASgEEhMKC2ZpbGVfb2Zmc2V0GAMgASgEEg4KBmNyYzMyYxgEIAEoDRIRCglpbl9wYXJlbnQYBSABKAgSDAoEcGFydBgGIAEoDSKYAQoMUGFnZW1hcEltYWdlEgsKA3BpZBgBIAEoBRISCgpwYWdlc19maWxlGAIgASgJEhsKBHJ1bnMYAyADKAsyDS5ja3B0LlBhZ2VSdW4SEwoLcnVuc19jcmMzMmMYBCABKAgSJgoIdHJhY2tpbmcYBSABKAsyFC5ja3B0Lk1lbW9yeVRyYWNraW5nEg0KBXBhcnRzGAYgASgNIj8KDk1lbW9yeVRyYWNraW5nEgoKAmZkGAEgASgFEg0KBWlub2RlGAIgASgEEhIKCnN0YXJ0X3RpbWUYAyABKAQinQEKB1JlZ0ZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRILCgNwb3MYAyABKAQSDAoEc2l6ZRgEIAEoBBIQCghtdGltZV9ucxgFIAEoAxIMCgRtb2RlGAYgASgNEg8KB2RlbGV0ZWQYByABKAgSDwoHY29udGVudBgIIAEoDBILCgNkZXYYCSABKAQSCwoDaW5vGAogASgEIoIBCghQaXBlRmlsZRIQCghwaXBlX2lubxgBIAEoBBINCgVmbGFncxgCIAEoDRIRCgl3cml0ZV9lbmQYAyABKAgSDAoEZGF0YRgEIAEoDBIMCgRwYXRoGAUgASgJEgwKBHNpemUYBiABKA0SGAoQb3RoZXJfZW5kX2Nsb3NlZBgHIAEoCCI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0iaQoMV2F0Y2hlZElub2RlEgwKBHBhdGgYASABKAkSCwoDZGV2GAIgASgEEgsKA2lubxgDIAEoBBIMCgRzZGV2GAQgASgNEhMKC2hhbmRsZV90eXBlGAUgASgNEg4KBmhhbmRsZRgGIAEoDCJLCgxJbm90aWZ5V2F0Y2gSCgoCd2QYASABKAUSDAoEbWFzaxgCIAEoDRIhCgVpbm9kZRgDIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlIkEKC0lub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEiMKB3dhdGNoZXMYAiADKAsyEi5ja3B0Lklub3RpZnlXYXRjaCK9AQoMRmFub3RpZnlNYXJrEiQKBGtpbmQYASABKA4yFi5ja3B0LkZhbm90aWZ5TWFya0tpbmQSDgoGbWZsYWdzGAIgASgNEgwKBG1hc2sYAyABKA0SFAoMaWdub3JlZF9tYXNrGAQgASgNEiEKBWlub2RlGAUgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUSDgoGbW50X2lkGAYgASgNEhIKCm1vdW50X3BhdGgYByABKAkSDAoEc2RldhgIIAEoDSJpCgxGYW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SEgoKaW5pdF9mbGFncxgCIAEoDRITCgtldmVudF9mbGFncxgDIAEoDRIhCgVtYXJrcxgEIAMoCzISLmNrcHQuRmFub3RpZnlNYXJrIlwKC0Vwb2xsVGFyZ2V0EgsKA3RmZBgBIAEoBRIOCgZldmVudHMYAiABKA0SDAoEZGF0YRgDIAEoBBIPCgdmaWxlX2lkGAQgASgNEhEKCXJlYWR5X25vdxgFIAEoDSI+CglFcG9sbEZpbGUSDQoFZmxhZ3MYASABKA0SIgoHdGFyZ2V0cxgCIAMoCzIRLmNrcHQuRXBvbGxUYXJnZXQijAEKC1RpbWVyRmRGaWxlEg8KB2Nsb2NraWQYASABKAUSDQoFZmxhZ3MYAiABKA0SFQoNc2V0dGltZV9mbGFncxgDIAEoDRINCgV0aWNrcxgEIAEoBBIQCgh2YWx1ZV9ucxgFIAEoBBITCgtpbnRlcnZhbF9ucxgGIAEoBBIQCghjbG9ja19ucxgHIAEoBCIuCgxTaWduYWxGZEZpbGUSDwoHc2lnbWFzaxgBIAEoBBINCgVmbGFncxgCIAEoDSJ/CgdUZXJtaW9zEg0KBWlmbGFnGAEgASgNEg0KBW9mbGFnGAIgASgNEg0KBWNmbGFnGAMgASgNEg0KBWxmbGFnGAQgASgNEgwKBGxpbmUYBSABKA0SCgoCY2MYBiABKAwSDgoGaXNwZWVkGAcgASgNEg4KBm9zcGVlZBgIIAEoDSI4CghUdHlDaHVuaxIMCgRkYXRhGAEgASgMEh4KA2VuZBgCIAEoDjIRLmNrcHQuVHR5Q2h1bmtFbmQixgIKCFB0eVN0YXRlEh4KB3Rlcm1pb3MYASABKAsyDS5ja3B0LlRlcm1pb3MSFgoObG9ja2VkX3Rlcm1pb3MYAiABKAwSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNEg4KBnhwaXhlbBgFIAEoDRIOCgZ5cGl4ZWwYBiABKA0SDgoGbG9ja2VkGAcgASgIEg4KBnBhY2tldBgIIAEoCBITCgttYXN0ZXJfZXhjbBgJIAEoCBISCgpzbGF2ZV9leGNsGAogASgIEh0KBWlucHV0GAsgAygLMg4uY2twdC5UdHlDaHVuaxIOCgZvdXRwdXQYDCABKAwSFAoMc2xhdmVfY2xvc2VkGA0gASgIEhIKCnNsYXZlX21vZGUYDiABKA0SEQoJc2xhdmVfdWlkGA8gASgNEhEKCXNsYXZlX2dpZBgQIAEoDSLFAQoHVHR5RmlsZRIbCgRyb2xlGAEgASgOMg0uY2twdC5UdHlSb2xlEgwKBHBhdGgYAiABKAkSDQoFZmxhZ3MYAyABKA0SDQoFaW5kZXgYBCABKA0SDAoEcmRldhgFIAEoBBIbCgNwdHkYBiABKAsyDi5ja3B0LlB0eVN0YXRlEiIKC2pvYl90ZXJtaW9zGAcgASgLMg0uY2twdC5UZXJtaW9zEhAKCGpvYl9yb3dzGAggASgNEhAKCGpvYl9jb2xzGAkgASgNIpQECglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSGgoDdHR5GBAgASgLMg0uY2twdC5UdHlGaWxlEh0KBWxvY2tzGCggAygLMg4uY2twdC5GaWxlTG9jayJfCghGaWxlTG9jaxIcCgRraW5kGAEgASgOMg4uY2twdC5Mb2NrS2luZBINCgV3cml0ZRgCIAEoCBINCgVzdGFydBgDIAEoBBILCgNlbmQYBCABKAQSCgoCZmQYBSABKAUixgEKDVVubGlua2VkSW5vZGUSDQoFbWVtZmQYASABKAgSDAoEbmFtZRgCIAEoCRIMCgRtb2RlGAMgASgNEgsKA3VpZBgEIAEoDRILCgNnaWQYBSABKA0SDAoEc2l6ZRgGIAEoBBINCgVzZWFscxgHIAEoDRIaChJzZWFsX2FmdGVyX21hcHBpbmcYCCABKAgSHQoEZGF0YRgJIAMoCzIPLmNrcHQuRGF0YVJhbmdlEgsKA2RldhgKIAEoBBILCgNpbm8YCyABKAQiKQoJRGF0YVJhbmdlEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMIjwKDFVubGlua2VkT3BlbhIQCghpbm9kZV9pZBgBIAEoDRINCgVmbGFncxgCIAEoDRILCgNwb3MYAyABKAQiLAoKRmlsZXNJbWFnZRIeCgVmaWxlcxgBIAMoCzIPLmNrcHQuRmlsZUVudHJ5IjcKB0ZkRW50cnkSCgoCZmQYASABKAUSDwoHZmlsZV9pZBgCIAEoDRIPCgdjbG9leGVjGAMgASgIIlEKB0ZkVGFibGUSCwoDcGlkGAEgASgFEhoKA2ZkcxgCIAMoCzINLmNrcHQuRmRFbnRyeRIdCgVsb2NrcxgKIAMoCzIOLmNrcHQuRmlsZUxvY2siPQoLVW5peE1lc3NhZ2USDAoEZGF0YRgBIAEoDBIOCgZzZW5kZXIYAiABKAwSEAoIZmlsZV9pZHMYAyADKA0iyAMKDlVuaXhTb2NrZXRGaWxlEgsKA2lubxgBIAEoBBIMCgR0eXBlGAIgASgNEg0KBXN0YXRlGAMgASgNEg0KBWZsYWdzGAQgASgNEgwKBG5hbWUYBSABKAwSFQoNbmFtZV91bmxpbmtlZBgGIAEoCBIVCg1uYW1lX2JvcnJvd2VkGAcgASgIEhEKCWZpbGVfbW9kZRgIIAEoDRIQCghmaWxlX3VpZBgJIAEoDRIQCghmaWxlX2dpZBgKIAEoDRIcCgRwZWVyGAsgASgOMg4uY2twdC5Vbml4UGVlchIQCghwZWVyX2lubxgMIAEoBBIUCgxsaXN0ZW5lcl9pbm8YDSABKAQSDwoHYmFja2xvZxgOIAEoDRIPCgdwZW5kaW5nGA8gAygEEhAKCHNodXRkb3duGBAgASgNEhAKCHBhc3NjcmVkGBEgASgIEg4KBnJjdmJ1ZhgSIAEoDRIOCgZzbmRidWYYEyABKA0SEAoIcGVla19vZmYYFCABKAUSIAoFcXVldWUYFSADKAsyES5ja3B0LlVuaXhNZXNzYWdlEhEKCXBlZXJfbmFtZRgWIAEoDBILCgNwaWQYFyABKA0SCgoCZmQYGCABKAUqQAoJTWxvY2tNb2RlEg4KCk1MT0NLX05PTkUQABIQCgxNTE9DS19MT0NLRUQQARIRCg1NTE9DS19PTkZBVUxUEAIqogEKB1ZtYUtpbmQSFAoQVk1BX0FOT05fUFJJVkFURRAAEhMKD1ZNQV9BTk9OX1NIQVJFRBABEhQKEFZNQV9GSUxFX1BSSVZBVEUQAhITCg9WTUFfRklMRV9TSEFSRUQQAxIMCghWTUFfVkRTTxAEEgwKCFZNQV9WVkFSEAUSEwoPVk1BX1ZWQVJfVkNMT0NLEAYSEAoMVk1BX1ZTWVNDQUxMEAcqhgIKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGEhAKDEZJTEVfSU5PVElGWRAUEhEKDUZJTEVfRkFOT1RJRlkQFRIRCg1GSUxFX1VOTElOS0VEEBYSFgoSRklMRV9VTkxJTktFRF9PUEVOEBcSDgoKRklMRV9FUE9MTBAeEhAKDEZJTEVfVElNRVJGRBAfEhEKDUZJTEVfU0lHTkFMRkQQIBIMCghGSUxFX1RUWRAQKmIKEEZhbm90aWZ5TWFya0tpbmQSFwoTRkFOT1RJRllfTUFSS19JTk9ERRAAEhcKE0ZBTk9USUZZX01BUktfTU9VTlQQARIcChhGQU5PVElGWV9NQVJLX0ZJTEVTWVNURU0QAipSCgdUdHlSb2xlEhIKDlRUWV9QVFlfTUFTVEVSEAASEQoNVFRZX1BUWV9TTEFWRRABEg8KC1RUWV9DVVJSRU5UEAISDwoLVFRZX09VVFNJREUQAypGCgtUdHlDaHVua0VuZBILCgdUVFlfUkFXEAASDAoIVFRZX0xJTkUQARILCgdUVFlfRU9GEAISDwoLVFRZX1BBUlRJQUwQAyo4CghMb2NrS2luZBIOCgpMT0NLX1BPU0lYEAASDgoKTE9DS19GTE9DSxABEgwKCExPQ0tfT0ZEEAIqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -671,6 +671,19 @@ export type TaskCore = Message<"ckpt.TaskCore"> & {
    * @generated from field: ckpt.MlockMode mlock_future = 41;
    */
   mlockFuture: MlockMode;
+
+  /**
+   * The controlling terminal (/proc/PID/stat tty_nr, a device number; 0:
+   * none) and that terminal's foreground process group (tpgid; -1: none).
+   *
+   * @generated from field: uint32 tty_nr = 42;
+   */
+  ttyNr: number;
+
+  /**
+   * @generated from field: int32 tty_pgrp = 43;
+   */
+  ttyPgrp: number;
 };
 
 /**
@@ -1559,6 +1572,263 @@ export const SignalFdFileSchema: GenMessage<SignalFdFile> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 29);
 
 /**
+ * struct termios2 of the terminal (c_cc has 19 bytes).
+ *
+ * @generated from message ckpt.Termios
+ */
+export type Termios = Message<"ckpt.Termios"> & {
+  /**
+   * @generated from field: uint32 iflag = 1;
+   */
+  iflag: number;
+
+  /**
+   * @generated from field: uint32 oflag = 2;
+   */
+  oflag: number;
+
+  /**
+   * @generated from field: uint32 cflag = 3;
+   */
+  cflag: number;
+
+  /**
+   * @generated from field: uint32 lflag = 4;
+   */
+  lflag: number;
+
+  /**
+   * @generated from field: uint32 line = 5;
+   */
+  line: number;
+
+  /**
+   * @generated from field: bytes cc = 6;
+   */
+  cc: Uint8Array;
+
+  /**
+   * @generated from field: uint32 ispeed = 7;
+   */
+  ispeed: number;
+
+  /**
+   * @generated from field: uint32 ospeed = 8;
+   */
+  ospeed: number;
+};
+
+/**
+ * Describes the message ckpt.Termios.
+ * Use `create(TermiosSchema)` to create a new message.
+ */
+export const TermiosSchema: GenMessage<Termios> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 30);
+
+/**
+ * @generated from message ckpt.TtyChunk
+ */
+export type TtyChunk = Message<"ckpt.TtyChunk"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: ckpt.TtyChunkEnd end = 2;
+   */
+  end: TtyChunkEnd;
+};
+
+/**
+ * Describes the message ckpt.TtyChunk.
+ * Use `create(TtyChunkSchema)` to create a new message.
+ */
+export const TtyChunkSchema: GenMessage<TtyChunk> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 31);
+
+/**
+ * One pseudo-terminal pair, kept on its master's entry.
+ *
+ * @generated from message ckpt.PtyState
+ */
+export type PtyState = Message<"ckpt.PtyState"> & {
+  /**
+   * the slave's (the master's own is fixed raw)
+   *
+   * @generated from field: ckpt.Termios termios = 1;
+   */
+  termios?: Termios | undefined;
+
+  /**
+   * TIOCGLCKTRMIOS (struct termios), empty when none
+   *
+   * @generated from field: bytes locked_termios = 2;
+   */
+  lockedTermios: Uint8Array;
+
+  /**
+   * @generated from field: uint32 rows = 3;
+   */
+  rows: number;
+
+  /**
+   * @generated from field: uint32 cols = 4;
+   */
+  cols: number;
+
+  /**
+   * @generated from field: uint32 xpixel = 5;
+   */
+  xpixel: number;
+
+  /**
+   * @generated from field: uint32 ypixel = 6;
+   */
+  ypixel: number;
+
+  /**
+   * TIOCSPTLCK: the slave cannot be opened
+   *
+   * @generated from field: bool locked = 7;
+   */
+  locked: boolean;
+
+  /**
+   * TIOCPKT on the master
+   *
+   * @generated from field: bool packet = 8;
+   */
+  packet: boolean;
+
+  /**
+   * TIOCEXCL
+   *
+   * @generated from field: bool master_excl = 9;
+   */
+  masterExcl: boolean;
+
+  /**
+   * @generated from field: bool slave_excl = 10;
+   */
+  slaveExcl: boolean;
+
+  /**
+   * Typed into the master, not read yet from the slave (the slave's line
+   * discipline buffer, line by line in canonical mode).
+   *
+   * @generated from field: repeated ckpt.TtyChunk input = 11;
+   */
+  input: TtyChunk[];
+
+  /**
+   * Written to the slave, not read yet from the master.
+   *
+   * @generated from field: bytes output = 12;
+   */
+  output: Uint8Array;
+
+  /**
+   * Every slave fd was closed: the master reads EIO (POLLHUP).
+   *
+   * @generated from field: bool slave_closed = 13;
+   */
+  slaveClosed: boolean;
+
+  /**
+   * the /dev/pts/N inode
+   *
+   * @generated from field: uint32 slave_mode = 14;
+   */
+  slaveMode: number;
+
+  /**
+   * @generated from field: uint32 slave_uid = 15;
+   */
+  slaveUid: number;
+
+  /**
+   * @generated from field: uint32 slave_gid = 16;
+   */
+  slaveGid: number;
+};
+
+/**
+ * Describes the message ckpt.PtyState.
+ * Use `create(PtyStateSchema)` to create a new message.
+ */
+export const PtyStateSchema: GenMessage<PtyState> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 32);
+
+/**
+ * @generated from message ckpt.TtyFile
+ */
+export type TtyFile = Message<"ckpt.TtyFile"> & {
+  /**
+   * @generated from field: ckpt.TtyRole role = 1;
+   */
+  role: TtyRole;
+
+  /**
+   * as /proc showed it
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: uint32 flags = 3;
+   */
+  flags: number;
+
+  /**
+   * pty pair index (N of /dev/pts/N), masters and slaves
+   *
+   * @generated from field: uint32 index = 4;
+   */
+  index: number;
+
+  /**
+   * the terminal's device; for /dev/tty the one it refers to
+   *
+   * @generated from field: uint64 rdev = 5;
+   */
+  rdev: bigint;
+
+  /**
+   * masters only
+   *
+   * @generated from field: ckpt.PtyState pty = 6;
+   */
+  pty?: PtyState | undefined;
+
+  /**
+   * A --shell-job's terminal as the job left it (settings, window size), for
+   * the restoring terminal when the job comes back in the foreground.
+   *
+   * @generated from field: ckpt.Termios job_termios = 7;
+   */
+  jobTermios?: Termios | undefined;
+
+  /**
+   * @generated from field: uint32 job_rows = 8;
+   */
+  jobRows: number;
+
+  /**
+   * @generated from field: uint32 job_cols = 9;
+   */
+  jobCols: number;
+};
+
+/**
+ * Describes the message ckpt.TtyFile.
+ * Use `create(TtyFileSchema)` to create a new message.
+ */
+export const TtyFileSchema: GenMessage<TtyFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 33);
+
+/**
  * @generated from message ckpt.FileEntry
  */
 export type FileEntry = Message<"ckpt.FileEntry"> & {
@@ -1643,6 +1913,13 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
   signalfd?: SignalFdFile | undefined;
 
   /**
+   * FILE_TTY
+   *
+   * @generated from field: ckpt.TtyFile tty = 16;
+   */
+  tty?: TtyFile | undefined;
+
+  /**
    * flock and OFD locks held by this open file description.
    *
    * @generated from field: repeated ckpt.FileLock locks = 40;
@@ -1655,7 +1932,7 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 30);
+  messageDesc(file_ckpt_images, 34);
 
 /**
  * A lock as /proc/locks shows it (src/files/locks.ts).
@@ -1698,7 +1975,7 @@ export type FileLock = Message<"ckpt.FileLock"> & {
  * Use `create(FileLockSchema)` to create a new message.
  */
 export const FileLockSchema: GenMessage<FileLock> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 31);
+  messageDesc(file_ckpt_images, 35);
 
 /**
  * An inode no path leads to: a memfd (memfd_create), or a file deleted while
@@ -1786,7 +2063,7 @@ export type UnlinkedInode = Message<"ckpt.UnlinkedInode"> & {
  * Use `create(UnlinkedInodeSchema)` to create a new message.
  */
 export const UnlinkedInodeSchema: GenMessage<UnlinkedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 32);
+  messageDesc(file_ckpt_images, 36);
 
 /**
  * @generated from message ckpt.DataRange
@@ -1808,7 +2085,7 @@ export type DataRange = Message<"ckpt.DataRange"> & {
  * Use `create(DataRangeSchema)` to create a new message.
  */
 export const DataRangeSchema: GenMessage<DataRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 33);
+  messageDesc(file_ckpt_images, 37);
 
 /**
  * One open file description of an UnlinkedInode (what an fd refers to).
@@ -1841,7 +2118,7 @@ export type UnlinkedOpen = Message<"ckpt.UnlinkedOpen"> & {
  * Use `create(UnlinkedOpenSchema)` to create a new message.
  */
 export const UnlinkedOpenSchema: GenMessage<UnlinkedOpen> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 34);
+  messageDesc(file_ckpt_images, 38);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -1860,7 +2137,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 35);
+  messageDesc(file_ckpt_images, 39);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -1887,7 +2164,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 36);
+  messageDesc(file_ckpt_images, 40);
 
 /**
  * fdinfo-PID.img
@@ -1918,7 +2195,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 37);
+  messageDesc(file_ckpt_images, 41);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -1951,7 +2228,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 38);
+  messageDesc(file_ckpt_images, 42);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -2115,7 +2392,7 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 39);
+  messageDesc(file_ckpt_images, 43);
 
 /**
  * @generated from enum ckpt.MlockMode
@@ -2274,6 +2551,11 @@ export enum FileKind {
    * @generated from enum value: FILE_SIGNALFD = 32;
    */
   FILE_SIGNALFD = 32,
+
+  /**
+   * @generated from enum value: FILE_TTY = 16;
+   */
+  FILE_TTY = 16,
 }
 
 /**
@@ -2309,6 +2591,88 @@ export const FanotifyMarkKindSchema: GenEnum<FanotifyMarkKind> = /*@__PURE__*/
   enumDesc(file_ckpt_images, 3);
 
 /**
+ * Terminals (src/files/tty.ts).
+ *
+ * @generated from enum ckpt.TtyRole
+ */
+export enum TtyRole {
+  /**
+   * /dev/ptmx or /dev/pts/ptmx: one pseudo-terminal pair
+   *
+   * @generated from enum value: TTY_PTY_MASTER = 0;
+   */
+  TTY_PTY_MASTER = 0,
+
+  /**
+   * /dev/pts/N of a pair whose master the tree holds
+   *
+   * @generated from enum value: TTY_PTY_SLAVE = 1;
+   */
+  TTY_PTY_SLAVE = 1,
+
+  /**
+   * /dev/tty: the controlling terminal of its opener
+   *
+   * @generated from enum value: TTY_CURRENT = 2;
+   */
+  TTY_CURRENT = 2,
+
+  /**
+   * A terminal the tree does not hold both sides of (a pty whose master is
+   * outside, a console, a serial line): with --shell-job, the job's terminal,
+   * restored as the restoring terminal.
+   *
+   * @generated from enum value: TTY_OUTSIDE = 3;
+   */
+  TTY_OUTSIDE = 3,
+}
+
+/**
+ * Describes the enum ckpt.TtyRole.
+ */
+export const TtyRoleSchema: GenEnum<TtyRole> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 4);
+
+/**
+ * @generated from enum ckpt.TtyChunkEnd
+ */
+export enum TtyChunkEnd {
+  /**
+   * non-canonical input: bytes only
+   *
+   * @generated from enum value: TTY_RAW = 0;
+   */
+  TTY_RAW = 0,
+
+  /**
+   * a complete line; its delimiter ('\n', VEOL, VEOL2) is its last byte
+   *
+   * @generated from enum value: TTY_LINE = 1;
+   */
+  TTY_LINE = 1,
+
+  /**
+   * a line ended by the VEOF character (not part of data)
+   *
+   * @generated from enum value: TTY_EOF = 2;
+   */
+  TTY_EOF = 2,
+
+  /**
+   * the line being typed (always last)
+   *
+   * @generated from enum value: TTY_PARTIAL = 3;
+   */
+  TTY_PARTIAL = 3,
+}
+
+/**
+ * Describes the enum ckpt.TtyChunkEnd.
+ */
+export const TtyChunkEndSchema: GenEnum<TtyChunkEnd> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 5);
+
+/**
  * @generated from enum ckpt.LockKind
  */
 export enum LockKind {
@@ -2338,7 +2702,7 @@ export enum LockKind {
  * Describes the enum ckpt.LockKind.
  */
 export const LockKindSchema: GenEnum<LockKind> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 4);
+  enumDesc(file_ckpt_images, 6);
 
 /**
  * Where a UNIX socket's peer was at dump, and so what restore must do.
@@ -2393,5 +2757,5 @@ export enum UnixPeer {
  * Describes the enum ckpt.UnixPeer.
  */
 export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
-  enumDesc(file_ckpt_images, 5);
+  enumDesc(file_ckpt_images, 7);
 

@@ -10,6 +10,7 @@ import { trackingSymbols } from "./tracking.ts";
 import { notifySymbols } from "./notify.ts";
 import { anonfdSymbols } from "./anonfd.ts";
 import { fdtableSymbols } from "./fdtable.ts";
+import { ttySymbols } from "./tty.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -24,7 +25,8 @@ export const symbols = {
   ...notifySymbols,
   ...anonfdSymbols,
   ...fdtableSymbols,
+  ...ttySymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
