@@ -15,6 +15,7 @@ comptime {
     _ = @import("tracking.zig");
     _ = @import("notify.zig");
     _ = @import("tty.zig");
+    _ = @import("creds.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.

@@ -102,8 +102,11 @@ Deno.test("dump into an unwritable directory, a full disk, or onto a file: tree 
     assertMatch(r.stderr, /^ckpt: [^\n]+\n$/);
     assertStringIncludes(r.stderr, "pages");
     await healthy(p.pid, log);
-    const left = [...Deno.readDirSync(`${full}/images`)].map((e) => e.name);
-    assertEquals(left, [], "a failed dump removes what it wrote");
+    assertEquals(
+      [...Deno.readDirSync(full)].map((e) => e.name),
+      [],
+      "a failed dump removes what it wrote, and the directory it made",
+    );
     await refusedByRestore(`${full}/images`);
 
     // A regular file where the directory should be.

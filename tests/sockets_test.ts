@@ -161,15 +161,27 @@ Deno.test("ckpt sockets classifies peers inside, outside and gone, and names the
 });
 
 Deno.test("ckpt sockets on a missing PID is one line and exit 1", async () => {
-  // PIDs above pid_max never exist.
-  const pid = 4194304 + 17;
+  // A free pid (the highest one not in use); above PID_MAX_LIMIT is a usage error.
+  let pid = 4194303;
+  while (exists(`/proc/${pid}`)) pid--;
   const r = await runCkpt(["sockets", "-t", String(pid)]);
   assertEquals(r.code, 1);
   assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
   assertStringIncludes(r.stderr, String(pid));
   const j = await runCkpt(["sockets", "-t", String(pid), "--json"]);
   assertEquals(j.code, 1);
+  const huge = await runCkpt(["sockets", "-t", String(4194304 + 17)]);
+  assertEquals(huge.code, 2, huge.stderr);
 });
+
+function exists(p: string): boolean {
+  try {
+    Deno.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 Deno.test("ckpt sockets without -t is a usage error", async () => {
   const r = await runCkpt(["sockets"]);

@@ -208,6 +208,26 @@ Deno.test("socketpair end held by a child, other end with its undumped parent: -
     assertEquals(without.code, 1);
     assertStringIncludes(without.stderr, `--inherit-fd fd[N]:socket:[${ino}]`);
 
+    // A socket of another type in its place is refused (exit 2, one line).
+    const wrong = new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import os, socket, subprocess, sys
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+os.dup2(a.fileno(), 5)
+r = subprocess.run([sys.argv[1], "restore", "-D", sys.argv[2], "-d", "--inherit-fd",
+                    "fd[5]:socket:[" + sys.argv[3] + "]"], pass_fds=[5], capture_output=True)
+sys.stdout.write(str(r.returncode) + " " + r.stderr.decode())`,
+        CKPT,
+        `${dir}/images`,
+        String(ino),
+      ],
+      env: { DENO_BIN: Deno.execPath(), NO_COLOR: "1" },
+      stdout: "piped",
+    });
+    const w = new TextDecoder().decode((await wrong.output()).stdout);
+    assertMatch(w, /^2 ckpt: [^\n]*fd 5 is a UNIX dgram socket, not a UNIX stream socket\n$/);
+
     const helper = new Deno.Command("python3", {
       args: [`${PEERS}unix_inherit.py`, CKPT, `${dir}/images`, String(ino)],
       env: { DENO_BIN: Deno.execPath(), NO_COLOR: "1" },

@@ -14,7 +14,6 @@ import {
 } from "../dump/pre_dump.ts";
 import { dead } from "../dump/freeze.ts";
 import { processExists } from "../proc/read.ts";
-import { checkTrust } from "../images/trust.ts";
 import { verifyImages } from "../images/verify.ts";
 import { readChain, verifyChain } from "../images/chain.ts";
 import { checkedWhileCopying } from "../restore/memory.ts";
@@ -24,6 +23,8 @@ import {
   type RestoreOptions as EngineRestoreOptions,
 } from "../restore/restore.ts";
 import { Locks } from "../util/lock.ts";
+import { checkTrust, euid } from "../images/trust.ts";
+import { log } from "../util/log.ts";
 
 export type { DumpOptions, DumpResult, PreDumpOptions, PreDumpResult, Restored };
 
@@ -42,6 +43,64 @@ export function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
   return guardedDump(opts, "pre-dump", () => preDumpEngine(opts));
 }
 
+/** mkdir -p with mode 0700 for what is new; returns the directories it
+ * created, deepest last. An existing directory is left as it is, but one
+ * restore will not trust is said now. */
+function makeImagesDir(dir: string): string[] {
+  const missing: string[] = [];
+  for (let d = dir.replace(/\/+$/, "") || "/"; d && d !== "/" && d !== ".";) {
+    try {
+      Deno.lstatSync(d);
+      break;
+    } catch {
+      missing.unshift(d);
+      const up = d.slice(0, d.lastIndexOf("/"));
+      d = up || "/";
+    }
+  }
+  try {
+    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    removeCreated(missing.filter((d) => exists(d)));
+    throw new DumpError(`${dir}: cannot create the images directory: ${(err as Error).message}`);
+  }
+  if (missing.length === 0) {
+    try {
+      const st = Deno.statSync(dir);
+      const mode = (st.mode ?? 0) & 0o7777;
+      if (st.isDirectory && (mode & 0o022 || st.uid !== euid())) {
+        log.warn(
+          `${dir} is ${
+            mode & 0o022
+              ? `writable by others (mode 0${mode.toString(8)})`
+              : `owned by uid ${st.uid}`
+          }: ` +
+            `restore will refuse images there unless given --trust-images`,
+        );
+      }
+    } catch { /* ImageDir.create says what is wrong */ }
+  }
+  return missing;
+}
+
+function exists(p: string): boolean {
+  try {
+    Deno.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes directories a failed dump created, deepest first, if empty. */
+function removeCreated(dirs: string[]): void {
+  for (const d of [...dirs].reverse()) {
+    try {
+      Deno.removeSync(d);
+    } catch { /* not empty (someone else's files) or gone */ }
+  }
+}
+
 /** Locks on the tree and the directory around a dump engine. */
 async function guardedDump<T>(
   opts: { pid: number; dir?: string },
@@ -49,22 +108,23 @@ async function guardedDump<T>(
   engine: () => Promise<T>,
 ): Promise<T> {
   const locks = new Locks();
+  let created: string[] = [];
   try {
     locks.pid(opts.pid, "dumping");
+    // A dry run writes nothing, so it needs no directory.
     if (opts.dir !== undefined) {
-      try {
-        Deno.mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-      } catch (err) {
-        throw new DumpError(
-          `${opts.dir}: cannot create the images directory: ${(err as Error).message}`,
-        );
-      }
+      created = makeImagesDir(opts.dir);
       locks.dir(opts.dir);
     }
-    const existed = processExists(opts.pid);
+    // Alive at the start (not a zombie): if it is dead after a failure, it
+    // died under the dump, and that is what the user hears.
+    const existed = processExists(opts.pid) && !dead(opts.pid, 0);
     try {
       return await engine();
     } catch (err) {
+      // What this dump created goes again (the engine removed its files).
+      locks.release();
+      removeCreated(created);
       // Whatever call noticed first (ptrace, /proc, an injected syscall),
       // a process that died under the dump is reported as that.
       if (existed && !(err instanceof DumpError && /exited during/.test(err.message))) {
@@ -79,9 +139,10 @@ async function guardedDump<T>(
   }
 }
 
-export async function restore(opts: RestoreOptions): Promise<Restored & { verifyMs: number }> {
+export async function restore(given: RestoreOptions): Promise<Restored & { verifyMs: number }> {
   const t0 = performance.now();
-  if (!opts.trustImages) checkTrust(opts.dir);
+  // The checks hold for the directory's real path: use it from now on.
+  const opts = given.trustImages ? given : { ...given, dir: checkTrust(given.dir) };
   const locks = new Locks();
   try {
     locks.dir(opts.dir);
@@ -94,7 +155,13 @@ export async function restore(opts: RestoreOptions): Promise<Restored & { verify
         t.pagemap && t.mm ? checkedWhileCopying(t.mm.vmas, t.pagemap.runs, !!opts.lazyPages) : [],
     );
     // Pages kept in parent images (--prev-images-dir) are checked up front.
-    const chain = readChain(opts.dir, checked.inv);
+    const chain = readChain(
+      opts.dir,
+      checked.inv,
+      opts.trustImages
+        ? undefined
+        : (p) => checkTrust(p, `the parent images ${p} (--prev-images-dir)`),
+    );
     await verifyChain(chain);
     const verifyMs = performance.now() - t0;
     for (const pid of checked.inv.pids) locks.pid(pid, "restoring");

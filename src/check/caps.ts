@@ -1,5 +1,6 @@
 // Capabilities ckpt's process holds (CapEff), and what each one is for.
 import { probe, type ProbeResult, type ProbeSpec, yes } from "./types.ts";
+import { CkptError } from "../errors.ts";
 
 const CAP = {
   SETGID: 6,
@@ -95,4 +96,48 @@ export function capabilityProbes(): Promise<ProbeResult[]> {
 function capName(bit: number): string {
   const entry = Object.entries(CAP).find(([, v]) => v === bit);
   return entry ? `CAP_${entry[0]}` : `capability ${bit}`;
+}
+
+const has = (eff: bigint, bit: number) => ((eff >> BigInt(bit)) & 1n) === 1n;
+
+/** Refuses a dump ckpt cannot do with its capabilities, naming the ones it
+ * lacks (instead of the first EPERM from /proc/PID/map_files or ptrace). */
+export function requireDumpCapabilities(pid: number): void {
+  const eff = effectiveCaps();
+  const missing: string[] = [];
+  if (!has(eff, CAP.CHECKPOINT_RESTORE) && !has(eff, CAP.SYS_ADMIN)) {
+    missing.push("CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN), to read /proc/PID/map_files");
+  }
+  let theirs: number | undefined;
+  try {
+    const m = /^Uid:\s+\d+\s+(\d+)/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    theirs = m ? Number(m[1]) : undefined;
+  } catch { /* gone: said later */ }
+  const me = Number(/^Uid:\s+\d+\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/status"))?.[1]);
+  if (theirs !== me && !has(eff, CAP.SYS_PTRACE)) {
+    missing.push(`CAP_SYS_PTRACE, to freeze pid ${pid} (uid ${theirs}), not ckpt's own user`);
+  }
+  if (missing.length) {
+    throw new CkptError(
+      `dump needs root, or these capabilities ckpt lacks: ${missing.join("; ")}`,
+    );
+  }
+}
+
+/** Refuses a restore ckpt cannot do with its capabilities. */
+export function requireRestoreCapabilities(needIds: boolean): void {
+  const eff = effectiveCaps();
+  const missing: string[] = [];
+  if (!has(eff, CAP.CHECKPOINT_RESTORE) && !has(eff, CAP.SYS_ADMIN)) {
+    missing.push("CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN), to give tasks their pids back");
+  }
+  if (needIds && !has(eff, CAP.SETUID)) missing.push("CAP_SETUID, to give tasks their user ids");
+  if (needIds && !has(eff, CAP.SETGID)) {
+    missing.push("CAP_SETGID, to give tasks their group ids and groups");
+  }
+  if (missing.length) {
+    throw new CkptError(
+      `restore needs root, or these capabilities ckpt lacks: ${missing.join("; ")}`,
+    );
+  }
 }

@@ -6,6 +6,7 @@ import { log } from "../util/log.ts";
 import { VERSION } from "../version.ts";
 import { COMMANDS } from "./commands.ts";
 import { helpText, parseCommandLine } from "./spec.ts";
+import { callerFds } from "./caller_fds.ts";
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
@@ -25,6 +26,8 @@ function topHelp(): string {
 }
 
 export async function runCli(argv: string[]): Promise<number> {
+  // Taken before anything else runs (and gone from the environment).
+  callerFds();
   try {
     const [name, ...rest] = argv;
     if (name === undefined || name === "-h" || name === "--help" || name === "help") {

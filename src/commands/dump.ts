@@ -2,6 +2,7 @@ import type { CommandSpec, ParsedOptions } from "../cli/spec.ts";
 import { writeStream } from "../images/stream.ts";
 import { dump } from "../api/guarded.ts";
 import { UsageError } from "../errors.ts";
+import { PID_MAX } from "../proc/read.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { formatDryRun } from "../dump/dry_run.ts";
 
@@ -82,7 +83,7 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
-    const pid = opts.int("tree", { min: 1 });
+    const pid = opts.int("tree", { min: 1, max: PID_MAX });
     if (pid === undefined) throw new UsageError("dump: -t/--tree PID is required");
     if (opts.bool("dry-run")) return await dryRun(opts, pid);
     const stream = opts.bool("stream");

@@ -1,6 +1,7 @@
 import type { CommandSpec } from "../cli/spec.ts";
 import { preDump } from "../api/guarded.ts";
 import { UsageError } from "../errors.ts";
+import { PID_MAX } from "../proc/read.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 
 export const preDumpCommand: CommandSpec = {
@@ -41,7 +42,7 @@ has all its pages saved again.`,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
-    const pid = opts.int("tree", { min: 1 });
+    const pid = opts.int("tree", { min: 1, max: PID_MAX });
     if (pid === undefined) throw new UsageError("pre-dump: -t/--tree PID is required");
     const dir = opts.string("images-dir");
     if (!dir) throw new UsageError("pre-dump: -D/--images-dir DIR is required");

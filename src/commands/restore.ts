@@ -1,5 +1,7 @@
 import type { CommandSpec, ParsedOptions } from "../cli/spec.ts";
 import { readStream } from "../images/stream.ts";
+import { checkStreamTrust } from "../images/trust.ts";
+import { callerFds } from "../cli/caller_fds.ts";
 import { stagingDir } from "./dump.ts";
 import { UsageError } from "../errors.ts";
 import { restore } from "../api/guarded.ts";
@@ -9,7 +11,10 @@ import { formatMs } from "../util/units.ts";
 
 /** --inherit-fd fd[N]:KEY — KEY as /proc shows the file: pipe:[INO],
  * socket:[INO], or a path. */
-export function parseInheritFd(values: string[]): Map<string, number> {
+export function parseInheritFd(
+  values: string[],
+  given: Set<number> | undefined = callerFds(),
+): Map<string, number> {
   const out = new Map<string, number>();
   for (const v of values) {
     const m = /^fd\[(\d+)\]:(.+)$/.exec(v);
@@ -18,10 +23,30 @@ export function parseInheritFd(values: string[]): Map<string, number> {
         `restore: --inherit-fd '${v}' is not fd[N]:RESOURCE (e.g. fd[3]:pipe:[12345])`,
       );
     }
-    out.set(m[2], Number(m[1]));
+    const n = Number(m[1]);
+    if (!Number.isSafeInteger(n) || n > MAX_FD) {
+      throw new UsageError(`restore: --inherit-fd '${v}': fd ${m[1]} is out of range`);
+    }
+    if (!given) {
+      throw new UsageError(
+        `restore: --inherit-fd needs ckpt started through its launcher (./ckpt), which ` +
+          `records the fds its caller passed`,
+      );
+    }
+    if (!given.has(n)) {
+      throw new UsageError(
+        `restore: --inherit-fd '${v}': fd ${n} was not passed to ckpt by its caller ` +
+          `(open it in the command that runs ckpt, e.g. '${n}<FILE' or '${n}<&FD')`,
+      );
+    }
+    if (out.has(m[2])) throw new UsageError(`restore: --inherit-fd: ${m[2]} is given twice`);
+    out.set(m[2], n);
   }
   return out;
 }
+
+/** Above any fd a process can have (fs.nr_open is at most 2^30). */
+const MAX_FD = 1 << 30;
 
 /** --ext-unix-sk on restore: bare, ID[,ID…], ID=PATH or ID=disconnected. */
 function checkExtUnixSk(values: string[]): string[] {
@@ -123,6 +148,7 @@ restore kills everything it started and names the stage that failed.`,
     if (!stream) return await restoreFrom(opts, opts.string("images-dir"));
     // The staged images go as soon as the tree is restored: its memory is
     // copied in, or with --lazy-pages served from an fd of its own.
+    if (!opts.bool("trust-images")) checkStreamTrust();
     const staging = await stagingDir();
     const cleanup = () => Deno.remove(staging, { recursive: true }).catch(() => {});
     try {

@@ -2,6 +2,7 @@
 // tree, and the option dump and restore need for each (rule 4 of the brief).
 import { listSockets, type SocketEntry, type SocketReport } from "../api/sockets.ts";
 import { UsageError } from "../errors.ts";
+import { PID_MAX } from "../proc/read.ts";
 import type { CommandSpec } from "../cli/spec.ts";
 import type { Holder } from "../unix/inventory.ts";
 
@@ -122,7 +123,7 @@ with --inherit-fd fd[N]:socket:[INODE] (socketpairs and nameless peers).`,
     if (positionals.length) {
       throw new UsageError(`sockets: unexpected argument '${positionals[0]}'`);
     }
-    const pid = opts.int("tree", { min: 1 });
+    const pid = opts.int("tree", { min: 1, max: PID_MAX });
     if (pid === undefined) throw new UsageError("sockets: -t PID is required");
     const rep = await listSockets(pid);
     console.log(opts.bool("json") ? JSON.stringify(rep, null, 2) : formatReport(rep));

@@ -45,6 +45,7 @@ import { Snapshots } from "./snapshot.ts";
 import { sameObject } from "../native/mod.ts";
 import { anonfd, CLOCK_MONOTONIC } from "../native/anonfd.ts";
 import { readInPlace, vmFlagsOf } from "../task/vma_flags.ts";
+import { requireDumpCapabilities } from "../check/caps.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -88,8 +89,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
   if (pid === Deno.pid) throw new DumpError("ckpt cannot dump itself");
   if (!processExists(pid)) throw new NoProcess(pid);
-  if (readStat(pid).state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
   const dryRun = !!opts.dryRun;
+  refuseUndumpable(pid, !opts.leaveRunning && !opts.leaveStopped && !dryRun);
   if (dryRun && (opts.leaveStopped || opts.prevImagesDir)) {
     throw new DumpError("--dry-run leaves the tree running and reads no parent images");
   }
@@ -270,7 +271,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     snapshots.dispose();
     if (opts.leaveRunning) frozen.release();
     else if (opts.leaveStopped) frozen.release(19);
-    else frozen.kill();
+    else {
+      const survivors = frozen.kill();
+      if (survivors.length) {
+        log.warn(
+          `pid(s) ${survivors.join(", ")} did not die of SIGKILL within 10 s and were left ` +
+            `running; the images are complete`,
+        );
+      }
+    }
     const totalMs = performance.now() - t0;
     log.info(
       `dumped pid ${pid} to ${opts.dir} in ${formatMs(totalMs)} (frozen ${formatMs(frozenMs)})`,
@@ -333,6 +342,33 @@ function sharedTables(
   return out;
 }
 
+/** PF_KTHREAD in the flags field of /proc/PID/stat. */
+const PF_KTHREAD = 0x00200000;
+
+/** What is refused before anything is frozen, in one line: ckpt without the
+ * capabilities it needs, a zombie, a kernel thread, and — when the dump
+ * would end it (`kills`) — the init of ckpt's own PID namespace. */
+export function refuseUndumpable(pid: number, kills: boolean): void {
+  requireDumpCapabilities(pid);
+  const st = readStat(pid);
+  if (st.state === "Z") {
+    throw new DumpError(
+      `pid ${pid} is a zombie (it has exited; its parent has not reaped it): nothing is left to dump`,
+    );
+  }
+  if (Number(st.field(9)) & PF_KTHREAD) {
+    throw new DumpError(`pid ${pid} (${st.comm}) is a kernel thread: there is nothing to dump`);
+  }
+  // The kernel ignores a signal to the init of a PID namespace sent from
+  // inside it, SIGKILL included: the dump would never see it die.
+  if (pid === 1 && kills) {
+    throw new DumpError(
+      `pid 1 (${st.comm}) is the init of ckpt's own PID namespace, which ignores SIGKILL from ` +
+        `inside it: dump it with --leave-running (or -s), or from the parent namespace`,
+    );
+  }
+}
+
 /** What about task pid itself cannot be dumped: its session (the root
  * must lead one, or be a --shell-job), POSIX timers, other namespaces. */
 export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Blocker[] {
@@ -369,8 +405,7 @@ export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Bl
 
 /** The root's scope checked before anything is frozen (pre-dump). */
 export function checkScope(pid: number, shellJob: boolean): void {
-  const st = readStat(pid);
-  if (st.state === "Z") throw new DumpError(`pid ${pid} is a zombie`);
+  refuseUndumpable(pid, false);
   const blockers = scopeBlockers(pid, true, shellJob);
   if (blockers.length) throw new BlockedDump(blockers);
 }

@@ -2,10 +2,13 @@
 // again exactly as it was (detach) if anything fails.
 import { sleepSync } from "../util/sleep.ts";
 import { DumpError } from "../errors.ts";
-import { NativeError, ptrace, wait, WALL } from "../native/mod.ts";
+import { NativeError, ptrace, wait, WALL, WNOHANG } from "../native/mod.ts";
 import { listChildren, listThreads, processExists } from "../proc/read.ts";
 import { readStat } from "../proc/status.ts";
 import { log } from "../util/log.ts";
+
+/** How long a killed tree may take to die. */
+const KILL_WAIT_MS = 10_000;
 
 export class Frozen {
   private readonly seized: number[] = [];
@@ -91,15 +94,34 @@ export class Frozen {
 
   /** Kills the frozen tasks (the default end of a dump) and collects their
    * exit notifications, which come to us as their tracer. */
-  kill(): void {
+  kill(): number[] {
     for (const tid of this.seized) ptrace.killTask(tid);
     // A thread group leader is reported only after its other threads, and
-    // parents were seized before their children: collect in reverse.
+    // parents were seized before their children: collect in reverse. Never
+    // wait forever: a task the kernel will not kill (a PID namespace's init
+    // seen from inside) is let go and named instead.
+    const end = performance.now() + KILL_WAIT_MS;
+    const survivors: number[] = [];
     for (const tid of this.seized.splice(0).reverse()) {
-      try {
-        wait(tid, WALL);
-      } catch { /* already reaped */ }
+      for (;;) {
+        let st;
+        try {
+          st = wait(tid, WALL | WNOHANG);
+        } catch {
+          break; // already reaped
+        }
+        if (st && (st.exited || st.signaled)) break;
+        if (performance.now() > end) {
+          survivors.push(tid);
+          try {
+            ptrace.detach(tid, 0);
+          } catch { /* it went after all */ }
+          break;
+        }
+        sleepSync(st ? 0 : 2);
+      }
     }
+    return survivors;
   }
 }
 
@@ -160,9 +182,9 @@ function isZombie(pid: number): boolean {
 }
 
 /** True when tid is gone or dying: a SIGKILLed tracee takes a moment to
- * become a zombie, so give it up to 200 ms before calling it alive. */
-export function dead(tid: number): boolean {
-  const end = performance.now() + 200;
+ * become a zombie, so give it up to graceMs before calling it alive. */
+export function dead(tid: number, graceMs = 200): boolean {
+  const end = performance.now() + graceMs;
   for (;;) {
     try {
       if ("ZX".includes(readStat(tid).state)) return true;

@@ -12,6 +12,7 @@ import { inParallel } from "../util/pool.ts";
 import { formatMs } from "../util/units.ts";
 import { VERSION } from "../version.ts";
 import { pageParts, writePages } from "./memory.ts";
+import { bootId } from "../files/authority.ts";
 
 /** One task's pages to write: its runs, read from `source` (the task or its
  * frozen copy). */
@@ -99,6 +100,7 @@ export class DumpOutput {
         extUnixSk: !!fields.extUnixSk,
         preDump: !!fields.preDump,
         parent: fields.parent ?? "",
+        bootId: bootId(),
         files,
       }),
     );

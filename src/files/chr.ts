@@ -7,6 +7,7 @@ import { DumpError } from "../errors.ts";
 import type { FileKindOps } from "./kind.ts";
 import { OPEN_MASK } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
+import { S_IF } from "../native/fsops.ts";
 
 const CHR_ALLOWED = /^\/dev\/(null|zero|full|random|urandom)$/;
 
@@ -37,7 +38,9 @@ export const chr: FileKindOps = {
 
   open(f, ctx, where) {
     const c = f.chr!;
-    return ctx.openPath(c.path, c.flags & OPEN_MASK, where);
+    // A device is what its number says (the same on any machine).
+    const rdev = c.rdev ? BigInt(c.rdev) : undefined;
+    return ctx.openPath(c.path, c.flags & OPEN_MASK, where, { type: S_IF.CHR, rdev });
   },
 
   inheritKey: (f) => f.chr?.path,

@@ -168,6 +168,9 @@ export class FileCollector {
         mode: st.mode ?? 0,
         dev: BigInt(st.dev),
         ino: BigInt(st.ino ?? 0),
+        uid: st.uid ?? 0,
+        gid: st.gid ?? 0,
+        btimeMs: BigInt(Math.round(st.birthtime?.getTime() ?? 0)),
       }),
     });
     this.byPath.set(key, id);

@@ -116,7 +116,7 @@ export function cttyOps(
   }
   const ownFd = () =>
     st.ownFd ??= ctx.keep(
-      ctx.openPath(ownTerminal()!.path, O.RDWR | O.NOCTTY, "the restoring terminal"),
+      ctx.openOperators(ownTerminal()!.path, O.RDWR | O.NOCTTY, "the restoring terminal"),
     );
   const key = (ttyNr: number) => (ttyNr && ttyNr === st.job ? JOB : ttyNr);
   const fdFor = (k: number): number => {

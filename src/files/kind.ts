@@ -7,6 +7,7 @@
 // of their own: what one dump or restore needs is kept with `ctx.local`.
 import type { FileEntry, FileKind, TaskCore } from "../gen/ckpt/images_pb.ts";
 import type { PlanOp } from "../restore/plan_buffer.ts";
+import type { Authority, CheckPolicy, Expect } from "./authority.ts";
 
 /** One descriptor of a frozen task (or of ckpt itself, for one that was in
  * flight in a socket queue), as /proc shows it. */
@@ -60,6 +61,8 @@ export type FileValidation = "filesize" | "none";
 
 export interface RestoreContext {
   readonly validation: FileValidation;
+  /** What files are checked against (--file-validation, same machine). */
+  readonly policy: CheckPolicy;
   readonly shellJob: boolean;
   /** --inherit-fd: "pipe:[INO]" / "socket:[INO]" / path → ckpt's own fd. */
   readonly inherit: Map<string, number>;
@@ -69,8 +72,14 @@ export interface RestoreContext {
   readonly entries: Map<number, FileEntry>;
   /** The task on whose behalf the file is being opened (its first holder). */
   readonly task: TaskCore | undefined;
-  /** ckpt's fd for file `id`, opened on first use (one per entry). */
-  get(id: number, where: string): number;
+  /** That task's authority: what every path operation for it is done with. */
+  readonly authority: Authority;
+  /** A task of the tree by pid (e.g. a socket's holder). */
+  taskOf(pid: number): TaskCore | undefined;
+  /** ckpt's fd for file `id`, opened on first use (one per entry), for
+   * `task` when it is the first to need it (a file in flight in a queue:
+   * the task holding the socket). */
+  get(id: number, where: string, task?: TaskCore): number;
   /** Keeps fd open until the tree runs, then closes it. */
   keep(fd: number): number;
   /** State kept for one restore, made on first use. */
@@ -82,8 +91,15 @@ export interface RestoreContext {
    * restore itself caused, to add a seal that would have refused a mapping
    * the tasks still had to make. Throws RestoreError to fail the restore. */
   beforeRun(fn: () => void): void;
-  /** Opens a path the task had open, with O_CLOEXEC added. */
-  openPath(path: string, flags: number, where: string): number;
+  /** Opens a path the task had open, with O_CLOEXEC added, with the task's
+   * authority and without following any symlink; what is found must be
+   * what `expect` says the dump saw (type; identity on the same machine;
+   * size as --file-validation says). Throws one line naming path and why. */
+  openPath(path: string, flags: number, where: string, expect?: Expect): number;
+  /** Opens what the operator hands the tree (the restoring terminal of a
+   * --shell-job restore, like an --inherit-fd): with ckpt's own authority,
+   * still without following a symlink. */
+  openOperators(path: string, flags: number, where: string): number;
 }
 
 /** Where a task holds one file: the task, every fd number it has it at, and

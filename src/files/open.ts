@@ -10,6 +10,14 @@ import { log } from "../util/log.ts";
 import { OP, type PlanOp } from "../restore/plan_buffer.ts";
 import { type FileValidation, localOf, type RestoreContext } from "./kind.ts";
 import { kindOf } from "./registry.ts";
+import {
+  type Authority,
+  authorityOf,
+  type CheckPolicy,
+  ckptAuthority,
+  openAs,
+} from "./authority.ts";
+import { checkInherited } from "./inherit.ts";
 
 export type { FileValidation };
 
@@ -20,6 +28,12 @@ export interface FileOpenOptions {
   inherit: Map<string, number>;
   /** --ext-unix-sk values and --ext-unix-sk-missing. */
   unix?: { extUnixSk: string[]; missing: "fail" | "disconnect" };
+  /** Every task of the tree (the root first): a file is opened with the
+   * authority of its first holder, one in flight only with that of the task
+   * whose socket holds it, or else of the root. */
+  tasks: TaskCore[];
+  /** The dump was made in this boot of this machine (inode numbers match). */
+  sameMachine: boolean;
 }
 
 /** The name --inherit-fd uses for a file. */
@@ -36,6 +50,9 @@ export class OpenedFiles {
   /** Files some task has already run its taskOps for. */
   private readonly held = new Set<number>();
   private task: TaskCore | undefined;
+  private readonly tasks: Map<number, TaskCore>;
+  /** What every path restore opens is checked against. */
+  readonly policy: CheckPolicy;
   private readonly ctx: RestoreContext;
   /** What the kinds see, for task-level file state (ctty.ts). */
   get context(): RestoreContext {
@@ -46,9 +63,14 @@ export class OpenedFiles {
     private readonly entries: Map<number, FileEntry>,
     opts: FileOpenOptions,
   ) {
-    const current = () => this.task;
+    const current = () => this.task ?? opts.tasks[0];
+    this.tasks = new Map(opts.tasks.map((t) => [t.pid, t]));
+    const policy: CheckPolicy = { validation: opts.validation, sameMachine: opts.sameMachine };
+    this.policy = policy;
+    for (const [key, n] of opts.inherit) checkInherited(n, key, entries);
     this.ctx = {
       validation: opts.validation,
+      policy,
       shellJob: opts.shellJob,
       inherit: opts.inherit,
       unix: opts.unix ?? { extUnixSk: [], missing: "fail" },
@@ -56,7 +78,13 @@ export class OpenedFiles {
       get task() {
         return current();
       },
-      get: (id, where) => this.get(id, where),
+      get authority(): Authority {
+        const t = current();
+        if (!t) throw new RestoreError("no task to act for");
+        return authorityOf(t);
+      },
+      taskOf: (pid) => this.tasks.get(pid),
+      get: (id, where, task) => this.get(id, where, task),
       keep: (n) => {
         this.kept.push(n);
         return n;
@@ -64,13 +92,10 @@ export class OpenedFiles {
       local: <T>(owner: object, make: () => T): T => localOf(this.locals, owner, make),
       atClose: (fn) => this.closers.push(fn),
       beforeRun: (fn) => this.runners.push(fn),
-      openPath: (path, flags, where) => {
-        try {
-          return fdops.open(path, flags | O.CLOEXEC);
-        } catch (err) {
-          throw new RestoreError(`${where}: cannot open ${path}: ${(err as Error).message}`);
-        }
-      },
+      openPath: (path, flags, where, expect) =>
+        openAs(this.ctx.authority, path, flags | O.CLOEXEC, where, expect, policy),
+      openOperators: (path, flags, where) =>
+        openAs(ckptAuthority(), path, flags | O.CLOEXEC, where, undefined, policy),
     };
   }
 

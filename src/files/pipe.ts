@@ -8,6 +8,7 @@ import type { DumpContext, DumpedFd, FileKindOps, RestoreContext } from "./kind.
 import { log } from "../util/log.ts";
 import { F_SETFL, OPEN_MASK, STATUS_FLAGS } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
+import { S_IF } from "../native/fsops.ts";
 
 const F_GETPIPE_SZ = 1032, F_SETPIPE_SZ = 1031;
 const SPLICE_F_NONBLOCK = 2;
@@ -180,10 +181,10 @@ export const fifo: FileKindOps = {
   claims: (fd) => fd.link.startsWith("/") && fd.st.isFifo === true,
 
   dump(fd, ctx) {
-    return {
-      kind: FileKind.FILE_FIFO,
-      pipe: dumpPipe(fd, ctx, BigInt(fd.st.ino ?? 0), fd.link),
-    };
+    const body = dumpPipe(fd, ctx, BigInt(fd.st.ino ?? 0), fd.link);
+    body.dev = BigInt(fd.st.dev);
+    body.btimeMs = BigInt(Math.round(fd.st.birthtime?.getTime() ?? 0));
+    return { kind: FileKind.FILE_FIFO, pipe: body };
   },
 
   validate(f, fail) {
@@ -193,13 +194,23 @@ export const fifo: FileKindOps = {
 
   open(f, ctx, where) {
     const p = f.pipe!;
+    // Opened as the task, no symlink followed, and only if it is a FIFO (the
+    // very one, on the same machine): its queued bytes are written into it.
+    const expect = {
+      type: S_IF.FIFO,
+      ino: p.pipeIno,
+      dev: p.dev || undefined,
+      btimeMs: Number(p.btimeMs) || undefined,
+    };
     // A read-write opener first, so neither side blocks or fails with ENXIO;
-    // it is kept until the task holds its own end.
-    const keeper = ctx.keep(ctx.openPath(p.path, O.RDWR | O.NONBLOCK, where));
+    // it is kept until the task holds its own end. A task that could only
+    // read or only write the FIFO gets no more than that: the keeper is
+    // opened as the task too.
+    const keeper = ctx.keep(ctx.openPath(p.path, O.RDWR | O.NONBLOCK, where, expect));
     if (p.size && p.size !== fdops.fcntl(keeper, F_GETPIPE_SZ)) {
       fdops.fcntl(keeper, F_SETPIPE_SZ, p.size);
     }
-    const n = ctx.openPath(p.path, (p.flags & OPEN_MASK) | O.NONBLOCK, where);
+    const n = ctx.openPath(p.path, (p.flags & OPEN_MASK) | O.NONBLOCK, where, expect);
     if (p.data.length) fdops.writeAll(keeper, new Uint8Array(p.data));
     fdops.fcntl(n, F_SETFL, p.flags & STATUS_FLAGS);
     return n;

@@ -3,12 +3,15 @@
 // restore in the same directory and unlinked again (ghost.ts).
 import { create } from "@bufbuild/protobuf";
 import { type FileEntry, FileKind, RegFileSchema } from "../gen/ckpt/images_pb.ts";
-import { DumpError, RestoreError } from "../errors.ts";
+import { DumpError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { formatBytes } from "../util/units.ts";
 import { recreateGhost } from "./ghost.ts";
-import type { FileKindOps } from "./kind.ts";
+import type { DumpedFd, FileKindOps } from "./kind.ts";
+import { credsOf, ownerProblem } from "./owner.ts";
 import { OPEN_MASK } from "./open_flags.ts";
+import { expectOf } from "./authority.ts";
+import { S_IF } from "../native/fsops.ts";
 
 /** Content of a file deleted while open is saved up to this size. */
 export const MAX_GHOST_BYTES = 64 << 20;
@@ -35,6 +38,7 @@ export const regular: FileKindOps = {
         );
       }
       content = Deno.readFileSync(`/proc/${fd.pid}/fd/${fd.fd}`);
+      refuseUnrestorableOwner(fd, path);
     }
     return {
       kind: st.isDirectory ? FileKind.FILE_DIR : FileKind.FILE_REG,
@@ -49,6 +53,9 @@ export const regular: FileKindOps = {
         content,
         dev: BigInt(st.dev),
         ino: BigInt(st.ino ?? 0),
+        uid: st.uid ?? 0,
+        gid: st.gid ?? 0,
+        btimeMs: BigInt(Math.round(st.birthtime?.getTime() ?? 0)),
       }),
     };
   },
@@ -68,41 +75,42 @@ export const regular: FileKindOps = {
   open(f, ctx, where) {
     const r = f.reg!;
     if (r.deleted) {
-      // Recreated from its content, opened, unlinked again; never through a
-      // symlink (see ghost.ts).
-      const n = recreateGhost(
-        r.path,
-        r.mode,
-        new Uint8Array(r.content),
-        r.flags & OPEN_MASK,
-        where,
-      );
+      // Recreated from its content as the task, given its owner and mode,
+      // opened, unlinked again; never through a symlink (see ghost.ts).
+      const n = recreateGhost(ctx.authority, r, r.flags & OPEN_MASK, where);
       if (r.pos > 0n) fdops.lseek(n, r.pos, 0);
       return n;
     }
-    let st: Deno.FileInfo;
-    try {
-      st = Deno.statSync(r.path);
-    } catch {
-      throw new RestoreError(`${where}: ${r.path} is missing (it existed at dump)`);
-    }
     // An append-only writer only ever adds to the file, so growth is fine.
-    const appendOnly = (r.flags & O.ACCMODE) === O.WRONLY && (r.flags & O.APPEND) !== 0;
-    const size = BigInt(st.size);
-    const unchanged = size === r.size || (appendOnly && size > r.size);
-    if (f.kind === FileKind.FILE_REG && ctx.validation === "filesize" && !unchanged) {
-      throw new RestoreError(
-        `${where}: ${r.path} changed since the dump (size ${st.size}, was ${r.size}); ` +
-          `restore with --file-validation=none to accept it`,
-      );
-    }
-    const n = ctx.openPath(r.path, r.flags & OPEN_MASK, where);
+    const grows = (r.flags & O.ACCMODE) === O.WRONLY && (r.flags & O.APPEND) !== 0;
+    const type = f.kind === FileKind.FILE_DIR ? S_IF.DIR : S_IF.REG;
+    const n = ctx.openPath(r.path, r.flags & OPEN_MASK, where, { ...expectOf(r, type), grows });
     if (r.pos > 0n) fdops.lseek(n, r.pos, 0);
     return n;
   },
 
   inheritKey: (f: FileEntry) => f.reg?.path,
 };
+
+/** A file deleted while open comes back made by the task itself (ghost.ts):
+ * one it could not have made with that owner and mode is refused now. */
+function refuseUnrestorableOwner(fd: DumpedFd, path: string): void {
+  if (fd.pid === Deno.pid) return; // in flight: judged with its receiver at restore
+  const parent = path.slice(0, path.lastIndexOf("/")) || "/";
+  let dir: { gid: number; setgid: boolean } | undefined;
+  try {
+    const d = Deno.statSync(parent);
+    dir = { gid: d.gid ?? 0, setgid: ((d.mode ?? 0) & 0o2000) !== 0 };
+  } catch { /* its directory is gone too: restore says so */ }
+  const c = credsOf(fd.pid);
+  const why = ownerProblem(c, fd.st.uid ?? 0, fd.st.gid ?? 0, (fd.st.mode ?? 0) & 0o7777, dir);
+  if (why) {
+    throw new DumpError(
+      `${fd.where} was deleted while open and ${why}: pid ${fd.pid} (uid ${c.fsuid}) could ` +
+        `not make such a file itself, and restore recreates it with the task's own authority`,
+    );
+  }
+}
 
 export function validPath(p: string): boolean {
   return p.startsWith("/") && p.length <= 4096 && !p.includes("\0");

@@ -161,7 +161,12 @@ export const tty: FileKindOps = {
         jobTerminal(ctx, where);
         return ctx.openPath("/dev/tty", (t.flags & OPEN_MASK) | O.NOCTTY, where);
       default:
-        return ctx.openPath(jobTerminal(ctx, where), (t.flags & OPEN_MASK) | O.NOCTTY, where);
+        // The restoring terminal: the operator's to hand over (-j).
+        return ctx.openOperators(
+          jobTerminal(ctx, where),
+          (t.flags & OPEN_MASK) | O.NOCTTY,
+          where,
+        );
     }
   },
 

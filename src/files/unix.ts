@@ -8,6 +8,7 @@ import { UnixDumper } from "../unix/dump.ts";
 import { UnixSockets } from "../unix/restore.ts";
 import type { DumpContext, FileKindOps, RestoreContext } from "./kind.ts";
 import { BlockedDump } from "./collect.ts";
+import { authorityOf } from "./authority.ts";
 
 function dumper(ctx: DumpContext): UnixDumper {
   return ctx.local(unix, () => {
@@ -27,7 +28,11 @@ function sockets(ctx: RestoreContext): UnixSockets {
   return ctx.local(unix, () => {
     const s = new UnixSockets(
       ctx.entries,
-      { ...ctx.unix, inherit: ctx.inherit },
+      {
+        ...ctx.unix,
+        inherit: ctx.inherit,
+        authorityOf: (pid) => authorityOf(ctx.taskOf(pid) ?? ctx.task!),
+      },
       (id, where) => ctx.get(id, where),
     );
     ctx.atClose(() => s.closeAll());

@@ -21,10 +21,13 @@ import { fd as fdops, NativeError, O } from "../native/mod.ts";
 import type { MapsEntry } from "../proc/maps.ts";
 import { readProcText } from "../proc/read.ts";
 import { formatBytes, hex } from "../util/units.ts";
-import { recreateGhost } from "./ghost.ts";
+import { giveOwnerAndMode, recreateDeleted } from "./ghost.ts";
+import { asTask } from "../native/creds.ts";
 import type { DumpContext, FileKindOps } from "./kind.ts";
 import { OPEN_MASK } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
+import { whyFailed } from "./authority.ts";
+import { credsOf, ownerProblem } from "./owner.ts";
 
 /** Content saved of one object (its data, holes left out). */
 export const MAX_OBJECT_BYTES = 64 << 20;
@@ -186,6 +189,7 @@ function objectOf(
   } finally {
     fdops.close(n);
   }
+  refuseUnrestorableOwner(pid, inode, where);
   const id = ctx.addEntry({ kind: FileKind.FILE_UNLINKED, unlinked: inode });
   const k = { id, inode };
   s.byInode.set(key, k);
@@ -351,15 +355,34 @@ export const unlinkedInode: FileKindOps = {
   open(f, ctx, where) {
     const u = f.unlinked!;
     const what = u.memfd ? `memfd ${u.name}` : `deleted file ${u.name}`;
-    const n = u.memfd
-      ? makeMemfd(u, where)
-      : recreateGhost(u.name, u.mode, new Uint8Array(), O.RDWR, where);
-    try {
+    // Made with the authority of the task it is opened for (its first
+    // holder): created by it, so owned by it, filled, then given the dumped
+    // owner and mode as the task could (ghost.ts giveOwnerAndMode) — never a
+    // root-owned set-id file for a user's task.
+    const a = ctx.authority;
+    const fill = (n: number) => {
       fdops.ftruncate(n, Number(u.size));
       for (const r of u.data) fdops.pwriteAll(n, new Uint8Array(r.data), r.offset);
-      // Before the seals: F_SEAL_EXEC freezes the exec bits.
-      fdops.fchmod(n, u.mode);
-      fdops.fchown(n, u.uid, u.gid);
+    };
+    const owner = { uid: u.uid, gid: u.gid, mode: u.mode };
+    const fail = (why: string): never => {
+      throw new RestoreError(`${where}: cannot recreate ${what}: ${why}`);
+    };
+    const n = u.memfd
+      ? asTask(a, () => {
+        const m = makeMemfd(u, where);
+        try {
+          fill(m);
+          // Before the seals: F_SEAL_EXEC freezes the exec bits.
+          giveOwnerAndMode(m, owner, a, fail);
+        } catch (err) {
+          fdops.close(m);
+          throw err;
+        }
+        return m;
+      })
+      : recreateDeleted(a, u.name, where, fill, owner, O.RDWR);
+    try {
       // Content first (F_SEAL_WRITE refuses writes), the seals last.
       const late = u.sealAfterMapping ? u.seals & (F_SEAL.FUTURE_WRITE | F_SEAL.SEAL) : 0;
       const now = u.seals & ~late;
@@ -443,16 +466,44 @@ export const unlinkedOpen: FileKindOps = {
     // A reopen is a new open file description of the same inode, with this
     // one's own access mode and status flags. Not O_NOFOLLOW (shm_open
     // opens with it): through /proc/self/fd that refuses the magic link.
+    // As the task, like any open: with the access it may have to it.
     let n: number;
     try {
-      n = fdops.open(
-        `/proc/self/fd/${master}`,
-        (o.flags & OPEN_MASK & ~O.NOFOLLOW) | O.CLOEXEC,
-      );
+      n = asTask(ctx.authority, () =>
+        fdops.open(
+          `/proc/self/fd/${master}`,
+          (o.flags & OPEN_MASK & ~O.NOFOLLOW) | O.CLOEXEC,
+        ));
     } catch (err) {
-      throw new RestoreError(`${where}: cannot reopen it: ${(err as Error).message}`);
+      throw new RestoreError(
+        `${where}: cannot reopen it: ${whyFailed(err, ctx.authority)}`,
+      );
     }
     if (o.pos > 0n) fdops.lseek(n, o.pos, 0);
     return n;
   },
 };
+
+/** Restore makes the object as the task that holds it (see unlinkedInode):
+ * one the task could not have made with that owner and mode — a root file
+ * held by a user's process — is refused now, while the tree still runs. */
+function refuseUnrestorableOwner(pid: number, u: UnlinkedInode, where: string): void {
+  if (pid === Deno.pid) return; // in flight: judged with its receiver at restore
+  let dir: { gid: number; setgid: boolean } | undefined;
+  if (!u.memfd) {
+    try {
+      const d = Deno.statSync(u.name.slice(0, u.name.lastIndexOf("/")) || "/");
+      dir = { gid: d.gid ?? 0, setgid: ((d.mode ?? 0) & 0o2000) !== 0 };
+    } catch { /* gone: refused above */ }
+  }
+  const c = credsOf(pid);
+  const why = ownerProblem(c, u.uid, u.gid, u.mode, dir);
+  if (why) {
+    throw new DumpError(
+      `${where}: ${
+        u.memfd ? `memfd ${u.name}` : `deleted file ${u.name}`
+      } ${why}: pid ${pid} (uid ${c.fsuid}) could not make such a file itself, and restore ` +
+        `recreates it with the task's own authority`,
+    );
+  }
+}

@@ -28,8 +28,14 @@ function realPath(path: string, what: string): string {
 }
 
 /** Every pre-dump above dir, nearest first, each parsed and bounds-checked
- * (not its pages: see verifyChain). */
-export function readChain(dir: string, inv: Pick<Inventory, "parent">): PreDumpSet[] {
+ * (not its pages: see verifyChain). `trust`, when given, checks each parent
+ * directory before anything is read from it and returns the path to read it
+ * by (its real path). */
+export function readChain(
+  dir: string,
+  inv: Pick<Inventory, "parent">,
+  trust?: (dir: string) => string,
+): PreDumpSet[] {
   const chain: PreDumpSet[] = [];
   const seen = new Set([realPath(dir, "the images directory")]);
   let cur = dir, parent = inv.parent;
@@ -41,9 +47,9 @@ export function readChain(dir: string, inv: Pick<Inventory, "parent">): PreDumpS
       throw new ImageError(dir, `more than ${MAX_CHAIN} levels of parent images`);
     }
     seen.add(real);
-    const set = parsePreDump(p);
+    const set = parsePreDump(trust ? trust(p) : p);
     chain.push(set);
-    cur = p;
+    cur = set.dir;
     parent = set.inv.parent;
   }
   return chain;

@@ -32,11 +32,12 @@ export const fdName = (pid: number) => `fdinfo-${pid}.img`;
 export class ImageDir {
   private constructor(readonly path: string) {}
 
-  /** Creates (0700) or reuses an empty directory for a new dump. */
+  /** Creates (0700) or reuses a directory without images for a new dump.
+   * One that exists is left as it is (its mode is its owner's business: -D
+   * /tmp must not make /tmp private); the files in it are 0600 anyway. */
   static create(path: string): ImageDir {
     try {
       Deno.mkdirSync(path, { recursive: true, mode: 0o700 });
-      Deno.chmodSync(path, 0o700);
     } catch (err) {
       throw new ImageError(path, `cannot create the images directory: ${(err as Error).message}`);
     }

@@ -7,6 +7,7 @@ import { NativeError } from "./mod.ts";
 export const AF_UNIX = 1;
 export const SOCK = { STREAM: 1, DGRAM: 2, SEQPACKET: 5, NONBLOCK: 0o4000, CLOEXEC: 0o2000000 };
 export const SOL_SOCKET = 1;
+export const SO_TYPE = 3, SO_DOMAIN = 39;
 export const SO = {
   SNDBUF: 7,
   RCVBUF: 8,

@@ -65,3 +65,6 @@ export function listChildren(pid: number): number[] {
   }
   return [...out].sort((a, b) => a - b);
 }
+
+/** The kernel's limit on pid numbers (PID_MAX_LIMIT on 64-bit). */
+export const PID_MAX = 4194304;

@@ -13,11 +13,12 @@ import {
 import type { Piece } from "../images/chain.ts";
 import { RestoreError } from "../errors.ts";
 import { PAGE_SIZE } from "../images/format.ts";
-import { fd as fdops, O } from "../native/mod.ts";
+import { fd as fdops } from "../native/mod.ts";
 import { readMaps } from "../proc/maps.ts";
 import { hex } from "../util/units.ts";
 import type { PageFill, PlanVma, SpecialMove } from "./plan_buffer.ts";
-import type { FileValidation } from "../files/kind.ts";
+import { type Authority, type CheckPolicy, expectOf, openForKernelAs } from "../files/authority.ts";
+import { S_IF } from "../native/fsops.ts";
 import { EXTERNAL_FILL_MIN } from "./fill.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -76,14 +77,14 @@ export function planMemory(
   vmas: Vma[],
   pieces: Piece[],
   files: Map<number, FileEntry>,
-  validation: FileValidation,
+  access: { authority: Authority; policy: CheckPolicy },
   serviceFd: (parentFd: number) => number,
   shmem: SharedObjects,
   objectFd: (fileId: number, where: string) => number,
   lazy = false,
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
-  const fileFd = (v: Vma, write: boolean): number => {
+  const fileFd = (v: Vma, write: boolean, shared: boolean): number => {
     const f = files.get(v.fileId);
     if (f?.kind === FileKind.FILE_UNLINKED) {
       const key = `#${v.fileId}`;
@@ -103,20 +104,20 @@ export function planMemory(
     const key = `${r.path}:${write}`;
     const known = fileFds.get(key);
     if (known !== undefined) return known;
-    let st: Deno.FileInfo;
-    try {
-      st = Deno.statSync(r.path);
-    } catch {
-      throw new RestoreError(`pid ${pid}: mapped file ${r.path} is missing`);
-    }
-    const mtimeNs = BigInt(Math.round((st.mtime?.getTime() ?? 0) * 1e6));
-    if (validation === "filesize" && (BigInt(st.size) !== r.size || mtimeNs !== r.mtimeNs)) {
-      throw new RestoreError(
-        `pid ${pid}: mapped file ${r.path} changed since the dump (size or mtime differ); ` +
-          `restoring would mix old memory with new file contents`,
-      );
-    }
-    const n = serviceFd(fdops.open(r.path, (write ? O.RDWR : O.RDONLY) | O.CLOEXEC));
+    // The mapping's file, opened as the task (no symlinks; the very file on
+    // the same machine; size and mtime unless --file-validation=none):
+    // restoring over another file would mix old memory with new contents.
+    const n = serviceFd(
+      openForKernelAs(
+        access.authority,
+        r.path,
+        write,
+        `pid ${pid}: mapped file`,
+        { ...expectOf(r, S_IF.REG), mtimeNs: r.mtimeNs },
+        access.policy,
+        !shared,
+      ),
+    );
     fileFds.set(key, n);
     return n;
   };
@@ -172,13 +173,18 @@ export function planMemory(
         });
         break;
       case VmaKind.VMA_FILE_PRIVATE:
-        out.vmas.push({ ...base, mapFlags: MAP_PRIVATE, fd: fileFd(v, false), pgoff: v.pgoff });
+        out.vmas.push({
+          ...base,
+          mapFlags: MAP_PRIVATE,
+          fd: fileFd(v, false, false),
+          pgoff: v.pgoff,
+        });
         break;
       case VmaKind.VMA_FILE_SHARED:
         out.vmas.push({
           ...base,
           mapFlags: MAP_SHARED,
-          fd: fileFd(v, (v.prot & PROT_WRITE) !== 0),
+          fd: fileFd(v, (v.prot & PROT_WRITE) !== 0, true),
           pgoff: v.pgoff,
         });
         break;

@@ -25,6 +25,8 @@ import { log } from "../util/log.ts";
 import { formatMs } from "../util/units.ts";
 import { type FileValidation, OpenedFiles } from "../files/open.ts";
 import { regionHints, SharedObjects } from "./memory.ts";
+import { bootId } from "../files/authority.ts";
+import { requireRestoreCapabilities } from "../check/caps.ts";
 import { type BuiltPlan, checkLayout, taskPlan } from "./task_plan.ts";
 import {
   CLONE_FILES,
@@ -103,6 +105,7 @@ export async function restore(
   if (inv.shellJob && !opts.shellJob) {
     log.info("dumped with --shell-job: restoring into this session");
   }
+  requireRestoreCapabilities(tasks.some((t) => !ownIds(t.core)));
   for (const t of tasks) refuseTaken(t.core.pid);
   if (tasks[0].core.zombie) {
     throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
@@ -113,6 +116,8 @@ export async function restore(
     shellJob,
     inherit: opts.inherit ?? new Map(),
     unix: { extUnixSk: opts.extUnixSk ?? [], missing: opts.extUnixSkMissing ?? "fail" },
+    tasks: tasks.filter((t) => !t.core.zombie).map((t) => t.core),
+    sameMachine: inv.bootId !== "" && inv.bootId === bootId(),
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];
@@ -233,6 +238,17 @@ export async function restore(
     for (const n of parentFds) fdops.close(n);
     if (status) { for (const n of status) if (n >= 0) fdops.close(n); }
   }
+}
+
+/** Whether a task runs with ckpt's own uids and gids (no CAP_SETUID or
+ * CAP_SETGID needed to give them back). */
+function ownIds(core: TaskCore): boolean {
+  if (core.zombie || !core.creds) return true;
+  const st = Deno.readTextFileSync("/proc/self/status");
+  const ids = (k: string) =>
+    new RegExp(`^${k}:\\s+(.*)$`, "m").exec(st)?.[1].trim().split(/\s+/).map(Number) ?? [];
+  const same = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
+  return same(core.creds.uids, ids("Uid")) && same(core.creds.gids, ids("Gid"));
 }
 
 function refuseTaken(pid: number): void {

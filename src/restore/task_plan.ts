@@ -15,6 +15,15 @@ import { lockOps } from "../files/locks.ts";
 import { posixTimerOps } from "../task/posix_timers.ts";
 import { vmFlagsOps } from "../task/vma_flags.ts";
 import { cttyOps } from "../files/ctty.ts";
+import {
+  type Authority,
+  authorityOf,
+  type CheckPolicy,
+  expectOf,
+  lookupAs,
+  openForKernelAs,
+} from "../files/authority.ts";
+import { S_IF } from "../native/fsops.ts";
 import { EXTERNAL_FILL_MIN, fillBytes } from "./fill.ts";
 import { planMemory, type SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
@@ -121,11 +130,26 @@ export function taskPlan(
   );
   plan.ops.push(...cttyOps(core, plan.flags, place, opened));
   plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
-  plan.cwdFd = service(openDir(files, core.cwdFileId, "cwd"));
+  // cwd, root, exe and mapped files are looked up as the task itself, with
+  // no symlink followed, and must be what the dump saw.
+  const access = { authority: authorityOf(core), policy: opened.policy };
+  plan.cwdFd = service(openDir(files, core, core.cwdFileId, "cwd", access));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";
-  plan.rootFd = root === "/" ? -1 : service(openDir(files, core.rootFileId, "root"));
-  const exe = files.get(core.mm?.exeFileId ?? 0)?.reg?.path;
-  plan.exeFd = exe ? service(fdops.open(exe, O.RDONLY | O.CLOEXEC)) : -1;
+  plan.rootFd = root === "/" ? -1 : service(openDir(files, core, core.rootFileId, "root", access));
+  const exe = files.get(core.mm?.exeFileId ?? 0)?.reg;
+  plan.exeFd = exe
+    ? service(
+      openForKernelAs(
+        access.authority,
+        exe.path,
+        false,
+        `pid ${pid}: executable`,
+        expectOf(exe, S_IF.REG),
+        access.policy,
+        true,
+      ),
+    )
+    : -1;
   const sources = new PagesSources([dir.path, ...chain.map((c) => c.dir)], pid, parentFds);
   const pieces = resolveRuns(
     pid,
@@ -139,7 +163,7 @@ export function taskPlan(
     t.mm!.vmas,
     pieces,
     files,
-    opts.fileValidation ?? "filesize",
+    access,
     service,
     shmem,
     (id, where) => opened.get(id, where, core),
@@ -191,16 +215,26 @@ export function checkLayout(): void {
   }
 }
 
-function openDir(files: Map<number, FileEntry>, id: number, what: string): number {
-  const path = files.get(id)?.reg?.path;
-  if (!path) throw new RestoreError(`the ${what} directory is missing from files.img`);
-  try {
-    // O_PATH: fchdir needs no more, and a real open (and its close, after
-    // the tree runs) would be events a program watching the directory sees.
-    return fdops.open(path, O.PATH | O.DIRECTORY | O.CLOEXEC);
-  } catch (err) {
-    throw new RestoreError(`cannot open the ${what} directory ${path}: ${(err as Error).message}`);
-  }
+/** The task's cwd or root as an O_PATH fd: fchdir needs no more (only
+ * search permission on the way there, as the task had), and a real open
+ * (and its close, after the tree runs) would be events a program watching
+ * the directory sees. */
+function openDir(
+  files: Map<number, FileEntry>,
+  core: TaskCore,
+  id: number,
+  what: string,
+  access: { authority: Authority; policy: CheckPolicy },
+): number {
+  const r = files.get(id)?.reg;
+  if (!r?.path) throw new RestoreError(`the ${what} directory is missing from files.img`);
+  return lookupAs(
+    access.authority,
+    r.path,
+    `pid ${core.pid}: the ${what} directory`,
+    expectOf(r, S_IF.DIR),
+    access.policy,
+  );
 }
 
 export function basePlan(core: TaskCore, place: TreePlace): Plan {

@@ -17,6 +17,8 @@ import { MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk
 import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
 import { permitted, refusal, requirementFor } from "./policy.ts";
+import { resolvedDir } from "./paths.ts";
+import { credsOf, ownerProblem } from "../files/owner.ts";
 
 export interface UnixDumpOptions {
   /** Values of --ext-unix-sk: "" for the bare option, else ID[,ID…]. */
@@ -177,10 +179,36 @@ export class UnixDumper {
       const st = Deno.lstatSync(at);
       if (!st.isSocket || (diag.vfs && st.ino !== diag.vfs.ino)) throw new Error("replaced");
       sock.fileMode = (st.mode ?? 0) & 0o7777;
+      if (path.startsWith("/")) sock.nameDir = resolvedDir(path);
       sock.fileUid = st.uid ?? 0;
       sock.fileGid = st.gid ?? 0;
     } catch {
       sock.nameUnlinked = true;
+    }
+    if (!path.startsWith("/")) {
+      throw new DumpError(
+        `socket ${diag.inode} of pid ${pid} is bound to the relative name ${path}; ` +
+          `only absolute socket names can be restored`,
+      );
+    }
+    if (!sock.nameUnlinked && !sock.nameBorrowed && pid !== Deno.pid) {
+      // Restore binds it as the task and gives the file its owner as the
+      // task: what the task could not do is said now.
+      const parent = path.slice(0, path.lastIndexOf("/")) || "/";
+      let dir: { gid: number; setgid: boolean } | undefined;
+      try {
+        const d = Deno.statSync(parent);
+        dir = { gid: d.gid ?? 0, setgid: ((d.mode ?? 0) & 0o2000) !== 0 };
+      } catch { /* gone: restore says so */ }
+      const c = credsOf(pid);
+      const why = ownerProblem(c, sock.fileUid, sock.fileGid, sock.fileMode, dir);
+      if (why) {
+        throw new DumpError(
+          `socket ${diag.inode} of pid ${pid} is bound to ${path}, whose file ${why}: ` +
+            `pid ${pid} (uid ${c.fsuid}) could not bind it so itself, and restore binds it with ` +
+            `the task's own authority`,
+        );
+      }
     }
   }
 
@@ -291,7 +319,10 @@ export class UnixDumper {
           : req.kind === "stream-server"
           ? UnixPeer.EXT_SERVER
           : UnixPeer.EXT_UNNAMED;
-        if (peer?.name) s.peerName = rawName(peer.name);
+        if (peer?.name) {
+          s.peerName = rawName(peer.name);
+          s.peerDir = resolvedDir(peer.name);
+        }
         if (permitted(req, this.opts)) continue;
         const owner = findHolders(new Set([peerIno]), treePids).get(peerIno)?.[0];
         refused.push(refusal({

@@ -23,6 +23,8 @@ import {
   unixsk,
 } from "../native/unixsk.ts";
 import { log } from "../util/log.ts";
+import type { Authority } from "../native/creds.ts";
+import { bindAs, connectAs, resolvedDir, sendToAs, unlinkBoundAs } from "./paths.ts";
 
 const F_SETFL = 4;
 const TYPE_NAMES: Record<number, string> = { 1: "stream", 2: "dgram", 5: "seqpacket" };
@@ -37,11 +39,14 @@ export interface UnixRestoreOptions {
   missing: "fail" | "disconnect";
   /** --inherit-fd keys → ckpt's fd. */
   inherit: Map<string, number>;
+  /** The authority every path operation for the socket's holder is done
+   * with (its first holder at dump; a socket in flight: the tree's root). */
+  authorityOf: (pid: number) => Authority;
 }
 
 /** What restore does with a socket whose peer was outside. */
 type Plan =
-  | { kind: "connect"; to: Uint8Array; option: string }
+  | { kind: "connect"; to: Uint8Array; resolved: string; option: string }
   | { kind: "disconnected"; why: string };
 
 export function parseExtUnixSkRestore(values: string[]): {
@@ -148,13 +153,16 @@ export class UnixSockets {
     this.connectOutside(plans);
     for (const s of this.socks) {
       if (s.nameUnlinked && s.name.length && s.name[0] !== 0 && this.fds.has(s.ino)) {
-        try {
-          Deno.removeSync(showName(s.name));
-        } catch { /* already gone */ }
+        if (s.nameBorrowed || this.inherited(s) !== undefined) continue;
+        unlinkBoundAs(this.auth(s), this.fd(s), showName(s.name), s.nameDir, this.desc(s));
       }
     }
     this.finishState();
     log.debug(`unix sockets rebuilt in ${(performance.now() - t0).toFixed(1)} ms`);
+  }
+
+  private auth(s: UnixSocketFile): Authority {
+    return this.opts.authorityOf(s.pid);
   }
 
   private fd(s: UnixSocketFile): number {
@@ -176,18 +184,26 @@ export class UnixSockets {
       return { kind: "disconnected", why: `--ext-unix-sk=${id}=disconnected` };
     }
     if (given) {
+      // A path the operator gives is taken with the symlinks it has now
+      // (still looked up as the task).
       return {
         kind: "connect",
         to: new TextEncoder().encode(given),
+        resolved: resolvedDir(given),
         option: `--ext-unix-sk=${id}=${given}`,
       };
     }
     const named = s.peerName.length > 0 && s.peer !== UnixPeer.EXT_UNNAMED;
     if (given === null && named) {
-      return { kind: "connect", to: s.peerName, option: `--ext-unix-sk=${id}` };
+      return {
+        kind: "connect",
+        to: s.peerName,
+        resolved: s.peerDir,
+        option: `--ext-unix-sk=${id}`,
+      };
     }
     if (this.ext.all && s.peer === UnixPeer.EXT_DGRAM) {
-      return { kind: "connect", to: s.peerName, option: "--ext-unix-sk" };
+      return { kind: "connect", to: s.peerName, resolved: s.peerDir, option: "--ext-unix-sk" };
     }
     if (this.opts.missing === "disconnect") {
       return { kind: "disconnected", why: "--ext-unix-sk-missing=disconnect" };
@@ -245,23 +261,23 @@ export class UnixSockets {
     for (const s of order) {
       if (!s.name.length || s.nameBorrowed || this.inherited(s) !== undefined) continue;
       const n = this.fd(s);
-      const name = showName(s.name);
-      if (s.name[0] !== 0) freeStalePath(name, this.desc(s));
-      try {
-        unixsk.bind(n, s.name);
-      } catch (err) {
-        throw new RestoreError(`${this.desc(s)}: cannot bind ${name}: ${(err as Error).message}`);
-      }
-      if (s.name[0] !== 0 && !s.nameUnlinked) {
+      if (s.name[0] === 0) {
         try {
-          Deno.chownSync(name, s.fileUid, s.fileGid);
-          Deno.chmodSync(name, s.fileMode);
+          unixsk.bind(n, s.name);
         } catch (err) {
           throw new RestoreError(
-            `${this.desc(s)}: cannot give ${name} its mode and owner: ${(err as Error).message}`,
+            `${this.desc(s)}: cannot bind ${showName(s.name)}: ${(err as Error).message}`,
           );
         }
+        continue;
       }
+      bindAs(this.auth(s), n, {
+        path: showName(s.name),
+        resolved: s.nameDir,
+        owner: s.nameUnlinked ? undefined : { uid: s.fileUid, gid: s.fileGid, mode: s.fileMode },
+        unlinkAfter: false,
+        freeStale: true,
+      }, this.desc(s));
     }
   }
 
@@ -272,12 +288,11 @@ export class UnixSockets {
       for (const c of l.pending) {
         const s = this.byIno.get(c);
         if (!s || this.inherited(s) !== undefined) continue;
-        try {
-          unixsk.connect(this.fd(s), l.name);
-        } catch (err) {
+        const errno = connectAs(this.auth(s), this.fd(s), l.name, l.nameDir, this.desc(s));
+        if (errno !== 0) {
           throw new RestoreError(
             `${this.desc(s)}: cannot connect to its listener ${showName(l.name)} again: ` +
-              `${(err as Error).message}`,
+              `connect: ${errnoName(errno)}`,
           );
         }
       }
@@ -315,7 +330,7 @@ export class UnixSockets {
           throw new RestoreError(`${this.desc(s)}: a queued datagram has no way back in`);
         }
         const sender = this.senderFor(m.sender, s);
-        this.sendAll(sender, m.data, s.name, fds, s, false);
+        this.sendAll(sender, m.data, s.name, fds, s, false, s.nameDir);
       }
     }
     // Peers of connections whose other end was gone: closed once the queue is in.
@@ -356,10 +371,17 @@ export class UnixSockets {
     this.temps.push(t);
     this.raiseSndbuf(t);
     if (!name.length) return t;
-    const path = name[0] !== 0 ? showName(name) : null;
     try {
-      unixsk.bind(t, name);
-      if (path) Deno.removeSync(path); // the address stays on the messages
+      // The address stays on the messages; the file goes at once.
+      if (name[0] === 0) unixsk.bind(t, name);
+      else {
+        bindAs(this.auth(s), t, {
+          path: showName(name),
+          resolved: "",
+          unlinkAfter: true,
+          freeStale: false,
+        }, this.desc(s));
+      }
     } catch {
       log.warn(
         `${this.desc(s)}: a queued datagram from ${showName(name)} is restored without its ` +
@@ -376,13 +398,17 @@ export class UnixSockets {
     fds: number[],
     s: UnixSocketFile,
     stream: boolean,
+    resolved = "",
   ): void {
     try {
-      let off = unixsk.send(from, data, to, fds, MSG.DONTWAIT);
+      let off = to && to.length && to[0] !== 0
+        ? sendToAs(this.auth(s), from, data, to, resolved, fds, MSG.DONTWAIT, this.desc(s))
+        : unixsk.send(from, data, to, fds, MSG.DONTWAIT);
       while (stream && off < data.length) {
         off += unixsk.send(from, data.subarray(off), null, [], MSG.DONTWAIT);
       }
     } catch (err) {
+      if (err instanceof RestoreError) throw err;
       throw new RestoreError(
         `${this.desc(s)}: cannot put its queued data back: ${(err as Error).message}`,
       );
@@ -402,7 +428,13 @@ export class UnixSockets {
       if (!peer.name.length) {
         throw new RestoreError(`${this.desc(s)} is connected to a socket without a name`);
       }
-      unixsk.connect(this.fd(s), peer.name);
+      const errno = connectAs(this.auth(s), this.fd(s), peer.name, peer.nameDir, this.desc(s));
+      if (errno !== 0) {
+        throw new RestoreError(
+          `${this.desc(s)}: cannot connect to ${showName(peer.name)} again: ` +
+            `connect: ${errnoName(errno)}`,
+        );
+      }
     }
   }
 
@@ -412,7 +444,7 @@ export class UnixSockets {
       if (!plan) continue;
       const n = this.fd(s);
       if (plan.kind === "connect") {
-        const errno = unixsk.tryConnect(n, plan.to);
+        const errno = connectAs(this.auth(s), n, plan.to, plan.resolved, this.desc(s));
         if (errno === 0) {
           log.info(`${this.desc(s)}: reconnected to ${showName(plan.to)} (${plan.option})`);
           if (s.type !== 2 && s.queue.length) {
@@ -507,30 +539,4 @@ function isGone(s: UnixSocketFile): boolean {
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
-}
-
-/** A socket file left behind by the dumped task (which was killed) keeps
- * its path taken; it is removed when nothing listens there any more. */
-function freeStalePath(path: string, what: string): void {
-  let st: Deno.FileInfo;
-  try {
-    st = Deno.lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!st.isSocket) {
-    throw new RestoreError(`${what}: cannot bind ${path}: it exists and is not a socket`);
-  }
-  for (const type of [SOCK.STREAM, SOCK.DGRAM, SOCK.SEQPACKET]) {
-    const t = unixsk.socket(type);
-    const errno = unixsk.tryConnect(t, new TextEncoder().encode(path));
-    fdops.close(t);
-    // EPROTOTYPE: someone is bound there with another type; try the next.
-    if (errno === 91) continue;
-    if (errno === 111) break; // ECONNREFUSED: nobody there
-    throw new RestoreError(
-      `${what}: cannot bind ${path}: a live socket is bound there; stop its owner first`,
-    );
-  }
-  Deno.removeSync(path);
 }

@@ -6,6 +6,8 @@ import { CkptError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { flock, LOCK_EX, LOCK_NB } from "../native/integrity.ts";
 import { euid } from "../images/trust.ts";
+import { fstat, fstatat } from "../native/fsops.ts";
+import { AT_FDCWD } from "../native/integrity.ts";
 
 /** Refused because another ckpt holds the lock. */
 export class BusyError extends CkptError {
@@ -53,6 +55,8 @@ function commandOf(pid: number | undefined): string {
 
 export class Locks {
   private readonly fds: number[] = [];
+  /** Lock files to remove on release, by fd. */
+  private readonly paths = new Map<number, string>();
 
   /** Locks the images directory (which must exist). */
   dir(path: string): void {
@@ -69,30 +73,57 @@ export class Locks {
     this.fds.push(fd);
   }
 
-  /** Locks task `pid` for `doing` ("dumping", "restoring"). */
+  /** Locks task `pid` for `doing` ("dumping", "restoring"). The lock file
+   * is removed again on release, so they do not pile up (one per pid ever
+   * dumped): whoever takes the lock checks that the file it locked is still
+   * the one at the path, or takes the lock again on the new one. */
   pid(pid: number, doing: string): void {
     const path = `${lockRoot()}/pid-${pid}.lock`;
-    const fd = fdops.open(path, O.RDWR | O.CREAT | O.NOFOLLOW | O.CLOEXEC, 0o600);
-    if (!flock(fd, LOCK_EX | LOCK_NB)) {
-      const buf = new Uint8Array(64);
-      let text = "";
-      try {
-        text = new TextDecoder().decode(buf.subarray(0, fdops.pread(fd, buf, 0)));
-      } catch { /* empty */ }
+    for (let tries = 0; tries < 100; tries++) {
+      const fd = fdops.open(path, O.RDWR | O.CREAT | O.NOFOLLOW | O.CLOEXEC, 0o600);
+      if (!flock(fd, LOCK_EX | LOCK_NB)) busy(fd, pid);
+      const held = fstat(fd);
+      const there = fstatat(AT_FDCWD, path);
+      if (there && there.ino === held.ino && there.dev === held.dev) {
+        fdops.ftruncate(fd, 0);
+        fdops.writeAll(fd, new TextEncoder().encode(`${Deno.pid} ${doing}\n`));
+        this.fds.push(fd);
+        this.paths.set(fd, path);
+        return;
+      }
+      // Released and removed by its holder between our open and flock.
       fdops.close(fd);
-      const [holder, what] = text.trim().split(" ");
-      throw new BusyError(
-        `another ckpt is ${what || "working on"} pid ${pid}${
-          holder ? ` (ckpt pid ${holder})` : ""
-        }; wait for it to finish`,
-      );
     }
-    fdops.ftruncate(fd, 0);
-    fdops.writeAll(fd, new TextEncoder().encode(`${Deno.pid} ${doing}\n`));
-    this.fds.push(fd);
+    throw new CkptError(`${path}: cannot take this lock (it keeps being replaced)`);
   }
 
   release(): void {
-    for (const fd of this.fds.splice(0)) fdops.close(fd);
+    for (const fd of this.fds.splice(0)) {
+      // Unlinked while still held: a waiter that opened it sees it is gone.
+      const path = this.paths.get(fd);
+      if (path) {
+        try {
+          Deno.removeSync(path);
+        } catch { /* gone already */ }
+        this.paths.delete(fd);
+      }
+      fdops.close(fd);
+    }
   }
+}
+
+/** Refuses: another ckpt holds the lock of pid (fd is closed). */
+function busy(fd: number, pid: number): never {
+  const buf = new Uint8Array(64);
+  let text = "";
+  try {
+    text = new TextDecoder().decode(buf.subarray(0, fdops.pread(fd, buf, 0)));
+  } catch { /* empty */ }
+  fdops.close(fd);
+  const [holder, what] = text.trim().split(" ");
+  throw new BusyError(
+    `another ckpt is ${what || "working on"} pid ${pid}${
+      holder ? ` (ckpt pid ${holder})` : ""
+    }; wait for it to finish`,
+  );
 }

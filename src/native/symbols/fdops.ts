@@ -31,4 +31,11 @@ export const fdSymbols = {
   ck_fstatfs: { parameters: ["i32", "buffer"], result: "i64" },
   ck_fchmod: { parameters: ["i32", "u32"], result: "i64" },
   ck_fchown: { parameters: ["i32", "u32", "u32"], result: "i64" },
+  ck_fstat: { parameters: ["i32", "buffer"], result: "i64" },
+  ck_fstatat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i64" },
+  ck_fchownat: { parameters: ["i32", "buffer", "u32", "u32", "i32"], result: "i64" },
+  ck_fchmodat2: { parameters: ["i32", "buffer", "u32", "i32"], result: "i64" },
+  ck_faccessat2: { parameters: ["i32", "buffer", "i32", "i32"], result: "i64" },
+  ck_statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i64" },
+  ck_readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -11,6 +11,7 @@ import { notifySymbols } from "./notify.ts";
 import { anonfdSymbols } from "./anonfd.ts";
 import { fdtableSymbols } from "./fdtable.ts";
 import { ttySymbols } from "./tty.ts";
+import { credsSymbols } from "./creds.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -26,6 +27,7 @@ export const symbols = {
   ...anonfdSymbols,
   ...fdtableSymbols,
   ...ttySymbols,
+  ...credsSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
