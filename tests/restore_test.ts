@@ -166,9 +166,14 @@ Deno.test("--leave-running, restore into a taken pid, and a missing pid", async 
     const m = readText(log).length;
     await until("restored copy runs", () => readText(log).length > m);
 
-    const missing = await runCkpt(["dump", "-t", "999999999", "-D", `${dir}/none`]);
+    let free = 4194303;
+    while (!gone(free)) free--;
+    const missing = await runCkpt(["dump", "-t", String(free), "-D", `${dir}/none`]);
     assertEquals(missing.code, 1);
-    assertEquals(missing.stderr, "ckpt: no process with pid 999999999\n");
+    assertEquals(missing.stderr, `ckpt: no process with pid ${free}\n`);
+    // Above any pid the kernel gives: a usage error.
+    const huge = await runCkpt(["dump", "-t", "999999999", "-D", `${dir}/none`]);
+    assertEquals(huge.code, 2, huge.stderr);
   } finally {
     await killAndForget(p.pid);
     await Deno.remove(dir, { recursive: true });
@@ -188,9 +193,16 @@ Deno.test("a refused dump leaves the process running and no images restore would
     assertMatch(r.stderr, /^ckpt: fd \d+ of pid \d+ \(socket:\[\d+\]\)/);
     const n = readText(out).length;
     await until("still running", () => readText(out).length > n);
+    // The directory the refused dump made is gone again.
     const again = await runCkpt(["restore", "-D", `${dir}/images`, "-d"]);
     assertEquals(again.code, 1);
-    assertStringIncludes(again.stderr, "inventory.img");
+    assertStringIncludes(again.stderr, "no such images directory");
+    // Into a directory that was there: left there, with nothing restore accepts.
+    Deno.mkdirSync(`${dir}/kept`);
+    assertEquals((await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/kept`])).code, 1);
+    const kept = await runCkpt(["restore", "-D", `${dir}/kept`, "-d"]);
+    assertEquals(kept.code, 1);
+    assertStringIncludes(kept.stderr, "inventory.img");
   } finally {
     await killAndForget(p.pid);
     await Deno.remove(dir, { recursive: true });

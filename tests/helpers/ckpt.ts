@@ -39,3 +39,16 @@ export function spawnCkpt(args: string[]): Deno.ChildProcess {
     stderr: "piped",
   }).spawn();
 }
+
+/** PATH without any directory that holds a `deno` (as on a machine with
+ * only Node/npm): what the launcher sees when Deno is not installed. */
+export function pathWithoutDeno(): string {
+  return (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").filter((d) => {
+    try {
+      Deno.statSync(`${d}/deno`);
+      return false;
+    } catch {
+      return d !== "";
+    }
+  }).join(":");
+}
