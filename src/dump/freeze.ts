@@ -118,7 +118,8 @@ export class Frozen {
           } catch { /* it went after all */ }
           break;
         }
-        sleepSync(st ? 0 : 2);
+        // A killed task is gone within microseconds: poll finely at first.
+        if (!st) sleepSync(performance.now() + KILL_WAIT_MS - end < 20 ? 0.05 : 2);
       }
     }
     return survivors;

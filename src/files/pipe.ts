@@ -202,11 +202,18 @@ export const fifo: FileKindOps = {
       dev: p.dev || undefined,
       btimeMs: Number(p.btimeMs) || undefined,
     };
-    // A read-write opener first, so neither side blocks or fails with ENXIO;
-    // it is kept until the task holds its own end. A task that could only
-    // read or only write the FIFO gets no more than that: the keeper is
-    // opened as the task too.
-    const keeper = ctx.keep(ctx.openPath(p.path, O.RDWR | O.NONBLOCK, where, expect));
+    // A read-write opener first, so neither side blocks or fails with ENXIO
+    // and the queued bytes can be put back; it is kept until the task holds
+    // its own end, and never reaches the task. It is the FIFO found and
+    // checked as the task (no symlinks, the very one), opened by ckpt when
+    // the task itself may only read or only write it.
+    const at = ctx.openPath(p.path, O.PATH, where, expect);
+    let keeper: number;
+    try {
+      keeper = ctx.keep(fdops.open(`/proc/self/fd/${at}`, O.RDWR | O.NONBLOCK | O.CLOEXEC));
+    } finally {
+      fdops.close(at);
+    }
     if (p.size && p.size !== fdops.fcntl(keeper, F_GETPIPE_SZ)) {
       fdops.fcntl(keeper, F_SETPIPE_SZ, p.size);
     }

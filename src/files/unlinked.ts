@@ -26,7 +26,7 @@ import { asTask } from "../native/creds.ts";
 import type { DumpContext, FileKindOps } from "./kind.ts";
 import { OPEN_MASK } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
-import { whyFailed } from "./authority.ts";
+import { fstat } from "../native/fsops.ts";
 import { credsOf, ownerProblem } from "./owner.ts";
 
 /** Content saved of one object (its data, holes left out). */
@@ -466,17 +466,17 @@ export const unlinkedOpen: FileKindOps = {
     // A reopen is a new open file description of the same inode, with this
     // one's own access mode and status flags. Not O_NOFOLLOW (shm_open
     // opens with it): through /proc/self/fd that refuses the magic link.
-    // As the task, like any open: with the access it may have to it.
-    let n: number;
-    try {
-      n = asTask(ctx.authority, () =>
-        fdops.open(
-          `/proc/self/fd/${master}`,
-          (o.flags & OPEN_MASK & ~O.NOFOLLOW) | O.CLOEXEC,
-        ));
-    } catch (err) {
+    // As the task, like any open: with the access it may have to it — or,
+    // when its mode says no now, by ckpt if the task owns the file: an owner
+    // may always chmod it, reopen it and chmod it back.
+    const a = ctx.authority;
+    const flags = (o.flags & OPEN_MASK & ~O.NOFOLLOW) | O.CLOEXEC;
+    const path = `/proc/self/fd/${master}`;
+    let n = asTask(a, () => fdops.tryOpen(path, flags));
+    if (n === null && fstat(master).uid === a.fsuid) n = fdops.tryOpen(path, flags);
+    if (n === null) {
       throw new RestoreError(
-        `${where}: cannot reopen it: ${whyFailed(err, ctx.authority)}`,
+        `${where}: cannot reopen it: ${a.who} may not open it with the access it had`,
       );
     }
     if (o.pos > 0n) fdops.lseek(n, o.pos, 0);
