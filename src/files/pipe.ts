@@ -8,7 +8,7 @@ import type { DumpContext, DumpedFd, FileKindOps, RestoreContext } from "./kind.
 import { log } from "../util/log.ts";
 import { F_SETFL, OPEN_MASK, STATUS_FLAGS } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
-import { S_IF } from "../native/fsops.ts";
+import { birthMsAt, S_IF } from "../native/fsops.ts";
 
 const F_GETPIPE_SZ = 1032, F_SETPIPE_SZ = 1031;
 const SPLICE_F_NONBLOCK = 2;
@@ -183,7 +183,9 @@ export const fifo: FileKindOps = {
   dump(fd, ctx) {
     const body = dumpPipe(fd, ctx, BigInt(fd.st.ino ?? 0), fd.link);
     body.dev = BigInt(fd.st.dev);
-    body.btimeMs = BigInt(Math.round(fd.st.birthtime?.getTime() ?? 0));
+    body.btimeMs = BigInt(
+      Math.round(fd.st.birthtime?.getTime() ?? birthMsAt(`/proc/${fd.pid}/fd/${fd.fd}`)),
+    );
     return { kind: FileKind.FILE_FIFO, pipe: body };
   },
 

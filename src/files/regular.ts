@@ -11,7 +11,7 @@ import type { DumpedFd, FileKindOps } from "./kind.ts";
 import { credsOf, ownerProblem } from "./owner.ts";
 import { OPEN_MASK } from "./open_flags.ts";
 import { expectOf } from "./authority.ts";
-import { S_IF } from "../native/fsops.ts";
+import { birthMsAt, S_IF } from "../native/fsops.ts";
 
 /** Content of a file deleted while open is saved up to this size. */
 export const MAX_GHOST_BYTES = 64 << 20;
@@ -55,7 +55,9 @@ export const regular: FileKindOps = {
         ino: BigInt(st.ino ?? 0),
         uid: st.uid ?? 0,
         gid: st.gid ?? 0,
-        btimeMs: BigInt(Math.round(st.birthtime?.getTime() ?? 0)),
+        btimeMs: BigInt(
+          Math.round(st.birthtime?.getTime() ?? birthMsAt(`/proc/${fd.pid}/fd/${fd.fd}`)),
+        ),
       }),
     };
   },

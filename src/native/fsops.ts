@@ -70,6 +70,15 @@ export function birthMs(fd: number): number | undefined {
   return Number(v.getBigInt64(80, true)) * 1000 + Math.floor(v.getUint32(88, true) / 1e6);
 }
 
+/** birthMs of what `path` leads to (e.g. /proc/PID/fd/N); 0 when unknown. */
+export function birthMsAt(path: string): number {
+  const b = new Uint8Array(256);
+  if (native().ck_statx(-100, cstr(path), 0, STATX_BTIME, b) < 0n) return 0;
+  const v = new DataView(b.buffer);
+  if (!(v.getUint32(0, true) & STATX_BTIME)) return 0;
+  return Number(v.getBigInt64(80, true)) * 1000 + Math.floor(v.getUint32(88, true) / 1e6);
+}
+
 /** fstatat; null when nothing is there (ENOENT). */
 export function fstatat(dirfd: number, name: string, flags = AT_SYMLINK_NOFOLLOW): Stat | null {
   const b = new Uint8Array(144);
