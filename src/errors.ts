@@ -19,7 +19,9 @@ export class UsageError extends CkptError {
 /** An image that is missing, damaged, foreign or from a newer ckpt. */
 export class ImageError extends CkptError {
   constructor(readonly file: string, message: string) {
-    super(`${file}: ${message}`);
+    // What a damaged image says is quoted in messages: its control
+    // characters are shown escaped, so the error stays one line.
+    super(`${file}: ${message}`.replace(/[\x00-\x1f\x7f]/g, (c) => JSON.stringify(c).slice(1, -1)));
     this.name = "ImageError";
   }
 }
