@@ -300,7 +300,14 @@ time.sleep(300)`;
   const reader = outer.stdout.getReader();
   let pid = 0;
   try {
-    const [p, name] = new TextDecoder().decode((await reader.read()).value).trim().split(" ");
+    // One line, however the pipe splits it.
+    let line = "";
+    while (!line.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      line += new TextDecoder().decode(value);
+    }
+    const [p, name] = line.trim().split(" ");
     pid = Number(p);
     await until("sleep started", () => readText(`/proc/${pid}/comm`).startsWith("sleep"));
     const r = await runCkpt(["dump", "-t", p, "-D", `${dir}/img`]);
