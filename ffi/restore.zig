@@ -2,8 +2,9 @@
 //! set_tid); every task forks its own children the same way, then — a fork of
 //! a multi-threaded runtime, so raw syscalls only — rebuilds its session, fds,
 //! cwd and root, copies the restorer blob and its plan to a free region and
-//! jumps there. ckpt traces the whole tree (TRACEME on the root, fork/clone
-//! tracing inherited below) and sets the final registers over ptrace.
+//! jumps there. ckpt traces the whole tree (TRACEME on the root, or a seize
+//! of a sibling root; fork/clone tracing inherited below) and sets the final
+//! registers over ptrace.
 const sys = @import("sys.zig");
 const abi = @import("restorer/abi.zig");
 const ops = @import("restorer/ops.zig");
@@ -60,6 +61,37 @@ export fn ck_restore_spawn(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rse
     child(tree, 0, status_fd);
 }
 
+const CLONE_PARENT: u64 = 0x8000;
+
+/// Set in the root of a sibling restore (CRIU's rst_sibling, for a caller
+/// such as runc that must be the restored root's parent): ckpt seizes it
+/// from outside instead of it asking its parent to trace it.
+var root_seized = false;
+
+/// ck_restore_spawn, but the root is forked with CLONE_PARENT, so it becomes
+/// a child of ckpt's parent. It waits on sync_rd until ckpt has seized it
+/// (PTRACE_SEIZE with fork/clone tracing, so its children are traced as in
+/// the usual restore) and wrote one byte; if ckpt is gone first (EOF) it
+/// exits. sync_wr is ckpt's end, closed here so that EOF can come.
+export fn ck_restore_spawn_sibling(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rseq_offset: i64, rseq_size: u32, sync_rd: i32, sync_wr: i32) i64 {
+    _ = tree_len;
+    const tree: *abi.TreeHeader = @ptrCast(@alignCast(tree_buf));
+    const root = taskPlan(tree, 0);
+    // With CLONE_PARENT the exit signal is ckpt's own (the kernel ignores ours).
+    const rc = forkWithPid(root.pid, 0, CLONE_PARENT);
+    if (sys.isErr(rc)) return sys.signed(rc);
+    if (rc != 0) return @intCast(rc);
+    _ = sys.syscall1(NR.close, sys.int(sync_wr));
+    var go: u8 = 0;
+    if (sys.syscall3(NR.read, sys.int(sync_rd), sys.ptr(&go), 1) != 1) {
+        while (true) _ = sys.syscall1(NR.exit_group, 1);
+    }
+    _ = sys.syscall1(NR.close, sys.int(sync_rd));
+    root_seized = true;
+    dropInheritedRseq(status_fd, root.pid, rseq_offset, rseq_size);
+    child(tree, 0, status_fd);
+}
+
 fn fail(fd: i32, pid: i32, stage: abi.Stage, rc: usize, detail: u64) noreturn {
     const f = abi.Failure{ .stage = @intFromEnum(stage), .errno = @intCast(-sys.signed(rc)), .detail = detail, .pid = pid };
     _ = sys.syscall3(NR.write, sys.int(fd), sys.ptr(&f), @sizeOf(abi.Failure));
@@ -111,8 +143,11 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
     var status_fd = status_fd0;
     const all: u64 = ~@as(u64, 0);
     _ = sys.syscall4(NR.rt_sigprocmask, 2, sys.ptr(&all), 0, 8); // SIG_SETMASK
-    check(status_fd, pid, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
-    if (p.flags & abi.flag_root != 0) {
+    // A seized root's parent is the caller, not ckpt: PTRACE_O_EXITKILL ties
+    // it to ckpt instead.
+    const seized = root_seized and p.flags & abi.flag_root != 0;
+    if (!seized) check(status_fd, pid, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
+    if (p.flags & abi.flag_root != 0 and !seized) {
         // Stop once so ckpt can set fork/clone tracing before any child exists.
         check(status_fd, pid, .child_setup, sys.syscall4(NR.ptrace, sys.PTRACE.TRACEME, 0, 0, 0), 2);
         _ = sys.syscall2(NR.kill, sys.int(pid), sys.SIGSTOP);

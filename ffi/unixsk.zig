@@ -13,6 +13,7 @@ const NR_listen = 50;
 const NR_getsockname = 51;
 const NR_getpeername = 52;
 const NR_socketpair = 53;
+const NR_accept4 = 288;
 
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
@@ -53,6 +54,11 @@ export fn ck_bind(fd: i32, addr: [*]const u8, len: u32) i64 {
 
 export fn ck_listen(fd: i32, backlog: i32) i64 {
     return ret(sys.syscall2(NR_listen, sys.int(fd), sys.int(backlog)));
+}
+
+/// accept4(2) without the peer's address (SO_PEERCRED says who it is).
+export fn ck_accept(fd: i32, flags: i32) i64 {
+    return ret(sys.syscall4(NR_accept4, sys.int(fd), 0, 0, sys.int(flags)));
 }
 
 export fn ck_connect(fd: i32, addr: [*]const u8, len: u32) i64 {

@@ -5,6 +5,8 @@ import { preDumpCommand } from "../commands/pre_dump.ts";
 import { restoreCommand } from "../commands/restore.ts";
 import { showCommand } from "../commands/show.ts";
 import { socketsCommand } from "../commands/sockets.ts";
+import { swrkCommand } from "../commands/swrk.ts";
+import { serviceCommand } from "../commands/service.ts";
 import type { CommandSpec } from "./spec.ts";
 
 export const COMMANDS: CommandSpec[] = [
@@ -14,4 +16,6 @@ export const COMMANDS: CommandSpec[] = [
   checkCommand,
   showCommand,
   socketsCommand,
+  swrkCommand,
+  serviceCommand,
 ];

@@ -46,6 +46,9 @@ import { sameObject } from "../native/mod.ts";
 import { anonfd, CLOCK_MONOTONIC } from "../native/anonfd.ts";
 import { readInPlace, vmFlagsOf } from "../task/vma_flags.ts";
 import { requireDumpCapabilities } from "../check/caps.ts";
+import { notifier, type Notify } from "../util/actions.ts";
+import { type DumpStats, us, writeDumpStats } from "../images/criu_stats.ts";
+import { countPages, noPages } from "./stats.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -68,6 +71,11 @@ export interface DumpOptions {
   /** --dry-run: freeze, look at everything, write nothing, let it run on;
    * the result's dryRun says what would be saved and what blocks. */
   dryRun?: boolean;
+  /** Called at CRIU's action-script moments: pre-dump before the tree is
+   * frozen, post-dump once the images are written and before the tree is
+   * killed or let go (network-lock/unlock around the freeze are for TCP).
+   * Throwing fails the dump, which then releases the tree as it was. */
+  notify?: Notify;
 }
 
 export interface DumpResult {
@@ -79,6 +87,9 @@ export interface DumpResult {
   totalMs: number;
   /** With dryRun: what a dump would save, and every blocker. */
   dryRun?: DryRunReport;
+  /** CRIU's dump statistics, also written to DIR/stats-dump (not for a
+   * dry run). */
+  stats?: DumpStats;
 }
 
 export async function dump(opts: DumpOptions): Promise<DumpResult> {
@@ -105,7 +116,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let tFrozen = 0;
   let frozenMs = -1;
   let files: FileCollector | undefined;
+  const notify = notifier(opts.notify, (m) => new DumpError(m));
+  const pages = noPages();
+  let memdumpMs = 0;
   try {
+    if (!dryRun) notify("pre-dump");
+    const tFreeze = performance.now();
     const tree = freezeTree(pid, frozen);
     tFrozen = performance.now();
     faultPoint("frozen");
@@ -178,6 +194,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const tPlan = performance.now();
       const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
       const runs = capRuns(planPages(p, vmas, claims, cov));
+      memdumpMs += performance.now() - tPlan;
+      countPages(pages, vmas, runs);
       log.debug(`pid ${p}: pages planned in ${formatMs(performance.now() - tPlan)}`);
       live.push({ t, core, fds, vmas, runs });
     }
@@ -217,10 +235,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // Phase 2: the pages (tasks side by side, as many threads as allowed),
     // then every image.
     if (!out) throw new Error("a dry run writes nothing");
+    const tWrite = performance.now();
     const saved = await out.pages(
       live.map(({ t, runs }) => ({ pid: t.pid, runs, source: snapshots.source(t.pid) })),
       dumpWorkers(),
     );
+    const memwriteMs = performance.now() - tWrite;
     const pagesBytes = saved.reduce((a, b) => a + b.bytes, 0);
     for (const [i, { t, core, vmas, runs }] of live.entries()) {
       const p = t.pid;
@@ -265,6 +285,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       extUnixSk: (opts.extUnixSk ?? []).length > 0,
       parent: opts.prevImagesDir,
     });
+    notify("post-dump");
 
     if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
     // The copies go, and each task reaps its own (stopped briefly again).
@@ -284,7 +305,16 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     log.info(
       `dumped pid ${pid} to ${opts.dir} in ${formatMs(totalMs)} (frozen ${formatMs(frozenMs)})`,
     );
-    return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs };
+    const stats: DumpStats = {
+      freezing_time: us(tFrozen - tFreeze),
+      frozen_time: us(frozenMs),
+      memdump_time: us(memdumpMs),
+      memwrite_time: us(memwriteMs),
+      ...pages,
+      pages_lazy: 0,
+    };
+    writeDumpStats(opts.dir, stats);
+    return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs, stats };
   } catch (err) {
     files?.release();
     tracker.dispose();

@@ -20,6 +20,9 @@ import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts"
 import { Snapshots } from "./snapshot.ts";
 import { MemoryTracker } from "./tracking.ts";
 import { readInPlace } from "../task/vma_flags.ts";
+import { notifier, type Notify } from "../util/actions.ts";
+import { type DumpStats, us, writeDumpStats } from "../images/criu_stats.ts";
+import { countPages, noPages } from "./stats.ts";
 
 export interface PreDumpOptions {
   pid: number;
@@ -28,6 +31,8 @@ export interface PreDumpOptions {
    * written since it are saved again. */
   prevImagesDir?: string;
   shellJob?: boolean;
+  /** CRIU's action-script moments: pre-dump, before the tree is frozen. */
+  notify?: Notify;
 }
 
 export interface PreDumpResult {
@@ -38,6 +43,8 @@ export interface PreDumpResult {
   parentBytes: number;
   frozenMs: number;
   totalMs: number;
+  /** CRIU's dump statistics (a pre-dump writes stats-dump too). */
+  stats: DumpStats;
 }
 
 export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
@@ -54,7 +61,12 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
   const snapshots = new Snapshots();
   const tracker = new MemoryTracker();
   let released = false;
+  const notify = notifier(opts.notify, (m) => new DumpError(m));
+  const pages = noPages();
+  let memdumpMs = 0;
   try {
+    notify("pre-dump");
+    const tFreeze = performance.now();
     const tree = freezeTree(pid, frozen).filter((t) => !t.zombie);
     const tFrozen = performance.now();
     const claims: SharedClaims = new Map();
@@ -74,10 +86,11 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
       // Memory a fork copy lacks or sees wiped is left to the dump, which
       // then finds no parent pages there and saves it whole.
       const copied = vmas.filter((v) => !readInPlace(v));
-      plans.push({
-        pid: p,
-        runs: capRuns(planPages(p, copied, claims, kept.has(p) ? coverage(pm!) : undefined)),
-      });
+      const tPlan = performance.now();
+      const runs = capRuns(planPages(p, copied, claims, kept.has(p) ? coverage(pm!) : undefined));
+      memdumpMs += performance.now() - tPlan;
+      countPages(pages, copied, runs);
+      plans.push({ pid: p, runs });
       tracker.protect(p, vmas);
     }
     for (const { pid: p } of plans) snapshots.take(p);
@@ -97,10 +110,12 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
       parentPages += runs.filter((r) => r.inParent).reduce((a, r) => a + r.nrPages, 0n);
       return pm;
     });
+    const tWrite = performance.now();
     const saved = await out.pages(
       pagemaps.map((pm) => ({ pid: pm.pid, runs: pm.runs, source: snapshots.source(pm.pid) })),
       dumpWorkers(),
     );
+    const memwriteMs = performance.now() - tWrite;
     pagemaps.forEach((pm, i) => {
       pm.parts = saved[i].parts;
       pagesBytes += saved[i].bytes;
@@ -124,7 +139,16 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
           : "") +
         ` in ${formatMs(totalMs)} (frozen ${formatMs(frozenMs)})`,
     );
-    return { pid, dir: opts.dir, pagesBytes, parentBytes, frozenMs, totalMs };
+    const stats: DumpStats = {
+      freezing_time: us(tFrozen - tFreeze),
+      frozen_time: us(frozenMs),
+      memdump_time: us(memdumpMs),
+      memwrite_time: us(memwriteMs),
+      ...pages,
+      pages_lazy: 0,
+    };
+    writeDumpStats(opts.dir, stats);
+    return { pid, dir: opts.dir, pagesBytes, parentBytes, frozenMs, totalMs, stats };
   } catch (err) {
     tracker.abandon((p) => !released && frozen.has(p));
     tracker.dispose();

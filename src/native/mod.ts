@@ -445,14 +445,51 @@ export function regionSize(planLen: number, threads: number): number {
 }
 
 /** Forks the root of a tree plan with its pid; returns it or throws
- * (EEXIST: taken). The root forks the rest of the tree. */
-export function restoreSpawn(tree: Uint8Array<ArrayBuffer>, pid: number, statusFd: number): number {
+ * (EEXIST: taken). The root forks the rest of the tree. With `sibling` the
+ * root is a child of ckpt's parent (CLONE_PARENT), seized here with
+ * `seizeOptions` before it goes on; otherwise it attaches itself
+ * (PTRACE_TRACEME) and stops once for ckpt to set its options. */
+export function restoreSpawn(
+  tree: Uint8Array<ArrayBuffer>,
+  pid: number,
+  statusFd: number,
+  sibling?: { seizeOptions: bigint },
+): number {
   const rseq = glibcRseq();
-  return check(
-    native().ck_restore_spawn(tree, BigInt(tree.length), statusFd, rseq.offset, rseq.size),
-    "clone3",
-    `with pid ${pid}`,
-  );
+  if (!sibling) {
+    return check(
+      native().ck_restore_spawn(tree, BigInt(tree.length), statusFd, rseq.offset, rseq.size),
+      "clone3",
+      `with pid ${pid}`,
+    );
+  }
+  const [rd, wr] = fd.pipe(O.CLOEXEC);
+  try {
+    const root = check(
+      native().ck_restore_spawn_sibling(
+        tree,
+        BigInt(tree.length),
+        statusFd,
+        rseq.offset,
+        rseq.size,
+        rd,
+        wr,
+      ),
+      "clone3(CLONE_PARENT)",
+      `with pid ${pid}`,
+    );
+    try {
+      ptrace.seize(root, sibling.seizeOptions);
+    } catch (err) {
+      kill(root, 9);
+      throw err;
+    }
+    fd.writeAll(wr, new Uint8Array([1]));
+    return root;
+  } finally {
+    fd.close(rd);
+    fd.close(wr);
+  }
 }
 
 /** [header size, offsets of fds_off, altstack_sp, itimers, mm, comm, cap_eff,

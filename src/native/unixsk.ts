@@ -9,6 +9,8 @@ export const SOCK = { STREAM: 1, DGRAM: 2, SEQPACKET: 5, NONBLOCK: 0o4000, CLOEX
 export const SOL_SOCKET = 1;
 export const SO_TYPE = 3, SO_DOMAIN = 39;
 export const SO = {
+  TYPE: 3,
+  PEERCRED: 17,
   SNDBUF: 7,
   RCVBUF: 8,
   PASSCRED: 16,
@@ -79,6 +81,29 @@ export const unixsk = {
   },
   listen(fd: number, backlog: number): void {
     check(native().ck_listen(fd, backlog), "listen", `fd ${fd}`);
+  },
+  /** Waits for the next connection on listening socket fd (off the JS
+   * thread); the new socket is close-on-exec. */
+  async accept(fd: number): Promise<number> {
+    return check(await native().ck_accept(fd, SOCK.CLOEXEC), "accept", `fd ${fd}`);
+  },
+  /** SO_PEERCRED: who was at the other end when it connected (for a
+   * socketpair, the process that made it). */
+  peerCred(fd: number): { pid: number; uid: number; gid: number } {
+    const v = new Int32Array(3);
+    const l = new Uint32Array([12]);
+    check(
+      native().ck_getsockopt(
+        fd,
+        SOL_SOCKET,
+        SO.PEERCRED,
+        new Uint8Array(v.buffer),
+        new Uint8Array(l.buffer),
+      ),
+      "getsockopt(SO_PEERCRED)",
+      `fd ${fd}`,
+    );
+    return { pid: v[0], uid: v[1], gid: v[2] };
   },
   connect(fd: number, name: Uint8Array): void {
     const a = sockaddr(name);

@@ -56,6 +56,9 @@ const LAZY = 0x4c415a595f5f434bn;
 export const CLONE_FS = 0x200, CLONE_FILES = 0x400;
 const PTRACE_O_TRACEFORK = 2n, PTRACE_O_TRACEVFORK = 4n, PTRACE_O_TRACECLONE = 8n;
 const SIGTRAP = 5, SIGSTOP = 19;
+const PTRACE_EVENT_STOP = 128;
+export const SEIZE_TREE_OPTIONS = PTRACE_O_EXITKILL | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK |
+  PTRACE_O_TRACECLONE;
 
 /** Pages ckpt puts into a task itself (fill workers or a lazy server). */
 export interface ExternalFill {
@@ -89,6 +92,13 @@ export async function superviseRestorers(
   servers: LazyServers,
   /** What op i of pid's plan does, for a failure at that op. */
   opWhat: (pid: number, i: number) => string | undefined = () => undefined,
+  more: {
+    /** The root was seized with SEIZE_TREE_OPTIONS (a sibling restore): it
+     * has no first SIGSTOP, and new tasks start in PTRACE_EVENT_STOP. */
+    seized?: boolean;
+    /** Called once every task of the tree has been forked. */
+    forked?: () => void;
+  } = {},
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
   let fillError: unknown;
@@ -96,7 +106,8 @@ export async function superviseRestorers(
   const ready = new Set<number>();
   const zombiesSeen = new Set<number>();
   const deadline = performance.now() + 60_000;
-  let rootStopped = false;
+  let rootStopped = !!more.seized;
+  const unborn = new Set([...expect.values(), ...zombies]);
   while (ready.size < expect.size || zombiesSeen.size < zombies.size) {
     if (fillError) throw fillError;
     servers.throwIfFailed();
@@ -112,6 +123,7 @@ export async function superviseRestorers(
     }
     const tid = st.pid;
     started.add(tid);
+    if (unborn.delete(tid) && unborn.size === 0) more.forked?.();
     if (!st.stopped) {
       if (zombies.has(tid)) {
         zombiesSeen.add(tid);
@@ -122,10 +134,7 @@ export async function superviseRestorers(
     }
     if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
       rootStopped = true;
-      ptrace.setOptions(
-        root,
-        PTRACE_O_EXITKILL | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE,
-      );
+      ptrace.setOptions(root, SEIZE_TREE_OPTIONS);
       ptrace.cont(root, 0);
       continue;
     }
@@ -133,7 +142,7 @@ export async function superviseRestorers(
       ptrace.cont(tid, 0); // a fork/vfork/clone event of the parent
       continue;
     }
-    if (st.stopSig === SIGSTOP && !ready.has(tid)) {
+    if ((st.stopSig === SIGSTOP || st.event === PTRACE_EVENT_STOP) && !ready.has(tid)) {
       ptrace.cont(tid, 0); // first stop of an auto-attached task or thread
       continue;
     }

@@ -34,9 +34,12 @@ import {
   type ExternalFill,
   finish,
   LazyServers,
+  SEIZE_TREE_OPTIONS,
   superviseRestorers,
 } from "./drive.ts";
 import { encodePlan, encodeTree } from "./plan_buffer.ts";
+import { notifier, type Notify } from "../util/actions.ts";
+import { type RestoreStats, us, writeRestoreStats } from "../images/criu_stats.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -55,11 +58,23 @@ export interface RestoreOptions {
    * copy that in through userfaultfd, faults first. With detach, restore
    * returns once every page is in; without, `loaded` settles then. */
   lazyPages?: boolean;
+  /** The root becomes a child of ckpt's parent, not of ckpt (CRIU's
+   * rst_sibling: runc must be the container's parent). ckpt seizes it
+   * instead of it attaching itself. */
+  sibling?: boolean;
+  /** Called at CRIU's action-script moments: pre-restore before anything is
+   * opened or forked, post-restore (with the root's pid) once every task is
+   * rebuilt, pre-resume just before the tree runs, post-resume after.
+   * Throwing fails the restore (but for post-resume: the tree already runs,
+   * so that failure is only logged). */
+  notify?: Notify;
 }
 
 export interface Restored {
   pid: number;
   ms: number;
+  /** CRIU's restore statistics, also written to DIR/stats-restore. */
+  stats: RestoreStats;
   /** Until the tree was let go: what a lazy restore makes short. */
   firstInstructionMs: number;
   /** Lazy restore without detach: settles once every page is in; rejects
@@ -110,6 +125,8 @@ export async function restore(
   if (tasks[0].core.zombie) {
     throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
   }
+  const notify = notifier(opts.notify, (m) => new RestoreError(m));
+  notify("pre-restore");
 
   const opened = new OpenedFiles(files, {
     validation: opts.fileValidation ?? "filesize",
@@ -170,7 +187,12 @@ export async function restore(
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;
     try {
-      root = restoreSpawn(tree, pid, status[1]);
+      root = restoreSpawn(
+        tree,
+        pid,
+        status[1],
+        opts.sibling ? { seizeOptions: SEIZE_TREE_OPTIONS } : undefined,
+      );
     } catch (err) {
       if (err instanceof NativeError && err.errno === 17) {
         throw new RestoreError(`pid ${pid} is taken; stop that process or restore elsewhere`);
@@ -191,6 +213,7 @@ export async function restore(
     for (const t of live) for (const th of t.core.threads) expect.set(th.tid, t.core.pid);
     const zombies = new Set(tasks.filter((t) => t.core.zombie).map((t) => t.core.pid));
     const servers = new LazyServers(live.map((t) => t.core.pid));
+    let tForked = 0;
     const ready = await superviseRestorers(
       root,
       expect,
@@ -201,9 +224,12 @@ export async function restore(
       lazy,
       servers,
       (p, i) => built.get(p)?.plan.ops[i]?.what,
+      { seized: opts.sibling, forked: () => tForked = performance.now() },
     );
     const tReady = performance.now();
     log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);
+    notify("post-restore", pid);
+    notify("pre-resume");
     opened.beforeRun();
     for (const t of live) finish(t.core, ready.get(t.core.pid)!);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
@@ -214,16 +240,32 @@ export async function restore(
       }`,
     );
     started.clear();
-    if (servers.size === 0) return { pid, ms: firstInstructionMs, firstInstructionMs };
+    try {
+      notify("post-resume");
+    } catch (err) {
+      log.error((err as Error).message);
+    }
+    const stats: RestoreStats = {
+      pages_compared: 0,
+      pages_skipped_cow: 0,
+      forking_time: us(tForked ? tForked - tSpawn : 0),
+      restore_time: us(firstInstructionMs),
+      pages_restored: live.reduce(
+        (a, t) => a + (t.pagemap?.runs ?? []).reduce((b, r) => b + Number(r.nrPages), 0),
+        0,
+      ),
+    };
+    writeRestoreStats(opts.dir, stats);
+    if (servers.size === 0) return { pid, ms: firstInstructionMs, firstInstructionMs, stats };
     // The tree runs on pages that are still arriving: a detached restore
     // must not leave before they all have, or the tree would wait forever.
     if (opts.detach) {
       await servers.done();
       const ms = performance.now() - t0;
       log.info(`every page of the tree is in after ${formatMs(ms)}`);
-      return { pid, ms, firstInstructionMs };
+      return { pid, ms, firstInstructionMs, stats };
     }
-    return { pid, ms: firstInstructionMs, firstInstructionMs, loaded: servers.done() };
+    return { pid, ms: firstInstructionMs, firstInstructionMs, stats, loaded: servers.done() };
   } catch (err) {
     for (const p of started) kill(p, 9);
     for (const p of started) {

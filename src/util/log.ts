@@ -35,6 +35,10 @@ class Logger {
     }
   }
 
+  /** Shown at every level (what CRIU prints with pr_msg, e.g. statistics). */
+  always(msg: string): void {
+    this.emit(Level.error, "Info", msg);
+  }
   error(msg: string): void {
     this.emit(Level.error, "Error", msg);
   }

@@ -3,6 +3,8 @@ export const unixskSymbols = {
   ck_socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i64" },
   ck_bind: { parameters: ["i32", "buffer", "u32"], result: "i64" },
   ck_listen: { parameters: ["i32", "i32"], result: "i64" },
+  // Blocks until a client connects: run off the JS thread.
+  ck_accept: { parameters: ["i32", "i32"], result: "i64", nonblocking: true },
   ck_connect: { parameters: ["i32", "buffer", "u32"], result: "i64" },
   ck_shutdown: { parameters: ["i32", "i32"], result: "i64" },
   ck_sockname: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i64" },
