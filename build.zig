@@ -52,4 +52,12 @@ pub fn build(b: *std.Build) void {
         const install = b.addInstallArtifact(exe, .{ .dest_dir = .{ .override = .{ .custom = "workloads" } } });
         b.getInstallStep().dependOn(&install.step);
     }
+
+    // A static (musl) ticker for container rootfses, which hold no libc.
+    const musl = b.resolveTargetQuery(.{ .cpu_arch = .x86_64, .os_tag = .linux, .abi = .musl });
+    const sm = b.createModule(.{ .target = musl, .optimize = .ReleaseSafe, .link_libc = true });
+    sm.addCSourceFile(.{ .file = b.path("tests/workloads/ticker.c"), .flags = &.{ "-O1", "-Wall", "-Werror" } });
+    const static_ticker = b.addExecutable(.{ .name = "ticker-static", .root_module = sm, .linkage = .static });
+    const install_static = b.addInstallArtifact(static_ticker, .{ .dest_dir = .{ .override = .{ .custom = "workloads" } } });
+    b.getInstallStep().dependOn(&install_static.step);
 }

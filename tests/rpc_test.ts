@@ -9,6 +9,8 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "../src/deps/std_assert.ts";
+import { isFieldSet } from "@bufbuild/protobuf";
+import { criu_versionSchema } from "../src/gen/criu/rpc_pb.ts";
 import { fd as fdops, NativeError, O, wait } from "../src/native/mod.ts";
 import { decodeStats } from "../src/images/criu_stats.ts";
 import { openDir, RpcClient, T } from "./helpers/criu_rpc.ts";
@@ -87,7 +89,11 @@ Deno.test("swrk on any fd number: VERSION answers a CRIU version, then ckpt exit
     assertEquals(resp.success, true);
     const v = resp.version!;
     assert(v.majorNumber * 10000 + v.minorNumber * 100 >= 31500, "runc wants 3.15 or newer");
-    assertEquals(v.name, "ckpt");
+    assertMatch(v.name ?? "", /^ckpt /);
+    assert(
+      !isFieldSet(v, criu_versionSchema.field.gitid),
+      "no gitid: go-criu would count it as the next release",
+    );
     assertEquals(await c.recv(), null, "ckpt closes after a request without keep_open");
     const end = await c.close();
     assertEquals(end?.code, 0, end?.stderr);

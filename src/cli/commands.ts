@@ -7,6 +7,7 @@ import { showCommand } from "../commands/show.ts";
 import { socketsCommand } from "../commands/sockets.ts";
 import { swrkCommand } from "../commands/swrk.ts";
 import { serviceCommand } from "../commands/service.ts";
+import { criuCommand } from "../commands/criu.ts";
 import type { CommandSpec } from "./spec.ts";
 
 export const COMMANDS: CommandSpec[] = [
@@ -18,4 +19,5 @@ export const COMMANDS: CommandSpec[] = [
   socketsCommand,
   swrkCommand,
   serviceCommand,
+  criuCommand,
 ];

@@ -40,18 +40,27 @@ export async function runCli(argv: string[]): Promise<number> {
     }
     const spec = COMMANDS.find((c) => c.name === name);
     if (!spec) throw new UsageError(`unknown command '${name}' (see 'ckpt --help')`);
-    const { opts, positionals } = parseCommandLine(spec, rest);
-    if (opts.bool("help")) {
-      console.log(helpText(spec));
-      return 0;
-    }
-    log.configure({ verbosity: opts.count("verbose"), logFile: opts.string("log-file") });
-    return await spec.run(opts, positionals);
+    if (spec.raw) return await spec.raw(rest, (argv) => runCommand(argv));
+    return await runCommand(argv);
   } catch (err) {
     return report(err);
   } finally {
     log.close();
   }
+}
+
+/** One command of COMMANDS, parsed and run; failures are the caller's. */
+async function runCommand(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const spec = COMMANDS.find((c) => c.name === name);
+  if (!spec || spec.raw) throw new UsageError(`unknown command '${name}' (see 'ckpt --help')`);
+  const { opts, positionals } = parseCommandLine(spec, rest);
+  if (opts.bool("help")) {
+    console.log(helpText(spec));
+    return 0;
+  }
+  log.configure({ verbosity: opts.count("verbose"), logFile: opts.string("log-file") });
+  return await spec.run(opts, positionals);
 }
 
 function report(err: unknown): number {

@@ -25,6 +25,9 @@ export interface CommandSpec {
   options: OptionSpec[];
   /** Runs the command; resolves to the process exit status. */
   run(opts: ParsedOptions, positionals: string[]): Promise<number>;
+  /** Takes its arguments unparsed instead (the CRIU command line), and may
+   * run another command through `dispatch`. */
+  raw?(argv: string[], dispatch: (argv: string[]) => Promise<number>): Promise<number>;
 }
 
 export const COMMON_OPTIONS: OptionSpec[] = [

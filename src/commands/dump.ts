@@ -5,6 +5,8 @@ import { UsageError } from "../errors.ts";
 import { PID_MAX } from "../proc/read.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
 import { formatDryRun } from "../dump/dry_run.ts";
+import { dumpStatsLines, STATS_DUMP } from "../images/criu_stats.ts";
+import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
 
 export const dumpCommand: CommandSpec = {
   name: "dump",
@@ -80,6 +82,7 @@ failed dump leaves the tree running as it was and no usable images behind.`,
       help: "freeze the tree briefly, print what a dump would save and everything that " +
         "blocks it, write nothing and let it run on (exit status 1 when something blocks)",
     },
+    ...ACTION_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -124,10 +127,16 @@ async function dumpTo(
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
     prevImagesDir: opts.string("prev-images-dir"),
+    notify: actionScripts(opts.list("action-script"), dir, stream),
   });
   // With --stream stdout carries the images: the summary goes to stderr.
   const say = stream ? console.error : console.log;
-  if (stream) await writeStream(dir, Deno.stdout.writable);
+  if (opts.bool("display-stats") && r.stats) for (const l of dumpStatsLines(r.stats)) say(l);
+  if (stream) {
+    // The statistics are in the summary; the stream carries the images only.
+    Deno.removeSync(`${dir}/${STATS_DUMP}`);
+    await writeStream(dir, Deno.stdout.writable);
+  }
   if (opts.bool("json")) say(JSON.stringify(r));
   else {
     say(

@@ -3,6 +3,8 @@ import { preDump } from "../api/guarded.ts";
 import { UsageError } from "../errors.ts";
 import { PID_MAX } from "../proc/read.ts";
 import { formatBytes, formatMs } from "../util/units.ts";
+import { dumpStatsLines } from "../images/criu_stats.ts";
+import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
 
 export const preDumpCommand: CommandSpec = {
   name: "pre-dump",
@@ -39,6 +41,7 @@ has all its pages saved again.`,
       kind: "boolean",
       help: "the tree is a job of a shell session (session not its own)",
     },
+    ...ACTION_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -51,7 +54,9 @@ has all its pages saved again.`,
       dir,
       prevImagesDir: opts.string("prev-images-dir"),
       shellJob: opts.bool("shell-job"),
+      notify: actionScripts(opts.list("action-script"), dir),
     });
+    if (opts.bool("display-stats")) { for (const l of dumpStatsLines(r.stats)) console.log(l); }
     if (opts.bool("json")) console.log(JSON.stringify(r));
     else {
       console.log(

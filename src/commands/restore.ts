@@ -8,6 +8,8 @@ import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
 import type { FileValidation } from "../files/kind.ts";
 import { formatMs } from "../util/units.ts";
+import { restoreStatsLines } from "../images/criu_stats.ts";
+import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
 
 /** --inherit-fd fd[N]:KEY — KEY as /proc shows the file: pipe:[INO],
  * socket:[INO], or a path. */
@@ -138,6 +140,13 @@ restore kills everything it started and names the stage that failed.`,
       help: "accepted for CRIU compatibility: ckpt always saves file locks (flock, POSIX, OFD) " +
         "and takes them again",
     },
+    {
+      name: "pidfile",
+      kind: "string",
+      arg: "FILE",
+      help: "write the restored root's pid to FILE once it runs",
+    },
+    ...ACTION_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -182,7 +191,11 @@ async function restoreFrom(
     extUnixSkMissing: missingMode(opts.string("ext-unix-sk-missing")),
     trustImages: opts.bool("trust-images"),
     lazyPages: opts.bool("lazy-pages"),
+    notify: actionScripts(opts.list("action-script"), dir),
   });
+  const pidfile = opts.string("pidfile");
+  if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);
+  if (opts.bool("display-stats")) for (const l of restoreStatsLines(r.stats)) console.log(l);
   await done?.();
   const { loaded, ...result } = r;
   if (opts.bool("json")) console.log(JSON.stringify(result));

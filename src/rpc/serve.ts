@@ -109,8 +109,8 @@ async function handle(
           majorNumber: CRIU_COMPAT.major,
           minorNumber: CRIU_COMPAT.minor,
           sublevel: CRIU_COMPAT.sublevel,
-          gitid: `ckpt-${VERSION}`,
-          name: "ckpt",
+          // No gitid: go-criu counts a git build as the next minor release.
+          name: `ckpt ${VERSION}`,
         }),
       }));
       return { ok: true };
@@ -233,11 +233,11 @@ async function operation(
     const notify = o.notifyScripts ? notifyVia(ch) : undefined;
     if (op === "dump") {
       const r = await dump({ ...dumpOptions(o, dirs, place), notify });
-      if (o.displayStats) { for (const l of dumpStatsLines(r.stats)) log.always(l); }
+      if (o.displayStats && r.stats) for (const l of dumpStatsLines(r.stats)) log.always(l);
       ch.send(respond(T.DUMP, { dump: { restored: false } }));
     } else if (op === "pre-dump") {
       const r = await preDump({ ...preDumpOptions(o, dirs, place), notify });
-      if (o.displayStats) { for (const l of dumpStatsLines(r.stats)) log.always(l); }
+      if (o.displayStats && r.stats) for (const l of dumpStatsLines(r.stats)) log.always(l);
       ch.send(respond(req.type));
     } else {
       const r = await restore({ ...restoreOptions(o, dirs), notify });
