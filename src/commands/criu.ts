@@ -45,7 +45,13 @@ const TABLE: Record<string, CriuOption> = {
     short: "o",
     value: "required",
     ops: ALL,
-    to: (v, ctx) => v === "-" ? [] : ["--log-file", inWork(v, ctx)],
+    to: (v, ctx) => {
+      if (v === "-") return [];
+      const path = inWork(v, ctx);
+      // The log opens before the dump creates its directory (0700, as it would).
+      Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true, mode: 0o700 });
+      return ["--log-file", path];
+    },
   },
   "tree": { short: "t", value: "required", ops: DUMPS, to: "tree" },
   "leave-running": { short: "R", ops: ["dump"], to: "leave-running" },

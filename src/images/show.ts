@@ -19,6 +19,7 @@ import {
 import { hex32, messageToJson } from "./json.ts";
 import { crc32c } from "./crc32c.ts";
 import { kindInfo, kindOfName, type NamedImage } from "./kinds.ts";
+import { decodeStats, isStatsFile, statsJson } from "./criu_stats.ts";
 
 /** A protobuf image: its header and its payload as JSON. */
 export interface ShownMessage {
@@ -76,6 +77,10 @@ export async function showPath(path: string): Promise<ShowResult> {
 export async function showFile(path: string, label = path): Promise<ShownImage> {
   const expect = kindOfName(basename(path))?.kind;
   const { data, size } = await readImageFile(path);
+  if (isStatsFile(data)) {
+    // CRIU's stats-dump / stats-restore, shown as crit shows them.
+    return { file: label, kind: "Stats", version: 0, payload: statsJson(decodeStats(path, data)) };
+  }
   if (sniff(data) === "pages") return pagesSummary(path, label, data, size, expect);
   const { kind, version, payload } = decodeImage(path, data, expect);
   const info = kindInfo(kind);
