@@ -9,8 +9,8 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "../src/deps/std_assert.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
-import { criu_versionSchema } from "../src/gen/criu/rpc_pb.ts";
+import { create, isFieldSet } from "@bufbuild/protobuf";
+import { criu_optsSchema, criu_versionSchema } from "../src/gen/criu/rpc_pb.ts";
 import { fd as fdops, NativeError, O, wait } from "../src/native/mod.ts";
 import { decodeStats } from "../src/images/criu_stats.ts";
 import { openDir, RpcClient, T } from "./helpers/criu_rpc.ts";
@@ -361,6 +361,15 @@ Deno.test("options ckpt cannot honour are refused by name, and nothing is done",
     const n = t.lines.length;
     await until("still ticking", () => t.lines.length > n + 2);
     assertEquals([...Deno.readDirSync(images)].filter((e) => e.name.endsWith(".img")), []);
+
+    // A field of a newer rpc.proto than ckpt knows is refused too, by number.
+    const c3 = await RpcClient.swrk();
+    const opts = create(criu_optsSchema, { imagesDirFd: imagesFd, pid: t.pid });
+    opts.$unknown = [{ no: 200, wireType: 0, data: new Uint8Array([1]) }];
+    const newer = await c3.call({ type: T.DUMP, opts });
+    assertEquals(newer.success, false);
+    assertStringIncludes(newer.crErrmsg, "field number 200");
+    await c3.close();
 
     // A caller that fails its post-dump script fails the dump: the tree is
     // let go as it was and the images are removed.

@@ -131,7 +131,7 @@ async function dumpTo(
   });
   // With --stream stdout carries the images: the summary goes to stderr.
   const say = stream ? console.error : console.log;
-  if (opts.bool("display-stats") && r.stats) for (const l of dumpStatsLines(r.stats)) say(l);
+  if (opts.bool("display-stats") && r.stats) { for (const l of dumpStatsLines(r.stats)) say(l); }
   if (stream) {
     // The statistics are in the summary; the stream carries the images only.
     Deno.removeSync(`${dir}/${STATS_DUMP}`);

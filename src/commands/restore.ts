@@ -195,7 +195,7 @@ async function restoreFrom(
   });
   const pidfile = opts.string("pidfile");
   if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);
-  if (opts.bool("display-stats")) for (const l of restoreStatsLines(r.stats)) console.log(l);
+  if (opts.bool("display-stats")) { for (const l of restoreStatsLines(r.stats)) console.log(l); }
   await done?.();
   const { loaded, ...result } = r;
   if (opts.bool("json")) console.log(JSON.stringify(result));

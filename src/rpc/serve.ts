@@ -210,6 +210,7 @@ async function operation(
   place: RpcPlace,
   op: RpcOp,
 ): Promise<boolean> {
+  const t0 = performance.now();
   const o = req.opts;
   if (!o) {
     ch.send(failure(req.type, new RpcError(`the ${typeName(req.type)} request has no opts`)));
@@ -231,16 +232,24 @@ async function operation(
   try {
     checkOptions(o, op, place, typeName(req.type));
     const notify = o.notifyScripts ? notifyVia(ch) : undefined;
+    // What the RPC adds to the CLI's path: the rest is the same library call.
+    const overhead = () => `${formatMs(performance.now() - t0)} to map the request`;
     if (op === "dump") {
-      const r = await dump({ ...dumpOptions(o, dirs, place), notify });
-      if (o.displayStats && r.stats) for (const l of dumpStatsLines(r.stats)) log.always(l);
+      const opts = dumpOptions(o, dirs, place);
+      log.debug(overhead());
+      const r = await dump({ ...opts, notify });
+      if (o.displayStats && r.stats) { for (const l of dumpStatsLines(r.stats)) log.always(l); }
       ch.send(respond(T.DUMP, { dump: { restored: false } }));
     } else if (op === "pre-dump") {
-      const r = await preDump({ ...preDumpOptions(o, dirs, place), notify });
-      if (o.displayStats && r.stats) for (const l of dumpStatsLines(r.stats)) log.always(l);
+      const opts = preDumpOptions(o, dirs, place);
+      log.debug(overhead());
+      const r = await preDump({ ...opts, notify });
+      if (o.displayStats && r.stats) { for (const l of dumpStatsLines(r.stats)) log.always(l); }
       ch.send(respond(req.type));
     } else {
-      const r = await restore({ ...restoreOptions(o, dirs), notify });
+      const opts = restoreOptions(o, dirs);
+      log.debug(overhead());
+      const r = await restore({ ...opts, notify });
       if (o.displayStats) { for (const l of restoreStatsLines(r.stats)) log.always(l); }
       ch.send(respond(T.RESTORE, { restore: { pid: r.pid } }));
       after = r.loaded;
