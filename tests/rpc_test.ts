@@ -455,3 +455,45 @@ Deno.test("service: each connection served on its own; RESTORE kept open, then W
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("RESTORE with lazy_pages: answered once the tree runs, ckpt serves the rest and then exits", async () => {
+  const dir = await tempDir("rpclazy");
+  const images = `${dir}/images`;
+  const t = startTicker(32);
+  const [r, w] = fdops.pipe(O.NONBLOCK | O.CLOEXEC);
+  try {
+    await until("ticks", () => t.lines.length >= 2);
+    const stdoutKey = Deno.readLinkSync(`/proc/${t.pid}/fd/1`);
+    const d = new Deno.Command(`${ROOT}/ckpt`, {
+      args: ["dump", "-t", String(t.pid), "-D", images],
+      env: { DENO_BIN: Deno.execPath() },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    });
+    const out = await d.output();
+    assertEquals(out.code, 0, dec.decode(out.stderr));
+    await t.status;
+    await until(`pid ${t.pid} free`, () => gone(t.pid));
+    const before = t.lines.at(-1)!;
+    const fd = openDir(images);
+    const c = await RpcClient.swrk({ extra: [[w, 1]] });
+    fdops.close(w);
+    const res = await c.call({
+      type: T.RESTORE,
+      opts: { imagesDirFd: fd, lazyPages: true, inheritFd: [{ key: stdoutKey, fd: 1 }] },
+    });
+    assertEquals(res.success, true, res.crErrmsg);
+    assertEquals(res.restore?.pid, t.pid);
+    const end = await c.close();
+    assertEquals(end?.code, 0, end?.stderr);
+    fdops.close(fd);
+    const seen: string[] = [];
+    await until("ticks after lazy restore", () => drain(r, seen).length >= 2);
+    assertEquals(sumOf(seen[0]), sumOf(before), "every page came in");
+  } finally {
+    kill9(t.pid);
+    fdops.close(r);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -134,7 +134,9 @@ async function dumpTo(
   if (opts.bool("display-stats") && r.stats) { for (const l of dumpStatsLines(r.stats)) say(l); }
   if (stream) {
     // The statistics are in the summary; the stream carries the images only.
-    Deno.removeSync(`${dir}/${STATS_DUMP}`);
+    try {
+      Deno.removeSync(`${dir}/${STATS_DUMP}`);
+    } catch { /* not written (a warning said so) */ }
     await writeStream(dir, Deno.stdout.writable);
   }
   if (opts.bool("json")) say(JSON.stringify(r));
