@@ -118,7 +118,7 @@ const TABLE: Record<string, CriuOption> = {
   "skip-file-rwx-check": { ops: ["restore"], drop: "no rwx bits are checked" },
   "tcp-established": { ops: ALL, refuse: "TCP sockets are not supported yet" },
   "tcp-close": { ops: ALL, refuse: "TCP sockets are not supported yet" },
-  "file-locks": { short: "l", ops: ALL, refuse: "file locks are not saved yet" },
+  "file-locks": { short: "l", ops: ["dump", "restore"], to: "file-locks" },
   "ext-mount-map": { short: "M", value: "required", ops: ALL, refuse: MNT },
   "enable-external-masters": { ops: ALL, refuse: MNT },
   "enable-external-sharing": { ops: ALL, refuse: MNT },

@@ -17,6 +17,7 @@ import type { DumpOptions, PreDumpOptions } from "../api/guarded.ts";
 import type { RestoreOptions } from "../api/guarded.ts";
 import { MAX_GHOST_BYTES } from "../files/regular.ts";
 import { RpcError } from "./channel.ts";
+import { ImageDir } from "../images/dir.ts";
 
 export type RpcOp = "dump" | "pre-dump" | "restore";
 
@@ -156,9 +157,16 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "ghost_fiemap":
     // Network locking is for TCP and network namespaces, refused below.
     case "network_lock":
-    // A pty master outside the tree: ckpt's terminals never hand one over.
-    case "orphan_pts_master":
+    // ckpt always saves file locks (flock, POSIX, OFD); CRIU refuses them without.
+    case "file_locks":
       return undefined;
+    case "orphan_pts_master":
+      // A terminal whose master is outside is refused at dump, or with
+      // shell_job restored onto ckpt's own terminal: CRIU would instead make
+      // a new pair and hand its master over, which ckpt cannot do yet.
+      return !dumping && on(v) && o.shellJob
+        ? "orphan_pts_master with shell_job: ckpt restores an outside terminal onto its own and cannot hand a new pty master to the caller yet"
+        : undefined;
     case "root":
       if (!dumping && !sameAsRoot(String(v))) {
         return `root=${v}: restoring into another root filesystem needs mount namespaces, ${NEEDS_MNT}`;
@@ -219,8 +227,6 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "tcp_skip_in_flight":
     case "tcp_close":
       return on(v) ? `${f.name}: ${NEEDS_TCP}` : undefined;
-    case "file_locks":
-      return on(v) ? "file_locks: file locks are not saved yet" : undefined;
     case "ext_mnt":
     case "auto_ext_mnt":
     case "ext_sharing":
@@ -341,6 +347,12 @@ export function preDumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): PreDu
 }
 
 export function restoreOptions(o: criu_opts, dirs: Dirs): RestoreOptions {
+  if (o.orphanPtsMaster && !o.shellJob && inventoryShellJob(dirs.imagesDir)) {
+    throw new RpcRefused("RESTORE", [
+      "orphan_pts_master: the images were dumped as a shell job, whose terminal ckpt restores " +
+      "onto its own; it cannot hand a new pty master to the caller yet",
+    ]);
+  }
   const inherit = new Map<string, number>();
   for (const i of o.inheritFd) {
     if (!/^(pipe|socket):\[\d+\]$/.test(i.key) && !i.key.startsWith("/")) {
@@ -360,6 +372,14 @@ export function restoreOptions(o: criu_opts, dirs: Dirs): RestoreOptions {
     lazyPages: o.lazyPages,
     fileValidation: "filesize",
   };
+}
+
+function inventoryShellJob(dir: string): boolean {
+  try {
+    return ImageDir.open(dir).readInventory().shellJob;
+  } catch {
+    return false; // restore itself says what is wrong with the directory
+  }
 }
 
 /** CRIU dumps the requesting process when no pid is given; a swrk is that
