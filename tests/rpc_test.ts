@@ -292,12 +292,11 @@ Deno.test("PRE_DUMP then DUMP with parent_img on one connection; the dump saves 
     const pst = decodeStats("stats-dump", Deno.readFileSync(`${pre}/stats-dump`)).dump!;
     const fst = decodeStats("stats-dump", Deno.readFileSync(`${final}/stats-dump`)).dump!;
     assertGreater(Number(pst.pagesWritten), 4096, "the pre-dump saved the 16 MiB");
-    // The dirtied pages were written again; the rest of each page's
-    // neighbours too (every page was touched), so compare with the parent:
-    assertEquals(
-      Number(fst.pagesWritten) + Number(fst.pagesSkippedParent) >= 4096,
-      true,
-    );
+    // A quarter of the 4096 pages was rewritten: those are saved again, the
+    // rest left in the pre-dump.
+    assertGreater(Number(fst.pagesSkippedParent), 2800);
+    assertGreater(1400, Number(fst.pagesWritten));
+    assertGreater(Number(fst.pagesWritten), 1000);
     // It restores from the chain (no rst_sibling: ckpt's child, left to
     // run on when ckpt exits) to the memory it had after the dirtying.
     const [r, w] = fdops.pipe(O.NONBLOCK | O.CLOEXEC);

@@ -1,8 +1,8 @@
 /* ticker MIB: a container-like workload whose stdout is a pipe to its
  * supervisor. Fills MIB MiB with a pattern, then every 20 ms writes
  * "tick N pid P sum S" to stdout, S the checksum of that memory, and on
- * SIGUSR1 rewrites one word of every page (so a later dump has pages to
- * save again after a pre-dump) and bumps the pattern it checks against. */
+ * SIGUSR1 rewrites one word of every fourth page (so a dump after a
+ * pre-dump has those to save again, and the rest to leave in the parent). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdint.h>
@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
   for (uint64_t n = 0;; n++) {
     if (dirty) {
       dirty = 0;
-      for (size_t i = 0; i < words; i += 512) mem[i] ^= 1;
+      for (size_t i = 0; i < words; i += 4 * 512) mem[i] ^= 1;
     }
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < words; i += 64) h = (h ^ mem[i]) * 1099511628211ull;
