@@ -21,7 +21,7 @@ import { dump, preDump, restore } from "../api/guarded.ts";
 import { check } from "../api/check.ts";
 import { describe } from "../errors.ts";
 import { NativeError, wait } from "../native/mod.ts";
-import { log } from "../util/log.ts";
+import { Level, log } from "../util/log.ts";
 import { formatMs } from "../util/units.ts";
 import type { Notify } from "../util/actions.ts";
 import { VERSION } from "../version.ts";
@@ -227,7 +227,7 @@ async function operation(
     return false;
   }
   log.info(`${typeName(req.type)} request from pid ${place.peer} (${place.mode})`);
-  log.debug(`options: ${JSON.stringify(setOptions(o))}`);
+  if (log.level >= Level.debug) log.debug(`options: ${JSON.stringify(setOptions(o))}`);
   let after: Promise<void> | undefined;
   try {
     checkOptions(o, op, place, typeName(req.type));
