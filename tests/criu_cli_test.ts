@@ -22,6 +22,14 @@ import {
 
 const CRIU = `${ROOT}/bin/criu`;
 
+function existsDir(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
 async function criu(args: string[]) {
   const out = await new Deno.Command(CRIU, {
     args,
@@ -163,7 +171,9 @@ Deno.test("criu dump refuses by name what ckpt cannot honour, and a failing acti
     assertEquals(f.code, 1);
     assertMatch(f.stderr, /post-dump action failed: .*action.sh exited with status 3/);
     assert(alive(p.pid), "the tree runs on");
-    assertEquals([...Deno.readDirSync(`${dir}/img`)].filter((e) => e.name.endsWith(".img")), []);
+    // Nothing left behind: not even the directory the failed dump made.
+    assertEquals(readText(`${dir}/img/inventory.img`), "");
+    assert(!existsDir(`${dir}/img`), "the failed dump removes the directory it made");
     // And ckpt dump --json carries the same statistics by CRIU's names.
     const ok = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/img2`, "--json"]);
     assertEquals(ok.code, 0, ok.stderr);
