@@ -9,6 +9,7 @@ import {
   assertStringIncludes,
 } from "../src/deps/std_assert.ts";
 import { ROOT, runCkpt } from "./helpers/ckpt.ts";
+import { wait } from "../src/native/mod.ts";
 import {
   alive,
   gone,
@@ -77,6 +78,7 @@ Deno.test("criu dump / restore with CRIU's options, action scripts in CRIU's ord
   const dir = await tempDir("criucli");
   const images = `${dir}/images`;
   const p = startSession([`${WORKLOADS}/counter`, dir, "4"]);
+  let sibling = false;
   try {
     await until("counter start", () => readText(`${dir}/log`).includes("start"));
     const script = await loggingScript(dir);
@@ -112,9 +114,14 @@ Deno.test("criu dump / restore with CRIU's options, action scripts in CRIU's ord
       "--evasive-devices",
       "--manage-cgroups=ignore",
       "--display-stats",
+      "-S",
     ]);
     assertEquals(r.code, 0, r.stderr);
     assertStringIncludes(r.stdout, "Displaying restore stats:");
+    // -S (--restore-sibling): the root is the caller's child (this test's).
+    const stat = readText(`/proc/${p.pid}/stat`);
+    assertEquals(Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]), Deno.pid);
+    sibling = true;
     assertEquals(readText(`${images}/restored.pid`).trim(), String(p.pid));
     assertEquals(readText(`${dir}/actions`).trim().split("\n").map((l) => l.trim()), [
       "pre-dump",
@@ -135,6 +142,10 @@ Deno.test("criu dump / restore with CRIU's options, action scripts in CRIU's ord
     assertGreater(shown.payload.dump.pages_written, 0);
     assertGreater(shown.payload.dump.frozen_time, 0);
   } finally {
+    if (sibling) {
+      Deno.kill(p.pid, "SIGKILL");
+      wait(p.pid, 0); // our child since the restore
+    }
     await killAndForget(p.pid);
     await Deno.remove(dir, { recursive: true });
   }

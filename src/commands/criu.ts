@@ -132,7 +132,7 @@ const TABLE: Record<string, CriuOption> = {
   "address": { value: "required", ops: ALL, refuse: "ckpt has no page server" },
   "port": { value: "required", ops: ALL, refuse: "ckpt has no page server" },
   "stream": { ops: ALL, refuse: "CRIU's image streamer is not ckpt's --stream" },
-  "restore-sibling": { short: "S", ops: ["restore"], refuse: "for swrk callers only (RPC)" },
+  "restore-sibling": { short: "S", ops: ["restore"], to: "restore-sibling" },
 };
 
 const SHORT = new Map(

@@ -85,6 +85,12 @@ restore kills everything it started and names the stage that failed.`,
       help: "return once the tree runs, instead of waiting for it",
     },
     {
+      name: "restore-sibling",
+      short: "S",
+      kind: "boolean",
+      help: "make the restored root a child of ckpt's parent, not of ckpt (with -d)",
+    },
+    {
       name: "shell-job",
       short: "j",
       kind: "boolean",
@@ -170,6 +176,17 @@ restore kills everything it started and names the stage that failed.`,
   },
 };
 
+/** --restore-sibling: ckpt cannot wait for a tree that is not its child. */
+function siblingOf(opts: ParsedOptions): boolean {
+  const sibling = opts.bool("restore-sibling");
+  if (sibling && !opts.bool("restore-detached")) {
+    throw new UsageError(
+      "restore: --restore-sibling needs -d: the root is then its caller's child, not ckpt's",
+    );
+  }
+  return sibling;
+}
+
 /** `done` runs once the tree is restored, before ckpt waits on it. */
 async function restoreFrom(
   opts: ParsedOptions,
@@ -184,6 +201,7 @@ async function restoreFrom(
   const r = await restore({
     dir,
     detach: opts.bool("restore-detached"),
+    sibling: siblingOf(opts),
     shellJob: opts.bool("shell-job"),
     fileValidation: fv as FileValidation,
     inherit: parseInheritFd(opts.list("inherit-fd")),
