@@ -21,6 +21,7 @@ export class ImageError extends CkptError {
   constructor(readonly file: string, message: string) {
     // What a damaged image says is quoted in messages: its control
     // characters are shown escaped, so the error stays one line.
+    // deno-lint-ignore no-control-regex
     super(`${file}: ${message}`.replace(/[\x00-\x1f\x7f]/g, (c) => JSON.stringify(c).slice(1, -1)));
     this.name = "ImageError";
   }
