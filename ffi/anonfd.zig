@@ -5,6 +5,9 @@
 //! target is, and what the restored task must do, is decided in TypeScript
 //! (src/files/epoll.ts, timerfd.ts, signalfd.ts).
 const sys = @import("sys.zig");
+const strings = @import("text.zig");
+const put = strings.put;
+const putInt = strings.putInt;
 
 const NR_newfstatat = 262;
 const NR_clock_gettime = 228;
@@ -151,30 +154,6 @@ fn field(line: []const u8, key: []const u8, base: u8) ?u64 {
         digits += 1;
     }
     return if (digits == 0) null else v;
-}
-
-fn put(buf: []u8, at: usize, s: []const u8) usize {
-    for (s, 0..) |c, k| buf[at + k] = c;
-    return at + s.len;
-}
-
-fn putInt(buf: []u8, at: usize, v: u64) usize {
-    var tmp: [20]u8 = undefined;
-    var n: usize = 0;
-    var x = v;
-    while (true) {
-        tmp[n] = @intCast('0' + x % 10);
-        n += 1;
-        x /= 10;
-        if (x == 0) break;
-    }
-    var p = at;
-    while (n > 0) {
-        n -= 1;
-        buf[p] = tmp[n];
-        p += 1;
-    }
-    return p;
 }
 
 const Timespec = extern struct { sec: i64, nsec: i64 };

@@ -3,6 +3,9 @@
 //! server holds tens of thousands of fds; three calls from JavaScript for
 //! each would cost more than the rest of its dump.
 const sys = @import("sys.zig");
+const strings = @import("text.zig");
+const put = strings.put;
+const putInt = strings.putInt;
 
 const NR_readlinkat = 267;
 const NR_newfstatat = 262;
@@ -106,26 +109,3 @@ fn procDir(buf: *[64]u8, pid: i32, sub: []const u8) usize {
     return p;
 }
 
-fn put(buf: []u8, at: usize, s: []const u8) usize {
-    for (s, 0..) |c, k| buf[at + k] = c;
-    return at + s.len;
-}
-
-fn putInt(buf: []u8, at: usize, v: u64) usize {
-    var tmp: [20]u8 = undefined;
-    var n: usize = 0;
-    var x = v;
-    while (true) {
-        tmp[n] = @intCast('0' + x % 10);
-        n += 1;
-        x /= 10;
-        if (x == 0) break;
-    }
-    var p = at;
-    while (n > 0) {
-        n -= 1;
-        buf[p] = tmp[n];
-        p += 1;
-    }
-    return p;
-}
