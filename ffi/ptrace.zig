@@ -103,6 +103,25 @@ export fn ck_get_robust_list(pid: i32, head: *u64, len: *u64) i64 {
     return ret(sys.syscall3(sys.NR.get_robust_list, sys.int(pid), sys.ptr(head), sys.ptr(len)));
 }
 
+/// PTRACE_SECCOMP_GET_FILTER: the index-th filter of a stopped tracee, oldest
+/// first, as struct sock_filter[] into buf (len instructions at most; buf
+/// may be null to ask only the count). Returns the instruction count.
+export fn ck_seccomp_get_filter(pid: i32, index: u64, buf: ?[*]u8) i64 {
+    return ret(pt(P.SECCOMP_GET_FILTER, pid, index, if (buf) |b| sys.ptr(b) else 0));
+}
+
+const SeccompMetadata = extern struct { filter_off: u64, flags: u64 };
+
+/// PTRACE_SECCOMP_GET_METADATA: the flags (SECCOMP_FILTER_FLAG_LOG) the
+/// index-th filter was installed with.
+export fn ck_seccomp_get_metadata(pid: i32, index: u64, flags: *u64) i64 {
+    var md = SeccompMetadata{ .filter_off = index, .flags = 0 };
+    const rc = pt(P.SECCOMP_GET_METADATA, pid, @sizeOf(SeccompMetadata), sys.ptr(&md));
+    if (sys.isErr(rc)) return ret(rc);
+    flags.* = md.flags;
+    return 0;
+}
+
 export fn ck_peek_word(pid: i32, addr: u64, out: *u64) i64 {
     // PTRACE_PEEKDATA through the raw syscall stores the word at `data`.
     return ret(pt(P.PEEKDATA, pid, addr, sys.ptr(out)));
@@ -131,15 +150,17 @@ const PTRACE_EVENT_CLONE = 3;
 /// the copy (auto-attached, stopped before it runs anything) and reads the
 /// task's memory from it while the task runs on. The injected instruction
 /// bytes are put back in the copy's memory too. Returns the copy's pid.
-export fn ck_snapshot_fork(pid: i32, copy_out: *i32) i64 {
-    var rc = ck_ptrace_setoptions(pid, PTRACE_O_TRACECLONE);
+/// `keep`: the options the task is traced with (PTRACE_O_SUSPEND_SECCOMP),
+/// which must stay set around the clone.
+export fn ck_snapshot_fork(pid: i32, keep: u64, copy_out: *i32) i64 {
+    var rc = ck_ptrace_setoptions(pid, keep | PTRACE_O_TRACECLONE);
     if (rc < 0) return rc;
     const args = [6]u64{ 0, 0, 0, 0, 0, 0 };
     var result: i64 = 0;
     var copy: i32 = 0;
     rc = inject(pid, 56, &args, &result, &copy); // clone
     // Only this one clone is traced: the task's own later ones must not stop.
-    const r2 = ck_ptrace_setoptions(pid, 0);
+    const r2 = ck_ptrace_setoptions(pid, keep);
     if (rc < 0) return rc;
     if (r2 < 0) return r2;
     if (result < 0) return result;

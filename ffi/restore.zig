@@ -58,7 +58,7 @@ export fn ck_restore_spawn(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rse
     if (sys.isErr(rc)) return sys.signed(rc);
     if (rc != 0) return @intCast(rc);
     dropInheritedRseq(status_fd, root.pid, rseq_offset, rseq_size);
-    child(tree, 0, status_fd);
+    child(tree, 0, status_fd, false);
 }
 
 const CLONE_PARENT: u64 = 0x8000;
@@ -89,7 +89,7 @@ export fn ck_restore_spawn_sibling(tree_buf: [*]u8, tree_len: usize, status_fd: 
     _ = sys.syscall1(NR.close, sys.int(sync_rd));
     root_seized = true;
     dropInheritedRseq(status_fd, root.pid, rseq_offset, rseq_size);
-    child(tree, 0, status_fd);
+    child(tree, 0, status_fd, false);
 }
 
 fn fail(fd: i32, pid: i32, stage: abi.Stage, rc: usize, detail: u64) noreturn {
@@ -137,42 +137,101 @@ fn becomeZombie(status: i32) noreturn {
     while (true) _ = sys.syscall1(NR.exit_group, (st >> 8) & 0xff);
 }
 
-fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
+const PR_SET_NAME = 15;
+const PR_SET_CHILD_SUBREAPER = 36;
+
+/// setpgid(0, pgid) once that group exists: it is made by another task of
+/// the tree (a sibling's start-up, a ghost) running meanwhile. Up to ~5 s.
+fn joinGroup(pgid: i32) usize {
+    var tries: usize = 0;
+    while (true) : (tries += 1) {
+        const rc = sys.syscall2(NR.setpgid, 0, sys.int(pgid));
+        if (!sys.isErr(rc) or tries > 50000) return rc;
+        if (tries < 1000) {
+            _ = sys.syscall0(NR.sched_yield);
+        } else {
+            const ts = [2]u64{ 0, 100_000 };
+            _ = sys.syscall2(NR.nanosleep, sys.ptr(&ts), 0);
+        }
+    }
+}
+
+/// The moments of a forker's own setup at which it forks children.
+const When = enum { early, prejoin, normal, shared_files };
+
+fn whenOf(k: *const abi.Child) When {
+    if (k.clone_flags & abi.CLONE_FILES != 0) return .shared_files;
+    if (k.flags & abi.child_early != 0) return .early;
+    if (k.flags & abi.child_prejoin != 0) return .prejoin;
+    return .normal;
+}
+
+/// A zombie or ghost, kids[self] of a task's list: its session and group,
+/// the entries it forks itself, then its death (a zombie's, as dumped) or
+/// exit (a ghost's, reaped by its forker).
+fn ghostly(tree: *abi.TreeHeader, kids: []abi.Child, self: usize, status_fd: i32) noreturn {
+    const k = &kids[self];
+    const pid: i32 = @intCast(sys.syscall0(NR.getpid));
+    _ = sys.syscall2(NR.prctl, PR_SET_NAME, sys.ptr(&k.comm));
+    if (k.flags & abi.child_setsid != 0) check(status_fd, pid, .session, sys.syscall0(NR.setsid), 1);
+    if (k.flags & abi.child_setpgid != 0) check(status_fd, pid, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
+    const me: i32 = @intCast(self);
+    forkChildren(tree, kids, me, .prejoin, status_fd, pid);
+    if (k.flags & abi.child_join_pgid != 0) check(status_fd, pid, .session, joinGroup(k.pgid), @intCast(k.pgid));
+    forkChildren(tree, kids, me, .normal, status_fd, pid);
+    reapGhosts(kids, me, status_fd, pid);
+    if (k.kind == abi.child_zombie) becomeZombie(k.exit_status);
+    while (true) _ = sys.syscall1(NR.exit_group, 0);
+}
+
+/// Ghosts forked by `forker` exit once they have forked theirs: reaped
+/// here, so no child the dump did not see is left behind.
+fn reapGhosts(kids: []abi.Child, forker: i32, status_fd: i32, pid: i32) void {
+    for (kids) |*k| {
+        if (k.forker != forker or k.kind != abi.child_ghost) continue;
+        var st: i32 = 0;
+        while (true) {
+            const rc = sys.syscall4(NR.wait4, sys.int(k.pid), sys.ptr(&st), sys.WALL, 0);
+            if (sys.signed(rc) == -4) continue;
+            check(status_fd, pid, .children, rc, @intCast(k.pid));
+            break;
+        }
+    }
+}
+
+fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32, by_ghost: bool) noreturn {
     const p = taskPlan(tree, index);
     const pid = p.pid;
     var status_fd = status_fd0;
     const all: u64 = ~@as(u64, 0);
     _ = sys.syscall4(NR.rt_sigprocmask, 2, sys.ptr(&all), 0, 8); // SIG_SETMASK
     // A seized root's parent is the caller, not ckpt: PTRACE_O_EXITKILL ties
-    // it to ckpt instead.
+    // it to ckpt instead. A parent-death signal would also fire when a ghost
+    // that forked a task exits.
     const seized = root_seized and p.flags & abi.flag_root != 0;
-    if (!seized) check(status_fd, pid, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
+    if (!seized and !by_ghost) check(status_fd, pid, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
     if (p.flags & abi.flag_root != 0 and !seized) {
         // Stop once so ckpt can set fork/clone tracing before any child exists.
         check(status_fd, pid, .child_setup, sys.syscall4(NR.ptrace, sys.PTRACE.TRACEME, 0, 0, 0), 2);
         _ = sys.syscall2(NR.kill, sys.int(pid), sys.SIGSTOP);
     }
-
-    if (p.flags & abi.flag_setsid != 0) check(status_fd, pid, .session, sys.syscall0(NR.setsid), 1);
-    if (p.flags & abi.flag_setpgid != 0) check(status_fd, pid, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
-    const joins = p.flags & abi.flag_join_pgid != 0;
-    if (!joins) afterSession(p, status_fd);
+    // Before any child: orphans of its children's ghosts come back to it.
+    if (p.flags & abi.flag_subreaper != 0) check(status_fd, pid, .session, sys.syscall2(NR.prctl, PR_SET_CHILD_SUBREAPER, 1), 3);
 
     // Children first, while every fd ckpt prepared is still here to inherit
-    // — except those sharing this task's fd table, forked once it is final.
-    const kids: [*]const abi.Child = @ptrFromInt(@intFromPtr(p) + p.children_off);
-    forkChildren(tree, kids[0..@intCast(p.n_children)], false, status_fd, pid);
-    if (joins) {
-        // The group's leader may be a sibling still starting up: retry.
-        var tries: usize = 0;
-        while (true) : (tries += 1) {
-            const rc = sys.syscall2(NR.setpgid, 0, sys.int(p.join_pgid));
-            if (!sys.isErr(rc)) break;
-            if (tries > 200000) fail(status_fd, pid, .session, rc, @intCast(p.join_pgid));
-            _ = sys.syscall0(24); // sched_yield
-        }
-        afterSession(p, status_fd);
-    }
+    // — except those sharing this task's fd table, forked once it is final —
+    // each at the moment of this task's own session and group setup whose
+    // session and group it is to be born into.
+    const kids: [*]abi.Child = @ptrFromInt(@intFromPtr(p) + p.children_off);
+    const list = kids[0..@intCast(p.n_children)];
+    forkChildren(tree, list, -1, .early, status_fd, pid);
+    if (p.flags & abi.flag_setsid != 0) check(status_fd, pid, .session, sys.syscall0(NR.setsid), 1);
+    if (p.flags & abi.flag_setpgid != 0) check(status_fd, pid, .session, sys.syscall2(NR.setpgid, 0, 0), 2);
+    forkChildren(tree, list, -1, .prejoin, status_fd, pid);
+    if (p.flags & abi.flag_join_pgid != 0) check(status_fd, pid, .session, joinGroup(p.join_pgid), @intCast(p.join_pgid));
+    afterSession(p, status_fd);
+    forkChildren(tree, list, -1, .normal, status_fd, pid);
+    reapGhosts(list, -1, status_fd, pid);
 
     if (p.flags & abi.flag_shared_files == 0) status_fd = layOutFds(p, status_fd);
     status_fd = p.status_fd;
@@ -183,7 +242,7 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32) noreturn {
         check(status_fd, pid, .cwd_root, sys.syscall1(NR.chroot, sys.ptr(".")), 2);
     }
     if (p.cwd_fd >= 0) check(status_fd, pid, .cwd_root, sys.syscall1(NR.fchdir, sys.int(p.cwd_fd)), 3);
-    forkChildren(tree, kids[0..@intCast(p.n_children)], true, status_fd, pid);
+    forkChildren(tree, list, -1, .shared_files, status_fd, pid);
     jumpToRestorer(p, status_fd);
 }
 
@@ -191,15 +250,19 @@ fn afterSession(p: *abi.Header, status_fd: i32) void {
     if (ops.run(sys, p, abi.phase_after_session)) |f| fail(status_fd, p.pid, .ops, f.rc, f.index);
 }
 
-fn forkChildren(tree: *abi.TreeHeader, kids: []const abi.Child, shared_files: bool, status_fd: i32, pid: i32) void {
-    for (kids) |k| {
-        if ((k.clone_flags & abi.CLONE_FILES != 0) != shared_files) continue;
+/// Forks the entries of `kids` that `forker` forks at moment `when`. A
+/// ghost with no pid of its own gets the one the kernel gives, noted in its
+/// entry (this process's copy of the plan) for the reaping.
+fn forkChildren(tree: *abi.TreeHeader, kids: []abi.Child, forker: i32, when: When, status_fd: i32, pid: i32) void {
+    for (kids, 0..) |*k, i| {
+        if (k.forker != forker or whenOf(k) != when) continue;
         const rc = forkWithPid(k.pid, k.exit_signal, k.clone_flags);
         check(status_fd, pid, .children, rc, @intCast(k.pid));
         if (rc == 0) {
-            if (k.zombie != 0) becomeZombie(k.exit_status);
-            child(tree, k.plan_index, status_fd);
+            if (k.kind != abi.child_task) ghostly(tree, kids, i, status_fd);
+            child(tree, k.plan_index, status_fd, forker >= 0);
         }
+        if (k.pid == 0) k.pid = @intCast(rc);
     }
 }
 
@@ -344,7 +407,7 @@ fn jumpToRestorer(p: *abi.Header, status_fd: i32) noreturn {
 }
 
 /// Layout facts the TypeScript plan writer checks itself against.
-export fn ck_plan_layout(out: *[12]u64) void {
+export fn ck_plan_layout(out: *[14]u64) void {
     out.* = .{
         @sizeOf(abi.Header),
         @offsetOf(abi.Header, "fds_off"),
@@ -358,5 +421,7 @@ export fn ck_plan_layout(out: *[12]u64) void {
         @sizeOf(abi.Thread),
         @offsetOf(abi.Header, "ops_off"),
         @sizeOf(abi.Op),
+        @sizeOf(abi.Child),
+        @offsetOf(abi.Header, "cap_amb"),
     };
 }

@@ -102,6 +102,8 @@ pub const NR = struct {
     pub const pidfd_send_signal = 424;
     pub const pidfd_open = 434;
     pub const clone3 = 435;
+    pub const seccomp = 317;
+    pub const clock_gettime = 228;
     pub const close_range = 436;
     pub const pidfd_getfd = 438;
 };
@@ -211,9 +213,12 @@ pub const PTRACE = struct {
     pub const PEEKSIGINFO = 0x4209;
     pub const GETSIGMASK = 0x420a;
     pub const SETSIGMASK = 0x420b;
+    pub const SECCOMP_GET_FILTER = 0x420c;
+    pub const SECCOMP_GET_METADATA = 0x420d;
     pub const GET_RSEQ_CONFIGURATION = 0x420f;
     pub const O_TRACESYSGOOD = 1;
     pub const O_EXITKILL = 0x100000;
+    pub const O_SUSPEND_SECCOMP = 0x200000;
 };
 pub const NT_PRSTATUS = 1;
 pub const NT_X86_XSTATE = 0x202;

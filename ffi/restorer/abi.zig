@@ -13,6 +13,7 @@ pub const flag_join_pgid: u32 = 8; // setpgid(0, join_pgid) once that group exis
 pub const flag_external_fill: u32 = 16; // ckpt fills the pages (fill_magic stop)
 pub const flag_shared_files: u32 = 32; // fd table shared with the parent, laid out there
 pub const flag_lazy: u32 = 64; // register vma_lazy mappings with a userfaultfd (lazy_magic stop)
+pub const flag_subreaper: u32 = 128; // PR_SET_CHILD_SUBREAPER before any child is forked
 
 /// The whole tree: every task's plan, each a self-contained Header + arrays.
 pub const TreeHeader = extern struct {
@@ -23,14 +24,55 @@ pub const TreeHeader = extern struct {
     tasks_off: u64, // u64[n_tasks]: offset of each task's Header
 };
 
-/// A child a task forks before restoring itself.
+/// A child a task forks before restoring itself: a task (its plan at
+/// plan_index), a zombie (dies as the dumped one had), or a ghost (a helper
+/// that sets up a session or group, forks its own entries and exits; its
+/// forker reaps it). forker -1: forked by the task whose plan lists it; k:
+/// by the zombie or ghost children[k] of the same list, which sets its
+/// session and group (flags, pgid) first. pid 0: any free pid.
 /// clone_flags: CLONE_FILES (0x400) and/or CLONE_FS (0x200) when the child
 /// shared its parent's fd table / fs info. A CLONE_FILES child is forked
 /// after the parent laid out the shared table, and lays out none itself.
-pub const Child = extern struct { pid: i32, plan_index: u32, zombie: u32, exit_status: i32, exit_signal: u32, clone_flags: u32 };
+pub const Child = extern struct {
+    pid: i32,
+    plan_index: u32,
+    kind: u32,
+    exit_status: i32,
+    exit_signal: u32,
+    clone_flags: u32,
+    flags: u32,
+    pgid: i32,
+    forker: i32,
+    _pad: u32 = 0,
+    comm: [16]u8,
+};
+
+pub const child_task: u32 = 0;
+pub const child_zombie: u32 = 1;
+pub const child_ghost: u32 = 2;
+/// What a zombie or ghost does to itself, and when its forker forks it.
+pub const child_setsid: u32 = 1;
+pub const child_setpgid: u32 = 2;
+pub const child_join_pgid: u32 = 4;
+pub const child_early: u32 = 8; // before the forker's setsid
+pub const child_prejoin: u32 = 16; // before the forker joins its group
 
 pub const CLONE_FS: u32 = 0x200;
 pub const CLONE_FILES: u32 = 0x400;
+
+/// A thread's credentials (the kernel keeps them per thread).
+pub const Creds = extern struct {
+    uids: [4]u32,
+    gids: [4]u32,
+    cap_eff: u64,
+    cap_prm: u64,
+    cap_inh: u64,
+    cap_bnd: u64,
+    cap_amb: u64,
+    groups_off: u64, // u32[n_groups] in the plan
+    n_groups: u32,
+    no_new_privs: u32,
+};
 
 /// Per-thread state of the threads other than the main one.
 pub const Thread = extern struct {
@@ -45,6 +87,10 @@ pub const Thread = extern struct {
     altstack_sp: u64,
     altstack_size: u64,
     comm: [16]u8,
+    creds: Creds,
+    /// 0 not created, 1 created, 2 its credentials set (futex word).
+    state: u32,
+    _pad: u32 = 0,
 };
 
 pub const thread_stack: u64 = 64 << 10;
@@ -204,6 +250,9 @@ pub const Header = extern struct {
     n_ops: u64,
     op_data_off: u64, // bytes the ops' pointer arguments point into
     op_data_len: u64,
+    cap_amb: u64,
+    no_new_privs: u32,
+    _pad3: u32,
 };
 
 /// Operations a task runs on itself at a given point of its restore: what
@@ -235,6 +284,9 @@ pub const phase_last: u32 = 4;
 /// inherit them: ckpt's fds are still there at ckpt's numbers. For what a
 /// child must inherit, such as the controlling terminal.
 pub const phase_after_session: u32 = 5;
+/// phase_thread + i: run by thread i itself (0 main, k + 1 threads[k])
+/// before its credentials: the threads it creates and its seccomp filters.
+pub const phase_thread: u32 = 0x100;
 
 /// a[0] = syscall number, a[1..6] = its arguments.
 pub const op_syscall: u32 = 1;
@@ -247,6 +299,12 @@ pub const op_reloc: u32 = 2;
 /// closes a[0] if it held nothing.
 pub const op_swap_fd: u32 = 3;
 pub const op_unswap_fd: u32 = 4;
+/// Creates threads[a[0]] (in the restorer only): a thread then inherits the
+/// seccomp filters its creator has at that moment.
+pub const op_thread: u32 = 5;
+/// Stores a[1] (at most 5) words a[2..] at the task's address a[0] (the
+/// restorer writes it, so a page still to come with --lazy-pages is served).
+pub const op_store: u32 = 6;
 
 /// An op whose call fails is ignored instead of failing the restore.
 pub const op_flag_may_fail: u32 = 1;

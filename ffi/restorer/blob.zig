@@ -28,8 +28,14 @@ fn check(p: *abi.Header, stage: abi.Stage, rc: usize, detail: u64) void {
 }
 
 fn runOps(p: *abi.Header, phase: u32) void {
-    if (ops.run(sys, p, phase)) |f| fail(p, .ops, f.rc, f.index);
+    if (ops.runWith(sys, Hooks, p, phase)) |f| fail(p, .ops, f.rc, f.index);
 }
+
+const Hooks = struct {
+    pub fn thread(p: *abi.Header, k: u64) usize {
+        return spawnThread(p, @intCast(k));
+    }
+};
 
 fn run(p: *abi.Header) noreturn {
     moveSpecials(p);
@@ -53,11 +59,21 @@ fn run(p: *abi.Header) noreturn {
     restoreMisc(p);
     restoreRlimits(p);
     runOps(p, abi.phase_before_creds);
-    restoreCreds(p);
-    queuePending(p, 0);
-    createThreads(p);
+    // Threads are created while the task is still root (clone3 with set_tid
+    // needs CAP_CHECKPOINT_RESTORE), each by the thread that holds the
+    // seccomp filters it is to inherit, and each sets its own credentials.
+    runOps(p, abi.phase_thread);
+    createOtherThreads(p);
+    const creds = mainCreds(p);
+    restoreCreds(p, &creds);
+    // A credential change of any thread resets the process's dumpable flag:
+    // it is set once every thread has its own.
+    waitForThreads(p);
+    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_DUMPABLE, p.dumpable), 7);
+    // Set last: the kernel clears the parent-death signal on credential changes.
+    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.int(p.pdeathsig)), 8);
+    queuePending(p, p.pid);
     runOps(p, abi.phase_after_threads);
-    queuePending(p, 1);
     runOps(p, abi.phase_last);
     _ = sys.syscall1(NR.close, sys.int(p.status_fd));
     // Hand over to ckpt: it sets the dumped registers, FPU state and signal
@@ -280,45 +296,71 @@ fn restoreRlimits(p: *abi.Header) void {
 
 const CapHeader = extern struct { version: u32, pid: i32 };
 const CapData = extern struct { effective: u32, permitted: u32, inheritable: u32 };
+const PR_SET_NO_NEW_PRIVS = 38;
+const PR_CAP_AMBIENT = 47;
+const PR_CAP_AMBIENT_RAISE = 2;
 
-fn restoreCreds(p: *abi.Header) void {
+fn mainCreds(p: *abi.Header) abi.Creds {
+    return .{
+        .uids = p.uids,
+        .gids = p.gids,
+        .cap_eff = p.cap_eff,
+        .cap_prm = p.cap_prm,
+        .cap_inh = p.cap_inh,
+        .cap_bnd = p.cap_bnd,
+        .cap_amb = p.cap_amb,
+        .groups_off = p.groups_off,
+        .n_groups = @intCast(p.n_groups),
+        .no_new_privs = p.no_new_privs,
+    };
+}
+
+/// The calling thread's credentials: every call here acts on one thread.
+fn restoreCreds(p: *abi.Header, c: *const abi.Creds) void {
     // Bounding set first: dropping needs CAP_SETPCAP, which may go below.
     var cap: usize = 0;
     while (cap < 64) : (cap += 1) {
-        if (p.cap_bnd & (@as(u64, 1) << @intCast(cap)) != 0) continue;
+        if (c.cap_bnd & (@as(u64, 1) << @intCast(cap)) != 0) continue;
         const rc = sys.syscall2(NR.prctl, PR_CAPBSET_DROP, cap);
         if (sys.signed(rc) == -22) break; // EINVAL: past the last capability
         check(p, .creds, rc, 100 + cap);
     }
-    const groups = at(u32, p, p.groups_off);
-    check(p, .creds, sys.syscall2(NR.setgroups, p.n_groups, sys.ptr(groups)), 1);
+    const groups = at(u32, p, c.groups_off);
+    check(p, .creds, sys.syscall2(NR.setgroups, c.n_groups, sys.ptr(groups)), 1);
     check(p, .creds, sys.syscall2(NR.prctl, PR_SET_KEEPCAPS, 1), 2);
-    check(p, .creds, sys.syscall3(NR.setresgid, p.gids[0], p.gids[1], p.gids[2]), 3);
-    _ = sys.syscall1(NR.setfsgid, p.gids[3]);
-    check(p, .creds, sys.syscall3(NR.setresuid, p.uids[0], p.uids[1], p.uids[2]), 4);
-    _ = sys.syscall1(NR.setfsuid, p.uids[3]);
+    check(p, .creds, sys.syscall3(NR.setresgid, c.gids[0], c.gids[1], c.gids[2]), 3);
+    _ = sys.syscall1(NR.setfsgid, c.gids[3]);
+    check(p, .creds, sys.syscall3(NR.setresuid, c.uids[0], c.uids[1], c.uids[2]), 4);
+    _ = sys.syscall1(NR.setfsuid, c.uids[3]);
     var hdr = CapHeader{ .version = 0x20080522, .pid = 0 };
     const data = [2]CapData{
-        .{ .effective = @truncate(p.cap_eff), .permitted = @truncate(p.cap_prm), .inheritable = @truncate(p.cap_inh) },
-        .{ .effective = @truncate(p.cap_eff >> 32), .permitted = @truncate(p.cap_prm >> 32), .inheritable = @truncate(p.cap_inh >> 32) },
+        .{ .effective = @truncate(c.cap_eff), .permitted = @truncate(c.cap_prm), .inheritable = @truncate(c.cap_inh) },
+        .{ .effective = @truncate(c.cap_eff >> 32), .permitted = @truncate(c.cap_prm >> 32), .inheritable = @truncate(c.cap_inh >> 32) },
     };
     check(p, .creds, sys.syscall2(NR.capset, sys.ptr(&hdr), sys.ptr(&data)), 5);
+    // Ambient capabilities, cleared by the uid change, need the capability
+    // permitted and inheritable: after capset.
+    cap = 0;
+    while (cap < 64) : (cap += 1) {
+        if (c.cap_amb & (@as(u64, 1) << @intCast(cap)) == 0) continue;
+        check(p, .creds, sys.syscall5(NR.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0), 200 + cap);
+    }
     check(p, .creds, sys.syscall2(NR.prctl, PR_SET_KEEPCAPS, 0), 6);
-    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_DUMPABLE, p.dumpable), 7);
-    // Set last: the kernel clears the parent-death signal on credential changes.
-    check(p, .creds, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.int(p.pdeathsig)), 8);
+    if (c.no_new_privs != 0) check(p, .creds, sys.syscall5(NR.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 9);
 }
 
-/// pass 0: the process-wide queue and the main thread's; pass 1: the other
-/// threads' own queues, once those threads exist.
-fn queuePending(p: *abi.Header, pass: u32) void {
+/// Queues the signals pending for `tid` (the main thread also takes the
+/// process-wide queue). Each thread queues its own: the kernel lets a
+/// siginfo that looks kernel-made (si_code >= 0) be queued only by the
+/// thread it is for.
+fn queuePending(p: *abi.Header, tid: i32) void {
     const sigs = at(abi.QueuedSig, p, p.siginfo_off);
     const tgid: usize = @intCast(p.pid);
     var i: usize = 0;
     while (i < p.n_siginfo) : (i += 1) {
         const s = &sigs[i];
-        const mine = s.tid == 0 or s.tid == p.pid;
-        if ((pass == 0) != mine) continue;
+        const mine = s.tid == @as(u32, @bitCast(tid)) or (s.tid == 0 and tid == p.pid);
+        if (!mine) continue;
         const rc = if (s.tid == 0)
             sys.syscall3(NR.rt_sigqueueinfo, tgid, s.signo, sys.ptr(&s.info))
         else
@@ -332,36 +374,65 @@ const CloneArgs = sys.CloneArgs;
 // CLONE_VM | FS | FILES | SIGHAND | THREAD | SYSVSEM: a thread like pthreads'.
 const thread_flags: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;
 
-/// Every other thread with its own TID, on its own stack in the region. Each
-/// sets its per-thread kernel state and stops like the main thread; ckpt
-/// gives each its registers. Creds were set before: new threads inherit them.
-fn createThreads(p: *abi.Header) void {
-    const threads = at(abi.Thread, p, p.threads_off);
+const FUTEX_WAIT_PRIVATE = 128;
+const FUTEX_WAKE_PRIVATE = 129;
+
+fn threadAt(p: *abi.Header, k: usize) *abi.Thread {
+    return &at(abi.Thread, p, p.threads_off)[k];
+}
+
+/// Creates threads[k] with its own TID, on its own stack in the region. It
+/// sets its per-thread kernel state, runs its own ops (the threads it
+/// creates, its seccomp filters), sets its credentials and stops like the
+/// main thread; ckpt gives each its registers.
+fn spawnThread(p: *abi.Header, k: usize) usize {
+    if (k >= p.n_threads) return sys.int(@as(isize, -22));
+    const t = threadAt(p, k);
     const stacks = p.region_start + p.region_len - p.n_threads * abi.thread_stack;
-    var i: usize = 0;
-    while (i < p.n_threads) : (i += 1) {
-        const t = &threads[i];
-        var tid: i32 = t.tid;
-        const args = CloneArgs{
-            .flags = thread_flags,
-            .stack = stacks + i * abi.thread_stack,
-            .stack_size = abi.thread_stack - 64,
-            .set_tid = @intFromPtr(&tid),
-            .set_tid_size = 1,
-        };
-        const rc = cloneThread(&args, @intFromPtr(&threadMain), @intFromPtr(t));
-        check(p, .threads, rc, @intCast(t.tid));
+    var tid: i32 = t.tid;
+    const args = CloneArgs{
+        .flags = thread_flags,
+        .stack = stacks + k * abi.thread_stack,
+        .stack_size = abi.thread_stack - 64,
+        .set_tid = @intFromPtr(&tid),
+        .set_tid_size = 1,
+    };
+    @atomicStore(u32, &t.state, 1, .release);
+    return cloneThread(&args, @intFromPtr(&threadMain), @intFromPtr(t), @intFromPtr(p));
+}
+
+/// The threads no op creates.
+fn createOtherThreads(p: *abi.Header) void {
+    var k: usize = 0;
+    while (k < p.n_threads) : (k += 1) {
+        const t = threadAt(p, k);
+        if (@atomicLoad(u32, &t.state, .acquire) != 0 or ops.namesThread(p, k)) continue;
+        check(p, .threads, spawnThread(p, k), @intCast(t.tid));
     }
 }
 
-fn cloneThread(args: *const CloneArgs, entry: usize, arg: usize) usize {
+fn waitForThreads(p: *abi.Header) void {
+    var k: usize = 0;
+    while (k < p.n_threads) : (k += 1) {
+        const t = threadAt(p, k);
+        while (true) {
+            const v = @atomicLoad(u32, &t.state, .acquire);
+            if (v == 2) break;
+            // A thread that fails takes the whole task down (exit_group).
+            _ = sys.syscall4(NR.futex, @intFromPtr(&t.state), FUTEX_WAIT_PRIVATE, v, 0);
+        }
+    }
+}
+
+fn cloneThread(args: *const CloneArgs, entry: usize, arg: usize, arg2: usize) usize {
     // The new thread starts on its own stack with the same registers: it
-    // calls entry(arg) from r13/r12 and never returns here.
+    // calls entry(arg, arg2) from r13/r12/r14 and never returns here.
     return asm volatile (
         \\ syscall
         \\ test %%rax, %%rax
         \\ jnz 1f
         \\ mov %%r12, %%rdi
+        \\ mov %%r14, %%rsi
         \\ xor %%ebp, %%ebp
         \\ call *%%r13
         \\ ud2
@@ -372,24 +443,26 @@ fn cloneThread(args: *const CloneArgs, entry: usize, arg: usize) usize {
           [s] "{rsi}" (@as(usize, @sizeOf(CloneArgs))),
           [f] "{r13}" (entry),
           [x] "{r12}" (arg),
+          [y] "{r14}" (arg2),
         : .{ .rcx = true, .r11 = true, .memory = true });
 }
 
-fn threadMain(t: *const abi.Thread) callconv(.c) noreturn {
-    var ok = true;
+fn threadMain(t: *abi.Thread, p: *abi.Header) callconv(.c) noreturn {
     if (t.altstack_flags & 2 == 0 and t.altstack_size != 0) {
         const flags: u32 = @as(u32, @bitCast(t.altstack_flags)) & 0x80000000;
         const ss = extern struct { sp: u64, flags: u32, _pad: u32 = 0, size: u64 }{ .sp = t.altstack_sp, .flags = flags, .size = t.altstack_size };
-        ok = ok and !sys.isErr(sys.syscall2(NR.sigaltstack, sys.ptr(&ss), 0));
+        check(p, .thread_state, sys.syscall2(NR.sigaltstack, sys.ptr(&ss), 0), 3);
     }
     _ = sys.syscall1(NR.set_tid_address, t.tid_address);
-    if (t.robust_head != 0) ok = ok and !sys.isErr(sys.syscall2(NR.set_robust_list, t.robust_head, t.robust_len));
-    if (t.rseq_addr != 0) ok = ok and !sys.isErr(sys.syscall4(NR.rseq, t.rseq_addr, t.rseq_len, 0, t.rseq_sig));
+    if (t.robust_head != 0) check(p, .thread_state, sys.syscall2(NR.set_robust_list, t.robust_head, t.robust_len), 1);
+    if (t.rseq_addr != 0) check(p, .thread_state, sys.syscall4(NR.rseq, t.rseq_addr, t.rseq_len, 0, t.rseq_sig), 2);
     _ = sys.syscall2(NR.prctl, PR_SET_NAME, sys.ptr(&t.comm));
-    // A thread that cannot be set up takes the whole task down; ckpt reports it.
-    if (!ok) {
-        while (true) _ = sys.syscall1(NR.exit_group, 100 + @as(usize, @intFromEnum(abi.Stage.threads)));
-    }
+    const k = (@intFromPtr(t) - (@intFromPtr(p) + p.threads_off)) / @sizeOf(abi.Thread);
+    runOps(p, abi.phase_thread + 1 + @as(u32, @intCast(k)));
+    restoreCreds(p, &t.creds);
+    queuePending(p, t.tid);
+    @atomicStore(u32, &t.state, 2, .release);
+    _ = sys.syscall3(NR.futex, @intFromPtr(&t.state), FUTEX_WAKE_PRIVATE, 1);
     while (true) {
         asm volatile ("int3"
             :

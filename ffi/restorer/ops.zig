@@ -13,16 +13,38 @@ pub const Failure = struct { rc: usize, index: u64 };
 
 /// Runs the ops of `phase` in order; returns the first failure, if any.
 pub fn run(comptime sys: type, p: *abi.Header, phase: u32) ?Failure {
+    return runWith(sys, NoThreads, p, phase);
+}
+
+/// `Hooks.thread(p, k)` creates threads[k] (op_thread): only the restorer
+/// blob can, so the forked task's side has none.
+pub fn runWith(comptime sys: type, comptime Hooks: type, p: *abi.Header, phase: u32) ?Failure {
     const ops: [*]abi.Op = @ptrFromInt(@intFromPtr(p) + p.ops_off);
     const data = @intFromPtr(p) + p.op_data_off;
     var i: usize = 0;
     while (i < p.n_ops) : (i += 1) {
         const o = &ops[i];
         if (o.phase != phase) continue;
-        const rc = one(sys, o, ops, data, parkMin(p));
+        const rc = if (o.op == abi.op_thread) Hooks.thread(p, o.a[0]) else one(sys, o, ops, data, parkMin(p));
         if (sys.isErr(rc) and o.flags & abi.op_flag_may_fail == 0) return .{ .rc = rc, .index = i };
     }
     return null;
+}
+
+const NoThreads = struct {
+    fn thread(_: *abi.Header, _: u64) usize {
+        return @bitCast(@as(isize, -22));
+    }
+};
+
+/// Whether an op_thread op creates threads[k].
+pub fn namesThread(p: *abi.Header, k: u64) bool {
+    const ops: [*]abi.Op = @ptrFromInt(@intFromPtr(p) + p.ops_off);
+    var i: usize = 0;
+    while (i < p.n_ops) : (i += 1) {
+        if (ops[i].op == abi.op_thread and ops[i].a[0] == k) return true;
+    }
+    return false;
 }
 
 fn arg(o: *const abi.Op, data: usize, k: u5) u64 {
@@ -43,6 +65,13 @@ fn one(comptime sys: type, o: *abi.Op, ops: [*]abi.Op, data: usize, park_min: us
     const NR = sys.NR;
     switch (o.op) {
         abi.op_syscall => return sys.syscall6(arg(o, data, 0), arg(o, data, 1), arg(o, data, 2), arg(o, data, 3), arg(o, data, 4), arg(o, data, 5), arg(o, data, 6)),
+        abi.op_store => {
+            if (o.a[1] > 5) return sys.int(@as(isize, -22));
+            const at: [*]align(1) u64 = @ptrFromInt(o.a[0]);
+            var k: usize = 0;
+            while (k < o.a[1]) : (k += 1) at[k] = o.a[2 + k];
+            return 0;
+        },
         abi.op_reloc => {
             const at: *align(1) u64 = @ptrFromInt(data + o.a[0]);
             at.* = data + o.a[1];

@@ -49,6 +49,8 @@ import { requireDumpCapabilities } from "../check/caps.ts";
 import { notifier, type Notify } from "../util/actions.ts";
 import { type DumpStats, us, writeDumpStats } from "../images/criu_stats.ts";
 import { countPages, noPages } from "./stats.ts";
+import { collectSeccomp, refuseUnsuspended, seccompModes, type TaskSeccomp } from "./seccomp.ts";
+import { planSessions, SessionError, sessionTasks } from "../restore/sessions.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -154,20 +156,39 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // Phase 1, frozen: everything but the page contents.
     const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
       [];
+    const cores: TaskCore[] = [];
     for (const t of tree) {
       const p = t.pid;
       if (t.zombie) {
-        out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, collectZombie(p));
+        try {
+          const z = collectZombie(p);
+          cores.push(z);
+          out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
+        } catch (err) {
+          if (!(err instanceof DumpError)) throw err;
+          files.blockers.push({ pid: p, message: err.message });
+        }
+        continue;
+      }
+      // Seccomp before anything is injected: a task it blocks is left alone.
+      let seccomp: TaskSeccomp;
+      try {
+        if (!frozen.suspendsSeccomp) refuseUnsuspended(p, seccompModes(p, t.tids));
+        seccomp = collectSeccomp(p, t.tids);
+      } catch (err) {
+        if (!(err instanceof DumpError)) throw err;
+        files.blockers.push({ pid: p, message: err.message });
         continue;
       }
       let core: TaskCore;
       try {
-        core = collectTask(p, t.tids);
+        core = collectTask(p, t.tids, { waits: frozen.waits, seccomp });
       } catch (err) {
         if (!(err instanceof BlockedDump)) throw err;
         files.blockers.push(...err.blockers);
         continue;
       }
+      cores.push(core);
       core.sharesFiles = shared.get(p)?.files ?? false;
       core.sharesFs = shared.get(p)?.fs ?? false;
       core.cwdFileId = files.addPath(
@@ -200,6 +221,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       live.push({ t, core, fds, vmas, runs });
     }
     tracker.dispose();
+    // With every task's state taken (a task already refused is said anyway).
+    const sessions = cores.length === tree.length && sessionBlocker(cores, !!opts.shellJob);
+    if (sessions) files.blockers.push({ pid, message: sessions });
     files.finish(live.map((l) => l.t.pid));
     const tables = new Map(
       live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
@@ -227,7 +251,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       );
     }
     if (opts.leaveRunning && !inPlace) {
-      for (const l of live) snapshots.take(l.t.pid);
+      for (const l of live) snapshots.take(l.t.pid, frozen.options);
       frozenMs = performance.now() - tFrozen;
       frozen.release();
     }
@@ -323,6 +347,22 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     out?.removeAll();
     throw failureOf(err, pid, "dump");
   }
+}
+
+/** Sessions and groups restore could not make again, said now. */
+function sessionBlocker(cores: TaskCore[], shellJob: boolean): string | undefined {
+  const inTree = new Set(cores.map((c) => c.pid));
+  try {
+    planSessions(sessionTasks(cores), {
+      shellJob,
+      freePid: () => 0,
+      livesOutside: (p) => !inTree.has(p) && processExists(p),
+    });
+  } catch (err) {
+    if (err instanceof SessionError) return err.message;
+    throw err;
+  }
+  return undefined;
 }
 
 /** A failure of a dump of pid as the user should hear it: a process that

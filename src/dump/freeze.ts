@@ -2,19 +2,53 @@
 // again exactly as it was (detach) if anything fails.
 import { sleepSync } from "../util/sleep.ts";
 import { DumpError } from "../errors.ts";
-import { NativeError, ptrace, wait, WALL, WNOHANG } from "../native/mod.ts";
+import {
+  NativeError,
+  ptrace,
+  PTRACE_O_SUSPEND_SECCOMP,
+  sameObject,
+  wait,
+  WALL,
+  WNOHANG,
+} from "../native/mod.ts";
 import { listChildren, listThreads, processExists } from "../proc/read.ts";
-import { readStat } from "../proc/status.ts";
+import { readStat, readStatus } from "../proc/status.ts";
 import { log } from "../util/log.ts";
+import { callArgs, reenterRegs, WAITS, WRITE_BACK } from "../restore/waits.ts";
+import { REG, regsView } from "./regs.ts";
+import { type TimedWait, timedWaitOf, TimerWatch } from "./waits.ts";
+
+/** A thread interrupted in a timed wait: what its timeout had left, and
+ * when (performance.now()). */
+export interface MeasuredWait {
+  leftNs: bigint;
+  at: number;
+}
+
+const STOP_TIMEOUT_MS = 10_000;
 
 /** How long a killed tree may take to die. */
 const KILL_WAIT_MS = 10_000;
 
 export class Frozen {
   private readonly seized: number[] = [];
+  /** Options the tracees are seized with: seccomp suspended, so neither an
+   * injected call nor a strict-mode task's next one is judged by it. */
+  options = PTRACE_O_SUSPEND_SECCOMP;
+  /** Timed waits the freeze interrupted, measured (see waits.ts). */
+  readonly waits = new Map<number, MeasuredWait>();
+  /** When each thread stopped (performance.now()). */
+  private readonly stoppedAt = new Map<number, number>();
 
-  /** Seizes and interrupts every tid first, then waits for each stop, so
-   * the threads of a task stop together rather than one after another. */
+  /** False when the kernel refused to suspend seccomp for ckpt (it needs
+   * CAP_SYS_ADMIN, and a ckpt not itself under seccomp). */
+  get suspendsSeccomp(): boolean {
+    return this.options !== 0n;
+  }
+
+  /** Seizes every tid, then interrupts them together (threads of a task stop
+   * together rather than one after another), except those in a timed wait,
+   * which are interrupted one at a time so the time they had left is seen. */
   seize(...tids: number[]): void {
     this.seizeThreads(0, tids);
   }
@@ -25,49 +59,116 @@ export class Frozen {
    * Returns the tids frozen. */
   seizeThreads(pid: number, tids: number[]): number[] {
     const mayVanish = (tid: number) => pid !== 0 && tid !== pid;
+    const vanished = (err: unknown, tid: number) =>
+      err instanceof NativeError && err.errno === 3 && mayVanish(tid);
     const gone = new Set<number>();
+    const live = () => tids.filter((t) => !gone.has(t));
     for (const tid of tids) {
       try {
-        ptrace.seize(tid);
+        this.attach(tid);
       } catch (err) {
-        if (err instanceof NativeError && err.errno === 3 && mayVanish(tid)) {
-          gone.add(tid);
-          continue;
-        }
-        if (err instanceof NativeError && err.errno === 1) {
-          throw new DumpError(
-            `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
-          );
-        }
-        if (err instanceof NativeError && err.errno === 3) {
+        if (vanished(err, tid)) gone.add(tid);
+        else if (err instanceof NativeError && err.errno === 3) {
           throw new DumpError(`no process with pid ${tid}`);
-        }
-        throw err;
+        } else throw err;
       }
-      this.seized.push(tid);
+    }
+    const timed = new Map<number, TimedWait>();
+    for (const tid of live()) {
+      const t = timedWaitOf(tid);
+      if (t !== undefined) timed.set(tid, t);
+    }
+    const interrupt = (tid: number): boolean => {
       try {
         ptrace.interrupt(tid);
+        return true;
       } catch (err) {
-        if (!(err instanceof NativeError && err.errno === 3 && mayVanish(tid))) throw err;
-        this.seized.pop();
-        gone.add(tid);
-      }
-    }
-    for (const tid of tids) {
-      if (gone.has(tid)) continue;
-      const st = wait(tid, WALL);
-      if (!st || !st.stopped) {
+        if (!vanished(err, tid)) throw err;
         this.seized.splice(this.seized.indexOf(tid), 1);
-        if (mayVanish(tid)) {
-          gone.add(tid);
-          continue;
-        }
-        throw new DumpError(`pid ${tid} exited while it was being frozen`);
+        gone.add(tid);
+        return false;
       }
-      log.trace(`froze ${tid} (stop signal ${st.stopSig}, event ${st.event})`);
+    };
+    const stop = (tid: number) => {
+      if (!this.awaitStop(tid, mayVanish(tid))) gone.add(tid);
+    };
+    for (const tid of live()) if (!timed.has(tid)) interrupt(tid);
+    // Stopped before the timed ones are watched: a thread's timer goes only
+    // when it stops, and must not seem one of theirs.
+    for (const tid of live()) if (!timed.has(tid)) stop(tid);
+    const watch = timed.size ? new TimerWatch() : undefined;
+    for (const [tid, w] of timed) {
+      const left = watch!.interrupt(tid, w, () => {
+        if (interrupt(tid)) stop(tid);
+      });
+      if (left !== undefined && !gone.has(tid)) {
+        this.waits.set(tid, { leftNs: left, at: performance.now() });
+      }
     }
     if (gone.size) log.debug(`pid ${pid}: thread(s) ${[...gone]} exited while being frozen`);
-    return tids.filter((t) => !gone.has(t));
+    return live();
+  }
+
+  private attach(tid: number): void {
+    try {
+      try {
+        ptrace.seize(tid, this.options);
+      } catch (err) {
+        // EPERM/EINVAL for the option alone: go on without it; a task under
+        // seccomp is then refused before anything is injected into it.
+        if (!(err instanceof NativeError) || (err.errno !== 1 && err.errno !== 22)) throw err;
+        if (this.options === 0n) throw err;
+        ptrace.seize(tid, 0n);
+        log.debug(`seccomp cannot be suspended for ckpt (${err.message})`);
+        this.options = 0n;
+      }
+    } catch (err) {
+      if (err instanceof NativeError && err.errno === 1) {
+        throw new DumpError(
+          `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
+        );
+      }
+      throw err; // ESRCH: the caller knows whether tid may vanish
+    }
+    this.seized.push(tid);
+  }
+
+  /** Waits for tid's stop; false when it exited and `mayVanish`. A task that
+   * cannot stop (blocked in vfork() for a child that has not exec'd, or in
+   * an uninterruptible sleep) is given STOP_TIMEOUT_MS and refused rather
+   * than waited for forever. */
+  private awaitStop(tid: number, mayVanish = false): boolean {
+    const end = performance.now() + STOP_TIMEOUT_MS;
+    let nap = 0.02, nextLook = performance.now() + 50, spins = 0;
+    for (;;) {
+      const st = wait(tid, WALL | WNOHANG);
+      if (st) {
+        if (!st.stopped) {
+          this.seized.splice(this.seized.indexOf(tid), 1);
+          if (mayVanish) return false;
+          throw new DumpError(`pid ${tid} exited while it was being frozen`);
+        }
+        log.trace(`froze ${tid} (stop signal ${st.stopSig}, event ${st.event})`);
+        this.stoppedAt.set(tid, performance.now());
+        return true;
+      }
+      const now = performance.now();
+      if (now > nextLook) {
+        refuseSharedMm(tgidOf(tid));
+        nextLook = now + 100;
+      }
+      if (now > end) {
+        throw new DumpError(
+          `pid ${tid} did not stop within ${STOP_TIMEOUT_MS / 1000} s (state ${stateOf(tid)}: ` +
+            `an uninterruptible sleep); dump it again once it is out of it`,
+        );
+      }
+      // A task stops within microseconds of the interrupt as a rule: look
+      // again at once a while before sleeping between looks.
+      if (++spins < 500) continue;
+      sleepSync(nap);
+      nap = Math.min(nap * 2, 1);
+    }
   }
 
   has(tid: number): boolean {
@@ -78,9 +179,16 @@ export class Frozen {
     return this.seized;
   }
 
-  /** Lets every task go, resumed as before, or stopped with `sig`. */
+  /** Lets every task go, resumed as before, or stopped with `sig`. A wait
+   * the freeze ended with EINTR is entered again first, with the time it
+   * still has (the kernel goes on with the others by itself). */
   release(sig = 0): void {
     for (const tid of this.seized.splice(0).reverse()) {
+      try {
+        this.resumeWait(tid);
+      } catch (err) {
+        log.debug(`pid ${tid}: its wait is left as the freeze ended it: ${(err as Error).message}`);
+      }
       try {
         ptrace.detach(tid, sig);
       } catch (err) {
@@ -90,6 +198,37 @@ export class Frozen {
         }
       }
     }
+  }
+
+  private resumeWait(tid: number): void {
+    const regs = ptrace.getRegs(tid);
+    const v = regsView(regs);
+    const nr = BigInt.asIntN(64, v[REG.orig_rax]);
+    const ret = BigInt.asIntN(64, v[REG.rax]);
+    const wb = WRITE_BACK[Number(nr)];
+    if (wb && ret === -514n) return this.shortenWriteBack(tid, regs, wb);
+    const call = WAITS[Number(nr)];
+    if (!call?.eintr || ret !== -4n) return;
+    const m = this.waits.get(tid);
+    const left = m ? m.leftNs - BigInt(Math.round((performance.now() - m.at) * 1e6)) : -1n;
+    const r = reenterRegs(regs, nr, m ? (left > 0n ? left : 0n) : -1n);
+    for (const [addr, word] of r.pokes) ptrace.pokeWord(tid, addr, word);
+    ptrace.setRegs(tid, r.regs);
+  }
+
+  /** The time left that select, pselect6 or ppoll wrote back, less the
+   * time the thread has been stopped since. */
+  private shortenWriteBack(tid: number, regs: Uint8Array, wb: { arg: number; micro: boolean }) {
+    const addr = callArgs(regs)[wb.arg];
+    const at = this.stoppedAt.get(tid);
+    if (!addr || at === undefined) return;
+    const [sec, frac] = [ptrace.peekWord(tid, addr), ptrace.peekWord(tid, addr + 8n)];
+    const unit = wb.micro ? 1000n : 1n;
+    const left = BigInt.asIntN(64, sec) * 1_000_000_000n + BigInt.asIntN(64, frac) * unit -
+      BigInt(Math.round((performance.now() - at) * 1e6));
+    const ns = left > 0n ? left : 0n;
+    ptrace.pokeWord(tid, addr, ns / 1_000_000_000n);
+    ptrace.pokeWord(tid, addr + 8n, (ns % 1_000_000_000n) / unit);
   }
 
   /** Kills the frozen tasks (the default end of a dump) and collects their
@@ -150,6 +289,9 @@ export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
         changed = true;
       }
       if (t.zombie) continue;
+      // Before seizing it: a parent in vfork() cannot stop until its child
+      // execs, and nothing of it could be released meanwhile.
+      if (!frozen.has(pid)) refuseSharedMm(pid, pid === root);
       const fresh = listThreads(pid).filter((tid) => !frozen.has(tid));
       if (fresh.length) {
         t.tids.push(...frozen.seizeThreads(pid, fresh));
@@ -172,6 +314,43 @@ export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
     t.tids.sort((a, b) => (a === t.pid ? -1 : b === t.pid ? 1 : a - b));
   }
   return order.map((pid) => tasks.get(pid)!);
+}
+
+const KCMP_VM = 1;
+
+/** Refuses a task sharing its address space with a child (a parent blocked
+ * in vfork() until the child execs or exits, or a clone(CLONE_VM) child) or,
+ * for the root, with its parent (the root is such a child itself). */
+function refuseSharedMm(pid: number, withParent = false): void {
+  const say = (parent: number, child: number) =>
+    new DumpError(
+      `pid ${parent} is waiting in vfork() for its child ${child}, which has not called exec or ` +
+        `_exit yet (or they share one address space through clone(CLONE_VM)); dump again once ` +
+        `pid ${child} has exec'd or exited`,
+    );
+  for (const child of safe(() => listChildren(pid), [])) {
+    if (safe(() => sameObject(pid, child, KCMP_VM), false)) throw say(pid, child);
+  }
+  if (withParent) {
+    const ppid = safe(() => Number(readStat(pid).field(4)), 0);
+    if (ppid > 0 && safe(() => sameObject(ppid, pid, KCMP_VM), false)) throw say(ppid, pid);
+  }
+}
+
+function safe<T>(fn: () => T, otherwise: T): T {
+  try {
+    return fn();
+  } catch {
+    return otherwise;
+  }
+}
+
+function tgidOf(tid: number): number {
+  return safe(() => Number(readStatus(tid).get("Tgid") ?? tid), tid);
+}
+
+function stateOf(tid: number): string {
+  return safe(() => readStat(tid).state, "?");
 }
 
 function isZombie(pid: number): boolean {

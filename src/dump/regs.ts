@@ -1,5 +1,6 @@
 // struct user_regs_struct as 27 little-endian u64 words, and what a frozen
 // task's registers say about the system call it was in.
+import { callArgs, WAITS } from "../restore/waits.ts";
 export const REG = {
   r15: 0,
   r14: 1,
@@ -38,26 +39,67 @@ const ERESTARTSYS = -512n, ERESTARTNOINTR = -513n, ERESTARTNOHAND = -514n;
 const ERESTART_RESTARTBLOCK = -516n;
 const EINTR = -4n;
 
-export type SyscallAction = "none" | "restart" | "eintr";
+export type SyscallAction = "none" | "restart" | "eintr" | "reenter";
 
-/** Decides how a task frozen inside a system call resumes, the way the
- * kernel itself would on signal return. Calls that restart keep their raw
- * registers: ckpt sets them over ptrace and the kernel's own restart logic
- * re-enters the call when the task resumes. A call that would restart through
- * restart_syscall() cannot (its restart block is not carried over), so it
- * returns EINTR, as after a signal handler — the regs are changed here. */
-export function syscallState(regs: Uint8Array): { nr: bigint; ret: bigint; action: SyscallAction } {
+export interface SyscallDecision {
+  nr: bigint;
+  ret: bigint;
+  action: SyscallAction;
+  /** reenter: the time its timeout had left (-1: none, or a deadline). */
+  remainingNs: bigint;
+  remainingFrom: "" | "timer" | "written" | "args" | "unknown";
+}
+
+/** What the freeze can tell of a wait besides its registers. */
+export interface WaitFacts {
+  /** The time left on the thread's kernel timer as the freeze cancelled it. */
+  measuredNs?: bigint;
+  /** Reads a struct timespec of the task (nanosleep's rem), in ns. */
+  readTimespec?: (addr: bigint) => bigint | undefined;
+}
+
+/** Decides how a task frozen inside a system call resumes. Calls that
+ * restart keep their raw registers: ckpt sets them over ptrace and the
+ * kernel's own restart logic re-enters the call when the task resumes. A wait
+ * the kernel would go on with through restart_syscall() (its restart block is
+ * not carried over), or one the freeze itself ended with EINTR, is entered
+ * again with the time it had left ("reenter", src/restore/waits.ts). Any
+ * other call that would restart through restart_syscall() returns EINTR, as
+ * after a signal handler — the regs are changed here. */
+export function syscallState(regs: Uint8Array, facts: WaitFacts = {}): SyscallDecision {
   const v = regsView(regs);
   const nr = BigInt.asIntN(64, v[REG.orig_rax]);
   const ret = BigInt.asIntN(64, v[REG.rax]);
-  if (nr < 0n) return { nr, ret, action: "none" };
+  const plain = (action: SyscallAction): SyscallDecision => ({
+    nr,
+    ret,
+    action,
+    remainingNs: -1n,
+    remainingFrom: "",
+  });
+  if (nr < 0n) return plain("none");
   if (ret === ERESTARTSYS || ret === ERESTARTNOINTR || ret === ERESTARTNOHAND) {
-    return { nr, ret, action: "restart" };
+    return plain("restart");
+  }
+  const call = WAITS[Number(nr)];
+  if (call && (ret === ERESTART_RESTARTBLOCK || (call.eintr && ret === EINTR))) {
+    const args = callArgs(regs);
+    const t = call.timeout(args);
+    const d = plain("reenter");
+    if (t.kind === "none") return { ...d, remainingFrom: "args" };
+    const written = call.rem !== undefined && args[call.rem] !== 0n && ret === ERESTART_RESTARTBLOCK
+      ? facts.readTimespec?.(args[call.rem])
+      : undefined;
+    if (written !== undefined) return { ...d, remainingNs: written, remainingFrom: "written" };
+    if (facts.measuredNs !== undefined) {
+      return { ...d, remainingNs: facts.measuredNs, remainingFrom: "timer" };
+    }
+    return { ...d, remainingFrom: "unknown" };
   }
   if (ret === ERESTART_RESTARTBLOCK) {
     v[REG.rax] = BigInt.asUintN(64, EINTR);
     v[REG.orig_rax] = BigInt.asUintN(64, -1n);
-    return { nr, ret, action: "eintr" };
+    return plain("eintr");
   }
-  return { nr, ret, action: "none" };
+  return plain("none");
 }

@@ -15,8 +15,9 @@ const __WALL = 0x40000000;
 export class Snapshots {
   private readonly copies = new Map<number, number>();
 
-  take(pid: number): void {
-    const copy = ptrace.snapshotFork(pid);
+  /** `options`: what the task is traced with, kept around the fork. */
+  take(pid: number, options = 0n): void {
+    const copy = ptrace.snapshotFork(pid, options);
     this.copies.set(pid, copy);
     log.debug(`pid ${pid}: frozen copy is pid ${copy}`);
   }

@@ -16,15 +16,20 @@ import {
   ThreadCoreSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { ptrace } from "../native/mod.ts";
-import { readProcBytes, readProcText } from "../proc/read.ts";
+import { listThreads, readProcBytes, readProcText } from "../proc/read.ts";
 import { readLimits, readStat, readStatus, statusHex, statusInts } from "../proc/status.ts";
 import { Injector, SYS } from "./inject.ts";
 import { syscallState } from "./regs.ts";
 import { BlockedDump } from "../files/collect.ts";
 import { collectPosixTimers } from "../task/posix_timers.ts";
 import { noteVmFlags } from "../task/vma_flags.ts";
+import { collectSeccomp, type TaskSeccomp } from "./seccomp.ts";
+import { readTimespec } from "./waits.ts";
+import type { MeasuredWait } from "./freeze.ts";
+import { DumpError } from "../errors.ts";
 
 const PR_GET_PDEATHSIG = 2;
+const PR_GET_CHILD_SUBREAPER = 37;
 const PR_GET_DUMPABLE = 3;
 const PR_GET_TID_ADDRESS = 40;
 const SIGKILL = 9, SIGSTOP = 19, SIGCHLD = 17;
@@ -44,9 +49,33 @@ function queuedSignals(tid: number, shared: boolean): QueuedSignal[] {
   );
 }
 
-export function collectThread(pid: number, tid: number, inj: Injector): ThreadCore {
+/** A thread's own credentials (the kernel keeps them per thread). */
+function threadCreds(pid: number, tid: number, dumpable: boolean) {
+  const status = readStatus(pid, tid);
+  return create(CredsSchema, {
+    uids: statusInts(status, "Uid"),
+    gids: statusInts(status, "Gid"),
+    groups: statusInts(status, "Groups"),
+    capInh: statusHex(status, "CapInh"),
+    capPrm: statusHex(status, "CapPrm"),
+    capEff: statusHex(status, "CapEff"),
+    capBnd: statusHex(status, "CapBnd"),
+    capAmb: statusHex(status, "CapAmb"),
+    dumpable,
+  });
+}
+
+export function collectThread(
+  pid: number,
+  tid: number,
+  inj: Injector,
+  waits?: Map<number, MeasuredWait>,
+): ThreadCore {
   const regs = ptrace.getRegs(tid);
-  const sc = syscallState(regs);
+  const sc = syscallState(regs, {
+    measuredNs: waits?.get(tid)?.leftNs,
+    readTimespec: (addr) => readTimespec(pid, addr),
+  });
   const xsave = ptrace.getXstate(tid);
   const pending = queuedSignals(tid, false);
   inj.call(SYS.sigaltstack, [0, inj.scratch], "sigaltstack");
@@ -74,7 +103,13 @@ export function collectThread(pid: number, tid: number, inj: Injector): ThreadCo
     rseqLen: rseq.len,
     rseqSig: rseq.sig,
     comm: readProcText(pid, `task/${tid}/comm`).trimEnd(),
-    syscall: create(SyscallStateSchema, { nr: sc.nr, ret: sc.ret, action: sc.action }),
+    syscall: create(SyscallStateSchema, {
+      nr: sc.nr,
+      ret: sc.ret,
+      action: sc.action,
+      remainingNs: sc.remainingNs,
+      remainingFrom: sc.remainingFrom,
+    }),
   });
 }
 
@@ -82,6 +117,21 @@ export function collectThread(pid: number, tid: number, inj: Injector): ThreadCo
  * parent is to collect that status after restore). */
 export function collectZombie(pid: number): TaskCore {
   const stat = readStat(pid);
+  const status = Number(stat.field(52));
+  if (listThreads(pid).length > 1) {
+    throw new DumpError(
+      `pid ${pid}: its main thread has exited while its other threads run on; ` +
+        `such a process cannot be dumped yet`,
+    );
+  }
+  if (status & 0x80) {
+    // The flag is the kernel's record that a core file was written; it
+    // cannot be set again without dumping core again.
+    throw new DumpError(
+      `pid ${pid} is a zombie that dumped core (wait status 0x${status.toString(16)}); ` +
+        `its exit status cannot be recreated: let its parent reap it first`,
+    );
+  }
   return create(TaskCoreSchema, {
     pid,
     ppid: Number(stat.field(4)),
@@ -96,23 +146,35 @@ export function collectZombie(pid: number): TaskCore {
 
 /** Runs `fn` with an injector per thread, and unmaps every scratch page
  * afterwards, before the task's memory is read. */
-export function collectTask(pid: number, tids: number[]): TaskCore {
+export function collectTask(
+  pid: number,
+  tids: number[],
+  known: { waits?: Map<number, MeasuredWait>; seccomp?: TaskSeccomp } = {},
+): TaskCore {
+  const waits = known.waits;
+  const seccomp = known.seccomp ?? collectSeccomp(pid, tids);
   const leader = new Injector(tids[0]);
   const injectors = new Map(
     tids.map((tid) => [tid, tid === tids[0] ? leader : new Injector(tid, leader)]),
   );
   try {
-    return collectWith(pid, tids, injectors);
+    return collectWith(pid, tids, injectors, seccomp, waits);
   } finally {
     for (const inj of injectors.values()) inj.release();
   }
 }
 
-function collectWith(pid: number, tids: number[], injectors: Map<number, Injector>): TaskCore {
+function collectWith(
+  pid: number,
+  tids: number[],
+  injectors: Map<number, Injector>,
+  seccomp: TaskSeccomp,
+  waits?: Map<number, MeasuredWait>,
+): TaskCore {
   const inj = injectors.get(pid) ?? injectors.get(tids[0])!;
   const stat = readStat(pid);
   const status = readStatus(pid);
-  const threads = tids.map((tid) => collectThread(pid, tid, injectors.get(tid)!));
+  const threads = tids.map((tid) => collectThread(pid, tid, injectors.get(tid)!, waits));
 
   const sigactions = [];
   // Every injected call is a moment when a ckpt killed from outside would
@@ -148,6 +210,15 @@ function collectWith(pid: number, tids: number[], injectors: Map<number, Injecto
   inj.call(SYS.prctl, [PR_GET_PDEATHSIG, inj.scratch], "prctl(PR_GET_PDEATHSIG)");
   const pdeathsig = inj.read(4).getInt32(0, true);
   const dumpable = inj.call(SYS.prctl, [PR_GET_DUMPABLE], "prctl(PR_GET_DUMPABLE)");
+  inj.call(SYS.prctl, [PR_GET_CHILD_SUBREAPER, inj.scratch], "prctl(PR_GET_CHILD_SUBREAPER)");
+  const subreaper = inj.read(4).getInt32(0, true) !== 0;
+  for (const th of threads) {
+    const sc = seccomp.threads.get(th.tid);
+    th.creds = threadCreds(pid, th.tid, dumpable === 1n);
+    th.seccompMode = sc?.mode ?? 0;
+    th.seccompFilter = sc?.filter ?? 0;
+    th.noNewPrivs = sc?.noNewPrivs ?? false;
+  }
   const brk = inj.call(12, [0], "brk(0)");
   const sharedPending = queuedSignals(pid, true);
 
@@ -198,6 +269,8 @@ function collectWith(pid: number, tids: number[], injectors: Map<number, Injecto
     }),
     exitSignal: Number(stat.field(38)),
     posixTimers: timers.timers,
+    seccompFilters: seccomp.filters,
+    childSubreaper: subreaper,
   });
   // Read while the scratch page exists: it shows what new mappings get.
   const refused = [...timers.refused, ...noteVmFlags(pid, core, inj.scratch)];

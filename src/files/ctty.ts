@@ -14,7 +14,7 @@ import { RestoreError } from "../errors.ts";
 import { kill, O } from "../native/mod.ts";
 import { TIOC, tty } from "../native/tty.ts";
 import { readStat } from "../proc/status.ts";
-import { FLAG_JOIN_PGID, OP, PHASE, type PlanOp } from "../restore/plan_buffer.ts";
+import { OP, PHASE, type PlanOp } from "../restore/plan_buffer.ts";
 import type { Blocker } from "./collect.ts";
 import type { RestoreContext } from "./kind.ts";
 import type { OpenedFiles } from "./open.ts";
@@ -88,10 +88,21 @@ function backInForeground(ctx: RestoreContext, pgid: number, fd: number): void {
   }
 }
 
+/** Who forks a task and at which moment of the forker's own setup
+ * (src/restore/sessions.ts): what its controlling terminal is at birth.
+ * "fresh": a helper that made a new session forks it, so it has none. */
+export interface Born {
+  from: number;
+  stage: "early" | "prejoin" | "normal" | "fresh";
+  /** The forker's dumped tty_nr: what it holds once its own ops ran. */
+  fromTtyNr: number;
+}
+
 interface State {
-  /** The terminal a task's children inherit from it (tty_nr, JOB or 0;
-   * JOB is also ckpt's terminal when the job had none). */
-  inherit: Map<number, number>;
+  /** The terminal children forked at each moment inherit from a task
+   * (tty_nr, JOB or 0; JOB is also ckpt's terminal when the job had none):
+   * early, before its setsid; prejoin, after its setsid, before its own ops. */
+  inherit: Map<number, { early: number; prejoin: number; normal: number }>;
   /** Terminals whose foreground group is set. */
   fg: Set<number>;
   /** The dumped tty_nr of the --shell-job terminal (0: none). */
@@ -104,8 +115,7 @@ interface State {
  * controlling terminal and its terminal's foreground group. */
 export function cttyOps(
   core: TaskCore,
-  planFlags: number,
-  place: { root: boolean; shellJob: boolean },
+  place: { root: boolean; shellJob: boolean; born?: Born },
   opened: OpenedFiles,
 ): PlanOp[] {
   const ctx = opened.context;
@@ -138,9 +148,17 @@ export function cttyOps(
   });
 
   // What it has once forked: ckpt's terminal for the root (standing for the
-  // job's; a session leader drops it with setsid), its parent's for the
-  // others.
-  const inherited = place.root ? (ownTerminal() ? JOB : 0) : st.inherit.get(core.ppid) ?? 0;
+  // job's; a session leader drops it with setsid), for the others what its
+  // forker held at that moment.
+  const born = place.born ?? { from: core.ppid, stage: "normal", fromTtyNr: -1 };
+  const stages = st.inherit.get(born.from);
+  const inherited = place.root ? (ownTerminal() ? JOB : 0) : born.stage === "fresh"
+    ? 0
+    // After its own ops the forker holds its dumped terminal, whether or not
+    // it came before this task.
+    : born.stage === "normal" && born.fromTtyNr >= 0
+    ? key(born.fromTtyNr)
+    : stages?.[born.stage] ?? 0;
   const want = key(core.ttyNr);
   const leader = core.sid === pid;
   const ops: PlanOp[] = [];
@@ -183,8 +201,9 @@ export function cttyOps(
       );
     }
   }
-  // A task joining a group runs its ops after forking its children.
-  st.inherit.set(pid, planFlags & FLAG_JOIN_PGID ? inherited : want);
+  // Its own ops run once its session and group are made, before the
+  // children that inherit them are forked.
+  st.inherit.set(pid, { early: inherited, prejoin: leader ? 0 : inherited, normal: want });
   if (ops.length && core.sharesFiles) {
     throw new RestoreError(
       `pid ${pid} shares its parent's fd table and must change its controlling terminal; this cannot be restored yet`,

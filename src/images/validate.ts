@@ -43,6 +43,8 @@ export const LIMITS = {
   comm: 16, // TASK_COMM_LEN, with its NUL
   path: 4096, // PATH_MAX
   taskSize: 0x7ffffffff000n,
+  seccompFilters: 4096, // each costs at least 4 of MAX_INSNS_PER_PATH (32768)
+  seccompInsns: 4096, // BPF_MAXINSNS
 } as const;
 const VSYSCALL = 0xffffffffff600000n;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -167,11 +169,36 @@ function validateCore(file: string, pid: number, c: TaskCore, files: Map<number,
     for (const s of t.pending) checkSignal(file, s.signo, s.siginfo.length);
     if (t.comm.length > LIMITS.comm) fail(file, `thread ${t.tid}: name too long`);
     const action = t.syscall?.action ?? "none";
-    if (!["none", "restart", "eintr", ""].includes(action)) {
+    if (!["none", "restart", "eintr", "reenter", ""].includes(action)) {
       fail(file, `thread ${t.tid}: unknown syscall action ${JSON.stringify(action.slice(0, 20))}`);
+    }
+    if (action === "reenter" && (t.syscall!.nr < 0n || t.syscall!.remainingNs < -1n)) {
+      fail(file, `thread ${t.tid}: a wait to enter again needs its call and a time left`);
+    }
+    if (t.creds) {
+      if (t.creds.uids.length !== 4 || t.creds.gids.length !== 4) {
+        fail(file, `thread ${t.tid}: credentials need 4 uids and gids`);
+      }
+      count(file, `supplementary groups of thread ${t.tid}`, t.creds.groups.length, LIMITS.groups);
+    }
+    if (t.seccompMode > 2) fail(file, `thread ${t.tid}: unknown seccomp mode ${t.seccompMode}`);
+    if ((t.seccompMode === 2) !== (t.seccompFilter !== 0)) {
+      fail(file, `thread ${t.tid}: seccomp filter mode and filter disagree`);
+    }
+    if (t.seccompFilter > c.seccompFilters.length) {
+      fail(file, `thread ${t.tid}: seccomp filter ${t.seccompFilter} does not exist`);
     }
   }
   if (!tids.has(pid)) fail(file, `no thread has the task's own id ${pid}`);
+  count(file, "seccomp filters", c.seccompFilters.length, LIMITS.seccompFilters);
+  c.seccompFilters.forEach((f, i) => {
+    // Ids are 1..n in order, each on an earlier one: the tree has no cycle.
+    if (f.id !== i + 1 || f.parent >= f.id) fail(file, `seccomp filter ${f.id} is out of order`);
+    const n = f.insns.length / 8;
+    if (!Number.isInteger(n) || n < 1 || n > LIMITS.seccompInsns) {
+      fail(file, `seccomp filter ${f.id} has ${f.insns.length} bytes, not 1 to 4096 instructions`);
+    }
+  });
   count(file, "signal handlers", c.sigactions.length, 64);
   const signos = new Set<number>();
   for (const a of c.sigactions) {

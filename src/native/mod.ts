@@ -31,6 +31,10 @@ export function cstr(s: string): Uint8Array<ArrayBuffer> {
 
 export const PTRACE_O_TRACESYSGOOD = 1n;
 export const PTRACE_O_EXITKILL = 0x100000n;
+/** The tracee's seccomp mode and filters do not apply while ckpt traces it
+ * (injected calls, the restorer): needs CAP_SYS_ADMIN and a ckpt not itself
+ * under seccomp. */
+export const PTRACE_O_SUSPEND_SECCOMP = 0x200000n;
 export const PTRACE_EVENT_STOP = 128;
 export const WALL = 0x40000000;
 export const WNOHANG = 1;
@@ -121,11 +125,12 @@ export const ptrace = {
     );
     return { head: h[0], len: l[0] };
   },
-  /** The task forks a frozen copy of itself (see ck_snapshot_fork). */
-  snapshotFork(pid: number): number {
+  /** The task forks a frozen copy of itself (see ck_snapshot_fork);
+   * `keep`: the options it is traced with. */
+  snapshotFork(pid: number, keep = 0n): number {
     const c = new Int32Array(1);
     check(
-      native().ck_snapshot_fork(pid, new Uint8Array(c.buffer)),
+      native().ck_snapshot_fork(pid, keep, new Uint8Array(c.buffer)),
       "forking a frozen copy",
       `of pid ${pid}`,
     );
@@ -133,6 +138,33 @@ export const ptrace = {
   },
   killTask(pid: number): void {
     native().ck_kill(pid, 9);
+  },
+  /** The index-th seccomp filter of a stopped tracee (oldest first) as
+   * struct sock_filter[] bytes and its flags; null past the last one. */
+  seccompFilter(pid: number, index: number): { insns: Uint8Array; flags: bigint } | null {
+    const n = native().ck_seccomp_get_filter(pid, BigInt(index), null);
+    if (n === -2n) return null; // ENOENT
+    const count = check(n, "ptrace(SECCOMP_GET_FILTER)", `pid ${pid}`);
+    const insns = new Uint8Array(count * 8);
+    check(
+      native().ck_seccomp_get_filter(pid, BigInt(index), insns),
+      "ptrace(SECCOMP_GET_FILTER)",
+      `pid ${pid}`,
+    );
+    const f = new BigUint64Array(1);
+    check(
+      native().ck_seccomp_get_metadata(pid, BigInt(index), new Uint8Array(f.buffer)),
+      "ptrace(SECCOMP_GET_METADATA)",
+      `pid ${pid}`,
+    );
+    return { insns, flags: f[0] };
+  },
+  pokeWord(pid: number, addr: bigint, word: bigint): void {
+    check(
+      native().ck_poke_word(pid, addr, BigInt.asUintN(64, word)),
+      "ptrace(POKEDATA)",
+      `pid ${pid}`,
+    );
   },
   peekWord(pid: number, addr: bigint): bigint {
     const b = new BigUint64Array(1);
@@ -493,9 +525,10 @@ export function restoreSpawn(
 }
 
 /** [header size, offsets of fds_off, altstack_sp, itimers, mm, comm, cap_eff,
- * Vma size, offset of children_off, Thread size, offset of ops_off, Op size] */
+ * Vma size, offset of children_off, Thread size, offset of ops_off, Op size,
+ * Child size, offset of cap_amb] */
 export function planLayout(): number[] {
-  const b = new BigUint64Array(12);
+  const b = new BigUint64Array(14);
   native().ck_plan_layout(new Uint8Array(b.buffer));
   return [...b].map(Number);
 }

@@ -13,6 +13,7 @@ import {
   type LazyServer,
   ptrace,
   PTRACE_O_EXITKILL,
+  PTRACE_O_SUSPEND_SECCOMP,
   wait,
   WALL,
   WNOHANG,
@@ -23,6 +24,7 @@ import { formatMs, hex } from "../util/units.ts";
 import { listChildren } from "../proc/read.ts";
 import { fillTask } from "./fill.ts";
 import type { PageFill } from "./plan_buffer.ts";
+import { reenterRegs } from "./waits.ts";
 
 const STAGES = [
   "none",
@@ -98,6 +100,8 @@ export async function superviseRestorers(
     seized?: boolean;
     /** Called once every task of the tree has been forked. */
     forked?: () => void;
+    /** Some task has seccomp state: the restorers must run with it suspended. */
+    seccomp?: boolean;
   } = {},
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
@@ -105,6 +109,7 @@ export async function superviseRestorers(
   const regions = new Map<number, { start: bigint; len: bigint }>();
   const ready = new Set<number>();
   const zombiesSeen = new Set<number>();
+  const firstSeen = new Set<number>();
   const deadline = performance.now() + 60_000;
   let rootStopped = !!more.seized;
   const unborn = new Set([...expect.values(), ...zombies]);
@@ -134,8 +139,17 @@ export async function superviseRestorers(
     }
     if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
       rootStopped = true;
-      ptrace.setOptions(root, SEIZE_TREE_OPTIONS);
+      traceTree(root, !!more.seccomp);
       ptrace.cont(root, 0);
+      continue;
+    }
+    if (zombies.has(tid)) {
+      // A zombie or ghost: its fork events and first stop pass, and the
+      // signal a zombie kills itself with is delivered.
+      const event = st.stopSig === SIGTRAP && st.event >= 1 && st.event <= 3;
+      const first = st.stopSig === SIGSTOP && st.event === 0 && !firstSeen.has(tid);
+      if (first) firstSeen.add(tid);
+      ptrace.cont(tid, event || first || st.event !== 0 ? 0 : st.stopSig);
       continue;
     }
     if (st.stopSig === SIGTRAP && st.event >= 1 && st.event <= 3) {
@@ -346,12 +360,40 @@ function failureText(
     : `restorer of task ${tid} exited with status ${st.exitCode}`;
 }
 
+/** Fork/clone tracing for the whole tree, killed if ckpt dies, and seccomp
+ * suspended for the restorers: a task's filters are installed before its
+ * credentials and must judge none of the restorer's calls, nor the one ckpt
+ * injects at the end. */
+function traceTree(root: number, seccomp: boolean): void {
+  const base = SEIZE_TREE_OPTIONS;
+  try {
+    ptrace.setOptions(root, base | PTRACE_O_SUSPEND_SECCOMP);
+  } catch (err) {
+    if (seccomp) {
+      throw new RestoreError(
+        `the tree has seccomp filters or strict mode, and the kernel would not suspend seccomp ` +
+          `for ckpt (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN and a ckpt not itself under ` +
+          `seccomp): ${(err as Error).message}`,
+      );
+    }
+    ptrace.setOptions(root, base);
+  }
+}
+
 /** Dumped registers and FPU state for every thread, the restorer region
  * unmapped, the signal masks, and off it goes. A call interrupted at dump is
- * restarted by the kernel's own logic as each thread leaves this stop. */
+ * restarted by the kernel's own logic as each thread leaves this stop; a
+ * wait is entered again with the time it had left (waits.ts). */
 export function finish(core: TaskCore, region: { start: bigint; len: bigint }): void {
   const pid = core.pid;
-  for (const th of core.threads) ptrace.setRegs(th.tid, new Uint8Array(th.regs));
+  for (const th of core.threads) {
+    const sc = th.syscall;
+    // The timespec a reentered wait points to was written by the restorer
+    // (waitOps), at the place reenterRegs points it to.
+    if (sc?.action === "reenter") {
+      ptrace.setRegs(th.tid, reenterRegs(th.regs, sc.nr, sc.remainingNs).regs);
+    } else ptrace.setRegs(th.tid, new Uint8Array(th.regs));
+  }
   const r = ptrace.injectSyscall(pid, 11, [region.start, region.len]);
   if (r !== 0n) {
     throw new RestoreError(`unmapping the restorer of pid ${pid} failed: ${errnoText(Number(-r))}`);

@@ -1,7 +1,7 @@
 // Writes the restore plan in the binary layout of ffi/restorer/abi.zig: a
 // fixed header, then arrays addressed by offsets from the plan start. The
 // layout is checked against the library at run time (planLayout) and in tests.
-export const HEADER_SIZE = 648;
+export const HEADER_SIZE = 664;
 export const TREE_HEADER_SIZE = 32;
 export const PLAN_MAGIC = 0x4e414c5054504b43n;
 export const PLAN_VERSION = 1;
@@ -12,10 +12,27 @@ export const FLAG_JOIN_PGID = 8;
 export const FLAG_EXTERNAL_FILL = 16;
 export const FLAG_SHARED_FILES = 32;
 export const FLAG_LAZY = 64;
+/** PR_SET_CHILD_SUBREAPER before any child is forked. */
+export const FLAG_SUBREAPER = 128;
 export const VMA_FILL = 1;
 export const VMA_LAZY = 2;
 
-export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 80, 616, 72];
+export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 176, 616, 72, 56, 648];
+
+/** Child kinds (abi.Child.kind) and what a zombie or ghost does to itself. */
+export const CHILD = {
+  TASK: 0,
+  ZOMBIE: 1,
+  /** A helper that sets up a session or group, forks its entries, exits. */
+  GHOST: 2,
+  SETSID: 1,
+  SETPGID: 2,
+  JOIN_PGID: 4,
+  /** Forked before the forker's setsid. */
+  EARLY: 8,
+  /** Forked before the forker joins its group. */
+  PREJOIN: 16,
+} as const;
 
 /** Plan ops (ffi/restorer/abi.zig Op): what a task runs on itself at a phase
  * of its restore. */
@@ -34,8 +51,15 @@ export const PHASE = {
    * forks the children that inherit them; ckpt's fds are there at ckpt's
    * numbers (e.g. to take a controlling terminal children inherit). */
   AFTER_SESSION: 5,
+  /** THREAD + i: run by thread i itself (0 the main thread, k + 1 the
+   * plan's threads[k]) before its credentials are set: the threads it
+   * creates (OP.THREAD) and its seccomp filters, in order. */
+  THREAD: 0x100,
 } as const;
-export const OP = { SYSCALL: 1, RELOC: 2, SWAP_FD: 3, UNSWAP_FD: 4 } as const;
+/** THREAD: a = [k] creates the plan's threads[k]; a thread no THREAD op
+ * names is created by the main thread after its own THREAD ops. STORE:
+ * a = [address, n, word…] stores n (at most 5) words at a task address. */
+export const OP = { SYSCALL: 1, RELOC: 2, SWAP_FD: 3, UNSWAP_FD: 4, THREAD: 5, STORE: 6 } as const;
 export const OP_MAY_FAIL = 1;
 const OP_SIZE = 72;
 
@@ -98,13 +122,30 @@ export interface PlanSigAction {
   mask: bigint;
 }
 export interface PlanChild {
+  /** 0: any free pid. */
   pid: number;
   planIndex: number;
-  zombie: boolean;
+  /** CHILD.TASK, ZOMBIE or GHOST. */
+  kind: number;
   exitStatus: number;
   exitSignal: number;
   /** CLONE_FILES / CLONE_FS when the child shared its parent's. */
   cloneFlags: number;
+  /** CHILD.SETSID | SETPGID | JOIN_PGID | EARLY | PREJOIN. */
+  flags: number;
+  /** CHILD.JOIN_PGID: the group joined. */
+  pgid: number;
+  /** -1: forked by the task itself; k: by the zombie or ghost children[k]. */
+  forker: number;
+  /** A zombie's name. */
+  comm: string;
+}
+export interface PlanCreds {
+  uids: number[];
+  gids: number[];
+  caps: { eff: bigint; prm: bigint; inh: bigint; bnd: bigint; amb: bigint };
+  groups: number[];
+  noNewPrivs: boolean;
 }
 export interface PlanThread {
   tid: number;
@@ -113,6 +154,8 @@ export interface PlanThread {
   robust: { head: bigint; len: bigint };
   rseq: { addr: bigint; len: number; sig: number };
   comm: string;
+  /** The thread's own credentials. */
+  creds: PlanCreds;
 }
 export interface PlanSignal {
   /** 0: the process-wide queue; else the thread's own. */
@@ -178,7 +221,8 @@ export interface Plan {
   comm: string;
   uids: number[];
   gids: number[];
-  caps: { eff: bigint; prm: bigint; inh: bigint; bnd: bigint };
+  caps: { eff: bigint; prm: bigint; inh: bigint; bnd: bigint; amb?: bigint };
+  noNewPrivs?: boolean;
   dumpable: number;
   children: PlanChild[];
   threads: PlanThread[];
@@ -187,6 +231,7 @@ export interface Plan {
 }
 
 const align8 = (n: number) => (n + 7) & ~7;
+const CHILD_SIZE = 56, THREAD_SIZE = 176;
 
 export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
   // Sections after the header, each 8-aligned.
@@ -202,8 +247,9 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     groups: p.groups.length * 4,
     auxv: p.auxv.length,
     rlimits: p.rlimits.length * 24,
-    children: p.children.length * 24,
-    threads: p.threads.length * 80,
+    children: p.children.length * CHILD_SIZE,
+    threads: p.threads.length * THREAD_SIZE,
+    threadGroups: p.threads.reduce((n, t) => n + t.creds.groups.length * 4, 0),
     ops: p.ops.length * OP_SIZE,
     opData: 0,
   };
@@ -312,6 +358,8 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
   u64(624, BigInt(p.ops.length));
   u64(632, BigInt(off.opData));
   u64(640, BigInt(sizes.opData));
+  u64(648, p.caps.amb ?? 0n);
+  u32(656, p.noNewPrivs ? 1 : 0);
 
   fds.forEach((m, i) => {
     const o = off.fds + i * 16;
@@ -364,16 +412,21 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     u64(o + 16, l.max);
   });
   p.children.forEach((c, i) => {
-    const o = off.children + i * 24;
+    const o = off.children + i * CHILD_SIZE;
     i32(o, c.pid);
     u32(o + 4, c.planIndex);
-    u32(o + 8, c.zombie ? 1 : 0);
+    u32(o + 8, c.kind);
     i32(o + 12, c.exitStatus);
     u32(o + 16, c.exitSignal);
     u32(o + 20, c.cloneFlags);
+    u32(o + 24, c.flags);
+    i32(o + 28, c.pgid);
+    i32(o + 32, c.forker);
+    buf.set(new TextEncoder().encode(c.comm).subarray(0, 15), o + 40);
   });
+  let groupsAt = off.threadGroups;
   p.threads.forEach((t, i) => {
-    const o = off.threads + i * 80;
+    const o = off.threads + i * THREAD_SIZE;
     i32(o, t.tid);
     i32(o + 4, t.altstack.flags);
     u64(o + 8, t.tidAddress);
@@ -385,6 +438,19 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     u64(o + 48, t.altstack.sp);
     u64(o + 56, t.altstack.size);
     buf.set(new TextEncoder().encode(t.comm).subarray(0, 15), o + 64);
+    const c = t.creds;
+    c.uids.slice(0, 4).forEach((v, k) => u32(o + 80 + k * 4, v));
+    c.gids.slice(0, 4).forEach((v, k) => u32(o + 96 + k * 4, v));
+    u64(o + 112, c.caps.eff);
+    u64(o + 120, c.caps.prm);
+    u64(o + 128, c.caps.inh);
+    u64(o + 136, c.caps.bnd);
+    u64(o + 144, c.caps.amb);
+    u64(o + 152, BigInt(groupsAt));
+    u32(o + 160, c.groups.length);
+    u32(o + 164, c.noNewPrivs ? 1 : 0);
+    c.groups.forEach((g, k) => u32(groupsAt + k * 4, g));
+    groupsAt += c.groups.length * 4;
   });
   for (const [bytes, o] of placed) buf.set(bytes, off.opData + o);
   p.ops.forEach((op, i) => {

@@ -14,6 +14,7 @@ import {
   kill,
   NativeError,
   O,
+  PTRACE_O_SUSPEND_SECCOMP,
   regionSize,
   restoreSpawn,
   wait,
@@ -37,9 +38,12 @@ import {
   SEIZE_TREE_OPTIONS,
   superviseRestorers,
 } from "./drive.ts";
-import { encodePlan, encodeTree } from "./plan_buffer.ts";
 import { notifier, type Notify } from "../util/actions.ts";
 import { type RestoreStats, us, writeRestoreStats } from "../images/criu_stats.ts";
+import { hasSeccomp } from "./seccomp.ts";
+import type { Born } from "../files/ctty.ts";
+import { CHILD, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
+import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -146,21 +150,36 @@ export async function restore(
     const fills = new Map<number, ExternalFill>();
     const lazy = new Map<number, ExternalFill>();
     const built = new Map<number, BuiltPlan>();
+    const sessions = planTreeSessions(tasks.map((t) => t.core), shellJob);
+    for (const g of sessions.ghosts) refuseTaken(g);
     for (const t of live) {
-      const children = tasks.filter((c) => c.core.ppid === t.core.pid && c.core.pid !== pid)
-        // Group leaders first, so members can join their groups.
-        .sort((a, b) => Number(b.core.pgid === b.core.pid) - Number(a.core.pgid === a.core.pid))
-        .map((c) => ({
-          pid: c.core.pid,
-          planIndex: index.get(c.core.pid) ?? 0,
-          zombie: c.core.zombie,
-          exitStatus: c.core.exitStatus,
-          exitSignal: c.core.exitSignal || 17,
-          cloneFlags: (c.core.sharesFiles ? CLONE_FILES : 0) | (c.core.sharesFs ? CLONE_FS : 0),
-        }));
-      const parent = tasks.find((x) => x.core.pid === t.core.ppid)?.core;
+      const children = (sessions.forks.get(t.core.pid) ?? []).map((e): PlanChild => {
+        const c = e.kind === "task" ? tasks.find((x) => x.core.pid === e.pid)!.core : undefined;
+        const clone = (c?.sharesFiles ? CLONE_FILES : 0) | (c?.sharesFs ? CLONE_FS : 0);
+        if (clone && (e.forker !== -1 || e.when !== "normal")) {
+          throw new RestoreError(
+            `pid ${e.pid} shares its parent's fd table or fs info and must be forked by a helper; this cannot be restored`,
+          );
+        }
+        return {
+          pid: e.pid,
+          planIndex: index.get(e.pid) ?? 0,
+          kind: { task: CHILD.TASK, zombie: CHILD.ZOMBIE, ghost: CHILD.GHOST }[e.kind],
+          exitStatus: e.exitStatus,
+          exitSignal: e.exitSignal,
+          cloneFlags: clone,
+          flags: (e.setsid ? CHILD.SETSID : 0) | (e.setpgid ? CHILD.SETPGID : 0) |
+            (e.joinPgid ? CHILD.JOIN_PGID : 0) | (e.when === "early" ? CHILD.EARLY : 0) |
+            (e.when === "prejoin" ? CHILD.PREJOIN : 0),
+          pgid: e.joinPgid,
+          forker: e.forker,
+          comm: e.comm,
+        };
+      });
       const sharedParent = t.core.sharesFiles ? built.get(t.core.ppid) : undefined;
-      if (t.core.sharesFiles && (!sharedParent || children.some((c) => !c.zombie))) {
+      if (
+        t.core.sharesFiles && (!sharedParent || children.some((c) => c.kind === CHILD.TASK))
+      ) {
         throw new RestoreError(
           `pid ${t.core.pid} shares its parent's fd table and has children of its own; this cannot be restored yet`,
         );
@@ -170,9 +189,10 @@ export async function restore(
         taskPlan(dir, t, files, opened, shmem, parentFds, opts, fills, lazy, {
           root: t.core.pid === pid,
           shellJob,
-          parent,
           children,
           sharedParent,
+          session: sessions.self.get(t.core.pid),
+          born: bornOf(sessions, t.core.pid, tasks),
         }, chain),
       );
     }
@@ -191,7 +211,13 @@ export async function restore(
         tree,
         pid,
         status[1],
-        opts.sibling ? { seizeOptions: SEIZE_TREE_OPTIONS } : undefined,
+        opts.sibling
+          ? {
+            seizeOptions: live.some((t) => hasSeccomp(t.core))
+              ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
+              : SEIZE_TREE_OPTIONS,
+          }
+          : undefined,
       );
     } catch (err) {
       if (err instanceof NativeError && err.errno === 17) {
@@ -211,7 +237,11 @@ export async function restore(
     log.debug(`tree of ${tasks.length} task(s): plan ready after ${formatMs(tSpawn - t0)}`);
     const expect = new Map<number, number>(); // tid -> pid
     for (const t of live) for (const th of t.core.threads) expect.set(th.tid, t.core.pid);
-    const zombies = new Set(tasks.filter((t) => t.core.zombie).map((t) => t.core.pid));
+    // Zombies and ghosts exit during the restore.
+    const zombies = new Set([
+      ...tasks.filter((t) => t.core.zombie).map((t) => t.core.pid),
+      ...sessions.ghosts,
+    ]);
     const servers = new LazyServers(live.map((t) => t.core.pid));
     let tForked = 0;
     const ready = await superviseRestorers(
@@ -224,7 +254,11 @@ export async function restore(
       lazy,
       servers,
       (p, i) => built.get(p)?.plan.ops[i]?.what,
-      { seized: opts.sibling, forked: () => tForked = performance.now() },
+      {
+        seized: opts.sibling,
+        forked: () => tForked = performance.now(),
+        seccomp: live.some((t) => hasSeccomp(t.core)),
+      },
     );
     const tReady = performance.now();
     log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);
@@ -268,7 +302,9 @@ export async function restore(
     return { pid, ms: firstInstructionMs, firstInstructionMs, stats, loaded: servers.done() };
   } catch (err) {
     for (const p of started) kill(p, 9);
-    for (const p of started) {
+    // Threads (and children) were reported after their leader: collected
+    // first, or the leader's exit, reported only after theirs, never comes.
+    for (const p of [...started].reverse()) {
       try {
         wait(p, WALL);
       } catch { /* reaped */ }
@@ -291,6 +327,41 @@ function ownIds(core: TaskCore): boolean {
     new RegExp(`^${k}:\\s+(.*)$`, "m").exec(st)?.[1].trim().split(/\s+/).map(Number) ?? [];
   const same = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
   return same(core.creds.uids, ids("Uid")) && same(core.creds.gids, ids("Gid"));
+}
+
+/** Who forks pid, at which moment of its own setup: a helper that made a
+ * session leaves it no terminal; one forked by a live task (in its normal
+ * stage) hands on that task's. */
+function bornOf(plan: SessionPlan, pid: number, tasks: TaskImages[]): Born | undefined {
+  for (const [owner, list] of plan.forks) {
+    const e = list.find((x) => x.pid === pid && x.kind === "task");
+    if (!e) continue;
+    const tty = (p: number) => tasks.find((t) => t.core.pid === p)?.core.ttyNr ?? 0;
+    if (e.forker < 0) {
+      return { from: owner, stage: e.when, fromTtyNr: e.when === "normal" ? tty(owner) : -1 };
+    }
+    const by = list[e.forker];
+    if (by.setsid) return { from: owner, stage: "fresh", fromTtyNr: -1 };
+    return { from: owner, stage: "normal", fromTtyNr: tty(owner) };
+  }
+  return undefined;
+}
+
+/** The tree's sessions and groups, as restore makes them (sessions.ts). */
+function planTreeSessions(cores: TaskCore[], shellJob: boolean): SessionPlan {
+  const taken = new Set(cores.map((c) => c.pid));
+  let next = Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim()) - 1;
+  const freePid = () => {
+    while (taken.has(next) || processExists(next)) next--;
+    taken.add(next);
+    return next;
+  };
+  try {
+    return planSessions(sessionTasks(cores), { shellJob, freePid });
+  } catch (err) {
+    if (err instanceof SessionError) throw new RestoreError(err.message);
+    throw err;
+  }
 }
 
 function refuseTaken(pid: number): void {

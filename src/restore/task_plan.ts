@@ -14,7 +14,7 @@ import type { OpenedFiles } from "../files/open.ts";
 import { lockOps } from "../files/locks.ts";
 import { posixTimerOps } from "../task/posix_timers.ts";
 import { vmFlagsOps } from "../task/vma_flags.ts";
-import { cttyOps } from "../files/ctty.ts";
+import { type Born, cttyOps } from "../files/ctty.ts";
 import {
   type Authority,
   authorityOf,
@@ -35,20 +35,29 @@ import {
   FLAG_SETPGID,
   FLAG_SETSID,
   FLAG_SHARED_FILES,
+  FLAG_SUBREAPER,
   LAYOUT,
   type Plan,
   type PlanChild,
+  type PlanCreds,
 } from "./plan_buffer.ts";
 
 import type { RestoreOptions, TaskImages } from "./restore.ts";
+import type { SelfSession } from "./sessions.ts";
+import { seccompOps } from "./seccomp.ts";
+import { waitOps } from "./waits.ts";
 import type { ExternalFill, PagesSource } from "./drive.ts";
 
 export interface TreePlace {
   sharedParent?: BuiltPlan;
   root: boolean;
   shellJob: boolean;
-  parent?: TaskCore;
   children: PlanChild[];
+  /** What the task does about its session and group (sessions.ts); absent:
+   * a session leader, or a group leader in its parent's session. */
+  session?: SelfSession;
+  /** Who forks it and when (sessions.ts): the terminal it is born with. */
+  born?: Born;
 }
 
 /** The pages files a task's memory comes from, numbered as its pieces'
@@ -128,7 +137,8 @@ export function taskPlan(
     ...vmFlagsOps(core, t.mm!.vmas),
     ...posixTimerOps(core),
   );
-  plan.ops.push(...cttyOps(core, plan.flags, place, opened));
+  plan.ops.push(...cttyOps(core, place, opened));
+  plan.ops.push(...seccompOps(core), ...waitOps(core, t.mm!.vmas));
   plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
   // cwd, root, exe and mapped files are looked up as the task itself, with
   // no symlink followed, and must be what the dump saw.
@@ -240,25 +250,18 @@ function openDir(
 export function basePlan(core: TaskCore, place: TreePlace): Plan {
   const t = core.threads[0];
   const pid = core.pid;
+  const session = place.session ?? {
+    setsid: core.sid === pid,
+    setpgid: core.pgid === pid && core.sid !== pid,
+    joinPgid: 0,
+    subreaper: core.childSubreaper,
+  };
   let flags = place.root ? FLAG_ROOT : 0;
-  let joinPgid = 0;
-  // What the task inherits at fork: ckpt's session and group for the root,
-  // its parent's (as restored) for the others.
-  const inheritedSid = place.root ? -1 : place.parent?.sid;
-  const inheritedPgid = place.root ? -1 : place.parent?.pgid;
-  if (core.sid === pid) flags |= FLAG_SETSID;
-  else if (core.sid !== inheritedSid && !(place.root && place.shellJob)) {
-    throw new RestoreError(
-      place.root
-        ? `pid ${pid} was in session ${core.sid}, which it did not lead; restore with --shell-job`
-        : `pid ${pid} was in session ${core.sid}, not its parent's; such sessions cannot be restored yet`,
-    );
-  }
-  if (core.pgid === pid && core.sid !== pid) flags |= FLAG_SETPGID;
-  else if (core.pgid !== pid && core.pgid !== inheritedPgid && core.sid !== pid && !place.root) {
-    flags |= FLAG_JOIN_PGID;
-    joinPgid = core.pgid;
-  }
+  if (session.setsid) flags |= FLAG_SETSID;
+  if (session.setpgid) flags |= FLAG_SETPGID;
+  if (session.joinPgid) flags |= FLAG_JOIN_PGID;
+  if (session.subreaper) flags |= FLAG_SUBREAPER;
+  const joinPgid = session.joinPgid;
   const ours = new Map(readLimits("self").map((l) => [l.resource, l.max]));
   const rlimits = core.rlimits.map((l) => {
     const cap = ours.get(l.resource) ?? l.max;
@@ -274,7 +277,8 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
       ? { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask }
       : { handler: 0n, flags: 0n, restorer: 0n, mask: 0n };
   });
-  const c = core.creds!;
+  // The main thread's own credentials (older images: the task's).
+  const c = t.creds ?? core.creds!;
   const m = core.mm!;
   return {
     flags,
@@ -322,7 +326,8 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
     comm: t.comm || core.comm,
     uids: c.uids,
     gids: c.gids,
-    caps: { eff: c.capEff, prm: c.capPrm, inh: c.capInh, bnd: c.capBnd },
+    caps: { eff: c.capEff, prm: c.capPrm, inh: c.capInh, bnd: c.capBnd, amb: c.capAmb },
+    noNewPrivs: t.noNewPrivs,
     dumpable: c.dumpable ? 1 : 0,
     children: place.children,
     threads: core.threads.slice(1).map((th) => ({
@@ -332,8 +337,19 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
       robust: { head: th.robustHead, len: th.robustLen },
       rseq: { addr: th.rseqAddr, len: th.rseqLen, sig: th.rseqSig },
       comm: th.comm,
+      creds: threadCreds(th.creds ?? c, th.noNewPrivs),
     })),
     joinPgid,
     ops: [],
+  };
+}
+
+function threadCreds(c: NonNullable<TaskCore["creds"]>, noNewPrivs: boolean): PlanCreds {
+  return {
+    uids: c.uids,
+    gids: c.gids,
+    caps: { eff: c.capEff, prm: c.capPrm, inh: c.capInh, bnd: c.capBnd, amb: c.capAmb },
+    groups: c.groups,
+    noNewPrivs,
   };
 }

@@ -9,10 +9,16 @@ export interface RunResult {
   stderr: string;
 }
 
-export async function runCkpt(args: string[], opts: { stdin?: string } = {}): Promise<RunResult> {
+/** `timeoutMs`: ckpt is killed after that long (a hang then fails the test
+ * rather than blocking it forever). */
+export async function runCkpt(
+  args: string[],
+  opts: { stdin?: string; timeoutMs?: number } = {},
+): Promise<RunResult> {
   const cmd = new Deno.Command(CKPT, {
     args,
     env: { DENO_BIN: Deno.execPath(), NO_COLOR: "1" },
+    signal: opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined,
     stdin: opts.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiNwoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAki2AIKClRocmVhZENvcmUSCwoDdGlkGAEgASgFEgwKBHJlZ3MYAiABKAwSDQoFeHNhdmUYAyABKAwSDwoHc2lnbWFzaxgEIAEoBBIjCgdwZW5kaW5nGAUgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSEwoLYWx0c3RhY2tfc3AYBiABKAQSFQoNYWx0c3RhY2tfc2l6ZRgHIAEoBBIWCg5hbHRzdGFja19mbGFncxgIIAEoBRITCgt0aWRfYWRkcmVzcxgJIAEoBBITCgtyb2J1c3RfaGVhZBgKIAEoBBISCgpyb2J1c3RfbGVuGAsgASgEEhEKCXJzZXFfYWRkchgMIAEoBBIQCghyc2VxX2xlbhgNIAEoDRIQCghyc2VxX3NpZxgOIAEoDRIMCgRjb21tGA8gASgJEiMKB3N5c2NhbGwYECABKAsyEi5ja3B0LlN5c2NhbGxTdGF0ZSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSL7BAoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFItcBCgpQb3NpeFRpbWVyEgoKAmlkGAEgASgFEhAKCGNsb2NrX2lkGAIgASgFEg0KBXNpZ25vGAMgASgNEhMKC3NpZ2V2X3ZhbHVlGAQgASgEEg4KBm5vdGlmeRgFIAEoDRISCgpub3RpZnlfdGlkGAYgASgFEhEKCXZhbHVlX3NlYxgHIAEoAxISCgp2YWx1ZV9uc2VjGAggASgDEhQKDGludGVydmFsX3NlYxgJIAEoAxIVCg1pbnRlcnZhbF9uc2VjGAogASgDEg8KB292ZXJydW4YCyABKAUi8wEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBBIOCgZhZHZpY2UYFCABKA0SHgoFbWxvY2sYFSABKA4yDy5ja3B0Lk1sb2NrTW9kZRIOCgZzZWFsZWQYFiABKAgiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCLjAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQSEAoDdWlkGAsgASgNSACIAQESEAoDZ2lkGAwgASgNSAGIAQESEAoIYnRpbWVfbXMYDSABKANCBgoEX3VpZEIGCgRfZ2lkIqEBCghQaXBlRmlsZRIQCghwaXBlX2lubxgBIAEoBBINCgVmbGFncxgCIAEoDRIRCgl3cml0ZV9lbmQYAyABKAgSDAoEZGF0YRgEIAEoDBIMCgRwYXRoGAUgASgJEgwKBHNpemUYBiABKA0SGAoQb3RoZXJfZW5kX2Nsb3NlZBgHIAEoCBILCgNkZXYYCCABKAQSEAoIYnRpbWVfbXMYCSABKAMiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0ifwoHVGVybWlvcxINCgVpZmxhZxgBIAEoDRINCgVvZmxhZxgCIAEoDRINCgVjZmxhZxgDIAEoDRINCgVsZmxhZxgEIAEoDRIMCgRsaW5lGAUgASgNEgoKAmNjGAYgASgMEg4KBmlzcGVlZBgHIAEoDRIOCgZvc3BlZWQYCCABKA0iOAoIVHR5Q2h1bmsSDAoEZGF0YRgBIAEoDBIeCgNlbmQYAiABKA4yES5ja3B0LlR0eUNodW5rRW5kIsYCCghQdHlTdGF0ZRIeCgd0ZXJtaW9zGAEgASgLMg0uY2twdC5UZXJtaW9zEhYKDmxvY2tlZF90ZXJtaW9zGAIgASgMEgwKBHJvd3MYAyABKA0SDAoEY29scxgEIAEoDRIOCgZ4cGl4ZWwYBSABKA0SDgoGeXBpeGVsGAYgASgNEg4KBmxvY2tlZBgHIAEoCBIOCgZwYWNrZXQYCCABKAgSEwoLbWFzdGVyX2V4Y2wYCSABKAgSEgoKc2xhdmVfZXhjbBgKIAEoCBIdCgVpbnB1dBgLIAMoCzIOLmNrcHQuVHR5Q2h1bmsSDgoGb3V0cHV0GAwgASgMEhQKDHNsYXZlX2Nsb3NlZBgNIAEoCBISCgpzbGF2ZV9tb2RlGA4gASgNEhEKCXNsYXZlX3VpZBgPIAEoDRIRCglzbGF2ZV9naWQYECABKA0ixQEKB1R0eUZpbGUSGwoEcm9sZRgBIAEoDjINLmNrcHQuVHR5Um9sZRIMCgRwYXRoGAIgASgJEg0KBWZsYWdzGAMgASgNEg0KBWluZGV4GAQgASgNEgwKBHJkZXYYBSABKAQSGwoDcHR5GAYgASgLMg4uY2twdC5QdHlTdGF0ZRIiCgtqb2JfdGVybWlvcxgHIAEoCzINLmNrcHQuVGVybWlvcxIQCghqb2Jfcm93cxgIIAEoDRIQCghqb2JfY29scxgJIAEoDSKUBAoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZRIlCgh1bmxpbmtlZBgWIAEoCzITLmNrcHQuVW5saW5rZWRJbm9kZRIpCg11bmxpbmtlZF9vcGVuGBcgASgLMhIuY2twdC5VbmxpbmtlZE9wZW4SHgoFZXBvbGwYHiABKAsyDy5ja3B0LkVwb2xsRmlsZRIiCgd0aW1lcmZkGB8gASgLMhEuY2twdC5UaW1lckZkRmlsZRIkCghzaWduYWxmZBggIAEoCzISLmNrcHQuU2lnbmFsRmRGaWxlEhoKA3R0eRgQIAEoCzINLmNrcHQuVHR5RmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJKkAKCU1sb2NrTW9kZRIOCgpNTE9DS19OT05FEAASEAoMTUxPQ0tfTE9DS0VEEAESEQoNTUxPQ0tfT05GQVVMVBACKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKoYCCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECASDAoIRklMRV9UVFkQECpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqOAoITG9ja0tpbmQSDgoKTE9DS19QT1NJWBAAEg4KCkxPQ0tfRkxPQ0sQARIMCghMT0NLX09GRBACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIrgDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iwgUKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSJgoMcG9zaXhfdGltZXJzGCggAygLMhAuY2twdC5Qb3NpeFRpbWVyEiUKDG1sb2NrX2Z1dHVyZRgpIAEoDjIPLmNrcHQuTWxvY2tNb2RlEg4KBnR0eV9uchgqIAEoDRIQCgh0dHlfcGdycBgrIAEoBRIsCg9zZWNjb21wX2ZpbHRlcnMYGCADKAsyEy5ja3B0LlNlY2NvbXBGaWx0ZXISFwoPY2hpbGRfc3VicmVhcGVyGBkgASgIItcBCgpQb3NpeFRpbWVyEgoKAmlkGAEgASgFEhAKCGNsb2NrX2lkGAIgASgFEg0KBXNpZ25vGAMgASgNEhMKC3NpZ2V2X3ZhbHVlGAQgASgEEg4KBm5vdGlmeRgFIAEoDRISCgpub3RpZnlfdGlkGAYgASgFEhEKCXZhbHVlX3NlYxgHIAEoAxISCgp2YWx1ZV9uc2VjGAggASgDEhQKDGludGVydmFsX3NlYxgJIAEoAxIVCg1pbnRlcnZhbF9uc2VjGAogASgDEg8KB292ZXJydW4YCyABKAUi8wEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBBIOCgZhZHZpY2UYFCABKA0SHgoFbWxvY2sYFSABKA4yDy5ja3B0Lk1sb2NrTW9kZRIOCgZzZWFsZWQYFiABKAgiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCLjAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQSEAoDdWlkGAsgASgNSACIAQESEAoDZ2lkGAwgASgNSAGIAQESEAoIYnRpbWVfbXMYDSABKANCBgoEX3VpZEIGCgRfZ2lkIqEBCghQaXBlRmlsZRIQCghwaXBlX2lubxgBIAEoBBINCgVmbGFncxgCIAEoDRIRCgl3cml0ZV9lbmQYAyABKAgSDAoEZGF0YRgEIAEoDBIMCgRwYXRoGAUgASgJEgwKBHNpemUYBiABKA0SGAoQb3RoZXJfZW5kX2Nsb3NlZBgHIAEoCBILCgNkZXYYCCABKAQSEAoIYnRpbWVfbXMYCSABKAMiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0ifwoHVGVybWlvcxINCgVpZmxhZxgBIAEoDRINCgVvZmxhZxgCIAEoDRINCgVjZmxhZxgDIAEoDRINCgVsZmxhZxgEIAEoDRIMCgRsaW5lGAUgASgNEgoKAmNjGAYgASgMEg4KBmlzcGVlZBgHIAEoDRIOCgZvc3BlZWQYCCABKA0iOAoIVHR5Q2h1bmsSDAoEZGF0YRgBIAEoDBIeCgNlbmQYAiABKA4yES5ja3B0LlR0eUNodW5rRW5kIsYCCghQdHlTdGF0ZRIeCgd0ZXJtaW9zGAEgASgLMg0uY2twdC5UZXJtaW9zEhYKDmxvY2tlZF90ZXJtaW9zGAIgASgMEgwKBHJvd3MYAyABKA0SDAoEY29scxgEIAEoDRIOCgZ4cGl4ZWwYBSABKA0SDgoGeXBpeGVsGAYgASgNEg4KBmxvY2tlZBgHIAEoCBIOCgZwYWNrZXQYCCABKAgSEwoLbWFzdGVyX2V4Y2wYCSABKAgSEgoKc2xhdmVfZXhjbBgKIAEoCBIdCgVpbnB1dBgLIAMoCzIOLmNrcHQuVHR5Q2h1bmsSDgoGb3V0cHV0GAwgASgMEhQKDHNsYXZlX2Nsb3NlZBgNIAEoCBISCgpzbGF2ZV9tb2RlGA4gASgNEhEKCXNsYXZlX3VpZBgPIAEoDRIRCglzbGF2ZV9naWQYECABKA0ixQEKB1R0eUZpbGUSGwoEcm9sZRgBIAEoDjINLmNrcHQuVHR5Um9sZRIMCgRwYXRoGAIgASgJEg0KBWZsYWdzGAMgASgNEg0KBWluZGV4GAQgASgNEgwKBHJkZXYYBSABKAQSGwoDcHR5GAYgASgLMg4uY2twdC5QdHlTdGF0ZRIiCgtqb2JfdGVybWlvcxgHIAEoCzINLmNrcHQuVGVybWlvcxIQCghqb2Jfcm93cxgIIAEoDRIQCghqb2JfY29scxgJIAEoDSKUBAoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZRIlCgh1bmxpbmtlZBgWIAEoCzITLmNrcHQuVW5saW5rZWRJbm9kZRIpCg11bmxpbmtlZF9vcGVuGBcgASgLMhIuY2twdC5VbmxpbmtlZE9wZW4SHgoFZXBvbGwYHiABKAsyDy5ja3B0LkVwb2xsRmlsZRIiCgd0aW1lcmZkGB8gASgLMhEuY2twdC5UaW1lckZkRmlsZRIkCghzaWduYWxmZBggIAEoCzISLmNrcHQuU2lnbmFsRmRGaWxlEhoKA3R0eRgQIAEoCzINLmNrcHQuVHR5RmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJKkAKCU1sb2NrTW9kZRIOCgpNTE9DS19OT05FEAASEAoMTUxPQ0tfTE9DS0VEEAESEQoNTUxPQ0tfT05GQVVMVBACKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKoYCCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECASDAoIRklMRV9UVFkQECpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqOAoITG9ja0tpbmQSDgoKTE9DS19QT1NJWBAAEg4KCkxPQ0tfRkxPQ0sQARIMCghMT0NLX09GRBACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -341,18 +341,40 @@ export type SyscallState = Message<"ckpt.SyscallState"> & {
   nr: bigint;
 
   /**
-   * rax at freeze time (-ERESTART* when interrupted)
+   * rax at freeze time (-ERESTART* or -EINTR when interrupted)
    *
    * @generated from field: int64 ret = 2;
    */
   ret: bigint;
 
   /**
-   * "restart", "eintr" or "none"
+   * "restart" (the kernel re-enters it with its own registers), "eintr"
+   * (returns EINTR), "none", or "reenter": a wait whose restart state the
+   * kernel keeps to itself (poll, nanosleep, futex with a timeout) or which
+   * the freeze ended with EINTR (epoll_wait, sigtimedwait); restore enters it
+   * again with the time that was left.
    *
    * @generated from field: string action = 3;
    */
   action: string;
+
+  /**
+   * reenter: nanoseconds the timeout had left when the thread was frozen;
+   * -1: no timeout, or one given as an absolute deadline (arguments kept).
+   *
+   * @generated from field: int64 remaining_ns = 4;
+   */
+  remainingNs: bigint;
+
+  /**
+   * reenter: where remaining_ns comes from: "timer" (the kernel's own timer,
+   * seen in /proc/timer_list as the freeze cancelled it), "written" (the
+   * kernel wrote the time left into the call's own argument), "args" (no
+   * relative timeout), "unknown" (the whole timeout is waited again).
+   *
+   * @generated from field: string remaining_from = 5;
+   */
+  remainingFrom: string;
 };
 
 /**
@@ -361,6 +383,49 @@ export type SyscallState = Message<"ckpt.SyscallState"> & {
  */
 export const SyscallStateSchema: GenMessage<SyscallState> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 7);
+
+/**
+ * One seccomp filter (cBPF) of a task. Filters form a tree: each was
+ * installed on top of its parent, and threads that inherited one share it.
+ *
+ * @generated from message ckpt.SeccompFilter
+ */
+export type SeccompFilter = Message<"ckpt.SeccompFilter"> & {
+  /**
+   * 1-based within the task
+   *
+   * @generated from field: uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * the filter it was installed on (0: none)
+   *
+   * @generated from field: uint32 parent = 2;
+   */
+  parent: number;
+
+  /**
+   * struct sock_filter[], 8 bytes each
+   *
+   * @generated from field: bytes insns = 3;
+   */
+  insns: Uint8Array;
+
+  /**
+   * SECCOMP_FILTER_FLAG_LOG, as PTRACE_SECCOMP_GET_METADATA gives it
+   *
+   * @generated from field: uint64 flags = 4;
+   */
+  flags: bigint;
+};
+
+/**
+ * Describes the message ckpt.SeccompFilter.
+ * Use `create(SeccompFilterSchema)` to create a new message.
+ */
+export const SeccompFilterSchema: GenMessage<SeccompFilter> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 8);
 
 /**
  * @generated from message ckpt.ThreadCore
@@ -449,6 +514,33 @@ export type ThreadCore = Message<"ckpt.ThreadCore"> & {
    * @generated from field: ckpt.SyscallState syscall = 16;
    */
   syscall?: SyscallState | undefined;
+
+  /**
+   * Credentials are per thread in the kernel (a raw setresuid(2) changes one
+   * thread). Absent in older images: the task's creds.
+   *
+   * @generated from field: ckpt.Creds creds = 17;
+   */
+  creds?: Creds | undefined;
+
+  /**
+   * 0 off, 1 strict, 2 filter
+   *
+   * @generated from field: uint32 seccomp_mode = 18;
+   */
+  seccompMode: number;
+
+  /**
+   * mode 2: the newest filter's id (TaskCore.seccomp_filters)
+   *
+   * @generated from field: uint32 seccomp_filter = 19;
+   */
+  seccompFilter: number;
+
+  /**
+   * @generated from field: bool no_new_privs = 20;
+   */
+  noNewPrivs: boolean;
 };
 
 /**
@@ -456,7 +548,7 @@ export type ThreadCore = Message<"ckpt.ThreadCore"> & {
  * Use `create(ThreadCoreSchema)` to create a new message.
  */
 export const ThreadCoreSchema: GenMessage<ThreadCore> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 8);
+  messageDesc(file_ckpt_images, 9);
 
 /**
  * @generated from message ckpt.MmFields
@@ -535,7 +627,7 @@ export type MmFields = Message<"ckpt.MmFields"> & {
  * Use `create(MmFieldsSchema)` to create a new message.
  */
 export const MmFieldsSchema: GenMessage<MmFields> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 9);
+  messageDesc(file_ckpt_images, 10);
 
 /**
  * core-PID.img: one task.
@@ -692,6 +784,20 @@ export type TaskCore = Message<"ckpt.TaskCore"> & {
    * @generated from field: int32 tty_pgrp = 43;
    */
   ttyPgrp: number;
+
+  /**
+   * Every seccomp filter of the task's threads, parents before children.
+   *
+   * @generated from field: repeated ckpt.SeccompFilter seccomp_filters = 24;
+   */
+  seccompFilters: SeccompFilter[];
+
+  /**
+   * PR_SET_CHILD_SUBREAPER: orphans below it are reparented to it.
+   *
+   * @generated from field: bool child_subreaper = 25;
+   */
+  childSubreaper: boolean;
 };
 
 /**
@@ -699,7 +805,7 @@ export type TaskCore = Message<"ckpt.TaskCore"> & {
  * Use `create(TaskCoreSchema)` to create a new message.
  */
 export const TaskCoreSchema: GenMessage<TaskCore> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 10);
+  messageDesc(file_ckpt_images, 11);
 
 /**
  * A POSIX timer as /proc/PID/timers and timer_gettime show it.
@@ -782,7 +888,7 @@ export type PosixTimer = Message<"ckpt.PosixTimer"> & {
  * Use `create(PosixTimerSchema)` to create a new message.
  */
 export const PosixTimerSchema: GenMessage<PosixTimer> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 11);
+  messageDesc(file_ckpt_images, 12);
 
 /**
  * @generated from message ckpt.Vma
@@ -875,7 +981,7 @@ export type Vma = Message<"ckpt.Vma"> & {
  * Use `create(VmaSchema)` to create a new message.
  */
 export const VmaSchema: GenMessage<Vma> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 12);
+  messageDesc(file_ckpt_images, 13);
 
 /**
  * mm-PID.img
@@ -899,7 +1005,7 @@ export type MmImage = Message<"ckpt.MmImage"> & {
  * Use `create(MmImageSchema)` to create a new message.
  */
 export const MmImageSchema: GenMessage<MmImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 13);
+  messageDesc(file_ckpt_images, 14);
 
 /**
  * A run of pages in the pages file.
@@ -956,7 +1062,7 @@ export type PageRun = Message<"ckpt.PageRun"> & {
  * Use `create(PageRunSchema)` to create a new message.
  */
 export const PageRunSchema: GenMessage<PageRun> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 14);
+  messageDesc(file_ckpt_images, 15);
 
 /**
  * pagemap-PID.img: which pages of the task are in pages-PID.img.
@@ -1009,7 +1115,7 @@ export type PagemapImage = Message<"ckpt.PagemapImage"> & {
  * Use `create(PagemapImageSchema)` to create a new message.
  */
 export const PagemapImageSchema: GenMessage<PagemapImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 15);
+  messageDesc(file_ckpt_images, 16);
 
 /**
  * @generated from message ckpt.MemoryTracking
@@ -1036,7 +1142,7 @@ export type MemoryTracking = Message<"ckpt.MemoryTracking"> & {
  * Use `create(MemoryTrackingSchema)` to create a new message.
  */
 export const MemoryTrackingSchema: GenMessage<MemoryTracking> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 16);
+  messageDesc(file_ckpt_images, 17);
 
 /**
  * @generated from message ckpt.RegFile
@@ -1126,7 +1232,7 @@ export type RegFile = Message<"ckpt.RegFile"> & {
  * Use `create(RegFileSchema)` to create a new message.
  */
 export const RegFileSchema: GenMessage<RegFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 17);
+  messageDesc(file_ckpt_images, 18);
 
 /**
  * @generated from message ckpt.PipeFile
@@ -1198,7 +1304,7 @@ export type PipeFile = Message<"ckpt.PipeFile"> & {
  * Use `create(PipeFileSchema)` to create a new message.
  */
 export const PipeFileSchema: GenMessage<PipeFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 18);
+  messageDesc(file_ckpt_images, 19);
 
 /**
  * @generated from message ckpt.EventFdFile
@@ -1225,7 +1331,7 @@ export type EventFdFile = Message<"ckpt.EventFdFile"> & {
  * Use `create(EventFdFileSchema)` to create a new message.
  */
 export const EventFdFileSchema: GenMessage<EventFdFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 19);
+  messageDesc(file_ckpt_images, 20);
 
 /**
  * @generated from message ckpt.ChrFile
@@ -1252,7 +1358,7 @@ export type ChrFile = Message<"ckpt.ChrFile"> & {
  * Use `create(ChrFileSchema)` to create a new message.
  */
 export const ChrFileSchema: GenMessage<ChrFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 20);
+  messageDesc(file_ckpt_images, 21);
 
 /**
  * An inode an inotify watch or fanotify mark is on: found again by its path
@@ -1300,7 +1406,7 @@ export type WatchedInode = Message<"ckpt.WatchedInode"> & {
  * Use `create(WatchedInodeSchema)` to create a new message.
  */
 export const WatchedInodeSchema: GenMessage<WatchedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 21);
+  messageDesc(file_ckpt_images, 22);
 
 /**
  * @generated from message ckpt.InotifyWatch
@@ -1331,7 +1437,7 @@ export type InotifyWatch = Message<"ckpt.InotifyWatch"> & {
  * Use `create(InotifyWatchSchema)` to create a new message.
  */
 export const InotifyWatchSchema: GenMessage<InotifyWatch> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 22);
+  messageDesc(file_ckpt_images, 23);
 
 /**
  * @generated from message ckpt.InotifyFile
@@ -1357,7 +1463,7 @@ export type InotifyFile = Message<"ckpt.InotifyFile"> & {
  * Use `create(InotifyFileSchema)` to create a new message.
  */
 export const InotifyFileSchema: GenMessage<InotifyFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 23);
+  messageDesc(file_ckpt_images, 24);
 
 /**
  * @generated from message ckpt.FanotifyMark
@@ -1419,7 +1525,7 @@ export type FanotifyMark = Message<"ckpt.FanotifyMark"> & {
  * Use `create(FanotifyMarkSchema)` to create a new message.
  */
 export const FanotifyMarkSchema: GenMessage<FanotifyMark> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 24);
+  messageDesc(file_ckpt_images, 25);
 
 /**
  * @generated from message ckpt.FanotifyFile
@@ -1457,7 +1563,7 @@ export type FanotifyFile = Message<"ckpt.FanotifyFile"> & {
  * Use `create(FanotifyFileSchema)` to create a new message.
  */
 export const FanotifyFileSchema: GenMessage<FanotifyFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 25);
+  messageDesc(file_ckpt_images, 26);
 
 /**
  * One registration of an epoll set, as the kernel keys it: the target file
@@ -1506,7 +1612,7 @@ export type EpollTarget = Message<"ckpt.EpollTarget"> & {
  * Use `create(EpollTargetSchema)` to create a new message.
  */
 export const EpollTargetSchema: GenMessage<EpollTarget> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 26);
+  messageDesc(file_ckpt_images, 27);
 
 /**
  * @generated from message ckpt.EpollFile
@@ -1530,7 +1636,7 @@ export type EpollFile = Message<"ckpt.EpollFile"> & {
  * Use `create(EpollFileSchema)` to create a new message.
  */
 export const EpollFileSchema: GenMessage<EpollFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 27);
+  messageDesc(file_ckpt_images, 28);
 
 /**
  * @generated from message ckpt.TimerFdFile
@@ -1587,7 +1693,7 @@ export type TimerFdFile = Message<"ckpt.TimerFdFile"> & {
  * Use `create(TimerFdFileSchema)` to create a new message.
  */
 export const TimerFdFileSchema: GenMessage<TimerFdFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 28);
+  messageDesc(file_ckpt_images, 29);
 
 /**
  * @generated from message ckpt.SignalFdFile
@@ -1611,7 +1717,7 @@ export type SignalFdFile = Message<"ckpt.SignalFdFile"> & {
  * Use `create(SignalFdFileSchema)` to create a new message.
  */
 export const SignalFdFileSchema: GenMessage<SignalFdFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 29);
+  messageDesc(file_ckpt_images, 30);
 
 /**
  * struct termios2 of the terminal (c_cc has 19 bytes).
@@ -1665,7 +1771,7 @@ export type Termios = Message<"ckpt.Termios"> & {
  * Use `create(TermiosSchema)` to create a new message.
  */
 export const TermiosSchema: GenMessage<Termios> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 30);
+  messageDesc(file_ckpt_images, 31);
 
 /**
  * @generated from message ckpt.TtyChunk
@@ -1687,7 +1793,7 @@ export type TtyChunk = Message<"ckpt.TtyChunk"> & {
  * Use `create(TtyChunkSchema)` to create a new message.
  */
 export const TtyChunkSchema: GenMessage<TtyChunk> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 31);
+  messageDesc(file_ckpt_images, 32);
 
 /**
  * One pseudo-terminal pair, kept on its master's entry.
@@ -1800,7 +1906,7 @@ export type PtyState = Message<"ckpt.PtyState"> & {
  * Use `create(PtyStateSchema)` to create a new message.
  */
 export const PtyStateSchema: GenMessage<PtyState> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 32);
+  messageDesc(file_ckpt_images, 33);
 
 /**
  * @generated from message ckpt.TtyFile
@@ -1868,7 +1974,7 @@ export type TtyFile = Message<"ckpt.TtyFile"> & {
  * Use `create(TtyFileSchema)` to create a new message.
  */
 export const TtyFileSchema: GenMessage<TtyFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 33);
+  messageDesc(file_ckpt_images, 34);
 
 /**
  * @generated from message ckpt.FileEntry
@@ -1974,7 +2080,7 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 34);
+  messageDesc(file_ckpt_images, 35);
 
 /**
  * A lock as /proc/locks shows it (src/files/locks.ts).
@@ -2017,7 +2123,7 @@ export type FileLock = Message<"ckpt.FileLock"> & {
  * Use `create(FileLockSchema)` to create a new message.
  */
 export const FileLockSchema: GenMessage<FileLock> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 35);
+  messageDesc(file_ckpt_images, 36);
 
 /**
  * An inode no path leads to: a memfd (memfd_create), or a file deleted while
@@ -2105,7 +2211,7 @@ export type UnlinkedInode = Message<"ckpt.UnlinkedInode"> & {
  * Use `create(UnlinkedInodeSchema)` to create a new message.
  */
 export const UnlinkedInodeSchema: GenMessage<UnlinkedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 36);
+  messageDesc(file_ckpt_images, 37);
 
 /**
  * @generated from message ckpt.DataRange
@@ -2127,7 +2233,7 @@ export type DataRange = Message<"ckpt.DataRange"> & {
  * Use `create(DataRangeSchema)` to create a new message.
  */
 export const DataRangeSchema: GenMessage<DataRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 37);
+  messageDesc(file_ckpt_images, 38);
 
 /**
  * One open file description of an UnlinkedInode (what an fd refers to).
@@ -2160,7 +2266,7 @@ export type UnlinkedOpen = Message<"ckpt.UnlinkedOpen"> & {
  * Use `create(UnlinkedOpenSchema)` to create a new message.
  */
 export const UnlinkedOpenSchema: GenMessage<UnlinkedOpen> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 38);
+  messageDesc(file_ckpt_images, 39);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -2179,7 +2285,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 39);
+  messageDesc(file_ckpt_images, 40);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -2206,7 +2312,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 40);
+  messageDesc(file_ckpt_images, 41);
 
 /**
  * fdinfo-PID.img
@@ -2237,7 +2343,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 41);
+  messageDesc(file_ckpt_images, 42);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -2270,7 +2376,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 42);
+  messageDesc(file_ckpt_images, 43);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -2449,7 +2555,7 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 43);
+  messageDesc(file_ckpt_images, 44);
 
 /**
  * @generated from enum ckpt.MlockMode

@@ -19,5 +19,7 @@ export const ptraceSymbols = {
   ck_peek_word: { parameters: ["i32", "u64", "buffer"], result: "i64" },
   ck_poke_word: { parameters: ["i32", "u64", "u64"], result: "i64" },
   ck_inject_syscall: { parameters: ["i32", "u64", "buffer", "buffer"], result: "i64" },
-  ck_snapshot_fork: { parameters: ["i32", "buffer"], result: "i64" },
+  ck_snapshot_fork: { parameters: ["i32", "u64", "buffer"], result: "i64" },
+  ck_seccomp_get_filter: { parameters: ["i32", "u64", "buffer"], result: "i64" },
+  ck_seccomp_get_metadata: { parameters: ["i32", "u64", "buffer"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
