@@ -98,6 +98,9 @@ export async function superviseRestorers(
     seized?: boolean;
     /** Called once every task of the tree has been forked. */
     forked?: () => void;
+    /** At each new task's or thread's first stop, before it runs anything
+     * (a seized root's is the caller's, before it lets it go). */
+    firstStop?: (tid: number) => void;
   } = {},
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
@@ -134,6 +137,7 @@ export async function superviseRestorers(
     }
     if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
       rootStopped = true;
+      more.firstStop?.(root);
       ptrace.setOptions(root, SEIZE_TREE_OPTIONS);
       ptrace.cont(root, 0);
       continue;
@@ -143,6 +147,7 @@ export async function superviseRestorers(
       continue;
     }
     if ((st.stopSig === SIGSTOP || st.event === PTRACE_EVENT_STOP) && !ready.has(tid)) {
+      more.firstStop?.(tid);
       ptrace.cont(tid, 0); // first stop of an auto-attached task or thread
       continue;
     }

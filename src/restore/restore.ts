@@ -6,7 +6,7 @@
 import { sleepSync } from "../util/sleep.ts";
 import { type PreDumpSet, readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
-import { RestoreError } from "../errors.ts";
+import { ImageError, RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
 import type { ImageSet } from "../images/verify.ts";
 import {
@@ -40,6 +40,9 @@ import {
 import { encodePlan, encodeTree } from "./plan_buffer.ts";
 import { notifier, type Notify } from "../util/actions.ts";
 import { type RestoreStats, us, writeRestoreStats } from "../images/criu_stats.ts";
+import { CgroupRestore, type CgroupRestoreOptions } from "../cgroup/restore.ts";
+import { validateCgroups } from "../cgroup/validate.ts";
+import { CGROUPS } from "../images/dir.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -68,6 +71,8 @@ export interface RestoreOptions {
    * Throwing fails the restore (but for post-resume: the tree already runs,
    * so that failure is only logged). */
   notify?: Notify;
+  /** --manage-cgroups and --cgroup-root. */
+  cgroups?: CgroupRestoreOptions;
 }
 
 export interface Restored {
@@ -128,6 +133,18 @@ export async function restore(
   const notify = notifier(opts.notify, (m) => new RestoreError(m));
   notify("pre-restore");
 
+  // Where every task goes, checked before anything is made or forked.
+  let cgImage = checked?.cgroups;
+  if (!checked) {
+    cgImage = dir.readCgroups();
+    if (cgImage) {
+      validateCgroups(cgImage, tasks.map((t) => t.core), (why) => {
+        throw new ImageError(`${opts.dir}/${CGROUPS}`, why);
+      });
+    }
+  }
+  const cgroups = CgroupRestore.plan(cgImage, tasks.map((t) => t.core), opts.cgroups);
+
   const opened = new OpenedFiles(files, {
     validation: opts.fileValidation ?? "filesize",
     shellJob,
@@ -184,6 +201,7 @@ export async function restore(
     });
     const tree = encodeTree(plans);
 
+    cgroups.prepare();
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;
     try {
@@ -191,7 +209,9 @@ export async function restore(
         tree,
         pid,
         status[1],
-        opts.sibling ? { seizeOptions: SEIZE_TREE_OPTIONS } : undefined,
+        opts.sibling
+          ? { seizeOptions: SEIZE_TREE_OPTIONS, beforeGo: (p) => cgroups.firstStop(p) }
+          : undefined,
       );
     } catch (err) {
       if (err instanceof NativeError && err.errno === 17) {
@@ -224,13 +244,18 @@ export async function restore(
       lazy,
       servers,
       (p, i) => built.get(p)?.plan.ops[i]?.what,
-      { seized: opts.sibling, forked: () => tForked = performance.now() },
+      {
+        seized: opts.sibling,
+        forked: () => tForked = performance.now(),
+        firstStop: cgroups.active ? (tid) => cgroups.firstStop(tid) : undefined,
+      },
     );
     const tReady = performance.now();
     log.debug(`restorers done in ${formatMs(tReady - tSpawn)}`);
     notify("post-restore", pid);
     notify("pre-resume");
     opened.beforeRun();
+    cgroups.beforeRun();
     for (const t of live) finish(t.core, ready.get(t.core.pid)!);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
     const firstInstructionMs = performance.now() - t0;
@@ -273,8 +298,10 @@ export async function restore(
         wait(p, WALL);
       } catch { /* reaped */ }
     }
+    cgroups.undo();
     throw err;
   } finally {
+    cgroups.close();
     opened.closeAll();
     shmem.closeAll();
     for (const n of parentFds) fdops.close(n);
