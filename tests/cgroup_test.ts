@@ -8,6 +8,9 @@ import { CgroupsImageSchema, InventorySchema } from "../src/gen/ckpt/images_pb.t
 import { crc32c } from "../src/images/crc32c.ts";
 import { decodeImage, encodeImage, ImageKind } from "../src/images/format.ts";
 import { CKPT, ROOT, runCkpt } from "./helpers/ckpt.ts";
+import { openDir, RpcClient, T } from "./helpers/criu_rpc.ts";
+import { criu_cg_mode } from "../src/gen/criu/rpc_pb.ts";
+import { fd as fdops, wait } from "../src/native/mod.ts";
 import {
   alive,
   gone,
@@ -353,6 +356,73 @@ Deno.test("cgroups: cpuset cgroups made with their cpus and mems; a restore that
     assertEquals(ownCgroup("cpuset", t.root), x);
     assertEquals(ownCgroup("cpuset", t.child), x);
     assertEquals(cg.get("cpuset", x, "cpuset.cpus"), cpus);
+  } finally {
+    await killAndForget(t.root);
+    await killAndForget(t.child);
+    await cg.cleanup();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cgroups through CRIU's RPC: freeze_cgroup, manage_cgroups_mode and cg_root as runc sends them", async () => {
+  const dir = await tempDir("cg-rpc");
+  const cg = new TestCgroups();
+  const id = `ckpt-cgt-${Deno.pid}-rpc`;
+  const t = await startTree(dir);
+  try {
+    const x = cg.make("pids", id);
+    const f = cg.make("freezer", id);
+    cg.move("pids", x, t.root);
+    cg.move("pids", x, t.child);
+    cg.move("freezer", f, t.root);
+    cg.move("freezer", f, t.child);
+    cg.set("pids", x, "pids.max", "3");
+    const images = `${dir}/images`;
+    Deno.mkdirSync(images, { mode: 0o700 });
+    const imagesFd = openDir(images);
+    const c = await RpcClient.swrk();
+    const d = await c.call({
+      type: T.DUMP,
+      opts: {
+        imagesDirFd: imagesFd,
+        pid: t.root,
+        logFile: "dump.log",
+        manageCgroups: true,
+        manageCgroupsMode: criu_cg_mode.SOFT,
+        freezeCgroup: fsPath("freezer", f),
+      },
+    });
+    assertEquals(d.success, true, d.crErrmsg);
+    assertEquals((await c.close())?.code, 0);
+    await t.status;
+    await until("tree gone", () => gone(t.root) && gone(t.child));
+    assertEquals(cg.get("freezer", f, "freezer.state"), "THAWED");
+
+    // Restored into another pids cgroup (runc's cg_root: the container's new
+    // one), made by the restore with the settings the dump saved.
+    const y = cg.expect("pids", `${id}-new`);
+    const c2 = await RpcClient.swrk();
+    const r = await c2.call({
+      type: T.RESTORE,
+      opts: {
+        imagesDirFd: imagesFd,
+        logFile: "restore.log",
+        manageCgroups: true,
+        manageCgroupsMode: criu_cg_mode.FULL,
+        cgRoot: [{ ctrl: "pids", path: y }],
+        rstSibling: true, // as runc: the root is our child, moved before it runs on
+      },
+    });
+    assertEquals(r.success, true, r.crErrmsg);
+    assertEquals((await c2.close())?.code, 0);
+    fdops.close(imagesFd);
+    assertEquals(ownCgroup("pids", t.root), y);
+    assertEquals(ownCgroup("pids", t.child), y);
+    assertEquals(ownCgroup("freezer", t.root), f);
+    assertEquals(cg.get("pids", y, "pids.max"), "3");
+    assertEquals(await ask(dir, t.root, "SIGUSR1", "fork"), `fork ${EAGAIN}`);
+    Deno.kill(t.root, "SIGKILL");
+    wait(t.root, 0); // our child since the restore
   } finally {
     await killAndForget(t.root);
     await killAndForget(t.child);
