@@ -21,6 +21,7 @@ import {
   until,
 } from "./helpers/proc.ts";
 import { fsPath, type H, ownCgroup, TestCgroups, threadCgroup } from "./helpers/cgroups.ts";
+import { type TempUser, tempUser } from "./helpers/user.ts";
 
 const CGWORK = `${ROOT}/tests/workloads/cgwork.py`;
 const EAGAIN = "Resource temporarily unavailable";
@@ -46,8 +47,10 @@ async function ask(dir: string, pid: number, sig: Deno.Signal, prefix: string): 
   return lines(dir, prefix)[n];
 }
 
-async function startTree(dir: string, uid?: number): Promise<Tree> {
-  const p = startSession(["python3", CGWORK, dir, ...(uid === undefined ? [] : [String(uid)])]);
+async function startTree(dir: string, user?: TempUser): Promise<Tree> {
+  const p = startSession(
+    user ? user.as(["/usr/bin/python3", CGWORK, dir, "nothread"]) : ["python3", CGWORK, dir],
+  );
   await until("tree started", () => lines(dir, "start").length > 0);
   const m = /root=(\d+) thread=(\d+) child=(\d+)/.exec(lines(dir, "start")[0])!;
   return { root: +m[1], thread: +m[2], child: +m[3], status: p.status };
@@ -253,10 +256,10 @@ async function restoreFrom(jail: string, args: string[]) {
 
 Deno.test("cgroups: an image cannot put a task outside the restoring ckpt's cgroups unless the operator allows it", async () => {
   const dir = await tempDir("cg-guard");
-  Deno.chmodSync(dir, 0o777);
+  const u = await tempUser();
   const cg = new TestCgroups();
   const id = `ckpt-cgt-${Deno.pid}-guard`;
-  const t = await startTree(dir, 65534);
+  const t = await startTree(u.dir, u);
   try {
     const x = cg.make("cpu", id);
     const jail = cg.make("cpu", `${id}-jail`);
@@ -264,14 +267,14 @@ Deno.test("cgroups: an image cannot put a task outside the restoring ckpt's cgro
     cg.move("cpu", x, t.child);
     await dumpKill(t, `${dir}/images`);
 
-    // Restored by a ckpt running in another cgroup: the task (uid 65534)
+    // Restored by a ckpt running in another cgroup: the task (another user)
     // could not have moved itself to x, so the image alone cannot.
     const r = await restoreFrom(jail, ["restore", "-D", `${dir}/images`, "-d"]);
     assertEquals(r.code, 1, r.stderr);
     assertMatch(
       r.stderr,
       new RegExp(
-        `^ckpt: pid ${t.root} \\(uid 65534\\) was in cpu cgroup ${x}, outside ckpt's own \\(${jail}\\)[^\\n]*--cgroup-root cpu:${x} to allow it\\n$`,
+        `^ckpt: pid ${t.root} \\(uid ${u.uid}\\) was in cpu cgroup ${x}, outside ckpt's own \\(${jail}\\)[^\\n]*--cgroup-root cpu:${x} to allow it\\n$`,
       ),
     );
     assert(gone(t.root), "nothing was started");
@@ -311,6 +314,7 @@ Deno.test("cgroups: an image cannot put a task outside the restoring ckpt's cgro
     await killAndForget(t.child);
     await cg.cleanup();
     await Deno.remove(dir, { recursive: true });
+    await u.remove();
   }
 });
 

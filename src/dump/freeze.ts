@@ -82,6 +82,8 @@ export class Frozen {
         ptrace.seize(tid);
       } catch (err) {
         if (err instanceof NativeError && err.errno === 3) continue;
+        // Exiting since the cgroup was listed: ptrace refuses a zombie.
+        if (err instanceof NativeError && err.errno === 1 && isZombie(tid)) continue;
         const error = err instanceof NativeError && err.errno === 1
           ? new DumpError(
             `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,

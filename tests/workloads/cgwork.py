@@ -1,7 +1,6 @@
 # A tree for the cgroup tests: the root, one extra thread and one child, all
 # idle; what they are allowed to do is asked by signal. usage:
-# cgwork.py DIR [UID]   (UID: drop to that user first, and start no thread);
-# reports to DIR/log.
+# cgwork.py DIR [nothread]; reports to DIR/log.
 #   SIGUSR1  the root tries to fork (a pids.max reached refuses it: EAGAIN)
 #   SIGUSR2  the root tries to make a cgroup below its own cgroup v2 cgroup
 #            (cgroup.max.descendants reached refuses it: EAGAIN)
@@ -9,10 +8,6 @@
 import hashlib, os, signal, sys, threading, time
 
 d = sys.argv[1]
-if len(sys.argv) > 2:
-    os.setgroups([])
-    os.setgid(int(sys.argv[2]))
-    os.setuid(int(sys.argv[2]))
 blob = bytearray(os.urandom(1 << 16) * 128)  # 8 MiB the restore must bring back
 
 
