@@ -7,6 +7,8 @@ import { formatBytes, formatMs } from "../util/units.ts";
 import { formatDryRun } from "../dump/dry_run.ts";
 import { dumpStatsLines, STATS_DUMP } from "../images/criu_stats.ts";
 import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
+import { CGROUP_OPTIONS, parseCgroupRoots, parseManageMode, propsSpec } from "../cgroup/options.ts";
+import type { DumpOptions } from "../dump/dump.ts";
 
 export const dumpCommand: CommandSpec = {
   name: "dump",
@@ -83,6 +85,33 @@ failed dump leaves the tree running as it was and no usable images behind.`,
         "blocks it, write nothing and let it run on (exit status 1 when something blocks)",
     },
     ...ACTION_OPTIONS,
+    ...CGROUP_OPTIONS,
+    {
+      name: "cgroup-props",
+      kind: "string",
+      arg: "SPEC",
+      help: 'cgroup properties to save, CRIU\'s format: "CTRL":\n - "strategy": ' +
+        '"merge|replace"\n - "properties": ["NAME", …]',
+    },
+    {
+      name: "cgroup-props-file",
+      kind: "string",
+      arg: "FILE",
+      help: "the same, read from FILE",
+    },
+    {
+      name: "cgroup-dump-controller",
+      kind: "list",
+      arg: "NAME",
+      help: "save only these hierarchies' cgroups (repeatable; cgroup2 for v2)",
+    },
+    {
+      name: "freeze-cgroup",
+      kind: "string",
+      arg: "DIR",
+      help: "freeze the tree through this cgroup's freezer (a v1 freezer or v2 cgroup " +
+        "directory) while it is seized, so nothing in it forks meanwhile",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -128,6 +157,7 @@ async function dumpTo(
     external: parseExternal(opts.list("external")),
     prevImagesDir: opts.string("prev-images-dir"),
     notify: actionScripts(opts.list("action-script"), dir, stream),
+    ...cgroupDumpOptions(opts),
   });
   // With --stream stdout carries the images: the summary goes to stderr.
   const say = stream ? console.error : console.log;
@@ -163,12 +193,26 @@ async function dryRun(opts: ParsedOptions, pid: number): Promise<number> {
     shellJob: opts.bool("shell-job"),
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
+    ...cgroupDumpOptions(opts),
   });
   const report = r.dryRun!;
   if (opts.bool("json")) {
     console.log(JSON.stringify({ ...report, frozenMs: r.frozenMs, totalMs: r.totalMs }));
   } else console.log(formatDryRun(report, r.frozenMs));
   return report.blockers.length ? 1 : 0;
+}
+
+function cgroupDumpOptions(opts: ParsedOptions): Pick<DumpOptions, "cgroups" | "freezeCgroup"> {
+  const controllers = opts.list("cgroup-dump-controller");
+  return {
+    cgroups: {
+      mode: parseManageMode(opts.string("manage-cgroups")),
+      roots: parseCgroupRoots(opts.list("cgroup-root")),
+      props: propsSpec(opts.string("cgroup-props"), opts.string("cgroup-props-file")),
+      controllers: controllers.length ? controllers : undefined,
+    },
+    freezeCgroup: opts.string("freeze-cgroup"),
+  };
 }
 
 /** A private (0700) directory where --stream stages images. */

@@ -3,6 +3,7 @@ import { readStream } from "../images/stream.ts";
 import { checkStreamTrust } from "../images/trust.ts";
 import { callerFds } from "../cli/caller_fds.ts";
 import { stagingDir } from "./dump.ts";
+import { CGROUP_OPTIONS, parseCgroupRoots, parseManageMode } from "../cgroup/options.ts";
 import { UsageError } from "../errors.ts";
 import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
@@ -153,6 +154,7 @@ restore kills everything it started and names the stage that failed.`,
       help: "write the restored root's pid to FILE once it runs",
     },
     ...ACTION_OPTIONS,
+    ...CGROUP_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -210,6 +212,10 @@ async function restoreFrom(
     trustImages: opts.bool("trust-images"),
     lazyPages: opts.bool("lazy-pages"),
     notify: actionScripts(opts.list("action-script"), dir),
+    cgroups: {
+      mode: parseManageMode(opts.string("manage-cgroups")),
+      roots: parseCgroupRoots(opts.list("cgroup-root")),
+    },
   });
   const pidfile = opts.string("pidfile");
   if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);

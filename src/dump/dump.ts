@@ -4,6 +4,7 @@
 // written, so no directory that restore would accept is left behind.
 import { create } from "@bufbuild/protobuf";
 import {
+  CgroupsImageSchema,
   type FdEntry,
   FdTableSchema,
   FileKind,
@@ -17,6 +18,7 @@ import {
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import {
+  CGROUPS,
   coreName,
   fdName,
   FILES,
@@ -51,6 +53,9 @@ import { type DumpStats, us, writeDumpStats } from "../images/criu_stats.ts";
 import { countPages, noPages } from "./stats.ts";
 import { collectSeccomp, refuseUnsuspended, seccompModes, type TaskSeccomp } from "./seccomp.ts";
 import { planSessions, SessionError, sessionTasks } from "../restore/sessions.ts";
+import { CgroupCollector, type CgroupDumpOptions } from "../cgroup/dump.ts";
+import { type CgroupFreezer, freezeThrough, frozenCgroupOf } from "../cgroup/freezer.ts";
+import { hierarchyMounts } from "../cgroup/hierarchy.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -78,6 +83,11 @@ export interface DumpOptions {
    * killed or let go (network-lock/unlock around the freeze are for TCP).
    * Throwing fails the dump, which then releases the tree as it was. */
   notify?: Notify;
+  /** --manage-cgroups, --cgroup-root, --cgroup-props, --cgroup-dump-controller. */
+  cgroups?: Omit<CgroupDumpOptions, "frozen">;
+  /** --freeze-cgroup: a v1 freezer or v2 cgroup directory holding the tree,
+   * frozen while the tree is seized so that nothing in it forks meanwhile. */
+  freezeCgroup?: string;
 }
 
 export interface DumpResult {
@@ -118,13 +128,18 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let tFrozen = 0;
   let frozenMs = -1;
   let files: FileCollector | undefined;
+  let freezer: CgroupFreezer | undefined;
   const notify = notifier(opts.notify, (m) => new DumpError(m));
   const pages = noPages();
   let memdumpMs = 0;
   try {
     if (!dryRun) notify("pre-dump");
     const tFreeze = performance.now();
-    const tree = freezeTree(pid, frozen);
+    if (opts.freezeCgroup) freezer = freezeThrough(opts.freezeCgroup, pid, frozen);
+    const mounts = hierarchyMounts();
+    const tree = freezeTree(pid, frozen, (p) => refuseFrozen(p, mounts, opts.freezeCgroup));
+    // Threads of the freezer cgroup that are not the tree's go at once.
+    if (freezer) frozen.releaseExcept(new Set(tree.flatMap((t) => t.tids)));
     tFrozen = performance.now();
     faultPoint("frozen");
     files = new FileCollector({
@@ -135,6 +150,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // Every blocker of the tree is gathered (files, mappings, task state)
     // before refusing, so one refusal names them all.
     const shared = sharedTables(tree, files.blockers);
+    const cgroups = new CgroupCollector({
+      ...opts.cgroups,
+      frozen: freezer &&
+        { hierarchy: freezer.hierarchy, path: freezer.path, wasFrozen: freezer.wasFrozen },
+    }, mounts);
+    files.blockers.push(...cgroups.collect(tree));
     for (const t of tree) {
       if (!t.zombie) files.blockers.push(...scopeBlockers(t.pid, t.pid === pid, !!opts.shellJob));
     }
@@ -162,6 +183,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       if (t.zombie) {
         try {
           const z = collectZombie(p);
+          z.cgroupSet = cgroups.setOf(p);
           cores.push(z);
           out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
         } catch (err) {
@@ -189,6 +211,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         continue;
       }
       cores.push(core);
+      core.cgroupSet = cgroups.setOf(p);
+      for (const th of core.threads) th.cgroupSet = cgroups.setOfThread(th.tid);
       core.sharesFiles = shared.get(p)?.files ?? false;
       core.sharesFs = shared.get(p)?.fs ?? false;
       core.cwdFileId = files.addPath(
@@ -235,6 +259,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const report = dryRunReport(pid, tree, live, files);
       frozenMs = performance.now() - tFrozen;
       frozen.release();
+      freezer?.restoreState();
       const totalMs = performance.now() - t0;
       return { pid, dir: "", pagesBytes: report.memoryBytes, frozenMs, totalMs, dryRun: report };
     }
@@ -302,6 +327,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       FilesImageSchema,
       create(FilesImageSchema, { files: files.files }),
     );
+    if (cgroups.image) out.write(CGROUPS, ImageKind.Cgroups, CgroupsImageSchema, cgroups.image);
     out.inventory({
       rootPid: pid,
       pids: tree.map((t) => t.pid),
@@ -325,6 +351,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         );
       }
     }
+    freezer?.restoreState();
     const totalMs = performance.now() - t0;
     log.info(
       `dumped pid ${pid} to ${opts.dir} in ${formatMs(totalMs)} (frozen ${formatMs(frozenMs)})`,
@@ -344,8 +371,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     tracker.dispose();
     snapshots.dispose();
     frozen.release();
+    freezer?.restoreState();
     out?.removeAll();
     throw failureOf(err, pid, "dump");
+  } finally {
+    freezer?.close();
   }
 }
 
@@ -363,6 +393,17 @@ function sessionBlocker(cores: TaskCore[], shellJob: boolean): string | undefine
     throw err;
   }
   return undefined;
+}
+
+/** A task a cgroup freezer holds would never stop for ptrace: refused
+ * (unless it is the --freeze-cgroup ckpt thawed after seizing). */
+function refuseFrozen(pid: number, mounts: Map<string, string>, freezeCgroup?: string): void {
+  const dir = frozenCgroupOf(pid, mounts);
+  if (!dir) return;
+  throw new DumpError(
+    `pid ${pid} is frozen by the cgroup freezer (${dir}): thaw it, or dump with ` +
+      `--freeze-cgroup ${freezeCgroup ?? dir}`,
+  );
 }
 
 /** A failure of a dump of pid as the user should hear it: a process that

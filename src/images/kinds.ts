@@ -4,6 +4,7 @@
 // forgetting that line a type error.
 import type { DescMessage } from "@bufbuild/protobuf";
 import {
+  CgroupsImageSchema,
   FdTableSchema,
   FilesImageSchema,
   InventorySchema,
@@ -11,7 +12,16 @@ import {
   PagemapImageSchema,
   TaskCoreSchema,
 } from "../gen/ckpt/images_pb.ts";
-import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
+import {
+  CGROUPS,
+  coreName,
+  fdName,
+  FILES,
+  INVENTORY,
+  mmName,
+  pagemapName,
+  pagesName,
+} from "./dir.ts";
 import { ImageKind } from "./format.ts";
 
 export interface KindInfo {
@@ -30,6 +40,7 @@ export const KINDS = {
   [ImageKind.Pages]: { file: pagesName },
   [ImageKind.FdTable]: { schema: FdTableSchema, file: fdName },
   [ImageKind.UnixSockets]: {},
+  [ImageKind.Cgroups]: { schema: CgroupsImageSchema, file: CGROUPS },
 } satisfies Record<ImageKind, KindInfo>;
 
 const ROWS = Object.entries(KINDS).map(([k, info]) => ({

@@ -5,6 +5,8 @@
 // (and, in the pages file, the offset of the damaged run).
 import { fromBinary } from "@bufbuild/protobuf";
 import {
+  type CgroupsImage,
+  CgroupsImageSchema,
   FdTableSchema,
   type FileEntry,
   FilesImageSchema,
@@ -21,7 +23,17 @@ import { fd as fdops, O } from "../native/mod.ts";
 import { log } from "../util/log.ts";
 import { inParallel } from "../util/pool.ts";
 import { crc32c, crc32cCombine } from "./crc32c.ts";
-import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
+import {
+  CGROUPS,
+  coreName,
+  fdName,
+  FILES,
+  INVENTORY,
+  mmName,
+  pagemapName,
+  pagesName,
+} from "./dir.ts";
+import { checkSets, validateCgroups } from "../cgroup/validate.ts";
 import { decodeImage, ImageKind, PAGE_SIZE, pagesHeader } from "./format.ts";
 import { type TaskImages, validateImages, validateInventory, validatePagemap } from "./validate.ts";
 
@@ -31,6 +43,8 @@ export interface ImageSet {
   inv: Inventory;
   files: Map<number, FileEntry>;
   tasks: Map<number, TaskImages>;
+  /** cgroups.img, when the dump has one. */
+  cgroups?: CgroupsImage;
 }
 
 /** Where parseImageSet gets bytes from: the disk, or the fuzz test's memory. */
@@ -125,7 +139,16 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
     tasks,
     (pid, part) => src.size(pagesName(pid, part)),
   );
-  return { inv, files, tasks };
+  const cgroups = inv.files.some((f) => f.name === CGROUPS)
+    ? decode(dir, src, CGROUPS, ImageKind.Cgroups, (b) => fromBinary(CgroupsImageSchema, b))
+    : undefined;
+  const cores = [...tasks.values()].map((t) => t.core);
+  const bad = (why: string): never => {
+    throw new ImageError(`${dir}/${CGROUPS}`, why);
+  };
+  if (cgroups) validateCgroups(cgroups, cores, bad);
+  else checkSets(cores, 0, bad);
+  return { inv, files, tasks, cgroups };
 }
 
 /** Every file the inventory lists, against its size and (but for the pages

@@ -485,7 +485,8 @@ export function restoreSpawn(
   tree: Uint8Array<ArrayBuffer>,
   pid: number,
   statusFd: number,
-  sibling?: { seizeOptions: bigint },
+  /** beforeGo: called once it is seized, before it runs on. */
+  sibling?: { seizeOptions: bigint; beforeGo?: (pid: number) => void },
 ): number {
   const rseq = glibcRseq();
   if (!sibling) {
@@ -512,6 +513,7 @@ export function restoreSpawn(
     );
     try {
       ptrace.seize(root, sibling.seizeOptions);
+      sibling.beforeGo?.(root);
     } catch (err) {
       kill(root, 9);
       throw err;

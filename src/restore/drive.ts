@@ -102,6 +102,9 @@ export async function superviseRestorers(
     forked?: () => void;
     /** Some task has seccomp state: the restorers must run with it suspended. */
     seccomp?: boolean;
+    /** At each new task's or thread's first stop, before it runs anything
+     * (a seized root's is the caller's, before it lets it go). */
+    firstStop?: (tid: number) => void;
   } = {},
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
@@ -139,6 +142,7 @@ export async function superviseRestorers(
     }
     if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
       rootStopped = true;
+      more.firstStop?.(root);
       traceTree(root, !!more.seccomp);
       ptrace.cont(root, 0);
       continue;
@@ -157,6 +161,7 @@ export async function superviseRestorers(
       continue;
     }
     if ((st.stopSig === SIGSTOP || st.event === PTRACE_EVENT_STOP) && !ready.has(tid)) {
+      more.firstStop?.(tid);
       ptrace.cont(tid, 0); // first stop of an auto-attached task or thread
       continue;
     }

@@ -6,7 +6,7 @@
 import { sleepSync } from "../util/sleep.ts";
 import { type PreDumpSet, readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
-import { RestoreError } from "../errors.ts";
+import { ImageError, RestoreError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
 import type { ImageSet } from "../images/verify.ts";
 import {
@@ -44,6 +44,9 @@ import { hasSeccomp } from "./seccomp.ts";
 import type { Born } from "../files/ctty.ts";
 import { CHILD, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
 import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
+import { CgroupRestore, type CgroupRestoreOptions } from "../cgroup/restore.ts";
+import { validateCgroups } from "../cgroup/validate.ts";
+import { CGROUPS } from "../images/dir.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -72,6 +75,8 @@ export interface RestoreOptions {
    * Throwing fails the restore (but for post-resume: the tree already runs,
    * so that failure is only logged). */
   notify?: Notify;
+  /** --manage-cgroups and --cgroup-root. */
+  cgroups?: CgroupRestoreOptions;
 }
 
 export interface Restored {
@@ -131,6 +136,18 @@ export async function restore(
   }
   const notify = notifier(opts.notify, (m) => new RestoreError(m));
   notify("pre-restore");
+
+  // Where every task goes, checked before anything is made or forked.
+  let cgImage = checked?.cgroups;
+  if (!checked) {
+    cgImage = dir.readCgroups();
+    if (cgImage) {
+      validateCgroups(cgImage, tasks.map((t) => t.core), (why) => {
+        throw new ImageError(`${opts.dir}/${CGROUPS}`, why);
+      });
+    }
+  }
+  const cgroups = CgroupRestore.plan(cgImage, tasks.map((t) => t.core), opts.cgroups);
 
   const opened = new OpenedFiles(files, {
     validation: opts.fileValidation ?? "filesize",
@@ -204,6 +221,7 @@ export async function restore(
     });
     const tree = encodeTree(plans);
 
+    cgroups.prepare();
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;
     try {
@@ -216,6 +234,7 @@ export async function restore(
             seizeOptions: live.some((t) => hasSeccomp(t.core))
               ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
               : SEIZE_TREE_OPTIONS,
+            beforeGo: (p) => cgroups.firstStop(p),
           }
           : undefined,
       );
@@ -258,6 +277,7 @@ export async function restore(
         seized: opts.sibling,
         forked: () => tForked = performance.now(),
         seccomp: live.some((t) => hasSeccomp(t.core)),
+        firstStop: cgroups.active ? (tid) => cgroups.firstStop(tid) : undefined,
       },
     );
     const tReady = performance.now();
@@ -265,6 +285,7 @@ export async function restore(
     notify("post-restore", pid);
     notify("pre-resume");
     opened.beforeRun();
+    cgroups.beforeRun();
     for (const t of live) finish(t.core, ready.get(t.core.pid)!);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
     const firstInstructionMs = performance.now() - t0;
@@ -309,8 +330,10 @@ export async function restore(
         wait(p, WALL);
       } catch { /* reaped */ }
     }
+    cgroups.undo();
     throw err;
   } finally {
+    cgroups.close();
     opened.closeAll();
     shmem.closeAll();
     for (const n of parentFds) fdops.close(n);
