@@ -78,6 +78,12 @@ export interface DumpOptions {
    * killed or let go (network-lock/unlock around the freeze are for TCP).
    * Throwing fails the dump, which then releases the tree as it was. */
   notify?: Notify;
+  /** --tcp-established: live TCP connections are locked and saved. */
+  tcpEstablished?: boolean;
+  /** --tcp-close: live TCP connections are restored reset. */
+  tcpClose?: boolean;
+  /** --skip-in-flight: connections no accept() took yet are left behind. */
+  skipInFlight?: boolean;
 }
 
 export interface DumpResult {
@@ -131,6 +137,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       shellJob: !!opts.shellJob,
       frozenAtNs: anonfd.clockNs(CLOCK_MONOTONIC),
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
+      net: {
+        tcpEstablished: !!opts.tcpEstablished,
+        tcpClose: !!opts.tcpClose,
+        skipInFlight: !!opts.skipInFlight,
+      },
+      pids: tree.filter((t) => !t.zombie).map((t) => t.pid),
     });
     // Every blocker of the tree is gathered (files, mappings, task state)
     // before refusing, so one refusal names them all.
@@ -233,6 +245,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
+      files.letGo("run");
       frozenMs = performance.now() - tFrozen;
       frozen.release();
       const totalMs = performance.now() - t0;
@@ -252,6 +265,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     if (opts.leaveRunning && !inPlace) {
       for (const l of live) snapshots.take(l.t.pid, frozen.options);
+      files.letGo("run");
       frozenMs = performance.now() - tFrozen;
       frozen.release();
     }
@@ -314,10 +328,17 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
     // The copies go, and each task reaps its own (stopped briefly again).
     snapshots.dispose();
-    if (opts.leaveRunning) frozen.release();
-    else if (opts.leaveStopped) frozen.release(19);
-    else {
+    if (opts.leaveRunning) {
+      // Let go already, unless some memory had to be read in place.
+      files.letGo("run");
+      frozen.release();
+    } else if (opts.leaveStopped) {
+      files.letGo("stop");
+      frozen.release(19);
+    } else {
+      files.letGo("kill");
       const survivors = frozen.kill();
+      files.letGo("killed");
       if (survivors.length) {
         log.warn(
           `pid(s) ${survivors.join(", ")} did not die of SIGKILL within 10 s and were left ` +
@@ -340,6 +361,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     writeDumpStats(opts.dir, stats);
     return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs, stats };
   } catch (err) {
+    files?.letGo("fail");
     files?.release();
     tracker.dispose();
     snapshots.dispose();

@@ -72,6 +72,10 @@ export interface RestoreOptions {
    * Throwing fails the restore (but for post-resume: the tree already runs,
    * so that failure is only logged). */
   notify?: Notify;
+  /** --tcp-established: rebuild the live TCP connections of the image. */
+  tcpEstablished?: boolean;
+  /** --tcp-close: restore connections dumped with --tcp-close, reset. */
+  tcpClose?: boolean;
 }
 
 export interface Restored {
@@ -139,6 +143,7 @@ export async function restore(
     unix: { extUnixSk: opts.extUnixSk ?? [], missing: opts.extUnixSkMissing ?? "fail" },
     tasks: tasks.filter((t) => !t.core.zombie).map((t) => t.core),
     sameMachine: inv.bootId !== "" && inv.bootId === bootId(),
+    net: { tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose },
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];

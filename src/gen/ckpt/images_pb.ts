@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIrgDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iwgUKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSJgoMcG9zaXhfdGltZXJzGCggAygLMhAuY2twdC5Qb3NpeFRpbWVyEiUKDG1sb2NrX2Z1dHVyZRgpIAEoDjIPLmNrcHQuTWxvY2tNb2RlEg4KBnR0eV9uchgqIAEoDRIQCgh0dHlfcGdycBgrIAEoBRIsCg9zZWNjb21wX2ZpbHRlcnMYGCADKAsyEy5ja3B0LlNlY2NvbXBGaWx0ZXISFwoPY2hpbGRfc3VicmVhcGVyGBkgASgIItcBCgpQb3NpeFRpbWVyEgoKAmlkGAEgASgFEhAKCGNsb2NrX2lkGAIgASgFEg0KBXNpZ25vGAMgASgNEhMKC3NpZ2V2X3ZhbHVlGAQgASgEEg4KBm5vdGlmeRgFIAEoDRISCgpub3RpZnlfdGlkGAYgASgFEhEKCXZhbHVlX3NlYxgHIAEoAxISCgp2YWx1ZV9uc2VjGAggASgDEhQKDGludGVydmFsX3NlYxgJIAEoAxIVCg1pbnRlcnZhbF9uc2VjGAogASgDEg8KB292ZXJydW4YCyABKAUi8wEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBBIOCgZhZHZpY2UYFCABKA0SHgoFbWxvY2sYFSABKA4yDy5ja3B0Lk1sb2NrTW9kZRIOCgZzZWFsZWQYFiABKAgiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCLjAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQSEAoDdWlkGAsgASgNSACIAQESEAoDZ2lkGAwgASgNSAGIAQESEAoIYnRpbWVfbXMYDSABKANCBgoEX3VpZEIGCgRfZ2lkIqEBCghQaXBlRmlsZRIQCghwaXBlX2lubxgBIAEoBBINCgVmbGFncxgCIAEoDRIRCgl3cml0ZV9lbmQYAyABKAgSDAoEZGF0YRgEIAEoDBIMCgRwYXRoGAUgASgJEgwKBHNpemUYBiABKA0SGAoQb3RoZXJfZW5kX2Nsb3NlZBgHIAEoCBILCgNkZXYYCCABKAQSEAoIYnRpbWVfbXMYCSABKAMiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0ifwoHVGVybWlvcxINCgVpZmxhZxgBIAEoDRINCgVvZmxhZxgCIAEoDRINCgVjZmxhZxgDIAEoDRINCgVsZmxhZxgEIAEoDRIMCgRsaW5lGAUgASgNEgoKAmNjGAYgASgMEg4KBmlzcGVlZBgHIAEoDRIOCgZvc3BlZWQYCCABKA0iOAoIVHR5Q2h1bmsSDAoEZGF0YRgBIAEoDBIeCgNlbmQYAiABKA4yES5ja3B0LlR0eUNodW5rRW5kIsYCCghQdHlTdGF0ZRIeCgd0ZXJtaW9zGAEgASgLMg0uY2twdC5UZXJtaW9zEhYKDmxvY2tlZF90ZXJtaW9zGAIgASgMEgwKBHJvd3MYAyABKA0SDAoEY29scxgEIAEoDRIOCgZ4cGl4ZWwYBSABKA0SDgoGeXBpeGVsGAYgASgNEg4KBmxvY2tlZBgHIAEoCBIOCgZwYWNrZXQYCCABKAgSEwoLbWFzdGVyX2V4Y2wYCSABKAgSEgoKc2xhdmVfZXhjbBgKIAEoCBIdCgVpbnB1dBgLIAMoCzIOLmNrcHQuVHR5Q2h1bmsSDgoGb3V0cHV0GAwgASgMEhQKDHNsYXZlX2Nsb3NlZBgNIAEoCBISCgpzbGF2ZV9tb2RlGA4gASgNEhEKCXNsYXZlX3VpZBgPIAEoDRIRCglzbGF2ZV9naWQYECABKA0ixQEKB1R0eUZpbGUSGwoEcm9sZRgBIAEoDjINLmNrcHQuVHR5Um9sZRIMCgRwYXRoGAIgASgJEg0KBWZsYWdzGAMgASgNEg0KBWluZGV4GAQgASgNEgwKBHJkZXYYBSABKAQSGwoDcHR5GAYgASgLMg4uY2twdC5QdHlTdGF0ZRIiCgtqb2JfdGVybWlvcxgHIAEoCzINLmNrcHQuVGVybWlvcxIQCghqb2Jfcm93cxgIIAEoDRIQCghqb2JfY29scxgJIAEoDSKUBAoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZRIlCgh1bmxpbmtlZBgWIAEoCzITLmNrcHQuVW5saW5rZWRJbm9kZRIpCg11bmxpbmtlZF9vcGVuGBcgASgLMhIuY2twdC5VbmxpbmtlZE9wZW4SHgoFZXBvbGwYHiABKAsyDy5ja3B0LkVwb2xsRmlsZRIiCgd0aW1lcmZkGB8gASgLMhEuY2twdC5UaW1lckZkRmlsZRIkCghzaWduYWxmZBggIAEoCzISLmNrcHQuU2lnbmFsRmRGaWxlEhoKA3R0eRgQIAEoCzINLmNrcHQuVHR5RmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJKkAKCU1sb2NrTW9kZRIOCgpNTE9DS19OT05FEAASEAoMTUxPQ0tfTE9DS0VEEAESEQoNTUxPQ0tfT05GQVVMVBACKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKoYCCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECASDAoIRklMRV9UVFkQECpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqOAoITG9ja0tpbmQSDgoKTE9DS19QT1NJWBAAEg4KCkxPQ0tfRkxPQ0sQARIMCghMT0NLX09GRBACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIrgDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iwgUKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSJgoMcG9zaXhfdGltZXJzGCggAygLMhAuY2twdC5Qb3NpeFRpbWVyEiUKDG1sb2NrX2Z1dHVyZRgpIAEoDjIPLmNrcHQuTWxvY2tNb2RlEg4KBnR0eV9uchgqIAEoDRIQCgh0dHlfcGdycBgrIAEoBRIsCg9zZWNjb21wX2ZpbHRlcnMYGCADKAsyEy5ja3B0LlNlY2NvbXBGaWx0ZXISFwoPY2hpbGRfc3VicmVhcGVyGBkgASgIItcBCgpQb3NpeFRpbWVyEgoKAmlkGAEgASgFEhAKCGNsb2NrX2lkGAIgASgFEg0KBXNpZ25vGAMgASgNEhMKC3NpZ2V2X3ZhbHVlGAQgASgEEg4KBm5vdGlmeRgFIAEoDRISCgpub3RpZnlfdGlkGAYgASgFEhEKCXZhbHVlX3NlYxgHIAEoAxISCgp2YWx1ZV9uc2VjGAggASgDEhQKDGludGVydmFsX3NlYxgJIAEoAxIVCg1pbnRlcnZhbF9uc2VjGAogASgDEg8KB292ZXJydW4YCyABKAUi8wEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBBIOCgZhZHZpY2UYFCABKA0SHgoFbWxvY2sYFSABKA4yDy5ja3B0Lk1sb2NrTW9kZRIOCgZzZWFsZWQYFiABKAgiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCLjAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQSEAoDdWlkGAsgASgNSACIAQESEAoDZ2lkGAwgASgNSAGIAQESEAoIYnRpbWVfbXMYDSABKANCBgoEX3VpZEIGCgRfZ2lkIqEBCghQaXBlRmlsZRIQCghwaXBlX2lubxgBIAEoBBINCgVmbGFncxgCIAEoDRIRCgl3cml0ZV9lbmQYAyABKAgSDAoEZGF0YRgEIAEoDBIMCgRwYXRoGAUgASgJEgwKBHNpemUYBiABKA0SGAoQb3RoZXJfZW5kX2Nsb3NlZBgHIAEoCBILCgNkZXYYCCABKAQSEAoIYnRpbWVfbXMYCSABKAMiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0ifwoHVGVybWlvcxINCgVpZmxhZxgBIAEoDRINCgVvZmxhZxgCIAEoDRINCgVjZmxhZxgDIAEoDRINCgVsZmxhZxgEIAEoDRIMCgRsaW5lGAUgASgNEgoKAmNjGAYgASgMEg4KBmlzcGVlZBgHIAEoDRIOCgZvc3BlZWQYCCABKA0iOAoIVHR5Q2h1bmsSDAoEZGF0YRgBIAEoDBIeCgNlbmQYAiABKA4yES5ja3B0LlR0eUNodW5rRW5kIsYCCghQdHlTdGF0ZRIeCgd0ZXJtaW9zGAEgASgLMg0uY2twdC5UZXJtaW9zEhYKDmxvY2tlZF90ZXJtaW9zGAIgASgMEgwKBHJvd3MYAyABKA0SDAoEY29scxgEIAEoDRIOCgZ4cGl4ZWwYBSABKA0SDgoGeXBpeGVsGAYgASgNEg4KBmxvY2tlZBgHIAEoCBIOCgZwYWNrZXQYCCABKAgSEwoLbWFzdGVyX2V4Y2wYCSABKAgSEgoKc2xhdmVfZXhjbBgKIAEoCBIdCgVpbnB1dBgLIAMoCzIOLmNrcHQuVHR5Q2h1bmsSDgoGb3V0cHV0GAwgASgMEhQKDHNsYXZlX2Nsb3NlZBgNIAEoCBISCgpzbGF2ZV9tb2RlGA4gASgNEhEKCXNsYXZlX3VpZBgPIAEoDRIRCglzbGF2ZV9naWQYECABKA0ixQEKB1R0eUZpbGUSGwoEcm9sZRgBIAEoDjINLmNrcHQuVHR5Um9sZRIMCgRwYXRoGAIgASgJEg0KBWZsYWdzGAMgASgNEg0KBWluZGV4GAQgASgNEgwKBHJkZXYYBSABKAQSGwoDcHR5GAYgASgLMg4uY2twdC5QdHlTdGF0ZRIiCgtqb2JfdGVybWlvcxgHIAEoCzINLmNrcHQuVGVybWlvcxIQCghqb2Jfcm93cxgIIAEoDRIQCghqb2JfY29scxgJIAEoDSKtBQoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZRIlCgh1bmxpbmtlZBgWIAEoCzITLmNrcHQuVW5saW5rZWRJbm9kZRIpCg11bmxpbmtlZF9vcGVuGBcgASgLMhIuY2twdC5VbmxpbmtlZE9wZW4SHgoFZXBvbGwYHiABKAsyDy5ja3B0LkVwb2xsRmlsZRIiCgd0aW1lcmZkGB8gASgLMhEuY2twdC5UaW1lckZkRmlsZRIkCghzaWduYWxmZBggIAEoCzISLmNrcHQuU2lnbmFsRmRGaWxlEhoKA3R0eRgQIAEoCzINLmNrcHQuVHR5RmlsZRIgCgN0Y3AYMiABKAsyEy5ja3B0LlRjcFNvY2tldEZpbGUSIAoDdWRwGDMgASgLMhMuY2twdC5VZHBTb2NrZXRGaWxlEikKCGluZXRfcmF3GDQgASgLMhcuY2twdC5JbmV0UmF3U29ja2V0RmlsZRIoCgduZXRsaW5rGDUgASgLMhcuY2twdC5OZXRsaW5rU29ja2V0RmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJIjUKB1NvY2tPcHQSDQoFbGV2ZWwYASABKAUSDAoEbmFtZRgCIAEoBRINCgV2YWx1ZRgDIAEoDCJMCgpNY2FzdEdyb3VwEg8KB2lmaW5kZXgYASABKA0SDQoFZ3JvdXAYAiABKAwSDQoFZm1vZGUYAyABKA0SDwoHc291cmNlcxgEIAMoDCLeAQoKSW5ldFNvY2tldBILCgNpbm8YASABKAQSDgoGZmFtaWx5GAIgASgNEgwKBHR5cGUYAyABKA0SEAoIcHJvdG9jb2wYBCABKA0SDQoFZmxhZ3MYBSABKA0SDQoFbG9jYWwYBiABKAwSDAoEcGVlchgHIAEoDBIbCgRvcHRzGAggAygLMg0uY2twdC5Tb2NrT3B0Eh8KBW1jYXN0GAkgAygLMhAuY2twdC5NY2FzdEdyb3VwEhAKCHNodXRkb3duGAogASgNEgsKA3BpZBgLIAEoDRIKCgJmZBgMIAEoBSLbAgoOVGNwUmVwYWlyU3RhdGUSDwoHaW5xX2xlbhgBIAEoDRIQCghvdXRxX2xlbhgCIAEoDRIQCgh1bnNxX2xlbhgDIAEoDRIPCgdpbnFfc2VxGAQgASgNEhAKCG91dHFfc2VxGAUgASgNEhEKCW1zc19jbGFtcBgGIAEoDRIRCgl0aW1lc3RhbXAYByABKA0SDwoHb3B0aW9ucxgIIAEoDRISCgpzbmRfd3NjYWxlGAkgASgNEhIKCnJjdl93c2NhbGUYCiABKA0SEgoKaGFzX3dpbmRvdxgLIAEoCBIPCgdzbmRfd2wxGAwgASgNEg8KB3NuZF93bmQYDSABKA0SEgoKbWF4X3dpbmRvdxgOIAEoDRIPCgdyY3Zfd25kGA8gASgNEg8KB3Jjdl93dXAYECABKA0SEgoKcmVjdl9xdWV1ZRgRIAEoDBISCgpzZW5kX3F1ZXVlGBIgASgMIrkBCg1UY3BTb2NrZXRGaWxlEhwKAnNrGAEgASgLMhAuY2twdC5JbmV0U29ja2V0Eg0KBXN0YXRlGAIgASgNEg8KB2JhY2tsb2cYAyABKA0SGwoEbW9kZRgEIAEoDjINLmNrcHQuVGNwTW9kZRIkCgZyZXBhaXIYBSABKAsyFC5ja3B0LlRjcFJlcGFpclN0YXRlEhIKCmxvY2tfdGFibGUYBiABKAkSEwoLcGVlcl9pbnNpZGUYByABKAgiTAoIRGF0YWdyYW0SDAoEZGF0YRgBIAEoDBIMCgRmcm9tGAIgASgMEgoKAnRvGAMgASgMEgsKA3R0bBgEIAEoDRILCgN0b3MYBSABKA0iTAoNVWRwU29ja2V0RmlsZRIcCgJzaxgBIAEoCzIQLmNrcHQuSW5ldFNvY2tldBIdCgVxdWV1ZRgCIAMoCzIOLmNrcHQuRGF0YWdyYW0iMQoRSW5ldFJhd1NvY2tldEZpbGUSHAoCc2sYASABKAsyEC5ja3B0LkluZXRTb2NrZXQi3QEKEU5ldGxpbmtTb2NrZXRGaWxlEgsKA2lubxgBIAEoBBIMCgR0eXBlGAIgASgNEhAKCHByb3RvY29sGAMgASgNEg0KBWZsYWdzGAQgASgNEg4KBnBvcnRpZBgFIAEoDRISCgpkc3RfcG9ydGlkGAYgASgNEhEKCWRzdF9ncm91cBgHIAEoDRIOCgZncm91cHMYCCADKA0SGwoEb3B0cxgJIAMoCzINLmNrcHQuU29ja09wdBIPCgdkcm9wcGVkGAogASgNEgsKA3BpZBgLIAEoDRIKCgJmZBgMIAEoBSpACglNbG9ja01vZGUSDgoKTUxPQ0tfTk9ORRAAEhAKDE1MT0NLX0xPQ0tFRBABEhEKDU1MT0NLX09ORkFVTFQQAiqiAQoHVm1hS2luZBIUChBWTUFfQU5PTl9QUklWQVRFEAASEwoPVk1BX0FOT05fU0hBUkVEEAESFAoQVk1BX0ZJTEVfUFJJVkFURRACEhMKD1ZNQV9GSUxFX1NIQVJFRBADEgwKCFZNQV9WRFNPEAQSDAoIVk1BX1ZWQVIQBRITCg9WTUFfVlZBUl9WQ0xPQ0sQBhIQCgxWTUFfVlNZU0NBTEwQByrHAgoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYSEAoMRklMRV9JTk9USUZZEBQSEQoNRklMRV9GQU5PVElGWRAVEhEKDUZJTEVfVU5MSU5LRUQQFhIWChJGSUxFX1VOTElOS0VEX09QRU4QFxIOCgpGSUxFX0VQT0xMEB4SEAoMRklMRV9USU1FUkZEEB8SEQoNRklMRV9TSUdOQUxGRBAgEgwKCEZJTEVfVFRZEBASDAoIRklMRV9UQ1AQMhIMCghGSUxFX1VEUBAzEhEKDUZJTEVfSU5FVF9SQVcQNBIQCgxGSUxFX05FVExJTksQNSpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqOAoITG9ja0tpbmQSDgoKTE9DS19QT1NJWBAAEg4KCkxPQ0tfRkxPQ0sQARIMCghMT0NLX09GRBACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFKjkKB1RjcE1vZGUSDQoJVENQX1BMQUlOEAASEAoMVENQX1JFUEFJUkVEEAESDQoJVENQX1JFU0VUEAJiBnByb3RvMw");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -2068,6 +2068,26 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
   tty?: TtyFile | undefined;
 
   /**
+   * @generated from field: ckpt.TcpSocketFile tcp = 50;
+   */
+  tcp?: TcpSocketFile | undefined;
+
+  /**
+   * @generated from field: ckpt.UdpSocketFile udp = 51;
+   */
+  udp?: UdpSocketFile | undefined;
+
+  /**
+   * @generated from field: ckpt.InetRawSocketFile inet_raw = 52;
+   */
+  inetRaw?: InetRawSocketFile | undefined;
+
+  /**
+   * @generated from field: ckpt.NetlinkSocketFile netlink = 53;
+   */
+  netlink?: NetlinkSocketFile | undefined;
+
+  /**
    * flock and OFD locks held by this open file description.
    *
    * @generated from field: repeated ckpt.FileLock locks = 40;
@@ -2558,6 +2578,519 @@ export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 44);
 
 /**
+ * One socket option as getsockopt returned it, set again with setsockopt
+ * when the new socket's own value differs (only options src/net/options.ts
+ * knows are ever set).
+ *
+ * @generated from message ckpt.SockOpt
+ */
+export type SockOpt = Message<"ckpt.SockOpt"> & {
+  /**
+   * @generated from field: int32 level = 1;
+   */
+  level: number;
+
+  /**
+   * @generated from field: int32 name = 2;
+   */
+  name: number;
+
+  /**
+   * @generated from field: bytes value = 3;
+   */
+  value: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.SockOpt.
+ * Use `create(SockOptSchema)` to create a new message.
+ */
+export const SockOptSchema: GenMessage<SockOpt> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 45);
+
+/**
+ * A multicast group a socket joined (found with getsockopt MCAST_MSFILTER
+ * for each group the interfaces are in): interface, group, filter.
+ *
+ * @generated from message ckpt.McastGroup
+ */
+export type McastGroup = Message<"ckpt.McastGroup"> & {
+  /**
+   * @generated from field: uint32 ifindex = 1;
+   */
+  ifindex: number;
+
+  /**
+   * sockaddr_in / sockaddr_in6 (port 0)
+   *
+   * @generated from field: bytes group = 2;
+   */
+  group: Uint8Array;
+
+  /**
+   * MCAST_INCLUDE 1, MCAST_EXCLUDE 0
+   *
+   * @generated from field: uint32 fmode = 3;
+   */
+  fmode: number;
+
+  /**
+   * sockaddrs
+   *
+   * @generated from field: repeated bytes sources = 4;
+   */
+  sources: Uint8Array[];
+};
+
+/**
+ * Describes the message ckpt.McastGroup.
+ * Use `create(McastGroupSchema)` to create a new message.
+ */
+export const McastGroupSchema: GenMessage<McastGroup> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 46);
+
+/**
+ * What every AF_INET/AF_INET6 socket has.
+ *
+ * @generated from message ckpt.InetSocket
+ */
+export type InetSocket = Message<"ckpt.InetSocket"> & {
+  /**
+   * @generated from field: uint64 ino = 1;
+   */
+  ino: bigint;
+
+  /**
+   * AF_INET 2, AF_INET6 10
+   *
+   * @generated from field: uint32 family = 2;
+   */
+  family: number;
+
+  /**
+   * SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_RAW 3
+   *
+   * @generated from field: uint32 type = 3;
+   */
+  type: number;
+
+  /**
+   * IPPROTO_*
+   *
+   * @generated from field: uint32 protocol = 4;
+   */
+  protocol: number;
+
+  /**
+   * file status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 5;
+   */
+  flags: number;
+
+  /**
+   * sockaddr getsockname gave; empty: not bound
+   *
+   * @generated from field: bytes local = 6;
+   */
+  local: Uint8Array;
+
+  /**
+   * sockaddr getpeername gave; empty: not connected
+   *
+   * @generated from field: bytes peer = 7;
+   */
+  peer: Uint8Array;
+
+  /**
+   * @generated from field: repeated ckpt.SockOpt opts = 8;
+   */
+  opts: SockOpt[];
+
+  /**
+   * @generated from field: repeated ckpt.McastGroup mcast = 9;
+   */
+  mcast: McastGroup[];
+
+  /**
+   * SHUT_RD 1 | SHUT_WR 2 as the kernel keeps them
+   *
+   * @generated from field: uint32 shutdown = 10;
+   */
+  shutdown: number;
+
+  /**
+   * where it was found, for messages
+   *
+   * @generated from field: uint32 pid = 11;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: int32 fd = 12;
+   */
+  fd: number;
+};
+
+/**
+ * Describes the message ckpt.InetSocket.
+ * Use `create(InetSocketSchema)` to create a new message.
+ */
+export const InetSocketSchema: GenMessage<InetSocket> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 47);
+
+/**
+ * A live connection's state, read in repair mode while it was locked
+ * (the kernel's own numbers: src/net/tcp_repair.ts accounts for FINs).
+ *
+ * @generated from message ckpt.TcpRepairState
+ */
+export type TcpRepairState = Message<"ckpt.TcpRepairState"> & {
+  /**
+   * bytes received, not read
+   *
+   * @generated from field: uint32 inq_len = 1;
+   */
+  inqLen: number;
+
+  /**
+   * bytes sent and not acknowledged, or not sent (+1 for a queued FIN)
+   *
+   * @generated from field: uint32 outq_len = 2;
+   */
+  outqLen: number;
+
+  /**
+   * of which not sent yet
+   *
+   * @generated from field: uint32 unsq_len = 3;
+   */
+  unsqLen: number;
+
+  /**
+   * rcv_nxt
+   *
+   * @generated from field: uint32 inq_seq = 4;
+   */
+  inqSeq: number;
+
+  /**
+   * write_seq
+   *
+   * @generated from field: uint32 outq_seq = 5;
+   */
+  outqSeq: number;
+
+  /**
+   * @generated from field: uint32 mss_clamp = 6;
+   */
+  mssClamp: number;
+
+  /**
+   * TCP_TIMESTAMP
+   *
+   * @generated from field: uint32 timestamp = 7;
+   */
+  timestamp: number;
+
+  /**
+   * TCPI_OPT_*: timestamps 1, SACK 2, window scale 4
+   *
+   * @generated from field: uint32 options = 8;
+   */
+  options: number;
+
+  /**
+   * @generated from field: uint32 snd_wscale = 9;
+   */
+  sndWscale: number;
+
+  /**
+   * @generated from field: uint32 rcv_wscale = 10;
+   */
+  rcvWscale: number;
+
+  /**
+   * @generated from field: bool has_window = 11;
+   */
+  hasWindow: boolean;
+
+  /**
+   * @generated from field: uint32 snd_wl1 = 12;
+   */
+  sndWl1: number;
+
+  /**
+   * @generated from field: uint32 snd_wnd = 13;
+   */
+  sndWnd: number;
+
+  /**
+   * @generated from field: uint32 max_window = 14;
+   */
+  maxWindow: number;
+
+  /**
+   * @generated from field: uint32 rcv_wnd = 15;
+   */
+  rcvWnd: number;
+
+  /**
+   * @generated from field: uint32 rcv_wup = 16;
+   */
+  rcvWup: number;
+
+  /**
+   * @generated from field: bytes recv_queue = 17;
+   */
+  recvQueue: Uint8Array;
+
+  /**
+   * @generated from field: bytes send_queue = 18;
+   */
+  sendQueue: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.TcpRepairState.
+ * Use `create(TcpRepairStateSchema)` to create a new message.
+ */
+export const TcpRepairStateSchema: GenMessage<TcpRepairState> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 48);
+
+/**
+ * @generated from message ckpt.TcpSocketFile
+ */
+export type TcpSocketFile = Message<"ckpt.TcpSocketFile"> & {
+  /**
+   * @generated from field: ckpt.InetSocket sk = 1;
+   */
+  sk?: InetSocket | undefined;
+
+  /**
+   * TCP_* (1 ESTABLISHED … 10 LISTEN)
+   *
+   * @generated from field: uint32 state = 2;
+   */
+  state: number;
+
+  /**
+   * listeners
+   *
+   * @generated from field: uint32 backlog = 3;
+   */
+  backlog: number;
+
+  /**
+   * @generated from field: ckpt.TcpMode mode = 4;
+   */
+  mode: TcpMode;
+
+  /**
+   * TCP_REPAIRED
+   *
+   * @generated from field: ckpt.TcpRepairState repair = 5;
+   */
+  repair?: TcpRepairState | undefined;
+
+  /**
+   * The nftables table (family inet) that keeps this connection's packets
+   * from both sides away while it is between its old and its new socket.
+   *
+   * @generated from field: string lock_table = 6;
+   */
+  lockTable: string;
+
+  /**
+   * the other end is a socket of this image too
+   *
+   * @generated from field: bool peer_inside = 7;
+   */
+  peerInside: boolean;
+};
+
+/**
+ * Describes the message ckpt.TcpSocketFile.
+ * Use `create(TcpSocketFileSchema)` to create a new message.
+ */
+export const TcpSocketFileSchema: GenMessage<TcpSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 49);
+
+/**
+ * One datagram of a receive queue, with where it came from and went to.
+ *
+ * @generated from message ckpt.Datagram
+ */
+export type Datagram = Message<"ckpt.Datagram"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * sender's sockaddr
+   *
+   * @generated from field: bytes from = 2;
+   */
+  from: Uint8Array;
+
+  /**
+   * the address it was sent to (IP_ORIGDSTADDR); empty: not known
+   *
+   * @generated from field: bytes to = 3;
+   */
+  to: Uint8Array;
+
+  /**
+   * hop limit as received (0: not known)
+   *
+   * @generated from field: uint32 ttl = 4;
+   */
+  ttl: number;
+
+  /**
+   * TOS / traffic class as received
+   *
+   * @generated from field: uint32 tos = 5;
+   */
+  tos: number;
+};
+
+/**
+ * Describes the message ckpt.Datagram.
+ * Use `create(DatagramSchema)` to create a new message.
+ */
+export const DatagramSchema: GenMessage<Datagram> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 50);
+
+/**
+ * @generated from message ckpt.UdpSocketFile
+ */
+export type UdpSocketFile = Message<"ckpt.UdpSocketFile"> & {
+  /**
+   * @generated from field: ckpt.InetSocket sk = 1;
+   */
+  sk?: InetSocket | undefined;
+
+  /**
+   * oldest first
+   *
+   * @generated from field: repeated ckpt.Datagram queue = 2;
+   */
+  queue: Datagram[];
+};
+
+/**
+ * Describes the message ckpt.UdpSocketFile.
+ * Use `create(UdpSocketFileSchema)` to create a new message.
+ */
+export const UdpSocketFileSchema: GenMessage<UdpSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 51);
+
+/**
+ * @generated from message ckpt.InetRawSocketFile
+ */
+export type InetRawSocketFile = Message<"ckpt.InetRawSocketFile"> & {
+  /**
+   * @generated from field: ckpt.InetSocket sk = 1;
+   */
+  sk?: InetSocket | undefined;
+};
+
+/**
+ * Describes the message ckpt.InetRawSocketFile.
+ * Use `create(InetRawSocketFileSchema)` to create a new message.
+ */
+export const InetRawSocketFileSchema: GenMessage<InetRawSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 52);
+
+/**
+ * @generated from message ckpt.NetlinkSocketFile
+ */
+export type NetlinkSocketFile = Message<"ckpt.NetlinkSocketFile"> & {
+  /**
+   * @generated from field: uint64 ino = 1;
+   */
+  ino: bigint;
+
+  /**
+   * SOCK_RAW 3 or SOCK_DGRAM 2
+   *
+   * @generated from field: uint32 type = 2;
+   */
+  type: number;
+
+  /**
+   * NETLINK_ROUTE 0, NETLINK_AUDIT 9, NETLINK_KOBJECT_UEVENT 15…
+   *
+   * @generated from field: uint32 protocol = 3;
+   */
+  protocol: number;
+
+  /**
+   * file status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 4;
+   */
+  flags: number;
+
+  /**
+   * bound port id; 0: never bound
+   *
+   * @generated from field: uint32 portid = 5;
+   */
+  portid: number;
+
+  /**
+   * connect()ed to
+   *
+   * @generated from field: uint32 dst_portid = 6;
+   */
+  dstPortid: number;
+
+  /**
+   * @generated from field: uint32 dst_group = 7;
+   */
+  dstGroup: number;
+
+  /**
+   * every group subscribed to (1-based)
+   *
+   * @generated from field: repeated uint32 groups = 8;
+   */
+  groups: number[];
+
+  /**
+   * @generated from field: repeated ckpt.SockOpt opts = 9;
+   */
+  opts: SockOpt[];
+
+  /**
+   * bytes of queued messages not saved (stale by restore)
+   *
+   * @generated from field: uint32 dropped = 10;
+   */
+  dropped: number;
+
+  /**
+   * @generated from field: uint32 pid = 11;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: int32 fd = 12;
+   */
+  fd: number;
+};
+
+/**
+ * Describes the message ckpt.NetlinkSocketFile.
+ * Use `create(NetlinkSocketFileSchema)` to create a new message.
+ */
+export const NetlinkSocketFileSchema: GenMessage<NetlinkSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 53);
+
+/**
  * @generated from enum ckpt.MlockMode
  */
 export enum MlockMode {
@@ -2719,6 +3252,35 @@ export enum FileKind {
    * @generated from enum value: FILE_TTY = 16;
    */
   FILE_TTY = 16,
+
+  /**
+   * Network sockets, numbered from 50 so kinds added on other branches do
+   * not collide.
+   *
+   * AF_INET/AF_INET6 SOCK_STREAM IPPROTO_TCP
+   *
+   * @generated from enum value: FILE_TCP = 50;
+   */
+  FILE_TCP = 50,
+
+  /**
+   * UDP and UDP-Lite
+   *
+   * @generated from enum value: FILE_UDP = 51;
+   */
+  FILE_UDP = 51,
+
+  /**
+   * SOCK_RAW, and ICMP/ICMPv6 ping sockets (SOCK_DGRAM)
+   *
+   * @generated from enum value: FILE_INET_RAW = 52;
+   */
+  FILE_INET_RAW = 52,
+
+  /**
+   * @generated from enum value: FILE_NETLINK = 53;
+   */
+  FILE_NETLINK = 53,
 }
 
 /**
@@ -2921,4 +3483,36 @@ export enum UnixPeer {
  */
 export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
   enumDesc(file_ckpt_images, 7);
+
+/**
+ * @generated from enum ckpt.TcpMode
+ */
+export enum TcpMode {
+  /**
+   * listening, or not connected: socket, options, bind, listen
+   *
+   * @generated from enum value: TCP_PLAIN = 0;
+   */
+  TCP_PLAIN = 0,
+
+  /**
+   * a live connection (--tcp-established), rebuilt in repair mode
+   *
+   * @generated from enum value: TCP_REPAIRED = 1;
+   */
+  TCP_REPAIRED = 1,
+
+  /**
+   * a connection dumped with --tcp-close: restored reset by its peer
+   *
+   * @generated from enum value: TCP_RESET = 2;
+   */
+  TCP_RESET = 2,
+}
+
+/**
+ * Describes the enum ckpt.TcpMode.
+ */
+export const TcpModeSchema: GenEnum<TcpMode> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 8);
 
