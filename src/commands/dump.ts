@@ -67,6 +67,24 @@ failed dump leaves the tree running as it was and no usable images behind.`,
         "and takes them again",
     },
     {
+      name: "tcp-established",
+      kind: "boolean",
+      help: "save live TCP connections (locked with nftables while they are dumped) so " +
+        "they carry on after restore (restore needs it too)",
+    },
+    {
+      name: "tcp-close",
+      kind: "boolean",
+      help: "dump live TCP connections without their state: restored reset (the program " +
+        "sees ECONNRESET)",
+    },
+    {
+      name: "skip-in-flight",
+      kind: "boolean",
+      help: "leave behind TCP connections a listener has not accepted yet (their clients " +
+        "see a reset) instead of refusing the dump",
+    },
+    {
       name: "prev-images-dir",
       kind: "string",
       arg: "DIR",
@@ -119,6 +137,9 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     if (pid === undefined) throw new UsageError("dump: -t/--tree PID is required");
     if (opts.bool("dry-run")) return await dryRun(opts, pid);
     const stream = opts.bool("stream");
+    if (opts.bool("tcp-established") && opts.bool("tcp-close")) {
+      throw new UsageError("dump: --tcp-established and --tcp-close exclude each other");
+    }
     if (stream && opts.has("images-dir")) {
       throw new UsageError("dump: --stream writes to stdout; give no -D/--images-dir with it");
     }
@@ -158,6 +179,9 @@ async function dumpTo(
     prevImagesDir: opts.string("prev-images-dir"),
     notify: actionScripts(opts.list("action-script"), dir, stream),
     ...cgroupDumpOptions(opts),
+    tcpEstablished: opts.bool("tcp-established"),
+    tcpClose: opts.bool("tcp-close"),
+    skipInFlight: opts.bool("skip-in-flight"),
   });
   // With --stream stdout carries the images: the summary goes to stderr.
   const say = stream ? console.error : console.log;

@@ -126,6 +126,16 @@ restore kills everything it started and names the stage that failed.`,
         "disconnected",
     },
     {
+      name: "tcp-established",
+      kind: "boolean",
+      help: "restore the live TCP connections a dump --tcp-established saved",
+    },
+    {
+      name: "tcp-close",
+      kind: "boolean",
+      help: "restore the TCP connections a dump --tcp-close left reset",
+    },
+    {
       name: "trust-images",
       kind: "boolean",
       help: "restore images not owned by you or writable by others",
@@ -216,6 +226,8 @@ async function restoreFrom(
       mode: parseManageMode(opts.string("manage-cgroups")),
       roots: parseCgroupRoots(opts.list("cgroup-root")),
     },
+    tcpEstablished: opts.bool("tcp-established"),
+    tcpClose: opts.bool("tcp-close"),
   });
   const pidfile = opts.string("pidfile");
   if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);

@@ -88,6 +88,12 @@ export interface DumpOptions {
   /** --freeze-cgroup: a v1 freezer or v2 cgroup directory holding the tree,
    * frozen while the tree is seized so that nothing in it forks meanwhile. */
   freezeCgroup?: string;
+  /** --tcp-established: live TCP connections are locked and saved. */
+  tcpEstablished?: boolean;
+  /** --tcp-close: live TCP connections are restored reset. */
+  tcpClose?: boolean;
+  /** --skip-in-flight: connections no accept() took yet are left behind. */
+  skipInFlight?: boolean;
 }
 
 export interface DumpResult {
@@ -146,6 +152,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       shellJob: !!opts.shellJob,
       frozenAtNs: anonfd.clockNs(CLOCK_MONOTONIC),
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
+      net: {
+        tcpEstablished: !!opts.tcpEstablished,
+        tcpClose: !!opts.tcpClose,
+        skipInFlight: !!opts.skipInFlight,
+      },
+      pids: tree.filter((t) => !t.zombie).map((t) => t.pid),
     });
     // Every blocker of the tree is gathered (files, mappings, task state)
     // before refusing, so one refusal names them all.
@@ -257,6 +269,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
+      files.letGo("run");
       frozenMs = performance.now() - tFrozen;
       frozen.release();
       freezer?.restoreState();
@@ -277,6 +290,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     if (opts.leaveRunning && !inPlace) {
       for (const l of live) snapshots.take(l.t.pid, frozen.options);
+      files.letGo("run");
       frozenMs = performance.now() - tFrozen;
       frozen.release();
     }
@@ -340,10 +354,17 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
     // The copies go, and each task reaps its own (stopped briefly again).
     snapshots.dispose();
-    if (opts.leaveRunning) frozen.release();
-    else if (opts.leaveStopped) frozen.release(19);
-    else {
+    if (opts.leaveRunning) {
+      // Let go already, unless some memory had to be read in place.
+      files.letGo("run");
+      frozen.release();
+    } else if (opts.leaveStopped) {
+      files.letGo("stop");
+      frozen.release(19);
+    } else {
+      files.letGo("kill");
       const survivors = frozen.kill();
+      files.letGo("killed");
       if (survivors.length) {
         log.warn(
           `pid(s) ${survivors.join(", ")} did not die of SIGKILL within 10 s and were left ` +
@@ -367,6 +388,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     writeDumpStats(opts.dir, stats);
     return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs, stats };
   } catch (err) {
+    files?.letGo("fail");
     files?.release();
     tracker.dispose();
     snapshots.dispose();

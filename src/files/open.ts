@@ -34,6 +34,8 @@ export interface FileOpenOptions {
   tasks: TaskCore[];
   /** The dump was made in this boot of this machine (inode numbers match). */
   sameMachine: boolean;
+  /** --tcp-established, --tcp-close. */
+  net?: { tcpEstablished: boolean; tcpClose: boolean };
 }
 
 /** The name --inherit-fd uses for a file. */
@@ -74,6 +76,7 @@ export class OpenedFiles {
       shellJob: opts.shellJob,
       inherit: opts.inherit,
       unix: opts.unix ?? { extUnixSk: [], missing: "fail" },
+      net: opts.net ?? { tcpEstablished: false, tcpClose: false },
       entries,
       get task() {
         return current();

@@ -77,6 +77,10 @@ export interface RestoreOptions {
   notify?: Notify;
   /** --manage-cgroups and --cgroup-root. */
   cgroups?: CgroupRestoreOptions;
+  /** --tcp-established: rebuild the live TCP connections of the image. */
+  tcpEstablished?: boolean;
+  /** --tcp-close: restore connections dumped with --tcp-close, reset. */
+  tcpClose?: boolean;
 }
 
 export interface Restored {
@@ -156,6 +160,7 @@ export async function restore(
     unix: { extUnixSk: opts.extUnixSk ?? [], missing: opts.extUnixSkMissing ?? "fail" },
     tasks: tasks.filter((t) => !t.core.zombie).map((t) => t.core),
     sameMachine: inv.bootId !== "" && inv.bootId === bootId(),
+    net: { tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose },
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIswDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgSEgoKY2dyb3VwX3NldBgeIAEoDSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLWBQoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFEiwKD3NlY2NvbXBfZmlsdGVycxgYIAMoCzITLmNrcHQuU2VjY29tcEZpbHRlchIXCg9jaGlsZF9zdWJyZWFwZXIYGSABKAgSEgoKY2dyb3VwX3NldBg8IAEoDSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIvMBCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIIi8KB01tSW1hZ2USCwoDcGlkGAEgASgFEhcKBHZtYXMYAiADKAsyCS5ja3B0LlZtYSJwCgdQYWdlUnVuEg0KBXZhZGRyGAEgASgEEhAKCG5yX3BhZ2VzGAIgASgEEhMKC2ZpbGVfb2Zmc2V0GAMgASgEEg4KBmNyYzMyYxgEIAEoDRIRCglpbl9wYXJlbnQYBSABKAgSDAoEcGFydBgGIAEoDSKYAQoMUGFnZW1hcEltYWdlEgsKA3BpZBgBIAEoBRISCgpwYWdlc19maWxlGAIgASgJEhsKBHJ1bnMYAyADKAsyDS5ja3B0LlBhZ2VSdW4SEwoLcnVuc19jcmMzMmMYBCABKAgSJgoIdHJhY2tpbmcYBSABKAsyFC5ja3B0Lk1lbW9yeVRyYWNraW5nEg0KBXBhcnRzGAYgASgNIj8KDk1lbW9yeVRyYWNraW5nEgoKAmZkGAEgASgFEg0KBWlub2RlGAIgASgEEhIKCnN0YXJ0X3RpbWUYAyABKAQi4wEKB1JlZ0ZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRILCgNwb3MYAyABKAQSDAoEc2l6ZRgEIAEoBBIQCghtdGltZV9ucxgFIAEoAxIMCgRtb2RlGAYgASgNEg8KB2RlbGV0ZWQYByABKAgSDwoHY29udGVudBgIIAEoDBILCgNkZXYYCSABKAQSCwoDaW5vGAogASgEEhAKA3VpZBgLIAEoDUgAiAEBEhAKA2dpZBgMIAEoDUgBiAEBEhAKCGJ0aW1lX21zGA0gASgDQgYKBF91aWRCBgoEX2dpZCKhAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgSCwoDZGV2GAggASgEEhAKCGJ0aW1lX21zGAkgASgDIj4KC0V2ZW50RmRGaWxlEg0KBWNvdW50GAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXNlbWFwaG9yZRgDIAEoCCI0CgdDaHJGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SDAoEcmRldhgDIAEoDSJpCgxXYXRjaGVkSW5vZGUSDAoEcGF0aBgBIAEoCRILCgNkZXYYAiABKAQSCwoDaW5vGAMgASgEEgwKBHNkZXYYBCABKA0SEwoLaGFuZGxlX3R5cGUYBSABKA0SDgoGaGFuZGxlGAYgASgMIksKDElub3RpZnlXYXRjaBIKCgJ3ZBgBIAEoBRIMCgRtYXNrGAIgASgNEiEKBWlub2RlGAMgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUiQQoLSW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SIwoHd2F0Y2hlcxgCIAMoCzISLmNrcHQuSW5vdGlmeVdhdGNoIr0BCgxGYW5vdGlmeU1hcmsSJAoEa2luZBgBIAEoDjIWLmNrcHQuRmFub3RpZnlNYXJrS2luZBIOCgZtZmxhZ3MYAiABKA0SDAoEbWFzaxgDIAEoDRIUCgxpZ25vcmVkX21hc2sYBCABKA0SIQoFaW5vZGUYBSABKAsyEi5ja3B0LldhdGNoZWRJbm9kZRIOCgZtbnRfaWQYBiABKA0SEgoKbW91bnRfcGF0aBgHIAEoCRIMCgRzZGV2GAggASgNImkKDEZhbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRISCgppbml0X2ZsYWdzGAIgASgNEhMKC2V2ZW50X2ZsYWdzGAMgASgNEiEKBW1hcmtzGAQgAygLMhIuY2twdC5GYW5vdGlmeU1hcmsiXAoLRXBvbGxUYXJnZXQSCwoDdGZkGAEgASgFEg4KBmV2ZW50cxgCIAEoDRIMCgRkYXRhGAMgASgEEg8KB2ZpbGVfaWQYBCABKA0SEQoJcmVhZHlfbm93GAUgASgNIj4KCUVwb2xsRmlsZRINCgVmbGFncxgBIAEoDRIiCgd0YXJnZXRzGAIgAygLMhEuY2twdC5FcG9sbFRhcmdldCKMAQoLVGltZXJGZEZpbGUSDwoHY2xvY2tpZBgBIAEoBRINCgVmbGFncxgCIAEoDRIVCg1zZXR0aW1lX2ZsYWdzGAMgASgNEg0KBXRpY2tzGAQgASgEEhAKCHZhbHVlX25zGAUgASgEEhMKC2ludGVydmFsX25zGAYgASgEEhAKCGNsb2NrX25zGAcgASgEIi4KDFNpZ25hbEZkRmlsZRIPCgdzaWdtYXNrGAEgASgEEg0KBWZsYWdzGAIgASgNIn8KB1Rlcm1pb3MSDQoFaWZsYWcYASABKA0SDQoFb2ZsYWcYAiABKA0SDQoFY2ZsYWcYAyABKA0SDQoFbGZsYWcYBCABKA0SDAoEbGluZRgFIAEoDRIKCgJjYxgGIAEoDBIOCgZpc3BlZWQYByABKA0SDgoGb3NwZWVkGAggASgNIjgKCFR0eUNodW5rEgwKBGRhdGEYASABKAwSHgoDZW5kGAIgASgOMhEuY2twdC5UdHlDaHVua0VuZCLGAgoIUHR5U3RhdGUSHgoHdGVybWlvcxgBIAEoCzINLmNrcHQuVGVybWlvcxIWCg5sb2NrZWRfdGVybWlvcxgCIAEoDBIMCgRyb3dzGAMgASgNEgwKBGNvbHMYBCABKA0SDgoGeHBpeGVsGAUgASgNEg4KBnlwaXhlbBgGIAEoDRIOCgZsb2NrZWQYByABKAgSDgoGcGFja2V0GAggASgIEhMKC21hc3Rlcl9leGNsGAkgASgIEhIKCnNsYXZlX2V4Y2wYCiABKAgSHQoFaW5wdXQYCyADKAsyDi5ja3B0LlR0eUNodW5rEg4KBm91dHB1dBgMIAEoDBIUCgxzbGF2ZV9jbG9zZWQYDSABKAgSEgoKc2xhdmVfbW9kZRgOIAEoDRIRCglzbGF2ZV91aWQYDyABKA0SEQoJc2xhdmVfZ2lkGBAgASgNIsUBCgdUdHlGaWxlEhsKBHJvbGUYASABKA4yDS5ja3B0LlR0eVJvbGUSDAoEcGF0aBgCIAEoCRINCgVmbGFncxgDIAEoDRINCgVpbmRleBgEIAEoDRIMCgRyZGV2GAUgASgEEhsKA3B0eRgGIAEoCzIOLmNrcHQuUHR5U3RhdGUSIgoLam9iX3Rlcm1pb3MYByABKAsyDS5ja3B0LlRlcm1pb3MSEAoIam9iX3Jvd3MYCCABKA0SEAoIam9iX2NvbHMYCSABKA0ilAQKCUZpbGVFbnRyeRIKCgJpZBgBIAEoDRIcCgRraW5kGAIgASgOMg4uY2twdC5GaWxlS2luZBIaCgNyZWcYAyABKAsyDS5ja3B0LlJlZ0ZpbGUSHAoEcGlwZRgEIAEoCzIOLmNrcHQuUGlwZUZpbGUSIgoHZXZlbnRmZBgFIAEoCzIRLmNrcHQuRXZlbnRGZEZpbGUSGgoDY2hyGAYgASgLMg0uY2twdC5DaHJGaWxlEiIKBHVuaXgYByABKAsyFC5ja3B0LlVuaXhTb2NrZXRGaWxlEiIKB2lub3RpZnkYFCABKAsyES5ja3B0Lklub3RpZnlGaWxlEiQKCGZhbm90aWZ5GBUgASgLMhIuY2twdC5GYW5vdGlmeUZpbGUSJQoIdW5saW5rZWQYFiABKAsyEy5ja3B0LlVubGlua2VkSW5vZGUSKQoNdW5saW5rZWRfb3BlbhgXIAEoCzISLmNrcHQuVW5saW5rZWRPcGVuEh4KBWVwb2xsGB4gASgLMg8uY2twdC5FcG9sbEZpbGUSIgoHdGltZXJmZBgfIAEoCzIRLmNrcHQuVGltZXJGZEZpbGUSJAoIc2lnbmFsZmQYICABKAsyEi5ja3B0LlNpZ25hbEZkRmlsZRIaCgN0dHkYECABKAsyDS5ja3B0LlR0eUZpbGUSHQoFbG9ja3MYKCADKAsyDi5ja3B0LkZpbGVMb2NrIl8KCEZpbGVMb2NrEhwKBGtpbmQYASABKA4yDi5ja3B0LkxvY2tLaW5kEg0KBXdyaXRlGAIgASgIEg0KBXN0YXJ0GAMgASgEEgsKA2VuZBgEIAEoBBIKCgJmZBgFIAEoBSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiUQoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Eh0KBWxvY2tzGAogAygLMg4uY2twdC5GaWxlTG9jayI9CgtVbml4TWVzc2FnZRIMCgRkYXRhGAEgASgMEg4KBnNlbmRlchgCIAEoDBIQCghmaWxlX2lkcxgDIAMoDSLsAwoOVW5peFNvY2tldEZpbGUSCwoDaW5vGAEgASgEEgwKBHR5cGUYAiABKA0SDQoFc3RhdGUYAyABKA0SDQoFZmxhZ3MYBCABKA0SDAoEbmFtZRgFIAEoDBIVCg1uYW1lX3VubGlua2VkGAYgASgIEhUKDW5hbWVfYm9ycm93ZWQYByABKAgSEQoJZmlsZV9tb2RlGAggASgNEhAKCGZpbGVfdWlkGAkgASgNEhAKCGZpbGVfZ2lkGAogASgNEhwKBHBlZXIYCyABKA4yDi5ja3B0LlVuaXhQZWVyEhAKCHBlZXJfaW5vGAwgASgEEhQKDGxpc3RlbmVyX2lubxgNIAEoBBIPCgdiYWNrbG9nGA4gASgNEg8KB3BlbmRpbmcYDyADKAQSEAoIc2h1dGRvd24YECABKA0SEAoIcGFzc2NyZWQYESABKAgSDgoGcmN2YnVmGBIgASgNEg4KBnNuZGJ1ZhgTIAEoDRIQCghwZWVrX29mZhgUIAEoBRIgCgVxdWV1ZRgVIAMoCzIRLmNrcHQuVW5peE1lc3NhZ2USEQoJcGVlcl9uYW1lGBYgASgMEgsKA3BpZBgXIAEoDRIKCgJmZBgYIAEoBRIQCghuYW1lX2RpchgZIAEoCRIQCghwZWVyX2RpchgaIAEoCSJZCgxDZ3JvdXBzSW1hZ2USKgoLaGllcmFyY2hpZXMYASADKAsyFS5ja3B0LkNncm91cEhpZXJhcmNoeRIdCgRzZXRzGAIgAygLMg8uY2twdC5DZ3JvdXBTZXQiWQoPQ2dyb3VwSGllcmFyY2h5EgwKBG5hbWUYASABKAkSCwoDb3duGAIgASgJEgwKBHJvb3QYAyABKAkSHQoEZGlycxgEIAMoCzIPLmNrcHQuQ2dyb3VwRGlyIocBCglDZ3JvdXBEaXISDAoEcGF0aBgBIAEoCRIMCgRtb2RlGAIgASgNEgsKA3VpZBgDIAEoDRILCgNnaWQYBCABKA0SHwoFcHJvcHMYBSADKAsyEC5ja3B0LkNncm91cFByb3ASIwoFZmlsZXMYBiADKAsyFC5ja3B0LkNncm91cEZpbGVQZXJtIikKCkNncm91cFByb3ASDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSJGCg5DZ3JvdXBGaWxlUGVybRIMCgRuYW1lGAEgASgJEgwKBG1vZGUYAiABKA0SCwoDdWlkGAMgASgNEgsKA2dpZBgEIAEoDSIaCglDZ3JvdXBTZXQSDQoFcGF0aHMYASADKAkqQAoJTWxvY2tNb2RlEg4KCk1MT0NLX05PTkUQABIQCgxNTE9DS19MT0NLRUQQARIRCg1NTE9DS19PTkZBVUxUEAIqogEKB1ZtYUtpbmQSFAoQVk1BX0FOT05fUFJJVkFURRAAEhMKD1ZNQV9BTk9OX1NIQVJFRBABEhQKEFZNQV9GSUxFX1BSSVZBVEUQAhITCg9WTUFfRklMRV9TSEFSRUQQAxIMCghWTUFfVkRTTxAEEgwKCFZNQV9WVkFSEAUSEwoPVk1BX1ZWQVJfVkNMT0NLEAYSEAoMVk1BX1ZTWVNDQUxMEAcqhgIKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGEhAKDEZJTEVfSU5PVElGWRAUEhEKDUZJTEVfRkFOT1RJRlkQFRIRCg1GSUxFX1VOTElOS0VEEBYSFgoSRklMRV9VTkxJTktFRF9PUEVOEBcSDgoKRklMRV9FUE9MTBAeEhAKDEZJTEVfVElNRVJGRBAfEhEKDUZJTEVfU0lHTkFMRkQQIBIMCghGSUxFX1RUWRAQKmIKEEZhbm90aWZ5TWFya0tpbmQSFwoTRkFOT1RJRllfTUFSS19JTk9ERRAAEhcKE0ZBTk9USUZZX01BUktfTU9VTlQQARIcChhGQU5PVElGWV9NQVJLX0ZJTEVTWVNURU0QAipSCgdUdHlSb2xlEhIKDlRUWV9QVFlfTUFTVEVSEAASEQoNVFRZX1BUWV9TTEFWRRABEg8KC1RUWV9DVVJSRU5UEAISDwoLVFRZX09VVFNJREUQAypGCgtUdHlDaHVua0VuZBILCgdUVFlfUkFXEAASDAoIVFRZX0xJTkUQARILCgdUVFlfRU9GEAISDwoLVFRZX1BBUlRJQUwQAyo4CghMb2NrS2luZBIOCgpMT0NLX1BPU0lYEAASDgoKTE9DS19GTE9DSxABEgwKCExPQ0tfT0ZEEAIqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAViBnByb3RvMw");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIswDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgSEgoKY2dyb3VwX3NldBgeIAEoDSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLWBQoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFEiwKD3NlY2NvbXBfZmlsdGVycxgYIAMoCzITLmNrcHQuU2VjY29tcEZpbHRlchIXCg9jaGlsZF9zdWJyZWFwZXIYGSABKAgSEgoKY2dyb3VwX3NldBg8IAEoDSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIvMBCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIIi8KB01tSW1hZ2USCwoDcGlkGAEgASgFEhcKBHZtYXMYAiADKAsyCS5ja3B0LlZtYSJwCgdQYWdlUnVuEg0KBXZhZGRyGAEgASgEEhAKCG5yX3BhZ2VzGAIgASgEEhMKC2ZpbGVfb2Zmc2V0GAMgASgEEg4KBmNyYzMyYxgEIAEoDRIRCglpbl9wYXJlbnQYBSABKAgSDAoEcGFydBgGIAEoDSKYAQoMUGFnZW1hcEltYWdlEgsKA3BpZBgBIAEoBRISCgpwYWdlc19maWxlGAIgASgJEhsKBHJ1bnMYAyADKAsyDS5ja3B0LlBhZ2VSdW4SEwoLcnVuc19jcmMzMmMYBCABKAgSJgoIdHJhY2tpbmcYBSABKAsyFC5ja3B0Lk1lbW9yeVRyYWNraW5nEg0KBXBhcnRzGAYgASgNIj8KDk1lbW9yeVRyYWNraW5nEgoKAmZkGAEgASgFEg0KBWlub2RlGAIgASgEEhIKCnN0YXJ0X3RpbWUYAyABKAQi4wEKB1JlZ0ZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRILCgNwb3MYAyABKAQSDAoEc2l6ZRgEIAEoBBIQCghtdGltZV9ucxgFIAEoAxIMCgRtb2RlGAYgASgNEg8KB2RlbGV0ZWQYByABKAgSDwoHY29udGVudBgIIAEoDBILCgNkZXYYCSABKAQSCwoDaW5vGAogASgEEhAKA3VpZBgLIAEoDUgAiAEBEhAKA2dpZBgMIAEoDUgBiAEBEhAKCGJ0aW1lX21zGA0gASgDQgYKBF91aWRCBgoEX2dpZCKhAQoIUGlwZUZpbGUSEAoIcGlwZV9pbm8YASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJd3JpdGVfZW5kGAMgASgIEgwKBGRhdGEYBCABKAwSDAoEcGF0aBgFIAEoCRIMCgRzaXplGAYgASgNEhgKEG90aGVyX2VuZF9jbG9zZWQYByABKAgSCwoDZGV2GAggASgEEhAKCGJ0aW1lX21zGAkgASgDIj4KC0V2ZW50RmRGaWxlEg0KBWNvdW50GAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXNlbWFwaG9yZRgDIAEoCCI0CgdDaHJGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SDAoEcmRldhgDIAEoDSJpCgxXYXRjaGVkSW5vZGUSDAoEcGF0aBgBIAEoCRILCgNkZXYYAiABKAQSCwoDaW5vGAMgASgEEgwKBHNkZXYYBCABKA0SEwoLaGFuZGxlX3R5cGUYBSABKA0SDgoGaGFuZGxlGAYgASgMIksKDElub3RpZnlXYXRjaBIKCgJ3ZBgBIAEoBRIMCgRtYXNrGAIgASgNEiEKBWlub2RlGAMgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUiQQoLSW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SIwoHd2F0Y2hlcxgCIAMoCzISLmNrcHQuSW5vdGlmeVdhdGNoIr0BCgxGYW5vdGlmeU1hcmsSJAoEa2luZBgBIAEoDjIWLmNrcHQuRmFub3RpZnlNYXJrS2luZBIOCgZtZmxhZ3MYAiABKA0SDAoEbWFzaxgDIAEoDRIUCgxpZ25vcmVkX21hc2sYBCABKA0SIQoFaW5vZGUYBSABKAsyEi5ja3B0LldhdGNoZWRJbm9kZRIOCgZtbnRfaWQYBiABKA0SEgoKbW91bnRfcGF0aBgHIAEoCRIMCgRzZGV2GAggASgNImkKDEZhbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRISCgppbml0X2ZsYWdzGAIgASgNEhMKC2V2ZW50X2ZsYWdzGAMgASgNEiEKBW1hcmtzGAQgAygLMhIuY2twdC5GYW5vdGlmeU1hcmsiXAoLRXBvbGxUYXJnZXQSCwoDdGZkGAEgASgFEg4KBmV2ZW50cxgCIAEoDRIMCgRkYXRhGAMgASgEEg8KB2ZpbGVfaWQYBCABKA0SEQoJcmVhZHlfbm93GAUgASgNIj4KCUVwb2xsRmlsZRINCgVmbGFncxgBIAEoDRIiCgd0YXJnZXRzGAIgAygLMhEuY2twdC5FcG9sbFRhcmdldCKMAQoLVGltZXJGZEZpbGUSDwoHY2xvY2tpZBgBIAEoBRINCgVmbGFncxgCIAEoDRIVCg1zZXR0aW1lX2ZsYWdzGAMgASgNEg0KBXRpY2tzGAQgASgEEhAKCHZhbHVlX25zGAUgASgEEhMKC2ludGVydmFsX25zGAYgASgEEhAKCGNsb2NrX25zGAcgASgEIi4KDFNpZ25hbEZkRmlsZRIPCgdzaWdtYXNrGAEgASgEEg0KBWZsYWdzGAIgASgNIn8KB1Rlcm1pb3MSDQoFaWZsYWcYASABKA0SDQoFb2ZsYWcYAiABKA0SDQoFY2ZsYWcYAyABKA0SDQoFbGZsYWcYBCABKA0SDAoEbGluZRgFIAEoDRIKCgJjYxgGIAEoDBIOCgZpc3BlZWQYByABKA0SDgoGb3NwZWVkGAggASgNIjgKCFR0eUNodW5rEgwKBGRhdGEYASABKAwSHgoDZW5kGAIgASgOMhEuY2twdC5UdHlDaHVua0VuZCLGAgoIUHR5U3RhdGUSHgoHdGVybWlvcxgBIAEoCzINLmNrcHQuVGVybWlvcxIWCg5sb2NrZWRfdGVybWlvcxgCIAEoDBIMCgRyb3dzGAMgASgNEgwKBGNvbHMYBCABKA0SDgoGeHBpeGVsGAUgASgNEg4KBnlwaXhlbBgGIAEoDRIOCgZsb2NrZWQYByABKAgSDgoGcGFja2V0GAggASgIEhMKC21hc3Rlcl9leGNsGAkgASgIEhIKCnNsYXZlX2V4Y2wYCiABKAgSHQoFaW5wdXQYCyADKAsyDi5ja3B0LlR0eUNodW5rEg4KBm91dHB1dBgMIAEoDBIUCgxzbGF2ZV9jbG9zZWQYDSABKAgSEgoKc2xhdmVfbW9kZRgOIAEoDRIRCglzbGF2ZV91aWQYDyABKA0SEQoJc2xhdmVfZ2lkGBAgASgNIsUBCgdUdHlGaWxlEhsKBHJvbGUYASABKA4yDS5ja3B0LlR0eVJvbGUSDAoEcGF0aBgCIAEoCRINCgVmbGFncxgDIAEoDRINCgVpbmRleBgEIAEoDRIMCgRyZGV2GAUgASgEEhsKA3B0eRgGIAEoCzIOLmNrcHQuUHR5U3RhdGUSIgoLam9iX3Rlcm1pb3MYByABKAsyDS5ja3B0LlRlcm1pb3MSEAoIam9iX3Jvd3MYCCABKA0SEAoIam9iX2NvbHMYCSABKA0irQUKCUZpbGVFbnRyeRIKCgJpZBgBIAEoDRIcCgRraW5kGAIgASgOMg4uY2twdC5GaWxlS2luZBIaCgNyZWcYAyABKAsyDS5ja3B0LlJlZ0ZpbGUSHAoEcGlwZRgEIAEoCzIOLmNrcHQuUGlwZUZpbGUSIgoHZXZlbnRmZBgFIAEoCzIRLmNrcHQuRXZlbnRGZEZpbGUSGgoDY2hyGAYgASgLMg0uY2twdC5DaHJGaWxlEiIKBHVuaXgYByABKAsyFC5ja3B0LlVuaXhTb2NrZXRGaWxlEiIKB2lub3RpZnkYFCABKAsyES5ja3B0Lklub3RpZnlGaWxlEiQKCGZhbm90aWZ5GBUgASgLMhIuY2twdC5GYW5vdGlmeUZpbGUSJQoIdW5saW5rZWQYFiABKAsyEy5ja3B0LlVubGlua2VkSW5vZGUSKQoNdW5saW5rZWRfb3BlbhgXIAEoCzISLmNrcHQuVW5saW5rZWRPcGVuEh4KBWVwb2xsGB4gASgLMg8uY2twdC5FcG9sbEZpbGUSIgoHdGltZXJmZBgfIAEoCzIRLmNrcHQuVGltZXJGZEZpbGUSJAoIc2lnbmFsZmQYICABKAsyEi5ja3B0LlNpZ25hbEZkRmlsZRIaCgN0dHkYECABKAsyDS5ja3B0LlR0eUZpbGUSIAoDdGNwGDIgASgLMhMuY2twdC5UY3BTb2NrZXRGaWxlEiAKA3VkcBgzIAEoCzITLmNrcHQuVWRwU29ja2V0RmlsZRIpCghpbmV0X3Jhdxg0IAEoCzIXLmNrcHQuSW5ldFJhd1NvY2tldEZpbGUSKAoHbmV0bGluaxg1IAEoCzIXLmNrcHQuTmV0bGlua1NvY2tldEZpbGUSHQoFbG9ja3MYKCADKAsyDi5ja3B0LkZpbGVMb2NrIl8KCEZpbGVMb2NrEhwKBGtpbmQYASABKA4yDi5ja3B0LkxvY2tLaW5kEg0KBXdyaXRlGAIgASgIEg0KBXN0YXJ0GAMgASgEEgsKA2VuZBgEIAEoBBIKCgJmZBgFIAEoBSLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiUQoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Eh0KBWxvY2tzGAogAygLMg4uY2twdC5GaWxlTG9jayI9CgtVbml4TWVzc2FnZRIMCgRkYXRhGAEgASgMEg4KBnNlbmRlchgCIAEoDBIQCghmaWxlX2lkcxgDIAMoDSLsAwoOVW5peFNvY2tldEZpbGUSCwoDaW5vGAEgASgEEgwKBHR5cGUYAiABKA0SDQoFc3RhdGUYAyABKA0SDQoFZmxhZ3MYBCABKA0SDAoEbmFtZRgFIAEoDBIVCg1uYW1lX3VubGlua2VkGAYgASgIEhUKDW5hbWVfYm9ycm93ZWQYByABKAgSEQoJZmlsZV9tb2RlGAggASgNEhAKCGZpbGVfdWlkGAkgASgNEhAKCGZpbGVfZ2lkGAogASgNEhwKBHBlZXIYCyABKA4yDi5ja3B0LlVuaXhQZWVyEhAKCHBlZXJfaW5vGAwgASgEEhQKDGxpc3RlbmVyX2lubxgNIAEoBBIPCgdiYWNrbG9nGA4gASgNEg8KB3BlbmRpbmcYDyADKAQSEAoIc2h1dGRvd24YECABKA0SEAoIcGFzc2NyZWQYESABKAgSDgoGcmN2YnVmGBIgASgNEg4KBnNuZGJ1ZhgTIAEoDRIQCghwZWVrX29mZhgUIAEoBRIgCgVxdWV1ZRgVIAMoCzIRLmNrcHQuVW5peE1lc3NhZ2USEQoJcGVlcl9uYW1lGBYgASgMEgsKA3BpZBgXIAEoDRIKCgJmZBgYIAEoBRIQCghuYW1lX2RpchgZIAEoCRIQCghwZWVyX2RpchgaIAEoCSJZCgxDZ3JvdXBzSW1hZ2USKgoLaGllcmFyY2hpZXMYASADKAsyFS5ja3B0LkNncm91cEhpZXJhcmNoeRIdCgRzZXRzGAIgAygLMg8uY2twdC5DZ3JvdXBTZXQiWQoPQ2dyb3VwSGllcmFyY2h5EgwKBG5hbWUYASABKAkSCwoDb3duGAIgASgJEgwKBHJvb3QYAyABKAkSHQoEZGlycxgEIAMoCzIPLmNrcHQuQ2dyb3VwRGlyIocBCglDZ3JvdXBEaXISDAoEcGF0aBgBIAEoCRIMCgRtb2RlGAIgASgNEgsKA3VpZBgDIAEoDRILCgNnaWQYBCABKA0SHwoFcHJvcHMYBSADKAsyEC5ja3B0LkNncm91cFByb3ASIwoFZmlsZXMYBiADKAsyFC5ja3B0LkNncm91cEZpbGVQZXJtIikKCkNncm91cFByb3ASDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSJGCg5DZ3JvdXBGaWxlUGVybRIMCgRuYW1lGAEgASgJEgwKBG1vZGUYAiABKA0SCwoDdWlkGAMgASgNEgsKA2dpZBgEIAEoDSIaCglDZ3JvdXBTZXQSDQoFcGF0aHMYASADKAkiNQoHU29ja09wdBINCgVsZXZlbBgBIAEoBRIMCgRuYW1lGAIgASgFEg0KBXZhbHVlGAMgASgMIkwKCk1jYXN0R3JvdXASDwoHaWZpbmRleBgBIAEoDRINCgVncm91cBgCIAEoDBINCgVmbW9kZRgDIAEoDRIPCgdzb3VyY2VzGAQgAygMIt4BCgpJbmV0U29ja2V0EgsKA2lubxgBIAEoBBIOCgZmYW1pbHkYAiABKA0SDAoEdHlwZRgDIAEoDRIQCghwcm90b2NvbBgEIAEoDRINCgVmbGFncxgFIAEoDRINCgVsb2NhbBgGIAEoDBIMCgRwZWVyGAcgASgMEhsKBG9wdHMYCCADKAsyDS5ja3B0LlNvY2tPcHQSHwoFbWNhc3QYCSADKAsyEC5ja3B0Lk1jYXN0R3JvdXASEAoIc2h1dGRvd24YCiABKA0SCwoDcGlkGAsgASgNEgoKAmZkGAwgASgFItsCCg5UY3BSZXBhaXJTdGF0ZRIPCgdpbnFfbGVuGAEgASgNEhAKCG91dHFfbGVuGAIgASgNEhAKCHVuc3FfbGVuGAMgASgNEg8KB2lucV9zZXEYBCABKA0SEAoIb3V0cV9zZXEYBSABKA0SEQoJbXNzX2NsYW1wGAYgASgNEhEKCXRpbWVzdGFtcBgHIAEoDRIPCgdvcHRpb25zGAggASgNEhIKCnNuZF93c2NhbGUYCSABKA0SEgoKcmN2X3dzY2FsZRgKIAEoDRISCgpoYXNfd2luZG93GAsgASgIEg8KB3NuZF93bDEYDCABKA0SDwoHc25kX3duZBgNIAEoDRISCgptYXhfd2luZG93GA4gASgNEg8KB3Jjdl93bmQYDyABKA0SDwoHcmN2X3d1cBgQIAEoDRISCgpyZWN2X3F1ZXVlGBEgASgMEhIKCnNlbmRfcXVldWUYEiABKAwiuQEKDVRjcFNvY2tldEZpbGUSHAoCc2sYASABKAsyEC5ja3B0LkluZXRTb2NrZXQSDQoFc3RhdGUYAiABKA0SDwoHYmFja2xvZxgDIAEoDRIbCgRtb2RlGAQgASgOMg0uY2twdC5UY3BNb2RlEiQKBnJlcGFpchgFIAEoCzIULmNrcHQuVGNwUmVwYWlyU3RhdGUSEgoKbG9ja190YWJsZRgGIAEoCRITCgtwZWVyX2luc2lkZRgHIAEoCCJMCghEYXRhZ3JhbRIMCgRkYXRhGAEgASgMEgwKBGZyb20YAiABKAwSCgoCdG8YAyABKAwSCwoDdHRsGAQgASgNEgsKA3RvcxgFIAEoDSJMCg1VZHBTb2NrZXRGaWxlEhwKAnNrGAEgASgLMhAuY2twdC5JbmV0U29ja2V0Eh0KBXF1ZXVlGAIgAygLMg4uY2twdC5EYXRhZ3JhbSIxChFJbmV0UmF3U29ja2V0RmlsZRIcCgJzaxgBIAEoCzIQLmNrcHQuSW5ldFNvY2tldCLdAQoRTmV0bGlua1NvY2tldEZpbGUSCwoDaW5vGAEgASgEEgwKBHR5cGUYAiABKA0SEAoIcHJvdG9jb2wYAyABKA0SDQoFZmxhZ3MYBCABKA0SDgoGcG9ydGlkGAUgASgNEhIKCmRzdF9wb3J0aWQYBiABKA0SEQoJZHN0X2dyb3VwGAcgASgNEg4KBmdyb3VwcxgIIAMoDRIbCgRvcHRzGAkgAygLMg0uY2twdC5Tb2NrT3B0Eg8KB2Ryb3BwZWQYCiABKA0SCwoDcGlkGAsgASgNEgoKAmZkGAwgASgFKkAKCU1sb2NrTW9kZRIOCgpNTE9DS19OT05FEAASEAoMTUxPQ0tfTE9DS0VEEAESEQoNTUxPQ0tfT05GQVVMVBACKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKscCCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECASDAoIRklMRV9UVFkQEBIMCghGSUxFX1RDUBAyEgwKCEZJTEVfVURQEDMSEQoNRklMRV9JTkVUX1JBVxA0EhAKDEZJTEVfTkVUTElOSxA1KmIKEEZhbm90aWZ5TWFya0tpbmQSFwoTRkFOT1RJRllfTUFSS19JTk9ERRAAEhcKE0ZBTk9USUZZX01BUktfTU9VTlQQARIcChhGQU5PVElGWV9NQVJLX0ZJTEVTWVNURU0QAipSCgdUdHlSb2xlEhIKDlRUWV9QVFlfTUFTVEVSEAASEQoNVFRZX1BUWV9TTEFWRRABEg8KC1RUWV9DVVJSRU5UEAISDwoLVFRZX09VVFNJREUQAypGCgtUdHlDaHVua0VuZBILCgdUVFlfUkFXEAASDAoIVFRZX0xJTkUQARILCgdUVFlfRU9GEAISDwoLVFRZX1BBUlRJQUwQAyo4CghMb2NrS2luZBIOCgpMT0NLX1BPU0lYEAASDgoKTE9DS19GTE9DSxABEgwKCExPQ0tfT0ZEEAIqlgEKCFVuaXhQZWVyEhIKDlVOSVhfUEVFUl9OT05FEAASFAoQVU5JWF9QRUVSX0lOU0lERRABEhcKE1VOSVhfUEVFUl9FWFRfREdSQU0QAhIYChRVTklYX1BFRVJfRVhUX1NFUlZFUhADEhkKFVVOSVhfUEVFUl9FWFRfVU5OQU1FRBAEEhIKDlVOSVhfUEVFUl9HT05FEAUqOQoHVGNwTW9kZRINCglUQ1BfUExBSU4QABIQCgxUQ1BfUkVQQUlSRUQQARINCglUQ1BfUkVTRVQQAmIGcHJvdG8z");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -2083,6 +2083,26 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
   tty?: TtyFile | undefined;
 
   /**
+   * @generated from field: ckpt.TcpSocketFile tcp = 50;
+   */
+  tcp?: TcpSocketFile | undefined;
+
+  /**
+   * @generated from field: ckpt.UdpSocketFile udp = 51;
+   */
+  udp?: UdpSocketFile | undefined;
+
+  /**
+   * @generated from field: ckpt.InetRawSocketFile inet_raw = 52;
+   */
+  inetRaw?: InetRawSocketFile | undefined;
+
+  /**
+   * @generated from field: ckpt.NetlinkSocketFile netlink = 53;
+   */
+  netlink?: NetlinkSocketFile | undefined;
+
+  /**
    * flock and OFD locks held by this open file description.
    *
    * @generated from field: repeated ckpt.FileLock locks = 40;
@@ -2768,6 +2788,519 @@ export const CgroupSetSchema: GenMessage<CgroupSet> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 50);
 
 /**
+ * One socket option as getsockopt returned it, set again with setsockopt
+ * when the new socket's own value differs (only options src/net/options.ts
+ * knows are ever set).
+ *
+ * @generated from message ckpt.SockOpt
+ */
+export type SockOpt = Message<"ckpt.SockOpt"> & {
+  /**
+   * @generated from field: int32 level = 1;
+   */
+  level: number;
+
+  /**
+   * @generated from field: int32 name = 2;
+   */
+  name: number;
+
+  /**
+   * @generated from field: bytes value = 3;
+   */
+  value: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.SockOpt.
+ * Use `create(SockOptSchema)` to create a new message.
+ */
+export const SockOptSchema: GenMessage<SockOpt> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 51);
+
+/**
+ * A multicast group a socket joined (found with getsockopt MCAST_MSFILTER
+ * for each group the interfaces are in): interface, group, filter.
+ *
+ * @generated from message ckpt.McastGroup
+ */
+export type McastGroup = Message<"ckpt.McastGroup"> & {
+  /**
+   * @generated from field: uint32 ifindex = 1;
+   */
+  ifindex: number;
+
+  /**
+   * sockaddr_in / sockaddr_in6 (port 0)
+   *
+   * @generated from field: bytes group = 2;
+   */
+  group: Uint8Array;
+
+  /**
+   * MCAST_INCLUDE 1, MCAST_EXCLUDE 0
+   *
+   * @generated from field: uint32 fmode = 3;
+   */
+  fmode: number;
+
+  /**
+   * sockaddrs
+   *
+   * @generated from field: repeated bytes sources = 4;
+   */
+  sources: Uint8Array[];
+};
+
+/**
+ * Describes the message ckpt.McastGroup.
+ * Use `create(McastGroupSchema)` to create a new message.
+ */
+export const McastGroupSchema: GenMessage<McastGroup> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 52);
+
+/**
+ * What every AF_INET/AF_INET6 socket has.
+ *
+ * @generated from message ckpt.InetSocket
+ */
+export type InetSocket = Message<"ckpt.InetSocket"> & {
+  /**
+   * @generated from field: uint64 ino = 1;
+   */
+  ino: bigint;
+
+  /**
+   * AF_INET 2, AF_INET6 10
+   *
+   * @generated from field: uint32 family = 2;
+   */
+  family: number;
+
+  /**
+   * SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_RAW 3
+   *
+   * @generated from field: uint32 type = 3;
+   */
+  type: number;
+
+  /**
+   * IPPROTO_*
+   *
+   * @generated from field: uint32 protocol = 4;
+   */
+  protocol: number;
+
+  /**
+   * file status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 5;
+   */
+  flags: number;
+
+  /**
+   * sockaddr getsockname gave; empty: not bound
+   *
+   * @generated from field: bytes local = 6;
+   */
+  local: Uint8Array;
+
+  /**
+   * sockaddr getpeername gave; empty: not connected
+   *
+   * @generated from field: bytes peer = 7;
+   */
+  peer: Uint8Array;
+
+  /**
+   * @generated from field: repeated ckpt.SockOpt opts = 8;
+   */
+  opts: SockOpt[];
+
+  /**
+   * @generated from field: repeated ckpt.McastGroup mcast = 9;
+   */
+  mcast: McastGroup[];
+
+  /**
+   * SHUT_RD 1 | SHUT_WR 2 as the kernel keeps them
+   *
+   * @generated from field: uint32 shutdown = 10;
+   */
+  shutdown: number;
+
+  /**
+   * where it was found, for messages
+   *
+   * @generated from field: uint32 pid = 11;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: int32 fd = 12;
+   */
+  fd: number;
+};
+
+/**
+ * Describes the message ckpt.InetSocket.
+ * Use `create(InetSocketSchema)` to create a new message.
+ */
+export const InetSocketSchema: GenMessage<InetSocket> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 53);
+
+/**
+ * A live connection's state, read in repair mode while it was locked
+ * (the kernel's own numbers: src/net/tcp_repair.ts accounts for FINs).
+ *
+ * @generated from message ckpt.TcpRepairState
+ */
+export type TcpRepairState = Message<"ckpt.TcpRepairState"> & {
+  /**
+   * bytes received, not read
+   *
+   * @generated from field: uint32 inq_len = 1;
+   */
+  inqLen: number;
+
+  /**
+   * bytes sent and not acknowledged, or not sent (+1 for a queued FIN)
+   *
+   * @generated from field: uint32 outq_len = 2;
+   */
+  outqLen: number;
+
+  /**
+   * of which not sent yet
+   *
+   * @generated from field: uint32 unsq_len = 3;
+   */
+  unsqLen: number;
+
+  /**
+   * rcv_nxt
+   *
+   * @generated from field: uint32 inq_seq = 4;
+   */
+  inqSeq: number;
+
+  /**
+   * write_seq
+   *
+   * @generated from field: uint32 outq_seq = 5;
+   */
+  outqSeq: number;
+
+  /**
+   * @generated from field: uint32 mss_clamp = 6;
+   */
+  mssClamp: number;
+
+  /**
+   * TCP_TIMESTAMP
+   *
+   * @generated from field: uint32 timestamp = 7;
+   */
+  timestamp: number;
+
+  /**
+   * TCPI_OPT_*: timestamps 1, SACK 2, window scale 4
+   *
+   * @generated from field: uint32 options = 8;
+   */
+  options: number;
+
+  /**
+   * @generated from field: uint32 snd_wscale = 9;
+   */
+  sndWscale: number;
+
+  /**
+   * @generated from field: uint32 rcv_wscale = 10;
+   */
+  rcvWscale: number;
+
+  /**
+   * @generated from field: bool has_window = 11;
+   */
+  hasWindow: boolean;
+
+  /**
+   * @generated from field: uint32 snd_wl1 = 12;
+   */
+  sndWl1: number;
+
+  /**
+   * @generated from field: uint32 snd_wnd = 13;
+   */
+  sndWnd: number;
+
+  /**
+   * @generated from field: uint32 max_window = 14;
+   */
+  maxWindow: number;
+
+  /**
+   * @generated from field: uint32 rcv_wnd = 15;
+   */
+  rcvWnd: number;
+
+  /**
+   * @generated from field: uint32 rcv_wup = 16;
+   */
+  rcvWup: number;
+
+  /**
+   * @generated from field: bytes recv_queue = 17;
+   */
+  recvQueue: Uint8Array;
+
+  /**
+   * @generated from field: bytes send_queue = 18;
+   */
+  sendQueue: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.TcpRepairState.
+ * Use `create(TcpRepairStateSchema)` to create a new message.
+ */
+export const TcpRepairStateSchema: GenMessage<TcpRepairState> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 54);
+
+/**
+ * @generated from message ckpt.TcpSocketFile
+ */
+export type TcpSocketFile = Message<"ckpt.TcpSocketFile"> & {
+  /**
+   * @generated from field: ckpt.InetSocket sk = 1;
+   */
+  sk?: InetSocket | undefined;
+
+  /**
+   * TCP_* (1 ESTABLISHED … 10 LISTEN)
+   *
+   * @generated from field: uint32 state = 2;
+   */
+  state: number;
+
+  /**
+   * listeners
+   *
+   * @generated from field: uint32 backlog = 3;
+   */
+  backlog: number;
+
+  /**
+   * @generated from field: ckpt.TcpMode mode = 4;
+   */
+  mode: TcpMode;
+
+  /**
+   * TCP_REPAIRED
+   *
+   * @generated from field: ckpt.TcpRepairState repair = 5;
+   */
+  repair?: TcpRepairState | undefined;
+
+  /**
+   * The nftables table (family inet) that keeps this connection's packets
+   * from both sides away while it is between its old and its new socket.
+   *
+   * @generated from field: string lock_table = 6;
+   */
+  lockTable: string;
+
+  /**
+   * the other end is a socket of this image too
+   *
+   * @generated from field: bool peer_inside = 7;
+   */
+  peerInside: boolean;
+};
+
+/**
+ * Describes the message ckpt.TcpSocketFile.
+ * Use `create(TcpSocketFileSchema)` to create a new message.
+ */
+export const TcpSocketFileSchema: GenMessage<TcpSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 55);
+
+/**
+ * One datagram of a receive queue, with where it came from and went to.
+ *
+ * @generated from message ckpt.Datagram
+ */
+export type Datagram = Message<"ckpt.Datagram"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * sender's sockaddr
+   *
+   * @generated from field: bytes from = 2;
+   */
+  from: Uint8Array;
+
+  /**
+   * the address it was sent to (IP_ORIGDSTADDR); empty: not known
+   *
+   * @generated from field: bytes to = 3;
+   */
+  to: Uint8Array;
+
+  /**
+   * hop limit as received (0: not known)
+   *
+   * @generated from field: uint32 ttl = 4;
+   */
+  ttl: number;
+
+  /**
+   * TOS / traffic class as received
+   *
+   * @generated from field: uint32 tos = 5;
+   */
+  tos: number;
+};
+
+/**
+ * Describes the message ckpt.Datagram.
+ * Use `create(DatagramSchema)` to create a new message.
+ */
+export const DatagramSchema: GenMessage<Datagram> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 56);
+
+/**
+ * @generated from message ckpt.UdpSocketFile
+ */
+export type UdpSocketFile = Message<"ckpt.UdpSocketFile"> & {
+  /**
+   * @generated from field: ckpt.InetSocket sk = 1;
+   */
+  sk?: InetSocket | undefined;
+
+  /**
+   * oldest first
+   *
+   * @generated from field: repeated ckpt.Datagram queue = 2;
+   */
+  queue: Datagram[];
+};
+
+/**
+ * Describes the message ckpt.UdpSocketFile.
+ * Use `create(UdpSocketFileSchema)` to create a new message.
+ */
+export const UdpSocketFileSchema: GenMessage<UdpSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 57);
+
+/**
+ * @generated from message ckpt.InetRawSocketFile
+ */
+export type InetRawSocketFile = Message<"ckpt.InetRawSocketFile"> & {
+  /**
+   * @generated from field: ckpt.InetSocket sk = 1;
+   */
+  sk?: InetSocket | undefined;
+};
+
+/**
+ * Describes the message ckpt.InetRawSocketFile.
+ * Use `create(InetRawSocketFileSchema)` to create a new message.
+ */
+export const InetRawSocketFileSchema: GenMessage<InetRawSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 58);
+
+/**
+ * @generated from message ckpt.NetlinkSocketFile
+ */
+export type NetlinkSocketFile = Message<"ckpt.NetlinkSocketFile"> & {
+  /**
+   * @generated from field: uint64 ino = 1;
+   */
+  ino: bigint;
+
+  /**
+   * SOCK_RAW 3 or SOCK_DGRAM 2
+   *
+   * @generated from field: uint32 type = 2;
+   */
+  type: number;
+
+  /**
+   * NETLINK_ROUTE 0, NETLINK_AUDIT 9, NETLINK_KOBJECT_UEVENT 15…
+   *
+   * @generated from field: uint32 protocol = 3;
+   */
+  protocol: number;
+
+  /**
+   * file status flags (O_NONBLOCK)
+   *
+   * @generated from field: uint32 flags = 4;
+   */
+  flags: number;
+
+  /**
+   * bound port id; 0: never bound
+   *
+   * @generated from field: uint32 portid = 5;
+   */
+  portid: number;
+
+  /**
+   * connect()ed to
+   *
+   * @generated from field: uint32 dst_portid = 6;
+   */
+  dstPortid: number;
+
+  /**
+   * @generated from field: uint32 dst_group = 7;
+   */
+  dstGroup: number;
+
+  /**
+   * every group subscribed to (1-based)
+   *
+   * @generated from field: repeated uint32 groups = 8;
+   */
+  groups: number[];
+
+  /**
+   * @generated from field: repeated ckpt.SockOpt opts = 9;
+   */
+  opts: SockOpt[];
+
+  /**
+   * bytes of queued messages not saved (stale by restore)
+   *
+   * @generated from field: uint32 dropped = 10;
+   */
+  dropped: number;
+
+  /**
+   * @generated from field: uint32 pid = 11;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: int32 fd = 12;
+   */
+  fd: number;
+};
+
+/**
+ * Describes the message ckpt.NetlinkSocketFile.
+ * Use `create(NetlinkSocketFileSchema)` to create a new message.
+ */
+export const NetlinkSocketFileSchema: GenMessage<NetlinkSocketFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 59);
+
+/**
  * @generated from enum ckpt.MlockMode
  */
 export enum MlockMode {
@@ -2929,6 +3462,35 @@ export enum FileKind {
    * @generated from enum value: FILE_TTY = 16;
    */
   FILE_TTY = 16,
+
+  /**
+   * Network sockets, numbered from 50 so kinds added on other branches do
+   * not collide.
+   *
+   * AF_INET/AF_INET6 SOCK_STREAM IPPROTO_TCP
+   *
+   * @generated from enum value: FILE_TCP = 50;
+   */
+  FILE_TCP = 50,
+
+  /**
+   * UDP and UDP-Lite
+   *
+   * @generated from enum value: FILE_UDP = 51;
+   */
+  FILE_UDP = 51,
+
+  /**
+   * SOCK_RAW, and ICMP/ICMPv6 ping sockets (SOCK_DGRAM)
+   *
+   * @generated from enum value: FILE_INET_RAW = 52;
+   */
+  FILE_INET_RAW = 52,
+
+  /**
+   * @generated from enum value: FILE_NETLINK = 53;
+   */
+  FILE_NETLINK = 53,
 }
 
 /**
@@ -3131,4 +3693,36 @@ export enum UnixPeer {
  */
 export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
   enumDesc(file_ckpt_images, 7);
+
+/**
+ * @generated from enum ckpt.TcpMode
+ */
+export enum TcpMode {
+  /**
+   * listening, or not connected: socket, options, bind, listen
+   *
+   * @generated from enum value: TCP_PLAIN = 0;
+   */
+  TCP_PLAIN = 0,
+
+  /**
+   * a live connection (--tcp-established), rebuilt in repair mode
+   *
+   * @generated from enum value: TCP_REPAIRED = 1;
+   */
+  TCP_REPAIRED = 1,
+
+  /**
+   * a connection dumped with --tcp-close: restored reset by its peer
+   *
+   * @generated from enum value: TCP_RESET = 2;
+   */
+  TCP_RESET = 2,
+}
+
+/**
+ * Describes the enum ckpt.TcpMode.
+ */
+export const TcpModeSchema: GenEnum<TcpMode> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 8);
 
