@@ -55,10 +55,12 @@ export class Frozen {
 
   /** seize() for threads of task `pid`: one other than the leader that exits
    * meanwhile (a short-lived worker; glibc starts one per expiry of a
-   * SIGEV_THREAD timer) is no longer part of the task and is left out.
-   * Returns the tids frozen. */
-  seizeThreads(pid: number, tids: number[]): number[] {
-    const mayVanish = (tid: number) => pid !== 0 && tid !== pid;
+   * SIGEV_THREAD timer) is no longer part of the task and is left out; with
+   * leaderMayVanish so is a whole task that exits meanwhile (a child of a
+   * frozen parent: a short-lived `sleep` a shell forked), which the caller
+   * then sees a zombie. Returns the tids frozen. */
+  seizeThreads(pid: number, tids: number[], leaderMayVanish = false): number[] {
+    const mayVanish = (tid: number) => pid !== 0 && (tid !== pid || leaderMayVanish);
     const vanished = (err: unknown, tid: number) =>
       err instanceof NativeError && err.errno === 3 && mayVanish(tid);
     const gone = new Set<number>();
@@ -123,6 +125,10 @@ export class Frozen {
         this.options = 0n;
       }
     } catch (err) {
+      // ptrace refuses a task that became a zombie since it was listed.
+      if (err instanceof NativeError && err.errno === 1 && isZombie(tid)) {
+        throw new NativeError("ptrace seize", 3, `pid ${tid}`);
+      }
       if (err instanceof NativeError && err.errno === 1) {
         throw new DumpError(
           `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
@@ -231,7 +237,14 @@ export class Frozen {
   /** Lets go every seized thread not in keep (threads of the freezer cgroup
    * outside the tree). */
   releaseExcept(keep: Set<number>): void {
-    for (const tid of this.seized.filter((t) => !keep.has(t))) {
+    this.releaseTids(this.seized.filter((t) => !keep.has(t)));
+  }
+
+  /** Lets go the given seized threads (what is left of a task that exited
+   * while being frozen). */
+  releaseTids(tids: number[]): void {
+    for (const tid of tids) {
+      if (!this.seized.includes(tid)) continue;
       this.seized.splice(this.seized.indexOf(tid), 1);
       try {
         ptrace.detach(tid, 0);
@@ -372,8 +385,21 @@ export function freezeTree(
       if (held.length) t.tids.push(...held);
       const fresh = listed.filter((tid) => !frozen.has(tid));
       if (fresh.length) {
-        t.tids.push(...frozen.seizeThreads(pid, fresh));
+        const got = frozen.seizeThreads(pid, fresh, pid !== root);
+        t.tids.push(...got);
         changed = true;
+        if (fresh.includes(pid) && !got.includes(pid)) {
+          // It exited while being frozen: its parent, frozen, cannot have
+          // reaped it, so it is dumped as the zombie it now is.
+          frozen.releaseTids(got);
+          t.tids = [];
+          t.zombie = isZombie(pid);
+          if (!t.zombie) {
+            tasks.delete(pid);
+            order.splice(i--, 1);
+          }
+          continue;
+        }
       }
       for (const child of listChildren(pid)) {
         if (child === Deno.pid) {
