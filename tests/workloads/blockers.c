@@ -28,7 +28,8 @@ int main(int argc, char **argv) {
   }
   char k;
   if (read(sync[0], &k, 1) != 1) return 1;
-  int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+  // Of its parent, outside the tree.
+  int pidfd = (int)syscall(SYS_pidfd_open, getppid(), 0);
   unsigned char params[120];
   memset(params, 0, sizeof params);
   int ring = (int)syscall(SYS_io_uring_setup, 4, params);
