@@ -17,9 +17,10 @@ comptime {
     _ = @import("tty.zig");
     _ = @import("creds.zig");
     _ = @import("inetsk.zig");
+    _ = @import("private.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 8;
+    return 9;
 }

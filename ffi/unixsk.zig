@@ -17,6 +17,7 @@ const NR_accept4 = 288;
 
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
+const SCM_CREDENTIALS = 2;
 /// Room for the SCM_RIGHTS of one message: the kernel caps it at 253 fds.
 const MAX_FDS = 253;
 
@@ -37,6 +38,12 @@ const CmsgHdr = extern struct { len: usize, level: i32, kind: i32 };
 const Control = extern struct {
     hdr: CmsgHdr,
     fds: [MAX_FDS]i32,
+};
+
+/// Room for SCM_CREDENTIALS and then SCM_RIGHTS.
+const SendControl = extern struct {
+    creds: [@sizeOf(CmsgHdr) + 16]u8 align(8),
+    rights: Control,
 };
 
 fn ret(rc: usize) i64 {
@@ -76,11 +83,13 @@ export fn ck_sockname(fd: i32, peer: i32, addr: [*]u8, len: *u32) i64 {
 }
 
 /// One sendmsg: `len` bytes, to `addr` when addrlen > 0, with `nfds`
-/// descriptors as SCM_RIGHTS when nfds > 0.
-export fn ck_unix_send(fd: i32, data: [*]const u8, len: usize, addr: [*]const u8, addrlen: u32, fds: [*]const i32, nfds: u32, flags: i32) i64 {
+/// descriptors as SCM_RIGHTS when nfds > 0, and with `creds` (pid, uid,
+/// gid) as SCM_CREDENTIALS when it is not null — the sender's credentials
+/// the message is to carry instead of ckpt's.
+export fn ck_unix_send(fd: i32, data: [*]const u8, len: usize, addr: [*]const u8, addrlen: u32, fds: [*]const i32, nfds: u32, flags: i32, creds: ?*const [3]i32) i64 {
     if (nfds > MAX_FDS) return -22;
     const iov = IoVec{ .base = sys.ptr(data), .len = len };
-    var ctl: Control = undefined;
+    var ctl: SendControl = undefined;
     var msg = MsgHdr{
         .name = if (addrlen > 0) sys.ptr(addr) else 0,
         .namelen = addrlen,
@@ -90,28 +99,45 @@ export fn ck_unix_send(fd: i32, data: [*]const u8, len: usize, addr: [*]const u8
         .controllen = 0,
         .flags = 0,
     };
+    var off: usize = 0;
+    const base: [*]u8 = @ptrCast(&ctl);
+    if (creds) |c| {
+        const h: *align(1) CmsgHdr = @ptrCast(base);
+        h.* = .{ .len = @sizeOf(CmsgHdr) + 12, .level = SOL_SOCKET, .kind = SCM_CREDENTIALS };
+        const body: [*]align(1) i32 = @ptrCast(base + @sizeOf(CmsgHdr));
+        for (0..3) |i| body[i] = c[i];
+        off = (h.len + 7) & ~@as(usize, 7);
+    }
     if (nfds > 0) {
-        ctl.hdr = .{ .len = @sizeOf(CmsgHdr) + 4 * @as(usize, nfds), .level = SOL_SOCKET, .kind = SCM_RIGHTS };
-        for (0..nfds) |i| ctl.fds[i] = fds[i];
+        const h: *align(1) CmsgHdr = @ptrCast(base + off);
+        h.* = .{ .len = @sizeOf(CmsgHdr) + 4 * @as(usize, nfds), .level = SOL_SOCKET, .kind = SCM_RIGHTS };
+        const body: [*]align(1) i32 = @ptrCast(base + off + @sizeOf(CmsgHdr));
+        for (0..nfds) |i| body[i] = fds[i];
+        off += (h.len + 7) & ~@as(usize, 7);
+    }
+    if (off > 0) {
         msg.control = sys.ptr(&ctl);
-        msg.controllen = (ctl.hdr.len + 7) & ~@as(usize, 7);
+        msg.controllen = off;
     }
     return ret(sys.syscall3(NR_sendmsg, sys.int(fd), sys.ptr(&msg), sys.int(flags)));
 }
 
 /// One recvmsg (usually MSG_PEEK|MSG_DONTWAIT|MSG_CMSG_CLOEXEC): data into
 /// buf, the sender's address into addr (addrlen in/out), received descriptors
-/// into fds (nfds out, at most MAX_FDS), msg_flags into out_flags.
-export fn ck_unix_recv(fd: i32, buf: [*]u8, len: usize, addr: [*]u8, addrlen: *u32, fds: [*]i32, nfds: *u32, flags: i32, out_flags: *i32) i64 {
+/// into fds (nfds out, at most MAX_FDS), msg_flags into out_flags, and the
+/// SCM_CREDENTIALS (SO_PASSCRED set) into creds: 1, pid, uid, gid (0 first
+/// when there were none).
+export fn ck_unix_recv(fd: i32, buf: [*]u8, len: usize, addr: [*]u8, addrlen: *u32, fds: [*]i32, nfds: *u32, flags: i32, out_flags: *i32, creds: *[4]i32) i64 {
     const iov = IoVec{ .base = sys.ptr(buf), .len = len };
-    var ctl: Control = undefined;
+    var ctl: SendControl = undefined;
+    creds[0] = 0;
     var msg = MsgHdr{
         .name = sys.ptr(addr),
         .namelen = addrlen.*,
         .iov = &iov,
         .iovlen = 1,
         .control = sys.ptr(&ctl),
-        .controllen = @sizeOf(Control),
+        .controllen = @sizeOf(SendControl),
         .flags = 0,
     };
     const rc = sys.syscall3(NR_recvmsg, sys.int(fd), sys.ptr(&msg), sys.int(flags));
@@ -134,6 +160,10 @@ export fn ck_unix_recv(fd: i32, buf: [*]u8, len: usize, addr: [*]u8, addrlen: *u
                     nfds.* += 1;
                 }
             }
+        } else if (h.level == SOL_SOCKET and h.kind == SCM_CREDENTIALS and h.len >= @sizeOf(CmsgHdr) + 12) {
+            const src: [*]align(1) const i32 = @ptrCast(base + off + @sizeOf(CmsgHdr));
+            creds[0] = 1;
+            for (0..3) |i| creds[i + 1] = src[i];
         }
         off += (h.len + 7) & ~@as(usize, 7);
     }

@@ -25,6 +25,8 @@ import { unlinkedMapping } from "./unlinked.ts";
 import type { MapsEntry } from "../proc/maps.ts";
 import { LockCollector } from "./locks.ts";
 
+const DELETED = " (deleted)";
+
 export interface FileOptions {
   shellJob: boolean;
   /** --ext-unix-sk / --external values that let sockets with outside peers go. */
@@ -166,10 +168,14 @@ export class FileCollector {
     const known = this.byPath.get(key);
     if (known) return known;
     const st = Deno.statSync(statPath);
+    // A cwd or root deleted since (rmdir): "/proc/PID/cwd" reads "PATH
+    // (deleted)"; restore makes it again and removes it (deleted_dir.ts).
+    const deleted = kind === FileKind.FILE_DIR && path.endsWith(DELETED) && st.nlink === 0;
     const id = this.add({
       kind,
       reg: create(RegFileSchema, {
-        path,
+        path: deleted ? path.slice(0, -DELETED.length) : path,
+        deleted,
         flags: kind === FileKind.FILE_DIR ? O.DIRECTORY : O.RDONLY,
         size: BigInt(st.size),
         mtimeNs: BigInt(Math.round((st.mtime?.getTime() ?? 0) * 1e6)),

@@ -12,9 +12,10 @@
 // parent fd.
 import type { RegFile } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
-import { asTask, type Authority } from "../native/creds.ts";
+import type { Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import { AT_FDCWD, openat2, RESOLVE_NO_SYMLINKS, unlinkat } from "../native/integrity.ts";
+import { openat2, RESOLVE_NO_SYMLINKS, unlinkat } from "../native/integrity.ts";
+import { withDirAs } from "./deleted_dir.ts";
 import { AT_EMPTY_PATH, fchmod, fchownat, fstat } from "../native/fsops.ts";
 import { whyFailed } from "./authority.ts";
 
@@ -63,47 +64,39 @@ export function recreateDeleted(
     throw new RestoreError(`${where}: cannot recreate deleted file ${path}: ${why}`);
   };
   if (!base || base === "." || base === "..") fail("its path has no file name");
-  return asTask(a, () => {
-    let dfd = -1;
-    try {
-      dfd = openat2(AT_FDCWD, parent, O.PATH | O.DIRECTORY | O.CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
-    } catch (err) {
-      fail(whyFailed(err, a));
+  // Its directory is opened as the task without symlinks; one deleted too
+  // is made again for the moment the file is (deleted_dir.ts).
+  return withDirAs(a, parent, fail, (dfd) => {
+    let name = base, tmp = -1;
+    for (let i = 0; tmp < 0; i++) {
+      try {
+        tmp = openat2(
+          dfd,
+          name,
+          O.RDWR | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC,
+          0o600,
+          RESOLVE_NO_SYMLINKS,
+        );
+      } catch (err) {
+        if (!(err instanceof NativeError && err.errno === EEXIST) || i >= 8) {
+          fail(whyFailed(err, a));
+        }
+        name = `${base}.ckpt-ghost-${crypto.randomUUID().slice(0, 8)}`;
+      }
     }
     try {
-      let name = base, tmp = -1;
-      for (let i = 0; tmp < 0; i++) {
-        try {
-          tmp = openat2(
-            dfd,
-            name,
-            O.RDWR | O.CREAT | O.EXCL | O.NOFOLLOW | O.CLOEXEC,
-            0o600,
-            RESOLVE_NO_SYMLINKS,
-          );
-        } catch (err) {
-          if (!(err instanceof NativeError && err.errno === EEXIST) || i >= 8) {
-            fail(whyFailed(err, a));
-          }
-          name = `${base}.ckpt-ghost-${crypto.randomUUID().slice(0, 8)}`;
-        }
-      }
+      fill(tmp);
+      const n = fdops.open(`/proc/self/fd/${tmp}`, flags | O.CLOEXEC | O.NOCTTY);
       try {
-        fill(tmp);
-        const n = fdops.open(`/proc/self/fd/${tmp}`, flags | O.CLOEXEC | O.NOCTTY);
-        try {
-          giveOwnerAndMode(tmp, owner, a, fail);
-        } catch (err) {
-          fdops.close(n);
-          throw err;
-        }
-        return n;
-      } finally {
-        fdops.close(tmp);
-        unlinkat(dfd, name);
+        giveOwnerAndMode(tmp, owner, a, fail);
+      } catch (err) {
+        fdops.close(n);
+        throw err;
       }
+      return n;
     } finally {
-      fdops.close(dfd);
+      fdops.close(tmp);
+      unlinkat(dfd, name);
     }
   });
 }

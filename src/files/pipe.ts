@@ -9,8 +9,10 @@ import { log } from "../util/log.ts";
 import { F_SETFL, OPEN_MASK, STATUS_FLAGS } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
 import { birthMsAt, S_IF } from "../native/fsops.ts";
+import { PrivatePlace } from "./private_place.ts";
 
 const F_GETPIPE_SZ = 1032, F_SETPIPE_SZ = 1031;
+const DELETED = " (deleted)";
 const SPLICE_F_NONBLOCK = 2;
 /** Queued bytes a pipe entry may carry (root may size a pipe past pipe-max-size). */
 export const MAX_PIPE_DATA = 64 << 20;
@@ -181,7 +183,16 @@ export const fifo: FileKindOps = {
   claims: (fd) => fd.link.startsWith("/") && fd.st.isFifo === true,
 
   dump(fd, ctx) {
-    const body = dumpPipe(fd, ctx, BigInt(fd.st.ino ?? 0), fd.link);
+    // Deleted while open: "/proc/PID/fd/N" reads "PATH (deleted)".
+    const deleted = fd.link.endsWith(DELETED) && fd.st.nlink === 0;
+    const path = deleted ? fd.link.slice(0, -DELETED.length) : fd.link;
+    const body = dumpPipe(fd, ctx, BigInt(fd.st.ino ?? 0), path);
+    if (deleted) {
+      body.deleted = true;
+      body.mode = (fd.st.mode ?? 0) & 0o7777;
+      body.uid = fd.st.uid ?? 0;
+      body.gid = fd.st.gid ?? 0;
+    }
     body.dev = BigInt(fd.st.dev);
     body.btimeMs = BigInt(
       Math.round(fd.st.birthtime?.getTime() ?? birthMsAt(`/proc/${fd.pid}/fd/${fd.fd}`)),
@@ -196,6 +207,7 @@ export const fifo: FileKindOps = {
 
   open(f, ctx, where) {
     const p = f.pipe!;
+    if (p.deleted) return openDeletedFifo(f, ctx, where);
     // Opened as the task, no symlink followed, and only if it is a FIFO (the
     // very one, on the same machine): its queued bytes are written into it.
     const expect = {
@@ -225,5 +237,40 @@ export const fifo: FileKindOps = {
     return n;
   },
 
-  inheritKey: (f) => f.pipe?.path,
+  inheritKey: (f) => f.pipe?.deleted ? `${f.pipe.path}${DELETED}` : f.pipe?.path,
 };
+
+/** A FIFO deleted while open: made once per dumped FIFO in a private place
+ * (private_place.ts: its /proc link reads "PATH (deleted)" again, and no
+ * path of anyone's reaches it, as none reached the old one), and every end
+ * the tree had opened on it, so that its tasks share one FIFO again. Its
+ * ends are opened by ckpt: the FIFO is new, only the tree holds it, and
+ * each end has the access its dumped open had. */
+function openDeletedFifo(f: FileEntry, ctx: RestoreContext, where: string): number {
+  const p = f.pipe!;
+  const made = ctx.local(openDeletedFifo, () => {
+    const place = new PrivatePlace();
+    ctx.atClose(() => place.close());
+    return { place, fifos: new Map<string, { at: number; keeper: number }>() };
+  });
+  const key = `${p.dev}:${p.pipeIno}`;
+  let fifo = made.fifos.get(key);
+  if (!fifo) {
+    const at = ctx.keep(made.place.fifo(p.path, { uid: p.uid, gid: p.gid, mode: p.mode }, where));
+    // A read-write end of ckpt's, so that no open blocks or fails with
+    // ENXIO and the queued bytes can go in; kept until the tree holds its own.
+    const keeper = ctx.keep(fdops.open(`/proc/self/fd/${at}`, O.RDWR | O.NONBLOCK | O.CLOEXEC));
+    if (p.size && p.size !== fdops.fcntl(keeper, F_GETPIPE_SZ)) {
+      fdops.fcntl(keeper, F_SETPIPE_SZ, p.size);
+    }
+    fifo = { at, keeper };
+    made.fifos.set(key, fifo);
+  }
+  const n = fdops.open(
+    `/proc/self/fd/${fifo.at}`,
+    (p.flags & OPEN_MASK) | O.NONBLOCK | O.CLOEXEC,
+  );
+  if (p.data.length) fdops.writeAll(fifo.keeper, new Uint8Array(p.data));
+  fdops.fcntl(n, F_SETFL, p.flags & STATUS_FLAGS);
+  return n;
+}

@@ -7,6 +7,7 @@ import { DumpError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { formatBytes } from "../util/units.ts";
 import { recreateGhost } from "./ghost.ts";
+import { deletedDir } from "./deleted_dir.ts";
 import type { DumpedFd, FileKindOps } from "./kind.ts";
 import { credsOf, ownerProblem } from "./owner.ts";
 import { OPEN_MASK } from "./open_flags.ts";
@@ -30,7 +31,9 @@ export const regular: FileKindOps = {
     const deleted = link.endsWith(DELETED) && st.nlink === 0;
     const path = deleted ? link.slice(0, -DELETED.length) : link;
     let content = new Uint8Array();
-    if (deleted) {
+    // A deleted directory has no content: it is made again, empty, and
+    // removed (deleted_dir.ts).
+    if (deleted && !st.isDirectory) {
       if (st.size > MAX_GHOST_BYTES) {
         throw new DumpError(
           `${where} was deleted while open and holds ${formatBytes(st.size)}; ` +
@@ -69,13 +72,19 @@ export const regular: FileKindOps = {
       fail(`saved content of ${r.content.length} bytes is out of bounds`);
     }
     if (!r.deleted && r.content.length > 0) fail("content for a live file");
-    if (r.deleted && BigInt(r.content.length) !== r.size) {
+    if (f.kind === FileKind.FILE_DIR && r.content.length > 0) fail("content for a directory");
+    if (r.deleted && f.kind === FileKind.FILE_REG && BigInt(r.content.length) !== r.size) {
       fail(`saved content is ${r.content.length} bytes, size says ${r.size}`);
     }
   },
 
   open(f, ctx, where) {
     const r = f.reg!;
+    if (r.deleted && f.kind === FileKind.FILE_DIR) {
+      const n = deletedDir(ctx, ctx.authority, r, r.flags & OPEN_MASK, where);
+      if (r.pos > 0n) fdops.lseek(n, r.pos, 0);
+      return n;
+    }
     if (r.deleted) {
       // Recreated from its content as the task, given its owner and mode,
       // opened, unlinked again; never through a symlink (see ghost.ts).

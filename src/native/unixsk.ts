@@ -25,6 +25,13 @@ export const MSG = {
   NOSIGNAL: 0x4000,
   CMSG_CLOEXEC: 0x40000000,
 } as const;
+/** struct ucred: what SCM_CREDENTIALS carries. */
+export interface Creds {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
 export const SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2;
 
 function check(rc: bigint, op: string, what = ""): number {
@@ -166,10 +173,20 @@ export const unixsk = {
       `option ${opt}`,
     );
   },
-  /** One sendmsg, optionally to `to` and with descriptors; returns bytes sent. */
-  send(fd: number, data: Uint8Array, to: Uint8Array | null, fds: number[], flags = 0): number {
+  /** One sendmsg, optionally to `to`, with descriptors and with the
+   * credentials the message is to carry (SCM_CREDENTIALS: the pid must
+   * exist); returns bytes sent. */
+  send(
+    fd: number,
+    data: Uint8Array,
+    to: Uint8Array | null,
+    fds: number[],
+    flags = 0,
+    creds?: Creds,
+  ): number {
     const a = to ? sockaddr(to) : new Uint8Array(0);
     const f = new Int32Array(fds);
+    const c = creds ? new Int32Array([creds.pid, creds.uid, creds.gid]) : null;
     return check(
       native().ck_unix_send(
         fd,
@@ -180,6 +197,7 @@ export const unixsk = {
         new Uint8Array(f.buffer),
         fds.length,
         flags | MSG.NOSIGNAL,
+        c ? new Uint8Array(c.buffer) : null,
       ),
       "sendmsg",
       `fd ${fd}`,
@@ -191,12 +209,15 @@ export const unixsk = {
     from: Uint8Array<ArrayBuffer>;
     fds: number[];
     flags: number;
+    /** SCM_CREDENTIALS, when the socket has SO_PASSCRED. */
+    creds?: Creds;
   } | null {
     const addr = new Uint8Array(112);
     const alen = new Uint32Array([addr.length]);
     const fds = new Int32Array(253);
     const nfds = new Uint32Array(1);
     const oflags = new Int32Array(1);
+    const cr = new Int32Array(4);
     const rc = native().ck_unix_recv(
       fd,
       buf,
@@ -207,6 +228,7 @@ export const unixsk = {
       new Uint8Array(nfds.buffer),
       flags,
       new Uint8Array(oflags.buffer),
+      new Uint8Array(cr.buffer),
     );
     if (rc === -11n) return null;
     const len = check(rc, "recvmsg", `fd ${fd}`);
@@ -215,6 +237,7 @@ export const unixsk = {
       from: nameOf(addr, alen[0]),
       fds: [...fds.subarray(0, nfds[0])],
       flags: oflags[0],
+      creds: cr[0] ? { pid: cr[1], uid: cr[2] >>> 0, gid: cr[3] >>> 0 } : undefined,
     };
   },
 };

@@ -24,6 +24,8 @@ import {
   openForKernelAs,
 } from "../files/authority.ts";
 import { S_IF } from "../native/fsops.ts";
+import { deletedDir } from "../files/deleted_dir.ts";
+import type { RestoreContext } from "../files/kind.ts";
 import { EXTERNAL_FILL_MIN, fillBytes } from "./fill.ts";
 import { planMemory, type SharedObjects, TASK_SIZE } from "./memory.ts";
 import {
@@ -142,7 +144,7 @@ export function taskPlan(
   plan.pagesFd = service(fdops.dupAbove(pagesFd, 100));
   // cwd, root, exe and mapped files are looked up as the task itself, with
   // no symlink followed, and must be what the dump saw.
-  const access = { authority: authorityOf(core), policy: opened.policy };
+  const access = { authority: authorityOf(core), policy: opened.policy, context: opened.context };
   plan.cwdFd = service(openDir(files, core, core.cwdFileId, "cwd", access));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";
   plan.rootFd = root === "/" ? -1 : service(openDir(files, core, core.rootFileId, "root", access));
@@ -234,10 +236,16 @@ function openDir(
   core: TaskCore,
   id: number,
   what: string,
-  access: { authority: Authority; policy: CheckPolicy },
+  access: { authority: Authority; policy: CheckPolicy; context: RestoreContext },
 ): number {
   const r = files.get(id)?.reg;
   if (!r?.path) throw new RestoreError(`the ${what} directory is missing from files.img`);
+  if (r.deleted) {
+    // Deleted while the task was in it: made again and removed, so the task
+    // is in a deleted directory again ("PATH (deleted)", getcwd ENOENT).
+    const where = `pid ${core.pid}: the ${what} directory`;
+    return deletedDir(access.context, access.authority, r, O.PATH, where);
+  }
   return lookupAs(
     access.authority,
     r.path,

@@ -5,6 +5,7 @@
 // policy.ts; a refusal names the socket, its peer and the option to pass.
 import { create } from "@bufbuild/protobuf";
 import {
+  UnixCredsSchema,
   type UnixMessage,
   UnixMessageSchema,
   UnixPeer,
@@ -13,7 +14,7 @@ import {
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import { MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk.ts";
+import { type Creds, MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk.ts";
 import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
 import { permitted, refusal, requirementFor } from "./policy.ts";
@@ -222,8 +223,13 @@ export class UnixDumper {
     if (stream && total === 0) return [];
     const buf = new Uint8Array(stream ? total + 65536 : DGRAM_BUF);
     const saved = unixsk.getInt(fd, SOL_SOCKET, SO.PEEK_OFF);
+    // With SO_PASSCRED each peek also gives the credentials the message
+    // carries (and a stream peek stops where they change): the task's own
+    // setting comes back after.
+    const passcred = unixsk.getInt(fd, SOL_SOCKET, SO.PASSCRED);
     const out: UnixMessage[] = [];
     unixsk.setInt(fd, SOL_SOCKET, SO.PEEK_OFF, 0);
+    if (!passcred) unixsk.setInt(fd, SOL_SOCKET, SO.PASSCRED, 1);
     try {
       let got = 0;
       let part: UnixMessage | null = null;
@@ -248,6 +254,7 @@ export class UnixDumper {
           part = create(UnixMessageSchema, { data, sender: r.from });
           this.held.push(...r.fds);
           part.fileIds = r.fds.map((f) => this.ownFile(f));
+          part.creds = this.credsOf(r.creds, diag, where);
         }
         if (stream || !(r.flags & MSG.TRUNC)) {
           out.push(part);
@@ -257,8 +264,28 @@ export class UnixDumper {
       if (part) out.push(part);
     } finally {
       unixsk.setInt(fd, SOL_SOCKET, SO.PEEK_OFF, saved);
+      if (!passcred) unixsk.setInt(fd, SOL_SOCKET, SO.PASSCRED, 0);
     }
     return out;
+  }
+
+  /** The credentials a queued message carries, as restore can send them
+   * again (SCM_CREDENTIALS names a pid, which restore makes exist while it
+   * sends); undefined when it carries none: the kernel shows pid 0 and the
+   * overflow ids then. A sender whose pid this namespace cannot see (pid 0
+   * with real ids) cannot be named again. */
+  private credsOf(c: Creds | undefined, diag: UnixSocket, where: string) {
+    if (!c) return undefined;
+    const [ouid, ogid] = overflowIds();
+    if (c.pid === 0 && c.uid === ouid && c.gid === ogid) return undefined;
+    if (c.pid <= 0) {
+      throw new DumpError(
+        `${where}: UNIX socket ${diag.inode} holds a queued message from a sender outside ` +
+          `ckpt's pid namespace (uid ${c.uid} gid ${c.gid}, pid not visible): its credentials ` +
+          `cannot be given back exactly; let the program read it first`,
+      );
+    }
+    return create(UnixCredsSchema, c);
   }
 
   /** Decides, now that every socket of the image is known, which peers are
@@ -352,6 +379,20 @@ export class UnixDumper {
     this.held.length = 0;
     this.pidfds.clear();
   }
+}
+
+let overflow: [number, number] | undefined;
+
+/** The ids the kernel shows for none (/proc/sys/kernel/overflow{u,g}id). */
+function overflowIds(): [number, number] {
+  const read = (k: string) => {
+    try {
+      return Number(Deno.readTextFileSync(`/proc/sys/kernel/${k}`).trim());
+    } catch {
+      return 65534;
+    }
+  };
+  return overflow ??= [read("overflowuid"), read("overflowgid")];
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {

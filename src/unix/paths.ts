@@ -119,25 +119,23 @@ export class NameDir {
   }
 }
 
-/** What a path-named socket needs to be bound as at restore. */
+/** What a path-named socket needs to be bound as at restore (a name still
+ * leading to it at dump; one unlinked since is bound in a private place). */
 export interface BindName {
   path: string;
   resolved: string;
-  /** Give the socket file this owner and mode (not for a name unlinked at
-   * dump, which is removed again right after). */
-  owner?: { uid: number; gid: number; mode: number };
-  unlinkAfter: boolean;
-  /** Remove a stale socket file found there first (the task's own name);
-   * not for borrowing a sender's name for a moment. */
-  freeStale: boolean;
+  /** Give the socket file this owner and mode. */
+  owner: { uid: number; gid: number; mode: number };
 }
 
-/** Binds socket fd `n` to a path name as task `a` (see the top of this file). */
-export function bindAs(a: Authority, n: number, b: BindName, what: string): void {
-  asTask(a, () => {
+/** Binds socket fd `n` to a path name as task `a` (see the top of this
+ * file); returns an O_PATH fd of its socket file, through which ckpt
+ * connects and sends to it (addressOf). */
+export function bindAs(a: Authority, n: number, b: BindName, what: string): number {
+  return asTask(a, () => {
     const d = NameDir.open(a, b.path, b.resolved, what);
     try {
-      if (b.freeStale) freeStale(a, d, what);
+      freeStale(a, d, what);
       try {
         unixsk.bind(n, new TextEncoder().encode(b.path));
       } catch (err) {
@@ -151,37 +149,17 @@ export function bindAs(a: Authority, n: number, b: BindName, what: string): void
             `or bound elsewhere through a path that changed meanwhile); refusing it`,
         );
       }
-      if (b.unlinkAfter) {
-        unlinkat(d.fd, d.base);
-        return;
-      }
-      if (b.owner) giveOwnerAndMode(a, d, st.ino, b.owner, what);
+      return giveOwnerAndMode(a, d, st.ino, b.owner, what);
     } finally {
       d.close();
     }
   });
 }
 
-/** Removes the name socket fd n is bound to, as task `a`, if the path
- * still holds that socket's file (a name unlinked at dump, bound again only
- * so that peers could connect and send to it). */
-export function unlinkBoundAs(
-  a: Authority,
-  n: number,
-  path: string,
-  resolved: string,
-  what: string,
-) {
-  asTask(a, () => {
-    const d = NameDir.open(a, path, resolved, what);
-    try {
-      const ino = boundInode(n);
-      const st = d.stat();
-      if (st && ino !== undefined && st.ino === ino) unlinkat(d.fd, d.base);
-    } finally {
-      d.close();
-    }
-  });
+/** The address that reaches the socket whose file O_PATH fd h is: the
+ * lookup ends at that very inode (a magic link), whatever its path is now. */
+export function addressOf(h: number): Uint8Array {
+  return new TextEncoder().encode(`/proc/self/fd/${h}`);
 }
 
 /** The inode of the socket file fd n is bound to (sock_diag), if known. */
@@ -190,13 +168,14 @@ function boundInode(n: number): bigint | undefined {
   return sock?.vfs ? BigInt(sock.vfs.ino) : undefined;
 }
 
+/** Returns the O_PATH fd it set them through (the caller's to close). */
 function giveOwnerAndMode(
   a: Authority,
   d: NameDir,
   ino: bigint,
   owner: { uid: number; gid: number; mode: number },
   what: string,
-): void {
+): number {
   const p = openat2(
     d.fd,
     d.base,
@@ -227,8 +206,10 @@ function giveOwnerAndMode(
           `${(err as Error).message}`,
       );
     }
-  } finally {
+    return p;
+  } catch (err) {
     fdops.close(p);
+    throw err;
   }
 }
 

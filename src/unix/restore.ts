@@ -5,13 +5,22 @@
 //
 // Order: create (socketpairs for connected pairs) → bind → listen → connect
 // pending clients → fill queues (before any DGRAM connect, which would stop
-// others from sending) → connect DGRAM sockets → outside peers → unlink names
-// that were unlinked → shutdown → final buffer sizes, peek offsets, flags.
+// others from sending) → connect DGRAM sockets → outside peers → shutdown →
+// SO_PASSCRED (only now: set before, it would put ckpt's credentials on
+// every message refilled), final buffer sizes, peek offsets, flags.
+//
+// A name that still led to its socket at dump is bound again there, as the
+// task (paths.ts); one unlinked since — replaced by another socket's file,
+// or in a directory deleted since — is bound in a private place
+// (files/private_place.ts), since only the string is left of it. Either way
+// ckpt keeps an O_PATH fd of the socket file and reaches the socket through
+// it (connect, sendto to /proc/self/fd/H), never by its path again.
 import { type FileEntry, FileKind, UnixPeer, type UnixSocketFile } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
 import { errnoName } from "../native/errno.ts";
 import {
+  type Creds,
   MSG,
   showName,
   SHUT_RD,
@@ -24,9 +33,12 @@ import {
 } from "../native/unixsk.ts";
 import { log } from "../util/log.ts";
 import type { Authority } from "../native/creds.ts";
-import { bindAs, connectAs, resolvedDir, sendToAs, unlinkBoundAs } from "./paths.ts";
+import { addressOf, bindAs, connectAs, resolvedDir } from "./paths.ts";
+import { PrivatePlace } from "../files/private_place.ts";
+import { SenderPids } from "./sender_pids.ts";
 
 const F_SETFL = 4;
+const ESRCH = 3;
 const TYPE_NAMES: Record<number, string> = { 1: "stream", 2: "dgram", 5: "seqpacket" };
 const LISTEN = 10;
 /** Room for the queues while they are refilled; the dumped sizes come after. */
@@ -77,6 +89,10 @@ export class UnixSockets {
   /** Sockets whose gone peer was made as a pair end, then closed. */
   private readonly madeAsPair = new Set<bigint>();
   private readonly temps: number[] = [];
+  /** O_PATH fds of the socket files of path names ckpt bound, by inode. */
+  private readonly handles = new Map<bigint, number>();
+  private readonly place = new PrivatePlace();
+  private readonly senderPids = new SenderPids();
   private built = false;
   private building = false;
   private readonly ext: ReturnType<typeof parseExtUnixSkRestore>;
@@ -119,6 +135,7 @@ export class UnixSockets {
   }
 
   closeAll(): void {
+    this.releaseBuildState();
     for (const n of [...this.fds.values(), ...this.pairOf.values(), ...this.temps]) {
       fdops.close(n);
     }
@@ -142,23 +159,48 @@ export class UnixSockets {
       if (isExternal(s) && this.inherited(s) === undefined) plans.set(s.ino, this.planFor(s));
     }
     const t0 = performance.now();
-    this.create();
-    this.bindAll();
-    for (const s of this.socks) {
-      if (s.state === LISTEN && this.fds.has(s.ino)) unixsk.listen(this.fd(s), s.backlog);
+    try {
+      this.create();
+      this.bindAll();
+      for (const s of this.socks) {
+        if (s.state === LISTEN && this.fds.has(s.ino)) unixsk.listen(this.fd(s), s.backlog);
+      }
+      this.connectPending();
+      this.fillQueues(plans);
+    } finally {
+      // Before the tree is forked: the pids held for senders are its own.
+      this.senderPids.releaseAll();
     }
-    this.connectPending();
-    this.fillQueues(plans);
     this.connectDgrams();
     this.connectOutside(plans);
-    for (const s of this.socks) {
-      if (s.nameUnlinked && s.name.length && s.name[0] !== 0 && this.fds.has(s.ino)) {
-        if (s.nameBorrowed || this.inherited(s) !== undefined) continue;
-        unlinkBoundAs(this.auth(s), this.fd(s), showName(s.name), s.nameDir, this.desc(s));
-      }
-    }
+    this.releaseBuildState();
     this.finishState();
     log.debug(`unix sockets rebuilt in ${(performance.now() - t0).toFixed(1)} ms`);
+  }
+
+  private releaseBuildState(): void {
+    this.senderPids.releaseAll();
+    for (const h of this.handles.values()) fdops.close(h);
+    this.handles.clear();
+    this.place.close();
+  }
+
+  /** The address ckpt reaches a socket of the tree at: its socket file's
+   * O_PATH fd, or its abstract name; undefined when it has neither. */
+  private reach(t: UnixSocketFile): Uint8Array | undefined {
+    const h = this.handles.get(t.ino);
+    if (h !== undefined) return addressOf(h);
+    return t.name.length && t.name[0] === 0 ? t.name : undefined;
+  }
+
+  /** connect(2) of s to t, a socket of the tree: through t's own file, as
+   * ckpt (that socket is the one ckpt just made for the tree, and s was
+   * connected to it at dump), or, for a name ckpt did not bind (t came by
+   * --inherit-fd), by its path as the task. 0 or the errno. */
+  private connectTo(s: UnixSocketFile, t: UnixSocketFile): number {
+    const addr = this.reach(t);
+    if (addr) return unixsk.tryConnect(this.fd(s), addr);
+    return connectAs(this.auth(s), this.fd(s), t.name, t.nameDir, this.desc(s));
   }
 
   private auth(s: UnixSocketFile): Authority {
@@ -257,7 +299,6 @@ export class UnixSockets {
     for (const s of this.socks) {
       if (this.inherited(s) !== undefined) continue;
       const n = this.fd(s);
-      if (s.passcred) unixsk.setInt(n, SOL_SOCKET, SO.PASSCRED, 1);
       if (s.rcvbuf && unixsk.getInt(n, SOL_SOCKET, SO.RCVBUF) !== s.rcvbuf) {
         unixsk.setInt(n, SOL_SOCKET, SO.RCVBUFFORCE, s.rcvbuf >> 1);
       }
@@ -265,9 +306,7 @@ export class UnixSockets {
   }
 
   private bindAll(): void {
-    // A name that was unlinked goes first: a later socket may own the path now.
-    const order = [...this.socks].sort((a, b) => Number(b.nameUnlinked) - Number(a.nameUnlinked));
-    for (const s of order) {
+    for (const s of this.socks) {
       if (!s.name.length || s.nameBorrowed || this.inherited(s) !== undefined) continue;
       const n = this.fd(s);
       if (s.name[0] === 0) {
@@ -280,13 +319,32 @@ export class UnixSockets {
         }
         continue;
       }
-      bindAs(this.auth(s), n, {
-        path: showName(s.name),
-        resolved: s.nameDir,
-        owner: s.nameUnlinked ? undefined : { uid: s.fileUid, gid: s.fileGid, mode: s.fileMode },
-        unlinkAfter: false,
-        freeStale: true,
-      }, this.desc(s));
+      if (s.nameUnlinked) {
+        this.handles.set(s.ino, this.bindPrivately(n, s.name, s));
+        continue;
+      }
+      this.handles.set(
+        s.ino,
+        bindAs(this.auth(s), n, {
+          path: showName(s.name),
+          resolved: s.nameDir,
+          owner: { uid: s.fileUid, gid: s.fileGid, mode: s.fileMode },
+        }, this.desc(s)),
+      );
+    }
+  }
+
+  /** A name no path led to at dump, bound where nobody else can see it
+   * (the path may belong to another socket now, or its directory be gone). */
+  private bindPrivately(n: number, name: Uint8Array, s: UnixSocketFile): number {
+    try {
+      return this.place.bind(n, name, this.desc(s));
+    } catch (err) {
+      if (err instanceof RestoreError) throw err;
+      throw new RestoreError(
+        `${this.desc(s)}: cannot bind ${showName(name)} (unlinked since) again: ` +
+          `${(err as Error).message}`,
+      );
     }
   }
 
@@ -297,7 +355,7 @@ export class UnixSockets {
       for (const c of l.pending) {
         const s = this.byIno.get(c);
         if (!s || this.inherited(s) !== undefined) continue;
-        const errno = connectAs(this.auth(s), this.fd(s), l.name, l.nameDir, this.desc(s));
+        const errno = this.connectTo(s, l);
         if (errno !== 0) {
           throw new RestoreError(
             `${this.desc(s)}: cannot connect to its listener ${showName(l.name)} again: ` +
@@ -331,15 +389,16 @@ export class UnixSockets {
         const fds = this.filesOf(m.fileIds, s);
         if (pairPeer !== undefined) {
           this.raiseSndbuf(pairPeer);
-          this.sendAll(pairPeer, m.data, null, fds, s, false);
+          this.sendAll(pairPeer, m.data, null, fds, s, false, m.creds);
           continue;
         }
-        if (!s.name.length) {
+        const to = this.reach(s);
+        if (!to) {
           // Refused at dump: nothing but a socketpair peer can send to it.
           throw new RestoreError(`${this.desc(s)}: a queued datagram has no way back in`);
         }
         const sender = this.senderFor(m.sender, s);
-        this.sendAll(sender, m.data, s.name, fds, s, false, s.nameDir);
+        this.sendAll(sender, m.data, to, fds, s, false, m.creds);
       }
     }
     // Peers of connections whose other end was gone: closed once the queue is in.
@@ -352,7 +411,7 @@ export class UnixSockets {
   private fillStream(s: UnixSocketFile, from: number): void {
     this.raiseSndbuf(from);
     for (const m of s.queue) {
-      this.sendAll(from, m.data, null, this.filesOf(m.fileIds, s), s, s.type === 1);
+      this.sendAll(from, m.data, null, this.filesOf(m.fileIds, s), s, s.type === 1, m.creds);
     }
   }
 
@@ -380,17 +439,14 @@ export class UnixSockets {
     this.temps.push(t);
     this.raiseSndbuf(t);
     if (!name.length) return t;
+    // The address stays on the messages; a path name is bound where its
+    // file reaches nobody (the path may be another socket's now).
+    if (name[0] !== 0) {
+      fdops.close(this.bindPrivately(t, name, s));
+      return t;
+    }
     try {
-      // The address stays on the messages; the file goes at once.
-      if (name[0] === 0) unixsk.bind(t, name);
-      else {
-        bindAs(this.auth(s), t, {
-          path: showName(name),
-          resolved: "",
-          unlinkAfter: true,
-          freeStale: false,
-        }, this.desc(s));
-      }
+      unixsk.bind(t, name);
     } catch {
       log.warn(
         `${this.desc(s)}: a queued datagram from ${showName(name)} is restored without its ` +
@@ -400,6 +456,9 @@ export class UnixSockets {
     return t;
   }
 
+  /** Sends one queued message (all of it, for a stream) from `from`,
+   * directly to `to` (an address reach() gave) or to its peer, carrying the
+   * credentials it had (their pid made to exist for the send). */
   private sendAll(
     from: number,
     data: Uint8Array,
@@ -407,20 +466,37 @@ export class UnixSockets {
     fds: number[],
     s: UnixSocketFile,
     stream: boolean,
-    resolved = "",
+    creds?: Creds,
   ): void {
     try {
-      let off = to && to.length && to[0] !== 0
-        ? sendToAs(this.auth(s), from, data, to, resolved, fds, MSG.DONTWAIT, this.desc(s))
-        : unixsk.send(from, data, to, fds, MSG.DONTWAIT);
+      let off = this.sendOne(from, data, to, fds, creds);
       while (stream && off < data.length) {
-        off += unixsk.send(from, data.subarray(off), null, [], MSG.DONTWAIT);
+        off += this.sendOne(from, data.subarray(off), null, [], creds);
       }
     } catch (err) {
       if (err instanceof RestoreError) throw err;
       throw new RestoreError(
         `${this.desc(s)}: cannot put its queued data back: ${(err as Error).message}`,
       );
+    }
+  }
+
+  private sendOne(
+    from: number,
+    data: Uint8Array,
+    to: Uint8Array | null,
+    fds: number[],
+    creds?: Creds,
+  ): number {
+    if (!creds) return unixsk.send(from, data, to, fds, MSG.DONTWAIT);
+    this.senderPids.ensure(creds.pid);
+    try {
+      return unixsk.send(from, data, to, fds, MSG.DONTWAIT, creds);
+    } catch (err) {
+      if (!(err instanceof NativeError && err.errno === ESRCH)) throw err;
+      // Its holder exited meanwhile.
+      this.senderPids.lost(creds.pid);
+      return unixsk.send(from, data, to, fds, MSG.DONTWAIT, creds);
     }
   }
 
@@ -437,7 +513,7 @@ export class UnixSockets {
       if (!peer.name.length) {
         throw new RestoreError(`${this.desc(s)} is connected to a socket without a name`);
       }
-      const errno = connectAs(this.auth(s), this.fd(s), peer.name, peer.nameDir, this.desc(s));
+      const errno = this.connectTo(s, peer);
       if (errno !== 0) {
         throw new RestoreError(
           `${this.desc(s)}: cannot connect to ${showName(peer.name)} again: ` +
@@ -527,6 +603,7 @@ export class UnixSockets {
           if (!(err instanceof NativeError)) throw err; // not connected: nothing to shut
         }
       }
+      if (s.passcred) unixsk.setInt(n, SOL_SOCKET, SO.PASSCRED, 1);
       if (s.sndbuf) unixsk.setInt(n, SOL_SOCKET, SO.SNDBUFFORCE, s.sndbuf >> 1);
       if (s.rcvbuf && unixsk.getInt(n, SOL_SOCKET, SO.RCVBUF) !== s.rcvbuf) {
         unixsk.setInt(n, SOL_SOCKET, SO.RCVBUFFORCE, s.rcvbuf >> 1);

@@ -13,6 +13,7 @@ import { fdtableSymbols } from "./fdtable.ts";
 import { ttySymbols } from "./tty.ts";
 import { credsSymbols } from "./creds.ts";
 import { inetskSymbols } from "./inetsk.ts";
+import { privateSymbols } from "./private.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -30,7 +31,8 @@ export const symbols = {
   ...ttySymbols,
   ...credsSymbols,
   ...inetskSymbols,
+  ...privateSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 9;
