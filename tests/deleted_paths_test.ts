@@ -1,10 +1,19 @@
 // Objects whose path was deleted (or replaced) while the tree held them, and
 // messages queued with their senders' credentials: the restored program
 // checks what it holds itself (tests/peers/deleted_paths.py).
-import { assert, assertEquals } from "../src/deps/std_assert.ts";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../src/deps/std_assert.ts";
 import { runCkpt } from "./helpers/ckpt.ts";
-import { gone, killAndForget, readText, startSession, tempDir, until } from "./helpers/proc.ts";
+import {
+  alive,
+  gone,
+  killAndForget,
+  readText,
+  startSession,
+  tempDir,
+  until,
+} from "./helpers/proc.ts";
 import { PEERS } from "./helpers/peers.ts";
+import { tempUser, userPython } from "./helpers/user.ts";
 
 type Json = Record<string, unknown>;
 
@@ -97,6 +106,16 @@ Deno.test("deleted paths: a deleted cwd (and parent) and a deleted directory fd"
   });
 });
 
+Deno.test("deleted paths: a file deleted with its directory comes back where it was", async () => {
+  await roundTrip("ghostdir", (dir, _before, a) => {
+    assertEquals(a.link, `${dir}/g/h/data (deleted)`);
+    assertEquals(a.content, "kept-content");
+    assertEquals(a.mode, "0o640");
+    assertEquals(a.shared, "KEPT", "the mapping and the fd are one file");
+    assertEquals(a.g_exists, false, "its directories are gone again");
+  });
+});
+
 Deno.test("queued messages keep their senders' credentials (SO_PASSCRED)", async () => {
   await roundTrip("creds", (_dir, before, a, stderr) => {
     const pid = before.pid as number, child = before.child as number, dead = before.dead as number;
@@ -112,3 +131,125 @@ Deno.test("queued messages keep their senders' credentials (SO_PASSCRED)", async
     assert(!/credential/i.test(stderr), stderr);
   });
 });
+
+// As a user: restore makes a deleted directory again with the task's
+// authority, never through a symlink, and what the task could not have
+// made itself is refused at dump.
+const CWD_REPORTER = `
+import os, signal, sys, time
+d, where = sys.argv[1], sys.argv[2]
+log = os.open(d + "/log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def say(s): os.write(log, (s + "\\n").encode())
+os.chdir(where)
+def report(*_):
+    st = os.stat(".")
+    say(f"cwd={os.readlink('/proc/self/cwd')} uid={st.st_uid} nlink={st.st_nlink}")
+signal.signal(signal.SIGUSR1, report)
+while os.path.exists(where):
+    time.sleep(0.02)
+say("ready")
+while True: time.sleep(1)
+`;
+
+Deno.test("deleted paths: a user's deleted cwd is made again as the user, never through a symlink", async () => {
+  const u = await tempUser();
+  const root = await tempDir("deleted-root");
+  Deno.chmodSync(root, 0o755);
+  const log = `${u.dir}/log`;
+  const started: number[] = [];
+  try {
+    u.sh(`mkdir -p ${u.dir}/w/x`);
+    const p = startSession(userPython(u, CWD_REPORTER, u.dir, `${u.dir}/w/x`));
+    started.push(p.pid);
+    await until("chdir", () => Deno.readLinkSync(`/proc/${p.pid}/cwd`) === `${u.dir}/w/x`);
+    u.sh(`rmdir ${u.dir}/w/x ${u.dir}/w`);
+    await until("ready", () => readText(log).includes("ready"));
+    const d = await runCkpt(["dump", "-t", String(p.pid), "-D", `${root}/img`]);
+    assertEquals(d.code, 0, d.stderr);
+    await p.status;
+    await until("pid free", () => gone(p.pid));
+    // The user puts a symlink where the deleted directory's parent was.
+    u.sh(`ln -s ${root} ${u.dir}/w`);
+    const bad = await runCkpt(["restore", "-D", `${root}/img`, "-d"]);
+    assertEquals(bad.code, 1, bad.stderr);
+    assertMatch(bad.stderr, /^ckpt: [^\n]+\n$/);
+    assertMatch(bad.stderr, /deleted directory .*\/w\/x again: a symlink is on its path now/);
+    assert(gone(p.pid), "nothing runs");
+    assertEquals([...Deno.readDirSync(root)].map((e) => e.name), ["img"], "nothing made there");
+    Deno.removeSync(`${u.dir}/w`);
+    const r = await runCkpt(["restore", "-D", `${root}/img`, "-d"]);
+    assertEquals(r.code, 0, r.stderr);
+    Deno.kill(p.pid, "SIGUSR1");
+    await until("report", () => readText(log).includes("cwd="));
+    assertStringIncludes(readText(log), `cwd=${u.dir}/w/x (deleted) uid=${u.uid} nlink=0`);
+    assertEquals(readText(log).includes("w/x.ckpt"), false);
+    assertEquals(
+      [...Deno.readDirSync(u.dir)].map((e) => e.name),
+      ["log"],
+      "nothing left in the user's directory",
+    );
+  } finally {
+    for (const pid of started) await killAndForget(pid);
+    await u.remove();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("deleted paths: a cwd the user could not make again, a FIFO shared outside: refused at dump", async () => {
+  const u = await tempUser();
+  const root = await tempDir("deleted-root");
+  Deno.chmodSync(root, 0o755);
+  const started: number[] = [];
+  let outside: Deno.FsFile | undefined;
+  try {
+    // Root's directory, in which root made the one the user's process is in.
+    Deno.mkdirSync(`${root}/x`, { mode: 0o777 });
+    Deno.chmodSync(`${root}/x`, 0o777);
+    const p = startSession(userPython(u, CWD_REPORTER, u.dir, `${root}/x`));
+    started.push(p.pid);
+    await until("chdir", () => Deno.readLinkSync(`/proc/${p.pid}/cwd`) === `${root}/x`);
+    Deno.removeSync(`${root}/x`);
+    await until("ready", () => readText(`${u.dir}/log`).includes("ready"));
+    const d = await runCkpt(["dump", "-t", String(p.pid), "-D", `${root}/img`]);
+    assertEquals(d.code, 1, d.stderr);
+    assertMatch(d.stderr, /^ckpt: [^\n]+\n$/);
+    assertStringIncludes(d.stderr, `is the deleted directory ${root}/x, and pid ${p.pid}`);
+    assertStringIncludes(d.stderr, `may not make anything in ${root}`);
+    assert(alive(p.pid), "the tree runs on");
+
+    // A FIFO whose other end this test (outside the tree) holds.
+    const fifo = `${root}/f`;
+    const q = startSession([
+      "python3",
+      "-c",
+      `import os, sys, time
+r = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+open(sys.argv[1] + ".ready", "w").close()
+while True: time.sleep(1)`,
+      fifo,
+    ]);
+    started.push(q.pid);
+    new Deno.Command("mkfifo", { args: [fifo] }).outputSync();
+    await until("FIFO open", () => readText(`${fifo}.ready`) !== "" || exists(`${fifo}.ready`));
+    outside = Deno.openSync(fifo, { write: true });
+    Deno.removeSync(fifo);
+    const f = await runCkpt(["dump", "-t", String(q.pid), "-D", `${root}/img2`]);
+    assertEquals(f.code, 1, f.stderr);
+    assertStringIncludes(f.stderr, `the deleted FIFO ${fifo} is shared with pid ${Deno.pid}`);
+    assert(alive(q.pid), "the tree runs on");
+  } finally {
+    outside?.close();
+    for (const pid of started) await killAndForget(pid);
+    await u.remove();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

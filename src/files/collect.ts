@@ -24,6 +24,7 @@ import { localOf } from "./kind.ts";
 import { unlinkedMapping } from "./unlinked.ts";
 import type { MapsEntry } from "../proc/maps.ts";
 import { LockCollector } from "./locks.ts";
+import { remakeProblem } from "./deleted_dir.ts";
 
 const DELETED = " (deleted)";
 
@@ -171,6 +172,16 @@ export class FileCollector {
     // A cwd or root deleted since (rmdir): "/proc/PID/cwd" reads "PATH
     // (deleted)"; restore makes it again and removes it (deleted_dir.ts).
     const deleted = kind === FileKind.FILE_DIR && path.endsWith(DELETED) && st.nlink === 0;
+    const pid = Number(/^\/proc\/(\d+)\//.exec(statPath)?.[1] ?? 0);
+    const why = deleted && pid ? remakeProblem(pid, path.slice(0, -DELETED.length)) : undefined;
+    if (why) {
+      this.blockers.push({
+        pid,
+        kind: "directory",
+        message: `${statPath} is the deleted directory ${path.slice(0, -DELETED.length)}, and ` +
+          `${why}`,
+      });
+    }
     const id = this.add({
       kind,
       reg: create(RegFileSchema, {

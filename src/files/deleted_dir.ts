@@ -19,16 +19,33 @@ import {
   unlinkat,
 } from "../native/integrity.ts";
 import { mkdirat } from "../native/private.ts";
-import { AT_EMPTY_PATH, fchmodat2, fchownat, fstat } from "../native/fsops.ts";
+import {
+  accessible,
+  AT_EMPTY_PATH,
+  fchmodat2,
+  fchownat,
+  fstat,
+  W_OK,
+  X_OK,
+} from "../native/fsops.ts";
+import { credsOf } from "./owner.ts";
 import { log } from "../util/log.ts";
 import { whyFailed } from "./authority.ts";
 import type { Owner } from "./ghost.ts";
 import type { RegFile } from "../gen/ckpt/images_pb.ts";
 import type { RestoreContext } from "./kind.ts";
 
-const ENOENT = 2, EEXIST = 17;
+const EPERM = 1, ENOENT = 2, EACCES = 13, EEXIST = 17;
 const RESOLVE = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
 const DIR_FLAGS = O.PATH | O.DIRECTORY | O.CLOEXEC;
+
+/** Why mkdir failed, for one line. */
+function whyNot(err: unknown, a: Authority): string {
+  if (err instanceof NativeError && (err.errno === EACCES || err.errno === EPERM)) {
+    return `${a.who} may not make it there (permission denied), so restore will not either`;
+  }
+  return whyFailed(err, a);
+}
 
 /** Runs fn with an O_PATH fd of directory `dir`, looked up as task `a`
  * without symlinks, one component at a time; a component that is missing
@@ -69,7 +86,7 @@ export function withDirAs<T>(
           try {
             mkdirat(cur, p, 0o700);
           } catch (err) {
-            fail(`its missing directory ${here} cannot be made again: ${whyFailed(err, a)}`);
+            fail(`its missing directory ${here} cannot be made again: ${whyNot(err, a)}`);
           }
           made.push({ parent: cur, name: p, path: here });
           cur = open(cur, p);
@@ -95,6 +112,41 @@ export function withDirAs<T>(
       } finally {
         for (const n of opened) fdops.close(n);
       }
+    }
+  });
+}
+
+/** At dump: why task `pid` could not make the directories of `path` (a
+ * deleted directory, or the parents of a deleted file) again itself, as
+ * restore will — one line, or undefined when it could. */
+export function remakeProblem(pid: number, path: string): string | undefined {
+  const c = credsOf(pid);
+  const a: Authority = { ...c, who: `pid ${pid} (uid ${c.fsuid})` };
+  const parts = path.split("/").filter((p) => p !== "");
+  parts.pop();
+  return asTask(a, () => {
+    let cur = openat2(AT_FDCWD, "/", DIR_FLAGS, 0, RESOLVE);
+    let here = "";
+    try {
+      for (const p of parts) {
+        let next: number;
+        try {
+          next = openat2(cur, p, DIR_FLAGS, 0, RESOLVE);
+        } catch (err) {
+          if (err instanceof NativeError && err.errno === ENOENT) break;
+          return `${here}/${p} cannot be reached: ${whyFailed(err, a)}`;
+        }
+        fdops.close(cur);
+        cur = next;
+        here += `/${p}`;
+      }
+      if (!accessible(cur, "", W_OK | X_OK, AT_EMPTY_PATH)) {
+        return `${a.who} may not make anything in ${here || "/"}, where restore makes it ` +
+          `again with the task's authority`;
+      }
+      return undefined;
+    } finally {
+      fdops.close(cur);
     }
   });
 }
@@ -148,7 +200,7 @@ function recreate(a: Authority, path: string, owner: Owner, where: string): numb
         break;
       } catch (err) {
         if (!(err instanceof NativeError && err.errno === EEXIST) || i >= 8) {
-          fail(whyFailed(err, a));
+          fail(whyNot(err, a));
         }
         name = `${base}.ckpt-ghost-${crypto.randomUUID().slice(0, 8)}`;
       }

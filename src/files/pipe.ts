@@ -10,6 +10,8 @@ import { F_SETFL, OPEN_MASK, STATUS_FLAGS } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
 import { birthMsAt, S_IF } from "../native/fsops.ts";
 import { PrivatePlace } from "./private_place.ts";
+import { heldOutside } from "./unlinked.ts";
+import { DumpError } from "../errors.ts";
 
 const F_GETPIPE_SZ = 1032, F_SETPIPE_SZ = 1031;
 const DELETED = " (deleted)";
@@ -188,6 +190,22 @@ export const fifo: FileKindOps = {
     const path = deleted ? fd.link.slice(0, -DELETED.length) : fd.link;
     const body = dumpPipe(fd, ctx, BigInt(fd.st.ino ?? 0), path);
     if (deleted) {
+      // Made again, it is the tree's alone: an end held outside would not
+      // be joined to it any more.
+      const asked = ctx.local(heldOutside, () => new Set<string>());
+      const key = `${fd.st.dev}:${fd.st.ino}`;
+      if (!asked.has(key)) {
+        asked.add(key);
+        ctx.atFinish((pids) => {
+          const who = heldOutside(ctx, pids, fd.st.dev, fd.st.ino ?? 0);
+          if (who) {
+            throw new DumpError(
+              `${fd.where}: the deleted FIFO ${path} is shared with ${who}, outside the tree; ` +
+                `that sharing cannot be restored (dump that process's tree instead)`,
+            );
+          }
+        });
+      }
       body.deleted = true;
       body.mode = (fd.st.mode ?? 0) & 0o7777;
       body.uid = fd.st.uid ?? 0;

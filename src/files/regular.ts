@@ -7,7 +7,7 @@ import { DumpError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { formatBytes } from "../util/units.ts";
 import { recreateGhost } from "./ghost.ts";
-import { deletedDir } from "./deleted_dir.ts";
+import { deletedDir, remakeProblem } from "./deleted_dir.ts";
 import type { DumpedFd, FileKindOps } from "./kind.ts";
 import { credsOf, ownerProblem } from "./owner.ts";
 import { OPEN_MASK } from "./open_flags.ts";
@@ -33,6 +33,10 @@ export const regular: FileKindOps = {
     let content = new Uint8Array();
     // A deleted directory has no content: it is made again, empty, and
     // removed (deleted_dir.ts).
+    if (deleted && st.isDirectory && fd.pid !== Deno.pid) {
+      const why = remakeProblem(fd.pid, path);
+      if (why) throw new DumpError(`${where} is a deleted directory, and ${why}`);
+    }
     if (deleted && !st.isDirectory) {
       if (st.size > MAX_GHOST_BYTES) {
         throw new DumpError(

@@ -28,6 +28,7 @@ import { OPEN_MASK } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
 import { fstat } from "../native/fsops.ts";
 import { credsOf, ownerProblem } from "./owner.ts";
+import { remakeProblem } from "./deleted_dir.ts";
 
 /** Content saved of one object (its data, holes left out). */
 export const MAX_OBJECT_BYTES = 64 << 20;
@@ -144,10 +145,13 @@ function objectOf(
     try {
       dirOk = Deno.lstatSync(parent).isDirectory;
     } catch { /* gone */ }
-    if (!dirOk) {
+    // A directory gone too is made again for the moment the file is
+    // (deleted_dir.ts), as the task: what it could not make is said now.
+    const why = dirOk ? undefined : remakeProblem(pid, path);
+    if (why) {
       throw new DumpError(
-        `${where}: deleted file ${path} cannot be restored: its directory ${parent} is gone too ` +
-          `(ckpt recreates a deleted file in its own directory)`,
+        `${where}: deleted file ${path} cannot be restored: its directory ${parent} is gone too, ` +
+          `and ${why}`,
       );
     }
   }
@@ -206,6 +210,19 @@ function objectOf(
     }
   });
   return k;
+}
+
+/** Who outside the tree (`pids`) holds the deleted object dev:ino (an fd
+ * or a mapping of it), if anybody: "pid N (comm)". Call at finish. */
+export function heldOutside(
+  ctx: DumpContext,
+  pids: number[],
+  dev: number,
+  ino: number,
+): string | undefined {
+  const s = state(ctx);
+  s.outside ??= holdersOutside(new Set([...pids, Deno.pid]));
+  return s.outside.get(objectKey(dev, ino));
 }
 
 /** Every memfd and deleted file held (by an fd or a mapping) by a process

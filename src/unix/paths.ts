@@ -12,9 +12,15 @@
 //  - bind runs as the task, and afterwards the socket file must be in that
 //    directory (its inode is the one sock_diag gives for the socket), or the
 //    restore is refused;
-//  - owner and mode are set on an O_PATH fd of that very inode, as the task;
-//  - connect and sendto go through /proc/self/fd/DIR/NAME (the opened
-//    directory), as the task, after checking that a socket is there.
+//  - owner and mode are set on an O_PATH fd of that very inode, as the task,
+//    and that fd is kept: ckpt reaches the socket through it (connects and
+//    queued messages from the tree's other sockets), never by its path;
+//  - connect and sendto to a name outside the tree go through
+//    /proc/self/fd/DIR/NAME (the opened directory), as the task, after
+//    checking that a socket is there.
+// A name no longer leading to its socket at dump (unlinked, replaced by
+// another socket's file, or in a directory deleted since) is not bound
+// here at all but in a private place (files/private_place.ts).
 import { RestoreError } from "../errors.ts";
 import { asTask, type Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
@@ -268,32 +274,6 @@ export function connectAs(
       if (!st) return ENOENT;
       if ((st.mode & S_IFMT) !== S_IF.SOCK) return ECONNREFUSED;
       return unixsk.tryConnect(n, d.viaFd());
-    } finally {
-      d.close();
-    }
-  });
-}
-
-/** sendmsg to a path name as task `a`, through the checked directory. */
-export function sendToAs(
-  a: Authority,
-  from: number,
-  data: Uint8Array,
-  name: Uint8Array,
-  resolved: string,
-  fds: number[],
-  flags: number,
-  what: string,
-): number {
-  if (name.length === 0 || name[0] === 0) return unixsk.send(from, data, name, fds, flags);
-  return asTask(a, () => {
-    const d = NameDir.open(a, showName(name), resolved, what);
-    try {
-      const st = d.stat();
-      if (!st || (st.mode & S_IFMT) !== S_IF.SOCK) {
-        throw new RestoreError(`${what}: ${d.path} is no socket now`);
-      }
-      return unixsk.send(from, data, d.viaFd(), fds, flags);
     } finally {
       d.close();
     }

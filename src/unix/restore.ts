@@ -93,6 +93,8 @@ export class UnixSockets {
   private readonly handles = new Map<bigint, number>();
   private readonly place = new PrivatePlace();
   private readonly senderPids = new SenderPids();
+  /** The socket each sender name's queued datagrams are sent from. */
+  private readonly senders = new Map<string, number>();
   private built = false;
   private building = false;
   private readonly ext: ReturnType<typeof parseExtUnixSkRestore>;
@@ -180,6 +182,7 @@ export class UnixSockets {
 
   private releaseBuildState(): void {
     this.senderPids.releaseAll();
+    this.senders.clear();
     for (const h of this.handles.values()) fdops.close(h);
     this.handles.clear();
     this.place.close();
@@ -426,18 +429,24 @@ export class UnixSockets {
   /** A socket to send a datagram from so that it carries `name` as its
    * sender: the restored socket bound there, or a temporary one. */
   private senderFor(name: Uint8Array, s: UnixSocketFile): number {
+    const key = String.fromCharCode(...name);
+    const known = this.senders.get(key);
+    if (known !== undefined) return known;
+    const t = this.makeSender(name, s);
+    this.raiseSndbuf(t);
+    this.senders.set(key, t);
+    return t;
+  }
+
+  private makeSender(name: Uint8Array, s: UnixSocketFile): number {
     if (name.length) {
       const owner = this.socks.find((o) =>
         !o.nameBorrowed && o.type === 2 && this.fds.has(o.ino) && equal(o.name, name)
       );
-      if (owner) {
-        this.raiseSndbuf(this.fd(owner));
-        return this.fd(owner);
-      }
+      if (owner) return this.fd(owner);
     }
     const t = unixsk.socket(SOCK.DGRAM);
     this.temps.push(t);
-    this.raiseSndbuf(t);
     if (!name.length) return t;
     // The address stays on the messages; a path name is bound where its
     // file reaches nobody (the path may be another socket's now).

@@ -11,6 +11,7 @@
 #               ends and bytes are queued in it
 #   cwd         a cwd whose directory (and its parent) was deleted, and an fd
 #               on another deleted directory
+#   ghostdir    a file deleted while open with its directory (and mapped)
 #   creds       datagrams and stream bytes queued by other tasks (sent with
 #               other uids and gids, one by a task that exited), read with
 #               SO_PASSCRED
@@ -207,6 +208,24 @@ elif mode == "cwd":
         after["create"] = "ok"
     except OSError as e:
         after["create"] = type(e).__name__
+
+elif mode == "ghostdir":
+    import mmap
+    os.makedirs(f"{d}/g/h")
+    fd = os.open(f"{d}/g/h/data", os.O_RDWR | os.O_CREAT, 0o640)
+    os.write(fd, b"kept-content".ljust(4096, b"."))
+    m = mmap.mmap(fd, 4096)
+    os.unlink(f"{d}/g/h/data")
+    os.rmdir(f"{d}/g/h")
+    os.rmdir(f"{d}/g")
+    write("before.json", {"pid": os.getpid()})
+    wait_go()
+    after["link"] = os.readlink(f"/proc/self/fd/{fd}")
+    after["content"] = os.pread(fd, 12, 0).decode()
+    after["mode"] = oct(os.fstat(fd).st_mode & 0o7777)
+    m[0:4] = b"KEPT"
+    after["shared"] = os.pread(fd, 4, 0).decode()
+    after["g_exists"] = os.path.lexists(f"{d}/g")
 
 elif mode == "creds":
     rpath = f"{d}/r.sock"
