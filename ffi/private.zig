@@ -59,11 +59,19 @@ export fn ck_bind_in(root_fd: i32, fd: i32, addr: [*]const u8, len: u32) i64 {
     const dot: [*:0]const u8 = ".";
     // The child runs on ckpt's stack while ckpt waits, so it must not touch
     // it: everything it needs is in registers the kernel keeps across
-    // syscalls, and it only makes system calls until it exits.
+    // syscalls, and it only makes system calls until it exits — the first
+    // blocks every signal, so that no handler of ckpt's runs in it.
+    const all: u64 = ~@as(u64, 0);
     const pid = asm volatile (
         \\ syscall
         \\ test %%rax, %%rax
         \\ jnz 2f
+        \\ mov $14, %%eax
+        \\ xor %%edi, %%edi
+        \\ mov %%r9, %%rsi
+        \\ xor %%edx, %%edx
+        \\ mov $8, %%r10d
+        \\ syscall
         \\ mov $81, %%eax
         \\ mov %%r12, %%rdi
         \\ syscall
@@ -94,7 +102,8 @@ export fn ck_bind_in(root_fd: i32, fd: i32, addr: [*]const u8, len: u32) i64 {
           [fd] "{r14}" (sys.int(fd)),
           [addr] "{r15}" (sys.ptr(addr)),
           [len] "{r8}" (@as(usize, len)),
-        : .{ .rcx = true, .r11 = true, .rdx = true, .memory = true });
+          [mask] "{r9}" (sys.ptr(&all)),
+        : .{ .rcx = true, .r11 = true, .rdx = true, .r10 = true, .memory = true });
     if (sys.isErr(pid)) return ret(pid);
     return reap(pid);
 }
