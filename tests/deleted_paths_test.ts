@@ -67,6 +67,33 @@ Deno.test("deleted paths: sockets bound in directories deleted since keep their 
   });
 });
 
+Deno.test("deleted paths: a listener whose socket file was removed keeps its connections and names", async () => {
+  await roundTrip("rmsock", async (dir, before, a) => {
+    const path = `${dir}/s.sock`;
+    assertEquals(before.a, path, "an accepted socket shows its listener's name");
+    assertEquals(a.l, path, "listener's getsockname");
+    assertEquals(a.a, path, "the accepted socket's getsockname");
+    assertEquals(a.waiting_peer, path, "the client waiting in accept() is connected to it");
+    assertEquals(a.exists, false, "the path is still gone");
+    assertEquals(a.new_connect, "FileNotFoundError", "nobody new can connect");
+    assertEquals(a.from_child, "after", "the child's connection is the same");
+    assertEquals(a.accepted, "waited");
+    await until("child reports", () => readText(`${dir}/child.json`) !== "");
+    assertEquals(JSON.parse(readText(`${dir}/child.json`)), { got: "reply", peer: path });
+  });
+});
+
+Deno.test("accepted connections on abstract names keep them, their listener open or closed", async () => {
+  await roundTrip("abstract", (_dir, before, a) => {
+    assertEquals(a.names, before.names, "getsockname and the clients' getpeername");
+    assertEquals(a.a_got, "queued");
+    assertEquals(a.c_got, "x");
+    assertEquals(a.ga_got, "g");
+    assertEquals(a.waiting, "w", "the client waiting in accept() is still the next one");
+    assertEquals(a.closed_name_free, true, "the closed listener's name is nobody's");
+  });
+});
+
 Deno.test("deleted paths: two listeners on one path, the path stays its owner's", async () => {
   await roundTrip("twolisteners", (dir, _before, a) => {
     assertEquals(a.first, `${dir}/s.sock`);

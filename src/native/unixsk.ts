@@ -94,6 +94,10 @@ export const unixsk = {
   async accept(fd: number): Promise<number> {
     return check(await native().ck_accept(fd, SOCK.CLOEXEC), "accept", `fd ${fd}`);
   },
+  /** accept(2) of a connection that is waiting already (on the JS thread). */
+  acceptReady(fd: number): number {
+    return check(native().ck_accept_ready(fd, SOCK.CLOEXEC), "accept", `fd ${fd}`);
+  },
   /** SO_PEERCRED: who was at the other end when it connected (for a
    * socketpair, the process that made it). */
   peerCred(fd: number): { pid: number; uid: number; gid: number } {

@@ -21,6 +21,8 @@ import { permitted, refusal, requirementFor } from "./policy.ts";
 import { resolvedDir } from "./paths.ts";
 import { credsOf, ownerProblem } from "../files/owner.ts";
 
+const EADDRINUSE = 98;
+
 export interface UnixDumpOptions {
   /** Values of --ext-unix-sk: "" for the bare option, else ID[,ID…]. */
   extUnixSk: string[];
@@ -167,12 +169,19 @@ export class UnixDumper {
    * leads to this socket, and whether the name is really a listener's (an
    * accepted connection shares its listener's name and file). */
   private describeName(sock: UnixSocketFile, diag: UnixSocket, pid: number) {
-    if (sock.name.length === 0 || sock.name[0] === 0) return;
+    if (sock.name.length === 0) return;
     if (diag.state !== "LISTEN" && diag.type !== "DGRAM") {
+      // Abstract names are per type: a listener of another type is no owner.
       sock.nameBorrowed = [...this.table().values()].some((s) =>
-        s.state === "LISTEN" && s.name === diag.name &&
+        s.state === "LISTEN" && s.name === diag.name && s.type === diag.type &&
         (!s.vfs || !diag.vfs || (s.vfs.ino === diag.vfs.ino && s.vfs.dev === diag.vfs.dev))
       );
+    }
+    if (sock.name[0] === 0) {
+      if (!sock.nameBorrowed && diag.state === "ESTABLISHED" && diag.type !== "DGRAM") {
+        sock.nameBorrowed = !abstractNameHeld(sock.name, sock.type);
+      }
+      return;
     }
     const path = showName(sock.name);
     const at = path.startsWith("/") ? path : `/proc/${pid}/cwd/${path}`;
@@ -400,4 +409,22 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
   out.set(a);
   out.set(b, a.length);
   return out;
+}
+
+/** Whether some socket of that type is bound to abstract `name`. A
+ * connected socket that shows a name nobody holds got it from a listener
+ * closed since (accept(2) shares the listener's name without binding it): a
+ * bind, undone at once, is the only way to tell it from a client that bound
+ * the name itself. */
+function abstractNameHeld(name: Uint8Array, type: number): boolean {
+  const probe = unixsk.socket(type);
+  try {
+    unixsk.bind(probe, name);
+    return false;
+  } catch (err) {
+    if (err instanceof NativeError && err.errno === EADDRINUSE) return true;
+    throw err;
+  } finally {
+    fdops.close(probe);
+  }
 }

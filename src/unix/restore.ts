@@ -89,6 +89,14 @@ export class UnixSockets {
   /** Sockets whose gone peer was made as a pair end, then closed. */
   private readonly madeAsPair = new Set<bigint>();
   private readonly temps: number[] = [];
+  /** Accepted sockets with abstract names, and the client fd to accept them from. */
+  private readonly toAccept: {
+    accepted: UnixSocketFile;
+    client: number;
+    from: UnixSocketFile | number;
+  }[] = [];
+  /** Listeners ckpt holds an abstract name with until acceptAgain. */
+  private readonly tempListeners = new Map<string, number>();
   /** O_PATH fds of the socket files of path names ckpt bound, by inode. */
   private readonly handles = new Map<bigint, number>();
   private readonly place = new PrivatePlace();
@@ -167,6 +175,7 @@ export class UnixSockets {
       for (const s of this.socks) {
         if (s.state === LISTEN && this.fds.has(s.ino)) unixsk.listen(this.fd(s), s.backlog);
       }
+      this.acceptAgain();
       this.connectPending();
       this.fillQueues(plans);
     } finally {
@@ -185,6 +194,9 @@ export class UnixSockets {
     this.senders.clear();
     for (const h of this.handles.values()) fdops.close(h);
     this.handles.clear();
+    for (const t of this.tempListeners.values()) fdops.close(t);
+    this.tempListeners.clear();
+    this.toAccept.length = 0;
     this.place.close();
   }
 
@@ -282,10 +294,28 @@ export class UnixSockets {
       const mutual = s.peer === UnixPeer.INSIDE && peer !== undefined && peer.peerIno === s.ino &&
         peer.ino !== s.ino && !this.fds.has(peer.ino) && this.inherited(peer) === undefined;
       const streamy = s.type !== 2;
-      if (mutual) {
+      const accepted = mutual ? [s, peer].find(acceptedAbstract) : undefined;
+      const from = accepted && this.acceptorFor(accepted);
+      const fromGone = !mutual && s.peer === UnixPeer.GONE && streamy && acceptedAbstract(s)
+        ? this.acceptorFor(s)
+        : undefined;
+      if (accepted && from !== undefined) {
+        // Made by accept(2) later on (acceptAgain): the only way for an
+        // accepted socket to have an abstract name its listener holds.
+        this.fds.set(s.ino, unixsk.socket(s.type));
+        this.fds.set(peer!.ino, unixsk.socket(s.type));
+        const client = accepted === s ? peer! : s;
+        this.toAccept.push({ accepted, client: this.fd(client), from });
+      } else if (mutual) {
         const [a, b] = unixsk.pair(s.type);
         this.fds.set(s.ino, a);
         this.fds.set(peer.ino, b);
+      } else if (fromGone !== undefined) {
+        this.fds.set(s.ino, unixsk.socket(s.type));
+        const b = unixsk.socket(s.type);
+        this.pairOf.set(s.ino, b);
+        this.madeAsPair.add(s.ino);
+        this.toAccept.push({ accepted: s, client: b, from: fromGone });
       } else if (s.peer === UnixPeer.GONE && (streamy || (s.queue.length && !s.name.length))) {
         // The peer end is kept to fill the queue, then closed: the task reads
         // what was queued and then sees the connection end (a DGRAM socket
@@ -310,8 +340,16 @@ export class UnixSockets {
 
   private bindAll(): void {
     for (const s of this.socks) {
-      if (!s.name.length || s.nameBorrowed || this.inherited(s) !== undefined) continue;
+      if (!s.name.length || this.inherited(s) !== undefined) continue;
       const n = this.fd(s);
+      if (s.nameBorrowed) {
+        // An accepted socket shows its listener's name (getsockname, and
+        // getpeername at the other end): bound to that string where its
+        // file reaches nobody; the listener keeps the path. Abstract ones
+        // are accepted again instead (acceptAgain).
+        if (s.name[0] !== 0) fdops.close(this.bindPrivately(n, s.name, s));
+        continue;
+      }
       if (s.name[0] === 0) {
         try {
           unixsk.bind(n, s.name);
@@ -348,6 +386,63 @@ export class UnixSockets {
         `${this.desc(s)}: cannot bind ${showName(name)} (unlinked since) again: ` +
           `${(err as Error).message}`,
       );
+    }
+  }
+
+  /** Where accepted socket `a` (abstract name) can be accepted again from:
+   * the tree's listener that will hold the name, or a listener ckpt binds
+   * to it now and keeps until acceptAgain; undefined when the name is
+   * another socket's (restored then as before, without the name). */
+  private acceptorFor(a: UnixSocketFile): UnixSocketFile | number | undefined {
+    const holder = this.socks.find((o) =>
+      !o.nameBorrowed && o.type === a.type && equal(o.name, a.name) &&
+      this.inherited(o) === undefined
+    );
+    if (holder?.state === LISTEN) return holder;
+    const key = `${a.type}:${String.fromCharCode(...a.name)}`;
+    let temp = holder ? undefined : this.tempListeners.get(key);
+    if (!holder && temp === undefined) {
+      const t = unixsk.socket(a.type);
+      try {
+        unixsk.bind(t, a.name);
+        unixsk.listen(t, 1);
+        this.tempListeners.set(key, t);
+        temp = t;
+      } catch {
+        fdops.close(t);
+      }
+    }
+    if (temp === undefined) {
+      log.warn(
+        `${this.desc(a)}: restored without its name ${showName(a.name)} (another socket has it)`,
+      );
+    }
+    return temp;
+  }
+
+  /** Accepted connections on abstract names, made again by connecting to
+   * the name and accepting (before any client waits in accept(), so the
+   * connection taken is the one just made). */
+  private acceptAgain(): void {
+    try {
+      for (const { accepted: a, client, from } of this.toAccept) {
+        try {
+          unixsk.connect(client, a.name);
+          const n = unixsk.acceptReady(typeof from === "number" ? from : this.fd(from));
+          fdops.close(this.fd(a));
+          this.fds.set(a.ino, n);
+          if (a.rcvbuf) unixsk.setInt(n, SOL_SOCKET, SO.RCVBUFFORCE, a.rcvbuf >> 1);
+        } catch (err) {
+          throw new RestoreError(
+            `${this.desc(a)}: cannot accept its connection on ${showName(a.name)} again: ` +
+              `${(err as Error).message}`,
+          );
+        }
+      }
+    } finally {
+      this.toAccept.length = 0;
+      for (const t of this.tempListeners.values()) fdops.close(t);
+      this.tempListeners.clear();
     }
   }
 
@@ -630,6 +725,11 @@ function isExternal(s: UnixSocketFile): boolean {
 
 function isGone(s: UnixSocketFile): boolean {
   return s.peer === UnixPeer.GONE && s.type !== 2;
+}
+
+/** An accepted socket (its name is its listener's) with an abstract name. */
+function acceptedAbstract(s: UnixSocketFile | undefined): boolean {
+  return !!s && s.nameBorrowed && s.name.length > 0 && s.name[0] === 0;
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {

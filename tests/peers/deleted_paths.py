@@ -12,6 +12,10 @@
 #   cwd         a cwd whose directory (and its parent) was deleted, and an fd
 #               on another deleted directory
 #   ghostdir    a file deleted while open with its directory (and mapped)
+#   rmsock      a listener whose socket file was removed, a connection it
+#               accepted (the client in a child) and one waiting in accept()
+#   abstract    accepted connections on abstract names, one whose listener
+#               is open and one whose listener was closed since
 #   creds       datagrams and stream bytes queued by other tasks (sent with
 #               other uids and gids, one by a task that exited), read with
 #               SO_PASSCRED
@@ -94,6 +98,87 @@ if mode == "sockdir":
     c.send(b"sent-after")
     m, frm = ds.recvfrom(100)
     after["sent_after"] = [m.decode(), frm]
+
+elif mode == "rmsock":
+    path = f"{d}/s.sock"
+    l = socket.socket(U, socket.SOCK_STREAM)
+    l.bind(path)
+    l.listen(4)
+    child = os.fork()
+    if child == 0:
+        c = socket.socket(U, socket.SOCK_STREAM)
+        c.connect(path)
+        c.send(b"hello")
+        while not os.path.exists(f"{d}/child-go"):
+            time.sleep(0.02)
+        c.send(b"after")
+        c.settimeout(3)
+        write("child.json", {"got": c.recv(100).decode(), "peer": c.getpeername()})
+        sleep_forever()
+    a = accept_within(l)
+    first = a.recv(100).decode()
+    waiting = socket.socket(U, socket.SOCK_STREAM)
+    waiting.connect(path)
+    os.unlink(path)
+    write("before.json", {"pid": os.getpid(), "child": child, "first": first, "a": name_of(a)})
+    wait_go()
+    after["l"] = name_of(l)
+    after["a"] = name_of(a)
+    after["waiting_peer"] = waiting.getpeername()
+    after["exists"] = os.path.lexists(path)
+    try:
+        socket.socket(U, socket.SOCK_STREAM).connect(path)
+        after["new_connect"] = "ok"
+    except OSError as e:
+        after["new_connect"] = type(e).__name__
+    open(f"{d}/child-go", "w").close()
+    a.settimeout(3)
+    after["from_child"] = a.recv(100).decode()
+    a.send(b"reply")
+    b = accept_within(l)
+    waiting.send(b"waited")
+    after["accepted"] = b.recv(100).decode() if b else None
+
+elif mode == "abstract":
+    name = b"\0ckpt-deleted-paths-" + str(os.getpid()).encode()
+    l = socket.socket(U, socket.SOCK_STREAM)
+    l.bind(name)
+    l.listen(4)
+    c = socket.socket(U, socket.SOCK_STREAM)
+    c.connect(name)
+    a = accept_within(l)
+    c.send(b"queued")
+    gname = name + b"-closed"
+    gl = socket.socket(U, socket.SOCK_SEQPACKET)
+    gl.bind(gname)
+    gl.listen(4)
+    gc = socket.socket(U, socket.SOCK_SEQPACKET)
+    gc.connect(gname)
+    ga = accept_within(gl)
+    gl.close()
+    waiting = socket.socket(U, socket.SOCK_STREAM)
+    waiting.connect(name)
+    names = lambda: [name_of(a), c.getpeername().decode("latin-1"), name_of(ga),
+                     gc.getpeername().decode("latin-1")]
+    write("before.json", {"pid": os.getpid(), "names": names()})
+    wait_go()
+    after["names"] = names()
+    a.settimeout(3)
+    after["a_got"] = a.recv(100).decode()
+    a.send(b"x")
+    c.settimeout(3)
+    after["c_got"] = c.recv(100).decode()
+    gc.send(b"g")
+    ga.settimeout(3)
+    after["ga_got"] = ga.recv(100).decode()
+    b = accept_within(l)
+    waiting.send(b"w")
+    after["waiting"] = b.recv(10).decode() if b else None
+    try:
+        socket.socket(U, socket.SOCK_SEQPACKET).bind(gname)
+        after["closed_name_free"] = True
+    except OSError as e:
+        after["closed_name_free"] = str(e)
 
 elif mode == "twolisteners":
     path = f"{d}/s.sock"

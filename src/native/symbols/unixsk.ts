@@ -5,6 +5,8 @@ export const unixskSymbols = {
   ck_listen: { parameters: ["i32", "i32"], result: "i64" },
   // Blocks until a client connects: run off the JS thread.
   ck_accept: { parameters: ["i32", "i32"], result: "i64", nonblocking: true },
+  // The same call, for a connection known to be waiting already.
+  ck_accept_ready: { name: "ck_accept", parameters: ["i32", "i32"], result: "i64" },
   ck_connect: { parameters: ["i32", "buffer", "u32"], result: "i64" },
   ck_shutdown: { parameters: ["i32", "i32"], result: "i64" },
   ck_sockname: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i64" },
