@@ -272,6 +272,49 @@ while True: time.sleep(1)`,
   }
 });
 
+Deno.test("deleted paths: a listener whose socket file was moved is refused at dump, the tree running on", async () => {
+  const dir = await tempDir("deleted-moved");
+  const p = startSession([
+    "python3",
+    "-c",
+    `import os, socket, sys, time
+d = sys.argv[1]
+os.mkdir(d + "/a")
+l = socket.socket(socket.AF_UNIX)
+l.bind(d + "/a/s.sock")
+l.listen(4)
+os.rename(d + "/a", d + "/b")
+open(d + "/ready", "w").close()
+while True:
+    c, _ = l.accept()
+    c.send(b"still-here")`,
+    dir,
+  ]);
+  try {
+    await until("ready", () => exists(`${dir}/ready`));
+    const d = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/img`]);
+    assertEquals(d.code, 1, d.stderr);
+    assertMatch(d.stderr, /^ckpt: [^\n]+\n$/);
+    assertStringIncludes(
+      d.stderr,
+      `of pid ${p.pid} fd 3 is bound to ${dir}/a/s.sock, whose file was moved to ${dir}/b/s.sock`,
+    );
+    assert(alive(p.pid), "the tree runs on");
+    const got = new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import socket,sys; c=socket.socket(socket.AF_UNIX); c.connect(sys.argv[1]); " +
+        "print(c.recv(100).decode())",
+        `${dir}/b/s.sock`,
+      ],
+    }).outputSync();
+    assertEquals(new TextDecoder().decode(got.stdout).trim(), "still-here");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 function exists(path: string): boolean {
   try {
     Deno.statSync(path);

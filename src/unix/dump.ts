@@ -118,7 +118,7 @@ export class UnixDumper {
         pid,
         fd: n,
       });
-      this.describeName(sock, diag, pid);
+      this.describeName(sock, diag, pid, fd);
       if (diag.state === "LISTEN") {
         sock.backlog = diag.wqueue ?? 0;
         sock.pending = (diag.pending ?? []).map(BigInt);
@@ -168,7 +168,7 @@ export class UnixDumper {
   /** Path names: the socket file's mode and owner, whether the path still
    * leads to this socket, and whether the name is really a listener's (an
    * accepted connection shares its listener's name and file). */
-  private describeName(sock: UnixSocketFile, diag: UnixSocket, pid: number) {
+  private describeName(sock: UnixSocketFile, diag: UnixSocket, pid: number, fd: number) {
     if (sock.name.length === 0) return;
     if (diag.state !== "LISTEN" && diag.type !== "DGRAM") {
       // Abstract names are per type: a listener of another type is no owner.
@@ -194,6 +194,16 @@ export class UnixDumper {
       sock.fileGid = st.gid ?? 0;
     } catch {
       sock.nameUnlinked = true;
+    }
+    if (sock.nameUnlinked && !sock.nameBorrowed) {
+      const moved = movedFile(fd);
+      if (moved) {
+        throw new DumpError(
+          `socket ${diag.inode} of pid ${pid} fd ${sock.fd} is bound to ${path}, whose file was ` +
+            `moved to ${moved}: restore cannot give the socket its name and that file both; ` +
+            `move the file back to ${path} or remove it, and dump again`,
+        );
+      }
     }
     if (!path.startsWith("/")) {
       throw new DumpError(
@@ -426,5 +436,28 @@ function abstractNameHeld(name: Uint8Array, type: number): boolean {
     throw err;
   } finally {
     fdops.close(probe);
+  }
+}
+
+/** SIOCUNIXFILE: an O_PATH fd of the file a socket is bound to. */
+const SIOCUNIXFILE = 0x89e0;
+
+/** Where the file of socket `fd` (whose name leads elsewhere now) is, if it
+ * still has a name: another process may connect through it, which a socket
+ * bound again under its old name could not give. Undefined when it is
+ * deleted, or the kernel cannot say (no SIOCUNIXFILE, or not allowed:
+ * taken as deleted). */
+function movedFile(fd: number): string | undefined {
+  let h: number;
+  try {
+    h = fdops.ioctl(fd, SIOCUNIXFILE);
+  } catch {
+    return undefined;
+  }
+  try {
+    if (Deno.statSync(`/proc/self/fd/${h}`).nlink === 0) return undefined;
+    return Deno.readLinkSync(`/proc/self/fd/${h}`);
+  } finally {
+    fdops.close(h);
   }
 }
