@@ -315,6 +315,35 @@ while True:
   }
 });
 
+Deno.test("deleted paths: a deleted FIFO that has another name is refused at dump", async () => {
+  const dir = await tempDir("deleted-fifolink");
+  const p = startSession([
+    "python3",
+    "-c",
+    `import os, sys, time
+d = sys.argv[1]
+os.mkfifo(d + "/f")
+os.link(d + "/f", d + "/g")
+r = os.open(d + "/f", os.O_RDONLY | os.O_NONBLOCK)
+os.unlink(d + "/f")
+open(d + "/ready", "w").close()
+while True: time.sleep(1)`,
+    dir,
+  ]);
+  try {
+    await until("ready", () => exists(`${dir}/ready`));
+    const d = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/img`]);
+    assertEquals(d.code, 1, d.stderr);
+    assertMatch(d.stderr, /^ckpt: [^\n]+\n$/);
+    assertStringIncludes(d.stderr, `fd 3 of pid ${p.pid}`);
+    assertStringIncludes(d.stderr, `the FIFO ${dir}/f was deleted but still has other names`);
+    assert(alive(p.pid), "the tree runs on");
+  } finally {
+    await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 function exists(path: string): boolean {
   try {
     Deno.statSync(path);

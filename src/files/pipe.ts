@@ -187,6 +187,14 @@ export const fifo: FileKindOps = {
   dump(fd, ctx) {
     // Deleted while open: "/proc/PID/fd/N" reads "PATH (deleted)".
     const deleted = fd.link.endsWith(DELETED) && fd.st.nlink === 0;
+    if (fd.link.endsWith(DELETED) && !deleted && !sameFile(fd.link, fd.st)) {
+      // Unlinked under the name it was opened by, but alive under another:
+      // the FIFO the tree shares with whoever opens that name.
+      throw new DumpError(
+        `${fd.where}: the FIFO ${fd.link.slice(0, -DELETED.length)} was deleted but still has ` +
+          `other names, which ckpt cannot find; open it by a name it has, or dump once it has none`,
+      );
+    }
     const path = deleted ? fd.link.slice(0, -DELETED.length) : fd.link;
     const body = dumpPipe(fd, ctx, BigInt(fd.st.ino ?? 0), path);
     if (deleted) {
@@ -291,4 +299,15 @@ function openDeletedFifo(f: FileEntry, ctx: RestoreContext, where: string): numb
   if (p.data.length) fdops.writeAll(fifo.keeper, new Uint8Array(p.data));
   fdops.fcntl(n, F_SETFL, p.flags & STATUS_FLAGS);
   return n;
+}
+
+/** Whether `path` names the file `st` describes (a live FIFO whose name
+ * merely ends in " (deleted)"). */
+function sameFile(path: string, st: Deno.FileInfo): boolean {
+  try {
+    const named = Deno.lstatSync(path);
+    return named.dev === st.dev && named.ino === st.ino;
+  } catch {
+    return false;
+  }
 }
