@@ -207,8 +207,8 @@ function recreate(a: Authority, path: string, owner: Owner, where: string): numb
     }
     if (name !== base) {
       log.warn(
-        `${where}: ${path} exists again (made since the dump): the deleted directory is ` +
-          `made again as ${name}, the name its /proc link shows`,
+        `${where}: ${path} exists again (made after it was deleted): the deleted directory ` +
+          `is made again as ${name}, the name its /proc link shows`,
       );
     }
     try {
