@@ -16,9 +16,10 @@ comptime {
     _ = @import("notify.zig");
     _ = @import("tty.zig");
     _ = @import("creds.zig");
+    _ = @import("ns.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 6;
+    return 7;
 }

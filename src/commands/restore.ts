@@ -152,6 +152,12 @@ restore kills everything it started and names the stage that failed.`,
       arg: "FILE",
       help: "write the restored root's pid to FILE once it runs",
     },
+    {
+      name: "time-ns",
+      kind: "boolean",
+      help: "restore into a new time namespace where CLOCK_MONOTONIC and CLOCK_BOOTTIME go " +
+        "on from their values at dump (always done for a tree that had its own)",
+    },
     ...ACTION_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
@@ -210,6 +216,7 @@ async function restoreFrom(
     trustImages: opts.bool("trust-images"),
     lazyPages: opts.bool("lazy-pages"),
     notify: actionScripts(opts.list("action-script"), dir),
+    timeNs: opts.bool("time-ns"),
   });
   const pidfile = opts.string("pidfile");
   if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);

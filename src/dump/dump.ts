@@ -9,6 +9,7 @@ import {
   FileKind,
   FilesImageSchema,
   MmImageSchema,
+  NamespacesImageSchema,
   PagemapImageSchema,
   type PageRun,
   type TaskCore,
@@ -22,6 +23,7 @@ import {
   FILES,
   ImageDir,
   mmName,
+  NAMESPACES,
   pagemapName,
   pagesName,
 } from "../images/dir.ts";
@@ -51,6 +53,7 @@ import { type DumpStats, us, writeDumpStats } from "../images/criu_stats.ts";
 import { countPages, noPages } from "./stats.ts";
 import { collectSeccomp, refuseUnsuspended, seccompModes, type TaskSeccomp } from "./seccomp.ts";
 import { planSessions, SessionError, sessionTasks } from "../restore/sessions.ts";
+import { collectNamespaces, namespaceBlockers, treePidLevels } from "../ns/dump.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -136,8 +139,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // before refusing, so one refusal names them all.
     const shared = sharedTables(tree, files.blockers);
     for (const t of tree) {
-      if (!t.zombie) files.blockers.push(...scopeBlockers(t.pid, t.pid === pid, !!opts.shellJob));
+      if (t.zombie) continue;
+      files.blockers.push(...scopeBlockers(t.pid, t.pid === pid, !!opts.shellJob, pid));
     }
+    // Each task's pid at every PID namespace level goes into its core.
+    const levels = treePidLevels(tree, files.blockers);
     const claims: SharedClaims = new Map();
     // Write tracking a pre-dump left: taken over, then its fds closed in the
     // tasks before their fd tables are read.
@@ -161,7 +167,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const p = t.pid;
       if (t.zombie) {
         try {
-          const z = collectZombie(p);
+          const z = levels.apply(collectZombie(p));
           cores.push(z);
           out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
         } catch (err) {
@@ -182,7 +188,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       }
       let core: TaskCore;
       try {
-        core = collectTask(p, t.tids, { waits: frozen.waits, seccomp });
+        core = levels.apply(collectTask(p, t.tids, { waits: frozen.waits, seccomp }));
       } catch (err) {
         if (!(err instanceof BlockedDump)) throw err;
         files.blockers.push(...err.blockers);
@@ -230,6 +236,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     );
     files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
     files.blockers.push(...cttyBlockers(live.map((l) => l.core), files.files, !!opts.shellJob));
+    // What the root's own namespaces hold, read while the tree is frozen
+    // (only for a tree nothing else blocks: their queues are read by
+    // emptying and refilling them).
+    const namespaces = files.blockers.length
+      ? undefined
+      : collectNamespaces(pid, tree.map((t) => t.pid), files.blockers);
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
@@ -296,6 +308,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         tables.get(p)!,
       );
     }
+    if (namespaces) out.write(NAMESPACES, ImageKind.Namespaces, NamespacesImageSchema, namespaces);
     out.write(
       FILES,
       ImageKind.Files,
@@ -441,7 +454,12 @@ export function refuseUndumpable(pid: number, kills: boolean): void {
 
 /** What about task pid itself cannot be dumped: its session (the root
  * must lead one, or be a --shell-job), POSIX timers, other namespaces. */
-export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Blocker[] {
+export function scopeBlockers(
+  pid: number,
+  root: boolean,
+  shellJob: boolean,
+  rootPid = pid,
+): Blocker[] {
   const out: Blocker[] = [];
   const st = readStat(pid);
   const sid = Number(st.field(6));
@@ -454,22 +472,7 @@ export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Bl
     });
   }
   // What ckpt cannot recreate yet is refused, never silently dropped.
-  for (const ns of ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup", "time"]) {
-    let theirs = "", ours = "";
-    try {
-      theirs = Deno.readLinkSync(`/proc/${pid}/ns/${ns}`);
-      ours = Deno.readLinkSync(`/proc/self/ns/${ns}`);
-    } catch { /* namespace kind not built into this kernel */ }
-    if (theirs !== ours) {
-      out.push({
-        pid,
-        kind: `${ns} namespace`,
-        message:
-          `pid ${pid} is in another ${ns} namespace (${theirs}); namespaces cannot be dumped yet: ` +
-          `dump only tasks in ckpt's own`,
-      });
-    }
-  }
+  out.push(...namespaceBlockers(pid, rootPid));
   return out;
 }
 

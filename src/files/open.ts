@@ -49,6 +49,9 @@ export class OpenedFiles {
   private readonly runners: (() => void)[] = [];
   /** Files some task has already run its taskOps for. */
   private readonly held = new Set<number>();
+  /** Files opened only once the root's namespaces exist: the placeholder
+   * ckpt holds at their number meanwhile. */
+  private readonly deferredOnes: { placeholder: number; f: FileEntry; where: string }[] = [];
   private task: TaskCore | undefined;
   private readonly tasks: Map<number, TaskCore>;
   /** What every path restore opens is checked against. */
@@ -154,6 +157,25 @@ export class OpenedFiles {
     return ops;
   }
 
+  /** The placeholders of deferred files, in the order openDeferred opens them. */
+  get placeholders(): number[] {
+    return this.deferredOnes.map((d) => d.placeholder);
+  }
+
+  /** Opens the deferred files (the root's namespaces exist now), in the
+   * order of `placeholders`; the caller sends them to the root and closes
+   * them. */
+  openDeferred(): number[] {
+    const out: number[] = [];
+    try {
+      for (const d of this.deferredOnes) out.push(kindOf(d.f)!.open(d.f, this.ctx, d.where));
+    } catch (err) {
+      for (const n of out) fdops.close(n);
+      throw err;
+    }
+    return out;
+  }
+
   /** Every task is restored and stopped; the tree is about to run. */
   beforeRun(): void {
     for (const fn of this.runners.splice(0)) fn();
@@ -166,6 +188,7 @@ export class OpenedFiles {
     this.kept.length = 0;
     this.locals.clear();
     this.runners.length = 0;
+    this.deferredOnes.length = 0;
   }
 
   private open(f: FileEntry, where: string): number {
@@ -176,6 +199,11 @@ export class OpenedFiles {
     if (inherited !== undefined) {
       log.info(`${where}: using inherited fd ${inherited} for ${key}`);
       return fdops.dupAbove(inherited, 100);
+    }
+    if (kind.deferred?.(f)) {
+      const placeholder = fdops.open("/dev/null", O.RDONLY | O.CLOEXEC);
+      this.deferredOnes.push({ placeholder, f, where });
+      return placeholder;
     }
     return kind.open(f, this.ctx, where);
   }

@@ -12,6 +12,8 @@ import {
   InventorySchema,
   type MmImage,
   MmImageSchema,
+  type NamespacesImage,
+  NamespacesImageSchema,
   type PagemapImage,
   PagemapImageSchema,
   type TaskCore,
@@ -21,6 +23,7 @@ import { decodeImage, encodeImage, ImageKind } from "./format.ts";
 
 export const INVENTORY = "inventory.img";
 export const FILES = "files.img";
+export const NAMESPACES = "namespaces.img";
 export const coreName = (pid: number) => `core-${pid}.img`;
 export const mmName = (pid: number) => `mm-${pid}.img`;
 export const pagemapName = (pid: number) => `pagemap-${pid}.img`;
@@ -128,6 +131,11 @@ export class ImageDir {
   }
   readFiles(): FilesImage {
     return this.read(FILES, ImageKind.Files, FilesImageSchema);
+  }
+  /** namespaces.img, absent from dumps made before it existed. */
+  readNamespaces(): NamespacesImage | undefined {
+    if (!this.exists(NAMESPACES)) return undefined;
+    return this.read(NAMESPACES, ImageKind.Namespaces, NamespacesImageSchema);
   }
   readFdTable(pid: number): FdTable {
     return this.read(fdName(pid), ImageKind.FdTable, FdTableSchema);

@@ -8,10 +8,20 @@ import {
   FilesImageSchema,
   InventorySchema,
   MmImageSchema,
+  NamespacesImageSchema,
   PagemapImageSchema,
   TaskCoreSchema,
 } from "../gen/ckpt/images_pb.ts";
-import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
+import {
+  coreName,
+  fdName,
+  FILES,
+  INVENTORY,
+  mmName,
+  NAMESPACES,
+  pagemapName,
+  pagesName,
+} from "./dir.ts";
 import { ImageKind } from "./format.ts";
 
 export interface KindInfo {
@@ -30,6 +40,7 @@ export const KINDS = {
   [ImageKind.Pages]: { file: pagesName },
   [ImageKind.FdTable]: { schema: FdTableSchema, file: fdName },
   [ImageKind.UnixSockets]: {},
+  [ImageKind.Namespaces]: { schema: NamespacesImageSchema, file: NAMESPACES },
 } satisfies Record<ImageKind, KindInfo>;
 
 const ROWS = Object.entries(KINDS).map(([k, info]) => ({

@@ -11,6 +11,8 @@ import {
   type Inventory,
   InventorySchema,
   MmImageSchema,
+  type NamespacesImage,
+  NamespacesImageSchema,
   type PagemapImage,
   PagemapImageSchema,
   TaskCoreSchema,
@@ -21,7 +23,17 @@ import { fd as fdops, O } from "../native/mod.ts";
 import { log } from "../util/log.ts";
 import { inParallel } from "../util/pool.ts";
 import { crc32c, crc32cCombine } from "./crc32c.ts";
-import { coreName, fdName, FILES, INVENTORY, mmName, pagemapName, pagesName } from "./dir.ts";
+import {
+  coreName,
+  fdName,
+  FILES,
+  INVENTORY,
+  mmName,
+  NAMESPACES,
+  pagemapName,
+  pagesName,
+} from "./dir.ts";
+import { validateNamespaces } from "../ns/validate.ts";
 import { decodeImage, ImageKind, PAGE_SIZE, pagesHeader } from "./format.ts";
 import { type TaskImages, validateImages, validateInventory, validatePagemap } from "./validate.ts";
 
@@ -31,6 +43,8 @@ export interface ImageSet {
   inv: Inventory;
   files: Map<number, FileEntry>;
   tasks: Map<number, TaskImages>;
+  /** namespaces.img, when the dump has one. */
+  ns?: NamespacesImage;
 }
 
 /** Where parseImageSet gets bytes from: the disk, or the fuzz test's memory. */
@@ -125,7 +139,21 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
     tasks,
     (pid, part) => src.size(pagesName(pid, part)),
   );
-  return { inv, files, tasks };
+  const ns = inv.files.some((f) => f.name === NAMESPACES)
+    ? decode(
+      dir,
+      src,
+      NAMESPACES,
+      ImageKind.Namespaces,
+      (b) => fromBinary(NamespacesImageSchema, b),
+    )
+    : undefined;
+  if (ns) {
+    validateNamespaces(ns, (why) => {
+      throw new ImageError(`${dir}/${NAMESPACES}`, why);
+    });
+  }
+  return { inv, files, tasks, ns };
 }
 
 /** Every file the inventory lists, against its size and (but for the pages

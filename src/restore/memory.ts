@@ -20,6 +20,7 @@ import type { PageFill, PlanVma, SpecialMove } from "./plan_buffer.ts";
 import { type Authority, type CheckPolicy, expectOf, openForKernelAs } from "../files/authority.ts";
 import { S_IF } from "../native/fsops.ts";
 import { EXTERNAL_FILL_MIN } from "./fill.ts";
+import { attachRange, type SysvAttach, sysvAttaches } from "../ns/sysv_vma.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_GROWSDOWN = 0x100;
@@ -41,6 +42,8 @@ export interface MemoryPlan {
   specials: SpecialMove[];
   /** Every range the task will occupy, sorted, for choosing the region. */
   occupied: [bigint, bigint][];
+  /** System V shared memory, attached again by the task itself. */
+  sysv: SysvAttach[];
 }
 
 /** Per run: whether a lazy restore serves it after the task runs. Only
@@ -122,7 +125,14 @@ export function planMemory(
     return n;
   };
 
-  const out: MemoryPlan = { vmas: [], fills: [], lazyFills: [], specials: [], occupied: [] };
+  const out: MemoryPlan = {
+    vmas: [],
+    fills: [],
+    lazyFills: [],
+    specials: [],
+    occupied: [],
+    sysv: sysvAttaches(vmas.filter((v) => v.kind === VmaKind.VMA_SYSV_SHM)),
+  };
   const filled = new Set<bigint>();
   const lazyVmas = new Set<bigint>();
   const served = lazy ? lazyRuns(vmas, pieces) : [];
@@ -191,10 +201,14 @@ export function planMemory(
       case VmaKind.VMA_VSYSCALL:
         out.occupied.pop();
         break;
+      case VmaKind.VMA_SYSV_SHM:
+        break; // its whole attach is occupied, below
+
       default:
         specialsWanted.push(v);
     }
   }
+  for (const a of out.sysv) out.occupied.push(attachRange(a));
   out.specials = planSpecials(pid, specialsWanted);
   out.occupied.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   return out;

@@ -6,8 +6,8 @@
 import { sleepSync } from "../util/sleep.ts";
 import { type PreDumpSet, readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
-import { RestoreError } from "../errors.ts";
-import { ImageDir } from "../images/dir.ts";
+import { ImageError, RestoreError } from "../errors.ts";
+import { ImageDir, NAMESPACES } from "../images/dir.ts";
 import type { ImageSet } from "../images/verify.ts";
 import {
   fd as fdops,
@@ -44,6 +44,13 @@ import { hasSeccomp } from "./seccomp.ts";
 import type { Born } from "../files/ctty.ts";
 import { CHILD, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
 import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
+import { NamespacePlan } from "../ns/plan.ts";
+import { validateNamespaces } from "../ns/validate.ts";
+import { levelsOf, pidAsSeenBy, setTidOf } from "../ns/pid.ts";
+import { inNamespacesOf } from "../ns/enter.ts";
+import { TaskIds } from "../ns/ids.ts";
+import { CLONE_NEWPID, sendFds } from "../native/ns.ts";
+import { SOCK, unixsk } from "../native/unixsk.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -72,6 +79,10 @@ export interface RestoreOptions {
    * Throwing fails the restore (but for post-resume: the tree already runs,
    * so that failure is only logged). */
   notify?: Notify;
+  /** --time-ns: restore a tree that shared ckpt's time namespace into a new
+   * one whose CLOCK_MONOTONIC and CLOCK_BOOTTIME go on from their values at
+   * dump (a tree with a time namespace of its own always gets one). */
+  timeNs?: boolean;
 }
 
 export interface Restored {
@@ -119,13 +130,23 @@ export async function restore(
     return { core, mm: dir.readMm(p), pagemap: dir.readPagemap(p), fds: dir.readFdTable(p) };
   });
   const files = checked?.files ?? new Map(dir.readFiles().files.map((f) => [f.id, f]));
+  const nsImage = checked ? checked.ns : dir.readNamespaces();
+  if (nsImage && !checked) {
+    validateNamespaces(nsImage, (why) => {
+      throw new ImageError(dir.file(NAMESPACES), why);
+    });
+  }
+  const ns = NamespacePlan.of(nsImage, { timeNs: opts.timeNs });
+  const cores = new Map(tasks.map((t) => [t.core.pid, t.core]));
   const chain = checked?.chain ?? readChain(opts.dir, inv);
   const shellJob = !!(opts.shellJob || inv.shellJob);
   if (inv.shellJob && !opts.shellJob) {
     log.info("dumped with --shell-job: restoring into this session");
   }
   requireRestoreCapabilities(tasks.some((t) => !ownIds(t.core)));
-  for (const t of tasks) refuseTaken(t.core.pid);
+  // In a user namespace of their own, only the root gets its pid at ckpt's
+  // level; the others keep theirs inside and get any one here.
+  for (const t of ns.freeOuterPids ? tasks.slice(0, 1) : tasks) refuseTaken(t.core.pid);
   if (tasks[0].core.zombie) {
     throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
   }
@@ -144,6 +165,7 @@ export async function restore(
   const parentFds: number[] = [];
   const started = new Set<number>();
   let status: [number, number] | undefined;
+  let late: [number, number] | undefined;
   try {
     const live = tasks.filter((t) => !t.core.zombie);
     const index = new Map(live.map((t, i) => [t.core.pid, i]));
@@ -155,7 +177,10 @@ export async function restore(
     for (const t of live) {
       const children = (sessions.forks.get(t.core.pid) ?? []).map((e): PlanChild => {
         const c = e.kind === "task" ? tasks.find((x) => x.core.pid === e.pid)!.core : undefined;
-        const clone = (c?.sharesFiles ? CLONE_FILES : 0) | (c?.sharesFs ? CLONE_FS : 0);
+        // A zombie too is forked with its pid at every level; a ghost takes any.
+        const own = e.kind === "ghost" ? undefined : cores.get(e.pid);
+        const clone = (c?.sharesFiles ? CLONE_FILES : 0) | (c?.sharesFs ? CLONE_FS : 0) |
+          (own && levelsOf(own).length > levelsOf(t.core).length ? CLONE_NEWPID : 0);
         if (clone && (e.forker !== -1 || e.when !== "normal")) {
           throw new RestoreError(
             `pid ${e.pid} shares its parent's fd table or fs info and must be forked by a helper; this cannot be restored`,
@@ -171,9 +196,11 @@ export async function restore(
           flags: (e.setsid ? CHILD.SETSID : 0) | (e.setpgid ? CHILD.SETPGID : 0) |
             (e.joinPgid ? CHILD.JOIN_PGID : 0) | (e.when === "early" ? CHILD.EARLY : 0) |
             (e.when === "prejoin" ? CHILD.PREJOIN : 0),
-          pgid: e.joinPgid,
+          // A group its forker (a helper in its namespace) joins, as seen there.
+          pgid: e.joinPgid ? pidAsSeenBy(e.joinPgid, t.core, cores) : 0,
           forker: e.forker,
           comm: e.comm,
+          tids: own ? setTidOf(levelsOf(own), ns.freeOuterPids) : [],
         };
       });
       const sharedParent = t.core.sharesFiles ? built.get(t.core.ppid) : undefined;
@@ -193,8 +220,19 @@ export async function restore(
           sharedParent,
           session: sessions.self.get(t.core.pid),
           born: bornOf(sessions, t.core.pid, tasks),
+          tree: cores,
+          ns,
         }, chain),
       );
+    }
+    // Files that only exist once the root's namespaces do: the root takes
+    // them from ckpt at its first stop and puts them at their placeholders.
+    const placeholders = opened.placeholders;
+    if (placeholders.length) {
+      late = unixsk.pair(SOCK.SEQPACKET);
+      const rootPlan = built.get(pid)!.plan;
+      rootPlan.lateFds = placeholders;
+      rootPlan.lateSock = late[1];
     }
     const plans = live.map((t) => {
       const b = built.get(t.core.pid)!;
@@ -204,9 +242,23 @@ export async function restore(
     });
     const tree = encodeTree(plans);
 
+    // What ckpt puts in the root's new namespaces while the root waits at
+    // its first stop (or, seized, before it is let go).
+    const fillNamespaces = (r: number) => {
+      ns.fill(r);
+      if (!late) return;
+      const fds = inNamespacesOf(r, ns.enterable, () => opened.openDeferred());
+      try {
+        sendFds(late[0], fds);
+      } finally {
+        for (const n of fds) fdops.close(n);
+      }
+    };
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;
     try {
+      // A sibling root is seized, not stopped: its namespaces are filled
+      // before it is let go.
       root = restoreSpawn(
         tree,
         pid,
@@ -216,8 +268,14 @@ export async function restore(
             seizeOptions: live.some((t) => hasSeccomp(t.core))
               ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
               : SEIZE_TREE_OPTIONS,
+            ready: fillNamespaces,
           }
           : undefined,
+        {
+          cloneFlags: ns.cloneFlags,
+          setTid: setTidOf(levelsOf(tasks[0].core)),
+          groups: ns.rootGroups(tasks[0].core.creds?.groups ?? []),
+        },
       );
     } catch (err) {
       if (err instanceof NativeError && err.errno === 17) {
@@ -242,7 +300,8 @@ export async function restore(
       ...tasks.filter((t) => t.core.zombie).map((t) => t.core.pid),
       ...sessions.ghosts,
     ]);
-    const servers = new LazyServers(live.map((t) => t.core.pid));
+    const ids = new TaskIds(tasks.map((t) => t.core), ns.freeOuterPids);
+    const servers = new LazyServers(() => live.map((t) => ids.realOf(t.core.pid)));
     let tForked = 0;
     const ready = await superviseRestorers(
       root,
@@ -258,6 +317,8 @@ export async function restore(
         seized: opts.sibling,
         forked: () => tForked = performance.now(),
         seccomp: live.some((t) => hasSeccomp(t.core)),
+        onRootStop: fillNamespaces,
+        ids,
       },
     );
     const tReady = performance.now();
@@ -265,7 +326,8 @@ export async function restore(
     notify("post-restore", pid);
     notify("pre-resume");
     opened.beforeRun();
-    for (const t of live) finish(t.core, ready.get(t.core.pid)!);
+    ns.beforeRun();
+    for (const t of live) finish(t.core, ready.get(t.core.pid)!, ids);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
     const firstInstructionMs = performance.now() - t0;
     log.info(
@@ -313,6 +375,8 @@ export async function restore(
   } finally {
     opened.closeAll();
     shmem.closeAll();
+    ns.close();
+    if (late) { for (const n of late) fdops.close(n); }
     for (const n of parentFds) fdops.close(n);
     if (status) { for (const n of status) if (n >= 0) fdops.close(n); }
   }

@@ -46,6 +46,9 @@ import type { RestoreOptions, TaskImages } from "./restore.ts";
 import type { SelfSession } from "./sessions.ts";
 import { seccompOps } from "./seccomp.ts";
 import { waitOps } from "./waits.ts";
+import type { NamespacePlan } from "../ns/plan.ts";
+import { pidAsSeenBy, setTidOf } from "../ns/pid.ts";
+import { attachOps, checkHostSegment } from "../ns/sysv_vma.ts";
 import type { ExternalFill, PagesSource } from "./drive.ts";
 
 export interface TreePlace {
@@ -58,6 +61,11 @@ export interface TreePlace {
   session?: SelfSession;
   /** Who forks it and when (sessions.ts): the terminal it is born with. */
   born?: Born;
+  /** Every task of the tree by pid (to name pids as a task in a PID
+   * namespace sees them). */
+  tree?: Map<number, TaskCore>;
+  /** The namespaces the root is restored into. */
+  ns?: NamespacePlan;
 }
 
 /** The pages files a task's memory comes from, numbered as its pieces'
@@ -181,6 +189,11 @@ export function taskPlan(
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;
+  for (const a of mem.sysv) {
+    if (place.ns?.ownsIpc) place.ns.checkSegment(pid, a);
+    else checkHostSegment(pid, a);
+    plan.ops.push(...attachOps(a));
+  }
   const others = sources.others;
   if (mem.lazyFills.length) {
     plan.flags |= FLAG_LAZY;
@@ -256,12 +269,20 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
     joinPgid: 0,
     subreaper: core.childSubreaper,
   };
-  let flags = place.root ? FLAG_ROOT : 0;
+  let flags = (place.root ? FLAG_ROOT : 0) | (place.ns?.taskFlags(place.root) ?? 0);
   if (session.setsid) flags |= FLAG_SETSID;
   if (session.setpgid) flags |= FLAG_SETPGID;
   if (session.joinPgid) flags |= FLAG_JOIN_PGID;
   if (session.subreaper) flags |= FLAG_SUBREAPER;
-  const joinPgid = session.joinPgid;
+  // Pids the task itself hands to the kernel are its own namespace's.
+  const tree = place.tree ?? new Map([[pid, core]]);
+  const joinPgid = session.joinPgid ? pidAsSeenBy(session.joinPgid, core, tree) : 0;
+  if (session.joinPgid && !joinPgid) {
+    throw new RestoreError(
+      `pid ${pid} was in process group ${session.joinPgid}, outside its PID namespace; this ` +
+        `cannot be restored`,
+    );
+  }
   const ours = new Map(readLimits("self").map((l) => [l.resource, l.max]));
   const rlimits = core.rlimits.map((l) => {
     const cap = ours.get(l.resource) ?? l.max;
@@ -279,6 +300,7 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
   });
   // The main thread's own credentials (older images: the task's).
   const c = t.creds ?? core.creds!;
+  const ids = place.ns?.creds(pid, c) ?? c;
   const m = core.mm!;
   return {
     flags,
@@ -303,7 +325,7 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
         th.pending.map((s) => ({ tid: th.tid, signo: s.signo, info: s.siginfo }))
       ),
     ],
-    groups: c.groups,
+    groups: ids.groups,
     auxv: m.auxv,
     rlimits,
     altstack: { sp: t.altstackSp, size: t.altstackSize, flags: t.altstackFlags },
@@ -324,8 +346,8 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
     }),
     mm: m,
     comm: t.comm || core.comm,
-    uids: c.uids,
-    gids: c.gids,
+    uids: ids.uids,
+    gids: ids.gids,
     caps: { eff: c.capEff, prm: c.capPrm, inh: c.capInh, bnd: c.capBnd, amb: c.capAmb },
     noNewPrivs: t.noNewPrivs,
     dumpable: c.dumpable ? 1 : 0,
@@ -337,7 +359,11 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
       robust: { head: th.robustHead, len: th.robustLen },
       rseq: { addr: th.rseqAddr, len: th.rseqLen, sig: th.rseqSig },
       comm: th.comm,
-      creds: threadCreds(th.creds ?? c, th.noNewPrivs),
+      creds: threadCreds(
+        { ...(th.creds ?? c), ...place.ns?.creds(pid, th.creds ?? c) },
+        th.noNewPrivs,
+      ),
+      tids: setTidOf(th.nsTids, place.ns?.freeOuterPids),
     })),
     joinPgid,
     ops: [],

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIrgDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgi9gEKCE1tRmllbGRzEhIKCnN0YXJ0X2NvZGUYASABKAQSEAoIZW5kX2NvZGUYAiABKAQSEgoKc3RhcnRfZGF0YRgDIAEoBBIQCghlbmRfZGF0YRgEIAEoBBIRCglzdGFydF9icmsYBSABKAQSCwoDYnJrGAYgASgEEhMKC3N0YXJ0X3N0YWNrGAcgASgEEhEKCWFyZ19zdGFydBgIIAEoBBIPCgdhcmdfZW5kGAkgASgEEhEKCWVudl9zdGFydBgKIAEoBBIPCgdlbnZfZW5kGAsgASgEEgwKBGF1eHYYDCABKAwSEwoLZXhlX2ZpbGVfaWQYDSABKA0iwgUKCFRhc2tDb3JlEgsKA3BpZBgBIAEoBRIMCgRwcGlkGAIgASgFEgwKBHBnaWQYAyABKAUSCwoDc2lkGAQgASgFEgwKBGNvbW0YBSABKAkSCwoDZXhlGAYgASgJEiEKB3RocmVhZHMYByADKAsyEC5ja3B0LlRocmVhZENvcmUSIwoKc2lnYWN0aW9ucxgIIAMoCzIPLmNrcHQuU2lnQWN0aW9uEioKDnNoYXJlZF9wZW5kaW5nGAkgAygLMhIuY2twdC5RdWV1ZWRTaWduYWwSHQoHaXRpbWVycxgKIAMoCzIMLmNrcHQuSVRpbWVyEhMKC3BlcnNvbmFsaXR5GAsgASgNEg0KBXVtYXNrGAwgASgNEhEKCXBkZWF0aHNpZxgNIAEoBRIdCgdybGltaXRzGA4gAygLMgwuY2twdC5SbGltaXQSGgoFY3JlZHMYDyABKAsyCy5ja3B0LkNyZWRzEhMKC2N3ZF9maWxlX2lkGBAgASgNEhQKDHJvb3RfZmlsZV9pZBgRIAEoDRIaCgJtbRgSIAEoCzIOLmNrcHQuTW1GaWVsZHMSEwoLZXhpdF9zaWduYWwYEyABKAUSDgoGem9tYmllGBQgASgIEhMKC2V4aXRfc3RhdHVzGBUgASgFEhQKDHNoYXJlc19maWxlcxgWIAEoCBIRCglzaGFyZXNfZnMYFyABKAgSJgoMcG9zaXhfdGltZXJzGCggAygLMhAuY2twdC5Qb3NpeFRpbWVyEiUKDG1sb2NrX2Z1dHVyZRgpIAEoDjIPLmNrcHQuTWxvY2tNb2RlEg4KBnR0eV9uchgqIAEoDRIQCgh0dHlfcGdycBgrIAEoBRIsCg9zZWNjb21wX2ZpbHRlcnMYGCADKAsyEy5ja3B0LlNlY2NvbXBGaWx0ZXISFwoPY2hpbGRfc3VicmVhcGVyGBkgASgIItcBCgpQb3NpeFRpbWVyEgoKAmlkGAEgASgFEhAKCGNsb2NrX2lkGAIgASgFEg0KBXNpZ25vGAMgASgNEhMKC3NpZ2V2X3ZhbHVlGAQgASgEEg4KBm5vdGlmeRgFIAEoDRISCgpub3RpZnlfdGlkGAYgASgFEhEKCXZhbHVlX3NlYxgHIAEoAxISCgp2YWx1ZV9uc2VjGAggASgDEhQKDGludGVydmFsX3NlYxgJIAEoAxIVCg1pbnRlcnZhbF9uc2VjGAogASgDEg8KB292ZXJydW4YCyABKAUi8wEKA1ZtYRINCgVzdGFydBgBIAEoBBILCgNlbmQYAiABKAQSDAoEcHJvdBgDIAEoDRIbCgRraW5kGAQgASgOMg0uY2twdC5WbWFLaW5kEg8KB2ZpbGVfaWQYBSABKA0SDQoFcGdvZmYYBiABKAQSDAoEbmFtZRgHIAEoCRIRCglncm93c2Rvd24YCCABKAgSEAoIc2htZW1faWQYCSABKA0SEgoKc2htZW1fc2l6ZRgKIAEoBBIOCgZhZHZpY2UYFCABKA0SHgoFbWxvY2sYFSABKA4yDy5ja3B0Lk1sb2NrTW9kZRIOCgZzZWFsZWQYFiABKAgiLwoHTW1JbWFnZRILCgNwaWQYASABKAUSFwoEdm1hcxgCIAMoCzIJLmNrcHQuVm1hInAKB1BhZ2VSdW4SDQoFdmFkZHIYASABKAQSEAoIbnJfcGFnZXMYAiABKAQSEwoLZmlsZV9vZmZzZXQYAyABKAQSDgoGY3JjMzJjGAQgASgNEhEKCWluX3BhcmVudBgFIAEoCBIMCgRwYXJ0GAYgASgNIpgBCgxQYWdlbWFwSW1hZ2USCwoDcGlkGAEgASgFEhIKCnBhZ2VzX2ZpbGUYAiABKAkSGwoEcnVucxgDIAMoCzINLmNrcHQuUGFnZVJ1bhITCgtydW5zX2NyYzMyYxgEIAEoCBImCgh0cmFja2luZxgFIAEoCzIULmNrcHQuTWVtb3J5VHJhY2tpbmcSDQoFcGFydHMYBiABKA0iPwoOTWVtb3J5VHJhY2tpbmcSCgoCZmQYASABKAUSDQoFaW5vZGUYAiABKAQSEgoKc3RhcnRfdGltZRgDIAEoBCLjAQoHUmVnRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBBIMCgRzaXplGAQgASgEEhAKCG10aW1lX25zGAUgASgDEgwKBG1vZGUYBiABKA0SDwoHZGVsZXRlZBgHIAEoCBIPCgdjb250ZW50GAggASgMEgsKA2RldhgJIAEoBBILCgNpbm8YCiABKAQSEAoDdWlkGAsgASgNSACIAQESEAoDZ2lkGAwgASgNSAGIAQESEAoIYnRpbWVfbXMYDSABKANCBgoEX3VpZEIGCgRfZ2lkIqEBCghQaXBlRmlsZRIQCghwaXBlX2lubxgBIAEoBBINCgVmbGFncxgCIAEoDRIRCgl3cml0ZV9lbmQYAyABKAgSDAoEZGF0YRgEIAEoDBIMCgRwYXRoGAUgASgJEgwKBHNpemUYBiABKA0SGAoQb3RoZXJfZW5kX2Nsb3NlZBgHIAEoCBILCgNkZXYYCCABKAQSEAoIYnRpbWVfbXMYCSABKAMiPgoLRXZlbnRGZEZpbGUSDQoFY291bnQYASABKAQSDQoFZmxhZ3MYAiABKA0SEQoJc2VtYXBob3JlGAMgASgIIjQKB0NockZpbGUSDAoEcGF0aBgBIAEoCRINCgVmbGFncxgCIAEoDRIMCgRyZGV2GAMgASgNImkKDFdhdGNoZWRJbm9kZRIMCgRwYXRoGAEgASgJEgsKA2RldhgCIAEoBBILCgNpbm8YAyABKAQSDAoEc2RldhgEIAEoDRITCgtoYW5kbGVfdHlwZRgFIAEoDRIOCgZoYW5kbGUYBiABKAwiSwoMSW5vdGlmeVdhdGNoEgoKAndkGAEgASgFEgwKBG1hc2sYAiABKA0SIQoFaW5vZGUYAyABKAsyEi5ja3B0LldhdGNoZWRJbm9kZSJBCgtJbm90aWZ5RmlsZRINCgVmbGFncxgBIAEoDRIjCgd3YXRjaGVzGAIgAygLMhIuY2twdC5Jbm90aWZ5V2F0Y2givQEKDEZhbm90aWZ5TWFyaxIkCgRraW5kGAEgASgOMhYuY2twdC5GYW5vdGlmeU1hcmtLaW5kEg4KBm1mbGFncxgCIAEoDRIMCgRtYXNrGAMgASgNEhQKDGlnbm9yZWRfbWFzaxgEIAEoDRIhCgVpbm9kZRgFIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlEg4KBm1udF9pZBgGIAEoDRISCgptb3VudF9wYXRoGAcgASgJEgwKBHNkZXYYCCABKA0iaQoMRmFub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEhIKCmluaXRfZmxhZ3MYAiABKA0SEwoLZXZlbnRfZmxhZ3MYAyABKA0SIQoFbWFya3MYBCADKAsyEi5ja3B0LkZhbm90aWZ5TWFyayJcCgtFcG9sbFRhcmdldBILCgN0ZmQYASABKAUSDgoGZXZlbnRzGAIgASgNEgwKBGRhdGEYAyABKAQSDwoHZmlsZV9pZBgEIAEoDRIRCglyZWFkeV9ub3cYBSABKA0iPgoJRXBvbGxGaWxlEg0KBWZsYWdzGAEgASgNEiIKB3RhcmdldHMYAiADKAsyES5ja3B0LkVwb2xsVGFyZ2V0IowBCgtUaW1lckZkRmlsZRIPCgdjbG9ja2lkGAEgASgFEg0KBWZsYWdzGAIgASgNEhUKDXNldHRpbWVfZmxhZ3MYAyABKA0SDQoFdGlja3MYBCABKAQSEAoIdmFsdWVfbnMYBSABKAQSEwoLaW50ZXJ2YWxfbnMYBiABKAQSEAoIY2xvY2tfbnMYByABKAQiLgoMU2lnbmFsRmRGaWxlEg8KB3NpZ21hc2sYASABKAQSDQoFZmxhZ3MYAiABKA0ifwoHVGVybWlvcxINCgVpZmxhZxgBIAEoDRINCgVvZmxhZxgCIAEoDRINCgVjZmxhZxgDIAEoDRINCgVsZmxhZxgEIAEoDRIMCgRsaW5lGAUgASgNEgoKAmNjGAYgASgMEg4KBmlzcGVlZBgHIAEoDRIOCgZvc3BlZWQYCCABKA0iOAoIVHR5Q2h1bmsSDAoEZGF0YRgBIAEoDBIeCgNlbmQYAiABKA4yES5ja3B0LlR0eUNodW5rRW5kIsYCCghQdHlTdGF0ZRIeCgd0ZXJtaW9zGAEgASgLMg0uY2twdC5UZXJtaW9zEhYKDmxvY2tlZF90ZXJtaW9zGAIgASgMEgwKBHJvd3MYAyABKA0SDAoEY29scxgEIAEoDRIOCgZ4cGl4ZWwYBSABKA0SDgoGeXBpeGVsGAYgASgNEg4KBmxvY2tlZBgHIAEoCBIOCgZwYWNrZXQYCCABKAgSEwoLbWFzdGVyX2V4Y2wYCSABKAgSEgoKc2xhdmVfZXhjbBgKIAEoCBIdCgVpbnB1dBgLIAMoCzIOLmNrcHQuVHR5Q2h1bmsSDgoGb3V0cHV0GAwgASgMEhQKDHNsYXZlX2Nsb3NlZBgNIAEoCBISCgpzbGF2ZV9tb2RlGA4gASgNEhEKCXNsYXZlX3VpZBgPIAEoDRIRCglzbGF2ZV9naWQYECABKA0ixQEKB1R0eUZpbGUSGwoEcm9sZRgBIAEoDjINLmNrcHQuVHR5Um9sZRIMCgRwYXRoGAIgASgJEg0KBWZsYWdzGAMgASgNEg0KBWluZGV4GAQgASgNEgwKBHJkZXYYBSABKAQSGwoDcHR5GAYgASgLMg4uY2twdC5QdHlTdGF0ZRIiCgtqb2JfdGVybWlvcxgHIAEoCzINLmNrcHQuVGVybWlvcxIQCghqb2Jfcm93cxgIIAEoDRIQCghqb2JfY29scxgJIAEoDSKUBAoJRmlsZUVudHJ5EgoKAmlkGAEgASgNEhwKBGtpbmQYAiABKA4yDi5ja3B0LkZpbGVLaW5kEhoKA3JlZxgDIAEoCzINLmNrcHQuUmVnRmlsZRIcCgRwaXBlGAQgASgLMg4uY2twdC5QaXBlRmlsZRIiCgdldmVudGZkGAUgASgLMhEuY2twdC5FdmVudEZkRmlsZRIaCgNjaHIYBiABKAsyDS5ja3B0LkNockZpbGUSIgoEdW5peBgHIAEoCzIULmNrcHQuVW5peFNvY2tldEZpbGUSIgoHaW5vdGlmeRgUIAEoCzIRLmNrcHQuSW5vdGlmeUZpbGUSJAoIZmFub3RpZnkYFSABKAsyEi5ja3B0LkZhbm90aWZ5RmlsZRIlCgh1bmxpbmtlZBgWIAEoCzITLmNrcHQuVW5saW5rZWRJbm9kZRIpCg11bmxpbmtlZF9vcGVuGBcgASgLMhIuY2twdC5VbmxpbmtlZE9wZW4SHgoFZXBvbGwYHiABKAsyDy5ja3B0LkVwb2xsRmlsZRIiCgd0aW1lcmZkGB8gASgLMhEuY2twdC5UaW1lckZkRmlsZRIkCghzaWduYWxmZBggIAEoCzISLmNrcHQuU2lnbmFsRmRGaWxlEhoKA3R0eRgQIAEoCzINLmNrcHQuVHR5RmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJKkAKCU1sb2NrTW9kZRIOCgpNTE9DS19OT05FEAASEAoMTUxPQ0tfTE9DS0VEEAESEQoNTUxPQ0tfT05GQVVMVBACKqIBCgdWbWFLaW5kEhQKEFZNQV9BTk9OX1BSSVZBVEUQABITCg9WTUFfQU5PTl9TSEFSRUQQARIUChBWTUFfRklMRV9QUklWQVRFEAISEwoPVk1BX0ZJTEVfU0hBUkVEEAMSDAoIVk1BX1ZEU08QBBIMCghWTUFfVlZBUhAFEhMKD1ZNQV9WVkFSX1ZDTE9DSxAGEhAKDFZNQV9WU1lTQ0FMTBAHKoYCCghGaWxlS2luZBIMCghGSUxFX1JFRxAAEgwKCEZJTEVfRElSEAESDAoIRklMRV9DSFIQAhINCglGSUxFX1BJUEUQAxINCglGSUxFX0ZJRk8QBBIQCgxGSUxFX0VWRU5URkQQBRINCglGSUxFX1VOSVgQBhIQCgxGSUxFX0lOT1RJRlkQFBIRCg1GSUxFX0ZBTk9USUZZEBUSEQoNRklMRV9VTkxJTktFRBAWEhYKEkZJTEVfVU5MSU5LRURfT1BFThAXEg4KCkZJTEVfRVBPTEwQHhIQCgxGSUxFX1RJTUVSRkQQHxIRCg1GSUxFX1NJR05BTEZEECASDAoIRklMRV9UVFkQECpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqOAoITG9ja0tpbmQSDgoKTE9DS19QT1NJWBAAEg4KCkxPQ0tfRkxPQ0sQARIMCghMT0NLX09GRBACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIskDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgSDwoHbnNfdGlkcxgVIAMoBSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLTBQoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFEiwKD3NlY2NvbXBfZmlsdGVycxgYIAMoCzITLmNrcHQuU2VjY29tcEZpbHRlchIXCg9jaGlsZF9zdWJyZWFwZXIYGSABKAgSDwoHbnNfcGlkcxgaIAMoBSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIoYCCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIEhEKCW1heV93cml0ZRgLIAEoCCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIuMBCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBBIQCgN1aWQYCyABKA1IAIgBARIQCgNnaWQYDCABKA1IAYgBARIQCghidGltZV9tcxgNIAEoA0IGCgRfdWlkQgYKBF9naWQioQEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIEgsKA2RldhgIIAEoBBIQCghidGltZV9tcxgJIAEoAyI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0iaQoMV2F0Y2hlZElub2RlEgwKBHBhdGgYASABKAkSCwoDZGV2GAIgASgEEgsKA2lubxgDIAEoBBIMCgRzZGV2GAQgASgNEhMKC2hhbmRsZV90eXBlGAUgASgNEg4KBmhhbmRsZRgGIAEoDCJLCgxJbm90aWZ5V2F0Y2gSCgoCd2QYASABKAUSDAoEbWFzaxgCIAEoDRIhCgVpbm9kZRgDIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlIkEKC0lub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEiMKB3dhdGNoZXMYAiADKAsyEi5ja3B0Lklub3RpZnlXYXRjaCK9AQoMRmFub3RpZnlNYXJrEiQKBGtpbmQYASABKA4yFi5ja3B0LkZhbm90aWZ5TWFya0tpbmQSDgoGbWZsYWdzGAIgASgNEgwKBG1hc2sYAyABKA0SFAoMaWdub3JlZF9tYXNrGAQgASgNEiEKBWlub2RlGAUgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUSDgoGbW50X2lkGAYgASgNEhIKCm1vdW50X3BhdGgYByABKAkSDAoEc2RldhgIIAEoDSJpCgxGYW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SEgoKaW5pdF9mbGFncxgCIAEoDRITCgtldmVudF9mbGFncxgDIAEoDRIhCgVtYXJrcxgEIAMoCzISLmNrcHQuRmFub3RpZnlNYXJrIlwKC0Vwb2xsVGFyZ2V0EgsKA3RmZBgBIAEoBRIOCgZldmVudHMYAiABKA0SDAoEZGF0YRgDIAEoBBIPCgdmaWxlX2lkGAQgASgNEhEKCXJlYWR5X25vdxgFIAEoDSI+CglFcG9sbEZpbGUSDQoFZmxhZ3MYASABKA0SIgoHdGFyZ2V0cxgCIAMoCzIRLmNrcHQuRXBvbGxUYXJnZXQijAEKC1RpbWVyRmRGaWxlEg8KB2Nsb2NraWQYASABKAUSDQoFZmxhZ3MYAiABKA0SFQoNc2V0dGltZV9mbGFncxgDIAEoDRINCgV0aWNrcxgEIAEoBBIQCgh2YWx1ZV9ucxgFIAEoBBITCgtpbnRlcnZhbF9ucxgGIAEoBBIQCghjbG9ja19ucxgHIAEoBCIuCgxTaWduYWxGZEZpbGUSDwoHc2lnbWFzaxgBIAEoBBINCgVmbGFncxgCIAEoDSJ/CgdUZXJtaW9zEg0KBWlmbGFnGAEgASgNEg0KBW9mbGFnGAIgASgNEg0KBWNmbGFnGAMgASgNEg0KBWxmbGFnGAQgASgNEgwKBGxpbmUYBSABKA0SCgoCY2MYBiABKAwSDgoGaXNwZWVkGAcgASgNEg4KBm9zcGVlZBgIIAEoDSI4CghUdHlDaHVuaxIMCgRkYXRhGAEgASgMEh4KA2VuZBgCIAEoDjIRLmNrcHQuVHR5Q2h1bmtFbmQixgIKCFB0eVN0YXRlEh4KB3Rlcm1pb3MYASABKAsyDS5ja3B0LlRlcm1pb3MSFgoObG9ja2VkX3Rlcm1pb3MYAiABKAwSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNEg4KBnhwaXhlbBgFIAEoDRIOCgZ5cGl4ZWwYBiABKA0SDgoGbG9ja2VkGAcgASgIEg4KBnBhY2tldBgIIAEoCBITCgttYXN0ZXJfZXhjbBgJIAEoCBISCgpzbGF2ZV9leGNsGAogASgIEh0KBWlucHV0GAsgAygLMg4uY2twdC5UdHlDaHVuaxIOCgZvdXRwdXQYDCABKAwSFAoMc2xhdmVfY2xvc2VkGA0gASgIEhIKCnNsYXZlX21vZGUYDiABKA0SEQoJc2xhdmVfdWlkGA8gASgNEhEKCXNsYXZlX2dpZBgQIAEoDSLFAQoHVHR5RmlsZRIbCgRyb2xlGAEgASgOMg0uY2twdC5UdHlSb2xlEgwKBHBhdGgYAiABKAkSDQoFZmxhZ3MYAyABKA0SDQoFaW5kZXgYBCABKA0SDAoEcmRldhgFIAEoBBIbCgNwdHkYBiABKAsyDi5ja3B0LlB0eVN0YXRlEiIKC2pvYl90ZXJtaW9zGAcgASgLMg0uY2twdC5UZXJtaW9zEhAKCGpvYl9yb3dzGAggASgNEhAKCGpvYl9jb2xzGAkgASgNIrYECglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSGgoDdHR5GBAgASgLMg0uY2twdC5UdHlGaWxlEiAKBm1xdWV1ZRgYIAEoCzIQLmNrcHQuTXF1ZXVlRmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIjoKCk1xdWV1ZUZpbGUSDAoEbmFtZRgBIAEoCRINCgVmbGFncxgCIAEoDRIPCgd0cmVlX25zGAMgASgIIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJIusBCg9OYW1lc3BhY2VzSW1hZ2USCwoDcGlkGAEgASgIEh8KA3V0cxgCIAEoCzISLmNrcHQuVXRzTmFtZXNwYWNlEh8KA2lwYxgDIAEoCzISLmNrcHQuSXBjTmFtZXNwYWNlEiEKBHRpbWUYBCABKAsyEy5ja3B0LlRpbWVOYW1lc3BhY2USIQoEdXNlchgFIAEoCzITLmNrcHQuVXNlck5hbWVzcGFjZRIlCgZjZ3JvdXAYBiABKAsyFS5ja3B0LkNncm91cE5hbWVzcGFjZRIcCgZjbG9ja3MYByABKAsyDC5ja3B0LkNsb2NrcyIzCgZDbG9ja3MSFAoMbW9ub3RvbmljX25zGAEgASgDEhMKC2Jvb3R0aW1lX25zGAIgASgDIjQKDFV0c05hbWVzcGFjZRIQCghob3N0bmFtZRgBIAEoCRISCgpkb21haW5uYW1lGAIgASgJIloKB0lwY1Blcm0SCwoDa2V5GAEgASgFEgsKA3VpZBgCIAEoDRILCgNnaWQYAyABKA0SDAoEY3VpZBgEIAEoDRIMCgRjZ2lkGAUgASgNEgwKBG1vZGUYBiABKA0iXwoHU3lzdlNobRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEgwKBHNpemUYAyABKAQSHQoEZGF0YRgEIAMoCzIPLmNrcHQuRGF0YVJhbmdlIkIKB1N5c3ZTZW0SCgoCaWQYASABKAUSGwoEcGVybRgCIAEoCzINLmNrcHQuSXBjUGVybRIOCgZ2YWx1ZXMYAyADKA0iJgoHU3lzdk1zZxINCgVtdHlwZRgBIAEoAxIMCgR0ZXh0GAIgASgMImgKDFN5c3ZNc2dRdWV1ZRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEg4KBnFieXRlcxgDIAEoBBIfCghtZXNzYWdlcxgEIAMoCzINLmNrcHQuU3lzdk1zZyIrCglNcU1lc3NhZ2USEAoIcHJpb3JpdHkYASABKA0SDAoEZGF0YRgCIAEoDCKHAQoLUG9zaXhNcXVldWUSDAoEbmFtZRgBIAEoCRIMCgRtb2RlGAIgASgNEgsKA3VpZBgDIAEoDRILCgNnaWQYBCABKA0SDgoGbWF4bXNnGAUgASgDEg8KB21zZ3NpemUYBiABKAMSIQoIbWVzc2FnZXMYByADKAsyDy5ja3B0Lk1xTWVzc2FnZSIlCgZTeXNjdGwSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSKqAQoMSXBjTmFtZXNwYWNlEhoKA3NobRgBIAMoCzINLmNrcHQuU3lzdlNobRIaCgNzZW0YAiADKAsyDS5ja3B0LlN5c3ZTZW0SHwoDbXNnGAMgAygLMhIuY2twdC5TeXN2TXNnUXVldWUSIgoHbXF1ZXVlcxgEIAMoCzIRLmNrcHQuUG9zaXhNcXVldWUSHQoHc3lzY3RscxgFIAMoCzIMLmNrcHQuU3lzY3RsIjoKDVRpbWVOYW1lc3BhY2USFAoMbW9ub3RvbmljX25zGAEgASgDEhMKC2Jvb3R0aW1lX25zGAIgASgDIjwKCklkTWFwUmFuZ2USDgoGaW5zaWRlGAEgASgNEg8KB291dHNpZGUYAiABKA0SDQoFY291bnQYAyABKA0ibQoNVXNlck5hbWVzcGFjZRIhCgd1aWRfbWFwGAEgAygLMhAuY2twdC5JZE1hcFJhbmdlEiEKB2dpZF9tYXAYAiADKAsyEC5ja3B0LklkTWFwUmFuZ2USFgoOc2V0Z3JvdXBzX2RlbnkYAyABKAgiLQoKQ2dyb3VwUm9vdBIRCgloaWVyYXJjaHkYASABKAkSDAoEcGF0aBgCIAEoCSIyCg9DZ3JvdXBOYW1lc3BhY2USHwoFcm9vdHMYASADKAsyEC5ja3B0LkNncm91cFJvb3QqQAoJTWxvY2tNb2RlEg4KCk1MT0NLX05PTkUQABIQCgxNTE9DS19MT0NLRUQQARIRCg1NTE9DS19PTkZBVUxUEAIqtAEKB1ZtYUtpbmQSFAoQVk1BX0FOT05fUFJJVkFURRAAEhMKD1ZNQV9BTk9OX1NIQVJFRBABEhQKEFZNQV9GSUxFX1BSSVZBVEUQAhITCg9WTUFfRklMRV9TSEFSRUQQAxIMCghWTUFfVkRTTxAEEgwKCFZNQV9WVkFSEAUSEwoPVk1BX1ZWQVJfVkNMT0NLEAYSEAoMVk1BX1ZTWVNDQUxMEAcSEAoMVk1BX1NZU1ZfU0hNEAgqlwIKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGEhAKDEZJTEVfSU5PVElGWRAUEhEKDUZJTEVfRkFOT1RJRlkQFRIRCg1GSUxFX1VOTElOS0VEEBYSFgoSRklMRV9VTkxJTktFRF9PUEVOEBcSDgoKRklMRV9FUE9MTBAeEhAKDEZJTEVfVElNRVJGRBAfEhEKDUZJTEVfU0lHTkFMRkQQIBIMCghGSUxFX1RUWRAQEg8KC0ZJTEVfTVFVRVVFEBgqYgoQRmFub3RpZnlNYXJrS2luZBIXChNGQU5PVElGWV9NQVJLX0lOT0RFEAASFwoTRkFOT1RJRllfTUFSS19NT1VOVBABEhwKGEZBTk9USUZZX01BUktfRklMRVNZU1RFTRACKlIKB1R0eVJvbGUSEgoOVFRZX1BUWV9NQVNURVIQABIRCg1UVFlfUFRZX1NMQVZFEAESDwoLVFRZX0NVUlJFTlQQAhIPCgtUVFlfT1VUU0lERRADKkYKC1R0eUNodW5rRW5kEgsKB1RUWV9SQVcQABIMCghUVFlfTElORRABEgsKB1RUWV9FT0YQAhIPCgtUVFlfUEFSVElBTBADKjgKCExvY2tLaW5kEg4KCkxPQ0tfUE9TSVgQABIOCgpMT0NLX0ZMT0NLEAESDAoITE9DS19PRkQQAiqWAQoIVW5peFBlZXISEgoOVU5JWF9QRUVSX05PTkUQABIUChBVTklYX1BFRVJfSU5TSURFEAESFwoTVU5JWF9QRUVSX0VYVF9ER1JBTRACEhgKFFVOSVhfUEVFUl9FWFRfU0VSVkVSEAMSGQoVVU5JWF9QRUVSX0VYVF9VTk5BTUVEEAQSEgoOVU5JWF9QRUVSX0dPTkUQBWIGcHJvdG8z");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -541,6 +541,14 @@ export type ThreadCore = Message<"ckpt.ThreadCore"> & {
    * @generated from field: bool no_new_privs = 20;
    */
   noNewPrivs: boolean;
+
+  /**
+   * In a PID namespace: the thread's id at every level, ckpt's first (as
+   * /proc/PID/task/TID/status NSpid shows it). Empty: one level (tid).
+   *
+   * @generated from field: repeated int32 ns_tids = 21;
+   */
+  nsTids: number[];
 };
 
 /**
@@ -798,6 +806,15 @@ export type TaskCore = Message<"ckpt.TaskCore"> & {
    * @generated from field: bool child_subreaper = 25;
    */
   childSubreaper: boolean;
+
+  /**
+   * In a PID namespace: the task's pid at every level, ckpt's first (as
+   * /proc/PID/status NSpid shows it). Empty: one level (pid). pid, ppid,
+   * pgid and sid are always ckpt's numbers.
+   *
+   * @generated from field: repeated int32 ns_pids = 26;
+   */
+  nsPids: number[];
 };
 
 /**
@@ -974,6 +991,14 @@ export type Vma = Message<"ckpt.Vma"> & {
    * @generated from field: bool sealed = 22;
    */
   sealed: boolean;
+
+  /**
+   * VMA_SYSV_SHM: the attach could write (VmFlags mw): it was not made
+   * SHM_RDONLY, and is made again so.
+   *
+   * @generated from field: bool may_write = 11;
+   */
+  mayWrite: boolean;
 };
 
 /**
@@ -2068,6 +2093,13 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
   tty?: TtyFile | undefined;
 
   /**
+   * FILE_MQUEUE
+   *
+   * @generated from field: ckpt.MqueueFile mqueue = 24;
+   */
+  mqueue?: MqueueFile | undefined;
+
+  /**
    * flock and OFD locks held by this open file description.
    *
    * @generated from field: repeated ckpt.FileLock locks = 40;
@@ -2124,6 +2156,43 @@ export type FileLock = Message<"ckpt.FileLock"> & {
  */
 export const FileLockSchema: GenMessage<FileLock> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 36);
+
+/**
+ * An open POSIX message queue: reopened by name (mq_open) in the IPC
+ * namespace it was in, which is the tree's (its queues are restored with
+ * it, namespaces.img) or ckpt's (the queue must still be there).
+ *
+ * @generated from message ckpt.MqueueFile
+ */
+export type MqueueFile = Message<"ckpt.MqueueFile"> & {
+  /**
+   * without the leading '/'
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * O_ACCMODE | O_NONBLOCK
+   *
+   * @generated from field: uint32 flags = 2;
+   */
+  flags: number;
+
+  /**
+   * in the tree's own IPC namespace
+   *
+   * @generated from field: bool tree_ns = 3;
+   */
+  treeNs: boolean;
+};
+
+/**
+ * Describes the message ckpt.MqueueFile.
+ * Use `create(MqueueFileSchema)` to create a new message.
+ */
+export const MqueueFileSchema: GenMessage<MqueueFile> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 37);
 
 /**
  * An inode no path leads to: a memfd (memfd_create), or a file deleted while
@@ -2211,7 +2280,7 @@ export type UnlinkedInode = Message<"ckpt.UnlinkedInode"> & {
  * Use `create(UnlinkedInodeSchema)` to create a new message.
  */
 export const UnlinkedInodeSchema: GenMessage<UnlinkedInode> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 37);
+  messageDesc(file_ckpt_images, 38);
 
 /**
  * @generated from message ckpt.DataRange
@@ -2233,7 +2302,7 @@ export type DataRange = Message<"ckpt.DataRange"> & {
  * Use `create(DataRangeSchema)` to create a new message.
  */
 export const DataRangeSchema: GenMessage<DataRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 38);
+  messageDesc(file_ckpt_images, 39);
 
 /**
  * One open file description of an UnlinkedInode (what an fd refers to).
@@ -2266,7 +2335,7 @@ export type UnlinkedOpen = Message<"ckpt.UnlinkedOpen"> & {
  * Use `create(UnlinkedOpenSchema)` to create a new message.
  */
 export const UnlinkedOpenSchema: GenMessage<UnlinkedOpen> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 39);
+  messageDesc(file_ckpt_images, 40);
 
 /**
  * files.img: every open file description of the tree, once.
@@ -2285,7 +2354,7 @@ export type FilesImage = Message<"ckpt.FilesImage"> & {
  * Use `create(FilesImageSchema)` to create a new message.
  */
 export const FilesImageSchema: GenMessage<FilesImage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 40);
+  messageDesc(file_ckpt_images, 41);
 
 /**
  * @generated from message ckpt.FdEntry
@@ -2312,7 +2381,7 @@ export type FdEntry = Message<"ckpt.FdEntry"> & {
  * Use `create(FdEntrySchema)` to create a new message.
  */
 export const FdEntrySchema: GenMessage<FdEntry> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 41);
+  messageDesc(file_ckpt_images, 42);
 
 /**
  * fdinfo-PID.img
@@ -2343,7 +2412,7 @@ export type FdTable = Message<"ckpt.FdTable"> & {
  * Use `create(FdTableSchema)` to create a new message.
  */
 export const FdTableSchema: GenMessage<FdTable> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 42);
+  messageDesc(file_ckpt_images, 43);
 
 /**
  * One message (DGRAM/SEQPACKET) or run of bytes (STREAM) in a receive queue.
@@ -2376,7 +2445,7 @@ export type UnixMessage = Message<"ckpt.UnixMessage"> & {
  * Use `create(UnixMessageSchema)` to create a new message.
  */
 export const UnixMessageSchema: GenMessage<UnixMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 43);
+  messageDesc(file_ckpt_images, 44);
 
 /**
  * @generated from message ckpt.UnixSocketFile
@@ -2555,7 +2624,529 @@ export type UnixSocketFile = Message<"ckpt.UnixSocketFile"> & {
  * Use `create(UnixSocketFileSchema)` to create a new message.
  */
 export const UnixSocketFileSchema: GenMessage<UnixSocketFile> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 44);
+  messageDesc(file_ckpt_images, 45);
+
+/**
+ * namespaces.img: the namespaces the tree's root was in that differ from
+ * ckpt's, made again for the restored root (and inherited by the tree).
+ *
+ * @generated from message ckpt.NamespacesImage
+ */
+export type NamespacesImage = Message<"ckpt.NamespacesImage"> & {
+  /**
+   * The root is the init (pid 1) of its own PID namespace.
+   *
+   * @generated from field: bool pid = 1;
+   */
+  pid: boolean;
+
+  /**
+   * @generated from field: ckpt.UtsNamespace uts = 2;
+   */
+  uts?: UtsNamespace | undefined;
+
+  /**
+   * @generated from field: ckpt.IpcNamespace ipc = 3;
+   */
+  ipc?: IpcNamespace | undefined;
+
+  /**
+   * @generated from field: ckpt.TimeNamespace time = 4;
+   */
+  time?: TimeNamespace | undefined;
+
+  /**
+   * @generated from field: ckpt.UserNamespace user = 5;
+   */
+  user?: UserNamespace | undefined;
+
+  /**
+   * @generated from field: ckpt.CgroupNamespace cgroup = 6;
+   */
+  cgroup?: CgroupNamespace | undefined;
+
+  /**
+   * The tree's own clocks when it was frozen (always recorded, so a tree
+   * that shared ckpt's time namespace can be restored into a new one with
+   * --time-ns and its CLOCK_MONOTONIC/BOOTTIME continue from there).
+   *
+   * @generated from field: ckpt.Clocks clocks = 7;
+   */
+  clocks?: Clocks | undefined;
+};
+
+/**
+ * Describes the message ckpt.NamespacesImage.
+ * Use `create(NamespacesImageSchema)` to create a new message.
+ */
+export const NamespacesImageSchema: GenMessage<NamespacesImage> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 46);
+
+/**
+ * @generated from message ckpt.Clocks
+ */
+export type Clocks = Message<"ckpt.Clocks"> & {
+  /**
+   * @generated from field: int64 monotonic_ns = 1;
+   */
+  monotonicNs: bigint;
+
+  /**
+   * @generated from field: int64 boottime_ns = 2;
+   */
+  boottimeNs: bigint;
+};
+
+/**
+ * Describes the message ckpt.Clocks.
+ * Use `create(ClocksSchema)` to create a new message.
+ */
+export const ClocksSchema: GenMessage<Clocks> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 47);
+
+/**
+ * @generated from message ckpt.UtsNamespace
+ */
+export type UtsNamespace = Message<"ckpt.UtsNamespace"> & {
+  /**
+   * @generated from field: string hostname = 1;
+   */
+  hostname: string;
+
+  /**
+   * @generated from field: string domainname = 2;
+   */
+  domainname: string;
+};
+
+/**
+ * Describes the message ckpt.UtsNamespace.
+ * Use `create(UtsNamespaceSchema)` to create a new message.
+ */
+export const UtsNamespaceSchema: GenMessage<UtsNamespace> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 48);
+
+/**
+ * Owner and mode of a System V object, in ckpt's user namespace's ids.
+ *
+ * @generated from message ckpt.IpcPerm
+ */
+export type IpcPerm = Message<"ckpt.IpcPerm"> & {
+  /**
+   * @generated from field: int32 key = 1;
+   */
+  key: number;
+
+  /**
+   * @generated from field: uint32 uid = 2;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: uint32 gid = 3;
+   */
+  gid: number;
+
+  /**
+   * @generated from field: uint32 cuid = 4;
+   */
+  cuid: number;
+
+  /**
+   * @generated from field: uint32 cgid = 5;
+   */
+  cgid: number;
+
+  /**
+   * permission bits, SHM_DEST (01000), SHM_LOCKED (02000)
+   *
+   * @generated from field: uint32 mode = 6;
+   */
+  mode: number;
+};
+
+/**
+ * Describes the message ckpt.IpcPerm.
+ * Use `create(IpcPermSchema)` to create a new message.
+ */
+export const IpcPermSchema: GenMessage<IpcPerm> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 49);
+
+/**
+ * @generated from message ckpt.SysvShm
+ */
+export type SysvShm = Message<"ckpt.SysvShm"> & {
+  /**
+   * @generated from field: int32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: ckpt.IpcPerm perm = 2;
+   */
+  perm?: IpcPerm | undefined;
+
+  /**
+   * @generated from field: uint64 size = 3;
+   */
+  size: bigint;
+
+  /**
+   * pages that are not all zero
+   *
+   * @generated from field: repeated ckpt.DataRange data = 4;
+   */
+  data: DataRange[];
+};
+
+/**
+ * Describes the message ckpt.SysvShm.
+ * Use `create(SysvShmSchema)` to create a new message.
+ */
+export const SysvShmSchema: GenMessage<SysvShm> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 50);
+
+/**
+ * @generated from message ckpt.SysvSem
+ */
+export type SysvSem = Message<"ckpt.SysvSem"> & {
+  /**
+   * @generated from field: int32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: ckpt.IpcPerm perm = 2;
+   */
+  perm?: IpcPerm | undefined;
+
+  /**
+   * @generated from field: repeated uint32 values = 3;
+   */
+  values: number[];
+};
+
+/**
+ * Describes the message ckpt.SysvSem.
+ * Use `create(SysvSemSchema)` to create a new message.
+ */
+export const SysvSemSchema: GenMessage<SysvSem> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 51);
+
+/**
+ * @generated from message ckpt.SysvMsg
+ */
+export type SysvMsg = Message<"ckpt.SysvMsg"> & {
+  /**
+   * @generated from field: int64 mtype = 1;
+   */
+  mtype: bigint;
+
+  /**
+   * @generated from field: bytes text = 2;
+   */
+  text: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.SysvMsg.
+ * Use `create(SysvMsgSchema)` to create a new message.
+ */
+export const SysvMsgSchema: GenMessage<SysvMsg> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 52);
+
+/**
+ * @generated from message ckpt.SysvMsgQueue
+ */
+export type SysvMsgQueue = Message<"ckpt.SysvMsgQueue"> & {
+  /**
+   * @generated from field: int32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: ckpt.IpcPerm perm = 2;
+   */
+  perm?: IpcPerm | undefined;
+
+  /**
+   * @generated from field: uint64 qbytes = 3;
+   */
+  qbytes: bigint;
+
+  /**
+   * oldest first
+   *
+   * @generated from field: repeated ckpt.SysvMsg messages = 4;
+   */
+  messages: SysvMsg[];
+};
+
+/**
+ * Describes the message ckpt.SysvMsgQueue.
+ * Use `create(SysvMsgQueueSchema)` to create a new message.
+ */
+export const SysvMsgQueueSchema: GenMessage<SysvMsgQueue> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 53);
+
+/**
+ * @generated from message ckpt.MqMessage
+ */
+export type MqMessage = Message<"ckpt.MqMessage"> & {
+  /**
+   * @generated from field: uint32 priority = 1;
+   */
+  priority: number;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.MqMessage.
+ * Use `create(MqMessageSchema)` to create a new message.
+ */
+export const MqMessageSchema: GenMessage<MqMessage> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 54);
+
+/**
+ * @generated from message ckpt.PosixMqueue
+ */
+export type PosixMqueue = Message<"ckpt.PosixMqueue"> & {
+  /**
+   * without the leading '/'
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint32 mode = 2;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: uint32 uid = 3;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: uint32 gid = 4;
+   */
+  gid: number;
+
+  /**
+   * @generated from field: int64 maxmsg = 5;
+   */
+  maxmsg: bigint;
+
+  /**
+   * @generated from field: int64 msgsize = 6;
+   */
+  msgsize: bigint;
+
+  /**
+   * in the order they are received
+   *
+   * @generated from field: repeated ckpt.MqMessage messages = 7;
+   */
+  messages: MqMessage[];
+};
+
+/**
+ * Describes the message ckpt.PosixMqueue.
+ * Use `create(PosixMqueueSchema)` to create a new message.
+ */
+export const PosixMqueueSchema: GenMessage<PosixMqueue> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 55);
+
+/**
+ * A value under /proc/sys the namespace has its own copy of.
+ *
+ * @generated from message ckpt.Sysctl
+ */
+export type Sysctl = Message<"ckpt.Sysctl"> & {
+  /**
+   * e.g. "kernel/shmmax", "fs/mqueue/msg_max"
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string value = 2;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message ckpt.Sysctl.
+ * Use `create(SysctlSchema)` to create a new message.
+ */
+export const SysctlSchema: GenMessage<Sysctl> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 56);
+
+/**
+ * @generated from message ckpt.IpcNamespace
+ */
+export type IpcNamespace = Message<"ckpt.IpcNamespace"> & {
+  /**
+   * @generated from field: repeated ckpt.SysvShm shm = 1;
+   */
+  shm: SysvShm[];
+
+  /**
+   * @generated from field: repeated ckpt.SysvSem sem = 2;
+   */
+  sem: SysvSem[];
+
+  /**
+   * @generated from field: repeated ckpt.SysvMsgQueue msg = 3;
+   */
+  msg: SysvMsgQueue[];
+
+  /**
+   * @generated from field: repeated ckpt.PosixMqueue mqueues = 4;
+   */
+  mqueues: PosixMqueue[];
+
+  /**
+   * @generated from field: repeated ckpt.Sysctl sysctls = 5;
+   */
+  sysctls: Sysctl[];
+};
+
+/**
+ * Describes the message ckpt.IpcNamespace.
+ * Use `create(IpcNamespaceSchema)` to create a new message.
+ */
+export const IpcNamespaceSchema: GenMessage<IpcNamespace> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 57);
+
+/**
+ * @generated from message ckpt.TimeNamespace
+ */
+export type TimeNamespace = Message<"ckpt.TimeNamespace"> & {
+  /**
+   * The offsets at dump, as /proc/PID/timens_offsets showed them.
+   *
+   * @generated from field: int64 monotonic_ns = 1;
+   */
+  monotonicNs: bigint;
+
+  /**
+   * @generated from field: int64 boottime_ns = 2;
+   */
+  boottimeNs: bigint;
+};
+
+/**
+ * Describes the message ckpt.TimeNamespace.
+ * Use `create(TimeNamespaceSchema)` to create a new message.
+ */
+export const TimeNamespaceSchema: GenMessage<TimeNamespace> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 58);
+
+/**
+ * @generated from message ckpt.IdMapRange
+ */
+export type IdMapRange = Message<"ckpt.IdMapRange"> & {
+  /**
+   * @generated from field: uint32 inside = 1;
+   */
+  inside: number;
+
+  /**
+   * @generated from field: uint32 outside = 2;
+   */
+  outside: number;
+
+  /**
+   * @generated from field: uint32 count = 3;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message ckpt.IdMapRange.
+ * Use `create(IdMapRangeSchema)` to create a new message.
+ */
+export const IdMapRangeSchema: GenMessage<IdMapRange> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 59);
+
+/**
+ * @generated from message ckpt.UserNamespace
+ */
+export type UserNamespace = Message<"ckpt.UserNamespace"> & {
+  /**
+   * @generated from field: repeated ckpt.IdMapRange uid_map = 1;
+   */
+  uidMap: IdMapRange[];
+
+  /**
+   * @generated from field: repeated ckpt.IdMapRange gid_map = 2;
+   */
+  gidMap: IdMapRange[];
+
+  /**
+   * @generated from field: bool setgroups_deny = 3;
+   */
+  setgroupsDeny: boolean;
+};
+
+/**
+ * Describes the message ckpt.UserNamespace.
+ * Use `create(UserNamespaceSchema)` to create a new message.
+ */
+export const UserNamespaceSchema: GenMessage<UserNamespace> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 60);
+
+/**
+ * The root of a cgroup namespace: per hierarchy (as /proc/PID/cgroup
+ * names it: "0::" for cgroup v2, "N:controllers:" for v1), the cgroup it is
+ * rooted at, as seen from ckpt's.
+ *
+ * @generated from message ckpt.CgroupRoot
+ */
+export type CgroupRoot = Message<"ckpt.CgroupRoot"> & {
+  /**
+   * the controllers field ("" for v2)
+   *
+   * @generated from field: string hierarchy = 1;
+   */
+  hierarchy: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message ckpt.CgroupRoot.
+ * Use `create(CgroupRootSchema)` to create a new message.
+ */
+export const CgroupRootSchema: GenMessage<CgroupRoot> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 61);
+
+/**
+ * @generated from message ckpt.CgroupNamespace
+ */
+export type CgroupNamespace = Message<"ckpt.CgroupNamespace"> & {
+  /**
+   * @generated from field: repeated ckpt.CgroupRoot roots = 1;
+   */
+  roots: CgroupRoot[];
+};
+
+/**
+ * Describes the message ckpt.CgroupNamespace.
+ * Use `create(CgroupNamespaceSchema)` to create a new message.
+ */
+export const CgroupNamespaceSchema: GenMessage<CgroupNamespace> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 62);
 
 /**
  * @generated from enum ckpt.MlockMode
@@ -2630,6 +3221,15 @@ export enum VmaKind {
    * @generated from enum value: VMA_VSYSCALL = 7;
    */
   VMA_VSYSCALL = 7,
+
+  /**
+   * A System V shared memory attach (shmat): shmem_id is the segment's id,
+   * pgoff where this part starts in it; restored by attaching the segment
+   * (of the tree's IPC namespace, or of ckpt's) again at start - pgoff.
+   *
+   * @generated from enum value: VMA_SYSV_SHM = 8;
+   */
+  VMA_SYSV_SHM = 8,
 }
 
 /**
@@ -2719,6 +3319,13 @@ export enum FileKind {
    * @generated from enum value: FILE_TTY = 16;
    */
   FILE_TTY = 16,
+
+  /**
+   * A POSIX message queue descriptor (mq_open).
+   *
+   * @generated from enum value: FILE_MQUEUE = 24;
+   */
+  FILE_MQUEUE = 24,
 }
 
 /**

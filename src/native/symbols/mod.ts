@@ -12,6 +12,7 @@ import { anonfdSymbols } from "./anonfd.ts";
 import { fdtableSymbols } from "./fdtable.ts";
 import { ttySymbols } from "./tty.ts";
 import { credsSymbols } from "./creds.ts";
+import { nsSymbols } from "./ns.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -28,7 +29,8 @@ export const symbols = {
   ...fdtableSymbols,
   ...ttySymbols,
   ...credsSymbols,
+  ...nsSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
