@@ -17,6 +17,7 @@ comptime {
     _ = @import("tty.zig");
     _ = @import("creds.zig");
     _ = @import("ns.zig");
+    _ = @import("rtnl.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.

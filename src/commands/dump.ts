@@ -7,6 +7,7 @@ import { formatBytes, formatMs } from "../util/units.ts";
 import { formatDryRun } from "../dump/dry_run.ts";
 import { dumpStatsLines, STATS_DUMP } from "../images/criu_stats.ts";
 import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
+import { parseEmptyNs, parseVethExternals } from "../ns/net/options.ts";
 
 export const dumpCommand: CommandSpec = {
   name: "dump",
@@ -54,9 +55,18 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     {
       name: "external",
       kind: "list",
-      arg: "unix[ID]",
-      help: "allow UNIX socket ID to have its peer outside the tree (restore it with " +
-        "--inherit-fd fd[N]:socket:[ID])",
+      arg: "unix[ID]|veth[IF][:OUT[@BR]]",
+      help: "unix[ID]: allow UNIX socket ID to have its peer outside the tree (restore it " +
+        "with --inherit-fd fd[N]:socket:[ID]); veth[IF]: the veth IF of the tree's network " +
+        "namespace has its other end outside, made again at restore (named OUT, put in " +
+        "bridge BR)",
+    },
+    {
+      name: "empty-ns",
+      kind: "list",
+      arg: "net",
+      help: "save the tree's own network namespace empty: restore makes a new one with only " +
+        "lo, for the caller to set up (at setup-namespaces)",
     },
     {
       name: "file-locks",
@@ -126,6 +136,7 @@ async function dumpTo(
     shellJob: opts.bool("shell-job"),
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
+    emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
     prevImagesDir: opts.string("prev-images-dir"),
     notify: actionScripts(opts.list("action-script"), dir, stream),
   });
@@ -163,6 +174,7 @@ async function dryRun(opts: ParsedOptions, pid: number): Promise<number> {
     shellJob: opts.bool("shell-job"),
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
+    emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
   });
   const report = r.dryRun!;
   if (opts.bool("json")) {
@@ -186,12 +198,16 @@ export function parseExtUnixSkDump(values: string[]): string[] {
   return values;
 }
 
-/** --external: only unix[INO] is known so far. */
+/** --external: unix[INO] and veth[IF][:OUT[@BR]]. */
 export function parseExternal(values: string[]): string[] {
   for (const v of values) {
+    if (v.startsWith("veth[")) continue;
     if (!/^unix\[\d+\]$/.test(v)) {
-      throw new UsageError(`dump: --external '${v}' is not unix[ID] (a socket inode)`);
+      throw new UsageError(
+        `dump: --external '${v}' is neither unix[ID] (a socket inode) nor veth[IFNAME][:OUTSIDE]`,
+      );
     }
   }
+  parseVethExternals(values);
   return values;
 }

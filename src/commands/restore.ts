@@ -10,6 +10,12 @@ import type { FileValidation } from "../files/kind.ts";
 import { formatMs } from "../util/units.ts";
 import { restoreStatsLines } from "../images/criu_stats.ts";
 import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
+import {
+  parseEmptyNs,
+  parseJoinNs,
+  parseVethExternals,
+  parseVethPairs,
+} from "../ns/net/options.ts";
 
 /** --inherit-fd fd[N]:KEY — KEY as /proc shows the file: pipe:[INO],
  * socket:[INO], or a path. */
@@ -158,6 +164,33 @@ restore kills everything it started and names the stage that failed.`,
       help: "restore into a new time namespace where CLOCK_MONOTONIC and CLOCK_BOOTTIME go " +
         "on from their values at dump (always done for a tree that had its own)",
     },
+    {
+      name: "external",
+      kind: "list",
+      arg: "veth[IF]:OUT[@BR]",
+      help: "make the veth IF of the tree's network namespace with its outside end named OUT " +
+        "(default: its name at dump), put into bridge BR",
+    },
+    {
+      name: "veth-pair",
+      kind: "list",
+      arg: "IN=OUT[@BR]",
+      help: "CRIU's older spelling of --external veth[IN]:OUT[@BR]",
+    },
+    {
+      name: "empty-ns",
+      kind: "list",
+      arg: "net",
+      help: "make the tree's own network namespace with only lo (up), for the caller to set " +
+        "up at setup-namespaces",
+    },
+    {
+      name: "join-ns",
+      kind: "list",
+      arg: "net:PATH|PID",
+      help: "restore into an existing network namespace (a file such as /run/netns/x, or a " +
+        "process's) instead of a new one",
+    },
     ...ACTION_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
@@ -217,6 +250,7 @@ async function restoreFrom(
     lazyPages: opts.bool("lazy-pages"),
     notify: actionScripts(opts.list("action-script"), dir),
     timeNs: opts.bool("time-ns"),
+    ...netOptions(opts),
   });
   const pidfile = opts.string("pidfile");
   if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);
@@ -235,4 +269,22 @@ async function restoreFrom(
   // served kills the tree and is reported instead of its exit status.
   const [code] = await Promise.all([superviseUntilExit(r.pid), loaded]);
   return code;
+}
+
+/** --external veth[…], --veth-pair, --empty-ns, --join-ns. */
+function netOptions(opts: ParsedOptions) {
+  for (const v of opts.list("external")) {
+    if (!v.startsWith("veth[")) {
+      throw new UsageError(`restore: --external '${v}' is not veth[IFNAME]:OUTSIDE[@BRIDGE]`);
+    }
+  }
+  const veths = new Map([
+    ...parseVethExternals(opts.list("external")),
+    ...parseVethPairs(opts.list("veth-pair")),
+  ]);
+  return {
+    veths,
+    emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
+    joinNet: parseJoinNs(opts.list("join-ns")).net,
+  };
 }

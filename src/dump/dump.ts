@@ -68,8 +68,11 @@ export interface DumpOptions {
   shellJob?: boolean;
   /** --ext-unix-sk values: "" (bare: one-way DGRAM clients) or ID[,ID…]. */
   extUnixSk?: string[];
-  /** --external values, e.g. "unix[INO]". */
+  /** --external values, e.g. "unix[INO]", "veth[eth0]:vh0". */
   external?: string[];
+  /** --empty-ns net: a network namespace of the tree's own is saved empty;
+   * its content is the caller's to set up again at restore. */
+  emptyNet?: boolean;
   /** --prev-images-dir: a pre-dump (relative to dir unless absolute); pages
    * not written since it are left there. */
   prevImagesDir?: string;
@@ -241,7 +244,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // emptying and refilling them).
     const namespaces = files.blockers.length
       ? undefined
-      : collectNamespaces(pid, tree.map((t) => t.pid), files.blockers);
+      : collectNamespaces(pid, tree.map((t) => t.pid), files.blockers, {
+        emptyNs: opts.emptyNet,
+        external: opts.external,
+      });
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);

@@ -1,7 +1,7 @@
 // Dump side of namespaces: which namespaces the tree's root has of its own
 // (those that differ from ckpt's), the checks that make such a tree
 // restorable — every task in the root's namespaces, the root the init of its
-// PID namespace, no mount or network namespace of its own yet — and what each
+// PID namespace, no mount namespace of its own yet — and what each
 // namespace holds (namespaces.img).
 import { create } from "@bufbuild/protobuf";
 import {
@@ -21,6 +21,7 @@ import { dumpIpc } from "./ipc.ts";
 import { checkTimeRoot, readOffsets, treeClocks } from "./time.ts";
 import { dumpUser } from "./user.ts";
 import { checkCgroupRoot, dumpCgroup } from "./cgroup.ts";
+import { dumpNet, type NetDumpOptions } from "./net/dump.ts";
 
 /** The kinds of namespace pid has that ckpt does not share. */
 export function ownKinds(pid: number): NsKind[] {
@@ -129,9 +130,10 @@ export function collectNamespaces(
   root: number,
   treePids: number[],
   blockers: Blocker[],
+  net: NetDumpOptions = {},
 ): NamespacesImage | undefined {
   try {
-    return readNamespaces(root, treePids);
+    return readNamespaces(root, treePids, net, blockers);
   } catch (err) {
     if (!(err instanceof DumpError)) throw err;
     blockers.push({ pid: root, kind: "namespace", message: err.message });
@@ -139,7 +141,12 @@ export function collectNamespaces(
   }
 }
 
-function readNamespaces(root: number, treePids: number[]): NamespacesImage {
+function readNamespaces(
+  root: number,
+  treePids: number[],
+  net: NetDumpOptions,
+  blockers: Blocker[],
+): NamespacesImage {
   const t0 = performance.now();
   const kinds = ownKinds(root);
   const img = create(NamespacesImageSchema, {
@@ -151,6 +158,13 @@ function readNamespaces(root: number, treePids: number[]): NamespacesImage {
   if (kinds.includes("time")) img.time = readOffsets(root);
   if (kinds.includes("user")) img.user = dumpUser(root);
   if (kinds.includes("cgroup")) img.cgroup = dumpCgroup(root);
+  if (kinds.includes("net")) {
+    img.net = dumpNet(
+      root,
+      net,
+      (message) => blockers.push({ pid: root, kind: "network namespace", message }),
+    );
+  }
   if (kinds.length) {
     log.info(
       `pid ${root}: own ${kinds.map((k) => NS_NAMES[k]).join(", ")} namespace(s), read in ${

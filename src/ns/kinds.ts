@@ -28,7 +28,15 @@ export const NS_KINDS: readonly NsKind[] = [
 
 /** Kinds a tree may have of its own (made again at restore). The others
  * must be ckpt's. */
-export const DUMPED_KINDS: readonly NsKind[] = ["user", "pid", "uts", "ipc", "time", "cgroup"];
+export const DUMPED_KINDS: readonly NsKind[] = [
+  "user",
+  "pid",
+  "uts",
+  "ipc",
+  "time",
+  "cgroup",
+  "net",
+];
 
 export const CLONE_FLAG: Record<NsKind, number> = {
   pid: CLONE_NEWPID,

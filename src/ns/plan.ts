@@ -14,15 +14,28 @@ import { restoreUts } from "./uts.ts";
 import { restoreIpc } from "./ipc.ts";
 import { ShmHolds } from "./sysv.ts";
 import type { SysvAttach } from "./sysv_vma.ts";
-import type { EnterableKind } from "./enter.ts";
+import { type EnterableKind, FatalNamespaceError } from "./enter.ts";
 import { hex } from "../util/units.ts";
 import { offsetsFor } from "./time.ts";
 import { insideId, restoreUser } from "./user.ts";
 import { enterCgroupRoots } from "./cgroup.ts";
+import { restoreNet } from "./net/restore.ts";
+import type { VethExternal } from "./net/options.ts";
+import { fd as fdops, O } from "../native/mod.ts";
+import { setns } from "../native/ns.ts";
+import { CLONE_NEWNET } from "../native/ns.ts";
 
 export interface NamespaceOptions {
   /** --time-ns: a new time namespace even for a tree that shared ckpt's. */
   timeNs?: boolean;
+  /** --empty-ns net: the tree's own network namespace is made empty (lo
+   * only), whatever the images hold. */
+  emptyNet?: boolean;
+  /** --join-ns net:PATH: the root is made in that existing network
+   * namespace instead of a new one. */
+  joinNet?: string;
+  /** --external veth[IN]:OUT[@BR] and --veth-pair. */
+  veths?: Map<string, VethExternal>;
 }
 
 export class NamespacePlan {
@@ -31,9 +44,19 @@ export class NamespacePlan {
   private constructor(
     private readonly img: NamespacesImage | undefined,
     private readonly newTime: boolean,
+    private readonly opts: NamespaceOptions,
   ) {}
 
   static of(img: NamespacesImage | undefined, opts: NamespaceOptions = {}): NamespacePlan {
+    if (opts.joinNet) {
+      try {
+        const st = Deno.statSync(opts.joinNet);
+        if (!st.isFile && st.ino === null) throw new Error("not a namespace file");
+      } catch (err) {
+        throw new RestoreError(`--join-ns net:${opts.joinNet}: ${(err as Error).message}`);
+      }
+      if (img?.net) log.info(`joining ${opts.joinNet}: the dumped network namespace is not made`);
+    }
     const newTime = !!img?.time || (!!opts.timeNs && !!img?.clocks);
     if (opts.timeNs && !img?.clocks) {
       throw new RestoreError(
@@ -41,7 +64,7 @@ export class NamespacePlan {
           "an older ckpt)",
       );
     }
-    return new NamespacePlan(img, newTime);
+    return new NamespacePlan(img, newTime, opts);
   }
 
   /** The kinds of namespace the restored root gets of its own. */
@@ -54,7 +77,32 @@ export class NamespacePlan {
     if (i?.ipc) out.push("ipc");
     if (this.newTime) out.push("time");
     if (i?.cgroup) out.push("cgroup");
+    if (i?.net && !this.opts.joinNet) out.push("net");
     return out;
+  }
+
+  /** The root is made from ckpt's thread while it is inside the joined
+   * network namespace (a child starts in its parent thread's). */
+  spawnIn<T>(fn: () => T): T {
+    const path = this.opts.joinNet;
+    if (!path) return fn();
+    const theirs = fdops.open(path, O.RDONLY | O.CLOEXEC);
+    const ours = fdops.open("/proc/thread-self/ns/net", O.RDONLY | O.CLOEXEC);
+    try {
+      setns(theirs, CLONE_NEWNET, `into the network namespace ${path} (--join-ns)`);
+      try {
+        return fn();
+      } finally {
+        try {
+          setns(ours, CLONE_NEWNET, "back into ckpt's own network namespace");
+        } catch (err) {
+          throw new FatalNamespaceError((err as Error).message);
+        }
+      }
+    } finally {
+      fdops.close(theirs);
+      fdops.close(ours);
+    }
   }
 
   /** clone3 flags for the root. Its time namespace is made by the root
@@ -123,9 +171,17 @@ export class NamespacePlan {
 
   /** The kinds ckpt's thread enters to open deferred files. */
   get enterable(): EnterableKind[] {
-    return this.kinds.filter((k): k is EnterableKind =>
+    const out = this.kinds.filter((k): k is EnterableKind =>
       ["ipc", "uts", "cgroup", "net"].includes(k)
     );
+    if (this.opts.joinNet) out.push("net");
+    return out;
+  }
+
+  /** The restored tree's network namespace is not ckpt's (its sockets are
+   * made inside it). */
+  get ownNet(): boolean {
+    return this.kinds.includes("net") || !!this.opts.joinNet;
   }
 
   /** A task's attach of a segment of the tree's IPC namespace: the segment
@@ -168,6 +224,13 @@ export class NamespacePlan {
     if (i.cgroup) enterCgroupRoots(root, i.cgroup);
     if (i.uts) restoreUts(root, i.uts);
     if (i.ipc) restoreIpc(root, i.ipc, this.holds);
+    if (i.net && this.kinds.includes("net")) {
+      restoreNet(
+        root,
+        this.opts.emptyNet ? { ...i.net, empty: true } : i.net,
+        { veths: this.opts.veths },
+      );
+    }
     if (this.kinds.length) {
       log.debug(
         `namespaces of pid ${root} (${this.kinds.map((k) => NS_NAMES[k]).join(", ")}) filled in ${

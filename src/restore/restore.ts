@@ -45,6 +45,7 @@ import type { Born } from "../files/ctty.ts";
 import { CHILD, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
 import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
 import { NamespacePlan } from "../ns/plan.ts";
+import type { VethExternal } from "../ns/net/options.ts";
 import { validateNamespaces } from "../ns/validate.ts";
 import { levelsOf, pidAsSeenBy, setTidOf } from "../ns/pid.ts";
 import { inNamespacesOf } from "../ns/enter.ts";
@@ -83,6 +84,14 @@ export interface RestoreOptions {
    * one whose CLOCK_MONOTONIC and CLOCK_BOOTTIME go on from their values at
    * dump (a tree with a time namespace of its own always gets one). */
   timeNs?: boolean;
+  /** --empty-ns net: the tree's own network namespace is made with only its
+   * loopback, for the caller to set up at setup-namespaces. */
+  emptyNet?: boolean;
+  /** --join-ns net:PATH: restore into that existing network namespace. */
+  joinNet?: string;
+  /** --external veth[IN]:OUT[@BR] and --veth-pair IN=OUT[@BR]: the outside
+   * ends of the namespace's veths, by inside name. */
+  veths?: Map<string, VethExternal>;
 }
 
 export interface Restored {
@@ -136,7 +145,12 @@ export async function restore(
       throw new ImageError(dir.file(NAMESPACES), why);
     });
   }
-  const ns = NamespacePlan.of(nsImage, { timeNs: opts.timeNs });
+  const ns = NamespacePlan.of(nsImage, {
+    timeNs: opts.timeNs,
+    emptyNet: opts.emptyNet,
+    joinNet: opts.joinNet,
+    veths: opts.veths,
+  });
   const cores = new Map(tasks.map((t) => [t.core.pid, t.core]));
   const chain = checked?.chain ?? readChain(opts.dir, inv);
   const shellJob = !!(opts.shellJob || inv.shellJob);
@@ -246,6 +260,9 @@ export async function restore(
     // its first stop (or, seized, before it is let go).
     const fillNamespaces = (r: number) => {
       ns.fill(r);
+      // CRIU's moment for the caller to set the new namespaces up (runc
+      // runs its prestart hooks there, which configure the network).
+      if (ns.kinds.length || opts.joinNet) notify("setup-namespaces", r);
       if (!late) return;
       const fds = inNamespacesOf(r, ns.enterable, () => opened.openDeferred());
       try {
@@ -259,23 +276,25 @@ export async function restore(
     try {
       // A sibling root is seized, not stopped: its namespaces are filled
       // before it is let go.
-      root = restoreSpawn(
-        tree,
-        pid,
-        status[1],
-        opts.sibling
-          ? {
-            seizeOptions: live.some((t) => hasSeccomp(t.core))
-              ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
-              : SEIZE_TREE_OPTIONS,
-            ready: fillNamespaces,
-          }
-          : undefined,
-        {
-          cloneFlags: ns.cloneFlags,
-          setTid: setTidOf(levelsOf(tasks[0].core)),
-          groups: ns.rootGroups(tasks[0].core.creds?.groups ?? []),
-        },
+      root = ns.spawnIn(() =>
+        restoreSpawn(
+          tree,
+          pid,
+          status![1],
+          opts.sibling
+            ? {
+              seizeOptions: live.some((t) => hasSeccomp(t.core))
+                ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
+                : SEIZE_TREE_OPTIONS,
+              ready: fillNamespaces,
+            }
+            : undefined,
+          {
+            cloneFlags: ns.cloneFlags,
+            setTid: setTidOf(levelsOf(tasks[0].core)),
+            groups: ns.rootGroups(tasks[0].core.creds?.groups ?? []),
+          },
+        )
       );
     } catch (err) {
       if (err instanceof NativeError && err.errno === 17) {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIskDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgSDwoHbnNfdGlkcxgVIAMoBSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLTBQoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFEiwKD3NlY2NvbXBfZmlsdGVycxgYIAMoCzITLmNrcHQuU2VjY29tcEZpbHRlchIXCg9jaGlsZF9zdWJyZWFwZXIYGSABKAgSDwoHbnNfcGlkcxgaIAMoBSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIoYCCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIEhEKCW1heV93cml0ZRgLIAEoCCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIuMBCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBBIQCgN1aWQYCyABKA1IAIgBARIQCgNnaWQYDCABKA1IAYgBARIQCghidGltZV9tcxgNIAEoA0IGCgRfdWlkQgYKBF9naWQioQEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIEgsKA2RldhgIIAEoBBIQCghidGltZV9tcxgJIAEoAyI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0iaQoMV2F0Y2hlZElub2RlEgwKBHBhdGgYASABKAkSCwoDZGV2GAIgASgEEgsKA2lubxgDIAEoBBIMCgRzZGV2GAQgASgNEhMKC2hhbmRsZV90eXBlGAUgASgNEg4KBmhhbmRsZRgGIAEoDCJLCgxJbm90aWZ5V2F0Y2gSCgoCd2QYASABKAUSDAoEbWFzaxgCIAEoDRIhCgVpbm9kZRgDIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlIkEKC0lub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEiMKB3dhdGNoZXMYAiADKAsyEi5ja3B0Lklub3RpZnlXYXRjaCK9AQoMRmFub3RpZnlNYXJrEiQKBGtpbmQYASABKA4yFi5ja3B0LkZhbm90aWZ5TWFya0tpbmQSDgoGbWZsYWdzGAIgASgNEgwKBG1hc2sYAyABKA0SFAoMaWdub3JlZF9tYXNrGAQgASgNEiEKBWlub2RlGAUgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUSDgoGbW50X2lkGAYgASgNEhIKCm1vdW50X3BhdGgYByABKAkSDAoEc2RldhgIIAEoDSJpCgxGYW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SEgoKaW5pdF9mbGFncxgCIAEoDRITCgtldmVudF9mbGFncxgDIAEoDRIhCgVtYXJrcxgEIAMoCzISLmNrcHQuRmFub3RpZnlNYXJrIlwKC0Vwb2xsVGFyZ2V0EgsKA3RmZBgBIAEoBRIOCgZldmVudHMYAiABKA0SDAoEZGF0YRgDIAEoBBIPCgdmaWxlX2lkGAQgASgNEhEKCXJlYWR5X25vdxgFIAEoDSI+CglFcG9sbEZpbGUSDQoFZmxhZ3MYASABKA0SIgoHdGFyZ2V0cxgCIAMoCzIRLmNrcHQuRXBvbGxUYXJnZXQijAEKC1RpbWVyRmRGaWxlEg8KB2Nsb2NraWQYASABKAUSDQoFZmxhZ3MYAiABKA0SFQoNc2V0dGltZV9mbGFncxgDIAEoDRINCgV0aWNrcxgEIAEoBBIQCgh2YWx1ZV9ucxgFIAEoBBITCgtpbnRlcnZhbF9ucxgGIAEoBBIQCghjbG9ja19ucxgHIAEoBCIuCgxTaWduYWxGZEZpbGUSDwoHc2lnbWFzaxgBIAEoBBINCgVmbGFncxgCIAEoDSJ/CgdUZXJtaW9zEg0KBWlmbGFnGAEgASgNEg0KBW9mbGFnGAIgASgNEg0KBWNmbGFnGAMgASgNEg0KBWxmbGFnGAQgASgNEgwKBGxpbmUYBSABKA0SCgoCY2MYBiABKAwSDgoGaXNwZWVkGAcgASgNEg4KBm9zcGVlZBgIIAEoDSI4CghUdHlDaHVuaxIMCgRkYXRhGAEgASgMEh4KA2VuZBgCIAEoDjIRLmNrcHQuVHR5Q2h1bmtFbmQixgIKCFB0eVN0YXRlEh4KB3Rlcm1pb3MYASABKAsyDS5ja3B0LlRlcm1pb3MSFgoObG9ja2VkX3Rlcm1pb3MYAiABKAwSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNEg4KBnhwaXhlbBgFIAEoDRIOCgZ5cGl4ZWwYBiABKA0SDgoGbG9ja2VkGAcgASgIEg4KBnBhY2tldBgIIAEoCBITCgttYXN0ZXJfZXhjbBgJIAEoCBISCgpzbGF2ZV9leGNsGAogASgIEh0KBWlucHV0GAsgAygLMg4uY2twdC5UdHlDaHVuaxIOCgZvdXRwdXQYDCABKAwSFAoMc2xhdmVfY2xvc2VkGA0gASgIEhIKCnNsYXZlX21vZGUYDiABKA0SEQoJc2xhdmVfdWlkGA8gASgNEhEKCXNsYXZlX2dpZBgQIAEoDSLFAQoHVHR5RmlsZRIbCgRyb2xlGAEgASgOMg0uY2twdC5UdHlSb2xlEgwKBHBhdGgYAiABKAkSDQoFZmxhZ3MYAyABKA0SDQoFaW5kZXgYBCABKA0SDAoEcmRldhgFIAEoBBIbCgNwdHkYBiABKAsyDi5ja3B0LlB0eVN0YXRlEiIKC2pvYl90ZXJtaW9zGAcgASgLMg0uY2twdC5UZXJtaW9zEhAKCGpvYl9yb3dzGAggASgNEhAKCGpvYl9jb2xzGAkgASgNIrYECglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSGgoDdHR5GBAgASgLMg0uY2twdC5UdHlGaWxlEiAKBm1xdWV1ZRgYIAEoCzIQLmNrcHQuTXF1ZXVlRmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIjoKCk1xdWV1ZUZpbGUSDAoEbmFtZRgBIAEoCRINCgVmbGFncxgCIAEoDRIPCgd0cmVlX25zGAMgASgIIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJIusBCg9OYW1lc3BhY2VzSW1hZ2USCwoDcGlkGAEgASgIEh8KA3V0cxgCIAEoCzISLmNrcHQuVXRzTmFtZXNwYWNlEh8KA2lwYxgDIAEoCzISLmNrcHQuSXBjTmFtZXNwYWNlEiEKBHRpbWUYBCABKAsyEy5ja3B0LlRpbWVOYW1lc3BhY2USIQoEdXNlchgFIAEoCzITLmNrcHQuVXNlck5hbWVzcGFjZRIlCgZjZ3JvdXAYBiABKAsyFS5ja3B0LkNncm91cE5hbWVzcGFjZRIcCgZjbG9ja3MYByABKAsyDC5ja3B0LkNsb2NrcyIzCgZDbG9ja3MSFAoMbW9ub3RvbmljX25zGAEgASgDEhMKC2Jvb3R0aW1lX25zGAIgASgDIjQKDFV0c05hbWVzcGFjZRIQCghob3N0bmFtZRgBIAEoCRISCgpkb21haW5uYW1lGAIgASgJIloKB0lwY1Blcm0SCwoDa2V5GAEgASgFEgsKA3VpZBgCIAEoDRILCgNnaWQYAyABKA0SDAoEY3VpZBgEIAEoDRIMCgRjZ2lkGAUgASgNEgwKBG1vZGUYBiABKA0iXwoHU3lzdlNobRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEgwKBHNpemUYAyABKAQSHQoEZGF0YRgEIAMoCzIPLmNrcHQuRGF0YVJhbmdlIkIKB1N5c3ZTZW0SCgoCaWQYASABKAUSGwoEcGVybRgCIAEoCzINLmNrcHQuSXBjUGVybRIOCgZ2YWx1ZXMYAyADKA0iJgoHU3lzdk1zZxINCgVtdHlwZRgBIAEoAxIMCgR0ZXh0GAIgASgMImgKDFN5c3ZNc2dRdWV1ZRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEg4KBnFieXRlcxgDIAEoBBIfCghtZXNzYWdlcxgEIAMoCzINLmNrcHQuU3lzdk1zZyIrCglNcU1lc3NhZ2USEAoIcHJpb3JpdHkYASABKA0SDAoEZGF0YRgCIAEoDCKHAQoLUG9zaXhNcXVldWUSDAoEbmFtZRgBIAEoCRIMCgRtb2RlGAIgASgNEgsKA3VpZBgDIAEoDRILCgNnaWQYBCABKA0SDgoGbWF4bXNnGAUgASgDEg8KB21zZ3NpemUYBiABKAMSIQoIbWVzc2FnZXMYByADKAsyDy5ja3B0Lk1xTWVzc2FnZSIlCgZTeXNjdGwSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSKqAQoMSXBjTmFtZXNwYWNlEhoKA3NobRgBIAMoCzINLmNrcHQuU3lzdlNobRIaCgNzZW0YAiADKAsyDS5ja3B0LlN5c3ZTZW0SHwoDbXNnGAMgAygLMhIuY2twdC5TeXN2TXNnUXVldWUSIgoHbXF1ZXVlcxgEIAMoCzIRLmNrcHQuUG9zaXhNcXVldWUSHQoHc3lzY3RscxgFIAMoCzIMLmNrcHQuU3lzY3RsIjoKDVRpbWVOYW1lc3BhY2USFAoMbW9ub3RvbmljX25zGAEgASgDEhMKC2Jvb3R0aW1lX25zGAIgASgDIjwKCklkTWFwUmFuZ2USDgoGaW5zaWRlGAEgASgNEg8KB291dHNpZGUYAiABKA0SDQoFY291bnQYAyABKA0ibQoNVXNlck5hbWVzcGFjZRIhCgd1aWRfbWFwGAEgAygLMhAuY2twdC5JZE1hcFJhbmdlEiEKB2dpZF9tYXAYAiADKAsyEC5ja3B0LklkTWFwUmFuZ2USFgoOc2V0Z3JvdXBzX2RlbnkYAyABKAgiLQoKQ2dyb3VwUm9vdBIRCgloaWVyYXJjaHkYASABKAkSDAoEcGF0aBgCIAEoCSIyCg9DZ3JvdXBOYW1lc3BhY2USHwoFcm9vdHMYASADKAsyEC5ja3B0LkNncm91cFJvb3QqQAoJTWxvY2tNb2RlEg4KCk1MT0NLX05PTkUQABIQCgxNTE9DS19MT0NLRUQQARIRCg1NTE9DS19PTkZBVUxUEAIqtAEKB1ZtYUtpbmQSFAoQVk1BX0FOT05fUFJJVkFURRAAEhMKD1ZNQV9BTk9OX1NIQVJFRBABEhQKEFZNQV9GSUxFX1BSSVZBVEUQAhITCg9WTUFfRklMRV9TSEFSRUQQAxIMCghWTUFfVkRTTxAEEgwKCFZNQV9WVkFSEAUSEwoPVk1BX1ZWQVJfVkNMT0NLEAYSEAoMVk1BX1ZTWVNDQUxMEAcSEAoMVk1BX1NZU1ZfU0hNEAgqlwIKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGEhAKDEZJTEVfSU5PVElGWRAUEhEKDUZJTEVfRkFOT1RJRlkQFRIRCg1GSUxFX1VOTElOS0VEEBYSFgoSRklMRV9VTkxJTktFRF9PUEVOEBcSDgoKRklMRV9FUE9MTBAeEhAKDEZJTEVfVElNRVJGRBAfEhEKDUZJTEVfU0lHTkFMRkQQIBIMCghGSUxFX1RUWRAQEg8KC0ZJTEVfTVFVRVVFEBgqYgoQRmFub3RpZnlNYXJrS2luZBIXChNGQU5PVElGWV9NQVJLX0lOT0RFEAASFwoTRkFOT1RJRllfTUFSS19NT1VOVBABEhwKGEZBTk9USUZZX01BUktfRklMRVNZU1RFTRACKlIKB1R0eVJvbGUSEgoOVFRZX1BUWV9NQVNURVIQABIRCg1UVFlfUFRZX1NMQVZFEAESDwoLVFRZX0NVUlJFTlQQAhIPCgtUVFlfT1VUU0lERRADKkYKC1R0eUNodW5rRW5kEgsKB1RUWV9SQVcQABIMCghUVFlfTElORRABEgsKB1RUWV9FT0YQAhIPCgtUVFlfUEFSVElBTBADKjgKCExvY2tLaW5kEg4KCkxPQ0tfUE9TSVgQABIOCgpMT0NLX0ZMT0NLEAESDAoITE9DS19PRkQQAiqWAQoIVW5peFBlZXISEgoOVU5JWF9QRUVSX05PTkUQABIUChBVTklYX1BFRVJfSU5TSURFEAESFwoTVU5JWF9QRUVSX0VYVF9ER1JBTRACEhgKFFVOSVhfUEVFUl9FWFRfU0VSVkVSEAMSGQoVVU5JWF9QRUVSX0VYVF9VTk5BTUVEEAQSEgoOVU5JWF9QRUVSX0dPTkUQBWIGcHJvdG8z");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIskDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgSDwoHbnNfdGlkcxgVIAMoBSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLTBQoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFEiwKD3NlY2NvbXBfZmlsdGVycxgYIAMoCzITLmNrcHQuU2VjY29tcEZpbHRlchIXCg9jaGlsZF9zdWJyZWFwZXIYGSABKAgSDwoHbnNfcGlkcxgaIAMoBSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIoYCCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIEhEKCW1heV93cml0ZRgLIAEoCCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIuMBCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBBIQCgN1aWQYCyABKA1IAIgBARIQCgNnaWQYDCABKA1IAYgBARIQCghidGltZV9tcxgNIAEoA0IGCgRfdWlkQgYKBF9naWQioQEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIEgsKA2RldhgIIAEoBBIQCghidGltZV9tcxgJIAEoAyI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0iaQoMV2F0Y2hlZElub2RlEgwKBHBhdGgYASABKAkSCwoDZGV2GAIgASgEEgsKA2lubxgDIAEoBBIMCgRzZGV2GAQgASgNEhMKC2hhbmRsZV90eXBlGAUgASgNEg4KBmhhbmRsZRgGIAEoDCJLCgxJbm90aWZ5V2F0Y2gSCgoCd2QYASABKAUSDAoEbWFzaxgCIAEoDRIhCgVpbm9kZRgDIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlIkEKC0lub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEiMKB3dhdGNoZXMYAiADKAsyEi5ja3B0Lklub3RpZnlXYXRjaCK9AQoMRmFub3RpZnlNYXJrEiQKBGtpbmQYASABKA4yFi5ja3B0LkZhbm90aWZ5TWFya0tpbmQSDgoGbWZsYWdzGAIgASgNEgwKBG1hc2sYAyABKA0SFAoMaWdub3JlZF9tYXNrGAQgASgNEiEKBWlub2RlGAUgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUSDgoGbW50X2lkGAYgASgNEhIKCm1vdW50X3BhdGgYByABKAkSDAoEc2RldhgIIAEoDSJpCgxGYW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SEgoKaW5pdF9mbGFncxgCIAEoDRITCgtldmVudF9mbGFncxgDIAEoDRIhCgVtYXJrcxgEIAMoCzISLmNrcHQuRmFub3RpZnlNYXJrIlwKC0Vwb2xsVGFyZ2V0EgsKA3RmZBgBIAEoBRIOCgZldmVudHMYAiABKA0SDAoEZGF0YRgDIAEoBBIPCgdmaWxlX2lkGAQgASgNEhEKCXJlYWR5X25vdxgFIAEoDSI+CglFcG9sbEZpbGUSDQoFZmxhZ3MYASABKA0SIgoHdGFyZ2V0cxgCIAMoCzIRLmNrcHQuRXBvbGxUYXJnZXQijAEKC1RpbWVyRmRGaWxlEg8KB2Nsb2NraWQYASABKAUSDQoFZmxhZ3MYAiABKA0SFQoNc2V0dGltZV9mbGFncxgDIAEoDRINCgV0aWNrcxgEIAEoBBIQCgh2YWx1ZV9ucxgFIAEoBBITCgtpbnRlcnZhbF9ucxgGIAEoBBIQCghjbG9ja19ucxgHIAEoBCIuCgxTaWduYWxGZEZpbGUSDwoHc2lnbWFzaxgBIAEoBBINCgVmbGFncxgCIAEoDSJ/CgdUZXJtaW9zEg0KBWlmbGFnGAEgASgNEg0KBW9mbGFnGAIgASgNEg0KBWNmbGFnGAMgASgNEg0KBWxmbGFnGAQgASgNEgwKBGxpbmUYBSABKA0SCgoCY2MYBiABKAwSDgoGaXNwZWVkGAcgASgNEg4KBm9zcGVlZBgIIAEoDSI4CghUdHlDaHVuaxIMCgRkYXRhGAEgASgMEh4KA2VuZBgCIAEoDjIRLmNrcHQuVHR5Q2h1bmtFbmQixgIKCFB0eVN0YXRlEh4KB3Rlcm1pb3MYASABKAsyDS5ja3B0LlRlcm1pb3MSFgoObG9ja2VkX3Rlcm1pb3MYAiABKAwSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNEg4KBnhwaXhlbBgFIAEoDRIOCgZ5cGl4ZWwYBiABKA0SDgoGbG9ja2VkGAcgASgIEg4KBnBhY2tldBgIIAEoCBITCgttYXN0ZXJfZXhjbBgJIAEoCBISCgpzbGF2ZV9leGNsGAogASgIEh0KBWlucHV0GAsgAygLMg4uY2twdC5UdHlDaHVuaxIOCgZvdXRwdXQYDCABKAwSFAoMc2xhdmVfY2xvc2VkGA0gASgIEhIKCnNsYXZlX21vZGUYDiABKA0SEQoJc2xhdmVfdWlkGA8gASgNEhEKCXNsYXZlX2dpZBgQIAEoDSLFAQoHVHR5RmlsZRIbCgRyb2xlGAEgASgOMg0uY2twdC5UdHlSb2xlEgwKBHBhdGgYAiABKAkSDQoFZmxhZ3MYAyABKA0SDQoFaW5kZXgYBCABKA0SDAoEcmRldhgFIAEoBBIbCgNwdHkYBiABKAsyDi5ja3B0LlB0eVN0YXRlEiIKC2pvYl90ZXJtaW9zGAcgASgLMg0uY2twdC5UZXJtaW9zEhAKCGpvYl9yb3dzGAggASgNEhAKCGpvYl9jb2xzGAkgASgNIrYECglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSGgoDdHR5GBAgASgLMg0uY2twdC5UdHlGaWxlEiAKBm1xdWV1ZRgYIAEoCzIQLmNrcHQuTXF1ZXVlRmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIjoKCk1xdWV1ZUZpbGUSDAoEbmFtZRgBIAEoCRINCgVmbGFncxgCIAEoDRIPCgd0cmVlX25zGAMgASgIIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJIowCCg9OYW1lc3BhY2VzSW1hZ2USCwoDcGlkGAEgASgIEh8KA3V0cxgCIAEoCzISLmNrcHQuVXRzTmFtZXNwYWNlEh8KA2lwYxgDIAEoCzISLmNrcHQuSXBjTmFtZXNwYWNlEiEKBHRpbWUYBCABKAsyEy5ja3B0LlRpbWVOYW1lc3BhY2USIQoEdXNlchgFIAEoCzITLmNrcHQuVXNlck5hbWVzcGFjZRIlCgZjZ3JvdXAYBiABKAsyFS5ja3B0LkNncm91cE5hbWVzcGFjZRIcCgZjbG9ja3MYByABKAsyDC5ja3B0LkNsb2NrcxIfCgNuZXQYCCABKAsyEi5ja3B0Lk5ldE5hbWVzcGFjZSL4AQoMTmV0TmFtZXNwYWNlEg0KBWVtcHR5GAEgASgIEhwKBWxpbmtzGAIgAygLMg0uY2twdC5OZXRMaW5rEh4KBWFkZHJzGAMgAygLMg8uY2twdC5OZXRPYmplY3QSHwoGcm91dGVzGAQgAygLMg8uY2twdC5OZXRPYmplY3QSHgoFcnVsZXMYBSADKAsyDy5ja3B0Lk5ldE9iamVjdBIjCgpuZWlnaGJvdXJzGAYgAygLMg8uY2twdC5OZXRPYmplY3QSIAoHc3lzY3RscxgHIAMoCzIPLmNrcHQuTmV0U3lzY3RsEhMKC25mdF9ydWxlc2V0GAggASgJIjYKCU5ldE9iamVjdBIMCgRoZWFkGAEgASgMEg0KBWF0dHJzGAIgASgMEgwKBHRleHQYAyABKAkiKAoJTmV0U3lzY3RsEgwKBHBhdGgYASABKAkSDQoFdmFsdWUYAiABKAki9AEKB05ldExpbmsSDQoFaW5kZXgYASABKA0SDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJEg0KBWZsYWdzGAQgASgNEgsKA210dRgFIAEoDRIPCgdhZGRyZXNzGAYgASgMEhEKCWJyb2FkY2FzdBgHIAEoDBIOCgZ0eHFsZW4YCCABKA0SDQoFYWxpYXMYCSABKAkSDQoFZ3JvdXAYCiABKA0SEgoKcGVlcl9pbmRleBgLIAEoDRIUCgxwZWVyX291dHNpZGUYDCABKAgSEQoJcGVlcl9uYW1lGA0gASgJEhMKC3BlZXJfYnJpZGdlGA4gASgJIjMKBkNsb2NrcxIUCgxtb25vdG9uaWNfbnMYASABKAMSEwoLYm9vdHRpbWVfbnMYAiABKAMiNAoMVXRzTmFtZXNwYWNlEhAKCGhvc3RuYW1lGAEgASgJEhIKCmRvbWFpbm5hbWUYAiABKAkiWgoHSXBjUGVybRILCgNrZXkYASABKAUSCwoDdWlkGAIgASgNEgsKA2dpZBgDIAEoDRIMCgRjdWlkGAQgASgNEgwKBGNnaWQYBSABKA0SDAoEbW9kZRgGIAEoDSJfCgdTeXN2U2htEgoKAmlkGAEgASgFEhsKBHBlcm0YAiABKAsyDS5ja3B0LklwY1Blcm0SDAoEc2l6ZRgDIAEoBBIdCgRkYXRhGAQgAygLMg8uY2twdC5EYXRhUmFuZ2UiQgoHU3lzdlNlbRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEg4KBnZhbHVlcxgDIAMoDSImCgdTeXN2TXNnEg0KBW10eXBlGAEgASgDEgwKBHRleHQYAiABKAwiaAoMU3lzdk1zZ1F1ZXVlEgoKAmlkGAEgASgFEhsKBHBlcm0YAiABKAsyDS5ja3B0LklwY1Blcm0SDgoGcWJ5dGVzGAMgASgEEh8KCG1lc3NhZ2VzGAQgAygLMg0uY2twdC5TeXN2TXNnIisKCU1xTWVzc2FnZRIQCghwcmlvcml0eRgBIAEoDRIMCgRkYXRhGAIgASgMIocBCgtQb3NpeE1xdWV1ZRIMCgRuYW1lGAEgASgJEgwKBG1vZGUYAiABKA0SCwoDdWlkGAMgASgNEgsKA2dpZBgEIAEoDRIOCgZtYXhtc2cYBSABKAMSDwoHbXNnc2l6ZRgGIAEoAxIhCghtZXNzYWdlcxgHIAMoCzIPLmNrcHQuTXFNZXNzYWdlIiUKBlN5c2N0bBIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJIqoBCgxJcGNOYW1lc3BhY2USGgoDc2htGAEgAygLMg0uY2twdC5TeXN2U2htEhoKA3NlbRgCIAMoCzINLmNrcHQuU3lzdlNlbRIfCgNtc2cYAyADKAsyEi5ja3B0LlN5c3ZNc2dRdWV1ZRIiCgdtcXVldWVzGAQgAygLMhEuY2twdC5Qb3NpeE1xdWV1ZRIdCgdzeXNjdGxzGAUgAygLMgwuY2twdC5TeXNjdGwiOgoNVGltZU5hbWVzcGFjZRIUCgxtb25vdG9uaWNfbnMYASABKAMSEwoLYm9vdHRpbWVfbnMYAiABKAMiPAoKSWRNYXBSYW5nZRIOCgZpbnNpZGUYASABKA0SDwoHb3V0c2lkZRgCIAEoDRINCgVjb3VudBgDIAEoDSJtCg1Vc2VyTmFtZXNwYWNlEiEKB3VpZF9tYXAYASADKAsyEC5ja3B0LklkTWFwUmFuZ2USIQoHZ2lkX21hcBgCIAMoCzIQLmNrcHQuSWRNYXBSYW5nZRIWCg5zZXRncm91cHNfZGVueRgDIAEoCCItCgpDZ3JvdXBSb290EhEKCWhpZXJhcmNoeRgBIAEoCRIMCgRwYXRoGAIgASgJIjIKD0Nncm91cE5hbWVzcGFjZRIfCgVyb290cxgBIAMoCzIQLmNrcHQuQ2dyb3VwUm9vdCpACglNbG9ja01vZGUSDgoKTUxPQ0tfTk9ORRAAEhAKDE1MT0NLX0xPQ0tFRBABEhEKDU1MT0NLX09ORkFVTFQQAiq0AQoHVm1hS2luZBIUChBWTUFfQU5PTl9QUklWQVRFEAASEwoPVk1BX0FOT05fU0hBUkVEEAESFAoQVk1BX0ZJTEVfUFJJVkFURRACEhMKD1ZNQV9GSUxFX1NIQVJFRBADEgwKCFZNQV9WRFNPEAQSDAoIVk1BX1ZWQVIQBRITCg9WTUFfVlZBUl9WQ0xPQ0sQBhIQCgxWTUFfVlNZU0NBTEwQBxIQCgxWTUFfU1lTVl9TSE0QCCqXAgoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYSEAoMRklMRV9JTk9USUZZEBQSEQoNRklMRV9GQU5PVElGWRAVEhEKDUZJTEVfVU5MSU5LRUQQFhIWChJGSUxFX1VOTElOS0VEX09QRU4QFxIOCgpGSUxFX0VQT0xMEB4SEAoMRklMRV9USU1FUkZEEB8SEQoNRklMRV9TSUdOQUxGRBAgEgwKCEZJTEVfVFRZEBASDwoLRklMRV9NUVVFVUUQGCpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqOAoITG9ja0tpbmQSDgoKTE9DS19QT1NJWBAAEg4KCkxPQ0tfRkxPQ0sQARIMCghMT0NLX09GRBACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFYgZwcm90bzM");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -2673,6 +2673,11 @@ export type NamespacesImage = Message<"ckpt.NamespacesImage"> & {
    * @generated from field: ckpt.Clocks clocks = 7;
    */
   clocks?: Clocks | undefined;
+
+  /**
+   * @generated from field: ckpt.NetNamespace net = 8;
+   */
+  net?: NetNamespace | undefined;
 };
 
 /**
@@ -2681,6 +2686,214 @@ export type NamespacesImage = Message<"ckpt.NamespacesImage"> & {
  */
 export const NamespacesImageSchema: GenMessage<NamespacesImage> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 46);
+
+/**
+ * The root's own network namespace (src/ns/net/).
+ *
+ * @generated from message ckpt.NetNamespace
+ */
+export type NetNamespace = Message<"ckpt.NetNamespace"> & {
+  /**
+   * Dumped with --empty-ns net: nothing of it was saved, and restore makes
+   * a new one with only its loopback, for the caller to set up.
+   *
+   * @generated from field: bool empty = 1;
+   */
+  empty: boolean;
+
+  /**
+   * @generated from field: repeated ckpt.NetLink links = 2;
+   */
+  links: NetLink[];
+
+  /**
+   * Addresses, routes (every table), policy rules and permanent neighbour
+   * entries as the kernel gave them: the fixed header struct (ifaddrmsg,
+   * rtmsg, fib_rule_hdr, ndmsg) and the attributes, replayed at restore.
+   *
+   * @generated from field: repeated ckpt.NetObject addrs = 3;
+   */
+  addrs: NetObject[];
+
+  /**
+   * @generated from field: repeated ckpt.NetObject routes = 4;
+   */
+  routes: NetObject[];
+
+  /**
+   * @generated from field: repeated ckpt.NetObject rules = 5;
+   */
+  rules: NetObject[];
+
+  /**
+   * @generated from field: repeated ckpt.NetObject neighbours = 6;
+   */
+  neighbours: NetObject[];
+
+  /**
+   * Every readable, writable file under /proc/sys/net, path relative to it.
+   *
+   * @generated from field: repeated ckpt.NetSysctl sysctls = 7;
+   */
+  sysctls: NetSysctl[];
+
+  /**
+   * `nft list ruleset` inside the namespace (empty: no nftables tables).
+   *
+   * @generated from field: string nft_ruleset = 8;
+   */
+  nftRuleset: string;
+};
+
+/**
+ * Describes the message ckpt.NetNamespace.
+ * Use `create(NetNamespaceSchema)` to create a new message.
+ */
+export const NetNamespaceSchema: GenMessage<NetNamespace> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 47);
+
+/**
+ * @generated from message ckpt.NetObject
+ */
+export type NetObject = Message<"ckpt.NetObject"> & {
+  /**
+   * @generated from field: bytes head = 1;
+   */
+  head: Uint8Array;
+
+  /**
+   * @generated from field: bytes attrs = 2;
+   */
+  attrs: Uint8Array;
+
+  /**
+   * What it is, as `ip` would say it (for ckpt show and errors).
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message ckpt.NetObject.
+ * Use `create(NetObjectSchema)` to create a new message.
+ */
+export const NetObjectSchema: GenMessage<NetObject> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 48);
+
+/**
+ * @generated from message ckpt.NetSysctl
+ */
+export type NetSysctl = Message<"ckpt.NetSysctl"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * @generated from field: string value = 2;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message ckpt.NetSysctl.
+ * Use `create(NetSysctlSchema)` to create a new message.
+ */
+export const NetSysctlSchema: GenMessage<NetSysctl> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 49);
+
+/**
+ * @generated from message ckpt.NetLink
+ */
+export type NetLink = Message<"ckpt.NetLink"> & {
+  /**
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * "loopback", "veth" or "dummy".
+   *
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
+
+  /**
+   * ifi_flags that are settable (IFF_UP, IFF_NOARP, IFF_PROMISC,
+   * IFF_ALLMULTI, IFF_MULTICAST, IFF_DYNAMIC, IFF_DEBUG).
+   *
+   * @generated from field: uint32 flags = 4;
+   */
+  flags: number;
+
+  /**
+   * @generated from field: uint32 mtu = 5;
+   */
+  mtu: number;
+
+  /**
+   * @generated from field: bytes address = 6;
+   */
+  address: Uint8Array;
+
+  /**
+   * @generated from field: bytes broadcast = 7;
+   */
+  broadcast: Uint8Array;
+
+  /**
+   * @generated from field: uint32 txqlen = 8;
+   */
+  txqlen: number;
+
+  /**
+   * @generated from field: string alias = 9;
+   */
+  alias: string;
+
+  /**
+   * @generated from field: uint32 group = 10;
+   */
+  group: number;
+
+  /**
+   * veth: the other end, inside the namespace (peer_index) or outside it
+   * (peer_outside set, peer_name its name when ckpt could see it).
+   *
+   * @generated from field: uint32 peer_index = 11;
+   */
+  peerIndex: number;
+
+  /**
+   * @generated from field: bool peer_outside = 12;
+   */
+  peerOutside: boolean;
+
+  /**
+   * @generated from field: string peer_name = 13;
+   */
+  peerName: string;
+
+  /**
+   * The outside end's bridge (`--external veth[IN]:OUT@BRIDGE`), if given.
+   *
+   * @generated from field: string peer_bridge = 14;
+   */
+  peerBridge: string;
+};
+
+/**
+ * Describes the message ckpt.NetLink.
+ * Use `create(NetLinkSchema)` to create a new message.
+ */
+export const NetLinkSchema: GenMessage<NetLink> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 50);
 
 /**
  * @generated from message ckpt.Clocks
@@ -2702,7 +2915,7 @@ export type Clocks = Message<"ckpt.Clocks"> & {
  * Use `create(ClocksSchema)` to create a new message.
  */
 export const ClocksSchema: GenMessage<Clocks> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 47);
+  messageDesc(file_ckpt_images, 51);
 
 /**
  * @generated from message ckpt.UtsNamespace
@@ -2724,7 +2937,7 @@ export type UtsNamespace = Message<"ckpt.UtsNamespace"> & {
  * Use `create(UtsNamespaceSchema)` to create a new message.
  */
 export const UtsNamespaceSchema: GenMessage<UtsNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 48);
+  messageDesc(file_ckpt_images, 52);
 
 /**
  * Owner and mode of a System V object, in ckpt's user namespace's ids.
@@ -2770,7 +2983,7 @@ export type IpcPerm = Message<"ckpt.IpcPerm"> & {
  * Use `create(IpcPermSchema)` to create a new message.
  */
 export const IpcPermSchema: GenMessage<IpcPerm> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 49);
+  messageDesc(file_ckpt_images, 53);
 
 /**
  * @generated from message ckpt.SysvShm
@@ -2804,7 +3017,7 @@ export type SysvShm = Message<"ckpt.SysvShm"> & {
  * Use `create(SysvShmSchema)` to create a new message.
  */
 export const SysvShmSchema: GenMessage<SysvShm> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 50);
+  messageDesc(file_ckpt_images, 54);
 
 /**
  * @generated from message ckpt.SysvSem
@@ -2831,7 +3044,7 @@ export type SysvSem = Message<"ckpt.SysvSem"> & {
  * Use `create(SysvSemSchema)` to create a new message.
  */
 export const SysvSemSchema: GenMessage<SysvSem> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 51);
+  messageDesc(file_ckpt_images, 55);
 
 /**
  * @generated from message ckpt.SysvMsg
@@ -2853,7 +3066,7 @@ export type SysvMsg = Message<"ckpt.SysvMsg"> & {
  * Use `create(SysvMsgSchema)` to create a new message.
  */
 export const SysvMsgSchema: GenMessage<SysvMsg> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 52);
+  messageDesc(file_ckpt_images, 56);
 
 /**
  * @generated from message ckpt.SysvMsgQueue
@@ -2887,7 +3100,7 @@ export type SysvMsgQueue = Message<"ckpt.SysvMsgQueue"> & {
  * Use `create(SysvMsgQueueSchema)` to create a new message.
  */
 export const SysvMsgQueueSchema: GenMessage<SysvMsgQueue> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 53);
+  messageDesc(file_ckpt_images, 57);
 
 /**
  * @generated from message ckpt.MqMessage
@@ -2909,7 +3122,7 @@ export type MqMessage = Message<"ckpt.MqMessage"> & {
  * Use `create(MqMessageSchema)` to create a new message.
  */
 export const MqMessageSchema: GenMessage<MqMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 54);
+  messageDesc(file_ckpt_images, 58);
 
 /**
  * @generated from message ckpt.PosixMqueue
@@ -2960,7 +3173,7 @@ export type PosixMqueue = Message<"ckpt.PosixMqueue"> & {
  * Use `create(PosixMqueueSchema)` to create a new message.
  */
 export const PosixMqueueSchema: GenMessage<PosixMqueue> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 55);
+  messageDesc(file_ckpt_images, 59);
 
 /**
  * A value under /proc/sys the namespace has its own copy of.
@@ -2986,7 +3199,7 @@ export type Sysctl = Message<"ckpt.Sysctl"> & {
  * Use `create(SysctlSchema)` to create a new message.
  */
 export const SysctlSchema: GenMessage<Sysctl> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 56);
+  messageDesc(file_ckpt_images, 60);
 
 /**
  * @generated from message ckpt.IpcNamespace
@@ -3023,7 +3236,7 @@ export type IpcNamespace = Message<"ckpt.IpcNamespace"> & {
  * Use `create(IpcNamespaceSchema)` to create a new message.
  */
 export const IpcNamespaceSchema: GenMessage<IpcNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 57);
+  messageDesc(file_ckpt_images, 61);
 
 /**
  * @generated from message ckpt.TimeNamespace
@@ -3047,7 +3260,7 @@ export type TimeNamespace = Message<"ckpt.TimeNamespace"> & {
  * Use `create(TimeNamespaceSchema)` to create a new message.
  */
 export const TimeNamespaceSchema: GenMessage<TimeNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 58);
+  messageDesc(file_ckpt_images, 62);
 
 /**
  * @generated from message ckpt.IdMapRange
@@ -3074,7 +3287,7 @@ export type IdMapRange = Message<"ckpt.IdMapRange"> & {
  * Use `create(IdMapRangeSchema)` to create a new message.
  */
 export const IdMapRangeSchema: GenMessage<IdMapRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 59);
+  messageDesc(file_ckpt_images, 63);
 
 /**
  * @generated from message ckpt.UserNamespace
@@ -3101,7 +3314,7 @@ export type UserNamespace = Message<"ckpt.UserNamespace"> & {
  * Use `create(UserNamespaceSchema)` to create a new message.
  */
 export const UserNamespaceSchema: GenMessage<UserNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 60);
+  messageDesc(file_ckpt_images, 64);
 
 /**
  * The root of a cgroup namespace: per hierarchy (as /proc/PID/cgroup
@@ -3129,7 +3342,7 @@ export type CgroupRoot = Message<"ckpt.CgroupRoot"> & {
  * Use `create(CgroupRootSchema)` to create a new message.
  */
 export const CgroupRootSchema: GenMessage<CgroupRoot> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 61);
+  messageDesc(file_ckpt_images, 65);
 
 /**
  * @generated from message ckpt.CgroupNamespace
@@ -3146,7 +3359,7 @@ export type CgroupNamespace = Message<"ckpt.CgroupNamespace"> & {
  * Use `create(CgroupNamespaceSchema)` to create a new message.
  */
 export const CgroupNamespaceSchema: GenMessage<CgroupNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 62);
+  messageDesc(file_ckpt_images, 66);
 
 /**
  * @generated from enum ckpt.MlockMode

@@ -13,6 +13,7 @@ import { fdtableSymbols } from "./fdtable.ts";
 import { ttySymbols } from "./tty.ts";
 import { credsSymbols } from "./creds.ts";
 import { nsSymbols } from "./ns.ts";
+import { rtnlSymbols } from "./rtnl.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -30,6 +31,7 @@ export const symbols = {
   ...ttySymbols,
   ...credsSymbols,
   ...nsSymbols,
+  ...rtnlSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
