@@ -54,6 +54,7 @@ import { countPages, noPages } from "./stats.ts";
 import { collectSeccomp, refuseUnsuspended, seccompModes, type TaskSeccomp } from "./seccomp.ts";
 import { planSessions, SessionError, sessionTasks } from "../restore/sessions.ts";
 import { collectNamespaces, namespaceBlockers, treePidLevels } from "../ns/dump.ts";
+import { inNamespacesOf } from "../ns/enter.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -166,74 +167,82 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
       [];
     const cores: TaskCore[] = [];
-    for (const t of tree) {
-      const p = t.pid;
-      if (t.zombie) {
+    // Sockets are looked up (sock_diag) in the tree's network namespace:
+    // ckpt's thread is inside it for this synchronous stretch.
+    const collector = files;
+    inNamespacesOf(pid, ["net"], () => {
+      const files = collector;
+      for (const t of tree) {
+        const p = t.pid;
+        if (t.zombie) {
+          try {
+            const z = levels.apply(collectZombie(p));
+            cores.push(z);
+            out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
+          } catch (err) {
+            if (!(err instanceof DumpError)) throw err;
+            files.blockers.push({ pid: p, message: err.message });
+          }
+          continue;
+        }
+        // Seccomp before anything is injected: a task it blocks is left alone.
+        let seccomp: TaskSeccomp;
         try {
-          const z = levels.apply(collectZombie(p));
-          cores.push(z);
-          out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
+          if (!frozen.suspendsSeccomp) refuseUnsuspended(p, seccompModes(p, t.tids));
+          seccomp = collectSeccomp(p, t.tids);
         } catch (err) {
           if (!(err instanceof DumpError)) throw err;
           files.blockers.push({ pid: p, message: err.message });
+          continue;
         }
-        continue;
+        let core: TaskCore;
+        try {
+          core = levels.apply(collectTask(p, t.tids, { waits: frozen.waits, seccomp }));
+        } catch (err) {
+          if (!(err instanceof BlockedDump)) throw err;
+          files.blockers.push(...err.blockers);
+          continue;
+        }
+        cores.push(core);
+        core.sharesFiles = shared.get(p)?.files ?? false;
+        core.sharesFs = shared.get(p)?.fs ?? false;
+        core.cwdFileId = files.addPath(
+          FileKind.FILE_DIR,
+          Deno.readLinkSync(`/proc/${p}/cwd`),
+          `/proc/${p}/cwd`,
+        );
+        core.rootFileId = files.addPath(
+          FileKind.FILE_DIR,
+          Deno.readLinkSync(`/proc/${p}/root`),
+          `/proc/${p}/root`,
+        );
+        if (core.mm) {
+          core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
+        }
+        const fds = files.collectFds(p);
+        let vmas: Vma[];
+        try {
+          vmas = collectVmas(p, files, vmFlagsOf(core));
+        } catch (err) {
+          if (err instanceof BlockedDump) files.blockers.push(...err.blockers);
+          else if (err instanceof DumpError) files.blockers.push({ pid: p, message: err.message });
+          else throw err;
+          continue;
+        }
+        const tPlan = performance.now();
+        const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
+        const runs = capRuns(planPages(p, vmas, claims, cov));
+        memdumpMs += performance.now() - tPlan;
+        countPages(pages, vmas, runs);
+        log.debug(`pid ${p}: pages planned in ${formatMs(performance.now() - tPlan)}`);
+        live.push({ t, core, fds, vmas, runs });
       }
-      // Seccomp before anything is injected: a task it blocks is left alone.
-      let seccomp: TaskSeccomp;
-      try {
-        if (!frozen.suspendsSeccomp) refuseUnsuspended(p, seccompModes(p, t.tids));
-        seccomp = collectSeccomp(p, t.tids);
-      } catch (err) {
-        if (!(err instanceof DumpError)) throw err;
-        files.blockers.push({ pid: p, message: err.message });
-        continue;
-      }
-      let core: TaskCore;
-      try {
-        core = levels.apply(collectTask(p, t.tids, { waits: frozen.waits, seccomp }));
-      } catch (err) {
-        if (!(err instanceof BlockedDump)) throw err;
-        files.blockers.push(...err.blockers);
-        continue;
-      }
-      cores.push(core);
-      core.sharesFiles = shared.get(p)?.files ?? false;
-      core.sharesFs = shared.get(p)?.fs ?? false;
-      core.cwdFileId = files.addPath(
-        FileKind.FILE_DIR,
-        Deno.readLinkSync(`/proc/${p}/cwd`),
-        `/proc/${p}/cwd`,
-      );
-      core.rootFileId = files.addPath(
-        FileKind.FILE_DIR,
-        Deno.readLinkSync(`/proc/${p}/root`),
-        `/proc/${p}/root`,
-      );
-      if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
-      const fds = files.collectFds(p);
-      let vmas: Vma[];
-      try {
-        vmas = collectVmas(p, files, vmFlagsOf(core));
-      } catch (err) {
-        if (err instanceof BlockedDump) files.blockers.push(...err.blockers);
-        else if (err instanceof DumpError) files.blockers.push({ pid: p, message: err.message });
-        else throw err;
-        continue;
-      }
-      const tPlan = performance.now();
-      const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
-      const runs = capRuns(planPages(p, vmas, claims, cov));
-      memdumpMs += performance.now() - tPlan;
-      countPages(pages, vmas, runs);
-      log.debug(`pid ${p}: pages planned in ${formatMs(performance.now() - tPlan)}`);
-      live.push({ t, core, fds, vmas, runs });
-    }
-    tracker.dispose();
-    // With every task's state taken (a task already refused is said anyway).
-    const sessions = cores.length === tree.length && sessionBlocker(cores, !!opts.shellJob);
-    if (sessions) files.blockers.push({ pid, message: sessions });
-    files.finish(live.map((l) => l.t.pid));
+      tracker.dispose();
+      // With every task's state taken (a task already refused is said anyway).
+      const sessions = cores.length === tree.length && sessionBlocker(cores, !!opts.shellJob);
+      if (sessions) files.blockers.push({ pid, message: sessions });
+      files.finish(live.map((l) => l.t.pid));
+    });
     const tables = new Map(
       live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
     );

@@ -34,6 +34,9 @@ export interface FileOpenOptions {
   tasks: TaskCore[];
   /** The dump was made in this boot of this machine (inode numbers match). */
   sameMachine: boolean;
+  /** The tree's network namespace is not ckpt's: sockets are opened inside
+   * it, once it exists (the root's first stop). */
+  deferNetwork?: boolean;
 }
 
 /** The name --inherit-fd uses for a file. */
@@ -51,7 +54,16 @@ export class OpenedFiles {
   private readonly held = new Set<number>();
   /** Files opened only once the root's namespaces exist: the placeholder
    * ckpt holds at their number meanwhile. */
-  private readonly deferredOnes: { placeholder: number; f: FileEntry; where: string }[] = [];
+  private readonly deferredOnes: {
+    placeholder: number;
+    f: FileEntry;
+    where: string;
+    task: TaskCore | undefined;
+  }[] = [];
+  /** While the deferred files are opened: the real fds so far, by file id
+   * (a deferred file another one needs is opened then, not deferred again). */
+  private late: Map<number, number> | undefined;
+  private readonly deferNetwork: boolean;
   private task: TaskCore | undefined;
   private readonly tasks: Map<number, TaskCore>;
   /** What every path restore opens is checked against. */
@@ -67,6 +79,7 @@ export class OpenedFiles {
     opts: FileOpenOptions,
   ) {
     const current = () => this.task ?? opts.tasks[0];
+    this.deferNetwork = !!opts.deferNetwork;
     this.tasks = new Map(opts.tasks.map((t) => [t.pid, t]));
     const policy: CheckPolicy = { validation: opts.validation, sameMachine: opts.sameMachine };
     this.policy = policy;
@@ -105,6 +118,11 @@ export class OpenedFiles {
   /** ckpt's fd for file `id`, opened on first use; `task` is the task it is
    * opened for (its first holder), when it is a task's fd. */
   get(id: number, where: string, task?: TaskCore): number {
+    const real = this.late?.get(id);
+    if (real !== undefined) return real;
+    if (this.late && this.deferredOnes.some((d) => d.f.id === id)) {
+      return this.openLate(this.deferredOnes.find((d) => d.f.id === id)!);
+    }
     const known = this.fds.get(id);
     if (known !== undefined) return known;
     const f = this.entries.get(id);
@@ -166,14 +184,29 @@ export class OpenedFiles {
    * order of `placeholders`; the caller sends them to the root and closes
    * them. */
   openDeferred(): number[] {
-    const out: number[] = [];
+    this.late = new Map();
     try {
-      for (const d of this.deferredOnes) out.push(kindOf(d.f)!.open(d.f, this.ctx, d.where));
-    } catch (err) {
-      for (const n of out) fdops.close(n);
-      throw err;
+      // Kept open by ckpt until closeAll: what runs before the tree does
+      // (queues refilled, beforeRun) acts on the real socket.
+      return this.deferredOnes.map((d) => this.openLate(d));
+    } finally {
+      for (const n of this.late.values()) this.kept.push(n);
+      this.late = undefined;
     }
-    return out;
+  }
+
+  private openLate(d: { f: FileEntry; where: string; task: TaskCore | undefined }): number {
+    const had = this.late!.get(d.f.id);
+    if (had !== undefined) return had;
+    const outer = this.task;
+    this.task = d.task;
+    try {
+      const n = kindOf(d.f)!.open(d.f, this.ctx, d.where);
+      this.late!.set(d.f.id, n);
+      return n;
+    } finally {
+      this.task = outer;
+    }
   }
 
   /** Every task is restored and stopped; the tree is about to run. */
@@ -200,9 +233,9 @@ export class OpenedFiles {
       log.info(`${where}: using inherited fd ${inherited} for ${key}`);
       return fdops.dupAbove(inherited, 100);
     }
-    if (kind.deferred?.(f)) {
+    if (kind.deferred?.(f) || (this.deferNetwork && kind.network)) {
       const placeholder = fdops.open("/dev/null", O.RDONLY | O.CLOEXEC);
-      this.deferredOnes.push({ placeholder, f, where });
+      this.deferredOnes.push({ placeholder, f, where, task: this.task });
       return placeholder;
     }
     return kind.open(f, this.ctx, where);

@@ -90,15 +90,19 @@ export class NamespacePlan {
     const ours = fdops.open("/proc/thread-self/ns/net", O.RDONLY | O.CLOEXEC);
     try {
       setns(theirs, CLONE_NEWNET, `into the network namespace ${path} (--join-ns)`);
+      let outcome: { ok: true; value: T } | { ok: false; err: unknown };
       try {
-        return fn();
-      } finally {
-        try {
-          setns(ours, CLONE_NEWNET, "back into ckpt's own network namespace");
-        } catch (err) {
-          throw new FatalNamespaceError((err as Error).message);
-        }
+        outcome = { ok: true, value: fn() };
+      } catch (err) {
+        outcome = { ok: false, err };
       }
+      try {
+        setns(ours, CLONE_NEWNET, "back into ckpt's own network namespace");
+      } catch (err) {
+        throw new FatalNamespaceError((err as Error).message);
+      }
+      if (!outcome.ok) throw outcome.err;
+      return outcome.value;
     } finally {
       fdops.close(theirs);
       fdops.close(ours);

@@ -174,6 +174,7 @@ export async function restore(
     unix: { extUnixSk: opts.extUnixSk ?? [], missing: opts.extUnixSkMissing ?? "fail" },
     tasks: tasks.filter((t) => !t.core.zombie).map((t) => t.core),
     sameMachine: inv.bootId !== "" && inv.bootId === bootId(),
+    deferNetwork: ns.ownNet,
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];
@@ -264,12 +265,8 @@ export async function restore(
       // runs its prestart hooks there, which configure the network).
       if (ns.kinds.length || opts.joinNet) notify("setup-namespaces", r);
       if (!late) return;
-      const fds = inNamespacesOf(r, ns.enterable, () => opened.openDeferred());
-      try {
-        sendFds(late[0], fds);
-      } finally {
-        for (const n of fds) fdops.close(n);
-      }
+      // The fds stay ckpt's too (closed with the others) until the tree runs.
+      sendFds(late[0], inNamespacesOf(r, ns.enterable, () => opened.openDeferred()));
     };
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;

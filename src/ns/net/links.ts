@@ -10,7 +10,7 @@ import {
   hexBytes,
   NLM_F_CREATE,
   NLM_F_EXCL,
-  NlSocket,
+  type NlSocket,
   str,
   u32,
 } from "./netlink.ts";

@@ -5,7 +5,7 @@
 // in `ip`'s words.
 import { create } from "@bufbuild/protobuf";
 import { type NetObject, NetObjectSchema } from "../../gen/ckpt/images_pb.ts";
-import { Attrs, attrs, type Msg, NlSocket, str, u32, u8 } from "./netlink.ts";
+import { Attrs, attrs, type Msg, type NlSocket, str, u32, u8 } from "./netlink.ts";
 
 export const AF_INET = 2, AF_INET6 = 10;
 
