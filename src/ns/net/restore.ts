@@ -13,7 +13,7 @@ import { log } from "../../util/log.ts";
 import { sleepSync } from "../../util/sleep.ts";
 import { inNamespacesOf } from "../enter.ts";
 import { IFF_UP, indexOf, linkDiff, makeLink, readLinks, setMaster, setUp } from "./links.ts";
-import { NetlinkError, NLM_F_CREATE, NLM_F_EXCL, NlSocket } from "./netlink.ts";
+import { attrMap, NetlinkError, NLM_F_CREATE, NLM_F_EXCL, NlSocket, u32 } from "./netlink.ts";
 import {
   ADDRS,
   deleteRequest,
@@ -137,7 +137,7 @@ function fill(img: NetNamespace, opts: NetRestoreOptions, ownNet: number): void 
     if (failed.length) throw new RestoreError(`network sysctls: ${failed.join("; ")}`);
     const dad = img.sysctls.filter((s) => /^ipv6\/conf\/[^/]+\/accept_dad$/.test(s.path));
     writeSysctls(dad.map((s) => ({ ...s, value: "0" })));
-    for (const l of img.links) if (l.flags & IFF_UP) setUp(sock, l.index, l.name);
+    for (const l of upOrder(img)) setUp(sock, l.index, l.name);
     converge(sock, img);
     const dadFailed = writeSysctls(dad);
     if (dadFailed.length) throw new RestoreError(`network sysctls: ${dadFailed.join("; ")}`);
@@ -152,6 +152,21 @@ function fill(img: NetNamespace, opts: NetRestoreOptions, ownNet: number): void 
   } finally {
     sock.close();
   }
+}
+
+/** The links that were up, in the order they came up as far as the dump
+ * shows it: the kernel adds each one's IPv6 routes as it comes up, after
+ * those of the links up before it (the order of routes for the same prefix
+ * on several links). */
+function upOrder(img: NetNamespace): NetLink[] {
+  const first = new Map<number, number>();
+  img.routes.forEach((r, i) => {
+    if (r.head[0] !== 10) return; // IPv4 routes are kept in prefix order
+    const oif = u32(attrMap(r.attrs).get(4)); // RTA_OIF
+    if (oif !== undefined && !first.has(oif)) first.set(oif, i);
+  });
+  const at = (l: NetLink) => first.get(l.index) ?? img.routes.length + l.index;
+  return img.links.filter((l) => l.flags & IFF_UP).sort((a, b) => at(a) - at(b));
 }
 
 const KINDS: [ObjectKind, (n: NetNamespace) => NetObject[]][] = [

@@ -1,8 +1,10 @@
 # netns_probe.py LOG [UNIX_PATH]: sits in its network namespace; on SIGUSR1
 # appends to LOG the interfaces it sees and whether a UDP socket bound to
 # each IPv4/IPv6 address given in LOG.addrs (one a line) gets its own
-# datagram back; with UNIX_PATH it also serves an echo on that UNIX socket
-# (a listening socket it holds across the dump).
+# datagram back, and, when LOG.echo says "ADDR PORT", answers one datagram
+# sent there from outside (a socket made after restore, in the restored
+# namespace); with UNIX_PATH it also serves an echo on that UNIX socket (a
+# listening socket it holds across the dump).
 import os, signal, socket, sys, time
 
 log = sys.argv[1]
@@ -34,6 +36,24 @@ def probe(*_):
             s.close()
     with open(log, "a") as f:
         f.write("report " + " | ".join(out) + "\n")
+    try:
+        addr, port = open(log + ".echo").read().split()
+    except FileNotFoundError:
+        return
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, int(port)))
+    s.settimeout(5)
+    with open(log, "a") as f:
+        f.write("listening\n")
+    try:
+        data, peer = s.recvfrom(64)
+        s.sendto(b"echo " + data, peer)
+        res = "echoed"
+    except OSError as e:
+        res = f"echo error {e}"
+    s.close()
+    with open(log, "a") as f:
+        f.write(res + "\n")
 
 signal.signal(signal.SIGUSR1, probe)
 with open(log, "a") as f:
