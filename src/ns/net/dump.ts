@@ -14,6 +14,7 @@ import { OBJECT_KINDS, readObjects } from "./objects.ts";
 import { readSysctls } from "./sysctl.ts";
 import { dumpRuleset, hasNftTables, legacyTables, openNetfilter } from "./nft.ts";
 import { parseVethExternals } from "./options.ts";
+import { log } from "../../util/log.ts";
 
 export interface NetDumpOptions {
   /** --empty-ns net: the namespace's content is the caller's. */
@@ -29,6 +30,7 @@ export function dumpNet(
   block: (message: string) => void,
 ): NetNamespace {
   if (opts.emptyNs) return create(NetNamespaceSchema, { empty: true });
+  const t0 = performance.now();
   const img = create(NetNamespaceSchema, {});
   const veths = parseVethExternals(opts.external ?? []);
   const ownNet = fdops.open("/proc/thread-self/ns/net", O.RDONLY | O.CLOEXEC);
@@ -115,5 +117,11 @@ export function dumpNet(
     );
   }
   if (nftTables) img.nftRuleset = dumpRuleset(root);
+  log.debug(
+    `network namespace of pid ${root}: ${img.links.length} links, ${img.addrs.length} addresses, ` +
+      `${img.routes.length} routes, ${img.sysctls.length} sysctls${
+        img.nftRuleset ? ", nftables rules" : ""
+      } read in ${(performance.now() - t0).toFixed(1)} ms`,
+  );
   return img;
 }

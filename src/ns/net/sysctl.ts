@@ -7,7 +7,29 @@
 // opener's namespace).
 import { create } from "@bufbuild/protobuf";
 import { type NetSysctl, NetSysctlSchema } from "../../gen/ckpt/images_pb.ts";
-import { readHere, writeHere } from "../enter.ts";
+import { writeHere } from "../enter.ts";
+import { fd as fdops, O } from "../../native/mod.ts";
+
+// One buffer for every read: hundreds of small files are read per namespace.
+const buf = new Uint8Array(1 << 16);
+const dec = new TextDecoder();
+
+/** A /proc/sys file read on this very thread (its namespace's value). */
+function readHere(path: string, mode: number = O.RDONLY): string {
+  const n = fdops.open(path, mode | O.CLOEXEC);
+  try {
+    let used = 0;
+    for (;;) {
+      const got = fdops.read(n, buf.subarray(used));
+      if (got === 0) break;
+      used += got;
+      if (used === buf.length) throw new Error(`${path} holds more than ${buf.length} bytes`);
+    }
+    return dec.decode(buf.subarray(0, used));
+  } finally {
+    fdops.close(n);
+  }
+}
 
 const ROOT = "/proc/sys/net";
 
@@ -25,18 +47,13 @@ export function readSysctls(): NetSysctl[] {
         continue;
       }
       if (SKIP.some((r) => r.test(p))) continue;
-      let mode = 0;
-      try {
-        mode = Deno.statSync(`${ROOT}/${p}`).mode ?? 0;
-      } catch {
-        continue;
-      }
-      if ((mode & 0o600) !== 0o600) continue;
       let value: string;
       try {
-        value = readHere(`${ROOT}/${p}`);
+        // Opened for reading and writing: the kernel lets only settings
+        // that can be written (by root here) open so.
+        value = readHere(`${ROOT}/${p}`, O.RDWR);
       } catch {
-        continue; // unset secrets (stable_secret) read as EIO
+        continue; // read-only, or an unset secret (stable_secret reads EIO)
       }
       out.push(create(NetSysctlSchema, { path: p, value }));
     }
@@ -63,23 +80,21 @@ export function writeSysctls(list: NetSysctl[], only?: (path: string) => boolean
   const todo = list.filter((s) => !only || only(s.path)).sort((a, b) =>
     rank(a.path) - rank(b.path)
   );
-  for (let pass = 0; pass < 2; pass++) {
-    for (const s of todo) {
-      const file = `${ROOT}/${s.path}`;
-      let now: string;
-      try {
-        now = readHere(file);
-      } catch {
-        now = "";
-      }
-      if (norm(now) === norm(s.value)) continue;
-      try {
-        writeHere(file, s.value.endsWith("\n") ? s.value : `${s.value}\n`);
-      } catch (err) {
-        if (pass === 1) {
-          failed.push(`net.${s.path.replaceAll("/", ".")}: ${(err as Error).message}`);
-        }
-      }
+  // In rank order a setting that spreads (conf/all) is written before the
+  // ones it would overwrite; what still differs shows in sysctlDiff after.
+  for (const s of todo) {
+    const file = `${ROOT}/${s.path}`;
+    let now: string;
+    try {
+      now = readHere(file);
+    } catch {
+      now = "";
+    }
+    if (norm(now) === norm(s.value)) continue;
+    try {
+      writeHere(file, s.value.endsWith("\n") ? s.value : `${s.value}\n`);
+    } catch (err) {
+      failed.push(`net.${s.path.replaceAll("/", ".")}: ${(err as Error).message}`);
     }
   }
   return failed;
