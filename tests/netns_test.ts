@@ -9,6 +9,8 @@
 // at setup-namespaces, --join-ns, and what is refused.
 import { assert, assertEquals, assertStringIncludes } from "../src/deps/std_assert.ts";
 import { runCkpt } from "./helpers/ckpt.ts";
+import { openDir, RpcClient, T } from "./helpers/criu_rpc.ts";
+import { fd as fdops, O } from "../src/native/mod.ts";
 import { ensureProgram } from "./helpers/packages.ts";
 import { gone, killAndForget, readText, startSession, tempDir, until } from "./helpers/proc.ts";
 
@@ -306,6 +308,106 @@ Deno.test("--join-ns net:PATH restores into an existing named namespace", async 
     assertStringIncludes(await report(pid, dir, 2), "udp 10.74.0.2 ok");
     assertStringIncludes(await sh(`ip netns exec ${name} ss -xl`), `${dir}/sock`);
     assertEquals(await unixEcho(`${dir}/sock`, "j"), "echo j");
+  } finally {
+    if (pid) await killAndForget(pid);
+    await sh(`ip netns del ${name} 2>/dev/null || true`);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RPC as runc sends it: DUMP and RESTORE with empty_ns=CLONE_NEWNET, the namespace set up at the setup-namespaces NOTIFY", async () => {
+  await ensureProgram("ip", "iproute2");
+  const dir = await tempDir("netns-rpc");
+  const images = `${dir}/img`;
+  Deno.mkdirSync(images, { mode: 0o700 });
+  const t = tag();
+  const out = `ckr${t}`;
+  const net = 1 + (parseInt(t, 16) % 250);
+  let pid = 0;
+  try {
+    pid = (await startProbe(dir, true)).pid;
+    await sh(`ip link add ${out} type veth peer name eth0 netns ${pid}`);
+    const c = await RpcClient.swrk();
+    const fd = openDir(images);
+    const d = await c.call({
+      type: T.DUMP,
+      opts: { imagesDirFd: fd, pid, logFile: "dump.log", emptyNs: 0x40000000 },
+    });
+    assertEquals(d.success, true, d.crErrmsg);
+    await c.close();
+    await until("the tree gone", () => gone(pid));
+    const c2 = await RpcClient.swrk();
+    const r = await c2.call({
+      type: T.RESTORE,
+      opts: {
+        imagesDirFd: fd,
+        logFile: "restore.log",
+        notifyScripts: true,
+        emptyNs: 0x40000000,
+      },
+    }, async (n) => {
+      if (n.script === "setup-namespaces") {
+        // What runc's prestart hooks (CNI) do with the pid it is given.
+        assertStringIncludes(await inNs(n.pid!, "ip -o link"), "lo:");
+        await sh(`ip link add ${out} type veth peer name eth0 netns ${n.pid}`);
+        await inNs(n.pid!, `ip addr add 10.73.${net}.2/24 dev eth0 && ip link set eth0 up`);
+      }
+      return true;
+    });
+    assertEquals(r.success, true, r.crErrmsg);
+    assertEquals(r.restore?.pid, pid);
+    assert(c2.notified.some((n) => n.script === "setup-namespaces" && n.pid === pid));
+    await c2.close();
+    fdops.close(fd);
+    Deno.writeTextFileSync(`${dir}/log.addrs`, `10.73.${net}.2\n`);
+    assertStringIncludes(await report(pid, dir, 1), `udp 10.73.${net}.2 ok`);
+    assertEquals(await unixEcho(`${dir}/sock`, "r"), "echo r");
+  } finally {
+    if (pid) await killAndForget(pid);
+    await sh(`ip link del ${out} 2>/dev/null || true`);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RPC: a namespace given as external net[INO]:extRootNetNS is not saved and is joined from inherit_fd at RESTORE", async () => {
+  await ensureProgram("ip", "iproute2");
+  const dir = await tempDir("netns-ext");
+  const images = `${dir}/img`;
+  Deno.mkdirSync(images, { mode: 0o700 });
+  const name = `ckx${tag()}`;
+  let pid = 0;
+  try {
+    await sh(`ip netns add ${name} && ip -n ${name} link set lo up`);
+    pid = (await startProbe(dir, true, ["nsenter", `--net=/run/netns/${name}`])).pid;
+    const ino = Deno.statSync(`/run/netns/${name}`).ino;
+    const fd = openDir(images);
+    const c = await RpcClient.swrk();
+    const d = await c.call({
+      type: T.DUMP,
+      opts: { imagesDirFd: fd, pid, logFile: "dump.log", external: [`net[${ino}]:extRootNetNS`] },
+    });
+    assertEquals(d.success, true, d.crErrmsg);
+    await c.close();
+    await until("the tree gone", () => gone(pid));
+    const shown = JSON.parse((await runCkpt(["show", `${images}/namespaces.img`])).stdout);
+    assertEquals(shown.payload.net.external_key, "extRootNetNS");
+    const nsFd = fdops.open(`/run/netns/${name}`, O.RDONLY | O.CLOEXEC);
+    const c2 = await RpcClient.swrk({ extra: [[nsFd, 7]] });
+    fdops.close(nsFd);
+    const r = await c2.call({
+      type: T.RESTORE,
+      opts: {
+        imagesDirFd: fd,
+        logFile: "restore.log",
+        inheritFd: [{ key: "extRootNetNS", fd: 7 }],
+      },
+    });
+    assertEquals(r.success, true, r.crErrmsg);
+    await c2.close();
+    fdops.close(fd);
+    assertEquals(Deno.statSync(`/proc/${pid}/ns/net`).ino, ino);
+    assertStringIncludes(await sh(`ip netns exec ${name} ss -xl`), `${dir}/sock`);
+    assertEquals(await unixEcho(`${dir}/sock`, "e"), "echo e");
   } finally {
     if (pid) await killAndForget(pid);
     await sh(`ip netns del ${name} 2>/dev/null || true`);

@@ -55,11 +55,12 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     {
       name: "external",
       kind: "list",
-      arg: "unix[ID]|veth[IF][:OUT[@BR]]",
+      arg: "unix[ID]|veth[IF][:OUT[@BR]]|net[INO]:KEY",
       help: "unix[ID]: allow UNIX socket ID to have its peer outside the tree (restore it " +
         "with --inherit-fd fd[N]:socket:[ID]); veth[IF]: the veth IF of the tree's network " +
         "namespace has its other end outside, made again at restore (named OUT, put in " +
-        "bridge BR)",
+        "bridge BR); net[INO]:KEY: the network namespace INO is the caller's, not saved " +
+        "(restore with --inherit-fd fd[N]:KEY)",
     },
     {
       name: "empty-ns",
@@ -201,10 +202,11 @@ export function parseExtUnixSkDump(values: string[]): string[] {
 /** --external: unix[INO] and veth[IF][:OUT[@BR]]. */
 export function parseExternal(values: string[]): string[] {
   for (const v of values) {
-    if (v.startsWith("veth[")) continue;
+    if (v.startsWith("veth[") || /^net\[\d+\]:.+$/.test(v)) continue;
     if (!/^unix\[\d+\]$/.test(v)) {
       throw new UsageError(
-        `dump: --external '${v}' is neither unix[ID] (a socket inode) nor veth[IFNAME][:OUTSIDE]`,
+        `dump: --external '${v}' is none of unix[ID] (a socket inode), veth[IFNAME][:OUTSIDE], ` +
+          `net[INODE]:KEY`,
       );
     }
   }

@@ -145,10 +145,25 @@ export async function restore(
       throw new ImageError(dir.file(NAMESPACES), why);
     });
   }
+  // A namespace that was the caller's at dump comes as an inherited fd.
+  const netKey = nsImage?.net?.externalKey;
+  const inherited = new Map(opts.inherit ?? []);
+  let joinNet = opts.joinNet;
+  if (netKey && !joinNet) {
+    const n = inherited.get(netKey);
+    if (n === undefined) {
+      throw new RestoreError(
+        `the network namespace was the caller's at dump (--external net[…]:${netKey}): give ` +
+          `it as --inherit-fd fd[N]:${netKey} or --join-ns net:PATH`,
+      );
+    }
+    joinNet = `/proc/self/fd/${n}`;
+  }
+  if (netKey) inherited.delete(netKey);
   const ns = NamespacePlan.of(nsImage, {
     timeNs: opts.timeNs,
     emptyNet: opts.emptyNet,
-    joinNet: opts.joinNet,
+    joinNet,
     veths: opts.veths,
   });
   const cores = new Map(tasks.map((t) => [t.core.pid, t.core]));
@@ -170,7 +185,7 @@ export async function restore(
   const opened = new OpenedFiles(files, {
     validation: opts.fileValidation ?? "filesize",
     shellJob,
-    inherit: opts.inherit ?? new Map(),
+    inherit: inherited,
     unix: { extUnixSk: opts.extUnixSk ?? [], missing: opts.extUnixSkMissing ?? "fail" },
     tasks: tasks.filter((t) => !t.core.zombie).map((t) => t.core),
     sameMachine: inv.bootId !== "" && inv.bootId === bootId(),
@@ -263,7 +278,7 @@ export async function restore(
       ns.fill(r);
       // CRIU's moment for the caller to set the new namespaces up (runc
       // runs its prestart hooks there, which configure the network).
-      if (ns.kinds.length || opts.joinNet) notify("setup-namespaces", r);
+      if (ns.kinds.length || joinNet) notify("setup-namespaces", r);
       if (!late) return;
       // The fds stay ckpt's too (closed with the others) until the tree runs.
       sendFds(late[0], inNamespacesOf(r, ns.enterable, () => opened.openDeferred()));

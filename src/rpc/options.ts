@@ -18,6 +18,7 @@ import type { RestoreOptions } from "../api/guarded.ts";
 import { MAX_GHOST_BYTES } from "../files/regular.ts";
 import { RpcError } from "./channel.ts";
 import { ImageDir } from "../images/dir.ts";
+import { parseVethExternals, type VethExternal } from "../ns/net/options.ts";
 
 export type RpcOp = "dump" | "pre-dump" | "restore";
 
@@ -114,7 +115,7 @@ function shown(v: unknown): string {
   return String(v);
 }
 
-const NEEDS_NS = "namespaces are not supported yet";
+const CLONE_NEWNET = 0x40000000;
 const NEEDS_MNT = "mounts and mount namespaces are not supported yet";
 const NEEDS_CG = "cgroups are not supported yet";
 const NEEDS_TCP = "TCP sockets are not supported yet";
@@ -190,10 +191,13 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "external":
       if (!on(v)) return undefined;
       for (const e of v as string[]) {
-        if (!dumping || !/^unix\[\d+\]$/.test(e)) {
+        const ok = e.startsWith("veth[") ||
+          (dumping && (/^unix\[\d+\]$/.test(e) || /^net\[\d+\]:.+$/.test(e)));
+        if (!ok) {
           return `external=${
             shown(v)
-          }: only unix[INO] on dump is supported (${NEEDS_NS} for net[], ${NEEDS_MNT} for mnt[])`;
+          }: only unix[INO], net[INO]:KEY and veth[IF][:OUT] on dump and veth[IF]:OUT on ` +
+            `restore are supported (${NEEDS_MNT} for mnt[])`;
         }
       }
       return undefined;
@@ -221,7 +225,12 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "config_file":
       return configFileRefusal(String(v));
     case "empty_ns":
-      return v === 0 ? undefined : `empty_ns=0x${(v as number).toString(16)}: ${NEEDS_NS}`;
+      // CLONE_NEWNET alone, as in CRIU (runc always sends it).
+      return v === 0 || v === CLONE_NEWNET
+        ? undefined
+        : `empty_ns=0x${
+          (v as number).toString(16)
+        }: only CLONE_NEWNET (0x40000000) can be left empty`;
     // Asking for what ckpt does not do yet.
     case "tcp_established":
     case "tcp_skip_in_flight":
@@ -237,8 +246,15 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "lsm_mount_context":
       return on(v) ? `${f.name}=${shown(v)}: ${NEEDS_MNT}` : undefined;
     case "veths":
+      return on(v) && dumping ? "veths: the outside ends of veths are given at restore" : undefined;
     case "join_ns":
-      return on(v) ? `${f.name}=${shown(v)}: ${NEEDS_NS}` : undefined;
+      if (!on(v)) return undefined;
+      if (dumping) return "join_ns: namespaces are joined at restore";
+      for (const j of v as { ns: string; extraOpt?: string }[]) {
+        if (j.ns !== "net") return `join_ns ${j.ns}: only network namespaces can be joined yet`;
+        if (j.extraOpt) return `join_ns ${j.ns}: extra_opt is for user namespaces`;
+      }
+      return undefined;
     case "cg_root":
     case "cgroup_props":
     case "cgroup_props_file":
@@ -333,8 +349,18 @@ export function dumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): DumpOpti
     shellJob: o.shellJob,
     extUnixSk: extUnixSk(o),
     external: o.external,
+    emptyNet: (o.emptyNs & CLONE_NEWNET) !== 0,
     prevImagesDir: o.parentImg || undefined,
   };
+}
+
+/** The key a dump's external network namespace is to be inherited as. */
+function netKeyOf(dir: string): string | undefined {
+  try {
+    return ImageDir.open(dir).readNamespaces()?.net?.externalKey || undefined;
+  } catch {
+    return undefined; // restore itself says what is wrong with the directory
+  }
 }
 
 export function preDumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): PreDumpOptions {
@@ -355,19 +381,29 @@ export function restoreOptions(o: criu_opts, dirs: Dirs): RestoreOptions {
   }
   const inherit = new Map<string, number>();
   for (const i of o.inheritFd) {
-    if (!/^(pipe|socket):\[\d+\]$/.test(i.key) && !i.key.startsWith("/")) {
+    const nsKey = i.key === netKeyOf(dirs.imagesDir);
+    if (!nsKey && !/^(pipe|socket):\[\d+\]$/.test(i.key) && !i.key.startsWith("/")) {
       throw new RpcRefused("RESTORE", [
-        `inherit_fd key '${i.key}': ckpt inherits pipe:[INO], socket:[INO] and paths (a key ` +
-        `such as extRootNetNS names a namespace: ${NEEDS_NS})`,
+        `inherit_fd key '${i.key}': ckpt inherits pipe:[INO], socket:[INO], paths, and the ` +
+        `network namespace dumped as external net[INO]:KEY (these images have ${
+          netKeyOf(dirs.imagesDir) ?? "none"
+        })`,
       ]);
     }
     inherit.set(i.key, i.fd);
   }
+  const veths = new Map<string, VethExternal>([
+    ...parseVethExternals(o.external),
+    ...o.veths.map((p) => [p.ifIn, { outside: p.ifOut }] as [string, VethExternal]),
+  ]);
   return {
     dir: dirs.imagesDir,
     shellJob: o.shellJob,
     extUnixSk: extUnixSk(o),
     inherit,
+    emptyNet: (o.emptyNs & CLONE_NEWNET) !== 0,
+    joinNet: o.joinNs.find((j) => j.ns === "net")?.nsFile,
+    veths,
     sibling: o.rstSibling,
     lazyPages: o.lazyPages,
     fileValidation: "filesize",

@@ -29,6 +29,8 @@ export function dumpNet(
   opts: NetDumpOptions,
   block: (message: string) => void,
 ): NetNamespace {
+  const ext = externalNet(root, opts.external ?? []);
+  if (ext) return create(NetNamespaceSchema, { empty: true, externalKey: ext });
   if (opts.emptyNs) return create(NetNamespaceSchema, { empty: true });
   const t0 = performance.now();
   const img = create(NetNamespaceSchema, {});
@@ -124,4 +126,14 @@ export function dumpNet(
       } read in ${(performance.now() - t0).toFixed(1)} ms`,
   );
   return img;
+}
+
+/** The key of a --external net[INODE]:KEY naming the root's namespace. */
+function externalNet(root: number, external: string[]): string | undefined {
+  const ino = Deno.statSync(`/proc/${root}/ns/net`).ino;
+  for (const v of external) {
+    const m = /^net\[(\d+)\]:(.+)$/.exec(v);
+    if (m && Number(m[1]) === ino) return m[2];
+  }
+  return undefined;
 }
