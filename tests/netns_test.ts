@@ -414,3 +414,73 @@ Deno.test("RPC: a namespace given as external net[INO]:extRootNetNS is not saved
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a container of unshare --net --pid --fork --uts --ipc (and one with its own user namespace) comes back with its network", async () => {
+  await ensureProgram("ip", "iproute2");
+  const unshare = await ensureProgram("unshare", "util-linux");
+  for (const user of [false, true]) {
+    const dir = await tempDir("netns-box");
+    const t = tag();
+    const out = `ckb${t}`;
+    const net = 1 + (parseInt(t, 16) % 250);
+    const launcher = startSession([
+      unshare,
+      ...(user ? ["--user", "--map-root-user"] : []),
+      "--net",
+      "--pid",
+      "--fork",
+      "--uts",
+      "--ipc",
+      "python3",
+      PROBE,
+      `${dir}/log`,
+      `${dir}/sock`,
+    ]);
+    let pid = 0;
+    try {
+      await until("probe ready", () => readText(`${dir}/log`).includes("ready"));
+      pid = Number(readText(`/proc/${launcher.pid}/task/${launcher.pid}/children`).trim());
+      await sh(`ip link add ${out} type veth peer name eth0 netns ${pid}`);
+      await inNs(
+        pid,
+        `ip link set lo up && ip addr add 10.72.${net}.2/24 dev eth0 && ip link set eth0 up`,
+      );
+      Deno.writeTextFileSync(`${dir}/log.addrs`, `10.72.${net}.2\n::1\n`);
+      const first = await report(pid, dir, 1);
+      const before = await inNs(pid, "ip -o addr; ip -4 route show table all");
+      const d = await runCkpt([
+        "dump",
+        "-t",
+        String(pid),
+        "-D",
+        `${dir}/img`,
+        "--external",
+        "veth[eth0]",
+      ]);
+      assertEquals(d.code, 0, d.stderr);
+      await until("the tree gone", () => gone(pid));
+      const r = await runCkpt(["restore", "-D", `${dir}/img`, "-d"]);
+      assertEquals(r.code, 0, r.stderr);
+      assertEquals(await inNs(pid, "ip -o addr; ip -4 route show table all"), before);
+      assertEquals(await report(pid, dir, 2), first);
+      assertStringIncludes(first, `udp 10.72.${net}.2 ok`);
+      assertEquals(await unixEcho(`${dir}/sock`, "b"), "echo b");
+      if (user) {
+        assert(
+          Deno.readLinkSync(`/proc/${pid}/ns/user`) !== Deno.readLinkSync("/proc/self/ns/user"),
+          "its own user namespace",
+        );
+        // The namespace belongs to the restored user namespace: its root
+        // can configure it.
+        await sh(
+          `nsenter --target ${pid} --user --net --preserve-credentials ip link set eth0 mtu 1400`,
+        );
+      }
+    } finally {
+      if (pid) await killAndForget(pid);
+      await killAndForget(launcher.pid);
+      await sh(`ip link del ${out} 2>/dev/null || true`);
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});

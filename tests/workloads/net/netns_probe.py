@@ -8,6 +8,10 @@
 import os, signal, socket, sys, time
 
 log = sys.argv[1]
+try:
+    os.setsid()  # the init of a PID namespace made by unshare --fork leads its own
+except OSError:
+    pass  # a session leader already
 srv = None
 if len(sys.argv) > 2:
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
