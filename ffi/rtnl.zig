@@ -89,3 +89,87 @@ export fn ck_nl_talk(fd: i32, req: [*]const u8, req_len: usize, buf: [*]u8, len:
 }
 
 const NLM_F_ACK = 0x4;
+
+const NR_getdents64 = 217;
+const O_NOFOLLOW = 0o400000;
+const DT_DIR = 4;
+const DT_REG = 8;
+
+/// Every setting under the directory `root` (/proc/sys/net, as the calling
+/// thread's network namespace shows it) that opens for reading and writing,
+/// as records "relative/path\0value\0" in buf, in directory order. Files that
+/// cannot be opened so (read-only ones) or read (unset secrets) are left out.
+/// Returns the bytes used, -ENOSPC when buf is too small.
+export fn ck_read_sysctls(root: [*:0]const u8, buf: [*]u8, len: usize) i64 {
+    var path: [4096]u8 = undefined;
+    const dfd = sys.syscall4(NR.openat, sys.int(@as(i32, -100)), sys.ptr(root), sys.O_RDONLY | sys.O_DIRECTORY | sys.O_CLOEXEC, 0);
+    if (sys.isErr(dfd)) return sys.signed(dfd);
+    var used: usize = 0;
+    const rc = walk(@intCast(dfd), &path, 0, buf, len, &used, 0);
+    _ = sys.syscall1(NR.close, dfd);
+    if (rc < 0) return rc;
+    return @intCast(used);
+}
+
+fn walk(dfd: i32, path: *[4096]u8, plen: usize, buf: [*]u8, len: usize, used: *usize, depth: usize) i64 {
+    if (depth > 16) return 0;
+    var ents: [8192]u8 align(8) = undefined;
+    while (true) {
+        const n_rc = sys.syscall3(NR_getdents64, sys.int(dfd), sys.ptr(&ents), ents.len);
+        if (sys.isErr(n_rc)) return sys.signed(n_rc);
+        const n: usize = n_rc;
+        if (n == 0) return 0;
+        var off: usize = 0;
+        while (off + 19 < n) {
+            const reclen = @as(u16, ents[off + 16]) | (@as(u16, ents[off + 17]) << 8);
+            if (reclen == 0) return -EPROTO;
+            const dtype = ents[off + 18];
+            const name: [*:0]const u8 = @ptrCast(&ents[off + 19]);
+            var nlen: usize = 0;
+            while (name[nlen] != 0) nlen += 1;
+            off += reclen;
+            if (name[0] == '.' and (nlen == 1 or (nlen == 2 and name[1] == '.'))) continue;
+            if (plen + nlen + 2 > path.len) continue;
+            var p = plen;
+            if (p > 0) {
+                path[p] = '/';
+                p += 1;
+            }
+            @memcpy(path[p .. p + nlen], name[0..nlen]);
+            p += nlen;
+            if (dtype == DT_DIR) {
+                const sub = sys.syscall4(NR.openat, sys.int(dfd), sys.ptr(name), sys.O_RDONLY | sys.O_DIRECTORY | sys.O_CLOEXEC | O_NOFOLLOW, 0);
+                if (sys.isErr(sub)) continue;
+                const rc = walk(@intCast(sub), path, p, buf, len, used, depth + 1);
+                _ = sys.syscall1(NR.close, sub);
+                if (rc < 0) return rc;
+                continue;
+            }
+            if (dtype != DT_REG) continue;
+            const fd = sys.syscall4(NR.openat, sys.int(dfd), sys.ptr(name), sys.O_RDWR | sys.O_CLOEXEC | O_NOFOLLOW, 0);
+            if (sys.isErr(fd)) continue;
+            defer _ = sys.syscall1(NR.close, fd);
+            // path\0 then the value read straight after it, then \0.
+            if (used.* + p + 2 > len) return -ENOSPC;
+            const start = used.*;
+            @memcpy(buf[start .. start + p], path[0..p]);
+            buf[start + p] = 0;
+            var at = start + p + 1;
+            var ok = true;
+            while (true) {
+                if (at >= len) return -ENOSPC;
+                const got = sys.syscall3(NR.read, fd, sys.ptr(buf + at), len - at);
+                if (sys.isErr(got)) {
+                    ok = false;
+                    break;
+                }
+                if (got == 0) break;
+                at += got;
+            }
+            if (!ok) continue;
+            if (at >= len) return -ENOSPC;
+            buf[at] = 0;
+            used.* = at + 1;
+        }
+    }
+}

@@ -8,28 +8,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type NetSysctl, NetSysctlSchema } from "../../gen/ckpt/images_pb.ts";
 import { writeHere } from "../enter.ts";
-import { fd as fdops, O } from "../../native/mod.ts";
-
-// One buffer for every read: hundreds of small files are read per namespace.
-const buf = new Uint8Array(1 << 16);
-const dec = new TextDecoder();
-
-/** A /proc/sys file read on this very thread (its namespace's value). */
-function readHere(path: string, mode: number = O.RDONLY): string {
-  const n = fdops.open(path, mode | O.CLOEXEC);
-  try {
-    let used = 0;
-    for (;;) {
-      const got = fdops.read(n, buf.subarray(used));
-      if (got === 0) break;
-      used += got;
-      if (used === buf.length) throw new Error(`${path} holds more than ${buf.length} bytes`);
-    }
-    return dec.decode(buf.subarray(0, used));
-  } finally {
-    fdops.close(n);
-  }
-}
+import { readSysctlTree } from "../../native/rtnl.ts";
 
 const ROOT = "/proc/sys/net";
 
@@ -38,28 +17,14 @@ const ROOT = "/proc/sys/net";
 const SKIP = [/^netfilter\/nf_log\//];
 
 export function readSysctls(): NetSysctl[] {
-  const out: NetSysctl[] = [];
-  const walk = (rel: string) => {
-    for (const e of Deno.readDirSync(`${ROOT}/${rel}`)) {
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory) {
-        walk(p);
-        continue;
-      }
-      if (SKIP.some((r) => r.test(p))) continue;
-      let value: string;
-      try {
-        // Opened for reading and writing: the kernel lets only settings
-        // that can be written (by root here) open so.
-        value = readHere(`${ROOT}/${p}`, O.RDWR);
-      } catch {
-        continue; // read-only, or an unset secret (stable_secret reads EIO)
-      }
-      out.push(create(NetSysctlSchema, { path: p, value }));
-    }
-  };
-  walk("");
-  return out;
+  return readSysctlTree(ROOT).filter(([p]) => !SKIP.some((r) => r.test(p))).map(([path, value]) =>
+    create(NetSysctlSchema, { path, value })
+  );
+}
+
+/** What the namespace has now, by path. */
+function snapshot(): Map<string, string> {
+  return new Map(readSysctlTree(ROOT));
 }
 
 /** Writing order: settings for all devices first (they overwrite each
@@ -76,44 +41,40 @@ const norm = (v: string) => v.trim().split(/\s+/).join(" ");
 /** Writes every saved value that differs from what the new namespace has;
  * returns what could not be set (path: reason). */
 export function writeSysctls(list: NetSysctl[], only?: (path: string) => boolean): string[] {
-  const failed: string[] = [];
+  const failed = new Map<string, string>();
   const todo = list.filter((s) => !only || only(s.path)).sort((a, b) =>
     rank(a.path) - rank(b.path)
   );
   // In rank order a setting that spreads (conf/all) is written before the
-  // ones it would overwrite; what still differs shows in sysctlDiff after.
-  for (const s of todo) {
-    const file = `${ROOT}/${s.path}`;
-    let now: string;
-    try {
-      now = readHere(file);
-    } catch {
-      now = "";
+  // ones it would overwrite; a second pass sets what a write changed.
+  for (let pass = 0; pass < 2; pass++) {
+    const now = snapshot();
+    let wrote = false;
+    for (const s of todo) {
+      const v = now.get(s.path);
+      if (v !== undefined && norm(v) === norm(s.value)) continue;
+      wrote = true;
+      try {
+        writeHere(`${ROOT}/${s.path}`, s.value.endsWith("\n") ? s.value : `${s.value}\n`);
+        failed.delete(s.path);
+      } catch (err) {
+        failed.set(s.path, `net.${s.path.replaceAll("/", ".")}: ${(err as Error).message}`);
+      }
     }
-    if (norm(now) === norm(s.value)) continue;
-    try {
-      writeHere(file, s.value.endsWith("\n") ? s.value : `${s.value}\n`);
-    } catch (err) {
-      failed.push(`net.${s.path.replaceAll("/", ".")}: ${(err as Error).message}`);
-    }
+    if (!wrote) break;
   }
-  return failed;
+  return [...failed.values()];
 }
 
 /** Saved values the namespace does not have now. */
 export function sysctlDiff(list: NetSysctl[]): string[] {
+  const now = snapshot();
   const out: string[] = [];
   for (const s of list) {
-    let now: string;
-    try {
-      now = readHere(`${ROOT}/${s.path}`);
-    } catch (err) {
-      out.push(`net.${s.path.replaceAll("/", ".")} cannot be read (${(err as Error).message})`);
-      continue;
-    }
-    if (norm(now) !== norm(s.value)) {
-      out.push(`net.${s.path.replaceAll("/", ".")} is ${norm(now)} (dumped ${norm(s.value)})`);
-    }
+    const v = now.get(s.path);
+    const name = `net.${s.path.replaceAll("/", ".")}`;
+    if (v === undefined) out.push(`${name} is not there (or not writable)`);
+    else if (norm(v) !== norm(s.value)) out.push(`${name} is ${norm(v)} (dumped ${norm(s.value)})`);
   }
   return out;
 }
