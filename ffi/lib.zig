@@ -18,6 +18,7 @@ comptime {
     _ = @import("creds.zig");
     _ = @import("ns.zig");
     _ = @import("rtnl.zig");
+    _ = @import("mount.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.

@@ -321,6 +321,17 @@ fn enterNamespaces(p: *abi.Header, status_fd: i32) void {
     if (p.flags & abi.flag_new_cgroup != 0) {
         check(status_fd, pid, .namespaces, sys.syscall1(NR.unshare, CLONE_NEWCGROUP), 4);
     }
+    if (p.flags & abi.flag_mounts != 0) {
+        // The mount tree, in the namespaces the mounts belong to (proc of the
+        // new PID namespace, sysfs of the new network namespace...); ckpt
+        // fills it and opens the tree's files while it waits at the int3.
+        if (ops.run(sys, p, abi.phase_mounts)) |f| fail(status_fd, pid, .ops, f.rc, f.index);
+        asm volatile ("int3"
+            :
+            : [m] "{rax}" (abi.mounts_magic),
+            : .{ .memory = true });
+        if (ops.run(sys, p, abi.phase_mounted)) |f| fail(status_fd, pid, .ops, f.rc, f.index);
+    }
     if (p.n_late > 0) {
         const at: [*]const i32 = @ptrFromInt(@intFromPtr(p) + p.late_off);
         check(status_fd, pid, .namespaces, ns.receiveFds(p.late_sock, at[0..@intCast(p.n_late)]), 5);

@@ -23,6 +23,9 @@ pub const flag_new_cgroup: u32 = 512;
 /// Leave the supplementary groups as the task was forked with them (a user
 /// namespace with setgroups denied: they were set for the root at its fork).
 pub const flag_keep_groups: u32 = 1024;
+/// The root builds its mount tree after its first stop (phase_mounts), stops
+/// with mounts_magic for ckpt to fill it, then runs phase_mounted.
+pub const flag_mounts: u32 = 2048;
 
 /// The whole tree: every task's plan, each a self-contained Header + arrays.
 pub const TreeHeader = extern struct {
@@ -154,6 +157,11 @@ pub const fill_magic: u64 = 0x46494c4c5f5f434b;
 /// in rdi once the vma_lazy mappings are registered; ckpt takes a copy of the
 /// fd and serves their pages from then on, and the blob closes its own.
 pub const lazy_magic: u64 = 0x4c415a595f5f434b;
+
+/// With flag_mounts the forked root stops with int3 and this in rax once its
+/// mount tree is built: ckpt fills its tmpfs mounts and opens the tree's
+/// files below it meanwhile.
+pub const mounts_magic: u64 = 0x4d4f554e54535f4b;
 
 pub const FdMove = extern struct { src: i32, dst: i32, cloexec: u32, _pad: u32 = 0 };
 
@@ -310,6 +318,11 @@ pub const phase_after_session: u32 = 5;
 /// phase_thread + i: run by thread i itself (0 main, k + 1 threads[k])
 /// before its credentials: the threads it creates and its seccomp filters.
 pub const phase_thread: u32 = 0x100;
+/// In the forked root after its first stop: the mount tree built under a
+/// staging directory and moved into with pivot_root.
+pub const phase_mounts: u32 = 6;
+/// In the forked root, once ckpt filled the tree: the mounts' flags.
+pub const phase_mounted: u32 = 7;
 
 /// a[0] = syscall number, a[1..6] = its arguments.
 pub const op_syscall: u32 = 1;

@@ -55,12 +55,14 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     {
       name: "external",
       kind: "list",
-      arg: "unix[ID]|veth[IF][:OUT[@BR]]|net[INO]:KEY",
+      arg: "unix[ID]|veth[IF][:OUT[@BR]]|net[INO]:KEY|mnt[MNT]:KEY",
       help: "unix[ID]: allow UNIX socket ID to have its peer outside the tree (restore it " +
         "with --inherit-fd fd[N]:socket:[ID]); veth[IF]: the veth IF of the tree's network " +
         "namespace has its other end outside, made again at restore (named OUT, put in " +
         "bridge BR); net[INO]:KEY: the network namespace INO is the caller's, not saved " +
-        "(restore with --inherit-fd fd[N]:KEY)",
+        "(restore with --inherit-fd fd[N]:KEY); mnt[MNT]:KEY: the mount at MNT (as the tree " +
+        "sees it) belongs to the host: save it as KEY (restore binds it from --external " +
+        "mnt[KEY]:PATH)",
     },
     {
       name: "empty-ns",
@@ -68,6 +70,13 @@ failed dump leaves the tree running as it was and no usable images behind.`,
       arg: "net",
       help: "save the tree's own network namespace empty: restore makes a new one with only " +
         "lo, for the caller to set up (at setup-namespaces)",
+    },
+    {
+      name: "ext-mount-map",
+      short: "M",
+      kind: "list",
+      arg: "MNT:KEY",
+      help: "CRIU's older spelling of --external mnt[MNT]:KEY",
     },
     {
       name: "file-locks",
@@ -138,6 +147,7 @@ async function dumpTo(
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
     emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
+    extMountMap: parseMountMap(opts.list("ext-mount-map"), "dump"),
     prevImagesDir: opts.string("prev-images-dir"),
     notify: actionScripts(opts.list("action-script"), dir, stream),
   });
@@ -176,6 +186,7 @@ async function dryRun(opts: ParsedOptions, pid: number): Promise<number> {
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
     emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
+    extMountMap: parseMountMap(opts.list("ext-mount-map"), "dump"),
   });
   const report = r.dryRun!;
   if (opts.bool("json")) {
@@ -199,17 +210,29 @@ export function parseExtUnixSkDump(values: string[]): string[] {
   return values;
 }
 
-/** --external: unix[INO] and veth[IF][:OUT[@BR]]. */
+/** --external on dump: unix[INO], veth[IF][:OUT[@BR]], net[INO]:KEY or mnt[MOUNTPOINT]:KEY. */
 export function parseExternal(values: string[]): string[] {
   for (const v of values) {
     if (v.startsWith("veth[") || /^net\[\d+\]:.+$/.test(v)) continue;
-    if (!/^unix\[\d+\]$/.test(v)) {
+    if (!/^unix\[\d+\]$/.test(v) && !/^mnt\[\/[^\]]*\]:.+$/.test(v)) {
       throw new UsageError(
         `dump: --external '${v}' is none of unix[ID] (a socket inode), veth[IFNAME][:OUTSIDE], ` +
-          `net[INODE]:KEY`,
+          `net[INODE]:KEY, mnt[MOUNTPOINT]:KEY`,
       );
     }
   }
   parseVethExternals(values);
+  return values;
+}
+
+/** --ext-mount-map A:B (dump: mountpoint:key; restore: key:path). */
+export function parseMountMap(values: string[], cmd: string): string[] {
+  for (const v of values) {
+    if (!/^[^:]+:.+$/.test(v)) {
+      throw new UsageError(
+        `${cmd}: --ext-mount-map '${v}' is not ${cmd === "dump" ? "MOUNTPOINT:KEY" : "KEY:PATH"}`,
+      );
+    }
+  }
   return values;
 }

@@ -2,7 +2,8 @@ import type { CommandSpec, ParsedOptions } from "../cli/spec.ts";
 import { readStream } from "../images/stream.ts";
 import { checkStreamTrust } from "../images/trust.ts";
 import { callerFds } from "../cli/caller_fds.ts";
-import { stagingDir } from "./dump.ts";
+import { parseMountMap, stagingDir } from "./dump.ts";
+import { restoreExternals } from "../mount/restore.ts";
 import { UsageError } from "../errors.ts";
 import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
@@ -159,6 +160,21 @@ restore kills everything it started and names the stage that failed.`,
       help: "write the restored root's pid to FILE once it runs",
     },
     {
+      name: "root",
+      short: "r",
+      kind: "string",
+      arg: "DIR",
+      help: "the root filesystem of a tree that had a mount namespace of its own (its other " +
+        "mounts are made again below it)",
+    },
+    {
+      name: "ext-mount-map",
+      short: "M",
+      kind: "list",
+      arg: "KEY:PATH",
+      help: "CRIU's older spelling of --external mnt[KEY]:PATH",
+    },
+    {
       name: "time-ns",
       kind: "boolean",
       help: "restore into a new time namespace where CLOCK_MONOTONIC and CLOCK_BOOTTIME go " +
@@ -167,9 +183,11 @@ restore kills everything it started and names the stage that failed.`,
     {
       name: "external",
       kind: "list",
-      arg: "veth[IF]:OUT[@BR]",
-      help: "make the veth IF of the tree's network namespace with its outside end named OUT " +
-        "(default: its name at dump), put into bridge BR",
+      arg: "veth[IF]:OUT[@BR]|mnt[KEY]:PATH",
+      help: "veth[IF]:OUT[@BR]: make the veth IF of the tree's network namespace with its " +
+        "outside end named OUT (default: its name at dump), put into bridge BR; " +
+        "mnt[KEY]:PATH: the host path PATH of the mount the dump named external as KEY " +
+        "(--external mnt[MOUNTPOINT]:KEY at dump)",
     },
     {
       name: "veth-pair",
@@ -215,6 +233,22 @@ restore kills everything it started and names the stage that failed.`,
   },
 };
 
+/** --external mnt[KEY]:PATH and --ext-mount-map KEY:PATH as key → path. */
+function restoreMountMap(external: string[], map: string[]): Map<string, string> {
+  for (const v of external) {
+    if (v.startsWith("veth[")) continue;
+    if (!/^mnt\[[^\]]+\]:.+$/.test(v)) {
+      throw new UsageError(
+        `restore: --external '${v}' is not veth[IFNAME]:OUTSIDE[@BRIDGE] or mnt[KEY]:PATH`,
+      );
+    }
+  }
+  return restoreExternals(
+    external.filter((v) => v.startsWith("mnt[")),
+    parseMountMap(map, "restore"),
+  );
+}
+
 /** --restore-sibling: ckpt cannot wait for a tree that is not its child. */
 function siblingOf(opts: ParsedOptions): boolean {
   const sibling = opts.bool("restore-sibling");
@@ -251,6 +285,8 @@ async function restoreFrom(
     notify: actionScripts(opts.list("action-script"), dir),
     timeNs: opts.bool("time-ns"),
     ...netOptions(opts),
+    root: opts.string("root"),
+    externalMounts: restoreMountMap(opts.list("external"), opts.list("ext-mount-map")),
   });
   const pidfile = opts.string("pidfile");
   if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);
@@ -273,13 +309,8 @@ async function restoreFrom(
 
 /** --external veth[…], --veth-pair, --empty-ns, --join-ns. */
 function netOptions(opts: ParsedOptions) {
-  for (const v of opts.list("external")) {
-    if (!v.startsWith("veth[")) {
-      throw new UsageError(`restore: --external '${v}' is not veth[IFNAME]:OUTSIDE[@BRIDGE]`);
-    }
-  }
   const veths = new Map([
-    ...parseVethExternals(opts.list("external")),
+    ...parseVethExternals(opts.list("external").filter((v) => v.startsWith("veth["))),
     ...parseVethPairs(opts.list("veth-pair")),
   ]);
   return {

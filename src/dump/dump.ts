@@ -53,8 +53,10 @@ import { type DumpStats, us, writeDumpStats } from "../images/criu_stats.ts";
 import { countPages, noPages } from "./stats.ts";
 import { collectSeccomp, refuseUnsuspended, seccompModes, type TaskSeccomp } from "./seccomp.ts";
 import { planSessions, SessionError, sessionTasks } from "../restore/sessions.ts";
-import { collectNamespaces, namespaceBlockers, treePidLevels } from "../ns/dump.ts";
+import { collectNamespaces, namespaceBlockers, ownKinds, treePidLevels } from "../ns/dump.ts";
 import { inNamespacesOf } from "../ns/enter.ts";
+import { dumpExternals, dumpMounts } from "../mount/dump.ts";
+import { setDumpRoot, setTreeMounts } from "../mount/view.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -69,11 +71,14 @@ export interface DumpOptions {
   shellJob?: boolean;
   /** --ext-unix-sk values: "" (bare: one-way DGRAM clients) or ID[,ID…]. */
   extUnixSk?: string[];
-  /** --external values, e.g. "unix[INO]", "veth[eth0]:vh0". */
+  /** --external values, e.g. "unix[INO]", "veth[eth0]:vh0", "mnt[/data]:data". */
   external?: string[];
   /** --empty-ns net: a network namespace of the tree's own is saved empty;
    * its content is the caller's to set up again at restore. */
   emptyNet?: boolean;
+  /** --ext-mount-map MOUNTPOINT:KEY (CRIU's older spelling of
+   * --external mnt[MOUNTPOINT]:KEY). */
+  extMountMap?: string[];
   /** --prev-images-dir: a pre-dump (relative to dir unless absolute); pages
    * not written since it are left there. */
   prevImagesDir?: string;
@@ -128,6 +133,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const notify = notifier(opts.notify, (m) => new DumpError(m));
   const pages = noPages();
   let memdumpMs = 0;
+  const own = ownKinds(pid);
+  const mountExternals = dumpExternals(opts.external ?? [], opts.extMountMap);
+  // Paths the tree's files have are its own mount namespace's.
+  const leaveView = setDumpRoot(own.includes("mnt") ? pid : undefined);
   try {
     if (!dryRun) notify("pre-dump");
     const tFreeze = performance.now();
@@ -148,6 +157,14 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     // Each task's pid at every PID namespace level goes into its core.
     const levels = treePidLevels(tree, files.blockers);
+    const mounts = own.includes("mnt")
+      ? dumpMounts(
+        pid,
+        { external: mountExternals, ownCgroupNs: own.includes("cgroup") },
+        files.blockers,
+      )
+      : undefined;
+    if (mounts) setTreeMounts(mounts.mounts.map((m) => m.id));
     const claims: SharedClaims = new Map();
     // Write tracking a pre-dump left: taken over, then its fds closed in the
     // tasks before their fd tables are read.
@@ -257,6 +274,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         emptyNs: opts.emptyNet,
         external: opts.external,
       });
+    if (namespaces && mounts) namespaces.mnt = mounts;
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
@@ -374,6 +392,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     frozen.release();
     out?.removeAll();
     throw failureOf(err, pid, "dump");
+  } finally {
+    leaveView();
   }
 }
 

@@ -10,12 +10,8 @@ import type { TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { asTask, type Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import {
-  AT_FDCWD,
-  openat2,
-  RESOLVE_NO_MAGICLINKS,
-  RESOLVE_NO_SYMLINKS,
-} from "../native/integrity.ts";
+import { resolveAt } from "../mount/view.ts";
+import { openat2, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS } from "../native/integrity.ts";
 import {
   accessible,
   AT_EMPTY_PATH,
@@ -168,7 +164,9 @@ function lookup(
     // O_NOFOLLOW: a symlink as the last component is the object itself
     // (an inotify watch on a link), returned as an O_PATH fd of the link.
     const keep = flags & (O.NOFOLLOW | O.DIRECTORY);
-    p = openat2(AT_FDCWD, path, O.PATH | O.CLOEXEC | keep, 0, RESOLVE);
+    // Below the restored tree's own root when it has a mount namespace.
+    const at = resolveAt(path, RESOLVE);
+    p = openat2(at.dirfd, at.path, O.PATH | O.CLOEXEC | keep, 0, at.resolve);
   } catch (err) {
     if (err instanceof NativeError && err.errno === ENOENT) {
       throw new RestoreError(`${where}: ${path} is missing (it existed at dump)`);

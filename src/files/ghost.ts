@@ -11,10 +11,11 @@
 // it is not in without CAP_FSETID), checked, and unlinked through the same
 // parent fd.
 import type { RegFile } from "../gen/ckpt/images_pb.ts";
+import { openAt } from "../mount/view.ts";
 import { RestoreError } from "../errors.ts";
 import { asTask, type Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import { AT_FDCWD, openat2, RESOLVE_NO_SYMLINKS, unlinkat } from "../native/integrity.ts";
+import { openat2, RESOLVE_NO_SYMLINKS, unlinkat } from "../native/integrity.ts";
 import { AT_EMPTY_PATH, fchmod, fchownat, fstat } from "../native/fsops.ts";
 import { whyFailed } from "./authority.ts";
 
@@ -66,7 +67,7 @@ export function recreateDeleted(
   return asTask(a, () => {
     let dfd = -1;
     try {
-      dfd = openat2(AT_FDCWD, parent, O.PATH | O.DIRECTORY | O.CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
+      dfd = openAt(parent, O.PATH | O.DIRECTORY | O.CLOEXEC, RESOLVE_NO_SYMLINKS);
     } catch (err) {
       fail(whyFailed(err, a));
     }

@@ -18,6 +18,7 @@ import {
   openAs,
 } from "./authority.ts";
 import { checkInherited } from "./inherit.ts";
+import { withHostPaths } from "../mount/view.ts";
 
 export type { FileValidation };
 
@@ -37,6 +38,10 @@ export interface FileOpenOptions {
   /** The tree's network namespace is not ckpt's: sockets are opened inside
    * it, once it exists (the root's first stop). */
   deferNetwork?: boolean;
+  /** Every file is opened late, once the root's mount tree exists (its
+   * paths are below the new root): the tree has a mount namespace of its
+   * own. */
+  deferAll?: boolean;
 }
 
 /** The name --inherit-fd uses for a file. */
@@ -52,17 +57,22 @@ export class OpenedFiles {
   private readonly runners: (() => void)[] = [];
   /** Files some task has already run its taskOps for. */
   private readonly held = new Set<number>();
-  /** Files opened only once the root's namespaces exist: the placeholder
-   * ckpt holds at their number meanwhile. */
+  /** What is opened only once the root's namespaces (or its mount tree)
+   * exist: the placeholder ckpt holds at its number meanwhile, and the
+   * copies of it (dups) that must get the same file. */
   private readonly deferredOnes: {
     placeholder: number;
-    f: FileEntry;
-    where: string;
-    task: TaskCore | undefined;
+    open: () => number;
+    id?: number;
+    task?: TaskCore;
+    copies: number[];
+    real?: number;
   }[] = [];
-  /** While the deferred files are opened: the real fds so far, by file id
-   * (a deferred file another one needs is opened then, not deferred again). */
-  private late: Map<number, number> | undefined;
+  private readonly byPlaceholder = new Map<number, (typeof this.deferredOnes)[number]>();
+  /** Set while the deferred files are opened: get() then gives real fds. */
+  private opening = false;
+  /** Every open is deferred (FileOpenOptions.deferAll). */
+  readonly deferring: boolean;
   private readonly deferNetwork: boolean;
   private task: TaskCore | undefined;
   private readonly tasks: Map<number, TaskCore>;
@@ -79,8 +89,9 @@ export class OpenedFiles {
     opts: FileOpenOptions,
   ) {
     const current = () => this.task ?? opts.tasks[0];
-    this.deferNetwork = !!opts.deferNetwork;
     this.tasks = new Map(opts.tasks.map((t) => [t.pid, t]));
+    this.deferring = !!opts.deferAll;
+    this.deferNetwork = !!opts.deferNetwork;
     const policy: CheckPolicy = { validation: opts.validation, sameMachine: opts.sameMachine };
     this.policy = policy;
     for (const [key, n] of opts.inherit) checkInherited(n, key, entries);
@@ -118,12 +129,13 @@ export class OpenedFiles {
   /** ckpt's fd for file `id`, opened on first use; `task` is the task it is
    * opened for (its first holder), when it is a task's fd. */
   get(id: number, where: string, task?: TaskCore): number {
-    const real = this.late?.get(id);
-    if (real !== undefined) return real;
-    if (this.late && this.deferredOnes.some((d) => d.f.id === id)) {
-      return this.openLate(this.deferredOnes.find((d) => d.f.id === id)!);
-    }
     const known = this.fds.get(id);
+    if (this.opening) {
+      // A kind opening one file needs another (a socket's peer…): the real
+      // one, opened now if its turn has not come yet.
+      const d = known !== undefined ? this.byPlaceholder.get(known) : undefined;
+      if (d) return this.openOne(d);
+    }
     if (known !== undefined) return known;
     const f = this.entries.get(id);
     if (!f) throw new RestoreError(`${where} refers to file #${id}, which files.img does not have`);
@@ -175,38 +187,64 @@ export class OpenedFiles {
     return ops;
   }
 
-  /** The placeholders of deferred files, in the order openDeferred opens them. */
-  get placeholders(): number[] {
-    return this.deferredOnes.map((d) => d.placeholder);
+  /** An fd opened later, once the root's mount tree exists (or at once,
+   * when nothing is deferred): a placeholder until then. */
+  later(open: () => number, task?: TaskCore): number {
+    if (!this.deferring) return open();
+    return this.defer(open, undefined, task);
   }
 
-  /** Opens the deferred files (the root's namespaces exist now), in the
-   * order of `placeholders`; the caller sends them to the root and closes
-   * them. */
-  openDeferred(): number[] {
-    this.late = new Map();
-    try {
-      // Kept open by ckpt until closeAll: what runs before the tree does
-      // (queues refilled, beforeRun) acts on the real socket.
-      return this.deferredOnes.map((d) => this.openLate(d));
-    } finally {
-      for (const n of this.late.values()) this.kept.push(n);
-      this.late = undefined;
-    }
+  /** A copy of ckpt's fd n above `min` (handed to a task as a service fd);
+   * a copy of a placeholder gets the real file with it. */
+  dupAbove(n: number, min = 100): number {
+    const copy = fdops.dupAbove(n, min);
+    this.byPlaceholder.get(n)?.copies.push(copy);
+    return copy;
   }
 
-  private openLate(d: { f: FileEntry; where: string; task: TaskCore | undefined }): number {
-    const had = this.late!.get(d.f.id);
-    if (had !== undefined) return had;
+  private defer(open: () => number, id: number | undefined, task?: TaskCore): number {
+    const placeholder = fdops.open("/dev/null", O.RDONLY | O.CLOEXEC);
+    const d = { placeholder, open, id, task, copies: [] };
+    this.deferredOnes.push(d);
+    this.byPlaceholder.set(placeholder, d);
+    return placeholder;
+  }
+
+  private openOne(d: (typeof this.deferredOnes)[number]): number {
+    if (d.real !== undefined) return d.real;
     const outer = this.task;
-    this.task = d.task;
+    if (d.task) this.task = d.task;
     try {
-      const n = kindOf(d.f)!.open(d.f, this.ctx, d.where);
-      this.late!.set(d.f.id, n);
-      return n;
+      d.real = d.open();
     } finally {
       this.task = outer;
     }
+    return d.real;
+  }
+
+  /** The placeholders of deferred files (and their copies), in the order
+   * openDeferred gives their files. */
+  get placeholders(): number[] {
+    return this.deferredOnes.flatMap((d) => [d.placeholder, ...d.copies]);
+  }
+
+  /** Opens the deferred files (the root's namespaces exist now), in the
+   * order of `placeholders` (a file once per place it goes), for the caller
+   * to send to the root. ckpt keeps them open until closeAll: what runs
+   * before the tree does (queues refilled, beforeRun) acts on the real ones. */
+  openDeferred(): number[] {
+    const out: number[] = [];
+    this.opening = true;
+    try {
+      for (const d of this.deferredOnes) {
+        const n = this.openOne(d);
+        for (let i = 0; i <= d.copies.length; i++) out.push(n);
+      }
+    } finally {
+      this.opening = false;
+      for (const d of this.deferredOnes) if (d.real !== undefined) this.kept.push(d.real);
+    }
+    return out;
   }
 
   /** Every task is restored and stopped; the tree is about to run. */
@@ -222,6 +260,7 @@ export class OpenedFiles {
     this.locals.clear();
     this.runners.length = 0;
     this.deferredOnes.length = 0;
+    this.byPlaceholder.clear();
   }
 
   private open(f: FileEntry, where: string): number {
@@ -233,11 +272,15 @@ export class OpenedFiles {
       log.info(`${where}: using inherited fd ${inherited} for ${key}`);
       return fdops.dupAbove(inherited, 100);
     }
-    if (kind.deferred?.(f) || (this.deferNetwork && kind.network)) {
-      const placeholder = fdops.open("/dev/null", O.RDONLY | O.CLOEXEC);
-      this.deferredOnes.push({ placeholder, f, where, task: this.task });
-      return placeholder;
+    // A file the tree had from outside its own mounts is found by ckpt's path.
+    const open = () =>
+      f.hostPath
+        ? withHostPaths(() => kind.open(f, this.ctx, where))
+        : kind.open(f, this.ctx, where);
+    const late = this.deferring || kind.deferred?.(f) || (this.deferNetwork && kind.network);
+    if (!this.opening && late) {
+      return this.defer(open, f.id, this.task);
     }
-    return kind.open(f, this.ctx, where);
+    return open();
   }
 }

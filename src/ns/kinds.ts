@@ -36,6 +36,7 @@ export const DUMPED_KINDS: readonly NsKind[] = [
   "time",
   "cgroup",
   "net",
+  "mnt",
 ];
 
 export const CLONE_FLAG: Record<NsKind, number> = {

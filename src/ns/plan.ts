@@ -9,7 +9,12 @@ import { RestoreError } from "../errors.ts";
 import { log } from "../util/log.ts";
 import { CLONE_FLAG, NS_NAMES, type NsKind, nsOf } from "./kinds.ts";
 import { sleepSync } from "../util/sleep.ts";
-import { FLAG_KEEP_GROUPS, FLAG_NEW_CGROUP, FLAG_NEW_TIME } from "../restore/plan_buffer.ts";
+import {
+  FLAG_KEEP_GROUPS,
+  FLAG_MOUNTS,
+  FLAG_NEW_CGROUP,
+  FLAG_NEW_TIME,
+} from "../restore/plan_buffer.ts";
 import { restoreUts } from "./uts.ts";
 import { restoreIpc } from "./ipc.ts";
 import { ShmHolds } from "./sysv.ts";
@@ -24,6 +29,7 @@ import type { VethExternal } from "./net/options.ts";
 import { fd as fdops, O } from "../native/mod.ts";
 import { setns } from "../native/ns.ts";
 import { CLONE_NEWNET } from "../native/ns.ts";
+import { MountPlan, type MountRestoreOptions } from "../mount/restore.ts";
 
 export interface NamespaceOptions {
   /** --time-ns: a new time namespace even for a tree that shared ckpt's. */
@@ -36,6 +42,9 @@ export interface NamespaceOptions {
   joinNet?: string;
   /** --external veth[IN]:OUT[@BR] and --veth-pair. */
   veths?: Map<string, VethExternal>;
+  /** --root and the host paths of external mounts, for a tree with a mount
+   * namespace of its own. */
+  mounts?: MountRestoreOptions;
 }
 
 export class NamespacePlan {
@@ -45,6 +54,8 @@ export class NamespacePlan {
     private readonly img: NamespacesImage | undefined,
     private readonly newTime: boolean,
     private readonly opts: NamespaceOptions,
+    /** The tree's mounts, made by the root in its new mount namespace. */
+    readonly mounts: MountPlan | undefined,
   ) {}
 
   static of(img: NamespacesImage | undefined, opts: NamespaceOptions = {}): NamespacePlan {
@@ -64,7 +75,10 @@ export class NamespacePlan {
           "an older ckpt)",
       );
     }
-    return new NamespacePlan(img, newTime, opts);
+    const mounts = img?.mnt
+      ? MountPlan.of(img.mnt, opts.mounts ?? { external: new Map() })
+      : undefined;
+    return new NamespacePlan(img, newTime, opts, mounts);
   }
 
   /** The kinds of namespace the restored root gets of its own. */
@@ -78,6 +92,7 @@ export class NamespacePlan {
     if (this.newTime) out.push("time");
     if (i?.cgroup) out.push("cgroup");
     if (i?.net && !this.opts.joinNet) out.push("net");
+    if (i?.mnt) out.push("mnt");
     return out;
   }
 
@@ -121,7 +136,8 @@ export class NamespacePlan {
 
   /** Plan flags for the root task. */
   get rootFlags(): number {
-    return (this.newTime ? FLAG_NEW_TIME : 0) | (this.img?.cgroup ? FLAG_NEW_CGROUP : 0);
+    return (this.newTime ? FLAG_NEW_TIME : 0) | (this.img?.cgroup ? FLAG_NEW_CGROUP : 0) |
+      (this.mounts ? FLAG_MOUNTS : 0);
   }
 
   get newPid(): boolean {
@@ -251,5 +267,6 @@ export class NamespacePlan {
 
   close(): void {
     this.holds.release();
+    this.mounts?.close();
   }
 }

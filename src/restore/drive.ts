@@ -55,6 +55,7 @@ const STAGES = [
 const READY = 0x52454144595f434bn;
 const FILL = 0x46494c4c5f5f434bn;
 const LAZY = 0x4c415a595f5f434bn;
+const MOUNTS = 0x4d4f554e54535f4bn;
 
 export const CLONE_FS = 0x200, CLONE_FILES = 0x400;
 const PTRACE_O_TRACEFORK = 2n, PTRACE_O_TRACEVFORK = 4n, PTRACE_O_TRACECLONE = 8n;
@@ -106,6 +107,9 @@ export async function superviseRestorers(
     /** Runs at the root's first stop, before it goes on (its namespaces
      * are filled then; a seized root had them filled before it was let go). */
     onRootStop?: (root: number) => void;
+    /** Runs when the root has built its mount tree and waits in it (it
+     * has one only when its plan says so). */
+    onMounted?: (root: number) => void;
     /** Which dumped tid a task ckpt sees is (they differ in a user
      * namespace of the tree's own). */
     ids?: TaskIds;
@@ -171,6 +175,11 @@ export async function superviseRestorers(
       continue;
     }
     const regs = new BigUint64Array(ptrace.getRegs(tid).buffer);
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === MOUNTS && tid === root) {
+      more.onMounted?.(root);
+      ptrace.cont(root, 0);
+      continue;
+    }
     const ext = external.get(d);
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === FILL && ext) {
       filling++;

@@ -85,6 +85,12 @@ export function planMemory(
   shmem: SharedObjects,
   objectFd: (fileId: number, where: string) => number,
   lazy = false,
+  late: {
+    /** A copy of ckpt's fd for a task (a placeholder's copy gets its file). */
+    dup: (n: number) => number;
+    /** Opens now, or once the tree's mounts exist (OpenedFiles.later). */
+    open: (fn: () => number) => number;
+  } = { dup: (n) => fdops.dupAbove(n, 100), open: (fn) => fn() },
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
   const fileFd = (v: Vma, write: boolean, shared: boolean): number => {
@@ -94,7 +100,7 @@ export function planMemory(
       let n = fileFds.get(key);
       if (n === undefined) {
         const own = objectFd(v.fileId, `pid ${pid}: mapping at ${hex(v.start)}`);
-        fileFds.set(key, n = serviceFd(fdops.dupAbove(own, 100)));
+        fileFds.set(key, n = serviceFd(late.dup(own)));
       }
       return n;
     }
@@ -110,7 +116,7 @@ export function planMemory(
     // The mapping's file, opened as the task (no symlinks; the very file on
     // the same machine; size and mtime unless --file-validation=none):
     // restoring over another file would mix old memory with new contents.
-    const n = serviceFd(
+    const n = serviceFd(late.open(() =>
       openForKernelAs(
         access.authority,
         r.path,
@@ -119,8 +125,8 @@ export function planMemory(
         { ...expectOf(r, S_IF.REG), mtimeNs: r.mtimeNs },
         access.policy,
         !shared,
-      ),
-    );
+      )
+    ));
     fileFds.set(key, n);
     return n;
   };

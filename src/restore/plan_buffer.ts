@@ -20,6 +20,10 @@ export const FLAG_NEW_TIME = 256;
 export const FLAG_NEW_CGROUP = 512;
 /** Keep the supplementary groups the task was forked with. */
 export const FLAG_KEEP_GROUPS = 1024;
+/** The root builds its mount namespace's tree after its first stop
+ * (PHASE.MOUNTS), stops for ckpt to fill it, then sets its flags
+ * (PHASE.MOUNTED). */
+export const FLAG_MOUNTS = 2048;
 export const VMA_FILL = 1;
 export const VMA_LAZY = 2;
 
@@ -77,6 +81,12 @@ export const PHASE = {
    * plan's threads[k]) before its credentials are set: the threads it
    * creates (OP.THREAD) and its seccomp filters, in order. */
   THREAD: 0x100,
+  /** In the forked root, after its first stop, in its new namespaces: the
+   * mount tree built and moved into (src/mount/restore.ts). */
+  MOUNTS: 6,
+  /** In the forked root, after ckpt filled the tree and opened the files
+   * below it: the mounts' flags set. */
+  MOUNTED: 7,
 } as const;
 /** THREAD: a = [k] creates the plan's threads[k]; a thread no THREAD op
  * names is created by the main thread after its own THREAD ops. STORE:

@@ -52,6 +52,7 @@ import { inNamespacesOf } from "../ns/enter.ts";
 import { TaskIds } from "../ns/ids.ts";
 import { CLONE_NEWPID, sendFds } from "../native/ns.ts";
 import { SOCK, unixsk } from "../native/unixsk.ts";
+import { withRestoreRoot } from "../mount/view.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -92,6 +93,12 @@ export interface RestoreOptions {
   /** --external veth[IN]:OUT[@BR] and --veth-pair IN=OUT[@BR]: the outside
    * ends of the namespace's veths, by inside name. */
   veths?: Map<string, VethExternal>;
+  /** --root: the directory that becomes the root filesystem of a tree with
+   * a mount namespace of its own (runc gives the container's). */
+  root?: string;
+  /** --external mnt[KEY]:PATH / --ext-mount-map KEY:PATH: where the host
+   * mounts the tree had (named at dump) are now. */
+  externalMounts?: Map<string, string>;
 }
 
 export interface Restored {
@@ -165,7 +172,11 @@ export async function restore(
     emptyNet: opts.emptyNet,
     joinNet,
     veths: opts.veths,
+    mounts: { root: opts.root, external: opts.externalMounts ?? new Map() },
   });
+  if (opts.root && !ns.mounts) {
+    log.info("--root: the tree shares ckpt's mounts (it had no mount namespace of its own)");
+  }
   const cores = new Map(tasks.map((t) => [t.core.pid, t.core]));
   const chain = checked?.chain ?? readChain(opts.dir, inv);
   const shellJob = !!(opts.shellJob || inv.shellJob);
@@ -190,6 +201,8 @@ export async function restore(
     tasks: tasks.filter((t) => !t.core.zombie).map((t) => t.core),
     sameMachine: inv.bootId !== "" && inv.bootId === bootId(),
     deferNetwork: ns.ownNet,
+    // Its files are below its own root, which exists once its mounts do.
+    deferAll: !!ns.mounts,
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];
@@ -197,6 +210,7 @@ export async function restore(
   let status: [number, number] | undefined;
   let late: [number, number] | undefined;
   try {
+    ns.mounts?.prepare();
     const live = tasks.filter((t) => !t.core.zombie);
     const index = new Map(live.map((t, i) => [t.core.pid, i]));
     const fills = new Map<number, ExternalFill>();
@@ -258,12 +272,13 @@ export async function restore(
     // Files that only exist once the root's namespaces do: the root takes
     // them from ckpt at its first stop and puts them at their placeholders.
     const placeholders = opened.placeholders;
+    const rootPlan = built.get(pid)!.plan;
     if (placeholders.length) {
       late = unixsk.pair(SOCK.SEQPACKET);
-      const rootPlan = built.get(pid)!.plan;
       rootPlan.lateFds = placeholders;
       rootPlan.lateSock = late[1];
     }
+    if (ns.mounts) rootPlan.ops.push(...ns.mounts.ops());
     const plans = live.map((t) => {
       const b = built.get(t.core.pid)!;
       const len = encodePlan(b.plan).length + 64 * 8 + 8;
@@ -274,14 +289,31 @@ export async function restore(
 
     // What ckpt puts in the root's new namespaces while the root waits at
     // its first stop (or, seized, before it is let go).
+    const sendDeferred = (r: number) => {
+      if (!late) return;
+      // The fds stay ckpt's too (closed with the others) until the tree runs.
+      sendFds(late[0], inNamespacesOf(r, ns.enterable, () => opened.openDeferred()));
+    };
     const fillNamespaces = (r: number) => {
       ns.fill(r);
       // CRIU's moment for the caller to set the new namespaces up (runc
       // runs its prestart hooks there, which configure the network).
       if (ns.kinds.length || joinNet) notify("setup-namespaces", r);
-      if (!late) return;
-      // The fds stay ckpt's too (closed with the others) until the tree runs.
-      sendFds(late[0], inNamespacesOf(r, ns.enterable, () => opened.openDeferred()));
+      // With a mount tree of its own, the files come once it is built.
+      if (!ns.mounts) sendDeferred(r);
+    };
+    // The root waits in its built mount tree: the tmpfs contents, then the
+    // tree's files opened below its root.
+    const fillMounts = (r: number) => {
+      const t = performance.now();
+      ns.mounts!.fill(r);
+      const rootFd = fdops.open(`/proc/${r}/root`, O.PATH | O.DIRECTORY | O.CLOEXEC);
+      try {
+        withRestoreRoot(rootFd, () => sendDeferred(r));
+      } finally {
+        fdops.close(rootFd);
+      }
+      log.debug(`mount tree filled and files opened in ${formatMs(performance.now() - t)}`);
     };
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;
@@ -349,6 +381,7 @@ export async function restore(
         forked: () => tForked = performance.now(),
         seccomp: live.some((t) => hasSeccomp(t.core)),
         onRootStop: fillNamespaces,
+        onMounted: ns.mounts ? fillMounts : undefined,
         ids,
       },
     );

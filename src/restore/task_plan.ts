@@ -138,7 +138,7 @@ export function taskPlan(
   const plan = basePlan(core, place);
   // A task sharing its parent's fd table has its table's ops run there.
   if (!shared) {
-    plan.ops = opened.taskOps(core, t.fds!.fds, (n) => service(fdops.dupAbove(n, 100)));
+    plan.ops = opened.taskOps(core, t.fds!.fds, (n) => service(opened.dupAbove(n)));
   }
   plan.ops.push(
     ...lockOps(pid, t.fds!, files, opened),
@@ -151,12 +151,16 @@ export function taskPlan(
   // cwd, root, exe and mapped files are looked up as the task itself, with
   // no symlink followed, and must be what the dump saw.
   const access = { authority: authorityOf(core), policy: opened.policy };
-  plan.cwdFd = service(openDir(files, core, core.cwdFileId, "cwd", access));
+  // In a mount namespace of the tree's own, once its mounts exist.
+  const later = (open: () => number) => opened.later(open, core);
+  plan.cwdFd = service(later(() => openDir(files, core, core.cwdFileId, "cwd", access)));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";
-  plan.rootFd = root === "/" ? -1 : service(openDir(files, core, core.rootFileId, "root", access));
+  plan.rootFd = root === "/"
+    ? -1
+    : service(later(() => openDir(files, core, core.rootFileId, "root", access)));
   const exe = files.get(core.mm?.exeFileId ?? 0)?.reg;
   plan.exeFd = exe
-    ? service(
+    ? service(later(() =>
       openForKernelAs(
         access.authority,
         exe.path,
@@ -165,8 +169,8 @@ export function taskPlan(
         expectOf(exe, S_IF.REG),
         access.policy,
         true,
-      ),
-    )
+      )
+    ))
     : -1;
   const sources = new PagesSources([dir.path, ...chain.map((c) => c.dir)], pid, parentFds);
   const pieces = resolveRuns(
@@ -186,6 +190,7 @@ export function taskPlan(
     shmem,
     (id, where) => opened.get(id, where, core),
     opts.lazyPages,
+    { dup: (n) => opened.dupAbove(n), open: later },
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;

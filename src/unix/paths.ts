@@ -15,11 +15,11 @@
 //  - owner and mode are set on an O_PATH fd of that very inode, as the task;
 //  - connect and sendto go through /proc/self/fd/DIR/NAME (the opened
 //    directory), as the task, after checking that a socket is there.
+import { openAt, treeRealPath } from "../mount/view.ts";
 import { RestoreError } from "../errors.ts";
 import { asTask, type Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
 import {
-  AT_FDCWD,
   openat2,
   RESOLVE_NO_MAGICLINKS,
   RESOLVE_NO_SYMLINKS,
@@ -73,7 +73,7 @@ export class NameDir {
     };
     let dfd = -1;
     try {
-      dfd = openat2(AT_FDCWD, real, O.PATH | O.DIRECTORY | O.CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
+      dfd = openAt(real, O.PATH | O.DIRECTORY | O.CLOEXEC, RESOLVE_NO_SYMLINKS);
     } catch (err) {
       fail(`cannot open its directory ${real}: ${whyFailed(err, a)}`);
     }
@@ -82,7 +82,7 @@ export class NameDir {
       // must still lead where they led then.
       let via = -1;
       try {
-        via = openat2(AT_FDCWD, dir, O.PATH | O.DIRECTORY | O.CLOEXEC, 0, RESOLVE_NO_MAGICLINKS);
+        via = openAt(dir, O.PATH | O.DIRECTORY | O.CLOEXEC, RESOLVE_NO_MAGICLINKS);
         const x = fstat(via), y = fstat(dfd);
         if (x.dev !== y.dev || x.ino !== y.ino) {
           fdops.close(dfd);
@@ -326,7 +326,7 @@ export function resolvedDir(path: string): string {
   if (!path.startsWith("/")) return "";
   const dir = path.slice(0, path.lastIndexOf("/")) || "/";
   try {
-    const real = Deno.realPathSync(dir);
+    const real = treeRealPath(dir);
     return real === dir ? "" : real;
   } catch {
     return "";

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ckpt/images.proto.
  */
 export const file_ckpt_images: GenFile = /*@__PURE__*/
-  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIskDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgSDwoHbnNfdGlkcxgVIAMoBSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLTBQoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFEiwKD3NlY2NvbXBfZmlsdGVycxgYIAMoCzITLmNrcHQuU2VjY29tcEZpbHRlchIXCg9jaGlsZF9zdWJyZWFwZXIYGSABKAgSDwoHbnNfcGlkcxgaIAMoBSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIoYCCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIEhEKCW1heV93cml0ZRgLIAEoCCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIuMBCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBBIQCgN1aWQYCyABKA1IAIgBARIQCgNnaWQYDCABKA1IAYgBARIQCghidGltZV9tcxgNIAEoA0IGCgRfdWlkQgYKBF9naWQioQEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIEgsKA2RldhgIIAEoBBIQCghidGltZV9tcxgJIAEoAyI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0iaQoMV2F0Y2hlZElub2RlEgwKBHBhdGgYASABKAkSCwoDZGV2GAIgASgEEgsKA2lubxgDIAEoBBIMCgRzZGV2GAQgASgNEhMKC2hhbmRsZV90eXBlGAUgASgNEg4KBmhhbmRsZRgGIAEoDCJLCgxJbm90aWZ5V2F0Y2gSCgoCd2QYASABKAUSDAoEbWFzaxgCIAEoDRIhCgVpbm9kZRgDIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlIkEKC0lub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEiMKB3dhdGNoZXMYAiADKAsyEi5ja3B0Lklub3RpZnlXYXRjaCK9AQoMRmFub3RpZnlNYXJrEiQKBGtpbmQYASABKA4yFi5ja3B0LkZhbm90aWZ5TWFya0tpbmQSDgoGbWZsYWdzGAIgASgNEgwKBG1hc2sYAyABKA0SFAoMaWdub3JlZF9tYXNrGAQgASgNEiEKBWlub2RlGAUgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUSDgoGbW50X2lkGAYgASgNEhIKCm1vdW50X3BhdGgYByABKAkSDAoEc2RldhgIIAEoDSJpCgxGYW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SEgoKaW5pdF9mbGFncxgCIAEoDRITCgtldmVudF9mbGFncxgDIAEoDRIhCgVtYXJrcxgEIAMoCzISLmNrcHQuRmFub3RpZnlNYXJrIlwKC0Vwb2xsVGFyZ2V0EgsKA3RmZBgBIAEoBRIOCgZldmVudHMYAiABKA0SDAoEZGF0YRgDIAEoBBIPCgdmaWxlX2lkGAQgASgNEhEKCXJlYWR5X25vdxgFIAEoDSI+CglFcG9sbEZpbGUSDQoFZmxhZ3MYASABKA0SIgoHdGFyZ2V0cxgCIAMoCzIRLmNrcHQuRXBvbGxUYXJnZXQijAEKC1RpbWVyRmRGaWxlEg8KB2Nsb2NraWQYASABKAUSDQoFZmxhZ3MYAiABKA0SFQoNc2V0dGltZV9mbGFncxgDIAEoDRINCgV0aWNrcxgEIAEoBBIQCgh2YWx1ZV9ucxgFIAEoBBITCgtpbnRlcnZhbF9ucxgGIAEoBBIQCghjbG9ja19ucxgHIAEoBCIuCgxTaWduYWxGZEZpbGUSDwoHc2lnbWFzaxgBIAEoBBINCgVmbGFncxgCIAEoDSJ/CgdUZXJtaW9zEg0KBWlmbGFnGAEgASgNEg0KBW9mbGFnGAIgASgNEg0KBWNmbGFnGAMgASgNEg0KBWxmbGFnGAQgASgNEgwKBGxpbmUYBSABKA0SCgoCY2MYBiABKAwSDgoGaXNwZWVkGAcgASgNEg4KBm9zcGVlZBgIIAEoDSI4CghUdHlDaHVuaxIMCgRkYXRhGAEgASgMEh4KA2VuZBgCIAEoDjIRLmNrcHQuVHR5Q2h1bmtFbmQixgIKCFB0eVN0YXRlEh4KB3Rlcm1pb3MYASABKAsyDS5ja3B0LlRlcm1pb3MSFgoObG9ja2VkX3Rlcm1pb3MYAiABKAwSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNEg4KBnhwaXhlbBgFIAEoDRIOCgZ5cGl4ZWwYBiABKA0SDgoGbG9ja2VkGAcgASgIEg4KBnBhY2tldBgIIAEoCBITCgttYXN0ZXJfZXhjbBgJIAEoCBISCgpzbGF2ZV9leGNsGAogASgIEh0KBWlucHV0GAsgAygLMg4uY2twdC5UdHlDaHVuaxIOCgZvdXRwdXQYDCABKAwSFAoMc2xhdmVfY2xvc2VkGA0gASgIEhIKCnNsYXZlX21vZGUYDiABKA0SEQoJc2xhdmVfdWlkGA8gASgNEhEKCXNsYXZlX2dpZBgQIAEoDSLFAQoHVHR5RmlsZRIbCgRyb2xlGAEgASgOMg0uY2twdC5UdHlSb2xlEgwKBHBhdGgYAiABKAkSDQoFZmxhZ3MYAyABKA0SDQoFaW5kZXgYBCABKA0SDAoEcmRldhgFIAEoBBIbCgNwdHkYBiABKAsyDi5ja3B0LlB0eVN0YXRlEiIKC2pvYl90ZXJtaW9zGAcgASgLMg0uY2twdC5UZXJtaW9zEhAKCGpvYl9yb3dzGAggASgNEhAKCGpvYl9jb2xzGAkgASgNIrYECglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSGgoDdHR5GBAgASgLMg0uY2twdC5UdHlGaWxlEiAKBm1xdWV1ZRgYIAEoCzIQLmNrcHQuTXF1ZXVlRmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2siXwoIRmlsZUxvY2sSHAoEa2luZBgBIAEoDjIOLmNrcHQuTG9ja0tpbmQSDQoFd3JpdGUYAiABKAgSDQoFc3RhcnQYAyABKAQSCwoDZW5kGAQgASgEEgoKAmZkGAUgASgFIjoKCk1xdWV1ZUZpbGUSDAoEbmFtZRgBIAEoCRINCgVmbGFncxgCIAEoDRIPCgd0cmVlX25zGAMgASgIIsYBCg1VbmxpbmtlZElub2RlEg0KBW1lbWZkGAEgASgIEgwKBG5hbWUYAiABKAkSDAoEbW9kZRgDIAEoDRILCgN1aWQYBCABKA0SCwoDZ2lkGAUgASgNEgwKBHNpemUYBiABKAQSDQoFc2VhbHMYByABKA0SGgoSc2VhbF9hZnRlcl9tYXBwaW5nGAggASgIEh0KBGRhdGEYCSADKAsyDy5ja3B0LkRhdGFSYW5nZRILCgNkZXYYCiABKAQSCwoDaW5vGAsgASgEIikKCURhdGFSYW5nZRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCI8CgxVbmxpbmtlZE9wZW4SEAoIaW5vZGVfaWQYASABKA0SDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEIiwKCkZpbGVzSW1hZ2USHgoFZmlsZXMYASADKAsyDy5ja3B0LkZpbGVFbnRyeSI3CgdGZEVudHJ5EgoKAmZkGAEgASgFEg8KB2ZpbGVfaWQYAiABKA0SDwoHY2xvZXhlYxgDIAEoCCJRCgdGZFRhYmxlEgsKA3BpZBgBIAEoBRIaCgNmZHMYAiADKAsyDS5ja3B0LkZkRW50cnkSHQoFbG9ja3MYCiADKAsyDi5ja3B0LkZpbGVMb2NrIj0KC1VuaXhNZXNzYWdlEgwKBGRhdGEYASABKAwSDgoGc2VuZGVyGAIgASgMEhAKCGZpbGVfaWRzGAMgAygNIuwDCg5Vbml4U29ja2V0RmlsZRILCgNpbm8YASABKAQSDAoEdHlwZRgCIAEoDRINCgVzdGF0ZRgDIAEoDRINCgVmbGFncxgEIAEoDRIMCgRuYW1lGAUgASgMEhUKDW5hbWVfdW5saW5rZWQYBiABKAgSFQoNbmFtZV9ib3Jyb3dlZBgHIAEoCBIRCglmaWxlX21vZGUYCCABKA0SEAoIZmlsZV91aWQYCSABKA0SEAoIZmlsZV9naWQYCiABKA0SHAoEcGVlchgLIAEoDjIOLmNrcHQuVW5peFBlZXISEAoIcGVlcl9pbm8YDCABKAQSFAoMbGlzdGVuZXJfaW5vGA0gASgEEg8KB2JhY2tsb2cYDiABKA0SDwoHcGVuZGluZxgPIAMoBBIQCghzaHV0ZG93bhgQIAEoDRIQCghwYXNzY3JlZBgRIAEoCBIOCgZyY3ZidWYYEiABKA0SDgoGc25kYnVmGBMgASgNEhAKCHBlZWtfb2ZmGBQgASgFEiAKBXF1ZXVlGBUgAygLMhEuY2twdC5Vbml4TWVzc2FnZRIRCglwZWVyX25hbWUYFiABKAwSCwoDcGlkGBcgASgNEgoKAmZkGBggASgFEhAKCG5hbWVfZGlyGBkgASgJEhAKCHBlZXJfZGlyGBogASgJIowCCg9OYW1lc3BhY2VzSW1hZ2USCwoDcGlkGAEgASgIEh8KA3V0cxgCIAEoCzISLmNrcHQuVXRzTmFtZXNwYWNlEh8KA2lwYxgDIAEoCzISLmNrcHQuSXBjTmFtZXNwYWNlEiEKBHRpbWUYBCABKAsyEy5ja3B0LlRpbWVOYW1lc3BhY2USIQoEdXNlchgFIAEoCzITLmNrcHQuVXNlck5hbWVzcGFjZRIlCgZjZ3JvdXAYBiABKAsyFS5ja3B0LkNncm91cE5hbWVzcGFjZRIcCgZjbG9ja3MYByABKAsyDC5ja3B0LkNsb2NrcxIfCgNuZXQYCCABKAsyEi5ja3B0Lk5ldE5hbWVzcGFjZSKOAgoMTmV0TmFtZXNwYWNlEg0KBWVtcHR5GAEgASgIEhwKBWxpbmtzGAIgAygLMg0uY2twdC5OZXRMaW5rEh4KBWFkZHJzGAMgAygLMg8uY2twdC5OZXRPYmplY3QSHwoGcm91dGVzGAQgAygLMg8uY2twdC5OZXRPYmplY3QSHgoFcnVsZXMYBSADKAsyDy5ja3B0Lk5ldE9iamVjdBIjCgpuZWlnaGJvdXJzGAYgAygLMg8uY2twdC5OZXRPYmplY3QSIAoHc3lzY3RscxgHIAMoCzIPLmNrcHQuTmV0U3lzY3RsEhMKC25mdF9ydWxlc2V0GAggASgJEhQKDGV4dGVybmFsX2tleRgJIAEoCSI2CglOZXRPYmplY3QSDAoEaGVhZBgBIAEoDBINCgVhdHRycxgCIAEoDBIMCgR0ZXh0GAMgASgJIigKCU5ldFN5c2N0bBIMCgRwYXRoGAEgASgJEg0KBXZhbHVlGAIgASgJIvQBCgdOZXRMaW5rEg0KBWluZGV4GAEgASgNEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCRINCgVmbGFncxgEIAEoDRILCgNtdHUYBSABKA0SDwoHYWRkcmVzcxgGIAEoDBIRCglicm9hZGNhc3QYByABKAwSDgoGdHhxbGVuGAggASgNEg0KBWFsaWFzGAkgASgJEg0KBWdyb3VwGAogASgNEhIKCnBlZXJfaW5kZXgYCyABKA0SFAoMcGVlcl9vdXRzaWRlGAwgASgIEhEKCXBlZXJfbmFtZRgNIAEoCRITCgtwZWVyX2JyaWRnZRgOIAEoCSIzCgZDbG9ja3MSFAoMbW9ub3RvbmljX25zGAEgASgDEhMKC2Jvb3R0aW1lX25zGAIgASgDIjQKDFV0c05hbWVzcGFjZRIQCghob3N0bmFtZRgBIAEoCRISCgpkb21haW5uYW1lGAIgASgJIloKB0lwY1Blcm0SCwoDa2V5GAEgASgFEgsKA3VpZBgCIAEoDRILCgNnaWQYAyABKA0SDAoEY3VpZBgEIAEoDRIMCgRjZ2lkGAUgASgNEgwKBG1vZGUYBiABKA0iXwoHU3lzdlNobRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEgwKBHNpemUYAyABKAQSHQoEZGF0YRgEIAMoCzIPLmNrcHQuRGF0YVJhbmdlIkIKB1N5c3ZTZW0SCgoCaWQYASABKAUSGwoEcGVybRgCIAEoCzINLmNrcHQuSXBjUGVybRIOCgZ2YWx1ZXMYAyADKA0iJgoHU3lzdk1zZxINCgVtdHlwZRgBIAEoAxIMCgR0ZXh0GAIgASgMImgKDFN5c3ZNc2dRdWV1ZRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEg4KBnFieXRlcxgDIAEoBBIfCghtZXNzYWdlcxgEIAMoCzINLmNrcHQuU3lzdk1zZyIrCglNcU1lc3NhZ2USEAoIcHJpb3JpdHkYASABKA0SDAoEZGF0YRgCIAEoDCKHAQoLUG9zaXhNcXVldWUSDAoEbmFtZRgBIAEoCRIMCgRtb2RlGAIgASgNEgsKA3VpZBgDIAEoDRILCgNnaWQYBCABKA0SDgoGbWF4bXNnGAUgASgDEg8KB21zZ3NpemUYBiABKAMSIQoIbWVzc2FnZXMYByADKAsyDy5ja3B0Lk1xTWVzc2FnZSIlCgZTeXNjdGwSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSKqAQoMSXBjTmFtZXNwYWNlEhoKA3NobRgBIAMoCzINLmNrcHQuU3lzdlNobRIaCgNzZW0YAiADKAsyDS5ja3B0LlN5c3ZTZW0SHwoDbXNnGAMgAygLMhIuY2twdC5TeXN2TXNnUXVldWUSIgoHbXF1ZXVlcxgEIAMoCzIRLmNrcHQuUG9zaXhNcXVldWUSHQoHc3lzY3RscxgFIAMoCzIMLmNrcHQuU3lzY3RsIjoKDVRpbWVOYW1lc3BhY2USFAoMbW9ub3RvbmljX25zGAEgASgDEhMKC2Jvb3R0aW1lX25zGAIgASgDIjwKCklkTWFwUmFuZ2USDgoGaW5zaWRlGAEgASgNEg8KB291dHNpZGUYAiABKA0SDQoFY291bnQYAyABKA0ibQoNVXNlck5hbWVzcGFjZRIhCgd1aWRfbWFwGAEgAygLMhAuY2twdC5JZE1hcFJhbmdlEiEKB2dpZF9tYXAYAiADKAsyEC5ja3B0LklkTWFwUmFuZ2USFgoOc2V0Z3JvdXBzX2RlbnkYAyABKAgiLQoKQ2dyb3VwUm9vdBIRCgloaWVyYXJjaHkYASABKAkSDAoEcGF0aBgCIAEoCSIyCg9DZ3JvdXBOYW1lc3BhY2USHwoFcm9vdHMYASADKAsyEC5ja3B0LkNncm91cFJvb3QqQAoJTWxvY2tNb2RlEg4KCk1MT0NLX05PTkUQABIQCgxNTE9DS19MT0NLRUQQARIRCg1NTE9DS19PTkZBVUxUEAIqtAEKB1ZtYUtpbmQSFAoQVk1BX0FOT05fUFJJVkFURRAAEhMKD1ZNQV9BTk9OX1NIQVJFRBABEhQKEFZNQV9GSUxFX1BSSVZBVEUQAhITCg9WTUFfRklMRV9TSEFSRUQQAxIMCghWTUFfVkRTTxAEEgwKCFZNQV9WVkFSEAUSEwoPVk1BX1ZWQVJfVkNMT0NLEAYSEAoMVk1BX1ZTWVNDQUxMEAcSEAoMVk1BX1NZU1ZfU0hNEAgqlwIKCEZpbGVLaW5kEgwKCEZJTEVfUkVHEAASDAoIRklMRV9ESVIQARIMCghGSUxFX0NIUhACEg0KCUZJTEVfUElQRRADEg0KCUZJTEVfRklGTxAEEhAKDEZJTEVfRVZFTlRGRBAFEg0KCUZJTEVfVU5JWBAGEhAKDEZJTEVfSU5PVElGWRAUEhEKDUZJTEVfRkFOT1RJRlkQFRIRCg1GSUxFX1VOTElOS0VEEBYSFgoSRklMRV9VTkxJTktFRF9PUEVOEBcSDgoKRklMRV9FUE9MTBAeEhAKDEZJTEVfVElNRVJGRBAfEhEKDUZJTEVfU0lHTkFMRkQQIBIMCghGSUxFX1RUWRAQEg8KC0ZJTEVfTVFVRVVFEBgqYgoQRmFub3RpZnlNYXJrS2luZBIXChNGQU5PVElGWV9NQVJLX0lOT0RFEAASFwoTRkFOT1RJRllfTUFSS19NT1VOVBABEhwKGEZBTk9USUZZX01BUktfRklMRVNZU1RFTRACKlIKB1R0eVJvbGUSEgoOVFRZX1BUWV9NQVNURVIQABIRCg1UVFlfUFRZX1NMQVZFEAESDwoLVFRZX0NVUlJFTlQQAhIPCgtUVFlfT1VUU0lERRADKkYKC1R0eUNodW5rRW5kEgsKB1RUWV9SQVcQABIMCghUVFlfTElORRABEgsKB1RUWV9FT0YQAhIPCgtUVFlfUEFSVElBTBADKjgKCExvY2tLaW5kEg4KCkxPQ0tfUE9TSVgQABIOCgpMT0NLX0ZMT0NLEAESDAoITE9DS19PRkQQAiqWAQoIVW5peFBlZXISEgoOVU5JWF9QRUVSX05PTkUQABIUChBVTklYX1BFRVJfSU5TSURFEAESFwoTVU5JWF9QRUVSX0VYVF9ER1JBTRACEhgKFFVOSVhfUEVFUl9FWFRfU0VSVkVSEAMSGQoVVU5JWF9QRUVSX0VYVF9VTk5BTUVEEAQSEgoOVU5JWF9QRUVSX0dPTkUQBWIGcHJvdG8z");
+  fileDesc("ChFja3B0L2ltYWdlcy5wcm90bxIEY2twdCKQAgoJSW52ZW50b3J5EhYKDmZvcm1hdF92ZXJzaW9uGAEgASgNEhQKDGNrcHRfdmVyc2lvbhgCIAEoCRIQCghyb290X3BpZBgDIAEoBRIMCgRwaWRzGAQgAygFEg4KBmtlcm5lbBgFIAEoCRIXCg9jcmVhdGVkX3VuaXhfbXMYBiABKAQSEQoJcGFnZV9zaXplGAcgASgNEhMKC2V4dF91bml4X3NrGAggASgIEhEKCXNoZWxsX2pvYhgJIAEoCBIeCgVmaWxlcxgKIAMoCzIPLmNrcHQuSW1hZ2VGaWxlEhAKCHByZV9kdW1wGAsgASgIEg4KBnBhcmVudBgMIAEoCRIPCgdib290X2lkGA0gASgJIjcKCUltYWdlRmlsZRIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAQSDgoGY3JjMzJjGAMgASgNIloKCVNpZ0FjdGlvbhINCgVzaWdubxgBIAEoDRIPCgdoYW5kbGVyGAIgASgEEg0KBWZsYWdzGAMgASgEEhAKCHJlc3RvcmVyGAQgASgEEgwKBG1hc2sYBSABKAQiPgoMUXVldWVkU2lnbmFsEg4KBnNoYXJlZBgBIAEoCBINCgVzaWdubxgCIAEoDRIPCgdzaWdpbmZvGAMgASgMImsKBklUaW1lchINCgV3aGljaBgBIAEoDRIUCgxpbnRlcnZhbF9zZWMYAiABKAMSFQoNaW50ZXJ2YWxfdXNlYxgDIAEoAxIRCgl2YWx1ZV9zZWMYBCABKAMSEgoKdmFsdWVfdXNlYxgFIAEoAyI0CgZSbGltaXQSEAoIcmVzb3VyY2UYASABKA0SCwoDY3VyGAIgASgEEgsKA21heBgDIAEoBCKaAQoFQ3JlZHMSDAoEdWlkcxgBIAMoDRIMCgRnaWRzGAIgAygNEg4KBmdyb3VwcxgDIAMoDRIPCgdjYXBfaW5oGAQgASgEEg8KB2NhcF9wcm0YBSABKAQSDwoHY2FwX2VmZhgGIAEoBBIPCgdjYXBfYm5kGAcgASgEEg8KB2NhcF9hbWIYCCABKAQSEAoIZHVtcGFibGUYCSABKAgiZQoMU3lzY2FsbFN0YXRlEgoKAm5yGAEgASgDEgsKA3JldBgCIAEoAxIOCgZhY3Rpb24YAyABKAkSFAoMcmVtYWluaW5nX25zGAQgASgDEhYKDnJlbWFpbmluZ19mcm9tGAUgASgJIkkKDVNlY2NvbXBGaWx0ZXISCgoCaWQYASABKA0SDgoGcGFyZW50GAIgASgNEg0KBWluc25zGAMgASgMEg0KBWZsYWdzGAQgASgEIskDCgpUaHJlYWRDb3JlEgsKA3RpZBgBIAEoBRIMCgRyZWdzGAIgASgMEg0KBXhzYXZlGAMgASgMEg8KB3NpZ21hc2sYBCABKAQSIwoHcGVuZGluZxgFIAMoCzISLmNrcHQuUXVldWVkU2lnbmFsEhMKC2FsdHN0YWNrX3NwGAYgASgEEhUKDWFsdHN0YWNrX3NpemUYByABKAQSFgoOYWx0c3RhY2tfZmxhZ3MYCCABKAUSEwoLdGlkX2FkZHJlc3MYCSABKAQSEwoLcm9idXN0X2hlYWQYCiABKAQSEgoKcm9idXN0X2xlbhgLIAEoBBIRCglyc2VxX2FkZHIYDCABKAQSEAoIcnNlcV9sZW4YDSABKA0SEAoIcnNlcV9zaWcYDiABKA0SDAoEY29tbRgPIAEoCRIjCgdzeXNjYWxsGBAgASgLMhIuY2twdC5TeXNjYWxsU3RhdGUSGgoFY3JlZHMYESABKAsyCy5ja3B0LkNyZWRzEhQKDHNlY2NvbXBfbW9kZRgSIAEoDRIWCg5zZWNjb21wX2ZpbHRlchgTIAEoDRIUCgxub19uZXdfcHJpdnMYFCABKAgSDwoHbnNfdGlkcxgVIAMoBSL2AQoITW1GaWVsZHMSEgoKc3RhcnRfY29kZRgBIAEoBBIQCghlbmRfY29kZRgCIAEoBBISCgpzdGFydF9kYXRhGAMgASgEEhAKCGVuZF9kYXRhGAQgASgEEhEKCXN0YXJ0X2JyaxgFIAEoBBILCgNicmsYBiABKAQSEwoLc3RhcnRfc3RhY2sYByABKAQSEQoJYXJnX3N0YXJ0GAggASgEEg8KB2FyZ19lbmQYCSABKAQSEQoJZW52X3N0YXJ0GAogASgEEg8KB2Vudl9lbmQYCyABKAQSDAoEYXV4dhgMIAEoDBITCgtleGVfZmlsZV9pZBgNIAEoDSLTBQoIVGFza0NvcmUSCwoDcGlkGAEgASgFEgwKBHBwaWQYAiABKAUSDAoEcGdpZBgDIAEoBRILCgNzaWQYBCABKAUSDAoEY29tbRgFIAEoCRILCgNleGUYBiABKAkSIQoHdGhyZWFkcxgHIAMoCzIQLmNrcHQuVGhyZWFkQ29yZRIjCgpzaWdhY3Rpb25zGAggAygLMg8uY2twdC5TaWdBY3Rpb24SKgoOc2hhcmVkX3BlbmRpbmcYCSADKAsyEi5ja3B0LlF1ZXVlZFNpZ25hbBIdCgdpdGltZXJzGAogAygLMgwuY2twdC5JVGltZXISEwoLcGVyc29uYWxpdHkYCyABKA0SDQoFdW1hc2sYDCABKA0SEQoJcGRlYXRoc2lnGA0gASgFEh0KB3JsaW1pdHMYDiADKAsyDC5ja3B0LlJsaW1pdBIaCgVjcmVkcxgPIAEoCzILLmNrcHQuQ3JlZHMSEwoLY3dkX2ZpbGVfaWQYECABKA0SFAoMcm9vdF9maWxlX2lkGBEgASgNEhoKAm1tGBIgASgLMg4uY2twdC5NbUZpZWxkcxITCgtleGl0X3NpZ25hbBgTIAEoBRIOCgZ6b21iaWUYFCABKAgSEwoLZXhpdF9zdGF0dXMYFSABKAUSFAoMc2hhcmVzX2ZpbGVzGBYgASgIEhEKCXNoYXJlc19mcxgXIAEoCBImCgxwb3NpeF90aW1lcnMYKCADKAsyEC5ja3B0LlBvc2l4VGltZXISJQoMbWxvY2tfZnV0dXJlGCkgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGdHR5X25yGCogASgNEhAKCHR0eV9wZ3JwGCsgASgFEiwKD3NlY2NvbXBfZmlsdGVycxgYIAMoCzITLmNrcHQuU2VjY29tcEZpbHRlchIXCg9jaGlsZF9zdWJyZWFwZXIYGSABKAgSDwoHbnNfcGlkcxgaIAMoBSLXAQoKUG9zaXhUaW1lchIKCgJpZBgBIAEoBRIQCghjbG9ja19pZBgCIAEoBRINCgVzaWdubxgDIAEoDRITCgtzaWdldl92YWx1ZRgEIAEoBBIOCgZub3RpZnkYBSABKA0SEgoKbm90aWZ5X3RpZBgGIAEoBRIRCgl2YWx1ZV9zZWMYByABKAMSEgoKdmFsdWVfbnNlYxgIIAEoAxIUCgxpbnRlcnZhbF9zZWMYCSABKAMSFQoNaW50ZXJ2YWxfbnNlYxgKIAEoAxIPCgdvdmVycnVuGAsgASgFIoYCCgNWbWESDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEEgwKBHByb3QYAyABKA0SGwoEa2luZBgEIAEoDjINLmNrcHQuVm1hS2luZBIPCgdmaWxlX2lkGAUgASgNEg0KBXBnb2ZmGAYgASgEEgwKBG5hbWUYByABKAkSEQoJZ3Jvd3Nkb3duGAggASgIEhAKCHNobWVtX2lkGAkgASgNEhIKCnNobWVtX3NpemUYCiABKAQSDgoGYWR2aWNlGBQgASgNEh4KBW1sb2NrGBUgASgOMg8uY2twdC5NbG9ja01vZGUSDgoGc2VhbGVkGBYgASgIEhEKCW1heV93cml0ZRgLIAEoCCIvCgdNbUltYWdlEgsKA3BpZBgBIAEoBRIXCgR2bWFzGAIgAygLMgkuY2twdC5WbWEicAoHUGFnZVJ1bhINCgV2YWRkchgBIAEoBBIQCghucl9wYWdlcxgCIAEoBBITCgtmaWxlX29mZnNldBgDIAEoBBIOCgZjcmMzMmMYBCABKA0SEQoJaW5fcGFyZW50GAUgASgIEgwKBHBhcnQYBiABKA0imAEKDFBhZ2VtYXBJbWFnZRILCgNwaWQYASABKAUSEgoKcGFnZXNfZmlsZRgCIAEoCRIbCgRydW5zGAMgAygLMg0uY2twdC5QYWdlUnVuEhMKC3J1bnNfY3JjMzJjGAQgASgIEiYKCHRyYWNraW5nGAUgASgLMhQuY2twdC5NZW1vcnlUcmFja2luZxINCgVwYXJ0cxgGIAEoDSI/Cg5NZW1vcnlUcmFja2luZxIKCgJmZBgBIAEoBRINCgVpbm9kZRgCIAEoBBISCgpzdGFydF90aW1lGAMgASgEIuMBCgdSZWdGaWxlEgwKBHBhdGgYASABKAkSDQoFZmxhZ3MYAiABKA0SCwoDcG9zGAMgASgEEgwKBHNpemUYBCABKAQSEAoIbXRpbWVfbnMYBSABKAMSDAoEbW9kZRgGIAEoDRIPCgdkZWxldGVkGAcgASgIEg8KB2NvbnRlbnQYCCABKAwSCwoDZGV2GAkgASgEEgsKA2lubxgKIAEoBBIQCgN1aWQYCyABKA1IAIgBARIQCgNnaWQYDCABKA1IAYgBARIQCghidGltZV9tcxgNIAEoA0IGCgRfdWlkQgYKBF9naWQioQEKCFBpcGVGaWxlEhAKCHBpcGVfaW5vGAEgASgEEg0KBWZsYWdzGAIgASgNEhEKCXdyaXRlX2VuZBgDIAEoCBIMCgRkYXRhGAQgASgMEgwKBHBhdGgYBSABKAkSDAoEc2l6ZRgGIAEoDRIYChBvdGhlcl9lbmRfY2xvc2VkGAcgASgIEgsKA2RldhgIIAEoBBIQCghidGltZV9tcxgJIAEoAyI+CgtFdmVudEZkRmlsZRINCgVjb3VudBgBIAEoBBINCgVmbGFncxgCIAEoDRIRCglzZW1hcGhvcmUYAyABKAgiNAoHQ2hyRmlsZRIMCgRwYXRoGAEgASgJEg0KBWZsYWdzGAIgASgNEgwKBHJkZXYYAyABKA0iaQoMV2F0Y2hlZElub2RlEgwKBHBhdGgYASABKAkSCwoDZGV2GAIgASgEEgsKA2lubxgDIAEoBBIMCgRzZGV2GAQgASgNEhMKC2hhbmRsZV90eXBlGAUgASgNEg4KBmhhbmRsZRgGIAEoDCJLCgxJbm90aWZ5V2F0Y2gSCgoCd2QYASABKAUSDAoEbWFzaxgCIAEoDRIhCgVpbm9kZRgDIAEoCzISLmNrcHQuV2F0Y2hlZElub2RlIkEKC0lub3RpZnlGaWxlEg0KBWZsYWdzGAEgASgNEiMKB3dhdGNoZXMYAiADKAsyEi5ja3B0Lklub3RpZnlXYXRjaCK9AQoMRmFub3RpZnlNYXJrEiQKBGtpbmQYASABKA4yFi5ja3B0LkZhbm90aWZ5TWFya0tpbmQSDgoGbWZsYWdzGAIgASgNEgwKBG1hc2sYAyABKA0SFAoMaWdub3JlZF9tYXNrGAQgASgNEiEKBWlub2RlGAUgASgLMhIuY2twdC5XYXRjaGVkSW5vZGUSDgoGbW50X2lkGAYgASgNEhIKCm1vdW50X3BhdGgYByABKAkSDAoEc2RldhgIIAEoDSJpCgxGYW5vdGlmeUZpbGUSDQoFZmxhZ3MYASABKA0SEgoKaW5pdF9mbGFncxgCIAEoDRITCgtldmVudF9mbGFncxgDIAEoDRIhCgVtYXJrcxgEIAMoCzISLmNrcHQuRmFub3RpZnlNYXJrIlwKC0Vwb2xsVGFyZ2V0EgsKA3RmZBgBIAEoBRIOCgZldmVudHMYAiABKA0SDAoEZGF0YRgDIAEoBBIPCgdmaWxlX2lkGAQgASgNEhEKCXJlYWR5X25vdxgFIAEoDSI+CglFcG9sbEZpbGUSDQoFZmxhZ3MYASABKA0SIgoHdGFyZ2V0cxgCIAMoCzIRLmNrcHQuRXBvbGxUYXJnZXQijAEKC1RpbWVyRmRGaWxlEg8KB2Nsb2NraWQYASABKAUSDQoFZmxhZ3MYAiABKA0SFQoNc2V0dGltZV9mbGFncxgDIAEoDRINCgV0aWNrcxgEIAEoBBIQCgh2YWx1ZV9ucxgFIAEoBBITCgtpbnRlcnZhbF9ucxgGIAEoBBIQCghjbG9ja19ucxgHIAEoBCIuCgxTaWduYWxGZEZpbGUSDwoHc2lnbWFzaxgBIAEoBBINCgVmbGFncxgCIAEoDSJ/CgdUZXJtaW9zEg0KBWlmbGFnGAEgASgNEg0KBW9mbGFnGAIgASgNEg0KBWNmbGFnGAMgASgNEg0KBWxmbGFnGAQgASgNEgwKBGxpbmUYBSABKA0SCgoCY2MYBiABKAwSDgoGaXNwZWVkGAcgASgNEg4KBm9zcGVlZBgIIAEoDSI4CghUdHlDaHVuaxIMCgRkYXRhGAEgASgMEh4KA2VuZBgCIAEoDjIRLmNrcHQuVHR5Q2h1bmtFbmQixgIKCFB0eVN0YXRlEh4KB3Rlcm1pb3MYASABKAsyDS5ja3B0LlRlcm1pb3MSFgoObG9ja2VkX3Rlcm1pb3MYAiABKAwSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNEg4KBnhwaXhlbBgFIAEoDRIOCgZ5cGl4ZWwYBiABKA0SDgoGbG9ja2VkGAcgASgIEg4KBnBhY2tldBgIIAEoCBITCgttYXN0ZXJfZXhjbBgJIAEoCBISCgpzbGF2ZV9leGNsGAogASgIEh0KBWlucHV0GAsgAygLMg4uY2twdC5UdHlDaHVuaxIOCgZvdXRwdXQYDCABKAwSFAoMc2xhdmVfY2xvc2VkGA0gASgIEhIKCnNsYXZlX21vZGUYDiABKA0SEQoJc2xhdmVfdWlkGA8gASgNEhEKCXNsYXZlX2dpZBgQIAEoDSLFAQoHVHR5RmlsZRIbCgRyb2xlGAEgASgOMg0uY2twdC5UdHlSb2xlEgwKBHBhdGgYAiABKAkSDQoFZmxhZ3MYAyABKA0SDQoFaW5kZXgYBCABKA0SDAoEcmRldhgFIAEoBBIbCgNwdHkYBiABKAsyDi5ja3B0LlB0eVN0YXRlEiIKC2pvYl90ZXJtaW9zGAcgASgLMg0uY2twdC5UZXJtaW9zEhAKCGpvYl9yb3dzGAggASgNEhAKCGpvYl9jb2xzGAkgASgNIskECglGaWxlRW50cnkSCgoCaWQYASABKA0SHAoEa2luZBgCIAEoDjIOLmNrcHQuRmlsZUtpbmQSGgoDcmVnGAMgASgLMg0uY2twdC5SZWdGaWxlEhwKBHBpcGUYBCABKAsyDi5ja3B0LlBpcGVGaWxlEiIKB2V2ZW50ZmQYBSABKAsyES5ja3B0LkV2ZW50RmRGaWxlEhoKA2NochgGIAEoCzINLmNrcHQuQ2hyRmlsZRIiCgR1bml4GAcgASgLMhQuY2twdC5Vbml4U29ja2V0RmlsZRIiCgdpbm90aWZ5GBQgASgLMhEuY2twdC5Jbm90aWZ5RmlsZRIkCghmYW5vdGlmeRgVIAEoCzISLmNrcHQuRmFub3RpZnlGaWxlEiUKCHVubGlua2VkGBYgASgLMhMuY2twdC5VbmxpbmtlZElub2RlEikKDXVubGlua2VkX29wZW4YFyABKAsyEi5ja3B0LlVubGlua2VkT3BlbhIeCgVlcG9sbBgeIAEoCzIPLmNrcHQuRXBvbGxGaWxlEiIKB3RpbWVyZmQYHyABKAsyES5ja3B0LlRpbWVyRmRGaWxlEiQKCHNpZ25hbGZkGCAgASgLMhIuY2twdC5TaWduYWxGZEZpbGUSGgoDdHR5GBAgASgLMg0uY2twdC5UdHlGaWxlEiAKBm1xdWV1ZRgYIAEoCzIQLmNrcHQuTXF1ZXVlRmlsZRIdCgVsb2NrcxgoIAMoCzIOLmNrcHQuRmlsZUxvY2sSEQoJaG9zdF9wYXRoGCkgASgIIl8KCEZpbGVMb2NrEhwKBGtpbmQYASABKA4yDi5ja3B0LkxvY2tLaW5kEg0KBXdyaXRlGAIgASgIEg0KBXN0YXJ0GAMgASgEEgsKA2VuZBgEIAEoBBIKCgJmZBgFIAEoBSI6CgpNcXVldWVGaWxlEgwKBG5hbWUYASABKAkSDQoFZmxhZ3MYAiABKA0SDwoHdHJlZV9ucxgDIAEoCCLGAQoNVW5saW5rZWRJbm9kZRINCgVtZW1mZBgBIAEoCBIMCgRuYW1lGAIgASgJEgwKBG1vZGUYAyABKA0SCwoDdWlkGAQgASgNEgsKA2dpZBgFIAEoDRIMCgRzaXplGAYgASgEEg0KBXNlYWxzGAcgASgNEhoKEnNlYWxfYWZ0ZXJfbWFwcGluZxgIIAEoCBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USCwoDZGV2GAogASgEEgsKA2lubxgLIAEoBCIpCglEYXRhUmFuZ2USDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiPAoMVW5saW5rZWRPcGVuEhAKCGlub2RlX2lkGAEgASgNEg0KBWZsYWdzGAIgASgNEgsKA3BvcxgDIAEoBCIsCgpGaWxlc0ltYWdlEh4KBWZpbGVzGAEgAygLMg8uY2twdC5GaWxlRW50cnkiNwoHRmRFbnRyeRIKCgJmZBgBIAEoBRIPCgdmaWxlX2lkGAIgASgNEg8KB2Nsb2V4ZWMYAyABKAgiUQoHRmRUYWJsZRILCgNwaWQYASABKAUSGgoDZmRzGAIgAygLMg0uY2twdC5GZEVudHJ5Eh0KBWxvY2tzGAogAygLMg4uY2twdC5GaWxlTG9jayI9CgtVbml4TWVzc2FnZRIMCgRkYXRhGAEgASgMEg4KBnNlbmRlchgCIAEoDBIQCghmaWxlX2lkcxgDIAMoDSLsAwoOVW5peFNvY2tldEZpbGUSCwoDaW5vGAEgASgEEgwKBHR5cGUYAiABKA0SDQoFc3RhdGUYAyABKA0SDQoFZmxhZ3MYBCABKA0SDAoEbmFtZRgFIAEoDBIVCg1uYW1lX3VubGlua2VkGAYgASgIEhUKDW5hbWVfYm9ycm93ZWQYByABKAgSEQoJZmlsZV9tb2RlGAggASgNEhAKCGZpbGVfdWlkGAkgASgNEhAKCGZpbGVfZ2lkGAogASgNEhwKBHBlZXIYCyABKA4yDi5ja3B0LlVuaXhQZWVyEhAKCHBlZXJfaW5vGAwgASgEEhQKDGxpc3RlbmVyX2lubxgNIAEoBBIPCgdiYWNrbG9nGA4gASgNEg8KB3BlbmRpbmcYDyADKAQSEAoIc2h1dGRvd24YECABKA0SEAoIcGFzc2NyZWQYESABKAgSDgoGcmN2YnVmGBIgASgNEg4KBnNuZGJ1ZhgTIAEoDRIQCghwZWVrX29mZhgUIAEoBRIgCgVxdWV1ZRgVIAMoCzIRLmNrcHQuVW5peE1lc3NhZ2USEQoJcGVlcl9uYW1lGBYgASgMEgsKA3BpZBgXIAEoDRIKCgJmZBgYIAEoBRIQCghuYW1lX2RpchgZIAEoCRIQCghwZWVyX2RpchgaIAEoCSKvAgoPTmFtZXNwYWNlc0ltYWdlEgsKA3BpZBgBIAEoCBIfCgN1dHMYAiABKAsyEi5ja3B0LlV0c05hbWVzcGFjZRIfCgNpcGMYAyABKAsyEi5ja3B0LklwY05hbWVzcGFjZRIhCgR0aW1lGAQgASgLMhMuY2twdC5UaW1lTmFtZXNwYWNlEiEKBHVzZXIYBSABKAsyEy5ja3B0LlVzZXJOYW1lc3BhY2USJQoGY2dyb3VwGAYgASgLMhUuY2twdC5DZ3JvdXBOYW1lc3BhY2USHAoGY2xvY2tzGAcgASgLMgwuY2twdC5DbG9ja3MSHwoDbmV0GAggASgLMhIuY2twdC5OZXROYW1lc3BhY2USIQoDbW50GBAgASgLMhQuY2twdC5Nb3VudE5hbWVzcGFjZSKOAgoMTmV0TmFtZXNwYWNlEg0KBWVtcHR5GAEgASgIEhwKBWxpbmtzGAIgAygLMg0uY2twdC5OZXRMaW5rEh4KBWFkZHJzGAMgAygLMg8uY2twdC5OZXRPYmplY3QSHwoGcm91dGVzGAQgAygLMg8uY2twdC5OZXRPYmplY3QSHgoFcnVsZXMYBSADKAsyDy5ja3B0Lk5ldE9iamVjdBIjCgpuZWlnaGJvdXJzGAYgAygLMg8uY2twdC5OZXRPYmplY3QSIAoHc3lzY3RscxgHIAMoCzIPLmNrcHQuTmV0U3lzY3RsEhMKC25mdF9ydWxlc2V0GAggASgJEhQKDGV4dGVybmFsX2tleRgJIAEoCSI2CglOZXRPYmplY3QSDAoEaGVhZBgBIAEoDBINCgVhdHRycxgCIAEoDBIMCgR0ZXh0GAMgASgJIigKCU5ldFN5c2N0bBIMCgRwYXRoGAEgASgJEg0KBXZhbHVlGAIgASgJIvQBCgdOZXRMaW5rEg0KBWluZGV4GAEgASgNEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCRINCgVmbGFncxgEIAEoDRILCgNtdHUYBSABKA0SDwoHYWRkcmVzcxgGIAEoDBIRCglicm9hZGNhc3QYByABKAwSDgoGdHhxbGVuGAggASgNEg0KBWFsaWFzGAkgASgJEg0KBWdyb3VwGAogASgNEhIKCnBlZXJfaW5kZXgYCyABKA0SFAoMcGVlcl9vdXRzaWRlGAwgASgIEhEKCXBlZXJfbmFtZRgNIAEoCRITCgtwZWVyX2JyaWRnZRgOIAEoCSItCg5Nb3VudE5hbWVzcGFjZRIbCgZtb3VudHMYASADKAsyCy5ja3B0Lk1vdW50ItACCgVNb3VudBIKCgJpZBgBIAEoDRIRCglwYXJlbnRfaWQYAiABKA0SEgoKbW91bnRwb2ludBgDIAEoCRIMCgRyb290GAQgASgJEg4KBmZzdHlwZRgFIAEoCRIOCgZzb3VyY2UYBiABKAkSDQoFZmxhZ3MYByABKA0SDwoHb3B0aW9ucxgIIAEoCRITCgtzYl9yZWFkb25seRgJIAEoCBIbCgNob3cYCiABKA4yDi5ja3B0Lk1vdW50SG93EhQKDGV4dGVybmFsX2tleRgLIAEoCRIPCgdiaW5kX29mGAwgASgNEhEKCWJpbmRfcGF0aBgNIAEoCRIRCglkZXZfbWFqb3IYDiABKA0SEQoJZGV2X21pbm9yGA8gASgNEiMKB2NvbnRlbnQYECABKAsyEi5ja3B0LlRtcGZzQ29udGVudBIPCgdpc19maWxlGBEgASgIIjEKDFRtcGZzQ29udGVudBIhCgdlbnRyaWVzGAEgAygLMhAuY2twdC5UbXBmc0VudHJ5It8BCgpUbXBmc0VudHJ5EgwKBHBhdGgYASABKAkSDAoEbW9kZRgCIAEoDRILCgN1aWQYAyABKA0SCwoDZ2lkGAQgASgNEgwKBHJkZXYYBSABKAQSEAoIYXRpbWVfbnMYBiABKAMSEAoIbXRpbWVfbnMYByABKAMSDAoEc2l6ZRgIIAEoBBIdCgRkYXRhGAkgAygLMg8uY2twdC5EYXRhUmFuZ2USDgoGdGFyZ2V0GAogASgJEg8KB2xpbmtfdG8YCyABKAkSGwoGeGF0dHJzGAwgAygLMgsuY2twdC5YYXR0ciIkCgVYYXR0chIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgMIjMKBkNsb2NrcxIUCgxtb25vdG9uaWNfbnMYASABKAMSEwoLYm9vdHRpbWVfbnMYAiABKAMiNAoMVXRzTmFtZXNwYWNlEhAKCGhvc3RuYW1lGAEgASgJEhIKCmRvbWFpbm5hbWUYAiABKAkiWgoHSXBjUGVybRILCgNrZXkYASABKAUSCwoDdWlkGAIgASgNEgsKA2dpZBgDIAEoDRIMCgRjdWlkGAQgASgNEgwKBGNnaWQYBSABKA0SDAoEbW9kZRgGIAEoDSJfCgdTeXN2U2htEgoKAmlkGAEgASgFEhsKBHBlcm0YAiABKAsyDS5ja3B0LklwY1Blcm0SDAoEc2l6ZRgDIAEoBBIdCgRkYXRhGAQgAygLMg8uY2twdC5EYXRhUmFuZ2UiQgoHU3lzdlNlbRIKCgJpZBgBIAEoBRIbCgRwZXJtGAIgASgLMg0uY2twdC5JcGNQZXJtEg4KBnZhbHVlcxgDIAMoDSImCgdTeXN2TXNnEg0KBW10eXBlGAEgASgDEgwKBHRleHQYAiABKAwiaAoMU3lzdk1zZ1F1ZXVlEgoKAmlkGAEgASgFEhsKBHBlcm0YAiABKAsyDS5ja3B0LklwY1Blcm0SDgoGcWJ5dGVzGAMgASgEEh8KCG1lc3NhZ2VzGAQgAygLMg0uY2twdC5TeXN2TXNnIisKCU1xTWVzc2FnZRIQCghwcmlvcml0eRgBIAEoDRIMCgRkYXRhGAIgASgMIocBCgtQb3NpeE1xdWV1ZRIMCgRuYW1lGAEgASgJEgwKBG1vZGUYAiABKA0SCwoDdWlkGAMgASgNEgsKA2dpZBgEIAEoDRIOCgZtYXhtc2cYBSABKAMSDwoHbXNnc2l6ZRgGIAEoAxIhCghtZXNzYWdlcxgHIAMoCzIPLmNrcHQuTXFNZXNzYWdlIiUKBlN5c2N0bBIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJIqoBCgxJcGNOYW1lc3BhY2USGgoDc2htGAEgAygLMg0uY2twdC5TeXN2U2htEhoKA3NlbRgCIAMoCzINLmNrcHQuU3lzdlNlbRIfCgNtc2cYAyADKAsyEi5ja3B0LlN5c3ZNc2dRdWV1ZRIiCgdtcXVldWVzGAQgAygLMhEuY2twdC5Qb3NpeE1xdWV1ZRIdCgdzeXNjdGxzGAUgAygLMgwuY2twdC5TeXNjdGwiOgoNVGltZU5hbWVzcGFjZRIUCgxtb25vdG9uaWNfbnMYASABKAMSEwoLYm9vdHRpbWVfbnMYAiABKAMiPAoKSWRNYXBSYW5nZRIOCgZpbnNpZGUYASABKA0SDwoHb3V0c2lkZRgCIAEoDRINCgVjb3VudBgDIAEoDSJtCg1Vc2VyTmFtZXNwYWNlEiEKB3VpZF9tYXAYASADKAsyEC5ja3B0LklkTWFwUmFuZ2USIQoHZ2lkX21hcBgCIAMoCzIQLmNrcHQuSWRNYXBSYW5nZRIWCg5zZXRncm91cHNfZGVueRgDIAEoCCItCgpDZ3JvdXBSb290EhEKCWhpZXJhcmNoeRgBIAEoCRIMCgRwYXRoGAIgASgJIjIKD0Nncm91cE5hbWVzcGFjZRIfCgVyb290cxgBIAMoCzIQLmNrcHQuQ2dyb3VwUm9vdCpACglNbG9ja01vZGUSDgoKTUxPQ0tfTk9ORRAAEhAKDE1MT0NLX0xPQ0tFRBABEhEKDU1MT0NLX09ORkFVTFQQAiq0AQoHVm1hS2luZBIUChBWTUFfQU5PTl9QUklWQVRFEAASEwoPVk1BX0FOT05fU0hBUkVEEAESFAoQVk1BX0ZJTEVfUFJJVkFURRACEhMKD1ZNQV9GSUxFX1NIQVJFRBADEgwKCFZNQV9WRFNPEAQSDAoIVk1BX1ZWQVIQBRITCg9WTUFfVlZBUl9WQ0xPQ0sQBhIQCgxWTUFfVlNZU0NBTEwQBxIQCgxWTUFfU1lTVl9TSE0QCCqXAgoIRmlsZUtpbmQSDAoIRklMRV9SRUcQABIMCghGSUxFX0RJUhABEgwKCEZJTEVfQ0hSEAISDQoJRklMRV9QSVBFEAMSDQoJRklMRV9GSUZPEAQSEAoMRklMRV9FVkVOVEZEEAUSDQoJRklMRV9VTklYEAYSEAoMRklMRV9JTk9USUZZEBQSEQoNRklMRV9GQU5PVElGWRAVEhEKDUZJTEVfVU5MSU5LRUQQFhIWChJGSUxFX1VOTElOS0VEX09QRU4QFxIOCgpGSUxFX0VQT0xMEB4SEAoMRklMRV9USU1FUkZEEB8SEQoNRklMRV9TSUdOQUxGRBAgEgwKCEZJTEVfVFRZEBASDwoLRklMRV9NUVVFVUUQGCpiChBGYW5vdGlmeU1hcmtLaW5kEhcKE0ZBTk9USUZZX01BUktfSU5PREUQABIXChNGQU5PVElGWV9NQVJLX01PVU5UEAESHAoYRkFOT1RJRllfTUFSS19GSUxFU1lTVEVNEAIqUgoHVHR5Um9sZRISCg5UVFlfUFRZX01BU1RFUhAAEhEKDVRUWV9QVFlfU0xBVkUQARIPCgtUVFlfQ1VSUkVOVBACEg8KC1RUWV9PVVRTSURFEAMqRgoLVHR5Q2h1bmtFbmQSCwoHVFRZX1JBVxAAEgwKCFRUWV9MSU5FEAESCwoHVFRZX0VPRhACEg8KC1RUWV9QQVJUSUFMEAMqOAoITG9ja0tpbmQSDgoKTE9DS19QT1NJWBAAEg4KCkxPQ0tfRkxPQ0sQARIMCghMT0NLX09GRBACKpYBCghVbml4UGVlchISCg5VTklYX1BFRVJfTk9ORRAAEhQKEFVOSVhfUEVFUl9JTlNJREUQARIXChNVTklYX1BFRVJfRVhUX0RHUkFNEAISGAoUVU5JWF9QRUVSX0VYVF9TRVJWRVIQAxIZChVVTklYX1BFRVJfRVhUX1VOTkFNRUQQBBISCg5VTklYX1BFRVJfR09ORRAFKmoKCE1vdW50SG93EhkKFU1PVU5UX0hPV19VTlNQRUNJRklFRBAAEg4KCk1PVU5UX1JPT1QQARISCg5NT1VOVF9FWFRFUk5BTBACEg8KC01PVU5UX0ZSRVNIEAMSDgoKTU9VTlRfQklORBAEYgZwcm90bzM");
 
 /**
  * inventory.img: what the directory holds and how it was made.
@@ -2105,6 +2105,15 @@ export type FileEntry = Message<"ckpt.FileEntry"> & {
    * @generated from field: repeated ckpt.FileLock locks = 40;
    */
   locks: FileLock[];
+
+  /**
+   * The tree has a mount namespace of its own and this file is on a mount
+   * that is not in it (opened from outside, e.g. the host's /dev/null a
+   * container got as its stdin): its path is ckpt's, not the tree's.
+   *
+   * @generated from field: bool host_path = 41;
+   */
+  hostPath: boolean;
 };
 
 /**
@@ -2678,6 +2687,14 @@ export type NamespacesImage = Message<"ckpt.NamespacesImage"> & {
    * @generated from field: ckpt.NetNamespace net = 8;
    */
   net?: NetNamespace | undefined;
+
+  /**
+   * The root's own mount namespace (src/mount/): its mounts, how each is
+   * made again, and the content of its tmpfs mounts.
+   *
+   * @generated from field: ckpt.MountNamespace mnt = 16;
+   */
+  mnt?: MountNamespace | undefined;
 };
 
 /**
@@ -2905,6 +2922,274 @@ export const NetLinkSchema: GenMessage<NetLink> = /*@__PURE__*/
   messageDesc(file_ckpt_images, 50);
 
 /**
+ * @generated from message ckpt.MountNamespace
+ */
+export type MountNamespace = Message<"ckpt.MountNamespace"> & {
+  /**
+   * Every mount the root saw in /proc/PID/mountinfo, parents before
+   * children (the root mount first).
+   *
+   * @generated from field: repeated ckpt.Mount mounts = 1;
+   */
+  mounts: Mount[];
+};
+
+/**
+ * Describes the message ckpt.MountNamespace.
+ * Use `create(MountNamespaceSchema)` to create a new message.
+ */
+export const MountNamespaceSchema: GenMessage<MountNamespace> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 51);
+
+/**
+ * @generated from message ckpt.Mount
+ */
+export type Mount = Message<"ckpt.Mount"> & {
+  /**
+   * @generated from field: uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * 0 for the root mount
+   *
+   * @generated from field: uint32 parent_id = 2;
+   */
+  parentId: number;
+
+  /**
+   * as the tree sees it
+   *
+   * @generated from field: string mountpoint = 3;
+   */
+  mountpoint: string;
+
+  /**
+   * the part of its filesystem it shows
+   *
+   * @generated from field: string root = 4;
+   */
+  root: string;
+
+  /**
+   * @generated from field: string fstype = 5;
+   */
+  fstype: string;
+
+  /**
+   * @generated from field: string source = 6;
+   */
+  source: string;
+
+  /**
+   * per-mount MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, atime bits
+   *
+   * @generated from field: uint32 flags = 7;
+   */
+  flags: number;
+
+  /**
+   * the filesystem's options, without ro/rw
+   *
+   * @generated from field: string options = 8;
+   */
+  options: string;
+
+  /**
+   * the filesystem itself read-only
+   *
+   * @generated from field: bool sb_readonly = 9;
+   */
+  sbReadonly: boolean;
+
+  /**
+   * @generated from field: ckpt.MountHow how = 10;
+   */
+  how: MountHow;
+
+  /**
+   * MOUNT_EXTERNAL
+   *
+   * @generated from field: string external_key = 11;
+   */
+  externalKey: string;
+
+  /**
+   * MOUNT_BIND: the id of the mount it shows part of
+   *
+   * @generated from field: uint32 bind_of = 12;
+   */
+  bindOf: number;
+
+  /**
+   * MOUNT_BIND: that part, relative to bind_of's root
+   *
+   * @generated from field: string bind_path = 13;
+   */
+  bindPath: string;
+
+  /**
+   * @generated from field: uint32 dev_major = 14;
+   */
+  devMajor: number;
+
+  /**
+   * @generated from field: uint32 dev_minor = 15;
+   */
+  devMinor: number;
+
+  /**
+   * tmpfs made fresh
+   *
+   * @generated from field: ckpt.TmpfsContent content = 16;
+   */
+  content?: TmpfsContent | undefined;
+
+  /**
+   * mounted on a file, not a directory
+   *
+   * @generated from field: bool is_file = 17;
+   */
+  isFile: boolean;
+};
+
+/**
+ * Describes the message ckpt.Mount.
+ * Use `create(MountSchema)` to create a new message.
+ */
+export const MountSchema: GenMessage<Mount> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 52);
+
+/**
+ * A tmpfs's files, directories before what is in them.
+ *
+ * @generated from message ckpt.TmpfsContent
+ */
+export type TmpfsContent = Message<"ckpt.TmpfsContent"> & {
+  /**
+   * @generated from field: repeated ckpt.TmpfsEntry entries = 1;
+   */
+  entries: TmpfsEntry[];
+};
+
+/**
+ * Describes the message ckpt.TmpfsContent.
+ * Use `create(TmpfsContentSchema)` to create a new message.
+ */
+export const TmpfsContentSchema: GenMessage<TmpfsContent> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 53);
+
+/**
+ * @generated from message ckpt.TmpfsEntry
+ */
+export type TmpfsEntry = Message<"ckpt.TmpfsEntry"> & {
+  /**
+   * relative to the mount's root; "" is the root itself
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * type and permission bits
+   *
+   * @generated from field: uint32 mode = 2;
+   */
+  mode: number;
+
+  /**
+   * as ckpt saw them
+   *
+   * @generated from field: uint32 uid = 3;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: uint32 gid = 4;
+   */
+  gid: number;
+
+  /**
+   * devices
+   *
+   * @generated from field: uint64 rdev = 5;
+   */
+  rdev: bigint;
+
+  /**
+   * @generated from field: int64 atime_ns = 6;
+   */
+  atimeNs: bigint;
+
+  /**
+   * @generated from field: int64 mtime_ns = 7;
+   */
+  mtimeNs: bigint;
+
+  /**
+   * regular files
+   *
+   * @generated from field: uint64 size = 8;
+   */
+  size: bigint;
+
+  /**
+   * regular files: the parts that hold data (holes stay holes)
+   *
+   * @generated from field: repeated ckpt.DataRange data = 9;
+   */
+  data: DataRange[];
+
+  /**
+   * symlinks
+   *
+   * @generated from field: string target = 10;
+   */
+  target: string;
+
+  /**
+   * another name (hard link) of an earlier entry
+   *
+   * @generated from field: string link_to = 11;
+   */
+  linkTo: string;
+
+  /**
+   * @generated from field: repeated ckpt.Xattr xattrs = 12;
+   */
+  xattrs: Xattr[];
+};
+
+/**
+ * Describes the message ckpt.TmpfsEntry.
+ * Use `create(TmpfsEntrySchema)` to create a new message.
+ */
+export const TmpfsEntrySchema: GenMessage<TmpfsEntry> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 54);
+
+/**
+ * @generated from message ckpt.Xattr
+ */
+export type Xattr = Message<"ckpt.Xattr"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: bytes value = 2;
+   */
+  value: Uint8Array;
+};
+
+/**
+ * Describes the message ckpt.Xattr.
+ * Use `create(XattrSchema)` to create a new message.
+ */
+export const XattrSchema: GenMessage<Xattr> = /*@__PURE__*/
+  messageDesc(file_ckpt_images, 55);
+
+/**
  * @generated from message ckpt.Clocks
  */
 export type Clocks = Message<"ckpt.Clocks"> & {
@@ -2924,7 +3209,7 @@ export type Clocks = Message<"ckpt.Clocks"> & {
  * Use `create(ClocksSchema)` to create a new message.
  */
 export const ClocksSchema: GenMessage<Clocks> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 51);
+  messageDesc(file_ckpt_images, 56);
 
 /**
  * @generated from message ckpt.UtsNamespace
@@ -2946,7 +3231,7 @@ export type UtsNamespace = Message<"ckpt.UtsNamespace"> & {
  * Use `create(UtsNamespaceSchema)` to create a new message.
  */
 export const UtsNamespaceSchema: GenMessage<UtsNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 52);
+  messageDesc(file_ckpt_images, 57);
 
 /**
  * Owner and mode of a System V object, in ckpt's user namespace's ids.
@@ -2992,7 +3277,7 @@ export type IpcPerm = Message<"ckpt.IpcPerm"> & {
  * Use `create(IpcPermSchema)` to create a new message.
  */
 export const IpcPermSchema: GenMessage<IpcPerm> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 53);
+  messageDesc(file_ckpt_images, 58);
 
 /**
  * @generated from message ckpt.SysvShm
@@ -3026,7 +3311,7 @@ export type SysvShm = Message<"ckpt.SysvShm"> & {
  * Use `create(SysvShmSchema)` to create a new message.
  */
 export const SysvShmSchema: GenMessage<SysvShm> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 54);
+  messageDesc(file_ckpt_images, 59);
 
 /**
  * @generated from message ckpt.SysvSem
@@ -3053,7 +3338,7 @@ export type SysvSem = Message<"ckpt.SysvSem"> & {
  * Use `create(SysvSemSchema)` to create a new message.
  */
 export const SysvSemSchema: GenMessage<SysvSem> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 55);
+  messageDesc(file_ckpt_images, 60);
 
 /**
  * @generated from message ckpt.SysvMsg
@@ -3075,7 +3360,7 @@ export type SysvMsg = Message<"ckpt.SysvMsg"> & {
  * Use `create(SysvMsgSchema)` to create a new message.
  */
 export const SysvMsgSchema: GenMessage<SysvMsg> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 56);
+  messageDesc(file_ckpt_images, 61);
 
 /**
  * @generated from message ckpt.SysvMsgQueue
@@ -3109,7 +3394,7 @@ export type SysvMsgQueue = Message<"ckpt.SysvMsgQueue"> & {
  * Use `create(SysvMsgQueueSchema)` to create a new message.
  */
 export const SysvMsgQueueSchema: GenMessage<SysvMsgQueue> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 57);
+  messageDesc(file_ckpt_images, 62);
 
 /**
  * @generated from message ckpt.MqMessage
@@ -3131,7 +3416,7 @@ export type MqMessage = Message<"ckpt.MqMessage"> & {
  * Use `create(MqMessageSchema)` to create a new message.
  */
 export const MqMessageSchema: GenMessage<MqMessage> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 58);
+  messageDesc(file_ckpt_images, 63);
 
 /**
  * @generated from message ckpt.PosixMqueue
@@ -3182,7 +3467,7 @@ export type PosixMqueue = Message<"ckpt.PosixMqueue"> & {
  * Use `create(PosixMqueueSchema)` to create a new message.
  */
 export const PosixMqueueSchema: GenMessage<PosixMqueue> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 59);
+  messageDesc(file_ckpt_images, 64);
 
 /**
  * A value under /proc/sys the namespace has its own copy of.
@@ -3208,7 +3493,7 @@ export type Sysctl = Message<"ckpt.Sysctl"> & {
  * Use `create(SysctlSchema)` to create a new message.
  */
 export const SysctlSchema: GenMessage<Sysctl> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 60);
+  messageDesc(file_ckpt_images, 65);
 
 /**
  * @generated from message ckpt.IpcNamespace
@@ -3245,7 +3530,7 @@ export type IpcNamespace = Message<"ckpt.IpcNamespace"> & {
  * Use `create(IpcNamespaceSchema)` to create a new message.
  */
 export const IpcNamespaceSchema: GenMessage<IpcNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 61);
+  messageDesc(file_ckpt_images, 66);
 
 /**
  * @generated from message ckpt.TimeNamespace
@@ -3269,7 +3554,7 @@ export type TimeNamespace = Message<"ckpt.TimeNamespace"> & {
  * Use `create(TimeNamespaceSchema)` to create a new message.
  */
 export const TimeNamespaceSchema: GenMessage<TimeNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 62);
+  messageDesc(file_ckpt_images, 67);
 
 /**
  * @generated from message ckpt.IdMapRange
@@ -3296,7 +3581,7 @@ export type IdMapRange = Message<"ckpt.IdMapRange"> & {
  * Use `create(IdMapRangeSchema)` to create a new message.
  */
 export const IdMapRangeSchema: GenMessage<IdMapRange> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 63);
+  messageDesc(file_ckpt_images, 68);
 
 /**
  * @generated from message ckpt.UserNamespace
@@ -3323,7 +3608,7 @@ export type UserNamespace = Message<"ckpt.UserNamespace"> & {
  * Use `create(UserNamespaceSchema)` to create a new message.
  */
 export const UserNamespaceSchema: GenMessage<UserNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 64);
+  messageDesc(file_ckpt_images, 69);
 
 /**
  * The root of a cgroup namespace: per hierarchy (as /proc/PID/cgroup
@@ -3351,7 +3636,7 @@ export type CgroupRoot = Message<"ckpt.CgroupRoot"> & {
  * Use `create(CgroupRootSchema)` to create a new message.
  */
 export const CgroupRootSchema: GenMessage<CgroupRoot> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 65);
+  messageDesc(file_ckpt_images, 70);
 
 /**
  * @generated from message ckpt.CgroupNamespace
@@ -3368,7 +3653,7 @@ export type CgroupNamespace = Message<"ckpt.CgroupNamespace"> & {
  * Use `create(CgroupNamespaceSchema)` to create a new message.
  */
 export const CgroupNamespaceSchema: GenMessage<CgroupNamespace> = /*@__PURE__*/
-  messageDesc(file_ckpt_images, 66);
+  messageDesc(file_ckpt_images, 71);
 
 /**
  * @generated from enum ckpt.MlockMode
@@ -3750,4 +4035,52 @@ export enum UnixPeer {
  */
 export const UnixPeerSchema: GenEnum<UnixPeer> = /*@__PURE__*/
   enumDesc(file_ckpt_images, 7);
+
+/**
+ * How restore makes a mount again.
+ *
+ * @generated from enum ckpt.MountHow
+ */
+export enum MountHow {
+  /**
+   * @generated from enum value: MOUNT_HOW_UNSPECIFIED = 0;
+   */
+  MOUNT_HOW_UNSPECIFIED = 0,
+
+  /**
+   * The tree's root filesystem: the directory restore is given with --root.
+   *
+   * @generated from enum value: MOUNT_ROOT = 1;
+   */
+  MOUNT_ROOT = 1,
+
+  /**
+   * A mount of the host's, named at dump with --external mnt[MOUNTPOINT]:KEY:
+   * bound at restore from the host path --external mnt[KEY]:PATH gives.
+   *
+   * @generated from enum value: MOUNT_EXTERNAL = 2;
+   */
+  MOUNT_EXTERNAL = 2,
+
+  /**
+   * A new filesystem of its type (proc, sysfs, devpts, mqueue, tmpfs with its
+   * content, cgroup in the tree's cgroup namespace), with its options.
+   *
+   * @generated from enum value: MOUNT_FRESH = 3;
+   */
+  MOUNT_FRESH = 3,
+
+  /**
+   * A bind of part of another mount of the tree (bind_of, at bind_path).
+   *
+   * @generated from enum value: MOUNT_BIND = 4;
+   */
+  MOUNT_BIND = 4,
+}
+
+/**
+ * Describes the enum ckpt.MountHow.
+ */
+export const MountHowSchema: GenEnum<MountHow> = /*@__PURE__*/
+  enumDesc(file_ckpt_images, 8);
 

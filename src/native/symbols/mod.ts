@@ -14,6 +14,7 @@ import { ttySymbols } from "./tty.ts";
 import { credsSymbols } from "./creds.ts";
 import { nsSymbols } from "./ns.ts";
 import { rtnlSymbols } from "./rtnl.ts";
+import { mountSymbols } from "./mount.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -32,6 +33,7 @@ export const symbols = {
   ...credsSymbols,
   ...nsSymbols,
   ...rtnlSymbols,
+  ...mountSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
