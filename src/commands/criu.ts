@@ -24,6 +24,7 @@ interface CriuOption {
 }
 
 interface Ctx {
+  op?: string;
   imagesDir?: string;
   workDir?: string;
 }
@@ -60,10 +61,12 @@ const TABLE: Record<string, CriuOption> = {
   "ext-unix-sk": { short: "x", value: "optional", ops: ["dump", "restore"], to: "ext-unix-sk" },
   "external": {
     value: "required",
-    ops: ["dump"],
+    ops: ["dump", "restore"],
     to: (v) => {
-      if (!/^unix\[\d+\]$/.test(v)) {
-        throw new UsageError(`--external ${v}: only unix[INO] is supported (${NS}, ${MNT})`);
+      if (!/^unix\[\d+\]$/.test(v) && !/^mnt\[[^\]]+\]:.+$/.test(v)) {
+        throw new UsageError(
+          `--external ${v}: only unix[INO] and mnt[KEY]:VAL are supported (${NS} for net[])`,
+        );
       }
       return ["--external", v];
     },
@@ -90,18 +93,12 @@ const TABLE: Record<string, CriuOption> = {
       return ["--file-validation", "filesize"];
     },
   },
+  // CRIU reads it at restore only.
   "root": {
+    short: "r",
     value: "required",
     ops: ALL,
-    to: (v) => {
-      const a = Deno.statSync(v), b = Deno.statSync("/");
-      if (a.dev !== b.dev || a.ino !== b.ino) {
-        throw new UsageError(
-          `--root ${v}: another root filesystem needs mount namespaces (${MNT})`,
-        );
-      }
-      return [];
-    },
+    to: (v, ctx) => ctx.op === "restore" ? ["--root", v] : [],
   },
   "manage-cgroups": {
     value: "optional",
@@ -119,7 +116,7 @@ const TABLE: Record<string, CriuOption> = {
   "tcp-established": { ops: ALL, refuse: "TCP sockets are not supported yet" },
   "tcp-close": { ops: ALL, refuse: "TCP sockets are not supported yet" },
   "file-locks": { short: "l", ops: ["dump", "restore"], to: "file-locks" },
-  "ext-mount-map": { short: "M", value: "required", ops: ALL, refuse: MNT },
+  "ext-mount-map": { short: "M", value: "required", ops: ["dump", "restore"], to: "ext-mount-map" },
   "enable-external-masters": { ops: ALL, refuse: MNT },
   "enable-external-sharing": { ops: ALL, refuse: MNT },
   "freeze-cgroup": { value: "required", ops: DUMPS, refuse: `ckpt freezes with ptrace; ${CG}` },
@@ -142,7 +139,7 @@ const SHORT = new Map(
 /** CRIU's argv for op (getopt_long style) → ckpt's argv. */
 export function translate(op: string, argv: string[]): string[] {
   const out: string[] = [op];
-  const ctx: Ctx = {};
+  const ctx: Ctx = { op };
   const items: { name: string; value?: string; shown: string }[] = [];
   let verbosity = 0;
   for (let i = 0; i < argv.length; i++) {

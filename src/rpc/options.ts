@@ -19,6 +19,7 @@ import { MAX_GHOST_BYTES } from "../files/regular.ts";
 import { RpcError } from "./channel.ts";
 import { ImageDir } from "../images/dir.ts";
 import { parseVethExternals, type VethExternal } from "../ns/net/options.ts";
+import { restoreExternals } from "../mount/restore.ts";
 
 export type RpcOp = "dump" | "pre-dump" | "restore";
 
@@ -169,10 +170,9 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
         ? "orphan_pts_master with shell_job: ckpt restores an outside terminal onto its own and cannot hand a new pty master to the caller yet"
         : undefined;
     case "root":
-      if (!dumping && !sameAsRoot(String(v))) {
-        return `root=${v}: restoring into another root filesystem needs mount namespaces, ${NEEDS_MNT}`;
-      }
-      return undefined; // CRIU does not use root at dump either
+      // Restore: the root filesystem of a tree with a mount namespace of its
+      // own (--root); CRIU does not use it at dump.
+      return undefined;
     case "track_mem":
       // Pre-dumps always track; a dump that kills the tree needs none after.
       if (op === "dump" && on(v) && o.leaveRunning) {
@@ -191,13 +191,13 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "external":
       if (!on(v)) return undefined;
       for (const e of v as string[]) {
-        const ok = e.startsWith("veth[") ||
+        const ok = e.startsWith("veth[") || /^mnt\[[^\]]+\]:.+$/.test(e) ||
           (dumping && (/^unix\[\d+\]$/.test(e) || /^net\[\d+\]:.+$/.test(e)));
         if (!ok) {
           return `external=${
             shown(v)
-          }: only unix[INO], net[INO]:KEY and veth[IF][:OUT] on dump and veth[IF]:OUT on ` +
-            `restore are supported (${NEEDS_MNT} for mnt[])`;
+          }: only unix[INO], net[INO]:KEY, veth[IF][:OUT] and mnt[KEY]:VAL on dump and ` +
+            `veth[IF]:OUT and mnt[KEY]:VAL on restore are supported`;
         }
       }
       return undefined;
@@ -237,6 +237,12 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "tcp_close":
       return on(v) ? `${f.name}: ${NEEDS_TCP}` : undefined;
     case "ext_mnt":
+      // Dump: mountpoint → key (--external mnt[MNT]:KEY); restore: key →
+      // host path (--external mnt[KEY]:PATH). Keys no mount has are unused,
+      // as in CRIU (runc names every device node and masked path).
+      return (v as { key: string; val: string }[]).find((e) => !e.key || !e.val)
+        ? `ext_mnt=${shown(v)}: every entry needs a key and a value`
+        : undefined;
     case "auto_ext_mnt":
     case "ext_sharing":
     case "ext_masters":
@@ -298,15 +304,6 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
   return `${f.name}: not known to this ckpt`;
 }
 
-function sameAsRoot(path: string): boolean {
-  try {
-    const a = Deno.statSync(path), b = Deno.statSync("/");
-    return a.dev === b.dev && a.ino === b.ino;
-  } catch {
-    return false;
-  }
-}
-
 /** CRIU skips a configuration file that does not exist; one that does is
  * CRIU's own settings, which ckpt does not read. */
 function configFileRefusal(path: string): string | undefined {
@@ -348,7 +345,7 @@ export function dumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): DumpOpti
     leaveStopped: o.leaveStopped,
     shellJob: o.shellJob,
     extUnixSk: extUnixSk(o),
-    external: o.external,
+    external: [...o.external, ...o.extMnt.map((e) => `mnt[${e.key}]:${e.val}`)],
     emptyNet: (o.emptyNs & CLONE_NEWNET) !== 0,
     prevImagesDir: o.parentImg || undefined,
   };
@@ -407,6 +404,11 @@ export function restoreOptions(o: criu_opts, dirs: Dirs): RestoreOptions {
     sibling: o.rstSibling,
     lazyPages: o.lazyPages,
     fileValidation: "filesize",
+    root: o.root || undefined,
+    externalMounts: new Map([
+      ...restoreExternals(o.external),
+      ...o.extMnt.map((e): [string, string] => [e.key, e.val]),
+    ]),
   };
 }
 
