@@ -20,6 +20,7 @@ export type {
   Restored,
   RestoreOptions,
 } from "./src/api/guarded.ts";
+export type { CgroupRoot, ManageMode } from "./src/cgroup/options.ts";
 export { CkptError, DumpError, ImageError, RestoreError, UsageError } from "./src/errors.ts";
 export { listSockets } from "./src/api/sockets.ts";
 export type {

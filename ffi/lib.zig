@@ -19,9 +19,10 @@ comptime {
     _ = @import("ns.zig");
     _ = @import("rtnl.zig");
     _ = @import("mount.zig");
+    _ = @import("inetsk.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 7;
+    return 9;
 }

@@ -64,9 +64,10 @@ Deno.test("timerfd and signalfd: time left within a few ms, absolute expiry kept
     const ms = (ns: number) => ns / 1e6;
     assert(gap.ms >= 1000, `the program saw the time it was dumped (${gap.ms} ms)`);
     // Relative: what it had left when it stopped, less the few ms it takes
-    // to freeze and to start again.
+    // to freeze and to start again (about 4 ms here; a loaded 2-core machine
+    // adds its scheduling delays — still far from the second it was dumped).
     const relLost = ms(gap.rel_before - gap.rel_after);
-    assert(relLost >= 0 && relLost < 15, `relative timer lost ${relLost} ms`);
+    assert(relLost >= 0 && relLost < 50, `relative timer lost ${relLost} ms`);
     // Absolute: the same expiry, so what it has left went down by the gap.
     const absLost = ms(gap.abs_before - gap.abs_after);
     assert(Math.abs(absLost - gap.ms) < 5, `absolute timer lost ${absLost} ms in ${gap.ms} ms`);

@@ -28,6 +28,9 @@ const REQUIRED = [
   "CAP_SETGID",
 ];
 const OPTIONAL = [
+  "sock_diag inet/netlink",
+  "TCP repair",
+  "nftables",
   "userfaultfd",
   "soft-dirty",
   "time namespace",

@@ -159,7 +159,7 @@ Deno.test("criu dump refuses by name what ckpt cannot honour, and a failing acti
     for (
       const [opt, why] of [
         ["--tcp-established", "TCP"],
-        ["--freeze-cgroup=/sys/fs/cgroup/freezer/x", "cgroups"],
+        ["--cgroup-yard=/tmp/yard", "yard"],
         ["--ext-mount-map=/a:/b", "mount"],
         ["--log-pid", "not supported"],
       ]

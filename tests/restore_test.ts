@@ -184,7 +184,8 @@ Deno.test("a refused dump leaves the process running and no images restore would
   const dir = await tempDir("refused");
   const out = `${dir}/out`;
   const prog =
-    "import socket, time\na = socket.socket()\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.02)\n";
+    // A packet socket: a kind of file ckpt refuses.
+    "import socket, time\na = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.02)\n";
   const p = startSession(["sh", "-c", `exec python3 -u -c '${prog}' > ${out}`]);
   try {
     await until("python running", () => readText(out).length > 0);

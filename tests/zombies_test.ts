@@ -4,6 +4,7 @@
 import { assert, assertEquals, assertMatch } from "../src/deps/std_assert.ts";
 import { readText, startSession, tempDir, until, WORKLOADS } from "./helpers/proc.ts";
 import { dumpTree, killAll, restoreTree, taskStat } from "./helpers/tree.ts";
+import { runCkpt } from "./helpers/ckpt.ts";
 
 function zombieLines(log: string) {
   return [...log.matchAll(/^zombie (\w+) (.*)$/gm)].map((m) => ({ name: m[1], rest: m[2] }));
@@ -71,6 +72,31 @@ Deno.test("zombies keep pid, group, session, name and exit status; parents wait 
     assert(!readText(`/proc/${pidOf("zexit7")}/stat`), "reaped for good");
   } finally {
     await killAll([p.pid, ...pids]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a shell forking short-lived children all the time is dumped every time: a child that exits while being frozen is dumped as the zombie it became", async () => {
+  const dir = await tempDir("forker");
+  const count = `${dir}/count`;
+  // Each /bin/true lives a few hundred microseconds: the freeze meets them
+  // being born and dying.
+  const loop = `n=0; while :; do /bin/true; /bin/true; n=$((n+1)); echo $n > ${count}.t; ` +
+    `mv ${count}.t ${count}; done`;
+  const p = startSession(["sh", "-c", loop]);
+  try {
+    await until("looping", () => readText(count) !== "");
+    for (let i = 0; i < 15; i++) {
+      const r = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/img${i}`, "-R"]);
+      assertEquals(r.code, 0, `dump ${i} failed: ${r.stderr}`);
+      await Deno.remove(`${dir}/img${i}`, { recursive: true });
+    }
+    await dumpTree(p.pid, p.status, `${dir}/images`, [p.pid]);
+    await restoreTree(`${dir}/images`);
+    const at = Number(readText(count));
+    await until("the restored shell loops on", () => Number(readText(count)) > at + 20);
+  } finally {
+    await killAll([p.pid]);
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -1,7 +1,7 @@
 // deno task bench: dump and restore times of real processes next to the
 // machine's own ceilings measured in the same run — dd writing the same
 // amount to the same tmpfs, and an in-memory copy — as medians and ratios.
-// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads,fds,migrate] [--dir /dev/shm]
+// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads,fds,migrate,tcp] [--dir /dev/shm]
 import { parseArgs } from "../src/deps/std_cli.ts";
 
 const args = parseArgs(Deno.args, { string: ["runs", "only", "dir"] });
@@ -44,7 +44,9 @@ const SHAPES: Shape[] = [
     argv: (d) => [`${wl}/epollbench`, d, "10000"],
   },
 ];
-const only = args.only ? String(args.only).split(",") : [...SHAPES.map((s) => s.key), "migrate"];
+const only = args.only
+  ? String(args.only).split(",")
+  : [...SHAPES.map((s) => s.key), "migrate", "tcp"];
 
 async function sh(cmd: string, a: string[]): Promise<{ ms: number; out: string }> {
   const t = performance.now();
@@ -264,4 +266,135 @@ if (only.includes("migrate")) {
         m("restore").toFixed(1)
       } ms`,
   );
+}
+
+// Live TCP connections (--tcp-established): an echo server holding CONNS
+// connections from a client outside the tree, which sends a line on each
+// in turn and waits for its echo. The frozen time of dump -R (the lock,
+// each connection read in repair mode, the unlock) must not grow with the
+// server's memory; the client's longest wait for an echo across a dump
+// and restore is the downtime it sees.
+const CONNS = 100;
+
+async function echoStart(work: string, mib: number): Promise<{ pid: number; port: number }> {
+  Deno.mkdirSync(work, { recursive: true });
+  const child = new Deno.Command(`${wl}/sessionexec`, {
+    args: [
+      "python3",
+      `${root}/tests/workloads/net/tcp_echo.py`,
+      `${work}/port`,
+      "127.0.0.1",
+      `${mib}`,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  child.status.then(() => {});
+  for (;;) {
+    try {
+      const port = Number(Deno.readTextFileSync(`${work}/port`));
+      if (port) return { pid: child.pid, port };
+    } catch { /* not yet */ }
+    await sleep(20);
+  }
+}
+
+function clientStart(port: number, log: string, conns: number): Deno.ChildProcess {
+  const c = new Deno.Command("python3", {
+    args: [`${root}/tests/peers/tcp_counter.py`, "127.0.0.1", `${port}`, log, `${conns}`],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  c.status.then(() => {});
+  return c;
+}
+
+function counted(log: string): { n: number; gap: number; ok: boolean } {
+  try {
+    const m = /^ok (\d+) maxgap_ms ([\d.]+)/.exec(Deno.readTextFileSync(log));
+    return m ? { n: Number(m[1]), gap: Number(m[2]), ok: true } : { n: -1, gap: -1, ok: false };
+  } catch {
+    return { n: 0, gap: 0, ok: true };
+  }
+}
+
+async function until(pred: () => boolean) {
+  const end = Date.now() + 30_000;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error("bench: timed out");
+    await sleep(20);
+  }
+}
+
+async function tcpOnce(dir: string, i: number, mib: number, conns: number) {
+  const work = `${dir}/t${i}-${mib}-${conns}`;
+  const { pid, port } = await echoStart(work, mib);
+  const log = `${work}/client.log`;
+  const client = conns ? clientStart(port, log, conns) : undefined;
+  try {
+    if (client) await until(() => counted(log).n > 20);
+    const lr = JSON.parse(
+      (await sh(ckpt, [
+        "dump",
+        "-t",
+        `${pid}`,
+        "-D",
+        `${work}/r`,
+        "-R",
+        "--json",
+        "--tcp-established",
+      ]))
+        .out,
+    );
+    if (!client) return { frozen: lr.frozenMs, downtime: 0 };
+    await sleep(300);
+    const before = counted(log).gap;
+    await sh(ckpt, ["dump", "-t", `${pid}`, "-D", `${work}/img`, "--tcp-established"]);
+    await gone([pid]);
+    await sh(ckpt, ["restore", "-D", `${work}/img`, "-d", "--tcp-established"]);
+    const n = counted(log).n;
+    await until(() => counted(log).n > n + 10);
+    const after = counted(log);
+    if (!after.ok) throw new Error("bench: the client saw an error");
+    return { frozen: lr.frozenMs, downtime: Math.max(before, after.gap) };
+  } finally {
+    if (client) {
+      try {
+        client.kill("SIGKILL");
+      } catch { /* gone */ }
+    }
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+    await gone([pid]);
+    Deno.removeSync(work, { recursive: true });
+  }
+}
+
+if (only.includes("tcp")) {
+  const dir = await Deno.makeTempDir({ dir: BASE, prefix: "ckpt-bench-" });
+  try {
+    const rows: string[] = [];
+    for (const [mib, conns] of [[16, 0], [16, CONNS], [512, 0], [512, CONNS]]) {
+      const runs = [];
+      for (let i = 0; i < RUNS; i++) runs.push(await tcpOnce(dir, i, mib, conns));
+      const fr = median(runs.map((r) => r.frozen)), dt = median(runs.map((r) => r.downtime));
+      rows.push(
+        `  ${`${mib} MiB, ${conns} connections`.padEnd(28)} frozen -R ${
+          fr.toFixed(1).padStart(7)
+        } ms` +
+          (conns ? `   peer's downtime (dump + restore) ${dt.toFixed(0).padStart(5)} ms` : ""),
+      );
+    }
+    console.log(`TCP --tcp-established (echo server, a client outside the tree):`);
+    for (const r of rows) console.log(r);
+    console.log(
+      "  frozen -R includes locking every connection (nftables), reading each in repair mode and " +
+        "unlocking; downtime: the client's longest wait for one echo, ckpt start-up included.",
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 }

@@ -5,6 +5,7 @@ import { memoryProbes } from "./memory.ts";
 import { namespaceProbes } from "./namespaces.ts";
 import { processProbes } from "./process.ts";
 import { sockdiagProbes } from "./sockdiag.ts";
+import { netProbes } from "./net.ts";
 import type { CheckReport, ProbeResult } from "./types.ts";
 
 export type { CheckReport, ProbeResult } from "./types.ts";
@@ -24,6 +25,7 @@ export async function runProbes(): Promise<CheckReport> {
     processProbes,
     cloneProbes,
     sockdiagProbes,
+    netProbes,
     memoryProbes,
     namespaceProbes,
     capabilityProbes,

@@ -24,16 +24,20 @@ interface CriuOption {
 }
 
 interface Ctx {
-  op?: string;
+  op: string;
   imagesDir?: string;
   workDir?: string;
+}
+
+/** A cgroup option of dump (and restore), which pre-dump has no use for. */
+function cgDump(ctx: Ctx, name: string, v: string): string[] {
+  return ctx.op === "pre-dump" ? [] : [`--${name}`, v];
 }
 
 const DUMPS = ["dump", "pre-dump"];
 const ALL = ["dump", "pre-dump", "restore"];
 const NS = "namespaces are not supported yet";
 const MNT = "mounts and mount namespaces are not supported yet";
-const CG = "cgroups are not supported yet";
 
 /** Relative to the work directory, as CRIU opens its log and pid files. */
 const inWork = (v: string, ctx: Ctx) =>
@@ -103,10 +107,23 @@ const TABLE: Record<string, CriuOption> = {
   "manage-cgroups": {
     value: "optional",
     ops: ALL,
-    to: (v) => {
-      if (v !== "ignore") throw new UsageError(`--manage-cgroups${v ? `=${v}` : ""}: ${CG}`);
-      return [];
-    },
+    to: (v, ctx) => ctx.op === "pre-dump" ? [] : [v ? `--manage-cgroups=${v}` : "--manage-cgroups"],
+  },
+  "cgroup-props": { value: "required", ops: DUMPS, to: (v, ctx) => cgDump(ctx, "cgroup-props", v) },
+  "cgroup-props-file": {
+    value: "required",
+    ops: DUMPS,
+    to: (v, ctx) => cgDump(ctx, "cgroup-props-file", v),
+  },
+  "cgroup-dump-controller": {
+    value: "required",
+    ops: DUMPS,
+    to: (v, ctx) => cgDump(ctx, "cgroup-dump-controller", v),
+  },
+  "cgroup-yard": {
+    value: "required",
+    ops: ALL,
+    refuse: "ckpt works in the cgroup hierarchies mounted where it runs, not in a yard",
   },
   "evasive-devices": { ops: ["restore"], drop: "devices are reopened by path" },
   "link-remap": { ops: DUMPS, drop: "deleted files are saved with their contents" },
@@ -119,8 +136,12 @@ const TABLE: Record<string, CriuOption> = {
   "ext-mount-map": { short: "M", value: "required", ops: ["dump", "restore"], to: "ext-mount-map" },
   "enable-external-masters": { ops: ALL, refuse: MNT },
   "enable-external-sharing": { ops: ALL, refuse: MNT },
-  "freeze-cgroup": { value: "required", ops: DUMPS, refuse: `ckpt freezes with ptrace; ${CG}` },
-  "cgroup-root": { value: "required", ops: ["restore"], refuse: CG },
+  "freeze-cgroup": { value: "required", ops: DUMPS, to: "freeze-cgroup" },
+  "cgroup-root": {
+    value: "required",
+    ops: ALL,
+    to: (v, ctx) => cgDump(ctx, "cgroup-root", v),
+  },
   "empty-ns": { value: "required", ops: ALL, refuse: NS },
   "join-ns": { short: "J", value: "required", ops: ["restore"], refuse: NS },
   "veth-pair": { value: "required", ops: ["restore"], refuse: NS },

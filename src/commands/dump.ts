@@ -8,6 +8,8 @@ import { formatDryRun } from "../dump/dry_run.ts";
 import { dumpStatsLines, STATS_DUMP } from "../images/criu_stats.ts";
 import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
 import { parseEmptyNs, parseVethExternals } from "../ns/net/options.ts";
+import { CGROUP_OPTIONS, parseCgroupRoots, parseManageMode, propsSpec } from "../cgroup/options.ts";
+import type { DumpOptions } from "../dump/dump.ts";
 
 export const dumpCommand: CommandSpec = {
   name: "dump",
@@ -85,6 +87,24 @@ failed dump leaves the tree running as it was and no usable images behind.`,
         "and takes them again",
     },
     {
+      name: "tcp-established",
+      kind: "boolean",
+      help: "save live TCP connections (locked with nftables while they are dumped) so " +
+        "they carry on after restore (restore needs it too)",
+    },
+    {
+      name: "tcp-close",
+      kind: "boolean",
+      help: "dump live TCP connections without their state: restored reset (the program " +
+        "sees ECONNRESET)",
+    },
+    {
+      name: "skip-in-flight",
+      kind: "boolean",
+      help: "leave behind TCP connections a listener has not accepted yet (their clients " +
+        "see a reset) instead of refusing the dump",
+    },
+    {
       name: "prev-images-dir",
       kind: "string",
       arg: "DIR",
@@ -103,6 +123,33 @@ failed dump leaves the tree running as it was and no usable images behind.`,
         "blocks it, write nothing and let it run on (exit status 1 when something blocks)",
     },
     ...ACTION_OPTIONS,
+    ...CGROUP_OPTIONS,
+    {
+      name: "cgroup-props",
+      kind: "string",
+      arg: "SPEC",
+      help: 'cgroup properties to save, CRIU\'s format: "CTRL":\n - "strategy": ' +
+        '"merge|replace"\n - "properties": ["NAME", …]',
+    },
+    {
+      name: "cgroup-props-file",
+      kind: "string",
+      arg: "FILE",
+      help: "the same, read from FILE",
+    },
+    {
+      name: "cgroup-dump-controller",
+      kind: "list",
+      arg: "NAME",
+      help: "save only these hierarchies' cgroups (repeatable; cgroup2 for v2)",
+    },
+    {
+      name: "freeze-cgroup",
+      kind: "string",
+      arg: "DIR",
+      help: "freeze the tree through this cgroup's freezer (a v1 freezer or v2 cgroup " +
+        "directory) while it is seized, so nothing in it forks meanwhile",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -110,6 +157,9 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     if (pid === undefined) throw new UsageError("dump: -t/--tree PID is required");
     if (opts.bool("dry-run")) return await dryRun(opts, pid);
     const stream = opts.bool("stream");
+    if (opts.bool("tcp-established") && opts.bool("tcp-close")) {
+      throw new UsageError("dump: --tcp-established and --tcp-close exclude each other");
+    }
     if (stream && opts.has("images-dir")) {
       throw new UsageError("dump: --stream writes to stdout; give no -D/--images-dir with it");
     }
@@ -150,6 +200,10 @@ async function dumpTo(
     extMountMap: parseMountMap(opts.list("ext-mount-map"), "dump"),
     prevImagesDir: opts.string("prev-images-dir"),
     notify: actionScripts(opts.list("action-script"), dir, stream),
+    ...cgroupDumpOptions(opts),
+    tcpEstablished: opts.bool("tcp-established"),
+    tcpClose: opts.bool("tcp-close"),
+    skipInFlight: opts.bool("skip-in-flight"),
   });
   // With --stream stdout carries the images: the summary goes to stderr.
   const say = stream ? console.error : console.log;
@@ -187,12 +241,26 @@ async function dryRun(opts: ParsedOptions, pid: number): Promise<number> {
     external: parseExternal(opts.list("external")),
     emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
     extMountMap: parseMountMap(opts.list("ext-mount-map"), "dump"),
+    ...cgroupDumpOptions(opts),
   });
   const report = r.dryRun!;
   if (opts.bool("json")) {
     console.log(JSON.stringify({ ...report, frozenMs: r.frozenMs, totalMs: r.totalMs }));
   } else console.log(formatDryRun(report, r.frozenMs));
   return report.blockers.length ? 1 : 0;
+}
+
+function cgroupDumpOptions(opts: ParsedOptions): Pick<DumpOptions, "cgroups" | "freezeCgroup"> {
+  const controllers = opts.list("cgroup-dump-controller");
+  return {
+    cgroups: {
+      mode: parseManageMode(opts.string("manage-cgroups")),
+      roots: parseCgroupRoots(opts.list("cgroup-root")),
+      props: propsSpec(opts.string("cgroup-props"), opts.string("cgroup-props-file")),
+      controllers: controllers.length ? controllers : undefined,
+    },
+    freezeCgroup: opts.string("freeze-cgroup"),
+  };
 }
 
 /** A private (0700) directory where --stream stages images. */

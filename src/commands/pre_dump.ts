@@ -42,6 +42,12 @@ has all its pages saved again.`,
       help: "the tree is a job of a shell session (session not its own)",
     },
     ...ACTION_OPTIONS,
+    {
+      name: "freeze-cgroup",
+      kind: "string",
+      arg: "DIR",
+      help: "freeze the tree through this cgroup's freezer while it is seized (as for dump)",
+    },
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -55,6 +61,7 @@ has all its pages saved again.`,
       prevImagesDir: opts.string("prev-images-dir"),
       shellJob: opts.bool("shell-job"),
       notify: actionScripts(opts.list("action-script"), dir),
+      freezeCgroup: opts.string("freeze-cgroup"),
     });
     if (opts.bool("display-stats")) { for (const l of dumpStatsLines(r.stats)) console.log(l); }
     if (opts.bool("json")) console.log(JSON.stringify(r));

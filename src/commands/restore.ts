@@ -4,6 +4,7 @@ import { checkStreamTrust } from "../images/trust.ts";
 import { callerFds } from "../cli/caller_fds.ts";
 import { parseMountMap, stagingDir } from "./dump.ts";
 import { restoreExternals } from "../mount/restore.ts";
+import { CGROUP_OPTIONS, parseCgroupRoots, parseManageMode } from "../cgroup/options.ts";
 import { UsageError } from "../errors.ts";
 import { restore } from "../api/guarded.ts";
 import { superviseUntilExit } from "../restore/supervise.ts";
@@ -132,6 +133,16 @@ restore kills everything it started and names the stage that failed.`,
         "disconnected",
     },
     {
+      name: "tcp-established",
+      kind: "boolean",
+      help: "restore the live TCP connections a dump --tcp-established saved",
+    },
+    {
+      name: "tcp-close",
+      kind: "boolean",
+      help: "restore the TCP connections a dump --tcp-close left reset",
+    },
+    {
       name: "trust-images",
       kind: "boolean",
       help: "restore images not owned by you or writable by others",
@@ -210,6 +221,7 @@ restore kills everything it started and names the stage that failed.`,
         "process's) instead of a new one",
     },
     ...ACTION_OPTIONS,
+    ...CGROUP_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
   ],
   async run(opts) {
@@ -287,6 +299,12 @@ async function restoreFrom(
     ...netOptions(opts),
     root: opts.string("root"),
     externalMounts: restoreMountMap(opts.list("external"), opts.list("ext-mount-map")),
+    cgroups: {
+      mode: parseManageMode(opts.string("manage-cgroups")),
+      roots: parseCgroupRoots(opts.list("cgroup-root")),
+    },
+    tcpEstablished: opts.bool("tcp-established"),
+    tcpClose: opts.bool("tcp-close"),
   });
   const pidfile = opts.string("pidfile");
   if (pidfile) Deno.writeTextFileSync(pidfile, `${r.pid}\n`);

@@ -78,13 +78,16 @@ export function formatReport(rep: SocketReport): string {
       out.push(`  ${e.inode} (pid ${e.pid} fd ${e.fd}, ${e.type} ${e.state}): ${e.need!.why}`);
       out.push(`    dump: ${e.need!.dump}    restore: ${e.need!.restore}`);
     }
-    out.push("", `ckpt dump -t ${rep.root} -D DIR ${s.dumpOptions.map(shellWord).join(" ")}`);
-    out.push(`ckpt restore -D DIR ${s.restoreOptions.map(shellWord).join(" ")}`);
     if (ext.some((e) => e.need!.kind === "unnamed-peer")) {
       out.push("  (fd[N]: a descriptor you pass to ckpt restore that replaces that socket)");
     }
   } else {
-    out.push("", "No external UNIX sockets: dump needs no socket options.");
+    out.push(
+      "",
+      s.dumpOptions.length
+        ? "No external UNIX sockets."
+        : "No external UNIX sockets: dump needs no socket options.",
+    );
   }
   for (const e of rep.sockets.filter((x) => x.outsideClients.length)) {
     out.push(
@@ -93,19 +96,69 @@ export function formatReport(rep: SocketReport): string {
         `from outside the tree waiting in accept(): ${e.outsideClients.join(", ")}`,
     );
   }
+  if (rep.net.length) {
+    out.push("", `Network sockets (${rep.net.length}):`, "");
+    out.push(table([
+      [
+        "PID",
+        "FD",
+        "INODE",
+        "PROTO",
+        "STATE",
+        "LOCAL",
+        "PEER",
+        "PEER IS",
+        "RQ",
+        "WQ",
+        "DUMP NEEDS",
+      ],
+      ...rep.net.map((n) => [
+        String(n.pid),
+        String(n.fd),
+        String(n.inode),
+        n.protocol,
+        n.state,
+        n.local ?? "-",
+        n.peer ?? "-",
+        n.peerIs ?? "-",
+        n.rqueue === null ? "-" : String(n.rqueue),
+        n.wqueue === null ? "-" : String(n.wqueue),
+        n.refused ? `refused: ${n.refused}` : n.need ?? "-",
+      ]),
+    ]));
+    for (const n of rep.net.filter((x) => x.pending.length)) {
+      out.push(
+        "",
+        `TCP listener ${n.local} (pid ${n.pid} fd ${n.fd}) has ${n.pending.length} connection(s) ` +
+          `not accepted yet, from ${n.pending.join(", ")}: dump refuses them (--skip-in-flight ` +
+          `leaves them behind)`,
+      );
+    }
+    if (rep.net.some((n) => n.need === "--tcp-established")) {
+      out.push(
+        "",
+        "Live TCP connections: dump and restore with --tcp-established to keep them " +
+          "(nftables locks them meanwhile), or dump with --tcp-close to restore them reset.",
+      );
+    }
+  }
   if (rep.others.length) {
     out.push(
       "",
-      `Not UNIX sockets of this namespace (not listed): ` +
+      `Other sockets (not listed): ` +
         rep.others.map((o) => `pid ${o.pid} fd ${o.fd} socket:[${o.inode}]`).join(", "),
     );
+  }
+  if (s.dumpOptions.length) {
+    out.push("", `ckpt dump -t ${rep.root} -D DIR ${s.dumpOptions.map(shellWord).join(" ")}`);
+    out.push(`ckpt restore -D DIR ${s.restoreOptions.map(shellWord).join(" ")}`.trimEnd());
   }
   return out.join("\n");
 }
 
 export const socketsCommand: CommandSpec = {
   name: "sockets",
-  summary: "list a process tree's UNIX sockets and which options external peers need",
+  summary: "list a process tree's sockets (UNIX, TCP, UDP, netlink…) and the options dump needs",
   usage: "ckpt sockets -t PID [--json]",
   description: `
 Lists every UNIX socket descriptor of the tree rooted at PID: type, state,
@@ -114,7 +167,11 @@ outside it (with its name and owner when visible) or gone. For each external
 socket it prints the option 'ckpt dump' and 'ckpt restore' need:
 --ext-unix-sk (datagram client of a named server), --ext-unix-sk=INODE
 (stream/seqpacket connection to a named server), or --external unix[INODE]
-with --inherit-fd fd[N]:socket:[INODE] (socketpairs and nameless peers).`,
+with --inherit-fd fd[N]:socket:[INODE] (socketpairs and nameless peers).
+Then every TCP, UDP, raw, ping and netlink socket: protocol, state, both
+addresses, queued bytes, whether a TCP connection's peer is in the tree,
+connections a listener has not accepted yet, and what dump needs for each
+(--tcp-established, --skip-in-flight) or why it would refuse it.`,
   options: [
     { name: "tree", short: "t", kind: "string", arg: "PID", help: "root of the process tree" },
     { name: "json", kind: "boolean", help: "print the report as JSON" },

@@ -4,8 +4,10 @@
 // written, so no directory that restore would accept is left behind.
 import { create } from "@bufbuild/protobuf";
 import {
+  CgroupsImageSchema,
   type FdEntry,
   FdTableSchema,
+  type FileEntry,
   FileKind,
   FilesImageSchema,
   MmImageSchema,
@@ -14,10 +16,12 @@ import {
   type PageRun,
   type TaskCore,
   TaskCoreSchema,
+  TcpMode,
   type Vma,
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import {
+  CGROUPS,
   coreName,
   fdName,
   FILES,
@@ -57,6 +61,9 @@ import { collectNamespaces, namespaceBlockers, ownKinds, treePidLevels } from ".
 import { inNamespacesOf } from "../ns/enter.ts";
 import { dumpExternals, dumpMounts } from "../mount/dump.ts";
 import { setDumpRoot, setTreeMounts } from "../mount/view.ts";
+import { CgroupCollector, type CgroupDumpOptions } from "../cgroup/dump.ts";
+import { type CgroupFreezer, freezeThrough, frozenCgroupOf } from "../cgroup/freezer.ts";
+import { hierarchyMounts } from "../cgroup/hierarchy.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -90,6 +97,17 @@ export interface DumpOptions {
    * killed or let go (network-lock/unlock around the freeze are for TCP).
    * Throwing fails the dump, which then releases the tree as it was. */
   notify?: Notify;
+  /** --manage-cgroups, --cgroup-root, --cgroup-props, --cgroup-dump-controller. */
+  cgroups?: Omit<CgroupDumpOptions, "frozen">;
+  /** --freeze-cgroup: a v1 freezer or v2 cgroup directory holding the tree,
+   * frozen while the tree is seized so that nothing in it forks meanwhile. */
+  freezeCgroup?: string;
+  /** --tcp-established: live TCP connections are locked and saved. */
+  tcpEstablished?: boolean;
+  /** --tcp-close: live TCP connections are restored reset. */
+  tcpClose?: boolean;
+  /** --skip-in-flight: connections no accept() took yet are left behind. */
+  skipInFlight?: boolean;
 }
 
 export interface DumpResult {
@@ -130,6 +148,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let tFrozen = 0;
   let frozenMs = -1;
   let files: FileCollector | undefined;
+  let freezer: CgroupFreezer | undefined;
   const notify = notifier(opts.notify, (m) => new DumpError(m));
   const pages = noPages();
   let memdumpMs = 0;
@@ -140,17 +159,33 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   try {
     if (!dryRun) notify("pre-dump");
     const tFreeze = performance.now();
-    const tree = freezeTree(pid, frozen);
+    if (opts.freezeCgroup) freezer = freezeThrough(opts.freezeCgroup, pid, frozen);
+    const cgMounts = hierarchyMounts();
+    const tree = freezeTree(pid, frozen, (p) => refuseFrozen(p, cgMounts, opts.freezeCgroup));
+    // Threads of the freezer cgroup that are not the tree's go at once.
+    if (freezer) frozen.releaseExcept(new Set(tree.flatMap((t) => t.tids)));
     tFrozen = performance.now();
     faultPoint("frozen");
     files = new FileCollector({
       shellJob: !!opts.shellJob,
       frozenAtNs: anonfd.clockNs(CLOCK_MONOTONIC),
       unix: { extUnixSk: opts.extUnixSk ?? [], external: opts.external ?? [] },
+      net: {
+        tcpEstablished: !!opts.tcpEstablished,
+        tcpClose: !!opts.tcpClose,
+        skipInFlight: !!opts.skipInFlight,
+      },
+      pids: tree.filter((t) => !t.zombie).map((t) => t.pid),
     });
     // Every blocker of the tree is gathered (files, mappings, task state)
     // before refusing, so one refusal names them all.
     const shared = sharedTables(tree, files.blockers);
+    const cgroups = new CgroupCollector({
+      ...opts.cgroups,
+      frozen: freezer &&
+        { hierarchy: freezer.hierarchy, path: freezer.path, wasFrozen: freezer.wasFrozen },
+    }, cgMounts);
+    files.blockers.push(...cgroups.collect(tree));
     for (const t of tree) {
       if (t.zombie) continue;
       files.blockers.push(...scopeBlockers(t.pid, t.pid === pid, !!opts.shellJob, pid));
@@ -194,6 +229,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         if (t.zombie) {
           try {
             const z = levels.apply(collectZombie(p));
+            z.cgroupSet = cgroups.setOf(p);
             cores.push(z);
             out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
           } catch (err) {
@@ -221,6 +257,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
           continue;
         }
         cores.push(core);
+        core.cgroupSet = cgroups.setOf(p);
+        for (const th of core.threads) th.cgroupSet = cgroups.setOfThread(th.tid);
         core.sharesFiles = shared.get(p)?.files ?? false;
         core.sharesFs = shared.get(p)?.fs ?? false;
         core.cwdFileId = files.addPath(
@@ -260,6 +298,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       if (sessions) files.blockers.push({ pid, message: sessions });
       files.finish(live.map((l) => l.t.pid));
     });
+    if (own.includes("net")) files.blockers.push(...liveTcpInOwnNet(files.files));
     const tables = new Map(
       live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
     );
@@ -278,8 +317,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
+      files.letGo("run");
       frozenMs = performance.now() - tFrozen;
       frozen.release();
+      freezer?.restoreState();
       const totalMs = performance.now() - t0;
       return { pid, dir: "", pagesBytes: report.memoryBytes, frozenMs, totalMs, dryRun: report };
     }
@@ -297,6 +338,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     if (opts.leaveRunning && !inPlace) {
       for (const l of live) snapshots.take(l.t.pid, frozen.options);
+      files.letGo("run");
       frozenMs = performance.now() - tFrozen;
       frozen.release();
     }
@@ -348,6 +390,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       FilesImageSchema,
       create(FilesImageSchema, { files: files.files }),
     );
+    if (cgroups.image) out.write(CGROUPS, ImageKind.Cgroups, CgroupsImageSchema, cgroups.image);
     out.inventory({
       rootPid: pid,
       pids: tree.map((t) => t.pid),
@@ -360,10 +403,17 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
     // The copies go, and each task reaps its own (stopped briefly again).
     snapshots.dispose();
-    if (opts.leaveRunning) frozen.release();
-    else if (opts.leaveStopped) frozen.release(19);
-    else {
+    if (opts.leaveRunning) {
+      // Let go already, unless some memory had to be read in place.
+      files.letGo("run");
+      frozen.release();
+    } else if (opts.leaveStopped) {
+      files.letGo("stop");
+      frozen.release(19);
+    } else {
+      files.letGo("kill");
       const survivors = frozen.kill();
+      files.letGo("killed");
       if (survivors.length) {
         log.warn(
           `pid(s) ${survivors.join(", ")} did not die of SIGKILL within 10 s and were left ` +
@@ -371,6 +421,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         );
       }
     }
+    freezer?.restoreState();
     const totalMs = performance.now() - t0;
     log.info(
       `dumped pid ${pid} to ${opts.dir} in ${formatMs(totalMs)} (frozen ${formatMs(frozenMs)})`,
@@ -386,15 +437,32 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     writeDumpStats(opts.dir, stats);
     return { pid, dir: opts.dir, pagesBytes, frozenMs, totalMs, stats };
   } catch (err) {
+    files?.letGo("fail");
     files?.release();
     tracker.dispose();
     snapshots.dispose();
     frozen.release();
+    freezer?.restoreState();
     out?.removeAll();
     throw failureOf(err, pid, "dump");
   } finally {
     leaveView();
+    freezer?.close();
   }
+}
+
+/** The lock that keeps a live connection quiet (--tcp-established,
+ * --tcp-close) is an nftables table of ckpt's own network namespace: in a
+ * namespace of the tree's own it would hold nothing back. */
+function liveTcpInOwnNet(list: FileEntry[]): Blocker[] {
+  return list.filter((f) => f.tcp && f.tcp.mode !== TcpMode.TCP_PLAIN).map((f) => ({
+    pid: f.tcp!.sk?.pid ?? 0,
+    fd: f.tcp!.sk?.fd,
+    kind: "a TCP socket",
+    message: `pid ${f.tcp!.sk?.pid} fd ${f.tcp!.sk?.fd}: a live TCP connection in the tree's own ` +
+      `network namespace cannot be saved yet (its lock works in ckpt's namespace only): close ` +
+      `it before the dump, or dump a tree that shares ckpt's network namespace`,
+  }));
 }
 
 /** Sessions and groups restore could not make again, said now. */
@@ -411,6 +479,17 @@ function sessionBlocker(cores: TaskCore[], shellJob: boolean): string | undefine
     throw err;
   }
   return undefined;
+}
+
+/** A task a cgroup freezer holds would never stop for ptrace: refused
+ * (unless it is the --freeze-cgroup ckpt thawed after seizing). */
+function refuseFrozen(pid: number, mounts: Map<string, string>, freezeCgroup?: string): void {
+  const dir = frozenCgroupOf(pid, mounts);
+  if (!dir) return;
+  throw new DumpError(
+    `pid ${pid} is frozen by the cgroup freezer (${dir}): thaw it, or dump with ` +
+      `--freeze-cgroup ${freezeCgroup ?? dir}`,
+  );
 }
 
 /** A failure of a dump of pid as the user should hear it: a process that

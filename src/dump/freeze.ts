@@ -56,10 +56,12 @@ export class Frozen {
 
   /** seize() for threads of task `pid`: one other than the leader that exits
    * meanwhile (a short-lived worker; glibc starts one per expiry of a
-   * SIGEV_THREAD timer) is no longer part of the task and is left out.
-   * Returns the tids frozen. */
-  seizeThreads(pid: number, tids: number[]): number[] {
-    const mayVanish = (tid: number) => pid !== 0 && tid !== pid;
+   * SIGEV_THREAD timer) is no longer part of the task and is left out; with
+   * leaderMayVanish so is a whole task that exits meanwhile (a child of a
+   * frozen parent: a short-lived `sleep` a shell forked), which the caller
+   * then sees a zombie. Returns the tids frozen. */
+  seizeThreads(pid: number, tids: number[], leaderMayVanish = false): number[] {
+    const mayVanish = (tid: number) => pid !== 0 && (tid !== pid || leaderMayVanish);
     const vanished = (err: unknown, tid: number) =>
       err instanceof NativeError && err.errno === 3 && mayVanish(tid);
     const gone = new Set<number>();
@@ -124,6 +126,10 @@ export class Frozen {
         this.options = 0n;
       }
     } catch (err) {
+      // ptrace refuses a task that became a zombie since it was listed.
+      if (err instanceof NativeError && err.errno === 1 && isZombie(tid)) {
+        throw new NativeError("ptrace seize", 3, `pid ${tid}`);
+      }
       if (err instanceof NativeError && err.errno === 1) {
         throw new DumpError(
           `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
@@ -169,6 +175,81 @@ export class Frozen {
       if (++spins < 500) continue;
       sleepSync(nap);
       nap = Math.min(nap * 2, 1);
+    }
+  }
+
+  /** Seizes and interrupts tids held by the cgroup freezer, without waiting:
+   * they stop once thawed (awaitStops). A thread gone meanwhile is skipped.
+   * Returns the tids seized, and what stopped it early (the caller thaws
+   * and collects those first). */
+  seizeHeld(tids: number[]): { seized: number[]; error?: Error } {
+    const got: number[] = [];
+    for (const tid of tids) {
+      if (this.seized.includes(tid)) continue;
+      try {
+        ptrace.seize(tid);
+      } catch (err) {
+        if (err instanceof NativeError && err.errno === 3) continue;
+        // Exiting since the cgroup was listed: ptrace refuses a zombie.
+        if (err instanceof NativeError && err.errno === 1 && isZombie(tid)) continue;
+        const error = err instanceof NativeError && err.errno === 1
+          ? new DumpError(
+            `cannot freeze pid ${tid}: ptrace was refused (already traced by a debugger, or no permission)`,
+          )
+          : err as Error;
+        return { seized: got, error };
+      }
+      this.seized.push(tid);
+      got.push(tid);
+      try {
+        ptrace.interrupt(tid);
+      } catch (err) {
+        if (!(err instanceof NativeError && err.errno === 3)) {
+          return { seized: got, error: err as Error };
+        }
+      }
+    }
+    return { seized: got };
+  }
+
+  /** Waits (up to timeoutMs) for the stops of tids seizeHeld took; those
+   * that exited are dropped. */
+  awaitStops(tids: number[], timeoutMs = 10_000): void {
+    const end = performance.now() + timeoutMs;
+    const left = new Set(tids);
+    for (let i = 0; left.size; i++) {
+      for (const tid of [...left]) {
+        const st = wait(tid, WALL | WNOHANG);
+        if (!st) continue;
+        left.delete(tid);
+        if (!st.stopped) this.seized.splice(this.seized.indexOf(tid), 1);
+      }
+      if (!left.size) break;
+      if (performance.now() > end) {
+        throw new DumpError(
+          `pid ${[...left][0]} did not stop after its cgroup was thawed (is it in a cgroup ` +
+            `frozen on its own?); nothing was dumped`,
+        );
+      }
+      sleepSync(i < 100 ? 0.05 : 1);
+    }
+  }
+
+  /** Lets go every seized thread not in keep (threads of the freezer cgroup
+   * outside the tree). */
+  releaseExcept(keep: Set<number>): void {
+    this.releaseTids(this.seized.filter((t) => !keep.has(t)));
+  }
+
+  /** Lets go the given seized threads (what is left of a task that exited
+   * while being frozen). */
+  releaseTids(tids: number[]): void {
+    for (const tid of tids) {
+      if (!this.seized.includes(tid)) continue;
+      this.seized.splice(this.seized.indexOf(tid), 1);
+      try {
+        ptrace.detach(tid, 0);
+      } catch { /* gone */ }
     }
   }
 
@@ -287,7 +368,12 @@ export interface FrozenTask {
 /** Freezes every thread of every task of the tree below root, scanning again
  * until a whole pass finds nothing new, so a task forked meanwhile is caught.
  * Tasks come parents first. Zombies are not seized (they cannot run). */
-export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
+export function freezeTree(
+  root: number,
+  frozen: Frozen,
+  /** Called for each task before it is seized (may refuse it). */
+  beforeSeize?: (pid: number) => void,
+): FrozenTask[] {
   const tasks = new Map<number, FrozenTask>();
   const order: number[] = [root];
   for (let changed = true; changed;) {
@@ -297,6 +383,7 @@ export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
       let t = tasks.get(pid);
       if (!t) {
         t = { pid, tids: [], zombie: isZombie(pid) };
+        if (!t.zombie) beforeSeize?.(pid);
         tasks.set(pid, t);
         changed = true;
       }
@@ -304,10 +391,27 @@ export function freezeTree(root: number, frozen: Frozen): FrozenTask[] {
       // Before seizing it: a parent in vfork() cannot stop until its child
       // execs, and nothing of it could be released meanwhile.
       if (!frozen.has(pid)) refuseSharedMm(pid, pid === root);
-      const fresh = listThreads(pid).filter((tid) => !frozen.has(tid));
+      const listed = listThreads(pid);
+      // Threads seized already through the cgroup freezer (seizeHeld).
+      const held = listed.filter((tid) => frozen.has(tid) && !t!.tids.includes(tid));
+      if (held.length) t.tids.push(...held);
+      const fresh = listed.filter((tid) => !frozen.has(tid));
       if (fresh.length) {
-        t.tids.push(...frozen.seizeThreads(pid, fresh));
+        const got = frozen.seizeThreads(pid, fresh, pid !== root);
+        t.tids.push(...got);
         changed = true;
+        if (fresh.includes(pid) && !got.includes(pid)) {
+          // It exited while being frozen: its parent, frozen, cannot have
+          // reaped it, so it is dumped as the zombie it now is.
+          frozen.releaseTids(got);
+          t.tids = [];
+          t.zombie = isZombie(pid);
+          if (!t.zombie) {
+            tasks.delete(pid);
+            order.splice(i--, 1);
+          }
+          continue;
+        }
       }
       for (const child of listChildren(pid)) {
         if (child === Deno.pid) {

@@ -16,6 +16,7 @@ import { checkScope, dumpWorkers, failureOf } from "./dump.ts";
 import { DumpOutput } from "./output.ts";
 import { FileCollector } from "../files/collect.ts";
 import { freezeTree, Frozen } from "./freeze.ts";
+import { type CgroupFreezer, freezeThrough } from "../cgroup/freezer.ts";
 import { capRuns, collectVmas, planPages, type SharedClaims } from "./memory.ts";
 import { Snapshots } from "./snapshot.ts";
 import { MemoryTracker } from "./tracking.ts";
@@ -33,6 +34,8 @@ export interface PreDumpOptions {
   shellJob?: boolean;
   /** CRIU's action-script moments: pre-dump, before the tree is frozen. */
   notify?: Notify;
+  /** --freeze-cgroup, as for dump. */
+  freezeCgroup?: string;
 }
 
 export interface PreDumpResult {
@@ -64,10 +67,14 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
   const notify = notifier(opts.notify, (m) => new DumpError(m));
   const pages = noPages();
   let memdumpMs = 0;
+  let freezer: CgroupFreezer | undefined;
   try {
     notify("pre-dump");
     const tFreeze = performance.now();
-    const tree = freezeTree(pid, frozen).filter((t) => !t.zombie);
+    if (opts.freezeCgroup) freezer = freezeThrough(opts.freezeCgroup, pid, frozen);
+    const all = freezeTree(pid, frozen);
+    if (freezer) frozen.releaseExcept(new Set(all.flatMap((t) => t.tids)));
+    const tree = all.filter((t) => !t.zombie);
     const tFrozen = performance.now();
     const claims: SharedClaims = new Map();
     // Mappings only: their files are not saved by a pre-dump.
@@ -97,6 +104,7 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
     const frozenMs = performance.now() - tFrozen;
     released = true;
     frozen.release();
+    freezer?.restoreState();
 
     let pagesBytes = 0, parentPages = 0n;
     const pagemaps = plans.map(({ pid: p, runs }) => {
@@ -154,7 +162,10 @@ export async function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
     tracker.dispose();
     snapshots.dispose();
     frozen.release();
+    freezer?.restoreState();
     out.removeAll();
     throw failureOf(err, pid, "pre-dump");
+  } finally {
+    freezer?.close();
   }
 }

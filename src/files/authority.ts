@@ -10,7 +10,7 @@ import type { TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { asTask, type Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import { resolveAt } from "../mount/view.ts";
+import { resolveAt, restoreRootFd } from "../mount/view.ts";
 import { openat2, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS } from "../native/integrity.ts";
 import {
   accessible,
@@ -119,7 +119,10 @@ export function mismatch(
     return `it is device ${devName(st.rdev)} now; it was ${devName(e.rdev)} at dump`;
   }
   if (policy.validation === "none") return undefined;
-  if (policy.sameMachine && e.ino !== undefined && e.dev !== undefined) {
+  // Below a restored tree's new root, a filesystem the restore made anew
+  // (proc, sysfs, tmpfs with its content…) has new inodes and times.
+  const remade = restoreRootFd() !== undefined && e.dev !== undefined && st.dev !== e.dev;
+  if (!remade && policy.sameMachine && e.ino !== undefined && e.dev !== undefined) {
     const born = e.btimeMs && fd !== undefined ? birthMs(fd) : undefined;
     const reborn = born !== undefined && Math.abs(born - e.btimeMs!) >= 1;
     if (st.ino !== e.ino || st.dev !== e.dev || reborn) {
@@ -135,7 +138,7 @@ export function mismatch(
     }
   }
   // Dumps record mtime to the millisecond (through a double): equal within 1 ms.
-  if (e.mtimeNs !== undefined && Math.abs(Number(st.mtimeNs - e.mtimeNs)) >= 1e6) {
+  if (!remade && e.mtimeNs !== undefined && Math.abs(Number(st.mtimeNs - e.mtimeNs)) >= 1e6) {
     return "it changed since the dump (its mtime differs); restoring would mix old memory " +
       "with new file contents; restore with --file-validation=none to accept it";
   }

@@ -18,7 +18,7 @@ import { readFds } from "../native/fdtable.ts";
 import { listFds } from "../proc/fdinfo.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
-import type { DumpContext, DumpedFd } from "./kind.ts";
+import type { DumpContext, DumpedFd, LetGo, NetDumpOptions } from "./kind.ts";
 import { kindForDump } from "./registry.ts";
 import { whatIs } from "./unsupported.ts";
 import { localOf } from "./kind.ts";
@@ -35,6 +35,10 @@ export interface FileOptions {
   mappingsOnly?: boolean;
   /** CLOCK_MONOTONIC when the tree was frozen, in ns. */
   frozenAtNs?: bigint;
+  /** --tcp-established, --tcp-close, --skip-in-flight. */
+  net?: NetDumpOptions;
+  /** The tree's live tasks. */
+  pids?: number[];
 }
 
 interface Seen {
@@ -119,6 +123,7 @@ export class FileCollector {
   private readonly locals = new Map<object, unknown>();
   private readonly finishers: ((pids: number[]) => void)[] = [];
   private readonly releasers: (() => void)[] = [];
+  private readonly letGoers: ((how: LetGo) => void)[] = [];
   private readonly pidfds = new Map<number, number>();
   private readonly skipped = new Set<string>();
   private readonly ctx: DumpContext;
@@ -132,6 +137,8 @@ export class FileCollector {
       shellJob: opts.shellJob,
       frozenAtNs: opts.frozenAtNs ?? 0n,
       unix: opts.unix ?? { extUnixSk: [], external: [] },
+      net: opts.net ?? { tcpEstablished: false, tcpClose: false, skipInFlight: false },
+      pids: opts.pids ?? [],
       fileOf: (pid, n) => this.byFd.get(`${pid}:${n}`) ?? this.fileFor(readDumpedFd(pid, n)),
       ownFile: (n) => this.fileFor(readDumpedFd(Deno.pid, n)),
       addEntry: (body) => this.add(body),
@@ -144,6 +151,7 @@ export class FileCollector {
       local: <T>(owner: object, make: () => T): T => localOf(this.locals, owner, make),
       atFinish: (fn) => this.finishers.push(fn),
       atRelease: (fn) => this.releasers.push(fn),
+      atLetGo: (fn) => this.letGoers.push(fn),
     };
   }
 
@@ -237,6 +245,21 @@ export class FileCollector {
         fn();
       } catch { /* best effort: the dump is ending */ }
     }
+  }
+
+  /** The tree is about to be let go (or was just killed, or the dump
+   * failed): what the kinds hold until then (a connection lock) ends. A
+   * failure here is reported after every kind has had its turn. */
+  letGo(how: LetGo): void {
+    let first: unknown;
+    for (const fn of this.letGoers) {
+      try {
+        fn(how);
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    if (first && how !== "fail") throw first;
   }
 
   /** Fds a dump must not look at as the tasks' own (ckpt's write tracking

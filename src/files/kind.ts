@@ -33,12 +33,28 @@ export interface DumpedFd {
 /** The kind-specific part of a FileEntry (the collector gives the id). */
 export type FileBody = Omit<Partial<FileEntry>, "id" | "$typeName"> & { kind: FileKind };
 
+/** --tcp-established, --tcp-close, --skip-in-flight. */
+export interface NetDumpOptions {
+  tcpEstablished: boolean;
+  tcpClose: boolean;
+  skipInFlight: boolean;
+}
+
+/** How a dump lets the tree go: killed (then "killed" once it is), left
+ * running or stopped, or released because the dump failed. */
+export type LetGo = "kill" | "killed" | "run" | "stop" | "fail";
+
 export interface DumpContext {
   readonly shellJob: boolean;
   /** CLOCK_MONOTONIC when the tree was frozen, in ns (0: not known). */
   readonly frozenAtNs: bigint;
   /** Options the UNIX socket kind reads (--ext-unix-sk, --external). */
   readonly unix: { extUnixSk: string[]; external: string[] };
+  /** Options the inet socket kinds read. */
+  readonly net: NetDumpOptions;
+  /** Every live task of the tree (a kind that must act on all of a tree's
+   * files at once, such as locking its connections, finds them there). */
+  readonly pids: readonly number[];
   /** The file id of fd n of pid, describing it first if it is new. */
   fileOf(pid: number, n: number): number;
   /** The file id of a descriptor ckpt itself holds (received in flight). */
@@ -55,6 +71,9 @@ export interface DumpContext {
   atFinish(fn: (pids: number[]) => void): void;
   /** Runs when the dump ends, done or failed (close what was held for it). */
   atRelease(fn: () => void): void;
+  /** Runs just before the tree is let go (and, when it is killed, once more
+   * after: "killed"); also on failure ("fail"). */
+  atLetGo(fn: (how: LetGo) => void): void;
 }
 
 export type FileValidation = "filesize" | "none";
@@ -68,6 +87,8 @@ export interface RestoreContext {
   readonly inherit: Map<string, number>;
   /** --ext-unix-sk values and --ext-unix-sk-missing. */
   readonly unix: { extUnixSk: string[]; missing: "fail" | "disconnect" };
+  /** --tcp-established, --tcp-close on restore. */
+  readonly net: { tcpEstablished: boolean; tcpClose: boolean };
   /** Every entry of files.img, by id. */
   readonly entries: Map<number, FileEntry>;
   /** The task on whose behalf the file is being opened (its first holder). */

@@ -42,6 +42,8 @@ export interface FileOpenOptions {
    * paths are below the new root): the tree has a mount namespace of its
    * own. */
   deferAll?: boolean;
+  /** --tcp-established, --tcp-close. */
+  net?: { tcpEstablished: boolean; tcpClose: boolean };
 }
 
 /** The name --inherit-fd uses for a file. */
@@ -101,6 +103,7 @@ export class OpenedFiles {
       shellJob: opts.shellJob,
       inherit: opts.inherit,
       unix: opts.unix ?? { extUnixSk: [], missing: "fail" },
+      net: opts.net ?? { tcpEstablished: false, tcpClose: false },
       entries,
       get task() {
         return current();

@@ -17,6 +17,10 @@ import { epoll } from "./epoll.ts";
 import { timerfd } from "./timerfd.ts";
 import { signalfd } from "./signalfd.ts";
 import { mqueue } from "./mqueue.ts";
+import { tcp } from "./tcp.ts";
+import { udp } from "./udp.ts";
+import { inetRaw } from "./inet_raw.ts";
+import { netlink } from "./netlink.ts";
 
 export const KINDS: readonly FileKindOps[] = [
   pipe,
@@ -24,6 +28,12 @@ export const KINDS: readonly FileKindOps[] = [
   epoll,
   timerfd,
   signalfd,
+  // Inet and netlink sockets before UNIX ones: theirs is a cheap question
+  // (SO_DOMAIN of a copy), the UNIX kind's a sock_diag lookup.
+  tcp,
+  udp,
+  inetRaw,
+  netlink,
   unix,
   inotify,
   fanotify,

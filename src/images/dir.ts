@@ -4,6 +4,8 @@
 import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { ImageError } from "../errors.ts";
 import {
+  type CgroupsImage,
+  CgroupsImageSchema,
   type FdTable,
   FdTableSchema,
   type FilesImage,
@@ -24,6 +26,7 @@ import { decodeImage, encodeImage, ImageKind } from "./format.ts";
 export const INVENTORY = "inventory.img";
 export const FILES = "files.img";
 export const NAMESPACES = "namespaces.img";
+export const CGROUPS = "cgroups.img";
 export const coreName = (pid: number) => `core-${pid}.img`;
 export const mmName = (pid: number) => `mm-${pid}.img`;
 export const pagemapName = (pid: number) => `pagemap-${pid}.img`;
@@ -136,6 +139,11 @@ export class ImageDir {
   readNamespaces(): NamespacesImage | undefined {
     if (!this.exists(NAMESPACES)) return undefined;
     return this.read(NAMESPACES, ImageKind.Namespaces, NamespacesImageSchema);
+  }
+  /** cgroups.img, absent from dumps that recorded no cgroups. */
+  readCgroups(): CgroupsImage | undefined {
+    if (!this.exists(CGROUPS)) return undefined;
+    return this.read(CGROUPS, ImageKind.Cgroups, CgroupsImageSchema);
   }
   readFdTable(pid: number): FdTable {
     return this.read(fdName(pid), ImageKind.FdTable, FdTableSchema);

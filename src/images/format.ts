@@ -24,6 +24,7 @@ export enum ImageKind {
   Pages = 7,
   UnixSockets = 8,
   Namespaces = 9,
+  Cgroups = 10,
 }
 
 export function kindName(k: number): string {

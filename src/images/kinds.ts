@@ -4,6 +4,7 @@
 // forgetting that line a type error.
 import type { DescMessage } from "@bufbuild/protobuf";
 import {
+  CgroupsImageSchema,
   FdTableSchema,
   FilesImageSchema,
   InventorySchema,
@@ -13,6 +14,7 @@ import {
   TaskCoreSchema,
 } from "../gen/ckpt/images_pb.ts";
 import {
+  CGROUPS,
   coreName,
   fdName,
   FILES,
@@ -41,6 +43,7 @@ export const KINDS = {
   [ImageKind.FdTable]: { schema: FdTableSchema, file: fdName },
   [ImageKind.UnixSockets]: {},
   [ImageKind.Namespaces]: { schema: NamespacesImageSchema, file: NAMESPACES },
+  [ImageKind.Cgroups]: { schema: CgroupsImageSchema, file: CGROUPS },
 } satisfies Record<ImageKind, KindInfo>;
 
 const ROWS = Object.entries(KINDS).map(([k, info]) => ({

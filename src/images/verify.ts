@@ -5,6 +5,8 @@
 // (and, in the pages file, the offset of the damaged run).
 import { fromBinary } from "@bufbuild/protobuf";
 import {
+  type CgroupsImage,
+  CgroupsImageSchema,
   FdTableSchema,
   type FileEntry,
   FilesImageSchema,
@@ -24,6 +26,7 @@ import { log } from "../util/log.ts";
 import { inParallel } from "../util/pool.ts";
 import { crc32c, crc32cCombine } from "./crc32c.ts";
 import {
+  CGROUPS,
   coreName,
   fdName,
   FILES,
@@ -34,6 +37,7 @@ import {
   pagesName,
 } from "./dir.ts";
 import { validateNamespaces } from "../ns/validate.ts";
+import { checkSets, validateCgroups } from "../cgroup/validate.ts";
 import { decodeImage, ImageKind, PAGE_SIZE, pagesHeader } from "./format.ts";
 import { type TaskImages, validateImages, validateInventory, validatePagemap } from "./validate.ts";
 
@@ -45,6 +49,8 @@ export interface ImageSet {
   tasks: Map<number, TaskImages>;
   /** namespaces.img, when the dump has one. */
   ns?: NamespacesImage;
+  /** cgroups.img, when the dump has one. */
+  cgroups?: CgroupsImage;
 }
 
 /** Where parseImageSet gets bytes from: the disk, or the fuzz test's memory. */
@@ -153,7 +159,16 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
       throw new ImageError(`${dir}/${NAMESPACES}`, why);
     });
   }
-  return { inv, files, tasks, ns };
+  const cgroups = inv.files.some((f) => f.name === CGROUPS)
+    ? decode(dir, src, CGROUPS, ImageKind.Cgroups, (b) => fromBinary(CgroupsImageSchema, b))
+    : undefined;
+  const cores = [...tasks.values()].map((t) => t.core);
+  const bad = (why: string): never => {
+    throw new ImageError(`${dir}/${CGROUPS}`, why);
+  };
+  if (cgroups) validateCgroups(cgroups, cores, bad);
+  else checkSets(cores, 0, bad);
+  return { inv, files, tasks, ns, cgroups };
 }
 
 /** Every file the inventory lists, against its size and (but for the pages

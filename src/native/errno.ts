@@ -31,6 +31,11 @@ const NAMES: Record<number, [string, string]> = {
   107: ["ENOTCONN", "not connected"],
   110: ["ETIMEDOUT", "timed out"],
   111: ["ECONNREFUSED", "connection refused"],
+  92: ["ENOPROTOOPT", "protocol not available"],
+  97: ["EAFNOSUPPORT", "address family not supported"],
+  99: ["EADDRNOTAVAIL", "cannot assign requested address"],
+  103: ["ECONNABORTED", "connection aborted"],
+  19: ["ENODEV", "no such device"],
 };
 
 export const ERRNO = {
@@ -51,6 +56,12 @@ export const ERRNO = {
   ENOSYS: 38,
   EOPNOTSUPP: 95,
   ECONNREFUSED: 111,
+  ENODEV: 19,
+  ENOPROTOOPT: 92,
+  EADDRINUSE: 98,
+  EADDRNOTAVAIL: 99,
+  ECONNRESET: 104,
+  ENOTCONN: 107,
 } as const;
 
 export function errnoName(errno: number): string {

@@ -486,7 +486,8 @@ export function restoreSpawn(
   tree: Uint8Array<ArrayBuffer>,
   pid: number,
   statusFd: number,
-  sibling?: { seizeOptions: bigint; ready: (root: number) => void },
+  /** beforeGo: called once it is seized, before it runs on. */
+  sibling?: { seizeOptions: bigint; beforeGo?: (pid: number) => void },
   /** CLONE_NEW* flags the root is made with, its pid at every PID
    * namespace level, innermost first (empty: pid alone), and the
    * supplementary groups it is forked with (absent: ckpt's). */
@@ -536,7 +537,7 @@ export function restoreSpawn(
     );
     try {
       ptrace.seize(root, sibling.seizeOptions);
-      sibling.ready(root);
+      sibling.beforeGo?.(root);
     } catch (err) {
       kill(root, 9);
       throw err;

@@ -113,6 +113,10 @@ export async function superviseRestorers(
     /** Which dumped tid a task ckpt sees is (they differ in a user
      * namespace of the tree's own). */
     ids?: TaskIds;
+    /** At each new task's or thread's first stop, before it runs anything
+     * (a seized root's is the caller's, before it lets it go): the tid as
+     * ckpt sees it, and as dumped. */
+    firstStop?: (tid: number, dumped: number) => void;
   } = {},
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
@@ -152,6 +156,7 @@ export async function superviseRestorers(
     }
     if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
       rootStopped = true;
+      more.firstStop?.(root, d);
       more.onRootStop?.(root);
       traceTree(root, !!more.seccomp);
       ptrace.cont(root, 0);
@@ -171,6 +176,7 @@ export async function superviseRestorers(
       continue;
     }
     if ((st.stopSig === SIGSTOP || st.event === PTRACE_EVENT_STOP) && !ready.has(d)) {
+      more.firstStop?.(tid, d);
       ptrace.cont(tid, 0); // first stop of an auto-attached task or thread
       continue;
     }

@@ -7,7 +7,7 @@ import { sleepSync } from "../util/sleep.ts";
 import { type PreDumpSet, readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { ImageError, RestoreError } from "../errors.ts";
-import { ImageDir, NAMESPACES } from "../images/dir.ts";
+import { CGROUPS, ImageDir, NAMESPACES } from "../images/dir.ts";
 import type { ImageSet } from "../images/verify.ts";
 import {
   fd as fdops,
@@ -53,6 +53,8 @@ import { TaskIds } from "../ns/ids.ts";
 import { CLONE_NEWPID, sendFds } from "../native/ns.ts";
 import { SOCK, unixsk } from "../native/unixsk.ts";
 import { withRestoreRoot } from "../mount/view.ts";
+import { CgroupRestore, type CgroupRestoreOptions } from "../cgroup/restore.ts";
+import { validateCgroups } from "../cgroup/validate.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -99,6 +101,12 @@ export interface RestoreOptions {
   /** --external mnt[KEY]:PATH / --ext-mount-map KEY:PATH: where the host
    * mounts the tree had (named at dump) are now. */
   externalMounts?: Map<string, string>;
+  /** --manage-cgroups and --cgroup-root. */
+  cgroups?: CgroupRestoreOptions;
+  /** --tcp-established: rebuild the live TCP connections of the image. */
+  tcpEstablished?: boolean;
+  /** --tcp-close: restore connections dumped with --tcp-close, reset. */
+  tcpClose?: boolean;
 }
 
 export interface Restored {
@@ -193,6 +201,18 @@ export async function restore(
   const notify = notifier(opts.notify, (m) => new RestoreError(m));
   notify("pre-restore");
 
+  // Where every task goes, checked before anything is made or forked.
+  let cgImage = checked?.cgroups;
+  if (!checked) {
+    cgImage = dir.readCgroups();
+    if (cgImage) {
+      validateCgroups(cgImage, tasks.map((t) => t.core), (why) => {
+        throw new ImageError(`${opts.dir}/${CGROUPS}`, why);
+      });
+    }
+  }
+  const cgroups = CgroupRestore.plan(cgImage, tasks.map((t) => t.core), opts.cgroups);
+
   const opened = new OpenedFiles(files, {
     validation: opts.fileValidation ?? "filesize",
     shellJob,
@@ -203,6 +223,7 @@ export async function restore(
     deferNetwork: ns.ownNet,
     // Its files are below its own root, which exists once its mounts do.
     deferAll: !!ns.mounts,
+    net: { tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose },
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];
@@ -315,11 +336,12 @@ export async function restore(
       }
       log.debug(`mount tree filled and files opened in ${formatMs(performance.now() - t)}`);
     };
+    cgroups.prepare();
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;
     try {
-      // A sibling root is seized, not stopped: its namespaces are filled
-      // before it is let go.
+      // A sibling root is seized, not stopped: it is put in its cgroups and
+      // its namespaces are filled before it is let go.
       root = ns.spawnIn(() =>
         restoreSpawn(
           tree,
@@ -330,7 +352,10 @@ export async function restore(
               seizeOptions: live.some((t) => hasSeccomp(t.core))
                 ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
                 : SEIZE_TREE_OPTIONS,
-              ready: fillNamespaces,
+              beforeGo: (p) => {
+                cgroups.firstStop(p);
+                fillNamespaces(p);
+              },
             }
             : undefined,
           {
@@ -383,6 +408,7 @@ export async function restore(
         onRootStop: fillNamespaces,
         onMounted: ns.mounts ? fillMounts : undefined,
         ids,
+        firstStop: cgroups.active ? (tid, d) => cgroups.firstStop(tid, d) : undefined,
       },
     );
     const tReady = performance.now();
@@ -391,6 +417,7 @@ export async function restore(
     notify("pre-resume");
     opened.beforeRun();
     ns.beforeRun();
+    cgroups.beforeRun();
     for (const t of live) finish(t.core, ready.get(t.core.pid)!, ids);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
     const firstInstructionMs = performance.now() - t0;
@@ -435,8 +462,10 @@ export async function restore(
         wait(p, WALL);
       } catch { /* reaped */ }
     }
+    cgroups.undo();
     throw err;
   } finally {
+    cgroups.close();
     opened.closeAll();
     shmem.closeAll();
     ns.close();

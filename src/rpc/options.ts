@@ -8,6 +8,7 @@
 import { isFieldSet } from "@bufbuild/protobuf";
 import type { DescField } from "@bufbuild/protobuf";
 import {
+  cgroup_rootSchema,
   criu_cg_mode,
   criu_file_validation_method,
   type criu_opts,
@@ -20,6 +21,8 @@ import { RpcError } from "./channel.ts";
 import { ImageDir } from "../images/dir.ts";
 import { parseVethExternals, type VethExternal } from "../ns/net/options.ts";
 import { restoreExternals } from "../mount/restore.ts";
+import { type CgroupRoot, type ManageMode, propsSpec } from "../cgroup/options.ts";
+import { validPath } from "../cgroup/hierarchy.ts";
 
 export type RpcOp = "dump" | "pre-dump" | "restore";
 
@@ -118,7 +121,6 @@ function shown(v: unknown): string {
 
 const CLONE_NEWNET = 0x40000000;
 const NEEDS_MNT = "mounts and mount namespaces are not supported yet";
-const NEEDS_CG = "cgroups are not supported yet";
 const NEEDS_TCP = "TCP sockets are not supported yet";
 
 /** Why field f (set, to value v) cannot be honoured for op, or undefined. */
@@ -201,14 +203,19 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
         }
       }
       return undefined;
+    // Cgroups (cgroupOptions below); CRIU reads the dump-only ones on dump.
     case "manage_cgroups":
-      return on(v) && !isFieldSet(o, criu_optsSchema.field.manageCgroupsMode)
-        ? `manage_cgroups=true: ${NEEDS_CG} (the tree is left in the cgroups it runs in)`
-        : undefined;
     case "manage_cgroups_mode":
-      return v === criu_cg_mode.IGNORE
-        ? undefined
-        : `manage_cgroups_mode=${criu_cg_mode[v as number]}: ${NEEDS_CG} (only IGNORE is honoured)`;
+    case "cg_root":
+    case "cgroup_props":
+    case "cgroup_props_file":
+    case "cgroup_dump_controller":
+    case "freeze_cgroup":
+      return undefined;
+    case "cgroup_yard":
+      return on(v)
+        ? `cgroup_yard=${v}: ckpt works in the cgroup hierarchies mounted where it runs, not in a yard`
+        : undefined;
     case "cpu_cap":
       return v === 0xffffffff
         ? undefined
@@ -261,16 +268,6 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
         if (j.extraOpt) return `join_ns ${j.ns}: extra_opt is for user namespaces`;
       }
       return undefined;
-    case "cg_root":
-    case "cgroup_props":
-    case "cgroup_props_file":
-    case "cgroup_dump_controller":
-    case "cgroup_yard":
-      return on(v) ? `${f.name}=${shown(v)}: ${NEEDS_CG}` : undefined;
-    case "freeze_cgroup":
-      return on(v)
-        ? `freeze_cgroup=${v}: ckpt freezes the tree with ptrace, and ${NEEDS_CG}`
-        : undefined;
     case "ps":
       return "ps: ckpt has no page server; move images with dump --stream | restore --stream";
     case "tls":
@@ -348,6 +345,13 @@ export function dumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): DumpOpti
     external: [...o.external, ...o.extMnt.map((e) => `mnt[${e.key}]:${e.val}`)],
     emptyNet: (o.emptyNs & CLONE_NEWNET) !== 0,
     prevImagesDir: o.parentImg || undefined,
+    cgroups: {
+      mode: cgroupMode(o),
+      roots: cgroupRoots(o),
+      props: propsSpec(o.cgroupProps || undefined, o.cgroupPropsFile || undefined),
+      controllers: o.cgroupDumpController.length ? o.cgroupDumpController : undefined,
+    },
+    freezeCgroup: o.freezeCgroup || undefined,
   };
 }
 
@@ -360,12 +364,46 @@ function netKeyOf(dir: string): string | undefined {
   }
 }
 
+/** CRIU: manage_cgroups true is soft, false ignore; a mode overrides it;
+ * neither is CRIU's default (soft). */
+function cgroupMode(o: criu_opts): ManageMode {
+  if (isFieldSet(o, criu_optsSchema.field.manageCgroupsMode)) {
+    const m = o.manageCgroupsMode;
+    if (m === criu_cg_mode.IGNORE) return "ignore";
+    if (m === criu_cg_mode.CG_NONE) return "none";
+    if (m === criu_cg_mode.PROPS) return "props";
+    if (m === criu_cg_mode.FULL) return "full";
+    if (m === criu_cg_mode.STRICT) return "strict";
+    return "soft";
+  }
+  if (isFieldSet(o, criu_optsSchema.field.manageCgroups)) {
+    return o.manageCgroups ? "soft" : "ignore";
+  }
+  return "soft";
+}
+
+/** cg_root: a ctrl given (even empty: cgroup v2) names that controller's
+ * hierarchy; none, every hierarchy. */
+function cgroupRoots(o: criu_opts): CgroupRoot[] {
+  for (const r of o.cgRoot) {
+    if (!validPath(r.path)) {
+      throw new RpcError(`cg_root ${r.ctrl}:${r.path}: not an absolute cgroup path`);
+    }
+  }
+  return o.cgRoot.map((r) =>
+    isFieldSet(r, cgroup_rootSchema.field.ctrl) ? { controller: r.ctrl, path: r.path } : {
+      path: r.path,
+    }
+  );
+}
+
 export function preDumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): PreDumpOptions {
   return {
     pid: dumpPid(o, place),
     dir: dirs.imagesDir,
     shellJob: o.shellJob,
     prevImagesDir: o.parentImg || undefined,
+    freezeCgroup: o.freezeCgroup || undefined,
   };
 }
 
@@ -409,6 +447,7 @@ export function restoreOptions(o: criu_opts, dirs: Dirs): RestoreOptions {
       ...restoreExternals(o.external),
       ...o.extMnt.map((e): [string, string] => [e.key, e.val]),
     ]),
+    cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o) },
   };
 }
 

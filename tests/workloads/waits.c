@@ -45,7 +45,9 @@ static void *heartbeat(void *a) {
     struct timespec ts = {0, 2 * 1000000L};
     nanosleep(&ts, 0);
     int64_t t = now_ns(), d = t - prev;
-    if (d > 20 * 1000000LL) {
+    /* Only the checkpoint's gap (the test keeps it over half a second):
+     * a loaded machine's scheduling delays are time the program lived. */
+    if (d > 250 * 1000000LL) {
       gaps_ns += d - 2 * 1000000LL;
       gap_end_ns = t;
     }

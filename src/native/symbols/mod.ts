@@ -15,6 +15,7 @@ import { credsSymbols } from "./creds.ts";
 import { nsSymbols } from "./ns.ts";
 import { rtnlSymbols } from "./rtnl.ts";
 import { mountSymbols } from "./mount.ts";
+import { inetskSymbols } from "./inetsk.ts";
 
 export const symbols = {
   ck_abi_version: { parameters: [], result: "u32" },
@@ -34,7 +35,8 @@ export const symbols = {
   ...nsSymbols,
   ...rtnlSymbols,
   ...mountSymbols,
+  ...inetskSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 9;
