@@ -76,7 +76,7 @@ Deno.test("zombies keep pid, group, session, name and exit status; parents wait 
   }
 });
 
-Deno.test("a shell forking short-lived children all the time is dumped every time: a child that exits while being frozen is dumped as the zombie it became", async () => {
+Deno.test("a shell running short-lived commands all the time is dumped every time: a vfork() of a moment is waited out, a child that exits while being frozen is dumped as the zombie it became", async () => {
   const dir = await tempDir("forker");
   const count = `${dir}/count`;
   // Each /bin/true lives a few hundred microseconds: the freeze meets them

@@ -7,6 +7,7 @@ import { VERSION } from "../version.ts";
 import { COMMANDS } from "./commands.ts";
 import { helpText, parseCommandLine } from "./spec.ts";
 import { callerFds } from "./caller_fds.ts";
+import { BlockedDump } from "../files/collect.ts";
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
@@ -64,7 +65,10 @@ async function runCommand(argv: string[]): Promise<number> {
 }
 
 function report(err: unknown): number {
-  const msg = describe(err).replace(/\s*\n\s*/g, "; ");
+  // Every blocker of a refused dump on a line of its own; anything else on one.
+  const msg = err instanceof BlockedDump && err.blockers.length > 1
+    ? describe(err).split("\n").map((l) => l.trimEnd()).join("\n")
+    : describe(err).replace(/\s*\n\s*/g, "; ");
   console.error(`ckpt: ${msg}`);
   if (err instanceof CkptError) return err.exitCode;
   if (err instanceof NativeError) return 1;

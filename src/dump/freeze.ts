@@ -28,6 +28,10 @@ export interface MeasuredWait {
 
 const STOP_TIMEOUT_MS = 10_000;
 
+/** How long a task may share its address space with a child (vfork) before
+ * the dump is refused. */
+const VFORK_GRACE_MS = 500;
+
 /** How long a killed tree may take to die. */
 const KILL_WAIT_MS = 10_000;
 
@@ -146,7 +150,7 @@ export class Frozen {
    * than waited for forever. */
   private awaitStop(tid: number, mayVanish = false): boolean {
     const end = performance.now() + STOP_TIMEOUT_MS;
-    let nap = 0.02, nextLook = performance.now() + 50, spins = 0;
+    let nap = 0.02, nextLook = performance.now() + VFORK_GRACE_MS, spins = 0;
     for (;;) {
       const st = wait(tid, WALL | WNOHANG);
       if (st) {
@@ -161,7 +165,7 @@ export class Frozen {
       }
       const now = performance.now();
       if (now > nextLook) {
-        refuseSharedMm(tgidOf(tid));
+        refuseSharedMm(tgidOf(tid), false, 0);
         nextLook = now + 100;
       }
       if (now > end) {
@@ -437,20 +441,35 @@ const KCMP_VM = 1;
 /** Refuses a task sharing its address space with a child (a parent blocked
  * in vfork() until the child execs or exits, or a clone(CLONE_VM) child) or,
  * for the root, with its parent (the root is such a child itself). */
-function refuseSharedMm(pid: number, withParent = false): void {
-  const say = (parent: number, child: number) =>
-    new DumpError(
-      `pid ${parent} is waiting in vfork() for its child ${child}, which has not called exec or ` +
-        `_exit yet (or they share one address space through clone(CLONE_VM)); dump again once ` +
-        `pid ${child} has exec'd or exited`,
-    );
+function refuseSharedMm(pid: number, withParent = false, graceMs = VFORK_GRACE_MS): void {
+  const end = performance.now() + graceMs;
+  for (let nap = 0.0005;; nap = Math.min(nap * 2, 0.02)) {
+    const shared = sharedMm(pid, withParent);
+    if (!shared) return;
+    // A vfork() is over within microseconds as a rule (a shell or
+    // posix_spawn running a command): refused only if it lasts.
+    if (performance.now() > end) {
+      const [parent, child] = shared;
+      throw new DumpError(
+        `pid ${parent} is waiting in vfork() for its child ${child}, which has not called exec ` +
+          `or _exit yet (or they share one address space through clone(CLONE_VM)); dump again ` +
+          `once pid ${child} has exec'd or exited`,
+      );
+    }
+    sleepSync(nap);
+  }
+}
+
+/** [parent, child] of pid's that share its address space, if any. */
+function sharedMm(pid: number, withParent: boolean): [number, number] | undefined {
   for (const child of safe(() => listChildren(pid), [])) {
-    if (safe(() => sameObject(pid, child, KCMP_VM), false)) throw say(pid, child);
+    if (safe(() => sameObject(pid, child, KCMP_VM), false)) return [pid, child];
   }
   if (withParent) {
     const ppid = safe(() => Number(readStat(pid).field(4)), 0);
-    if (ppid > 0 && safe(() => sameObject(ppid, pid, KCMP_VM), false)) throw say(ppid, pid);
+    if (ppid > 0 && safe(() => sameObject(ppid, pid, KCMP_VM), false)) return [ppid, pid];
   }
+  return undefined;
 }
 
 function safe<T>(fn: () => T, otherwise: T): T {

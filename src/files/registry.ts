@@ -21,6 +21,7 @@ import { tcp } from "./tcp.ts";
 import { udp } from "./udp.ts";
 import { inetRaw } from "./inet_raw.ts";
 import { netlink } from "./netlink.ts";
+import { pidfd } from "./pidfd.ts";
 
 export const KINDS: readonly FileKindOps[] = [
   pipe,
@@ -28,6 +29,7 @@ export const KINDS: readonly FileKindOps[] = [
   epoll,
   timerfd,
   signalfd,
+  pidfd,
   // Inet and netlink sockets before UNIX ones: theirs is a cheap question
   // (SO_DOMAIN of a copy), the UNIX kind's a sock_diag lookup.
   tcp,

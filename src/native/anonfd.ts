@@ -99,4 +99,8 @@ export const anonfd = {
   signalfd(mask: bigint, flags: number): number {
     return check(native().ck_signalfd(mask, flags), "signalfd4");
   },
+  /** A pidfd (O_CLOEXEC) of a process that has exited and been reaped. */
+  deadPidfd(): number {
+    return check(native().ck_dead_pidfd(), "making a pidfd of an exited process");
+  },
 };

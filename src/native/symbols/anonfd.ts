@@ -12,4 +12,5 @@ export const anonfdSymbols = {
   ck_timerfd_set_ticks: { parameters: ["i32", "u64"], result: "i64" },
   ck_clock_ns: { parameters: ["i32", "buffer"], result: "i64" },
   ck_signalfd: { parameters: ["u64", "i32"], result: "i64" },
+  ck_dead_pidfd: { parameters: [], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
