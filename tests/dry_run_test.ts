@@ -38,7 +38,7 @@ Deno.test("dump --dry-run lists every blocker of a tree (two fds, a task in anot
     const blockers: Blocker[] = rep.blockers;
     assertEquals(blockers.length, 3, JSON.stringify(blockers));
     const at = (pid: number, fd?: number) => blockers.find((b) => b.pid === pid && b.fd === fd);
-    assertEquals(at(p.pid, pidfd)?.kind, "a pidfd");
+    assertEquals(at(p.pid, pidfd)?.kind, "pidfd");
     assertEquals(at(p.pid, ring)?.kind, "an io_uring instance");
     assertEquals(at(child)?.kind, "uts namespace");
     for (const b of blockers) assert(b.message.length > 20, b.message);
@@ -56,7 +56,7 @@ Deno.test("dump --dry-run lists every blocker of a tree (two fds, a task in anot
     assertEquals(text.code, 1);
     assertStringIncludes(text.stdout, "nothing written, the tree runs on");
     assertStringIncludes(text.stdout, "3 thing(s) block the dump:");
-    assertStringIncludes(text.stdout, `[pid ${p.pid}, fd ${pidfd}, a pidfd]`);
+    assertStringIncludes(text.stdout, `[pid ${p.pid}, fd ${pidfd}, pidfd]`);
     assertStringIncludes(text.stdout, `[pid ${child}, uts namespace]`);
     let made = true;
     try {
