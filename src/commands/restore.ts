@@ -135,12 +135,14 @@ restore kills everything it started and names the stage that failed.`,
     {
       name: "tcp-established",
       kind: "boolean",
-      help: "restore the live TCP connections a dump --tcp-established saved",
+      help:
+        "accepted for CRIU compatibility: live TCP connections a dump --tcp-established saved are always rebuilt",
     },
     {
       name: "tcp-close",
       kind: "boolean",
-      help: "restore the TCP connections a dump --tcp-close left reset",
+      help:
+        "accepted for CRIU compatibility: connections a dump --tcp-close saved always come back reset",
     },
     {
       name: "trust-images",

@@ -137,7 +137,7 @@ export function formatReport(rep: SocketReport): string {
     if (rep.net.some((n) => n.need === "--tcp-established")) {
       out.push(
         "",
-        "Live TCP connections: dump and restore with --tcp-established to keep them " +
+        "Live TCP connections: dump with --tcp-established to keep them " +
           "(nftables locks them meanwhile), or dump with --tcp-close to restore them reset.",
       );
     }

@@ -238,7 +238,7 @@ function dumpTcp(fd: Parameters<FileKindOps["dump"]>[0], ctx: DumpContext) {
     throw new DumpError(
       `${fd.where}: TCP connection ${diag ? connText(diag) : addrText(sk.local)} ` +
         `(${stateName(state)}, peer ${where}) needs --tcp-established to be dumped live ` +
-        `(restore with --tcp-established too), or --tcp-close to be restored reset`,
+        `or --tcp-close to be restored reset`,
     );
   } finally {
     if (copy !== fd.fd) fdops.close(copy);
@@ -301,18 +301,8 @@ function restorer(ctx: RestoreContext): TcpRestore {
 function openTcp(f: FileEntry, ctx: RestoreContext, where: string): number {
   const t = f.tcp!;
   const sk = t.sk!;
-  if (t.mode === TcpMode.TCP_REPAIRED && !ctx.net.tcpEstablished) {
-    throw new RestoreError(
-      `${where}: the ${sockText(sk, stateName(t.state))} was dumped with --tcp-established: ` +
-        `restore with --tcp-established too`,
-    );
-  }
-  if (t.mode === TcpMode.TCP_RESET && !ctx.net.tcpClose) {
-    throw new RestoreError(
-      `${where}: the ${sockText(sk)} was dumped with --tcp-close: restore with --tcp-close ` +
-        `(it comes back reset)`,
-    );
-  }
+  // How each connection comes back is what its dump chose (--tcp-established
+  // or --tcp-close, recorded in the image): restore needs neither option.
   const what = `${where} (${sockText(sk)})`;
   if (t.mode === TcpMode.TCP_RESET) {
     try {

@@ -202,16 +202,25 @@ export class UnixSockets {
         option: `--ext-unix-sk=${id}`,
       };
     }
-    if (this.ext.all && s.peer === UnixPeer.EXT_DGRAM) {
-      return { kind: "connect", to: s.peerName, resolved: s.peerDir, option: "--ext-unix-sk" };
+    // Without an option for it, a dump that succeeded still restores (the
+    // dump's --ext-unix-sk or --external was the operator's word): a named
+    // peer is reconnected at its dump-time path, a nameless one cannot be
+    // and comes back gone, as an outside pipe end does.
+    if (named) {
+      return {
+        kind: "connect",
+        to: s.peerName,
+        resolved: s.peerDir,
+        option: this.ext.all ? "--ext-unix-sk" : "its dump-time path",
+      };
     }
-    if (this.opts.missing === "disconnect") {
-      return { kind: "disconnected", why: "--ext-unix-sk-missing=disconnect" };
+    if (this.opts.missing !== "disconnect") {
+      log.warn(
+        `${this.desc(s)} had its peer outside the tree (${path}): restored as a socket whose ` +
+          `peer is gone; restore with ${options} to give it one`,
+      );
     }
-    throw new RestoreError(
-      `${this.desc(s)} had its peer outside the tree (${path}); restore with ${options}, ` +
-        `or --ext-unix-sk=${id}=disconnected to restore it without its peer`,
-    );
+    return { kind: "disconnected", why: `no ${options}` };
   }
 
   private create(): void {

@@ -1,7 +1,7 @@
 /* blockers DIR: a tree ckpt cannot dump, for several reasons at once: a
- * pidfd of a process outside the tree and an io_uring instance in the
- * root, and a child in a UTS namespace of its own; beside them an epoll
- * and a timerfd that ckpt does save. Logs "ready" once all is in place, then sleeps. */
+ * pidfd and an io_uring instance in the root, and a child in a UTS
+ * namespace of its own; beside them an epoll and a timerfd that ckpt does
+ * save. Logs "ready" once all is in place, then sleeps. */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdio.h>
@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
   }
   char k;
   if (read(sync[0], &k, 1) != 1) return 1;
-  /* Of the parent, outside the tree (a pidfd of a task of the tree is saved). */
+  // Of its parent, outside the tree.
   int pidfd = (int)syscall(SYS_pidfd_open, getppid(), 0);
   unsigned char params[120];
   memset(params, 0, sizeof params);
