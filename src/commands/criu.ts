@@ -36,7 +36,6 @@ function cgDump(ctx: Ctx, name: string, v: string): string[] {
 
 const DUMPS = ["dump", "pre-dump"];
 const ALL = ["dump", "pre-dump", "restore"];
-const NS = "namespaces are not supported yet";
 const MNT = "mounts and mount namespaces are not supported yet";
 
 /** Relative to the work directory, as CRIU opens its log and pid files. */
@@ -66,10 +65,13 @@ const TABLE: Record<string, CriuOption> = {
   "external": {
     value: "required",
     ops: ["dump", "restore"],
-    to: (v) => {
-      if (!/^unix\[\d+\]$/.test(v) && !/^mnt\[[^\]]+\]:.+$/.test(v)) {
+    to: (v, ctx) => {
+      const ok = /^mnt\[[^\]]+\]:.+$/.test(v) || v.startsWith("veth[") ||
+        (ctx.op !== "restore" && (/^unix\[\d+\]$/.test(v) || /^net\[\d+\]:.+$/.test(v)));
+      if (!ok) {
         throw new UsageError(
-          `--external ${v}: only unix[INO] and mnt[KEY]:VAL are supported (${NS} for net[])`,
+          `--external ${v}: only unix[INO] and net[INO]:KEY (dump), veth[IF][:OUT[@BR]] and ` +
+            `mnt[KEY]:VAL are supported`,
         );
       }
       return ["--external", v];
@@ -142,9 +144,13 @@ const TABLE: Record<string, CriuOption> = {
     ops: ALL,
     to: (v, ctx) => cgDump(ctx, "cgroup-root", v),
   },
-  "empty-ns": { value: "required", ops: ALL, refuse: NS },
-  "join-ns": { short: "J", value: "required", ops: ["restore"], refuse: NS },
-  "veth-pair": { value: "required", ops: ["restore"], refuse: NS },
+  "empty-ns": {
+    value: "required",
+    ops: ALL,
+    to: (v, ctx) => ctx.op === "pre-dump" ? [] : ["--empty-ns", v],
+  },
+  "join-ns": { short: "J", value: "required", ops: ["restore"], to: "join-ns" },
+  "veth-pair": { value: "required", ops: ["restore"], to: "veth-pair" },
   "auto-dedup": { ops: DUMPS, refuse: "ckpt does not punch holes in parent images" },
   "page-server": { ops: DUMPS, refuse: "ckpt has no page server (use dump --stream)" },
   "address": { value: "required", ops: ALL, refuse: "ckpt has no page server" },
