@@ -44,7 +44,7 @@ pub fn build(b: *std.Build) void {
     b.installArtifact(lib);
 
     // Workloads are ordinary dynamically linked glibc programs.
-    const workloads = [_][]const u8{ "counter", "reader", "sleeper", "sessionexec", "tree", "threads", "fanout", "sharer", "lazymut", "pipeflags", "inotifier", "fanotifier", "memfd", "epollwl", "anonfdwl", "blockers", "epollbench", "ptimers", "locker", "madv", "swapper", "fdexec", "ticker", "zombies", "sessions", "seccomp", "vforker", "credthreads", "waits" };
+    const workloads = [_][]const u8{ "counter", "reader", "sleeper", "sessionexec", "tree", "threads", "fanout", "sharer", "lazymut", "pipeflags", "inotifier", "fanotifier", "memfd", "epollwl", "anonfdwl", "blockers", "epollbench", "ptimers", "locker", "madv", "swapper", "fdexec", "ticker", "zombies", "sessions", "seccomp", "vforker", "credthreads", "waits", "nsworld", "nslaunch", "clocks", "mntlaunch" };
     for (workloads) |name| {
         const m = b.createModule(.{ .target = target, .optimize = .ReleaseSafe, .link_libc = true });
         m.addCSourceFile(.{ .file = b.path(b.fmt("tests/workloads/{s}.c", .{name})), .flags = &.{ "-O1", "-Wall", "-Werror", "-mavx2" } });

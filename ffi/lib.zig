@@ -16,11 +16,14 @@ comptime {
     _ = @import("notify.zig");
     _ = @import("tty.zig");
     _ = @import("creds.zig");
+    _ = @import("ns.zig");
+    _ = @import("rtnl.zig");
+    _ = @import("mount.zig");
     _ = @import("inetsk.zig");
     _ = @import("private.zig");
 }
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 9;
+    return 10;
 }

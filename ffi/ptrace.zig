@@ -152,7 +152,7 @@ const PTRACE_EVENT_CLONE = 3;
 /// bytes are put back in the copy's memory too. Returns the copy's pid.
 /// `keep`: the options the task is traced with (PTRACE_O_SUSPEND_SECCOMP),
 /// which must stay set around the clone.
-export fn ck_snapshot_fork(pid: i32, keep: u64, copy_out: *i32) i64 {
+export fn ck_snapshot_fork(pid: i32, keep: u64, copy_out: *[2]i32) i64 {
     var rc = ck_ptrace_setoptions(pid, keep | PTRACE_O_TRACECLONE);
     if (rc < 0) return rc;
     const args = [6]u64{ 0, 0, 0, 0, 0, 0 };
@@ -164,7 +164,10 @@ export fn ck_snapshot_fork(pid: i32, keep: u64, copy_out: *i32) i64 {
     if (rc < 0) return rc;
     if (r2 < 0) return r2;
     if (result < 0) return result;
-    copy_out.* = @intCast(result);
+    // The clone event's pid is the copy's in ckpt's PID namespace, clone's
+    // result its pid in the task's (they differ in a PID namespace).
+    copy_out[0] = if (copy > 0) copy else @intCast(result);
+    copy_out[1] = @intCast(result);
     return 0;
 }
 

@@ -8,6 +8,7 @@
 const sys = @import("sys.zig");
 const abi = @import("restorer/abi.zig");
 const ops = @import("restorer/ops.zig");
+const ns = @import("ns.zig");
 const NR = sys.NR;
 
 const blob = @embedFile("restorer_blob");
@@ -35,14 +36,25 @@ fn taskPlan(tree: *abi.TreeHeader, i: u32) *abi.Header {
     return @ptrFromInt(@intFromPtr(tree) + offs[i]);
 }
 
-fn forkWithPid(pid: i32, exit_signal: u64, flags: u64) usize {
+/// tids: the pid at every PID namespace level, innermost first (empty: pid
+/// alone, at this level).
+fn forkWithPid(pid: i32, tids: []const i32, exit_signal: u64, flags: u64) usize {
     var want: i32 = pid;
     var args = CloneArgs{ .flags = flags, .exit_signal = exit_signal };
-    if (pid > 0) {
+    if (tids.len > 0) {
+        args.set_tid = sys.ptr(tids.ptr);
+        args.set_tid_size = tids.len;
+    } else if (pid > 0) {
         args.set_tid = sys.ptr(&want);
         args.set_tid_size = 1;
     }
     return sys.syscall2(NR.clone3, sys.ptr(&args), @sizeOf(CloneArgs));
+}
+
+fn nspids(p: *abi.Header, at: u32, n: u32) []const i32 {
+    const all: [*]const i32 = @ptrFromInt(@intFromPtr(p) + p.nspids_off);
+    if (n == 0 or @as(u64, at) + n > p.n_nspids) return all[0..0];
+    return all[at .. at + n];
 }
 
 /// Forks the root task of the tree plan. Returns its pid, or -errno (EEXIST:
@@ -50,15 +62,36 @@ fn forkWithPid(pid: i32, exit_signal: u64, flags: u64) usize {
 /// a pipe where any task reports a failure. rseq_offset/rseq_size: glibc's
 /// __rseq_offset/__rseq_size for the calling thread (size 0: none), whose
 /// registration the root inherits and must drop before its memory goes.
-export fn ck_restore_spawn(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rseq_offset: i64, rseq_size: u32) i64 {
+/// clone_flags: the namespaces (CLONE_NEW*) the root is made in; set_tid its
+/// pid at each PID namespace level, innermost first (n 0: its pid alone).
+/// n_groups >= 0: the root is forked with these supplementary groups (set on
+/// the calling thread alone for the fork, then put back): in a user namespace
+/// with setgroups denied it can never set them itself.
+export fn ck_restore_spawn(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rseq_offset: i64, rseq_size: u32, clone_flags: u64, set_tid: [*]const i32, n_set_tid: u32, groups: [*]const u32, n_groups: i32) i64 {
     _ = tree_len;
     const tree: *abi.TreeHeader = @ptrCast(@alignCast(tree_buf));
     const root = taskPlan(tree, 0);
-    const rc = forkWithPid(root.pid, sys.SIGCHLD, 0);
+    const rc = forkRoot(root, sys.SIGCHLD, clone_flags, set_tid[0..n_set_tid], groups, n_groups);
     if (sys.isErr(rc)) return sys.signed(rc);
     if (rc != 0) return @intCast(rc);
     dropInheritedRseq(status_fd, root.pid, rseq_offset, rseq_size);
     child(tree, 0, status_fd, false);
+}
+
+/// The root's fork, with the groups it must have set on this thread for it.
+fn forkRoot(root: *abi.Header, exit_signal: u64, flags: u64, tids: []const i32, groups: [*]const u32, n_groups: i32) usize {
+    var saved: [1024]u32 = undefined;
+    var n_saved: usize = 0;
+    if (n_groups >= 0) {
+        const got = sys.syscall2(NR.getgroups, saved.len, sys.ptr(&saved));
+        if (sys.isErr(got)) return got;
+        n_saved = got;
+        const set = sys.syscall2(NR.setgroups, @intCast(n_groups), sys.ptr(groups));
+        if (sys.isErr(set)) return set;
+    }
+    const rc = forkWithPid(root.pid, tids, exit_signal, flags);
+    if (rc != 0 and n_groups >= 0) _ = sys.syscall2(NR.setgroups, n_saved, sys.ptr(&saved));
+    return rc;
 }
 
 const CLONE_PARENT: u64 = 0x8000;
@@ -71,17 +104,22 @@ var root_seized = false;
 /// ck_restore_spawn, but the root is forked with CLONE_PARENT, so it becomes
 /// a child of ckpt's parent. It waits on sync_rd until ckpt has seized it
 /// (PTRACE_SEIZE with fork/clone tracing, so its children are traced as in
-/// the usual restore) and wrote one byte; if ckpt is gone first (EOF) it
-/// exits. sync_wr is ckpt's end, closed here so that EOF can come.
-export fn ck_restore_spawn_sibling(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rseq_offset: i64, rseq_size: u32, sync_rd: i32, sync_wr: i32) i64 {
+/// the usual restore), filled its namespaces, and wrote one byte; if ckpt is
+/// gone first (EOF) it exits. sync_wr is ckpt's end, closed here so that EOF
+/// can come. A time namespace of its own is made before the wait: ckpt sets
+/// its offsets meanwhile.
+export fn ck_restore_spawn_sibling(tree_buf: [*]u8, tree_len: usize, status_fd: i32, rseq_offset: i64, rseq_size: u32, sync_rd: i32, sync_wr: i32, clone_flags: u64, set_tid: [*]const i32, n_set_tid: u32, groups: [*]const u32, n_groups: i32) i64 {
     _ = tree_len;
     const tree: *abi.TreeHeader = @ptrCast(@alignCast(tree_buf));
     const root = taskPlan(tree, 0);
     // With CLONE_PARENT the exit signal is ckpt's own (the kernel ignores ours).
-    const rc = forkWithPid(root.pid, 0, CLONE_PARENT);
+    const rc = forkRoot(root, 0, CLONE_PARENT | clone_flags, set_tid[0..n_set_tid], groups, n_groups);
     if (sys.isErr(rc)) return sys.signed(rc);
     if (rc != 0) return @intCast(rc);
     _ = sys.syscall1(NR.close, sys.int(sync_wr));
+    if (root.flags & abi.flag_new_time != 0) {
+        check(status_fd, root.pid, .namespaces, sys.syscall1(NR.unshare, CLONE_NEWTIME), 1);
+    }
     var go: u8 = 0;
     if (sys.syscall3(NR.read, sys.int(sync_rd), sys.ptr(&go), 1) != 1) {
         while (true) _ = sys.syscall1(NR.exit_group, 1);
@@ -199,8 +237,14 @@ fn reapGhosts(kids: []abi.Child, forker: i32, status_fd: i32, pid: i32) void {
     }
 }
 
+/// The plan whose children list forkChildren walks: the forked task's own
+/// (a ghost or zombie forking entries of its parent's list has its parent's,
+/// inherited with the rest of its memory). Their set_tid arrays are in it.
+var plan_of_kids: *abi.Header = undefined;
+
 fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32, by_ghost: bool) noreturn {
     const p = taskPlan(tree, index);
+    plan_of_kids = p;
     const pid = p.pid;
     var status_fd = status_fd0;
     const all: u64 = ~@as(u64, 0);
@@ -210,10 +254,19 @@ fn child(tree: *abi.TreeHeader, index: u32, status_fd0: i32, by_ghost: bool) nor
     // that forked a task exits.
     const seized = root_seized and p.flags & abi.flag_root != 0;
     if (!seized and !by_ghost) check(status_fd, pid, .child_setup, sys.syscall2(NR.prctl, PR_SET_PDEATHSIG, sys.SIGKILL), 1);
+    // A seized root made its time namespace before it waited to be seized,
+    // and ckpt filled its namespaces before it let it go.
+    if (seized) enterNamespaces(p, status_fd);
     if (p.flags & abi.flag_root != 0 and !seized) {
-        // Stop once so ckpt can set fork/clone tracing before any child exists.
+        // Stop once so ckpt can set fork/clone tracing before any child
+        // exists, and fill the namespaces the root was made in.
         check(status_fd, pid, .child_setup, sys.syscall4(NR.ptrace, sys.PTRACE.TRACEME, 0, 0, 0), 2);
-        _ = sys.syscall2(NR.kill, sys.int(pid), sys.SIGSTOP);
+        if (p.flags & abi.flag_new_time != 0) {
+            check(status_fd, pid, .namespaces, sys.syscall1(NR.unshare, CLONE_NEWTIME), 1);
+        }
+        // By its own pid: in a new PID namespace it is 1 there.
+        _ = sys.syscall2(NR.kill, sys.syscall0(NR.getpid), sys.SIGSTOP);
+        enterNamespaces(p, status_fd);
     }
     // Before any child: orphans of its children's ghosts come back to it.
     if (p.flags & abi.flag_subreaper != 0) check(status_fd, pid, .session, sys.syscall2(NR.prctl, PR_SET_CHILD_SUBREAPER, 1), 3);
@@ -250,13 +303,49 @@ fn afterSession(p: *abi.Header, status_fd: i32) void {
     if (ops.run(sys, p, abi.phase_after_session)) |f| fail(status_fd, p.pid, .ops, f.rc, f.index);
 }
 
+
+const CLONE_NEWTIME = 0x80;
+const CLONE_NEWCGROUP = 0x02000000;
+
+/// After the root's first stop: ckpt has written the time namespace's
+/// offsets, moved the root into the cgroups its cgroup namespace is rooted
+/// at, and sent the fds it could only open inside the new namespaces.
+fn enterNamespaces(p: *abi.Header, status_fd: i32) void {
+    const pid = p.pid;
+    if (p.flags & abi.flag_new_time != 0) {
+        const fd = sys.syscall4(NR.openat, sys.int(@as(i32, -100)), sys.ptr("/proc/self/ns/time_for_children"), sys.O_RDONLY | sys.O_CLOEXEC, 0);
+        check(status_fd, pid, .namespaces, fd, 2);
+        check(status_fd, pid, .namespaces, sys.syscall2(NR.setns, fd, CLONE_NEWTIME), 3);
+        _ = sys.syscall1(NR.close, fd);
+    }
+    if (p.flags & abi.flag_new_cgroup != 0) {
+        check(status_fd, pid, .namespaces, sys.syscall1(NR.unshare, CLONE_NEWCGROUP), 4);
+    }
+    if (p.flags & abi.flag_mounts != 0) {
+        // The mount tree, in the namespaces the mounts belong to (proc of the
+        // new PID namespace, sysfs of the new network namespace...); ckpt
+        // fills it and opens the tree's files while it waits at the int3.
+        if (ops.run(sys, p, abi.phase_mounts)) |f| fail(status_fd, pid, .ops, f.rc, f.index);
+        asm volatile ("int3"
+            :
+            : [m] "{rax}" (abi.mounts_magic),
+            : .{ .memory = true });
+        if (ops.run(sys, p, abi.phase_mounted)) |f| fail(status_fd, pid, .ops, f.rc, f.index);
+    }
+    if (p.n_late > 0) {
+        const at: [*]const i32 = @ptrFromInt(@intFromPtr(p) + p.late_off);
+        check(status_fd, pid, .namespaces, ns.receiveFds(p.late_sock, at[0..@intCast(p.n_late)]), 5);
+    }
+}
+
 /// Forks the entries of `kids` that `forker` forks at moment `when`. A
 /// ghost with no pid of its own gets the one the kernel gives, noted in its
 /// entry (this process's copy of the plan) for the reaping.
 fn forkChildren(tree: *abi.TreeHeader, kids: []abi.Child, forker: i32, when: When, status_fd: i32, pid: i32) void {
+    const p = plan_of_kids;
     for (kids, 0..) |*k, i| {
         if (k.forker != forker or whenOf(k) != when) continue;
-        const rc = forkWithPid(k.pid, k.exit_signal, k.clone_flags);
+        const rc = forkWithPid(k.pid, nspids(p, k.tids_at, k.n_tids), k.exit_signal, k.clone_flags);
         check(status_fd, pid, .children, rc, @intCast(k.pid));
         if (rc == 0) {
             if (k.kind != abi.child_task) ghostly(tree, kids, i, status_fd);
@@ -407,7 +496,7 @@ fn jumpToRestorer(p: *abi.Header, status_fd: i32) noreturn {
 }
 
 /// Layout facts the TypeScript plan writer checks itself against.
-export fn ck_plan_layout(out: *[14]u64) void {
+export fn ck_plan_layout(out: *[15]u64) void {
     out.* = .{
         @sizeOf(abi.Header),
         @offsetOf(abi.Header, "fds_off"),
@@ -423,5 +512,6 @@ export fn ck_plan_layout(out: *[14]u64) void {
         @sizeOf(abi.Op),
         @sizeOf(abi.Child),
         @offsetOf(abi.Header, "cap_amb"),
+        @offsetOf(abi.Header, "nspids_off"),
     };
 }

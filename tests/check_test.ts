@@ -34,6 +34,8 @@ const OPTIONAL = [
   "userfaultfd",
   "soft-dirty",
   "time namespace",
+  "PID namespace set_tid",
+  "IPC and UTS namespaces",
   "CAP_SYS_ADMIN",
   "CAP_DAC_OVERRIDE",
   "CAP_SYS_RESOURCE",
@@ -69,6 +71,8 @@ function assertReport(report: CheckReport): void {
   assertMatch(byName.get("userfaultfd")!.detail, /write-protect yes/);
   assert(byName.get("PAGEMAP_SCAN")!.ok);
   assert(byName.get("time namespace")!.ok);
+  assert(byName.get("PID namespace set_tid")!.ok, byName.get("PID namespace set_tid")!.detail);
+  assert(byName.get("IPC and UTS namespaces")!.ok, byName.get("IPC and UTS namespaces")!.detail);
   assertEquals(byName.get("soft-dirty")!.ok, false);
   assertEquals(byName.get("CAP_SYS_RESOURCE")!.ok, false);
   assertMatch(byName.get("CAP_SYS_RESOURCE")!.detail, /avoids needing it/);

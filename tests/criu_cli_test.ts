@@ -160,7 +160,7 @@ Deno.test("criu dump refuses by name what ckpt cannot honour, and a failing acti
       const [opt, why] of [
         ["--tcp-established", "TCP"],
         ["--cgroup-yard=/tmp/yard", "yard"],
-        ["--ext-mount-map=/a:/b", "mount"],
+        ["--enable-external-masters", "mount"],
         ["--log-pid", "not supported"],
       ]
     ) {

@@ -70,7 +70,7 @@ Deno.test("dump --dry-run lists every blocker of a tree (two fds, a task in anot
     const d = await runCkpt(["dump", "-t", String(p.pid), "-D", `${dir}/images`]);
     assertEquals(d.code, 1);
     assertStringIncludes(d.stderr, "3 things in this tree cannot be dumped");
-    for (const what of ["a pidfd", "an io_uring instance", "uts namespace"]) {
+    for (const what of ["a pidfd", "an io_uring instance", "UTS namespace"]) {
       assertStringIncludes(d.stderr, what);
     }
     assert(alive(p.pid) && alive(child), "the tree runs on");

@@ -14,6 +14,18 @@ pub const flag_external_fill: u32 = 16; // ckpt fills the pages (fill_magic stop
 pub const flag_shared_files: u32 = 32; // fd table shared with the parent, laid out there
 pub const flag_lazy: u32 = 64; // register vma_lazy mappings with a userfaultfd (lazy_magic stop)
 pub const flag_subreaper: u32 = 128; // PR_SET_CHILD_SUBREAPER before any child is forked
+/// The root: make a time namespace for its children before its first stop
+/// (ckpt writes its offsets there) and enter it after.
+pub const flag_new_time: u32 = 256;
+/// The root: make a cgroup namespace after its first stop (ckpt has moved it
+/// into the cgroups the namespace is rooted at meanwhile).
+pub const flag_new_cgroup: u32 = 512;
+/// Leave the supplementary groups as the task was forked with them (a user
+/// namespace with setgroups denied: they were set for the root at its fork).
+pub const flag_keep_groups: u32 = 1024;
+/// The root builds its mount tree after its first stop (phase_mounts), stops
+/// with mounts_magic for ckpt to fill it, then runs phase_mounted.
+pub const flag_mounts: u32 = 2048;
 
 /// The whole tree: every task's plan, each a self-contained Header + arrays.
 pub const TreeHeader = extern struct {
@@ -45,6 +57,10 @@ pub const Child = extern struct {
     forker: i32,
     _pad: u32 = 0,
     comm: [16]u8,
+    /// The child's pid at every PID namespace level, innermost first (clone3
+    /// set_tid), in the plan's nspids array; n_tids 0: pid alone.
+    tids_at: u32,
+    n_tids: u32,
 };
 
 pub const child_task: u32 = 0;
@@ -59,6 +75,7 @@ pub const child_prejoin: u32 = 16; // before the forker joins its group
 
 pub const CLONE_FS: u32 = 0x200;
 pub const CLONE_FILES: u32 = 0x400;
+pub const CLONE_NEWPID: u32 = 0x20000000;
 
 /// A thread's credentials (the kernel keeps them per thread).
 pub const Creds = extern struct {
@@ -91,6 +108,8 @@ pub const Thread = extern struct {
     /// 0 not created, 1 created, 2 its credentials set (futex word).
     state: u32,
     _pad: u32 = 0,
+    tids_at: u32, // the tid at every PID namespace level, as Child's
+    n_tids: u32,
 };
 
 pub const thread_stack: u64 = 64 << 10;
@@ -120,6 +139,7 @@ pub const Stage = enum(u32) {
     threads = 20,
     lazy = 21,
     ops = 22,
+    namespaces = 23,
 };
 
 /// Written to the status pipe when a stage fails, then the child exits.
@@ -137,6 +157,11 @@ pub const fill_magic: u64 = 0x46494c4c5f5f434b;
 /// in rdi once the vma_lazy mappings are registered; ckpt takes a copy of the
 /// fd and serves their pages from then on, and the blob closes its own.
 pub const lazy_magic: u64 = 0x4c415a595f5f434b;
+
+/// With flag_mounts the forked root stops with int3 and this in rax once its
+/// mount tree is built: ckpt fills its tmpfs mounts and opens the tree's
+/// files below it meanwhile.
+pub const mounts_magic: u64 = 0x4d4f554e54535f4b;
 
 pub const FdMove = extern struct { src: i32, dst: i32, cloexec: u32, _pad: u32 = 0 };
 
@@ -253,6 +278,12 @@ pub const Header = extern struct {
     cap_amb: u64,
     no_new_privs: u32,
     _pad3: u32,
+    nspids_off: u64, // i32[n_nspids]: the set_tid arrays of children and threads
+    n_nspids: u64,
+    late_off: u64, // i32[n_late]: where the fds ckpt sends once the root's namespaces exist go
+    n_late: u64,
+    late_sock: i32, // the root receives them on this socket after its first stop
+    _pad4: u32,
 };
 
 /// Operations a task runs on itself at a given point of its restore: what
@@ -287,6 +318,11 @@ pub const phase_after_session: u32 = 5;
 /// phase_thread + i: run by thread i itself (0 main, k + 1 threads[k])
 /// before its credentials: the threads it creates and its seccomp filters.
 pub const phase_thread: u32 = 0x100;
+/// In the forked root after its first stop: the mount tree built under a
+/// staging directory and moved into with pivot_root.
+pub const phase_mounts: u32 = 6;
+/// In the forked root, once ckpt filled the tree: the mounts' flags.
+pub const phase_mounted: u32 = 7;
 
 /// a[0] = syscall number, a[1..6] = its arguments.
 pub const op_syscall: u32 = 1;

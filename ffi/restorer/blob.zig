@@ -326,7 +326,9 @@ fn restoreCreds(p: *abi.Header, c: *const abi.Creds) void {
         check(p, .creds, rc, 100 + cap);
     }
     const groups = at(u32, p, c.groups_off);
-    check(p, .creds, sys.syscall2(NR.setgroups, c.n_groups, sys.ptr(groups)), 1);
+    if (p.flags & abi.flag_keep_groups == 0) {
+        check(p, .creds, sys.syscall2(NR.setgroups, c.n_groups, sys.ptr(groups)), 1);
+    }
     check(p, .creds, sys.syscall2(NR.prctl, PR_SET_KEEPCAPS, 1), 2);
     check(p, .creds, sys.syscall3(NR.setresgid, c.gids[0], c.gids[1], c.gids[2]), 3);
     _ = sys.syscall1(NR.setfsgid, c.gids[3]);
@@ -355,7 +357,10 @@ fn restoreCreds(p: *abi.Header, c: *const abi.Creds) void {
 /// thread it is for.
 fn queuePending(p: *abi.Header, tid: i32) void {
     const sigs = at(abi.QueuedSig, p, p.siginfo_off);
-    const tgid: usize = @intCast(p.pid);
+    // The plan's ids are ckpt's; the calls take the task's own (its PID
+    // namespace's), which the calling thread has at hand.
+    const tgid = sys.syscall0(NR.getpid);
+    const self = sys.syscall0(NR.gettid);
     var i: usize = 0;
     while (i < p.n_siginfo) : (i += 1) {
         const s = &sigs[i];
@@ -364,7 +369,7 @@ fn queuePending(p: *abi.Header, tid: i32) void {
         const rc = if (s.tid == 0)
             sys.syscall3(NR.rt_sigqueueinfo, tgid, s.signo, sys.ptr(&s.info))
         else
-            sys.syscall4(NR.rt_tgsigqueueinfo, tgid, s.tid, s.signo, sys.ptr(&s.info));
+            sys.syscall4(NR.rt_tgsigqueueinfo, tgid, self, s.signo, sys.ptr(&s.info));
         check(p, .pending, rc, s.signo);
     }
 }
@@ -390,12 +395,15 @@ fn spawnThread(p: *abi.Header, k: usize) usize {
     const t = threadAt(p, k);
     const stacks = p.region_start + p.region_len - p.n_threads * abi.thread_stack;
     var tid: i32 = t.tid;
+    // In a PID namespace: its tid at every level, innermost first.
+    const all = at(i32, p, p.nspids_off);
+    const levels = t.n_tids > 0 and @as(u64, t.tids_at) + t.n_tids <= p.n_nspids;
     const args = CloneArgs{
         .flags = thread_flags,
         .stack = stacks + k * abi.thread_stack,
         .stack_size = abi.thread_stack - 64,
-        .set_tid = @intFromPtr(&tid),
-        .set_tid_size = 1,
+        .set_tid = if (levels) @intFromPtr(&all[t.tids_at]) else @intFromPtr(&tid),
+        .set_tid_size = if (levels) t.n_tids else 1,
     };
     @atomicStore(u32, &t.state, 1, .release);
     return cloneThread(&args, @intFromPtr(&threadMain), @intFromPtr(t), @intFromPtr(p));

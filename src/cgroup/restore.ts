@@ -205,10 +205,14 @@ export class CgroupRestore {
   }
 
   /** At a task's or thread's first stop: into its cgroups. */
-  firstStop(tid: number): void {
-    const w = this.who.get(tid);
+  firstStop(tid: number, dumped = tid): void {
+    const w = this.who.get(dumped);
     if (!w) return;
-    const now = tryMembership(w.pid, w.thread ? tid : undefined);
+    // In a user namespace of the tree's own, tasks other than the root get
+    // other pids here than they were dumped with: /proc/TID is that task.
+    const now = dumped === tid
+      ? tryMembership(w.pid, w.thread ? tid : undefined)
+      : tryMembership(tid);
     if (!now) return; // gone: the supervisor reports it
     const targets = this.targets[w.set - 1];
     for (const p of this.plans) {

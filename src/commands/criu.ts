@@ -36,7 +36,6 @@ function cgDump(ctx: Ctx, name: string, v: string): string[] {
 
 const DUMPS = ["dump", "pre-dump"];
 const ALL = ["dump", "pre-dump", "restore"];
-const NS = "namespaces are not supported yet";
 const MNT = "mounts and mount namespaces are not supported yet";
 
 /** Relative to the work directory, as CRIU opens its log and pid files. */
@@ -65,10 +64,15 @@ const TABLE: Record<string, CriuOption> = {
   "ext-unix-sk": { short: "x", value: "optional", ops: ["dump", "restore"], to: "ext-unix-sk" },
   "external": {
     value: "required",
-    ops: ["dump"],
-    to: (v) => {
-      if (!/^unix\[\d+\]$/.test(v)) {
-        throw new UsageError(`--external ${v}: only unix[INO] is supported (${NS}, ${MNT})`);
+    ops: ["dump", "restore"],
+    to: (v, ctx) => {
+      const ok = /^mnt\[[^\]]+\]:.+$/.test(v) || v.startsWith("veth[") ||
+        (ctx.op !== "restore" && (/^unix\[\d+\]$/.test(v) || /^net\[\d+\]:.+$/.test(v)));
+      if (!ok) {
+        throw new UsageError(
+          `--external ${v}: only unix[INO] and net[INO]:KEY (dump), veth[IF][:OUT[@BR]] and ` +
+            `mnt[KEY]:VAL are supported`,
+        );
       }
       return ["--external", v];
     },
@@ -95,18 +99,12 @@ const TABLE: Record<string, CriuOption> = {
       return ["--file-validation", "filesize"];
     },
   },
+  // CRIU reads it at restore only.
   "root": {
+    short: "r",
     value: "required",
     ops: ALL,
-    to: (v) => {
-      const a = Deno.statSync(v), b = Deno.statSync("/");
-      if (a.dev !== b.dev || a.ino !== b.ino) {
-        throw new UsageError(
-          `--root ${v}: another root filesystem needs mount namespaces (${MNT})`,
-        );
-      }
-      return [];
-    },
+    to: (v, ctx) => ctx.op === "restore" ? ["--root", v] : [],
   },
   "manage-cgroups": {
     value: "optional",
@@ -137,7 +135,7 @@ const TABLE: Record<string, CriuOption> = {
   "tcp-established": { ops: ALL, refuse: "TCP sockets are not supported yet" },
   "tcp-close": { ops: ALL, refuse: "TCP sockets are not supported yet" },
   "file-locks": { short: "l", ops: ["dump", "restore"], to: "file-locks" },
-  "ext-mount-map": { short: "M", value: "required", ops: ALL, refuse: MNT },
+  "ext-mount-map": { short: "M", value: "required", ops: ["dump", "restore"], to: "ext-mount-map" },
   "enable-external-masters": { ops: ALL, refuse: MNT },
   "enable-external-sharing": { ops: ALL, refuse: MNT },
   "freeze-cgroup": { value: "required", ops: DUMPS, to: "freeze-cgroup" },
@@ -146,9 +144,13 @@ const TABLE: Record<string, CriuOption> = {
     ops: ALL,
     to: (v, ctx) => cgDump(ctx, "cgroup-root", v),
   },
-  "empty-ns": { value: "required", ops: ALL, refuse: NS },
-  "join-ns": { short: "J", value: "required", ops: ["restore"], refuse: NS },
-  "veth-pair": { value: "required", ops: ["restore"], refuse: NS },
+  "empty-ns": {
+    value: "required",
+    ops: ALL,
+    to: (v, ctx) => ctx.op === "pre-dump" ? [] : ["--empty-ns", v],
+  },
+  "join-ns": { short: "J", value: "required", ops: ["restore"], to: "join-ns" },
+  "veth-pair": { value: "required", ops: ["restore"], to: "veth-pair" },
   "auto-dedup": { ops: DUMPS, refuse: "ckpt does not punch holes in parent images" },
   "page-server": { ops: DUMPS, refuse: "ckpt has no page server (use dump --stream)" },
   "address": { value: "required", ops: ALL, refuse: "ckpt has no page server" },

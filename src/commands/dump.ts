@@ -7,6 +7,7 @@ import { formatBytes, formatMs } from "../util/units.ts";
 import { formatDryRun } from "../dump/dry_run.ts";
 import { dumpStatsLines, STATS_DUMP } from "../images/criu_stats.ts";
 import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
+import { parseEmptyNs, parseVethExternals } from "../ns/net/options.ts";
 import { CGROUP_OPTIONS, parseCgroupRoots, parseManageMode, propsSpec } from "../cgroup/options.ts";
 import type { DumpOptions } from "../dump/dump.ts";
 
@@ -56,9 +57,28 @@ failed dump leaves the tree running as it was and no usable images behind.`,
     {
       name: "external",
       kind: "list",
-      arg: "unix[ID]",
-      help: "allow UNIX socket ID to have its peer outside the tree (restore it with " +
-        "--inherit-fd fd[N]:socket:[ID])",
+      arg: "unix[ID]|veth[IF][:OUT[@BR]]|net[INO]:KEY|mnt[MNT]:KEY",
+      help: "unix[ID]: allow UNIX socket ID to have its peer outside the tree (restore it " +
+        "with --inherit-fd fd[N]:socket:[ID]); veth[IF]: the veth IF of the tree's network " +
+        "namespace has its other end outside, made again at restore (named OUT, put in " +
+        "bridge BR); net[INO]:KEY: the network namespace INO is the caller's, not saved " +
+        "(restore with --inherit-fd fd[N]:KEY); mnt[MNT]:KEY: the mount at MNT (as the tree " +
+        "sees it) belongs to the host: save it as KEY (restore binds it from --external " +
+        "mnt[KEY]:PATH)",
+    },
+    {
+      name: "empty-ns",
+      kind: "list",
+      arg: "net",
+      help: "save the tree's own network namespace empty: restore makes a new one with only " +
+        "lo, for the caller to set up (at setup-namespaces)",
+    },
+    {
+      name: "ext-mount-map",
+      short: "M",
+      kind: "list",
+      arg: "MNT:KEY",
+      help: "CRIU's older spelling of --external mnt[MNT]:KEY",
     },
     {
       name: "file-locks",
@@ -176,6 +196,8 @@ async function dumpTo(
     shellJob: opts.bool("shell-job"),
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
+    emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
+    extMountMap: parseMountMap(opts.list("ext-mount-map"), "dump"),
     prevImagesDir: opts.string("prev-images-dir"),
     notify: actionScripts(opts.list("action-script"), dir, stream),
     ...cgroupDumpOptions(opts),
@@ -217,6 +239,8 @@ async function dryRun(opts: ParsedOptions, pid: number): Promise<number> {
     shellJob: opts.bool("shell-job"),
     extUnixSk: parseExtUnixSkDump(opts.list("ext-unix-sk")),
     external: parseExternal(opts.list("external")),
+    emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
+    extMountMap: parseMountMap(opts.list("ext-mount-map"), "dump"),
     ...cgroupDumpOptions(opts),
   });
   const report = r.dryRun!;
@@ -254,11 +278,28 @@ export function parseExtUnixSkDump(values: string[]): string[] {
   return values;
 }
 
-/** --external: only unix[INO] is known so far. */
+/** --external on dump: unix[INO], veth[IF][:OUT[@BR]], net[INO]:KEY or mnt[MOUNTPOINT]:KEY. */
 export function parseExternal(values: string[]): string[] {
   for (const v of values) {
-    if (!/^unix\[\d+\]$/.test(v)) {
-      throw new UsageError(`dump: --external '${v}' is not unix[ID] (a socket inode)`);
+    if (v.startsWith("veth[") || /^net\[\d+\]:.+$/.test(v)) continue;
+    if (!/^unix\[\d+\]$/.test(v) && !/^mnt\[\/[^\]]*\]:.+$/.test(v)) {
+      throw new UsageError(
+        `dump: --external '${v}' is none of unix[ID] (a socket inode), veth[IFNAME][:OUTSIDE], ` +
+          `net[INODE]:KEY, mnt[MOUNTPOINT]:KEY`,
+      );
+    }
+  }
+  parseVethExternals(values);
+  return values;
+}
+
+/** --ext-mount-map A:B (dump: mountpoint:key; restore: key:path). */
+export function parseMountMap(values: string[], cmd: string): string[] {
+  for (const v of values) {
+    if (!/^[^:]+:.+$/.test(v)) {
+      throw new UsageError(
+        `${cmd}: --ext-mount-map '${v}' is not ${cmd === "dump" ? "MOUNTPOINT:KEY" : "KEY:PATH"}`,
+      );
     }
   }
   return values;

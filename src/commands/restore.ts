@@ -2,7 +2,8 @@ import type { CommandSpec, ParsedOptions } from "../cli/spec.ts";
 import { readStream } from "../images/stream.ts";
 import { checkStreamTrust } from "../images/trust.ts";
 import { callerFds } from "../cli/caller_fds.ts";
-import { stagingDir } from "./dump.ts";
+import { parseMountMap, stagingDir } from "./dump.ts";
+import { restoreExternals } from "../mount/restore.ts";
 import { CGROUP_OPTIONS, parseCgroupRoots, parseManageMode } from "../cgroup/options.ts";
 import { UsageError } from "../errors.ts";
 import { restore } from "../api/guarded.ts";
@@ -11,6 +12,12 @@ import type { FileValidation } from "../files/kind.ts";
 import { formatMs } from "../util/units.ts";
 import { restoreStatsLines } from "../images/criu_stats.ts";
 import { ACTION_OPTIONS, actionScripts } from "./actions.ts";
+import {
+  parseEmptyNs,
+  parseJoinNs,
+  parseVethExternals,
+  parseVethPairs,
+} from "../ns/net/options.ts";
 
 /** --inherit-fd fd[N]:KEY — KEY as /proc shows the file: pipe:[INO],
  * socket:[INO], or a path. */
@@ -165,6 +172,56 @@ restore kills everything it started and names the stage that failed.`,
       arg: "FILE",
       help: "write the restored root's pid to FILE once it runs",
     },
+    {
+      name: "root",
+      short: "r",
+      kind: "string",
+      arg: "DIR",
+      help: "the root filesystem of a tree that had a mount namespace of its own (its other " +
+        "mounts are made again below it)",
+    },
+    {
+      name: "ext-mount-map",
+      short: "M",
+      kind: "list",
+      arg: "KEY:PATH",
+      help: "CRIU's older spelling of --external mnt[KEY]:PATH",
+    },
+    {
+      name: "time-ns",
+      kind: "boolean",
+      help: "restore into a new time namespace where CLOCK_MONOTONIC and CLOCK_BOOTTIME go " +
+        "on from their values at dump (always done for a tree that had its own)",
+    },
+    {
+      name: "external",
+      kind: "list",
+      arg: "veth[IF]:OUT[@BR]|mnt[KEY]:PATH",
+      help: "veth[IF]:OUT[@BR]: make the veth IF of the tree's network namespace with its " +
+        "outside end named OUT (default: its name at dump), put into bridge BR; " +
+        "mnt[KEY]:PATH: the host path PATH of the mount the dump named external as KEY " +
+        "(--external mnt[MOUNTPOINT]:KEY at dump)",
+    },
+    {
+      name: "veth-pair",
+      kind: "list",
+      arg: "IN=OUT[@BR]",
+      help: "CRIU's older spelling of --external veth[IN]:OUT[@BR]",
+    },
+    {
+      name: "empty-ns",
+      kind: "list",
+      arg: "net",
+      help: "make the tree's own network namespace with only lo (up), for the caller to set " +
+        "up at setup-namespaces",
+    },
+    {
+      name: "join-ns",
+      kind: "list",
+      arg: "net:PATH|PID",
+      help: "restore into an existing network namespace (a file such as /run/netns/x, or a " +
+        "process's) instead of a new one",
+    },
     ...ACTION_OPTIONS,
     ...CGROUP_OPTIONS,
     { name: "json", kind: "boolean", help: "print the result as JSON" },
@@ -189,6 +246,22 @@ restore kills everything it started and names the stage that failed.`,
     }
   },
 };
+
+/** --external mnt[KEY]:PATH and --ext-mount-map KEY:PATH as key → path. */
+function restoreMountMap(external: string[], map: string[]): Map<string, string> {
+  for (const v of external) {
+    if (v.startsWith("veth[")) continue;
+    if (!/^mnt\[[^\]]+\]:.+$/.test(v)) {
+      throw new UsageError(
+        `restore: --external '${v}' is not veth[IFNAME]:OUTSIDE[@BRIDGE] or mnt[KEY]:PATH`,
+      );
+    }
+  }
+  return restoreExternals(
+    external.filter((v) => v.startsWith("mnt[")),
+    parseMountMap(map, "restore"),
+  );
+}
 
 /** --restore-sibling: ckpt cannot wait for a tree that is not its child. */
 function siblingOf(opts: ParsedOptions): boolean {
@@ -224,6 +297,10 @@ async function restoreFrom(
     trustImages: opts.bool("trust-images"),
     lazyPages: opts.bool("lazy-pages"),
     notify: actionScripts(opts.list("action-script"), dir),
+    timeNs: opts.bool("time-ns"),
+    ...netOptions(opts),
+    root: opts.string("root"),
+    externalMounts: restoreMountMap(opts.list("external"), opts.list("ext-mount-map")),
     cgroups: {
       mode: parseManageMode(opts.string("manage-cgroups")),
       roots: parseCgroupRoots(opts.list("cgroup-root")),
@@ -248,4 +325,17 @@ async function restoreFrom(
   // served kills the tree and is reported instead of its exit status.
   const [code] = await Promise.all([superviseUntilExit(r.pid), loaded]);
   return code;
+}
+
+/** --external veth[…], --veth-pair, --empty-ns, --join-ns. */
+function netOptions(opts: ParsedOptions) {
+  const veths = new Map([
+    ...parseVethExternals(opts.list("external").filter((v) => v.startsWith("veth["))),
+    ...parseVethPairs(opts.list("veth-pair")),
+  ]);
+  return {
+    veths,
+    emptyNet: parseEmptyNs(opts.list("empty-ns")).net,
+    joinNet: parseJoinNs(opts.list("join-ns")).net,
+  };
 }

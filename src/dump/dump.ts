@@ -7,13 +7,16 @@ import {
   CgroupsImageSchema,
   type FdEntry,
   FdTableSchema,
+  type FileEntry,
   FileKind,
   FilesImageSchema,
   MmImageSchema,
+  NamespacesImageSchema,
   PagemapImageSchema,
   type PageRun,
   type TaskCore,
   TaskCoreSchema,
+  TcpMode,
   type Vma,
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
@@ -24,6 +27,7 @@ import {
   FILES,
   ImageDir,
   mmName,
+  NAMESPACES,
   pagemapName,
   pagesName,
 } from "../images/dir.ts";
@@ -53,6 +57,10 @@ import { type DumpStats, us, writeDumpStats } from "../images/criu_stats.ts";
 import { countPages, noPages } from "./stats.ts";
 import { collectSeccomp, refuseUnsuspended, seccompModes, type TaskSeccomp } from "./seccomp.ts";
 import { planSessions, SessionError, sessionTasks } from "../restore/sessions.ts";
+import { collectNamespaces, namespaceBlockers, ownKinds, treePidLevels } from "../ns/dump.ts";
+import { inNamespacesOf } from "../ns/enter.ts";
+import { dumpExternals, dumpMounts } from "../mount/dump.ts";
+import { setDumpRoot, setTreeMounts } from "../mount/view.ts";
 import { CgroupCollector, type CgroupDumpOptions } from "../cgroup/dump.ts";
 import { type CgroupFreezer, freezeThrough, frozenCgroupOf } from "../cgroup/freezer.ts";
 import { hierarchyMounts } from "../cgroup/hierarchy.ts";
@@ -70,8 +78,14 @@ export interface DumpOptions {
   shellJob?: boolean;
   /** --ext-unix-sk values: "" (bare: one-way DGRAM clients) or ID[,ID…]. */
   extUnixSk?: string[];
-  /** --external values, e.g. "unix[INO]". */
+  /** --external values, e.g. "unix[INO]", "veth[eth0]:vh0", "mnt[/data]:data". */
   external?: string[];
+  /** --empty-ns net: a network namespace of the tree's own is saved empty;
+   * its content is the caller's to set up again at restore. */
+  emptyNet?: boolean;
+  /** --ext-mount-map MOUNTPOINT:KEY (CRIU's older spelling of
+   * --external mnt[MOUNTPOINT]:KEY). */
+  extMountMap?: string[];
   /** --prev-images-dir: a pre-dump (relative to dir unless absolute); pages
    * not written since it are left there. */
   prevImagesDir?: string;
@@ -138,12 +152,16 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const notify = notifier(opts.notify, (m) => new DumpError(m));
   const pages = noPages();
   let memdumpMs = 0;
+  const own = ownKinds(pid);
+  const mountExternals = dumpExternals(opts.external ?? [], opts.extMountMap);
+  // Paths the tree's files have are its own mount namespace's.
+  const leaveView = setDumpRoot(own.includes("mnt") ? pid : undefined);
   try {
     if (!dryRun) notify("pre-dump");
     const tFreeze = performance.now();
     if (opts.freezeCgroup) freezer = freezeThrough(opts.freezeCgroup, pid, frozen);
-    const mounts = hierarchyMounts();
-    const tree = freezeTree(pid, frozen, (p) => refuseFrozen(p, mounts, opts.freezeCgroup));
+    const cgMounts = hierarchyMounts();
+    const tree = freezeTree(pid, frozen, (p) => refuseFrozen(p, cgMounts, opts.freezeCgroup));
     // Threads of the freezer cgroup that are not the tree's go at once.
     if (freezer) frozen.releaseExcept(new Set(tree.flatMap((t) => t.tids)));
     tFrozen = performance.now();
@@ -166,11 +184,22 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       ...opts.cgroups,
       frozen: freezer &&
         { hierarchy: freezer.hierarchy, path: freezer.path, wasFrozen: freezer.wasFrozen },
-    }, mounts);
+    }, cgMounts);
     files.blockers.push(...cgroups.collect(tree));
     for (const t of tree) {
-      if (!t.zombie) files.blockers.push(...scopeBlockers(t.pid, t.pid === pid, !!opts.shellJob));
+      if (t.zombie) continue;
+      files.blockers.push(...scopeBlockers(t.pid, t.pid === pid, !!opts.shellJob, pid));
     }
+    // Each task's pid at every PID namespace level goes into its core.
+    const levels = treePidLevels(tree, files.blockers);
+    const mounts = own.includes("mnt")
+      ? dumpMounts(
+        pid,
+        { external: mountExternals, ownCgroupNs: own.includes("cgroup") },
+        files.blockers,
+      )
+      : undefined;
+    if (mounts) setTreeMounts(mounts.mounts.map((m) => m.id));
     const claims: SharedClaims = new Map();
     // Write tracking a pre-dump left: taken over, then its fds closed in the
     // tasks before their fd tables are read.
@@ -190,82 +219,101 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
       [];
     const cores: TaskCore[] = [];
-    for (const t of tree) {
-      const p = t.pid;
-      if (t.zombie) {
+    // Sockets are looked up (sock_diag) in the tree's network namespace:
+    // ckpt's thread is inside it for this synchronous stretch.
+    const collector = files;
+    inNamespacesOf(pid, ["net"], () => {
+      const files = collector;
+      for (const t of tree) {
+        const p = t.pid;
+        if (t.zombie) {
+          try {
+            const z = levels.apply(collectZombie(p));
+            z.cgroupSet = cgroups.setOf(p);
+            cores.push(z);
+            out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
+          } catch (err) {
+            if (!(err instanceof DumpError)) throw err;
+            files.blockers.push({ pid: p, message: err.message });
+          }
+          continue;
+        }
+        // Seccomp before anything is injected: a task it blocks is left alone.
+        let seccomp: TaskSeccomp;
         try {
-          const z = collectZombie(p);
-          z.cgroupSet = cgroups.setOf(p);
-          cores.push(z);
-          out?.write(coreName(p), ImageKind.Core, TaskCoreSchema, z);
+          if (!frozen.suspendsSeccomp) refuseUnsuspended(p, seccompModes(p, t.tids));
+          seccomp = collectSeccomp(p, t.tids);
         } catch (err) {
           if (!(err instanceof DumpError)) throw err;
           files.blockers.push({ pid: p, message: err.message });
+          continue;
         }
-        continue;
+        let core: TaskCore;
+        try {
+          core = levels.apply(collectTask(p, t.tids, { waits: frozen.waits, seccomp }));
+        } catch (err) {
+          if (!(err instanceof BlockedDump)) throw err;
+          files.blockers.push(...err.blockers);
+          continue;
+        }
+        cores.push(core);
+        core.cgroupSet = cgroups.setOf(p);
+        for (const th of core.threads) th.cgroupSet = cgroups.setOfThread(th.tid);
+        core.sharesFiles = shared.get(p)?.files ?? false;
+        core.sharesFs = shared.get(p)?.fs ?? false;
+        core.cwdFileId = files.addPath(
+          FileKind.FILE_DIR,
+          Deno.readLinkSync(`/proc/${p}/cwd`),
+          `/proc/${p}/cwd`,
+        );
+        core.rootFileId = files.addPath(
+          FileKind.FILE_DIR,
+          Deno.readLinkSync(`/proc/${p}/root`),
+          `/proc/${p}/root`,
+        );
+        if (core.mm) {
+          core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
+        }
+        const fds = files.collectFds(p);
+        let vmas: Vma[];
+        try {
+          vmas = collectVmas(p, files, vmFlagsOf(core));
+        } catch (err) {
+          if (err instanceof BlockedDump) files.blockers.push(...err.blockers);
+          else if (err instanceof DumpError) files.blockers.push({ pid: p, message: err.message });
+          else throw err;
+          continue;
+        }
+        const tPlan = performance.now();
+        const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
+        const runs = capRuns(planPages(p, vmas, claims, cov));
+        memdumpMs += performance.now() - tPlan;
+        countPages(pages, vmas, runs);
+        log.debug(`pid ${p}: pages planned in ${formatMs(performance.now() - tPlan)}`);
+        live.push({ t, core, fds, vmas, runs });
       }
-      // Seccomp before anything is injected: a task it blocks is left alone.
-      let seccomp: TaskSeccomp;
-      try {
-        if (!frozen.suspendsSeccomp) refuseUnsuspended(p, seccompModes(p, t.tids));
-        seccomp = collectSeccomp(p, t.tids);
-      } catch (err) {
-        if (!(err instanceof DumpError)) throw err;
-        files.blockers.push({ pid: p, message: err.message });
-        continue;
-      }
-      let core: TaskCore;
-      try {
-        core = collectTask(p, t.tids, { waits: frozen.waits, seccomp });
-      } catch (err) {
-        if (!(err instanceof BlockedDump)) throw err;
-        files.blockers.push(...err.blockers);
-        continue;
-      }
-      cores.push(core);
-      core.cgroupSet = cgroups.setOf(p);
-      for (const th of core.threads) th.cgroupSet = cgroups.setOfThread(th.tid);
-      core.sharesFiles = shared.get(p)?.files ?? false;
-      core.sharesFs = shared.get(p)?.fs ?? false;
-      core.cwdFileId = files.addPath(
-        FileKind.FILE_DIR,
-        Deno.readLinkSync(`/proc/${p}/cwd`),
-        `/proc/${p}/cwd`,
-      );
-      core.rootFileId = files.addPath(
-        FileKind.FILE_DIR,
-        Deno.readLinkSync(`/proc/${p}/root`),
-        `/proc/${p}/root`,
-      );
-      if (core.mm) core.mm.exeFileId = files.addPath(FileKind.FILE_REG, core.exe, `/proc/${p}/exe`);
-      const fds = files.collectFds(p);
-      let vmas: Vma[];
-      try {
-        vmas = collectVmas(p, files, vmFlagsOf(core));
-      } catch (err) {
-        if (err instanceof BlockedDump) files.blockers.push(...err.blockers);
-        else if (err instanceof DumpError) files.blockers.push({ pid: p, message: err.message });
-        else throw err;
-        continue;
-      }
-      const tPlan = performance.now();
-      const cov = kept.has(p) ? coverage(prev!.pagemaps.get(p)!) : undefined;
-      const runs = capRuns(planPages(p, vmas, claims, cov));
-      memdumpMs += performance.now() - tPlan;
-      countPages(pages, vmas, runs);
-      log.debug(`pid ${p}: pages planned in ${formatMs(performance.now() - tPlan)}`);
-      live.push({ t, core, fds, vmas, runs });
-    }
-    tracker.dispose();
-    // With every task's state taken (a task already refused is said anyway).
-    const sessions = cores.length === tree.length && sessionBlocker(cores, !!opts.shellJob);
-    if (sessions) files.blockers.push({ pid, message: sessions });
-    files.finish(live.map((l) => l.t.pid));
+      tracker.dispose();
+      // With every task's state taken (a task already refused is said anyway).
+      const sessions = cores.length === tree.length && sessionBlocker(cores, !!opts.shellJob);
+      if (sessions) files.blockers.push({ pid, message: sessions });
+      files.finish(live.map((l) => l.t.pid));
+    });
+    if (own.includes("net")) files.blockers.push(...liveTcpInOwnNet(files.files));
     const tables = new Map(
       live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
     );
     files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
     files.blockers.push(...cttyBlockers(live.map((l) => l.core), files.files, !!opts.shellJob));
+    // What the root's own namespaces hold, read while the tree is frozen
+    // (only for a tree nothing else blocks: their queues are read by
+    // emptying and refilling them).
+    const namespaces = files.blockers.length
+      ? undefined
+      : collectNamespaces(pid, tree.map((t) => t.pid), files.blockers, {
+        emptyNs: opts.emptyNet,
+        external: opts.external,
+      });
+    if (namespaces && mounts) namespaces.mnt = mounts;
     files.release();
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
@@ -335,6 +383,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         tables.get(p)!,
       );
     }
+    if (namespaces) out.write(NAMESPACES, ImageKind.Namespaces, NamespacesImageSchema, namespaces);
     out.write(
       FILES,
       ImageKind.Files,
@@ -397,8 +446,23 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     out?.removeAll();
     throw failureOf(err, pid, "dump");
   } finally {
+    leaveView();
     freezer?.close();
   }
+}
+
+/** The lock that keeps a live connection quiet (--tcp-established,
+ * --tcp-close) is an nftables table of ckpt's own network namespace: in a
+ * namespace of the tree's own it would hold nothing back. */
+function liveTcpInOwnNet(list: FileEntry[]): Blocker[] {
+  return list.filter((f) => f.tcp && f.tcp.mode !== TcpMode.TCP_PLAIN).map((f) => ({
+    pid: f.tcp!.sk?.pid ?? 0,
+    fd: f.tcp!.sk?.fd,
+    kind: "a TCP socket",
+    message: `pid ${f.tcp!.sk?.pid} fd ${f.tcp!.sk?.fd}: a live TCP connection in the tree's own ` +
+      `network namespace cannot be saved yet (its lock works in ckpt's namespace only): close ` +
+      `it before the dump, or dump a tree that shares ckpt's network namespace`,
+  }));
 }
 
 /** Sessions and groups restore could not make again, said now. */
@@ -504,7 +568,12 @@ export function refuseUndumpable(pid: number, kills: boolean): void {
 
 /** What about task pid itself cannot be dumped: its session (the root
  * must lead one, or be a --shell-job), POSIX timers, other namespaces. */
-export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Blocker[] {
+export function scopeBlockers(
+  pid: number,
+  root: boolean,
+  shellJob: boolean,
+  rootPid = pid,
+): Blocker[] {
   const out: Blocker[] = [];
   const st = readStat(pid);
   const sid = Number(st.field(6));
@@ -517,22 +586,7 @@ export function scopeBlockers(pid: number, root: boolean, shellJob: boolean): Bl
     });
   }
   // What ckpt cannot recreate yet is refused, never silently dropped.
-  for (const ns of ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup", "time"]) {
-    let theirs = "", ours = "";
-    try {
-      theirs = Deno.readLinkSync(`/proc/${pid}/ns/${ns}`);
-      ours = Deno.readLinkSync(`/proc/self/ns/${ns}`);
-    } catch { /* namespace kind not built into this kernel */ }
-    if (theirs !== ours) {
-      out.push({
-        pid,
-        kind: `${ns} namespace`,
-        message:
-          `pid ${pid} is in another ${ns} namespace (${theirs}); namespaces cannot be dumped yet: ` +
-          `dump only tasks in ckpt's own`,
-      });
-    }
-  }
+  out.push(...namespaceBlockers(pid, rootPid));
   return out;
 }
 

@@ -3,6 +3,7 @@
 import { sleepSync } from "../util/sleep.ts";
 import { DumpError } from "../errors.ts";
 import {
+  kill,
   NativeError,
   ptrace,
   PTRACE_O_SUSPEND_SECCOMP,
@@ -264,9 +265,13 @@ export class Frozen {
     return this.seized;
   }
 
-  /** Lets every task go, resumed as before, or stopped with `sig`. A wait
-   * the freeze ended with EINTR is entered again first, with the time it
-   * still has (the kernel goes on with the others by itself). */
+  /** Lets every task go, resumed as before, or stopped with `sig`. A
+   * signal given to PTRACE_DETACH from the stop PTRACE_INTERRUPT made is
+   * dropped, so `sig` is sent first: queued while the task is traced (not
+   * ignored even by a PID namespace's init seen from inside), it stops the
+   * task once it is let go. A wait the freeze ended with EINTR is entered
+   * again first, with the time it still has (the kernel goes on with the
+   * others by itself). */
   release(sig = 0): void {
     for (const tid of this.seized.splice(0).reverse()) {
       try {
@@ -275,7 +280,8 @@ export class Frozen {
         log.debug(`pid ${tid}: its wait is left as the freeze ended it: ${(err as Error).message}`);
       }
       try {
-        ptrace.detach(tid, sig);
+        if (sig) kill(tid, sig);
+        ptrace.detach(tid, 0);
       } catch (err) {
         // A task that died meanwhile (a zombie until reaped) needs no release.
         if (processExists(tid) && !dead(tid)) {
@@ -320,33 +326,39 @@ export class Frozen {
    * exit notifications, which come to us as their tracer. */
   kill(): number[] {
     for (const tid of this.seized) ptrace.killTask(tid);
-    // A thread group leader is reported only after its other threads, and
-    // parents were seized before their children: collect in reverse. Never
-    // wait forever: a task the kernel will not kill (a PID namespace's init
-    // seen from inside) is let go and named instead.
+    // Collected in whatever order they die: a thread group leader is
+    // reported only after its other threads, and the last thread of a PID
+    // namespace's init waits for every other task of the namespace (its own
+    // threads too) to be reaped by us first. Never forever: a task the
+    // kernel will not kill is let go and named.
+    const left = new Set(this.seized.splice(0));
     const end = performance.now() + KILL_WAIT_MS;
-    const survivors: number[] = [];
-    for (const tid of this.seized.splice(0).reverse()) {
-      for (;;) {
+    while (left.size) {
+      let progress = false;
+      for (const tid of [...left].reverse()) {
         let st;
         try {
           st = wait(tid, WALL | WNOHANG);
         } catch {
-          break; // already reaped
+          st = undefined; // reaped already (ECHILD)
         }
-        if (st && (st.exited || st.signaled)) break;
-        if (performance.now() > end) {
-          survivors.push(tid);
+        if (st === null || (st && !st.exited && !st.signaled)) continue;
+        left.delete(tid);
+        progress = true;
+      }
+      if (!left.size) break;
+      if (performance.now() > end) {
+        for (const tid of left) {
           try {
             ptrace.detach(tid, 0);
           } catch { /* it went after all */ }
-          break;
         }
-        // A killed task is gone within microseconds: poll finely at first.
-        if (!st) sleepSync(performance.now() + KILL_WAIT_MS - end < 20 ? 0.05 : 2);
+        return [...left];
       }
+      // A killed task is gone within microseconds: poll finely at first.
+      if (!progress) sleepSync(performance.now() + KILL_WAIT_MS - end < 20 ? 0.05 : 2);
     }
-    return survivors;
+    return [];
   }
 }
 

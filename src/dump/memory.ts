@@ -18,6 +18,7 @@ import { DumpError } from "../errors.ts";
 import { PAGE_SIZE, pagesHeader } from "../images/format.ts";
 import { BlockedDump, type Blocker, type FileCollector } from "../files/collect.ts";
 import { applyVmFlags, readVmFlags, type SmapsFlags } from "../task/vma_flags.ts";
+import { isSysvMapping, SysvMappings } from "../ns/sysv_vma.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 
@@ -31,6 +32,8 @@ const SPECIAL: Record<string, VmaKind> = {
 function classify(pid: number, e: MapsEntry): VmaKind {
   const special = SPECIAL[e.name];
   if (special !== undefined) return special;
+  // Before the inode test: a segment's inode is its id, and 0 is one.
+  if (isSysvMapping(e)) return VmaKind.VMA_SYSV_SHM;
   if (e.inode === 0) {
     if (e.shared) return VmaKind.VMA_ANON_SHARED;
     if (
@@ -42,12 +45,7 @@ function classify(pid: number, e: MapsEntry): VmaKind {
       `pid ${pid}: mapping ${e.name} at 0x${e.start.toString(16)} cannot be dumped`,
     );
   }
-  if (e.name.startsWith("/dev/zero") || e.name.startsWith("/SYSV")) {
-    if (e.name.startsWith("/SYSV")) {
-      throw new DumpError(`pid ${pid}: System V shared memory (${e.name}) cannot be dumped yet`);
-    }
-    return VmaKind.VMA_ANON_SHARED;
-  }
+  if (e.name.startsWith("/dev/zero")) return VmaKind.VMA_ANON_SHARED;
   return e.shared ? VmaKind.VMA_FILE_SHARED : VmaKind.VMA_FILE_PRIVATE;
 }
 
@@ -94,6 +92,7 @@ export function collectVmas(
   flags: SmapsFlags[] = readVmFlags(pid),
 ): Vma[] {
   const blocked: Blocker[] = [];
+  const sysv = new SysvMappings(pid, flags);
   const vmas = readMaps(pid).flatMap((e) => {
     let kind: VmaKind;
     try {
@@ -102,6 +101,27 @@ export function collectVmas(
       if (!(err instanceof DumpError)) throw err;
       blocked.push({ pid, kind: "memory mapping", message: err.message });
       return [];
+    }
+    if (kind === VmaKind.VMA_SYSV_SHM) {
+      let fields;
+      try {
+        fields = sysv.fields(e);
+      } catch (err) {
+        if (!(err instanceof DumpError)) throw err;
+        blocked.push({ pid, kind: "System V shared memory", message: err.message });
+        return [];
+      }
+      const v = create(VmaSchema, {
+        start: e.start,
+        end: e.end,
+        prot: protOf(e),
+        kind,
+        pgoff: e.offset,
+        name: e.name,
+        ...fields,
+      });
+      applyVmFlags(v, flags);
+      return [v];
     }
     const isFile = kind === VmaKind.VMA_FILE_PRIVATE || kind === VmaKind.VMA_FILE_SHARED;
     const unlinked = isFile && maybeUnlinked(e) ? files.unlinkedMapping(pid, e) : undefined;

@@ -14,11 +14,14 @@ const __WALL = 0x40000000;
 
 export class Snapshots {
   private readonly copies = new Map<number, number>();
+  /** Each copy's pid as its task sees it (its PID namespace's). */
+  private readonly inner = new Map<number, number>();
 
   /** `options`: what the task is traced with, kept around the fork. */
   take(pid: number, options = 0n): void {
-    const copy = ptrace.snapshotFork(pid, options);
+    const { copy, inner } = ptrace.snapshotFork(pid, options);
     this.copies.set(pid, copy);
+    this.inner.set(copy, inner);
     log.debug(`pid ${pid}: frozen copy is pid ${copy}`);
   }
 
@@ -42,7 +45,7 @@ export class Snapshots {
       const again = new Frozen();
       try {
         again.seize(pid);
-        ptrace.injectSyscall(pid, SYS_wait4, [copy, 0, __WALL, 0]);
+        ptrace.injectSyscall(pid, SYS_wait4, [this.inner.get(copy) ?? copy, 0, __WALL, 0]);
       } catch (err) {
         log.warn(`pid ${pid}: could not reap its frozen copy ${copy}: ${(err as Error).message}`);
       } finally {
@@ -50,5 +53,6 @@ export class Snapshots {
       }
     }
     this.copies.clear();
+    this.inner.clear();
   }
 }

@@ -10,12 +10,8 @@ import type { TaskCore } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { asTask, type Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import {
-  AT_FDCWD,
-  openat2,
-  RESOLVE_NO_MAGICLINKS,
-  RESOLVE_NO_SYMLINKS,
-} from "../native/integrity.ts";
+import { resolveAt, restoreRootFd } from "../mount/view.ts";
+import { openat2, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS } from "../native/integrity.ts";
 import {
   accessible,
   AT_EMPTY_PATH,
@@ -123,7 +119,10 @@ export function mismatch(
     return `it is device ${devName(st.rdev)} now; it was ${devName(e.rdev)} at dump`;
   }
   if (policy.validation === "none") return undefined;
-  if (policy.sameMachine && e.ino !== undefined && e.dev !== undefined) {
+  // Below a restored tree's new root, a filesystem the restore made anew
+  // (proc, sysfs, tmpfs with its content…) has new inodes and times.
+  const remade = restoreRootFd() !== undefined && e.dev !== undefined && st.dev !== e.dev;
+  if (!remade && policy.sameMachine && e.ino !== undefined && e.dev !== undefined) {
     const born = e.btimeMs && fd !== undefined ? birthMs(fd) : undefined;
     const reborn = born !== undefined && Math.abs(born - e.btimeMs!) >= 1;
     if (st.ino !== e.ino || st.dev !== e.dev || reborn) {
@@ -139,7 +138,7 @@ export function mismatch(
     }
   }
   // Dumps record mtime to the millisecond (through a double): equal within 1 ms.
-  if (e.mtimeNs !== undefined && Math.abs(Number(st.mtimeNs - e.mtimeNs)) >= 1e6) {
+  if (!remade && e.mtimeNs !== undefined && Math.abs(Number(st.mtimeNs - e.mtimeNs)) >= 1e6) {
     return "it changed since the dump (its mtime differs); restoring would mix old memory " +
       "with new file contents; restore with --file-validation=none to accept it";
   }
@@ -168,7 +167,9 @@ function lookup(
     // O_NOFOLLOW: a symlink as the last component is the object itself
     // (an inotify watch on a link), returned as an O_PATH fd of the link.
     const keep = flags & (O.NOFOLLOW | O.DIRECTORY);
-    p = openat2(AT_FDCWD, path, O.PATH | O.CLOEXEC | keep, 0, RESOLVE);
+    // Below the restored tree's own root when it has a mount namespace.
+    const at = resolveAt(path, RESOLVE);
+    p = openat2(at.dirfd, at.path, O.PATH | O.CLOEXEC | keep, 0, at.resolve);
   } catch (err) {
     if (err instanceof NativeError && err.errno === ENOENT) {
       throw new RestoreError(`${where}: ${path} is missing (it existed at dump)`);

@@ -3,6 +3,7 @@
 // the module of its kind (registry.ts). A kind that cannot be dumped is a
 // blocker: the fd is named and collection goes on, so a refused dump lists
 // every blocker of the tree at once.
+import { onHostMount } from "../mount/view.ts";
 import { create } from "@bufbuild/protobuf";
 import {
   type FdEntry,
@@ -304,7 +305,8 @@ export class FileCollector {
     try {
       const body = kind.dump(fd, this.ctx, id);
       const locks = this.locks.description(fd, id);
-      this.files[id - 1] = create(FileEntrySchema, { ...body, id, locks });
+      const hostPath = onHostMount(fd.info, fd.link);
+      this.files[id - 1] = create(FileEntrySchema, { ...body, id, locks, hostPath });
     } catch (err) {
       // Left as a placeholder nobody refers to; the dump is refused anyway.
       list.pop();

@@ -19,6 +19,7 @@ import {
   unlinkat,
 } from "../native/integrity.ts";
 import { mkdirat } from "../native/private.ts";
+import { resolveAt, treePath, viewingTree } from "../mount/view.ts";
 import {
   accessible,
   AT_EMPTY_PATH,
@@ -73,7 +74,10 @@ export function withDirAs<T>(
     try {
       let cur: number;
       try {
-        cur = open(AT_FDCWD, "/");
+        // The tree's own root when it has a mount namespace (mount/view.ts).
+        const root = resolveAt("/", RESOLVE);
+        cur = openat2(root.dirfd, root.path, DIR_FLAGS, 0, root.resolve);
+        opened.push(cur);
         let here = "";
         for (const p of parts) {
           here += `/${p}`;
@@ -125,7 +129,9 @@ export function remakeProblem(pid: number, path: string): string | undefined {
   const parts = path.split("/").filter((p) => p !== "");
   parts.pop();
   return asTask(a, () => {
-    let cur = openat2(AT_FDCWD, "/", DIR_FLAGS, 0, RESOLVE);
+    // Seen through the frozen root's /proc link when the tree has its own
+    // mount namespace (a link ckpt itself trusts at dump).
+    let cur = openat2(AT_FDCWD, treePath("/"), DIR_FLAGS, 0, viewingTree() ? 0 : RESOLVE);
     let here = "";
     try {
       for (const p of parts) {

@@ -32,6 +32,8 @@ const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58;
 
 export const inetRaw: FileKindOps = {
   name: "raw or ping socket",
+  // Made inside the tree's network namespace when it has its own.
+  network: true,
   kinds: [FileKind.FILE_INET_RAW],
 
   claims: (fd, ctx) => {

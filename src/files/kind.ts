@@ -160,6 +160,17 @@ export interface FileKindOps {
   validate(f: FileEntry, fail: (why: string) => never): void;
   /** Restore: a new descriptor in ckpt for the file (the task inherits it). */
   open(f: FileEntry, ctx: RestoreContext, where: string): number;
+  /** Restore: whether the file can only be opened once the restored root's
+   * namespaces exist (it belongs to one of them). Its `open` then runs at
+   * the root's first stop, inside the root's IPC, UTS, cgroup and network
+   * namespaces; until then a placeholder holds its place, and the root puts
+   * the real descriptor there before it forks anything. */
+  deferred?(f: FileEntry): boolean;
+  /** A socket: it belongs to the network namespace it is made in, so when
+   * the restored tree's is not ckpt's, every file of such a kind is opened
+   * inside it at the root's first stop (as `deferred` ones are), in the
+   * order restore first asked for them. */
+  network?: boolean;
   /** The name --inherit-fd gives this file, if it can be inherited. */
   inheritKey?(f: FileEntry): string | undefined;
   /** Restore: what a task must do itself once its fds are at their numbers

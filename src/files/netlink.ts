@@ -62,6 +62,8 @@ function memberships(copy: number): number[] {
 
 export const netlink: FileKindOps = {
   name: "netlink socket",
+  // Made inside the tree's network namespace when it has its own.
+  network: true,
   kinds: [FileKind.FILE_NETLINK],
 
   claims: (fd, ctx) => sockKind(fd, ctx)?.domain === AF_NETLINK,

@@ -18,6 +18,7 @@ import {
   openAs,
 } from "./authority.ts";
 import { checkInherited } from "./inherit.ts";
+import { withHostPaths } from "../mount/view.ts";
 
 export type { FileValidation };
 
@@ -34,6 +35,13 @@ export interface FileOpenOptions {
   tasks: TaskCore[];
   /** The dump was made in this boot of this machine (inode numbers match). */
   sameMachine: boolean;
+  /** The tree's network namespace is not ckpt's: sockets are opened inside
+   * it, once it exists (the root's first stop). */
+  deferNetwork?: boolean;
+  /** Every file is opened late, once the root's mount tree exists (its
+   * paths are below the new root): the tree has a mount namespace of its
+   * own. */
+  deferAll?: boolean;
   /** --tcp-established, --tcp-close. */
   net?: { tcpEstablished: boolean; tcpClose: boolean };
 }
@@ -51,6 +59,23 @@ export class OpenedFiles {
   private readonly runners: (() => void)[] = [];
   /** Files some task has already run its taskOps for. */
   private readonly held = new Set<number>();
+  /** What is opened only once the root's namespaces (or its mount tree)
+   * exist: the placeholder ckpt holds at its number meanwhile, and the
+   * copies of it (dups) that must get the same file. */
+  private readonly deferredOnes: {
+    placeholder: number;
+    open: () => number;
+    id?: number;
+    task?: TaskCore;
+    copies: number[];
+    real?: number;
+  }[] = [];
+  private readonly byPlaceholder = new Map<number, (typeof this.deferredOnes)[number]>();
+  /** Set while the deferred files are opened: get() then gives real fds. */
+  private opening = false;
+  /** Every open is deferred (FileOpenOptions.deferAll). */
+  readonly deferring: boolean;
+  private readonly deferNetwork: boolean;
   private task: TaskCore | undefined;
   private readonly tasks: Map<number, TaskCore>;
   /** What every path restore opens is checked against. */
@@ -67,6 +92,8 @@ export class OpenedFiles {
   ) {
     const current = () => this.task ?? opts.tasks[0];
     this.tasks = new Map(opts.tasks.map((t) => [t.pid, t]));
+    this.deferring = !!opts.deferAll;
+    this.deferNetwork = !!opts.deferNetwork;
     const policy: CheckPolicy = { validation: opts.validation, sameMachine: opts.sameMachine };
     this.policy = policy;
     for (const [key, n] of opts.inherit) checkInherited(n, key, entries);
@@ -106,6 +133,12 @@ export class OpenedFiles {
    * opened for (its first holder), when it is a task's fd. */
   get(id: number, where: string, task?: TaskCore): number {
     const known = this.fds.get(id);
+    if (this.opening) {
+      // A kind opening one file needs another (a socket's peer…): the real
+      // one, opened now if its turn has not come yet.
+      const d = known !== undefined ? this.byPlaceholder.get(known) : undefined;
+      if (d) return this.openOne(d);
+    }
     if (known !== undefined) return known;
     const f = this.entries.get(id);
     if (!f) throw new RestoreError(`${where} refers to file #${id}, which files.img does not have`);
@@ -157,6 +190,66 @@ export class OpenedFiles {
     return ops;
   }
 
+  /** An fd opened later, once the root's mount tree exists (or at once,
+   * when nothing is deferred): a placeholder until then. */
+  later(open: () => number, task?: TaskCore): number {
+    if (!this.deferring) return open();
+    return this.defer(open, undefined, task);
+  }
+
+  /** A copy of ckpt's fd n above `min` (handed to a task as a service fd);
+   * a copy of a placeholder gets the real file with it. */
+  dupAbove(n: number, min = 100): number {
+    const copy = fdops.dupAbove(n, min);
+    this.byPlaceholder.get(n)?.copies.push(copy);
+    return copy;
+  }
+
+  private defer(open: () => number, id: number | undefined, task?: TaskCore): number {
+    const placeholder = fdops.open("/dev/null", O.RDONLY | O.CLOEXEC);
+    const d = { placeholder, open, id, task, copies: [] };
+    this.deferredOnes.push(d);
+    this.byPlaceholder.set(placeholder, d);
+    return placeholder;
+  }
+
+  private openOne(d: (typeof this.deferredOnes)[number]): number {
+    if (d.real !== undefined) return d.real;
+    const outer = this.task;
+    if (d.task) this.task = d.task;
+    try {
+      d.real = d.open();
+    } finally {
+      this.task = outer;
+    }
+    return d.real;
+  }
+
+  /** The placeholders of deferred files (and their copies), in the order
+   * openDeferred gives their files. */
+  get placeholders(): number[] {
+    return this.deferredOnes.flatMap((d) => [d.placeholder, ...d.copies]);
+  }
+
+  /** Opens the deferred files (the root's namespaces exist now), in the
+   * order of `placeholders` (a file once per place it goes), for the caller
+   * to send to the root. ckpt keeps them open until closeAll: what runs
+   * before the tree does (queues refilled, beforeRun) acts on the real ones. */
+  openDeferred(): number[] {
+    const out: number[] = [];
+    this.opening = true;
+    try {
+      for (const d of this.deferredOnes) {
+        const n = this.openOne(d);
+        for (let i = 0; i <= d.copies.length; i++) out.push(n);
+      }
+    } finally {
+      this.opening = false;
+      for (const d of this.deferredOnes) if (d.real !== undefined) this.kept.push(d.real);
+    }
+    return out;
+  }
+
   /** Every task is restored and stopped; the tree is about to run. */
   beforeRun(): void {
     for (const fn of this.runners.splice(0)) fn();
@@ -169,6 +262,8 @@ export class OpenedFiles {
     this.kept.length = 0;
     this.locals.clear();
     this.runners.length = 0;
+    this.deferredOnes.length = 0;
+    this.byPlaceholder.clear();
   }
 
   private open(f: FileEntry, where: string): number {
@@ -180,6 +275,15 @@ export class OpenedFiles {
       log.info(`${where}: using inherited fd ${inherited} for ${key}`);
       return fdops.dupAbove(inherited, 100);
     }
-    return kind.open(f, this.ctx, where);
+    // A file the tree had from outside its own mounts is found by ckpt's path.
+    const open = () =>
+      f.hostPath
+        ? withHostPaths(() => kind.open(f, this.ctx, where))
+        : kind.open(f, this.ctx, where);
+    const late = this.deferring || kind.deferred?.(f) || (this.deferNetwork && kind.network);
+    if (!this.opening && late) {
+      return this.defer(open, f.id, this.task);
+    }
+    return open();
   }
 }

@@ -16,6 +16,7 @@ import { unlinkedInode, unlinkedOpen } from "./unlinked.ts";
 import { epoll } from "./epoll.ts";
 import { timerfd } from "./timerfd.ts";
 import { signalfd } from "./signalfd.ts";
+import { mqueue } from "./mqueue.ts";
 import { tcp } from "./tcp.ts";
 import { udp } from "./udp.ts";
 import { inetRaw } from "./inet_raw.ts";
@@ -45,6 +46,8 @@ export const KINDS: readonly FileKindOps[] = [
   // and mappings, not a file to reopen by path.
   unlinkedOpen,
   unlinkedInode,
+  // Before regular: a queue's descriptor looks like a file in "/".
+  mqueue,
   regular,
 ];
 

@@ -1,6 +1,7 @@
 // Regular files and directories: path, flags, offset, size and mtime (checked
 // at restore), and for a file deleted while open its content, recreated at
 // restore in the same directory and unlinked again (ghost.ts).
+import { treePath } from "../mount/view.ts";
 import { create } from "@bufbuild/protobuf";
 import { type FileEntry, FileKind, RegFileSchema } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
@@ -114,7 +115,7 @@ function refuseUnrestorableOwner(fd: DumpedFd, path: string): void {
   const parent = path.slice(0, path.lastIndexOf("/")) || "/";
   let dir: { gid: number; setgid: boolean } | undefined;
   try {
-    const d = Deno.statSync(parent);
+    const d = Deno.statSync(treePath(parent));
     dir = { gid: d.gid ?? 0, setgid: ((d.mode ?? 0) & 0o2000) !== 0 };
   } catch { /* its directory is gone too: restore says so */ }
   const c = credsOf(fd.pid);

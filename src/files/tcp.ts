@@ -360,6 +360,8 @@ function openTcp(f: FileEntry, ctx: RestoreContext, where: string): number {
 
 export const tcp: FileKindOps = {
   name: "TCP socket",
+  // Made inside the tree's network namespace when it has its own.
+  network: true,
   kinds: [FileKind.FILE_TCP],
 
   claims: (fd, ctx) => {

@@ -261,6 +261,8 @@ function openUdp(f: FileEntry, ctx: RestoreContext, where: string): number {
 
 export const udp: FileKindOps = {
   name: "UDP socket",
+  // Made inside the tree's network namespace when it has its own.
+  network: true,
   kinds: [FileKind.FILE_UDP],
 
   claims: (fd, ctx) => {

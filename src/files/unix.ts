@@ -43,6 +43,7 @@ function sockets(ctx: RestoreContext): UnixSockets {
 export const unix: FileKindOps = {
   name: "unix socket",
   kinds: [FileKind.FILE_UNIX],
+  network: true,
 
   claims: (fd, ctx) => {
     const m = /^socket:\[(\d+)\]$/.exec(fd.link);

@@ -8,6 +8,7 @@
 // restore the object is made once (memfd_create, or the file recreated in its
 // directory and unlinked again), filled, sealed; every fd is a reopen of it
 // and every mapping maps it, so writes through one are seen through all.
+import { treePath } from "../mount/view.ts";
 import { create } from "@bufbuild/protobuf";
 import {
   DataRangeSchema,
@@ -143,7 +144,7 @@ function objectOf(
     const parent = path.slice(0, path.lastIndexOf("/")) || "/";
     let dirOk = false;
     try {
-      dirOk = Deno.lstatSync(parent).isDirectory;
+      dirOk = Deno.lstatSync(treePath(parent)).isDirectory;
     } catch { /* gone */ }
     // A directory gone too is made again for the moment the file is
     // (deleted_dir.ts), as the task: what it could not make is said now.
@@ -317,7 +318,7 @@ export function unlinkedMapping(pid: number, e: MapsEntry, ctx: DumpContext): nu
       // A live file whose name merely ends in " (deleted)" is mapped by path.
       let named: Deno.FileInfo | undefined;
       try {
-        named = Deno.statSync(link);
+        named = Deno.statSync(treePath(link));
       } catch { /* no such name */ }
       if (named && named.dev === st.dev && named.ino === st.ino) return undefined;
       throw new DumpError(
@@ -509,7 +510,7 @@ function refuseUnrestorableOwner(pid: number, u: UnlinkedInode, where: string): 
   let dir: { gid: number; setgid: boolean } | undefined;
   if (!u.memfd) {
     try {
-      const d = Deno.statSync(u.name.slice(0, u.name.lastIndexOf("/")) || "/");
+      const d = Deno.statSync(treePath(u.name.slice(0, u.name.lastIndexOf("/")) || "/"));
       dir = { gid: d.gid ?? 0, setgid: ((d.mode ?? 0) & 0o2000) !== 0 };
     } catch { /* gone: refused above */ }
   }

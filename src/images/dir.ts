@@ -14,6 +14,8 @@ import {
   InventorySchema,
   type MmImage,
   MmImageSchema,
+  type NamespacesImage,
+  NamespacesImageSchema,
   type PagemapImage,
   PagemapImageSchema,
   type TaskCore,
@@ -23,6 +25,7 @@ import { decodeImage, encodeImage, ImageKind } from "./format.ts";
 
 export const INVENTORY = "inventory.img";
 export const FILES = "files.img";
+export const NAMESPACES = "namespaces.img";
 export const CGROUPS = "cgroups.img";
 export const coreName = (pid: number) => `core-${pid}.img`;
 export const mmName = (pid: number) => `mm-${pid}.img`;
@@ -131,6 +134,11 @@ export class ImageDir {
   }
   readFiles(): FilesImage {
     return this.read(FILES, ImageKind.Files, FilesImageSchema);
+  }
+  /** namespaces.img, absent from dumps made before it existed. */
+  readNamespaces(): NamespacesImage | undefined {
+    if (!this.exists(NAMESPACES)) return undefined;
+    return this.read(NAMESPACES, ImageKind.Namespaces, NamespacesImageSchema);
   }
   /** cgroups.img, absent from dumps that recorded no cgroups. */
   readCgroups(): CgroupsImage | undefined {

@@ -23,6 +23,7 @@ export enum ImageKind {
   FdTable = 6,
   Pages = 7,
   UnixSockets = 8,
+  Namespaces = 9,
   Cgroups = 10,
 }
 

@@ -9,6 +9,7 @@ import {
   FilesImageSchema,
   InventorySchema,
   MmImageSchema,
+  NamespacesImageSchema,
   PagemapImageSchema,
   TaskCoreSchema,
 } from "../gen/ckpt/images_pb.ts";
@@ -19,6 +20,7 @@ import {
   FILES,
   INVENTORY,
   mmName,
+  NAMESPACES,
   pagemapName,
   pagesName,
 } from "./dir.ts";
@@ -40,6 +42,7 @@ export const KINDS = {
   [ImageKind.Pages]: { file: pagesName },
   [ImageKind.FdTable]: { schema: FdTableSchema, file: fdName },
   [ImageKind.UnixSockets]: {},
+  [ImageKind.Namespaces]: { schema: NamespacesImageSchema, file: NAMESPACES },
   [ImageKind.Cgroups]: { schema: CgroupsImageSchema, file: CGROUPS },
 } satisfies Record<ImageKind, KindInfo>;
 

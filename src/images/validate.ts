@@ -267,6 +267,12 @@ function validateMm(file: string, pid: number, mm: MmImage, files: Map<number, F
     if (!(v.kind in VmaKind) || v.prot > 7) fail(file, `${at}: unknown kind or protection`);
     if (v.name.length > LIMITS.path) fail(file, `${at}: name too long`);
     validateVmFlags(v, (why) => fail(file, `${at}: ${why}`));
+    if (v.kind === VmaKind.VMA_SYSV_SHM) {
+      const size = (v.shmemSize + PAGE - 1n) / PAGE * PAGE;
+      if (size === 0n || v.pgoff + (v.end - v.start) > size || v.shmemId < 0) {
+        fail(file, `${at}: System V segment ${v.shmemId} mapped beyond its size`);
+      }
+    }
     if (v.kind === VmaKind.VMA_FILE_PRIVATE || v.kind === VmaKind.VMA_FILE_SHARED) {
       const kind = files.get(v.fileId)?.kind;
       if (kind !== FileKind.FILE_REG && kind !== FileKind.FILE_UNLINKED) {

@@ -13,6 +13,8 @@ import {
   type Inventory,
   InventorySchema,
   MmImageSchema,
+  type NamespacesImage,
+  NamespacesImageSchema,
   type PagemapImage,
   PagemapImageSchema,
   TaskCoreSchema,
@@ -30,9 +32,11 @@ import {
   FILES,
   INVENTORY,
   mmName,
+  NAMESPACES,
   pagemapName,
   pagesName,
 } from "./dir.ts";
+import { validateNamespaces } from "../ns/validate.ts";
 import { checkSets, validateCgroups } from "../cgroup/validate.ts";
 import { decodeImage, ImageKind, PAGE_SIZE, pagesHeader } from "./format.ts";
 import { type TaskImages, validateImages, validateInventory, validatePagemap } from "./validate.ts";
@@ -43,6 +47,8 @@ export interface ImageSet {
   inv: Inventory;
   files: Map<number, FileEntry>;
   tasks: Map<number, TaskImages>;
+  /** namespaces.img, when the dump has one. */
+  ns?: NamespacesImage;
   /** cgroups.img, when the dump has one. */
   cgroups?: CgroupsImage;
 }
@@ -139,6 +145,20 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
     tasks,
     (pid, part) => src.size(pagesName(pid, part)),
   );
+  const ns = inv.files.some((f) => f.name === NAMESPACES)
+    ? decode(
+      dir,
+      src,
+      NAMESPACES,
+      ImageKind.Namespaces,
+      (b) => fromBinary(NamespacesImageSchema, b),
+    )
+    : undefined;
+  if (ns) {
+    validateNamespaces(ns, (why) => {
+      throw new ImageError(`${dir}/${NAMESPACES}`, why);
+    });
+  }
   const cgroups = inv.files.some((f) => f.name === CGROUPS)
     ? decode(dir, src, CGROUPS, ImageKind.Cgroups, (b) => fromBinary(CgroupsImageSchema, b))
     : undefined;
@@ -148,7 +168,7 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
   };
   if (cgroups) validateCgroups(cgroups, cores, bad);
   else checkSets(cores, 0, bad);
-  return { inv, files, tasks, cgroups };
+  return { inv, files, tasks, ns, cgroups };
 }
 
 /** Every file the inventory lists, against its size and (but for the pages

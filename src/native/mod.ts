@@ -125,16 +125,17 @@ export const ptrace = {
     );
     return { head: h[0], len: l[0] };
   },
-  /** The task forks a frozen copy of itself (see ck_snapshot_fork);
+  /** The task forks a frozen copy of itself (see ck_snapshot_fork): its pid
+   * in ckpt's PID namespace, and in the task's (for the task to reap it);
    * `keep`: the options it is traced with. */
-  snapshotFork(pid: number, keep = 0n): number {
-    const c = new Int32Array(1);
+  snapshotFork(pid: number, keep = 0n): { copy: number; inner: number } {
+    const c = new Int32Array(2);
     check(
       native().ck_snapshot_fork(pid, keep, new Uint8Array(c.buffer)),
       "forking a frozen copy",
       `of pid ${pid}`,
     );
-    return c[0];
+    return { copy: c[0], inner: c[1] };
   },
   killTask(pid: number): void {
     native().ck_kill(pid, 9);
@@ -479,19 +480,41 @@ export function regionSize(planLen: number, threads: number): number {
 /** Forks the root of a tree plan with its pid; returns it or throws
  * (EEXIST: taken). The root forks the rest of the tree. With `sibling` the
  * root is a child of ckpt's parent (CLONE_PARENT), seized here with
- * `seizeOptions` before it goes on; otherwise it attaches itself
- * (PTRACE_TRACEME) and stops once for ckpt to set its options. */
+ * `seizeOptions`, and `ready` runs before it goes on; otherwise it attaches
+ * itself (PTRACE_TRACEME) and stops once for ckpt to set its options. */
 export function restoreSpawn(
   tree: Uint8Array<ArrayBuffer>,
   pid: number,
   statusFd: number,
   /** beforeGo: called once it is seized, before it runs on. */
   sibling?: { seizeOptions: bigint; beforeGo?: (pid: number) => void },
+  /** CLONE_NEW* flags the root is made with, its pid at every PID
+   * namespace level, innermost first (empty: pid alone), and the
+   * supplementary groups it is forked with (absent: ckpt's). */
+  ns: { cloneFlags: number; setTid: number[]; groups?: number[] } = { cloneFlags: 0, setTid: [] },
 ): number {
   const rseq = glibcRseq();
+  const tids = new Int32Array(Math.max(1, ns.setTid.length));
+  tids.set(ns.setTid);
+  const groups = new Uint32Array(Math.max(1, ns.groups?.length ?? 0));
+  groups.set(ns.groups ?? []);
+  const nsArgs = [
+    BigInt(ns.cloneFlags),
+    new Uint8Array(tids.buffer),
+    ns.setTid.length,
+    new Uint8Array(groups.buffer),
+    ns.groups ? ns.groups.length : -1,
+  ] as const;
   if (!sibling) {
     return check(
-      native().ck_restore_spawn(tree, BigInt(tree.length), statusFd, rseq.offset, rseq.size),
+      native().ck_restore_spawn(
+        tree,
+        BigInt(tree.length),
+        statusFd,
+        rseq.offset,
+        rseq.size,
+        ...nsArgs,
+      ),
       "clone3",
       `with pid ${pid}`,
     );
@@ -507,6 +530,7 @@ export function restoreSpawn(
         rseq.size,
         rd,
         wr,
+        ...nsArgs,
       ),
       "clone3(CLONE_PARENT)",
       `with pid ${pid}`,
@@ -528,9 +552,9 @@ export function restoreSpawn(
 
 /** [header size, offsets of fds_off, altstack_sp, itimers, mm, comm, cap_eff,
  * Vma size, offset of children_off, Thread size, offset of ops_off, Op size,
- * Child size, offset of cap_amb] */
+ * Child size, offset of cap_amb, offset of nspids_off] */
 export function planLayout(): number[] {
-  const b = new BigUint64Array(14);
+  const b = new BigUint64Array(15);
   native().ck_plan_layout(new Uint8Array(b.buffer));
   return [...b].map(Number);
 }

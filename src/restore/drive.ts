@@ -23,6 +23,7 @@ import { log } from "../util/log.ts";
 import { formatMs, hex } from "../util/units.ts";
 import { listChildren } from "../proc/read.ts";
 import { fillTask } from "./fill.ts";
+import { TaskIds } from "../ns/ids.ts";
 import type { PageFill } from "./plan_buffer.ts";
 import { reenterRegs } from "./waits.ts";
 
@@ -54,6 +55,7 @@ const STAGES = [
 const READY = 0x52454144595f434bn;
 const FILL = 0x46494c4c5f5f434bn;
 const LAZY = 0x4c415a595f5f434bn;
+const MOUNTS = 0x4d4f554e54535f4bn;
 
 export const CLONE_FS = 0x200, CLONE_FILES = 0x400;
 const PTRACE_O_TRACEFORK = 2n, PTRACE_O_TRACEVFORK = 4n, PTRACE_O_TRACECLONE = 8n;
@@ -102,9 +104,19 @@ export async function superviseRestorers(
     forked?: () => void;
     /** Some task has seccomp state: the restorers must run with it suspended. */
     seccomp?: boolean;
+    /** Runs at the root's first stop, before it goes on (its namespaces
+     * are filled then; a seized root had them filled before it was let go). */
+    onRootStop?: (root: number) => void;
+    /** Runs when the root has built its mount tree and waits in it (it
+     * has one only when its plan says so). */
+    onMounted?: (root: number) => void;
+    /** Which dumped tid a task ckpt sees is (they differ in a user
+     * namespace of the tree's own). */
+    ids?: TaskIds;
     /** At each new task's or thread's first stop, before it runs anything
-     * (a seized root's is the caller's, before it lets it go). */
-    firstStop?: (tid: number) => void;
+     * (a seized root's is the caller's, before it lets it go): the tid as
+     * ckpt sees it, and as dumped. */
+    firstStop?: (tid: number, dumped: number) => void;
   } = {},
 ): Promise<Map<number, { start: bigint; len: bigint }>> {
   let filling = 0;
@@ -129,12 +141,14 @@ export async function superviseRestorers(
 
       continue;
     }
+    // tid: as ckpt sees it (for ptrace); d: as dumped (for the plans).
     const tid = st.pid;
     started.add(tid);
-    if (unborn.delete(tid) && unborn.size === 0) more.forked?.();
+    const d = (more.ids ?? TaskIds.same).dumpedOf(tid);
+    if (unborn.delete(d) && unborn.size === 0) more.forked?.();
     if (!st.stopped) {
-      if (zombies.has(tid)) {
-        zombiesSeen.add(tid);
+      if (zombies.has(d)) {
+        zombiesSeen.add(d);
         started.delete(tid);
         continue;
       }
@@ -142,7 +156,8 @@ export async function superviseRestorers(
     }
     if (tid === root && !rootStopped && st.stopSig === SIGSTOP) {
       rootStopped = true;
-      more.firstStop?.(root);
+      more.firstStop?.(root, d);
+      more.onRootStop?.(root);
       traceTree(root, !!more.seccomp);
       ptrace.cont(root, 0);
       continue;
@@ -160,13 +175,18 @@ export async function superviseRestorers(
       ptrace.cont(tid, 0); // a fork/vfork/clone event of the parent
       continue;
     }
-    if ((st.stopSig === SIGSTOP || st.event === PTRACE_EVENT_STOP) && !ready.has(tid)) {
-      more.firstStop?.(tid);
+    if ((st.stopSig === SIGSTOP || st.event === PTRACE_EVENT_STOP) && !ready.has(d)) {
+      more.firstStop?.(tid, d);
       ptrace.cont(tid, 0); // first stop of an auto-attached task or thread
       continue;
     }
     const regs = new BigUint64Array(ptrace.getRegs(tid).buffer);
-    const ext = external.get(tid);
+    if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === MOUNTS && tid === root) {
+      more.onMounted?.(root);
+      ptrace.cont(root, 0);
+      continue;
+    }
+    const ext = external.get(d);
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === FILL && ext) {
       filling++;
       fillTask(tid, ext.pagesFd, ext.fills, ext.pagesPath, ext.others).then(
@@ -175,21 +195,21 @@ export async function superviseRestorers(
       ).finally(() => filling--);
       continue;
     }
-    const lz = lazy.get(tid);
+    const lz = lazy.get(d);
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === LAZY && lz) {
       servers.start(tid, Number(regs[14]), lz);
       ptrace.cont(tid, 0);
       continue;
     }
     if (st.stopSig === SIGTRAP && st.event === 0 && regs[10] === READY) {
-      if (!expect.has(tid)) {
+      if (!expect.has(d)) {
         throw new RestoreError(`an unexpected task ${tid} appeared during restore`);
       }
-      ready.add(tid);
-      if (expect.get(tid) === tid) regions.set(tid, { start: regs[14], len: regs[13] });
+      ready.add(d);
+      if (expect.get(d) === d) regions.set(d, { start: regs[14], len: regs[13] });
       continue;
     }
-    const who = expect.has(tid) ? `pid ${expect.get(tid)} (thread ${tid})` : `task ${tid}`;
+    const who = expect.has(d) ? `pid ${expect.get(d)} (thread ${d})` : `task ${tid}`;
     throw new RestoreError(
       `restorer of ${who} stopped with signal ${st.stopSig} at ${hex(regs[16])}`,
     );
@@ -213,7 +233,8 @@ export class LazyServers {
   }[] = [];
   private failure: Error | undefined;
 
-  constructor(private readonly tree: number[]) {}
+  /** tree: the tasks as ckpt sees them, once they exist. */
+  constructor(private readonly tree: () => number[]) {}
 
   get size(): number {
     return this.servers.length;
@@ -254,7 +275,7 @@ export class LazyServers {
       },
       (err) => {
         entry.handled = true;
-        killTree(this.tree);
+        killTree(this.tree());
         this.failure ??= new RestoreError(
           `lazy restore of pid ${pid} failed, the tree was killed: ${(err as Error).message}`,
         );
@@ -283,7 +304,7 @@ export class LazyServers {
   private fail(s: { pid: number; what: ExternalFill; handled: boolean }, r: LazyResult): void {
     if (s.handled) return;
     s.handled = true;
-    killTree(this.tree);
+    killTree(this.tree());
     for (const fd of r.openFds) fdops.close(fd);
     this.failure ??= new RestoreError(
       `lazy restore of pid ${s.pid} failed, the tree was killed: ${lazyWhy(s.pid, r, s.what)}`,
@@ -389,23 +410,28 @@ function traceTree(root: number, seccomp: boolean): void {
  * unmapped, the signal masks, and off it goes. A call interrupted at dump is
  * restarted by the kernel's own logic as each thread leaves this stop; a
  * wait is entered again with the time it had left (waits.ts). */
-export function finish(core: TaskCore, region: { start: bigint; len: bigint }): void {
-  const pid = core.pid;
+export function finish(
+  core: TaskCore,
+  region: { start: bigint; len: bigint },
+  ids: TaskIds = TaskIds.same,
+): void {
+  const pid = ids.realOf(core.pid);
+  const tid = (th: { tid: number }) => ids.realOf(th.tid);
   for (const th of core.threads) {
     const sc = th.syscall;
     // The timespec a reentered wait points to was written by the restorer
     // (waitOps), at the place reenterRegs points it to.
     if (sc?.action === "reenter") {
-      ptrace.setRegs(th.tid, reenterRegs(th.regs, sc.nr, sc.remainingNs).regs);
-    } else ptrace.setRegs(th.tid, new Uint8Array(th.regs));
+      ptrace.setRegs(tid(th), reenterRegs(th.regs, sc.nr, sc.remainingNs).regs);
+    } else ptrace.setRegs(tid(th), new Uint8Array(th.regs));
   }
   const r = ptrace.injectSyscall(pid, 11, [region.start, region.len]);
   if (r !== 0n) {
     throw new RestoreError(`unmapping the restorer of pid ${pid} failed: ${errnoText(Number(-r))}`);
   }
   for (const th of core.threads) {
-    ptrace.setXstate(th.tid, new Uint8Array(th.xsave));
-    ptrace.setSigmask(th.tid, th.sigmask);
+    ptrace.setXstate(tid(th), new Uint8Array(th.xsave));
+    ptrace.setSigmask(tid(th), th.sigmask);
   }
-  for (const th of core.threads) ptrace.detach(th.tid, 0);
+  for (const th of core.threads) ptrace.detach(tid(th), 0);
 }

@@ -20,6 +20,7 @@ import type { PageFill, PlanVma, SpecialMove } from "./plan_buffer.ts";
 import { type Authority, type CheckPolicy, expectOf, openForKernelAs } from "../files/authority.ts";
 import { S_IF } from "../native/fsops.ts";
 import { EXTERNAL_FILL_MIN } from "./fill.ts";
+import { attachRange, type SysvAttach, sysvAttaches } from "../ns/sysv_vma.ts";
 
 const PAGE = BigInt(PAGE_SIZE);
 const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_GROWSDOWN = 0x100;
@@ -41,6 +42,8 @@ export interface MemoryPlan {
   specials: SpecialMove[];
   /** Every range the task will occupy, sorted, for choosing the region. */
   occupied: [bigint, bigint][];
+  /** System V shared memory, attached again by the task itself. */
+  sysv: SysvAttach[];
 }
 
 /** Per run: whether a lazy restore serves it after the task runs. Only
@@ -82,6 +85,12 @@ export function planMemory(
   shmem: SharedObjects,
   objectFd: (fileId: number, where: string) => number,
   lazy = false,
+  late: {
+    /** A copy of ckpt's fd for a task (a placeholder's copy gets its file). */
+    dup: (n: number) => number;
+    /** Opens now, or once the tree's mounts exist (OpenedFiles.later). */
+    open: (fn: () => number) => number;
+  } = { dup: (n) => fdops.dupAbove(n, 100), open: (fn) => fn() },
 ): MemoryPlan {
   const fileFds = new Map<string, number>();
   const fileFd = (v: Vma, write: boolean, shared: boolean): number => {
@@ -91,7 +100,7 @@ export function planMemory(
       let n = fileFds.get(key);
       if (n === undefined) {
         const own = objectFd(v.fileId, `pid ${pid}: mapping at ${hex(v.start)}`);
-        fileFds.set(key, n = serviceFd(fdops.dupAbove(own, 100)));
+        fileFds.set(key, n = serviceFd(late.dup(own)));
       }
       return n;
     }
@@ -107,7 +116,7 @@ export function planMemory(
     // The mapping's file, opened as the task (no symlinks; the very file on
     // the same machine; size and mtime unless --file-validation=none):
     // restoring over another file would mix old memory with new contents.
-    const n = serviceFd(
+    const n = serviceFd(late.open(() =>
       openForKernelAs(
         access.authority,
         r.path,
@@ -116,13 +125,20 @@ export function planMemory(
         { ...expectOf(r, S_IF.REG), mtimeNs: r.mtimeNs },
         access.policy,
         !shared,
-      ),
-    );
+      )
+    ));
     fileFds.set(key, n);
     return n;
   };
 
-  const out: MemoryPlan = { vmas: [], fills: [], lazyFills: [], specials: [], occupied: [] };
+  const out: MemoryPlan = {
+    vmas: [],
+    fills: [],
+    lazyFills: [],
+    specials: [],
+    occupied: [],
+    sysv: sysvAttaches(vmas.filter((v) => v.kind === VmaKind.VMA_SYSV_SHM)),
+  };
   const filled = new Set<bigint>();
   const lazyVmas = new Set<bigint>();
   const served = lazy ? lazyRuns(vmas, pieces) : [];
@@ -191,10 +207,14 @@ export function planMemory(
       case VmaKind.VMA_VSYSCALL:
         out.occupied.pop();
         break;
+      case VmaKind.VMA_SYSV_SHM:
+        break; // its whole attach is occupied, below
+
       default:
         specialsWanted.push(v);
     }
   }
+  for (const a of out.sysv) out.occupied.push(attachRange(a));
   out.specials = planSpecials(pid, specialsWanted);
   out.occupied.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   return out;

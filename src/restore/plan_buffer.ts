@@ -1,7 +1,7 @@
 // Writes the restore plan in the binary layout of ffi/restorer/abi.zig: a
 // fixed header, then arrays addressed by offsets from the plan start. The
 // layout is checked against the library at run time (planLayout) and in tests.
-export const HEADER_SIZE = 664;
+export const HEADER_SIZE = 704;
 export const TREE_HEADER_SIZE = 32;
 export const PLAN_MAGIC = 0x4e414c5054504b43n;
 export const PLAN_VERSION = 1;
@@ -14,10 +14,36 @@ export const FLAG_SHARED_FILES = 32;
 export const FLAG_LAZY = 64;
 /** PR_SET_CHILD_SUBREAPER before any child is forked. */
 export const FLAG_SUBREAPER = 128;
+/** The root makes a time namespace before its first stop, enters it after. */
+export const FLAG_NEW_TIME = 256;
+/** The root makes a cgroup namespace after its first stop. */
+export const FLAG_NEW_CGROUP = 512;
+/** Keep the supplementary groups the task was forked with. */
+export const FLAG_KEEP_GROUPS = 1024;
+/** The root builds its mount namespace's tree after its first stop
+ * (PHASE.MOUNTS), stops for ckpt to fill it, then sets its flags
+ * (PHASE.MOUNTED). */
+export const FLAG_MOUNTS = 2048;
 export const VMA_FILL = 1;
 export const VMA_LAZY = 2;
 
-export const LAYOUT = [HEADER_SIZE, 80, 232, 304, 400, 488, 536, 40, 576, 176, 616, 72, 56, 648];
+export const LAYOUT = [
+  HEADER_SIZE,
+  80,
+  232,
+  304,
+  400,
+  488,
+  536,
+  40,
+  576,
+  184,
+  616,
+  72,
+  64,
+  648,
+  664,
+];
 
 /** Child kinds (abi.Child.kind) and what a zombie or ghost does to itself. */
 export const CHILD = {
@@ -55,6 +81,12 @@ export const PHASE = {
    * plan's threads[k]) before its credentials are set: the threads it
    * creates (OP.THREAD) and its seccomp filters, in order. */
   THREAD: 0x100,
+  /** In the forked root, after its first stop, in its new namespaces: the
+   * mount tree built and moved into (src/mount/restore.ts). */
+  MOUNTS: 6,
+  /** In the forked root, after ckpt filled the tree and opened the files
+   * below it: the mounts' flags set. */
+  MOUNTED: 7,
 } as const;
 /** THREAD: a = [k] creates the plan's threads[k]; a thread no THREAD op
  * names is created by the main thread after its own THREAD ops. STORE:
@@ -129,7 +161,8 @@ export interface PlanChild {
   kind: number;
   exitStatus: number;
   exitSignal: number;
-  /** CLONE_FILES / CLONE_FS when the child shared its parent's. */
+  /** CLONE_FILES / CLONE_FS when the child shared its parent's;
+   * CLONE_NEWPID for the init of a PID namespace nested in the tree. */
   cloneFlags: number;
   /** CHILD.SETSID | SETPGID | JOIN_PGID | EARLY | PREJOIN. */
   flags: number;
@@ -139,6 +172,9 @@ export interface PlanChild {
   forker: number;
   /** A zombie's name. */
   comm: string;
+  /** Its pid at every PID namespace level, innermost first (clone3 set_tid);
+   * absent: pid alone. */
+  tids?: number[];
 }
 export interface PlanCreds {
   uids: number[];
@@ -156,6 +192,8 @@ export interface PlanThread {
   comm: string;
   /** The thread's own credentials. */
   creds: PlanCreds;
+  /** As PlanChild's. */
+  tids?: number[];
 }
 export interface PlanSignal {
   /** 0: the process-wide queue; else the thread's own. */
@@ -228,10 +266,14 @@ export interface Plan {
   threads: PlanThread[];
   joinPgid: number;
   ops: PlanOp[];
+  /** The root: fd numbers (ckpt's, inherited) that the fds ckpt sends over
+   * lateSock after the root's first stop replace. */
+  lateFds?: number[];
+  lateSock?: number;
 }
 
 const align8 = (n: number) => (n + 7) & ~7;
-const CHILD_SIZE = 56, THREAD_SIZE = 176;
+const CHILD_SIZE = 64, THREAD_SIZE = 184;
 
 export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
   // Sections after the header, each 8-aligned.
@@ -252,7 +294,20 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     threadGroups: p.threads.reduce((n, t) => n + t.creds.groups.length * 4, 0),
     ops: p.ops.length * OP_SIZE,
     opData: 0,
+    nspids: 0,
+    late: (p.lateFds?.length ?? 0) * 4,
   };
+  // Every set_tid array, one after another.
+  const nspids: number[] = [];
+  const place = (tids?: number[]) => {
+    if (!tids?.length) return { at: 0, n: 0 };
+    const at = nspids.length;
+    nspids.push(...tids);
+    return { at, n: tids.length };
+  };
+  const childTids = p.children.map((c) => place(c.tids));
+  const threadTids = p.threads.map((t) => place(t.tids));
+  sizes.nspids = nspids.length * 4;
   // Op data: every OpBytes once, 8-aligned each.
   const placed = new Map<Uint8Array, number>();
   for (const o of p.ops) {
@@ -360,6 +415,13 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
   u64(640, BigInt(sizes.opData));
   u64(648, p.caps.amb ?? 0n);
   u32(656, p.noNewPrivs ? 1 : 0);
+  u64(664, BigInt(off.nspids));
+  u64(672, BigInt(nspids.length));
+  u64(680, BigInt(off.late));
+  u64(688, BigInt(p.lateFds?.length ?? 0));
+  i32(696, p.lateSock ?? -1);
+  nspids.forEach((v, i) => i32(off.nspids + i * 4, v));
+  (p.lateFds ?? []).forEach((v, i) => i32(off.late + i * 4, v));
 
   fds.forEach((m, i) => {
     const o = off.fds + i * 16;
@@ -423,6 +485,8 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     i32(o + 28, c.pgid);
     i32(o + 32, c.forker);
     buf.set(new TextEncoder().encode(c.comm).subarray(0, 15), o + 40);
+    u32(o + 56, childTids[i].at);
+    u32(o + 60, childTids[i].n);
   });
   let groupsAt = off.threadGroups;
   p.threads.forEach((t, i) => {
@@ -451,6 +515,8 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     u32(o + 164, c.noNewPrivs ? 1 : 0);
     c.groups.forEach((g, k) => u32(groupsAt + k * 4, g));
     groupsAt += c.groups.length * 4;
+    u32(o + 176, threadTids[i].at);
+    u32(o + 180, threadTids[i].n);
   });
   for (const [bytes, o] of placed) buf.set(bytes, off.opData + o);
   p.ops.forEach((op, i) => {

@@ -7,7 +7,7 @@ import { sleepSync } from "../util/sleep.ts";
 import { type PreDumpSet, readChain } from "../images/chain.ts";
 import type { FdTable, MmImage, PagemapImage, TaskCore } from "../gen/ckpt/images_pb.ts";
 import { ImageError, RestoreError } from "../errors.ts";
-import { ImageDir } from "../images/dir.ts";
+import { CGROUPS, ImageDir, NAMESPACES } from "../images/dir.ts";
 import type { ImageSet } from "../images/verify.ts";
 import {
   fd as fdops,
@@ -44,9 +44,17 @@ import { hasSeccomp } from "./seccomp.ts";
 import type { Born } from "../files/ctty.ts";
 import { CHILD, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
 import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
+import { NamespacePlan } from "../ns/plan.ts";
+import type { VethExternal } from "../ns/net/options.ts";
+import { validateNamespaces } from "../ns/validate.ts";
+import { levelsOf, pidAsSeenBy, setTidOf } from "../ns/pid.ts";
+import { inNamespacesOf } from "../ns/enter.ts";
+import { TaskIds } from "../ns/ids.ts";
+import { CLONE_NEWPID, sendFds } from "../native/ns.ts";
+import { SOCK, unixsk } from "../native/unixsk.ts";
+import { withRestoreRoot } from "../mount/view.ts";
 import { CgroupRestore, type CgroupRestoreOptions } from "../cgroup/restore.ts";
 import { validateCgroups } from "../cgroup/validate.ts";
-import { CGROUPS } from "../images/dir.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -75,6 +83,24 @@ export interface RestoreOptions {
    * Throwing fails the restore (but for post-resume: the tree already runs,
    * so that failure is only logged). */
   notify?: Notify;
+  /** --time-ns: restore a tree that shared ckpt's time namespace into a new
+   * one whose CLOCK_MONOTONIC and CLOCK_BOOTTIME go on from their values at
+   * dump (a tree with a time namespace of its own always gets one). */
+  timeNs?: boolean;
+  /** --empty-ns net: the tree's own network namespace is made with only its
+   * loopback, for the caller to set up at setup-namespaces. */
+  emptyNet?: boolean;
+  /** --join-ns net:PATH: restore into that existing network namespace. */
+  joinNet?: string;
+  /** --external veth[IN]:OUT[@BR] and --veth-pair IN=OUT[@BR]: the outside
+   * ends of the namespace's veths, by inside name. */
+  veths?: Map<string, VethExternal>;
+  /** --root: the directory that becomes the root filesystem of a tree with
+   * a mount namespace of its own (runc gives the container's). */
+  root?: string;
+  /** --external mnt[KEY]:PATH / --ext-mount-map KEY:PATH: where the host
+   * mounts the tree had (named at dump) are now. */
+  externalMounts?: Map<string, string>;
   /** --manage-cgroups and --cgroup-root. */
   cgroups?: CgroupRestoreOptions;
   /** --tcp-established: rebuild the live TCP connections of the image. */
@@ -128,13 +154,47 @@ export async function restore(
     return { core, mm: dir.readMm(p), pagemap: dir.readPagemap(p), fds: dir.readFdTable(p) };
   });
   const files = checked?.files ?? new Map(dir.readFiles().files.map((f) => [f.id, f]));
+  const nsImage = checked ? checked.ns : dir.readNamespaces();
+  if (nsImage && !checked) {
+    validateNamespaces(nsImage, (why) => {
+      throw new ImageError(dir.file(NAMESPACES), why);
+    });
+  }
+  // A namespace that was the caller's at dump comes as an inherited fd.
+  const netKey = nsImage?.net?.externalKey;
+  const inherited = new Map(opts.inherit ?? []);
+  let joinNet = opts.joinNet;
+  if (netKey && !joinNet) {
+    const n = inherited.get(netKey);
+    if (n === undefined) {
+      throw new RestoreError(
+        `the network namespace was the caller's at dump (--external net[…]:${netKey}): give ` +
+          `it as --inherit-fd fd[N]:${netKey} or --join-ns net:PATH`,
+      );
+    }
+    joinNet = `/proc/self/fd/${n}`;
+  }
+  if (netKey) inherited.delete(netKey);
+  const ns = NamespacePlan.of(nsImage, {
+    timeNs: opts.timeNs,
+    emptyNet: opts.emptyNet,
+    joinNet,
+    veths: opts.veths,
+    mounts: { root: opts.root, external: opts.externalMounts ?? new Map() },
+  });
+  if (opts.root && !ns.mounts) {
+    log.info("--root: the tree shares ckpt's mounts (it had no mount namespace of its own)");
+  }
+  const cores = new Map(tasks.map((t) => [t.core.pid, t.core]));
   const chain = checked?.chain ?? readChain(opts.dir, inv);
   const shellJob = !!(opts.shellJob || inv.shellJob);
   if (inv.shellJob && !opts.shellJob) {
     log.info("dumped with --shell-job: restoring into this session");
   }
   requireRestoreCapabilities(tasks.some((t) => !ownIds(t.core)));
-  for (const t of tasks) refuseTaken(t.core.pid);
+  // In a user namespace of their own, only the root gets its pid at ckpt's
+  // level; the others keep theirs inside and get any one here.
+  for (const t of ns.freeOuterPids ? tasks.slice(0, 1) : tasks) refuseTaken(t.core.pid);
   if (tasks[0].core.zombie) {
     throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
   }
@@ -156,17 +216,22 @@ export async function restore(
   const opened = new OpenedFiles(files, {
     validation: opts.fileValidation ?? "filesize",
     shellJob,
-    inherit: opts.inherit ?? new Map(),
+    inherit: inherited,
     unix: { extUnixSk: opts.extUnixSk ?? [], missing: opts.extUnixSkMissing ?? "fail" },
     tasks: tasks.filter((t) => !t.core.zombie).map((t) => t.core),
     sameMachine: inv.bootId !== "" && inv.bootId === bootId(),
+    deferNetwork: ns.ownNet,
+    // Its files are below its own root, which exists once its mounts do.
+    deferAll: !!ns.mounts,
     net: { tcpEstablished: !!opts.tcpEstablished, tcpClose: !!opts.tcpClose },
   });
   const shmem = SharedObjects.of(tasks.map((t) => t.mm?.vmas ?? []));
   const parentFds: number[] = [];
   const started = new Set<number>();
   let status: [number, number] | undefined;
+  let late: [number, number] | undefined;
   try {
+    ns.mounts?.prepare();
     const live = tasks.filter((t) => !t.core.zombie);
     const index = new Map(live.map((t, i) => [t.core.pid, i]));
     const fills = new Map<number, ExternalFill>();
@@ -177,7 +242,10 @@ export async function restore(
     for (const t of live) {
       const children = (sessions.forks.get(t.core.pid) ?? []).map((e): PlanChild => {
         const c = e.kind === "task" ? tasks.find((x) => x.core.pid === e.pid)!.core : undefined;
-        const clone = (c?.sharesFiles ? CLONE_FILES : 0) | (c?.sharesFs ? CLONE_FS : 0);
+        // A zombie too is forked with its pid at every level; a ghost takes any.
+        const own = e.kind === "ghost" ? undefined : cores.get(e.pid);
+        const clone = (c?.sharesFiles ? CLONE_FILES : 0) | (c?.sharesFs ? CLONE_FS : 0) |
+          (own && levelsOf(own).length > levelsOf(t.core).length ? CLONE_NEWPID : 0);
         if (clone && (e.forker !== -1 || e.when !== "normal")) {
           throw new RestoreError(
             `pid ${e.pid} shares its parent's fd table or fs info and must be forked by a helper; this cannot be restored`,
@@ -193,9 +261,11 @@ export async function restore(
           flags: (e.setsid ? CHILD.SETSID : 0) | (e.setpgid ? CHILD.SETPGID : 0) |
             (e.joinPgid ? CHILD.JOIN_PGID : 0) | (e.when === "early" ? CHILD.EARLY : 0) |
             (e.when === "prejoin" ? CHILD.PREJOIN : 0),
-          pgid: e.joinPgid,
+          // A group its forker (a helper in its namespace) joins, as seen there.
+          pgid: e.joinPgid ? pidAsSeenBy(e.joinPgid, t.core, cores) : 0,
           forker: e.forker,
           comm: e.comm,
+          tids: own ? setTidOf(levelsOf(own), ns.freeOuterPids) : [],
         };
       });
       const sharedParent = t.core.sharesFiles ? built.get(t.core.ppid) : undefined;
@@ -215,9 +285,21 @@ export async function restore(
           sharedParent,
           session: sessions.self.get(t.core.pid),
           born: bornOf(sessions, t.core.pid, tasks),
+          tree: cores,
+          ns,
         }, chain),
       );
     }
+    // Files that only exist once the root's namespaces do: the root takes
+    // them from ckpt at its first stop and puts them at their placeholders.
+    const placeholders = opened.placeholders;
+    const rootPlan = built.get(pid)!.plan;
+    if (placeholders.length) {
+      late = unixsk.pair(SOCK.SEQPACKET);
+      rootPlan.lateFds = placeholders;
+      rootPlan.lateSock = late[1];
+    }
+    if (ns.mounts) rootPlan.ops.push(...ns.mounts.ops());
     const plans = live.map((t) => {
       const b = built.get(t.core.pid)!;
       const len = encodePlan(b.plan).length + 64 * 8 + 8;
@@ -226,22 +308,62 @@ export async function restore(
     });
     const tree = encodeTree(plans);
 
+    // What ckpt puts in the root's new namespaces while the root waits at
+    // its first stop (or, seized, before it is let go).
+    const sendDeferred = (r: number) => {
+      if (!late) return;
+      // The fds stay ckpt's too (closed with the others) until the tree runs.
+      sendFds(late[0], inNamespacesOf(r, ns.enterable, () => opened.openDeferred()));
+    };
+    const fillNamespaces = (r: number) => {
+      ns.fill(r);
+      // CRIU's moment for the caller to set the new namespaces up (runc
+      // runs its prestart hooks there, which configure the network).
+      if (ns.kinds.length || joinNet) notify("setup-namespaces", r);
+      // With a mount tree of its own, the files come once it is built.
+      if (!ns.mounts) sendDeferred(r);
+    };
+    // The root waits in its built mount tree: the tmpfs contents, then the
+    // tree's files opened below its root.
+    const fillMounts = (r: number) => {
+      const t = performance.now();
+      ns.mounts!.fill(r);
+      const rootFd = fdops.open(`/proc/${r}/root`, O.PATH | O.DIRECTORY | O.CLOEXEC);
+      try {
+        withRestoreRoot(rootFd, () => sendDeferred(r));
+      } finally {
+        fdops.close(rootFd);
+      }
+      log.debug(`mount tree filled and files opened in ${formatMs(performance.now() - t)}`);
+    };
     cgroups.prepare();
     status = fdops.pipe(O.CLOEXEC | O.NONBLOCK);
     let root: number;
     try {
-      root = restoreSpawn(
-        tree,
-        pid,
-        status[1],
-        opts.sibling
-          ? {
-            seizeOptions: live.some((t) => hasSeccomp(t.core))
-              ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
-              : SEIZE_TREE_OPTIONS,
-            beforeGo: (p) => cgroups.firstStop(p),
-          }
-          : undefined,
+      // A sibling root is seized, not stopped: it is put in its cgroups and
+      // its namespaces are filled before it is let go.
+      root = ns.spawnIn(() =>
+        restoreSpawn(
+          tree,
+          pid,
+          status![1],
+          opts.sibling
+            ? {
+              seizeOptions: live.some((t) => hasSeccomp(t.core))
+                ? SEIZE_TREE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
+                : SEIZE_TREE_OPTIONS,
+              beforeGo: (p) => {
+                cgroups.firstStop(p);
+                fillNamespaces(p);
+              },
+            }
+            : undefined,
+          {
+            cloneFlags: ns.cloneFlags,
+            setTid: setTidOf(levelsOf(tasks[0].core)),
+            groups: ns.rootGroups(tasks[0].core.creds?.groups ?? []),
+          },
+        )
       );
     } catch (err) {
       if (err instanceof NativeError && err.errno === 17) {
@@ -266,7 +388,8 @@ export async function restore(
       ...tasks.filter((t) => t.core.zombie).map((t) => t.core.pid),
       ...sessions.ghosts,
     ]);
-    const servers = new LazyServers(live.map((t) => t.core.pid));
+    const ids = new TaskIds(tasks.map((t) => t.core), ns.freeOuterPids);
+    const servers = new LazyServers(() => live.map((t) => ids.realOf(t.core.pid)));
     let tForked = 0;
     const ready = await superviseRestorers(
       root,
@@ -282,7 +405,10 @@ export async function restore(
         seized: opts.sibling,
         forked: () => tForked = performance.now(),
         seccomp: live.some((t) => hasSeccomp(t.core)),
-        firstStop: cgroups.active ? (tid) => cgroups.firstStop(tid) : undefined,
+        onRootStop: fillNamespaces,
+        onMounted: ns.mounts ? fillMounts : undefined,
+        ids,
+        firstStop: cgroups.active ? (tid, d) => cgroups.firstStop(tid, d) : undefined,
       },
     );
     const tReady = performance.now();
@@ -290,8 +416,9 @@ export async function restore(
     notify("post-restore", pid);
     notify("pre-resume");
     opened.beforeRun();
+    ns.beforeRun();
     cgroups.beforeRun();
-    for (const t of live) finish(t.core, ready.get(t.core.pid)!);
+    for (const t of live) finish(t.core, ready.get(t.core.pid)!, ids);
     log.debug(`registers set and released in ${formatMs(performance.now() - tReady)}`);
     const firstInstructionMs = performance.now() - t0;
     log.info(
@@ -341,6 +468,8 @@ export async function restore(
     cgroups.close();
     opened.closeAll();
     shmem.closeAll();
+    ns.close();
+    if (late) { for (const n of late) fdops.close(n); }
     for (const n of parentFds) fdops.close(n);
     if (status) { for (const n of status) if (n >= 0) fdops.close(n); }
   }

@@ -48,6 +48,9 @@ import type { RestoreOptions, TaskImages } from "./restore.ts";
 import type { SelfSession } from "./sessions.ts";
 import { seccompOps } from "./seccomp.ts";
 import { waitOps } from "./waits.ts";
+import type { NamespacePlan } from "../ns/plan.ts";
+import { pidAsSeenBy, setTidOf } from "../ns/pid.ts";
+import { attachOps, checkHostSegment } from "../ns/sysv_vma.ts";
 import type { ExternalFill, PagesSource } from "./drive.ts";
 
 export interface TreePlace {
@@ -60,6 +63,11 @@ export interface TreePlace {
   session?: SelfSession;
   /** Who forks it and when (sessions.ts): the terminal it is born with. */
   born?: Born;
+  /** Every task of the tree by pid (to name pids as a task in a PID
+   * namespace sees them). */
+  tree?: Map<number, TaskCore>;
+  /** The namespaces the root is restored into. */
+  ns?: NamespacePlan;
 }
 
 /** The pages files a task's memory comes from, numbered as its pieces'
@@ -132,7 +140,7 @@ export function taskPlan(
   const plan = basePlan(core, place);
   // A task sharing its parent's fd table has its table's ops run there.
   if (!shared) {
-    plan.ops = opened.taskOps(core, t.fds!.fds, (n) => service(fdops.dupAbove(n, 100)));
+    plan.ops = opened.taskOps(core, t.fds!.fds, (n) => service(opened.dupAbove(n)));
   }
   plan.ops.push(
     ...lockOps(pid, t.fds!, files, opened),
@@ -145,12 +153,16 @@ export function taskPlan(
   // cwd, root, exe and mapped files are looked up as the task itself, with
   // no symlink followed, and must be what the dump saw.
   const access = { authority: authorityOf(core), policy: opened.policy, context: opened.context };
-  plan.cwdFd = service(openDir(files, core, core.cwdFileId, "cwd", access));
+  // In a mount namespace of the tree's own, once its mounts exist.
+  const later = (open: () => number) => opened.later(open, core);
+  plan.cwdFd = service(later(() => openDir(files, core, core.cwdFileId, "cwd", access)));
   const root = files.get(core.rootFileId)?.reg?.path ?? "/";
-  plan.rootFd = root === "/" ? -1 : service(openDir(files, core, core.rootFileId, "root", access));
+  plan.rootFd = root === "/"
+    ? -1
+    : service(later(() => openDir(files, core, core.rootFileId, "root", access)));
   const exe = files.get(core.mm?.exeFileId ?? 0)?.reg;
   plan.exeFd = exe
-    ? service(
+    ? service(later(() =>
       openForKernelAs(
         access.authority,
         exe.path,
@@ -159,8 +171,8 @@ export function taskPlan(
         expectOf(exe, S_IF.REG),
         access.policy,
         true,
-      ),
-    )
+      )
+    ))
     : -1;
   const sources = new PagesSources([dir.path, ...chain.map((c) => c.dir)], pid, parentFds);
   const pieces = resolveRuns(
@@ -180,9 +192,15 @@ export function taskPlan(
     shmem,
     (id, where) => opened.get(id, where, core),
     opts.lazyPages,
+    { dup: (n) => opened.dupAbove(n), open: later },
   );
   plan.vmas = mem.vmas;
   plan.fills = mem.fills;
+  for (const a of mem.sysv) {
+    if (place.ns?.ownsIpc) place.ns.checkSegment(pid, a);
+    else checkHostSegment(pid, a);
+    plan.ops.push(...attachOps(a));
+  }
   const others = sources.others;
   if (mem.lazyFills.length) {
     plan.flags |= FLAG_LAZY;
@@ -264,12 +282,20 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
     joinPgid: 0,
     subreaper: core.childSubreaper,
   };
-  let flags = place.root ? FLAG_ROOT : 0;
+  let flags = (place.root ? FLAG_ROOT : 0) | (place.ns?.taskFlags(place.root) ?? 0);
   if (session.setsid) flags |= FLAG_SETSID;
   if (session.setpgid) flags |= FLAG_SETPGID;
   if (session.joinPgid) flags |= FLAG_JOIN_PGID;
   if (session.subreaper) flags |= FLAG_SUBREAPER;
-  const joinPgid = session.joinPgid;
+  // Pids the task itself hands to the kernel are its own namespace's.
+  const tree = place.tree ?? new Map([[pid, core]]);
+  const joinPgid = session.joinPgid ? pidAsSeenBy(session.joinPgid, core, tree) : 0;
+  if (session.joinPgid && !joinPgid) {
+    throw new RestoreError(
+      `pid ${pid} was in process group ${session.joinPgid}, outside its PID namespace; this ` +
+        `cannot be restored`,
+    );
+  }
   const ours = new Map(readLimits("self").map((l) => [l.resource, l.max]));
   const rlimits = core.rlimits.map((l) => {
     const cap = ours.get(l.resource) ?? l.max;
@@ -287,6 +313,7 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
   });
   // The main thread's own credentials (older images: the task's).
   const c = t.creds ?? core.creds!;
+  const ids = place.ns?.creds(pid, c) ?? c;
   const m = core.mm!;
   return {
     flags,
@@ -311,7 +338,7 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
         th.pending.map((s) => ({ tid: th.tid, signo: s.signo, info: s.siginfo }))
       ),
     ],
-    groups: c.groups,
+    groups: ids.groups,
     auxv: m.auxv,
     rlimits,
     altstack: { sp: t.altstackSp, size: t.altstackSize, flags: t.altstackFlags },
@@ -332,8 +359,8 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
     }),
     mm: m,
     comm: t.comm || core.comm,
-    uids: c.uids,
-    gids: c.gids,
+    uids: ids.uids,
+    gids: ids.gids,
     caps: { eff: c.capEff, prm: c.capPrm, inh: c.capInh, bnd: c.capBnd, amb: c.capAmb },
     noNewPrivs: t.noNewPrivs,
     dumpable: c.dumpable ? 1 : 0,
@@ -345,7 +372,11 @@ export function basePlan(core: TaskCore, place: TreePlace): Plan {
       robust: { head: th.robustHead, len: th.robustLen },
       rseq: { addr: th.rseqAddr, len: th.rseqLen, sig: th.rseqSig },
       comm: th.comm,
-      creds: threadCreds(th.creds ?? c, th.noNewPrivs),
+      creds: threadCreds(
+        { ...(th.creds ?? c), ...place.ns?.creds(pid, th.creds ?? c) },
+        th.noNewPrivs,
+      ),
+      tids: setTidOf(th.nsTids, place.ns?.freeOuterPids),
     })),
     joinPgid,
     ops: [],

@@ -19,6 +19,8 @@ import type { RestoreOptions } from "../api/guarded.ts";
 import { MAX_GHOST_BYTES } from "../files/regular.ts";
 import { RpcError } from "./channel.ts";
 import { ImageDir } from "../images/dir.ts";
+import { parseVethExternals, type VethExternal } from "../ns/net/options.ts";
+import { restoreExternals } from "../mount/restore.ts";
 import { type CgroupRoot, type ManageMode, propsSpec } from "../cgroup/options.ts";
 import { validPath } from "../cgroup/hierarchy.ts";
 
@@ -117,7 +119,7 @@ function shown(v: unknown): string {
   return String(v);
 }
 
-const NEEDS_NS = "namespaces are not supported yet";
+const CLONE_NEWNET = 0x40000000;
 const NEEDS_MNT = "mounts and mount namespaces are not supported yet";
 const NEEDS_TCP = "TCP sockets are not supported yet";
 
@@ -170,10 +172,9 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
         ? "orphan_pts_master with shell_job: ckpt restores an outside terminal onto its own and cannot hand a new pty master to the caller yet"
         : undefined;
     case "root":
-      if (!dumping && !sameAsRoot(String(v))) {
-        return `root=${v}: restoring into another root filesystem needs mount namespaces, ${NEEDS_MNT}`;
-      }
-      return undefined; // CRIU does not use root at dump either
+      // Restore: the root filesystem of a tree with a mount namespace of its
+      // own (--root); CRIU does not use it at dump.
+      return undefined;
     case "track_mem":
       // Pre-dumps always track; a dump that kills the tree needs none after.
       if (op === "dump" && on(v) && o.leaveRunning) {
@@ -192,10 +193,13 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "external":
       if (!on(v)) return undefined;
       for (const e of v as string[]) {
-        if (!dumping || !/^unix\[\d+\]$/.test(e)) {
+        const ok = e.startsWith("veth[") || /^mnt\[[^\]]+\]:.+$/.test(e) ||
+          (dumping && (/^unix\[\d+\]$/.test(e) || /^net\[\d+\]:.+$/.test(e)));
+        if (!ok) {
           return `external=${
             shown(v)
-          }: only unix[INO] on dump is supported (${NEEDS_NS} for net[], ${NEEDS_MNT} for mnt[])`;
+          }: only unix[INO], net[INO]:KEY, veth[IF][:OUT] and mnt[KEY]:VAL on dump and ` +
+            `veth[IF]:OUT and mnt[KEY]:VAL on restore are supported`;
         }
       }
       return undefined;
@@ -228,13 +232,24 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "config_file":
       return configFileRefusal(String(v));
     case "empty_ns":
-      return v === 0 ? undefined : `empty_ns=0x${(v as number).toString(16)}: ${NEEDS_NS}`;
+      // CLONE_NEWNET alone, as in CRIU (runc always sends it).
+      return v === 0 || v === CLONE_NEWNET
+        ? undefined
+        : `empty_ns=0x${
+          (v as number).toString(16)
+        }: only CLONE_NEWNET (0x40000000) can be left empty`;
     // Asking for what ckpt does not do yet.
     case "tcp_established":
     case "tcp_skip_in_flight":
     case "tcp_close":
       return on(v) ? `${f.name}: ${NEEDS_TCP}` : undefined;
     case "ext_mnt":
+      // Dump: mountpoint → key (--external mnt[MNT]:KEY); restore: key →
+      // host path (--external mnt[KEY]:PATH). Keys no mount has are unused,
+      // as in CRIU (runc names every device node and masked path).
+      return (v as { key: string; val: string }[]).find((e) => !e.key || !e.val)
+        ? `ext_mnt=${shown(v)}: every entry needs a key and a value`
+        : undefined;
     case "auto_ext_mnt":
     case "ext_sharing":
     case "ext_masters":
@@ -244,8 +259,15 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
     case "lsm_mount_context":
       return on(v) ? `${f.name}=${shown(v)}: ${NEEDS_MNT}` : undefined;
     case "veths":
+      return on(v) && dumping ? "veths: the outside ends of veths are given at restore" : undefined;
     case "join_ns":
-      return on(v) ? `${f.name}=${shown(v)}: ${NEEDS_NS}` : undefined;
+      if (!on(v)) return undefined;
+      if (dumping) return "join_ns: namespaces are joined at restore";
+      for (const j of v as { ns: string; extraOpt?: string }[]) {
+        if (j.ns !== "net") return `join_ns ${j.ns}: only network namespaces can be joined yet`;
+        if (j.extraOpt) return `join_ns ${j.ns}: extra_opt is for user namespaces`;
+      }
+      return undefined;
     case "ps":
       return "ps: ckpt has no page server; move images with dump --stream | restore --stream";
     case "tls":
@@ -277,15 +299,6 @@ function refusal(f: DescField, v: unknown, o: criu_opts, op: RpcOp, place: RpcPl
       return on(v) ? "allow_uprobes: [uprobes] mappings are not supported" : undefined;
   }
   return `${f.name}: not known to this ckpt`;
-}
-
-function sameAsRoot(path: string): boolean {
-  try {
-    const a = Deno.statSync(path), b = Deno.statSync("/");
-    return a.dev === b.dev && a.ino === b.ino;
-  } catch {
-    return false;
-  }
 }
 
 /** CRIU skips a configuration file that does not exist; one that does is
@@ -329,7 +342,8 @@ export function dumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): DumpOpti
     leaveStopped: o.leaveStopped,
     shellJob: o.shellJob,
     extUnixSk: extUnixSk(o),
-    external: o.external,
+    external: [...o.external, ...o.extMnt.map((e) => `mnt[${e.key}]:${e.val}`)],
+    emptyNet: (o.emptyNs & CLONE_NEWNET) !== 0,
     prevImagesDir: o.parentImg || undefined,
     cgroups: {
       mode: cgroupMode(o),
@@ -339,6 +353,15 @@ export function dumpOptions(o: criu_opts, dirs: Dirs, place: RpcPlace): DumpOpti
     },
     freezeCgroup: o.freezeCgroup || undefined,
   };
+}
+
+/** The key a dump's external network namespace is to be inherited as. */
+function netKeyOf(dir: string): string | undefined {
+  try {
+    return ImageDir.open(dir).readNamespaces()?.net?.externalKey || undefined;
+  } catch {
+    return undefined; // restore itself says what is wrong with the directory
+  }
 }
 
 /** CRIU: manage_cgroups true is soft, false ignore; a mode overrides it;
@@ -393,22 +416,37 @@ export function restoreOptions(o: criu_opts, dirs: Dirs): RestoreOptions {
   }
   const inherit = new Map<string, number>();
   for (const i of o.inheritFd) {
-    if (!/^(pipe|socket):\[\d+\]$/.test(i.key) && !i.key.startsWith("/")) {
+    const nsKey = i.key === netKeyOf(dirs.imagesDir);
+    if (!nsKey && !/^(pipe|socket):\[\d+\]$/.test(i.key) && !i.key.startsWith("/")) {
       throw new RpcRefused("RESTORE", [
-        `inherit_fd key '${i.key}': ckpt inherits pipe:[INO], socket:[INO] and paths (a key ` +
-        `such as extRootNetNS names a namespace: ${NEEDS_NS})`,
+        `inherit_fd key '${i.key}': ckpt inherits pipe:[INO], socket:[INO], paths, and the ` +
+        `network namespace dumped as external net[INO]:KEY (these images have ${
+          netKeyOf(dirs.imagesDir) ?? "none"
+        })`,
       ]);
     }
     inherit.set(i.key, i.fd);
   }
+  const veths = new Map<string, VethExternal>([
+    ...parseVethExternals(o.external),
+    ...o.veths.map((p) => [p.ifIn, { outside: p.ifOut }] as [string, VethExternal]),
+  ]);
   return {
     dir: dirs.imagesDir,
     shellJob: o.shellJob,
     extUnixSk: extUnixSk(o),
     inherit,
+    emptyNet: (o.emptyNs & CLONE_NEWNET) !== 0,
+    joinNet: o.joinNs.find((j) => j.ns === "net")?.nsFile,
+    veths,
     sibling: o.rstSibling,
     lazyPages: o.lazyPages,
     fileValidation: "filesize",
+    root: o.root || undefined,
+    externalMounts: new Map([
+      ...restoreExternals(o.external),
+      ...o.extMnt.map((e): [string, string] => [e.key, e.val]),
+    ]),
     cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o) },
   };
 }

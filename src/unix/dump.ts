@@ -19,6 +19,7 @@ import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
 import { permitted, refusal, requirementFor } from "./policy.ts";
 import { resolvedDir } from "./paths.ts";
+import { treePath } from "../mount/view.ts";
 import { credsOf, ownerProblem } from "../files/owner.ts";
 
 const EADDRINUSE = 98;
@@ -184,7 +185,7 @@ export class UnixDumper {
       return;
     }
     const path = showName(sock.name);
-    const at = path.startsWith("/") ? path : `/proc/${pid}/cwd/${path}`;
+    const at = path.startsWith("/") ? treePath(path) : `/proc/${pid}/cwd/${path}`;
     try {
       const st = Deno.lstatSync(at);
       if (!st.isSocket || (diag.vfs && st.ino !== diag.vfs.ino)) throw new Error("replaced");
@@ -217,7 +218,7 @@ export class UnixDumper {
       const parent = path.slice(0, path.lastIndexOf("/")) || "/";
       let dir: { gid: number; setgid: boolean } | undefined;
       try {
-        const d = Deno.statSync(parent);
+        const d = Deno.statSync(treePath(parent));
         dir = { gid: d.gid ?? 0, setgid: ((d.mode ?? 0) & 0o2000) !== 0 };
       } catch { /* gone: restore says so */ }
       const c = credsOf(pid);

@@ -21,11 +21,11 @@
 // A name no longer leading to its socket at dump (unlinked, replaced by
 // another socket's file, or in a directory deleted since) is not bound
 // here at all but in a private place (files/private_place.ts).
+import { openAt, treeRealPath } from "../mount/view.ts";
 import { RestoreError } from "../errors.ts";
 import { asTask, type Authority } from "../native/creds.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
 import {
-  AT_FDCWD,
   openat2,
   RESOLVE_NO_MAGICLINKS,
   RESOLVE_NO_SYMLINKS,
@@ -79,7 +79,7 @@ export class NameDir {
     };
     let dfd = -1;
     try {
-      dfd = openat2(AT_FDCWD, real, O.PATH | O.DIRECTORY | O.CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
+      dfd = openAt(real, O.PATH | O.DIRECTORY | O.CLOEXEC, RESOLVE_NO_SYMLINKS);
     } catch (err) {
       fail(`cannot open its directory ${real}: ${whyFailed(err, a)}`);
     }
@@ -88,7 +88,7 @@ export class NameDir {
       // must still lead where they led then.
       let via = -1;
       try {
-        via = openat2(AT_FDCWD, dir, O.PATH | O.DIRECTORY | O.CLOEXEC, 0, RESOLVE_NO_MAGICLINKS);
+        via = openAt(dir, O.PATH | O.DIRECTORY | O.CLOEXEC, RESOLVE_NO_MAGICLINKS);
         const x = fstat(via), y = fstat(dfd);
         if (x.dev !== y.dev || x.ino !== y.ino) {
           fdops.close(dfd);
@@ -287,7 +287,7 @@ export function resolvedDir(path: string): string {
   if (!path.startsWith("/")) return "";
   const dir = path.slice(0, path.lastIndexOf("/")) || "/";
   try {
-    const real = Deno.realPathSync(dir);
+    const real = treeRealPath(dir);
     return real === dir ? "" : real;
   } catch {
     return "";

@@ -12,6 +12,9 @@ import { anonfdSymbols } from "./anonfd.ts";
 import { fdtableSymbols } from "./fdtable.ts";
 import { ttySymbols } from "./tty.ts";
 import { credsSymbols } from "./creds.ts";
+import { nsSymbols } from "./ns.ts";
+import { rtnlSymbols } from "./rtnl.ts";
+import { mountSymbols } from "./mount.ts";
 import { inetskSymbols } from "./inetsk.ts";
 import { privateSymbols } from "./private.ts";
 
@@ -30,9 +33,12 @@ export const symbols = {
   ...fdtableSymbols,
   ...ttySymbols,
   ...credsSymbols,
+  ...nsSymbols,
+  ...rtnlSymbols,
+  ...mountSymbols,
   ...inetskSymbols,
   ...privateSymbols,
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
-export const ABI_VERSION = 9;
+export const ABI_VERSION = 10;
