@@ -12,6 +12,7 @@ import {
   until,
   WORKLOADS,
 } from "./helpers/proc.ts";
+import { dumpTree, killAll, restoreTree } from "./helpers/tree.ts";
 
 function stat(pid: number) {
   const s = readText(`/proc/${pid}/stat`);
@@ -227,6 +228,46 @@ Deno.test("a child sharing its parent's fd table and fs info (CLONE_FILES|CLONE_
   } finally {
     if (child) await killAndForget(child);
     await killAndForget(p.pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("shared anonymous memory written only by a child that has exited comes back with its content (the object's pages, not the tasks' page tables)", async () => {
+  const dir = await tempDir("shm-exited");
+  // The parent maps 64 pages shared and never touches them; a child fills
+  // every other one and exits, so no task left has them in its page tables.
+  const prog = `import mmap, os, sys, time
+d = sys.argv[1]
+m = mmap.mmap(-1, 64 * 4096, mmap.MAP_SHARED)
+pid = os.fork()
+if pid == 0:
+    for i in range(0, 64, 2):
+        m[i * 4096:i * 4096 + 8] = b"page%04d" % i
+    os._exit(0)
+os.waitpid(pid, 0)
+open(f"{d}/ready", "w").close()
+while not os.path.exists(f"{d}/go"):
+    time.sleep(0.02)
+ok = all(m[i * 4096:i * 4096 + 8] == (b"page%04d" % i if i % 2 == 0 else bytes(8)) for i in range(64))
+open(f"{d}/result", "w").write("ok" if ok else "wrong")
+time.sleep(60)`;
+  const p = startSession(["python3", "-c", prog, dir]);
+  try {
+    await until("child done", () => {
+      try {
+        Deno.statSync(`${dir}/ready`);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    await dumpTree(p.pid, p.status, `${dir}/images`, [p.pid]);
+    await restoreTree(`${dir}/images`);
+    Deno.writeTextFileSync(`${dir}/go`, "");
+    await until("checked", () => readText(`${dir}/result`) !== "");
+    assertEquals(readText(`${dir}/result`), "ok");
+  } finally {
+    await killAll([p.pid]);
     await Deno.remove(dir, { recursive: true });
   }
 });

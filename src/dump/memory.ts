@@ -154,6 +154,39 @@ export function hasRuns(v: Vma, runs: PageRun[]): boolean {
   return runs.some((r) => r.vaddr >= v.start && r.vaddr < v.end);
 }
 
+const SEEK_DATA = 3, SEEK_HOLE = 4, ENXIO = 6;
+
+/** The address ranges of shared anonymous mapping v whose pages its object
+ * holds (in memory or swapped), whichever task wrote them: SEEK_DATA and
+ * SEEK_HOLE on the object, opened through map_files. */
+function sharedPages(pid: number, v: Vma): [bigint, bigint][] {
+  const n = fdops.open(
+    `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`,
+    O.RDONLY | O.CLOEXEC,
+  );
+  const out: [bigint, bigint][] = [];
+  try {
+    const first = v.pgoff, last = v.pgoff + (v.end - v.start);
+    for (let at = first; at < last;) {
+      let data: bigint;
+      try {
+        data = fdops.lseek(n, at, SEEK_DATA);
+      } catch (err) {
+        if (err instanceof NativeError && err.errno === ENXIO) break; // a hole to the end
+        throw err;
+      }
+      if (data >= last) break;
+      const hole = fdops.lseek(n, data, SEEK_HOLE);
+      const from = data - (data % PAGE), to = hole < last ? (hole + PAGE - 1n) / PAGE * PAGE : last;
+      out.push([v.start + (from - first), v.start + (to - first)]);
+      at = to;
+    }
+  } finally {
+    fdops.close(n);
+  }
+  return out;
+}
+
 /** Pages of shared anonymous objects already saved by an earlier task, by
  * object (inode) and page index within it. */
 export type SharedClaims = Map<number, Set<bigint>>;
@@ -198,17 +231,22 @@ export function planPages(
   try {
     for (const v of vmas) {
       if (!takesPages(v.kind)) continue;
+      fence = runs.length;
+      if (v.kind === VmaKind.VMA_ANON_SHARED) {
+        // The object's pages, not this task's page tables: one a task that
+        // has exited had written (a PostgreSQL backend filling shared
+        // buffers) is mapped by none of those left.
+        for (const [a, b] of sharedPages(pid, v)) {
+          unclaimed(claimSet(claims, v.shmemId), v, a, b, (x, y) => add(x, y, false));
+        }
+        continue;
+      }
       const regions = pagemapScan(pm, v.start, v.end, {
         anyOf: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
         report: REPORT,
       });
-      fence = runs.length;
       for (const r of regions) {
         if (!wanted(v.kind, r.categories)) continue;
-        if (v.kind === VmaKind.VMA_ANON_SHARED) {
-          unclaimed(claimSet(claims, v.shmemId), v, r.start, r.end, (a, b) => add(a, b, false));
-          continue;
-        }
         const unchanged = parent && (r.categories & PAGE_IS.WPALLOWED) !== 0n &&
           (r.categories & PAGE_IS.WRITTEN) === 0n;
         if (!unchanged) add(r.start, r.end, false);
