@@ -14,6 +14,7 @@ import {
   startSession,
   tempDir,
   until,
+  WORKLOADS,
 } from "./helpers/proc.ts";
 import { childrenOf } from "./helpers/tree.ts";
 
@@ -232,3 +233,79 @@ Deno.test("dbus-daemon: its bus answers after restore, with the names it had", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("PostgreSQL (run as its own user, restored by root): postmaster and its workers come back with their shared buffers; rows written before the dump read back, new ones commit", async () => {
+  const postgresBin = await ensureProgram("pg_config", "postgresql");
+  assert(postgresBin);
+  const bin = [...Deno.readDirSync("/usr/lib/postgresql")].map((e) => e.name).sort().at(-1);
+  assert(bin, "a PostgreSQL under /usr/lib/postgresql");
+  const pgbin = `/usr/lib/postgresql/${bin}/bin`;
+  const dir = await tempDir("pg");
+  const images = await tempDir("pg-images");
+  Deno.chmodSync(dir, 0o755);
+  const data = `${dir}/data`;
+  const asPg = (cmd: string) =>
+    new Deno.Command("su", {
+      args: ["postgres", "-s", "/bin/sh", "-c", cmd],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const psql = async (sql: string) => {
+    const o = await asPg(`${pgbin}/psql -h ${dir} -p 5432 -d postgres -tAc "${sql}"`);
+    return new TextDecoder().decode(o.stdout).trim() ||
+      new TextDecoder().decode(o.stderr).trim();
+  };
+  const owner = new Deno.Command("chown", { args: ["postgres", dir] }).outputSync();
+  assert(owner.success, "chown to postgres");
+  const init = await asPg(`${pgbin}/initdb -D ${data} -A trust`);
+  assert(init.success, new TextDecoder().decode(init.stderr));
+  const started = await asPg(
+    `${WORKLOADS}/sessionexec ${pgbin}/postgres -D ${data} -k ${dir} -p 5432 ` +
+      `-c listen_addresses= </dev/null >${dir}/log 2>&1 &`,
+  );
+  assert(started.success);
+  let pid = 0;
+  try {
+    await until(
+      "postmaster.pid",
+      () => readText(`${data}/postmaster.pid`).includes("ready"),
+      30_000,
+    );
+    pid = Number(readText(`${data}/postmaster.pid`).split("\n")[0]);
+    await psql("create table t(n int)");
+    await psql("insert into t select generate_series(1, 1000)");
+    assertEquals(await psql("select count(*) from t"), "1000");
+    const workers = childrenOf(pid);
+    const d = await runCkpt(["dump", "-t", String(pid), "-D", `${images}/img`]);
+    assertEquals(d.code, 0, `dump failed: ${d.stderr}`);
+    await until(`pid ${pid} free`, () => gone(pid) && workers.every(gone));
+    const r = await runCkpt(["restore", "-D", `${images}/img`, "-d"]);
+    assertEquals(r.code, 0, `restore failed: ${r.stderr}`);
+    assertEquals(childrenOf(pid), workers, "the same workers");
+    assertEquals(await psql("select sum(n) from t"), "500500");
+    await psql("insert into t values (1001)");
+    assertEquals(await psql("select count(*) from t"), "1001");
+  } finally {
+    if (pid) {
+      for (const c of childrenOf(pid)) await killAndForget(c);
+      await killAndForget(pid);
+    }
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(images, { recursive: true });
+    removeSegmentsOf("postgres");
+  }
+});
+
+/** System V segments of `user` nobody has attached (a killed postmaster's). */
+function removeSegmentsOf(user: string): void {
+  const uid = readText("/etc/passwd").split("\n").find((l) => l.startsWith(`${user}:`))
+    ?.split(":")[2];
+  for (const line of readText("/proc/sysvipc/shm").split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    // key shmid perms size cpid lpid nattch uid …
+    if (f.length > 7 && f[7] === uid && f[6] === "0") {
+      new Deno.Command("ipcrm", { args: ["-m", f[1]] }).outputSync();
+    }
+  }
+}
