@@ -204,9 +204,16 @@ Deno.test("dump leaves an existing -D as it was, removes what it created when re
     const shared = `${dir}/shared`;
     Deno.mkdirSync(shared);
     Deno.chmodSync(shared, 0o1777);
-    let r = await runCkpt(["dump", "-t", String(p.pid), "-D", shared, "-R"]);
+    // Restore would refuse images there: a killing dump is refused before
+    // anything is frozen, one that lets the tree run warns.
+    let r = await runCkpt(["dump", "-t", String(p.pid), "-D", shared]);
+    assertEquals(r.code, 1);
+    assertStringIncludes(r.stderr, "restore would refuse the images; dump into a directory");
+    assertEquals(alive(p.pid), true);
+    assertEquals([...Deno.readDirSync(shared)], [], "nothing written");
+    r = await runCkpt(["dump", "-t", String(p.pid), "-D", shared, "-R"]);
     assertEquals(r.code, 0, r.stderr);
-    assertStringIncludes(r.stderr, "restore will refuse images there unless given --trust-images");
+    assertStringIncludes(r.stderr, "restore would refuse the images unless given --trust-images");
     assertEquals(Deno.statSync(shared).mode! & 0o7777, 0o1777, "-D /tmp must not break /tmp");
     assertEquals(Deno.statSync(`${shared}/inventory.img`).mode! & 0o777, 0o600);
     // No lock file is left for the pid.

@@ -23,7 +23,7 @@ import {
   type RestoreOptions as EngineRestoreOptions,
 } from "../restore/restore.ts";
 import { Locks } from "../util/lock.ts";
-import { checkTrust, euid } from "../images/trust.ts";
+import { checkTrust, untrustedPlace } from "../images/trust.ts";
 import { log } from "../util/log.ts";
 
 export type { DumpOptions, DumpResult, PreDumpOptions, PreDumpResult, Restored };
@@ -35,7 +35,8 @@ export interface RestoreOptions extends EngineRestoreOptions {
 
 export function dump(opts: DumpOptions): Promise<DumpResult> {
   // A dry run writes nothing: no directory is made or locked.
-  const guarded = opts.dryRun ? { pid: opts.pid } : opts;
+  const killing = !opts.leaveRunning && !opts.leaveStopped;
+  const guarded = opts.dryRun ? { pid: opts.pid } : { ...opts, killing };
   return guardedDump(guarded, "dump", () => dumpEngine(opts));
 }
 
@@ -46,7 +47,18 @@ export function preDump(opts: PreDumpOptions): Promise<PreDumpResult> {
 /** mkdir -p with mode 0700 for what is new; returns the directories it
  * created, deepest last. An existing directory is left as it is, but one
  * restore will not trust is said now. */
-function makeImagesDir(dir: string): string[] {
+function makeImagesDir(dir: string, killing: boolean): string[] {
+  // Restore refuses images another user could have swapped: a dump that
+  // would kill the tree is refused before anything happens (the process
+  // would be lost to a default restore); one that lets it run warns.
+  const untrusted = untrustedPlace(dir);
+  if (untrusted && killing) {
+    throw new DumpError(
+      `${untrusted}; dump into a directory only you and root can change (or with -R, and ` +
+        `restore with --trust-images)`,
+    );
+  }
+  if (untrusted) log.warn(`${untrusted} unless given --trust-images`);
   const missing: string[] = [];
   for (let d = dir.replace(/\/+$/, "") || "/"; d && d !== "/" && d !== ".";) {
     try {
@@ -63,22 +75,6 @@ function makeImagesDir(dir: string): string[] {
   } catch (err) {
     removeCreated(missing.filter((d) => exists(d)));
     throw new DumpError(`${dir}: cannot create the images directory: ${(err as Error).message}`);
-  }
-  if (missing.length === 0) {
-    try {
-      const st = Deno.statSync(dir);
-      const mode = (st.mode ?? 0) & 0o7777;
-      if (st.isDirectory && (mode & 0o022 || st.uid !== euid())) {
-        log.warn(
-          `${dir} is ${
-            mode & 0o022
-              ? `writable by others (mode 0${mode.toString(8)})`
-              : `owned by uid ${st.uid}`
-          }: ` +
-            `restore will refuse images there unless given --trust-images`,
-        );
-      }
-    } catch { /* ImageDir.create says what is wrong */ }
   }
   return missing;
 }
@@ -103,7 +99,7 @@ function removeCreated(dirs: string[]): void {
 
 /** Locks on the tree and the directory around a dump engine. */
 async function guardedDump<T>(
-  opts: { pid: number; dir?: string },
+  opts: { pid: number; dir?: string; killing?: boolean },
   what: string,
   engine: () => Promise<T>,
 ): Promise<T> {
@@ -113,7 +109,7 @@ async function guardedDump<T>(
     locks.pid(opts.pid, "dumping");
     // A dry run writes nothing, so it needs no directory.
     if (opts.dir !== undefined) {
-      created = makeImagesDir(opts.dir);
+      created = makeImagesDir(opts.dir, opts.killing ?? false);
       locks.dir(opts.dir);
     }
     // Alive at the start (not a zombie): if it is dead after a failure, it

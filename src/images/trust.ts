@@ -44,7 +44,7 @@ function check(
 /** Each directory above `real` (a path without symlinks): owned by root or
  * the caller, and writable by nobody else unless sticky (then nobody else
  * can rename the caller's or root's entries in it). */
-function checkAncestors(real: string, me: number, what: string): void {
+function checkAncestors(real: string, me: number, what: string, hint = HINT): void {
   const parts = real.split("/").filter(Boolean);
   for (let i = parts.length - 1; i >= 0; i--) {
     const dir = "/" + parts.slice(0, i).join("/");
@@ -54,7 +54,7 @@ function checkAncestors(real: string, me: number, what: string): void {
       throw new ImageError(
         real,
         `${dir}, a directory above ${what}, is owned by uid ${st.uid}, who could put other ` +
-          `images in their place; restore refuses them: ${HINT}`,
+          `images in their place; ${hint}`,
       );
     }
     if ((mode & 0o022) && !(mode & STICKY)) {
@@ -62,11 +62,49 @@ function checkAncestors(real: string, me: number, what: string): void {
         real,
         `${dir}, a directory above ${what}, is writable by ${
           mode & 0o002 ? "others" : "its group"
-        } (mode 0${mode.toString(8)}), who could put other images in their place; ` +
-          `restore refuses them: ${HINT}`,
+        } (mode 0${mode.toString(8)}), who could put other images in their place; ${hint}`,
       );
     }
   }
+}
+
+/** Dump: why restore would not trust images written to `dir` (itself, if
+ * it exists, or a directory above it another user may change), or
+ * undefined. */
+export function untrustedPlace(dir: string): string | undefined {
+  const me = euid();
+  const rest: string[] = [];
+  let d = dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`;
+  d = d.replace(/\/+$/, "") || "/";
+  for (;;) {
+    try {
+      Deno.lstatSync(d);
+      break;
+    } catch {
+      rest.unshift(d.slice(d.lastIndexOf("/") + 1));
+      d = d.slice(0, d.lastIndexOf("/")) || "/";
+    }
+  }
+  const hint = "restore would refuse the images";
+  try {
+    // Only what exists is looked at: the directories dump makes are its own.
+    const real = [Deno.realPathSync(d), ...rest.slice(0, 1)].join("/").replace(/^\/\//, "/");
+    if (rest.length === 0) {
+      const st = Deno.statSync(real);
+      const mode = (st.mode ?? 0) & 0o7777;
+      if (st.uid !== me) return `${dir} is owned by uid ${st.uid}; ${hint}`;
+      if (mode & 0o022) {
+        return `${dir} is writable by ${mode & 0o002 ? "others" : "its group"} (mode 0${
+          mode.toString(8)
+        }); ${hint}`;
+      }
+    }
+    checkAncestors(real, me, "the images directory", hint);
+  } catch (err) {
+    if (err instanceof ImageError) return err.message.replace(/^[^:]*: /, "");
+    throw err;
+  }
+  return undefined;
 }
 
 /** Throws unless the directory, its parents and each of its entries are the
