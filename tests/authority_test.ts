@@ -425,3 +425,101 @@ Deno.test("a bound socket's path swapped for a symlink while root restores it: r
     assertEquals(outcomes.restored + outcomes.refused, ROUNDS);
   });
 });
+
+Deno.test("UNIX sockets made for a user's task carry the user's credentials to their peers (SO_PEERCRED), never root's: a listener, a socketpair, a client reconnected to a root server outside", async () => {
+  await withUser(async (u) => {
+    const d = u.dir;
+    // Outside the tree, run by root: a server that tells the uid of each
+    // client that connects (SO_PEERCRED).
+    const server = new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)
+import os; os.chmod(sys.argv[1], 0o777)
+while True:
+    c, _ = s.accept()
+    pid, uid, gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    open(sys.argv[2], "a").write(f"{uid} {gid}\\n")`,
+        `${d}/root.sock`,
+        `${d}/root.log`,
+      ],
+      stdin: "null",
+      stdout: "null",
+    }).spawn();
+    const prog = `import os, socket, struct, sys, time
+d = sys.argv[1]
+cred = lambda s: struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1:]
+l = socket.socket(socket.AF_UNIX); l.bind(f"{d}/user.sock"); l.listen(4)
+a, b = socket.socketpair()
+c = socket.socket(socket.AF_UNIX); c.connect(f"{d}/root.sock")
+open(f"{d}/ino", "w").write(str(os.fstat(c.fileno()).st_ino))
+while not os.path.exists(f"{d}/go"):
+    time.sleep(0.02)
+x, _ = l.accept()
+open(f"{d}/report", "w").write(f"pair {cred(a)} {cred(b)} accepted {cred(x)}\\n")
+time.sleep(60)`;
+    await until("the root server", () => {
+      try {
+        return Deno.statSync(`${d}/root.sock`).isSocket === true;
+      } catch {
+        return false;
+      }
+    });
+    const p = startSession(userPython(u, prog, d));
+    let pid = p.pid;
+    try {
+      await until("the user's tree ready", () => readText(`${d}/ino`) !== "");
+      await until("its first connection seen", () => readText(`${d}/root.log`) !== "");
+      const ino = readText(`${d}/ino`);
+      const images = await rootImages();
+      const r = await runCkpt(["dump", "-t", String(p.pid), "-D", images, `--ext-unix-sk=${ino}`]);
+      assertEquals(r.code, 0, `dump failed: ${r.stderr}`);
+      await p.status;
+      await until(`pid ${pid} free`, () => gone(pid));
+      await restored(images, pid);
+      // The client reconnected to the root server: seen as the user.
+      await until("reconnected", () => readText(`${d}/root.log`).split("\n").length > 2);
+      assertEquals(readText(`${d}/root.log`), `${u.uid} ${u.gid}\n${u.uid} ${u.gid}\n`);
+      // Root connects to the restored listener: the listener is the user's.
+      const check = new Deno.Command("python3", {
+        args: [
+          "-c",
+          `import socket, struct, sys
+c = socket.socket(socket.AF_UNIX); c.connect(sys.argv[1])
+print(*struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1:])
+open(sys.argv[2], "w").close()
+c.recv(1)`,
+          `${d}/user.sock`,
+          `${d}/go`,
+        ],
+        stdout: "piped",
+        stdin: "null",
+      }).spawn();
+      const reader = check.stdout.getReader();
+      let seen = "";
+      while (!seen.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        seen += new TextDecoder().decode(value);
+      }
+      seen = seen.trim();
+      reader.releaseLock();
+      assertEquals(seen, `${u.uid} ${u.gid}`, "the restored listener is the user's");
+      await until("the task's report", () => readText(`${d}/report`) !== "");
+      assertEquals(
+        readText(`${d}/report`),
+        `pair (${u.uid}, ${u.gid}) (${u.uid}, ${u.gid}) accepted (0, 0)\n`,
+        "the socketpair's ends see the user; the connection root made is root's",
+      );
+      check.kill("SIGKILL");
+      await check.status;
+      await check.stdout.cancel().catch(() => {});
+    } finally {
+      server.kill("SIGKILL");
+      await server.status;
+      await killAndForget(pid);
+      pid = 0;
+    }
+  });
+});

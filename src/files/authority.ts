@@ -37,6 +37,8 @@ export function authorityOf(core: TaskCore): Authority {
   return {
     fsuid,
     fsgid: c?.gids[3] ?? c?.gids[1] ?? 0,
+    euid: c?.uids[1] ?? fsuid,
+    egid: c?.gids[1] ?? c?.gids[3] ?? 0,
     groups: c?.groups ?? [],
     capEff: c?.capEff ?? 0n,
     who: `pid ${core.pid} (uid ${fsuid})`,

@@ -12,6 +12,10 @@ import { NativeError } from "./mod.ts";
 export interface Authority {
   fsuid: number;
   fsgid: number;
+  /** Effective ids (what a socket's peer sees, SO_PEERCRED); fsuid/fsgid
+   * when not given. */
+  euid?: number;
+  egid?: number;
   groups: number[];
   capEff: bigint;
   /** For messages: "pid 123 (uid 1000)". */

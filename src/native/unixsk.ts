@@ -70,11 +70,51 @@ export function rawName(shown: string): Uint8Array<ArrayBuffer> {
   return new Uint8Array(b);
 }
 
+/** The effective ids a socket is paired, connected or made to listen with:
+ * the kernel gives the other end those as SO_PEERCRED. */
+export interface SockIds {
+  euid: number;
+  egid: number;
+}
+
+/** ck_unix_as: op 0 connect, 1 listen, 2 socketpair, as `ids`. */
+function callAs(
+  op: number,
+  fd: number,
+  addr: Uint8Array<ArrayBuffer>,
+  n: number,
+  ids: SockIds,
+): { rc: bigint; pair: [number, number] } {
+  const pair = new Int32Array(2), broke = new Int32Array(1);
+  const rc = native().ck_unix_as(
+    op,
+    fd,
+    addr,
+    addr.length,
+    n,
+    ids.euid,
+    ids.egid,
+    new Uint8Array(pair.buffer),
+    new Uint8Array(broke.buffer),
+  );
+  if (broke[0]) {
+    // Going on with another uid's ids would act with them: stop instead.
+    console.error("ckpt: could not switch this thread's ids back after a socket call; stopping");
+    Deno.exit(70);
+  }
+  return { rc, pair: [pair[0], pair[1]] };
+}
+
 export const unixsk = {
   socket(type: number): number {
     return check(native().ck_socket(AF_UNIX, type | SOCK.CLOEXEC, 0), "socket(AF_UNIX)");
   },
-  pair(type: number): [number, number] {
+  pair(type: number, ids?: SockIds): [number, number] {
+    if (ids) {
+      const r = callAs(2, -1, new Uint8Array(0), type | SOCK.CLOEXEC, ids);
+      check(r.rc, "socketpair", `as uid ${ids.euid}`);
+      return r.pair;
+    }
     const p = new Int32Array(2);
     check(
       native().ck_socketpair(AF_UNIX, type | SOCK.CLOEXEC, 0, new Uint8Array(p.buffer)),
@@ -86,8 +126,11 @@ export const unixsk = {
     const a = sockaddr(name);
     check(native().ck_bind(fd, a, a.length), "bind", showName(name));
   },
-  listen(fd: number, backlog: number): void {
-    check(native().ck_listen(fd, backlog), "listen", `fd ${fd}`);
+  listen(fd: number, backlog: number, ids?: SockIds): void {
+    const rc = ids
+      ? callAs(1, fd, new Uint8Array(0), backlog, ids).rc
+      : native().ck_listen(fd, backlog);
+    check(rc, "listen", `fd ${fd}`);
   },
   /** Waits for the next connection on listening socket fd (off the JS
    * thread); the new socket is close-on-exec. */
@@ -116,14 +159,15 @@ export const unixsk = {
     );
     return { pid: v[0], uid: v[1], gid: v[2] };
   },
-  connect(fd: number, name: Uint8Array): void {
+  connect(fd: number, name: Uint8Array, ids?: SockIds): void {
     const a = sockaddr(name);
-    check(native().ck_connect(fd, a, a.length), "connect", `to ${showName(name)}`);
+    const rc = ids ? callAs(0, fd, a, 0, ids).rc : native().ck_connect(fd, a, a.length);
+    check(rc, "connect", `to ${showName(name)}`);
   },
   /** connect(2) that returns the errno instead of throwing (0 on success). */
-  tryConnect(fd: number, name: Uint8Array): number {
+  tryConnect(fd: number, name: Uint8Array, ids?: SockIds): number {
     const a = sockaddr(name);
-    const rc = native().ck_connect(fd, a, a.length);
+    const rc = ids ? callAs(0, fd, a, 0, ids).rc : native().ck_connect(fd, a, a.length);
     return rc < 0n ? Number(-rc) : 0;
   },
   shutdown(fd: number, how: number): void {

@@ -41,7 +41,7 @@ import {
   S_IFMT,
   typeName,
 } from "../native/fsops.ts";
-import { showName, SOCK, unixsk } from "../native/unixsk.ts";
+import { showName, SOCK, type SockIds, unixsk } from "../native/unixsk.ts";
 import { readUnixSocket } from "./diag.ts";
 import { UDIAG_SHOW } from "../native/sockdiag.ts";
 import { whyFailed } from "../files/authority.ts";
@@ -265,7 +265,9 @@ export function connectAs(
   resolved: string,
   what: string,
 ): number {
-  if (name.length === 0 || name[0] === 0) return unixsk.tryConnect(n, name);
+  // As the task's effective ids: the server sees them (SO_PEERCRED).
+  const ids = socketIds(a);
+  if (name.length === 0 || name[0] === 0) return unixsk.tryConnect(n, name, ids);
   const path = showName(name);
   return asTask(a, () => {
     const d = NameDir.open(a, path, resolved, what);
@@ -273,11 +275,19 @@ export function connectAs(
       const st = d.stat();
       if (!st) return ENOENT;
       if ((st.mode & S_IFMT) !== S_IF.SOCK) return ECONNREFUSED;
-      return unixsk.tryConnect(n, d.viaFd());
+      return unixsk.tryConnect(n, d.viaFd(), ids);
     } finally {
       d.close();
     }
   });
+}
+
+/** The ids a socket made for task `a` is connected, paired or made to
+ * listen with, so its peer sees the task (SO_PEERCRED) and never root in
+ * its place; undefined for a root task (ckpt's own ids already). */
+export function socketIds(a: Authority): SockIds | undefined {
+  const euid = a.euid ?? a.fsuid, egid = a.egid ?? a.fsgid;
+  return euid === 0 && egid === 0 ? undefined : { euid, egid };
 }
 
 /** Where the directory of a socket path led at dump when symlinks were on

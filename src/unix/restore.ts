@@ -28,12 +28,13 @@ import {
   SHUT_WR,
   SO,
   SOCK,
+  type SockIds,
   SOL_SOCKET,
   unixsk,
 } from "../native/unixsk.ts";
 import { log } from "../util/log.ts";
 import type { Authority } from "../native/creds.ts";
-import { addressOf, bindAs, connectAs, resolvedDir } from "./paths.ts";
+import { addressOf, bindAs, connectAs, resolvedDir, socketIds } from "./paths.ts";
 import { PrivatePlace } from "../files/private_place.ts";
 import { SenderPids } from "./sender_pids.ts";
 
@@ -94,6 +95,8 @@ export class UnixSockets {
     accepted: UnixSocketFile;
     client: number;
     from: UnixSocketFile | number;
+    /** The connecting end's ids (what the accepted end sees as its peer). */
+    ids?: SockIds;
   }[] = [];
   /** Listeners ckpt holds an abstract name with until acceptAgain. */
   private readonly tempListeners = new Map<string, number>();
@@ -173,7 +176,9 @@ export class UnixSockets {
       this.create();
       this.bindAll();
       for (const s of this.socks) {
-        if (s.state === LISTEN && this.fds.has(s.ino)) unixsk.listen(this.fd(s), s.backlog);
+        if (s.state === LISTEN && this.fds.has(s.ino)) {
+          unixsk.listen(this.fd(s), s.backlog, this.ids(s));
+        }
       }
       this.acceptAgain();
       this.connectPending();
@@ -214,8 +219,22 @@ export class UnixSockets {
    * --inherit-fd), by its path as the task. 0 or the errno. */
   private connectTo(s: UnixSocketFile, t: UnixSocketFile): number {
     const addr = this.reach(t);
-    if (addr) return unixsk.tryConnect(this.fd(s), addr);
+    if (addr) return unixsk.tryConnect(this.fd(s), addr, this.ids(s));
     return connectAs(this.auth(s), this.fd(s), t.name, t.nameDir, this.desc(s));
+  }
+
+  /** The ids s is connected or made to listen with (its peer's
+   * SO_PEERCRED): its task's. */
+  private ids(s: UnixSocketFile): SockIds | undefined {
+    return socketIds(this.auth(s));
+  }
+
+  /** A pair's two ends get one set of peer credentials, the maker's: the
+   * tasks' when they have the same, otherwise the one that is not root's
+   * (the root end then sees less than it did, never the other way). */
+  private pairIds(s: UnixSocketFile, peer: UnixSocketFile): SockIds | undefined {
+    const a = this.ids(s), b = this.ids(peer);
+    return a ?? b;
   }
 
   private auth(s: UnixSocketFile): Authority {
@@ -305,9 +324,9 @@ export class UnixSockets {
         this.fds.set(s.ino, unixsk.socket(s.type));
         this.fds.set(peer!.ino, unixsk.socket(s.type));
         const client = accepted === s ? peer! : s;
-        this.toAccept.push({ accepted, client: this.fd(client), from });
+        this.toAccept.push({ accepted, client: this.fd(client), from, ids: this.ids(client) });
       } else if (mutual) {
-        const [a, b] = unixsk.pair(s.type);
+        const [a, b] = unixsk.pair(s.type, this.pairIds(s, peer));
         this.fds.set(s.ino, a);
         this.fds.set(peer.ino, b);
       } else if (fromGone !== undefined) {
@@ -315,13 +334,13 @@ export class UnixSockets {
         const b = unixsk.socket(s.type);
         this.pairOf.set(s.ino, b);
         this.madeAsPair.add(s.ino);
-        this.toAccept.push({ accepted: s, client: b, from: fromGone });
+        this.toAccept.push({ accepted: s, client: b, from: fromGone, ids: this.ids(s) });
       } else if (s.peer === UnixPeer.GONE && (streamy || (s.queue.length && !s.name.length))) {
         // The peer end is kept to fill the queue, then closed: the task reads
         // what was queued and then sees the connection end (a DGRAM socket
         // without a name can only have been sent to by that peer, and after
         // it is gone a send fails with ECONNREFUSED, as it did).
-        const [a, b] = unixsk.pair(s.type);
+        const [a, b] = unixsk.pair(s.type, this.ids(s));
         this.fds.set(s.ino, a);
         this.pairOf.set(s.ino, b);
         this.madeAsPair.add(s.ino);
@@ -405,7 +424,7 @@ export class UnixSockets {
       const t = unixsk.socket(a.type);
       try {
         unixsk.bind(t, a.name);
-        unixsk.listen(t, 1);
+        unixsk.listen(t, 1, this.ids(a));
         this.tempListeners.set(key, t);
         temp = t;
       } catch {
@@ -425,9 +444,9 @@ export class UnixSockets {
    * connection taken is the one just made). */
   private acceptAgain(): void {
     try {
-      for (const { accepted: a, client, from } of this.toAccept) {
+      for (const { accepted: a, client, from, ids } of this.toAccept) {
         try {
-          unixsk.connect(client, a.name);
+          unixsk.connect(client, a.name, ids);
           const n = unixsk.acceptReady(typeof from === "number" ? from : this.fd(from));
           fdops.close(this.fd(a));
           this.fds.set(a.ino, n);
@@ -670,7 +689,7 @@ export class UnixSockets {
   private disconnect(s: UnixSocketFile): void {
     const old = this.fd(s);
     if (s.type !== 2) {
-      const [a, b] = unixsk.pair(s.type);
+      const [a, b] = unixsk.pair(s.type, this.ids(s));
       try {
         this.fillStream(s, b);
       } finally {

@@ -7,6 +7,10 @@ export const unixskSymbols = {
   ck_accept: { parameters: ["i32", "i32"], result: "i64", nonblocking: true },
   // The same call, for a connection known to be waiting already.
   ck_accept_ready: { name: "ck_accept", parameters: ["i32", "i32"], result: "i64" },
+  ck_unix_as: {
+    parameters: ["u32", "i32", "buffer", "u32", "i32", "u32", "u32", "buffer", "buffer"],
+    result: "i64",
+  },
   ck_connect: { parameters: ["i32", "buffer", "u32"], result: "i64" },
   ck_shutdown: { parameters: ["i32", "i32"], result: "i64" },
   ck_sockname: { parameters: ["i32", "i32", "buffer", "buffer"], result: "i64" },
