@@ -213,8 +213,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // A dry run leaves the tracking where it is, not the tasks' own files.
     const running = tree.filter((t) => !t.zombie).map((t) => t.pid);
     if (dryRun) {
-      for (const p of running) files.skip(p, trackingLeftIn(p));
-    } else tracker.closeInTasks(running);
+      for (const p of running) files.skip(p, trackingLeftIn(p, files.table(p)));
+    } else {
+      const closed = tracker.closeInTasks(running, false, (p) => files!.table(p));
+      for (const [p, fds] of closed) files.skip(p, fds);
+    }
     // Phase 1, frozen: everything but the page contents.
     const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
       [];

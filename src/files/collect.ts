@@ -14,12 +14,11 @@ import {
   RegFileSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { ERRNO, fd as fdops, NativeError, O, sameFile } from "../native/mod.ts";
-import { readFds } from "../native/fdtable.ts";
-import { listFds } from "../proc/fdinfo.ts";
+import { listFds, type RawFd, readFds } from "../native/fdtable.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
 import type { DumpContext, DumpedFd, LetGo, NetDumpOptions } from "./kind.ts";
-import { kindForDump } from "./registry.ts";
+import { kindForDump, KINDS } from "./registry.ts";
 import { whatIs } from "./unsupported.ts";
 import { localOf } from "./kind.ts";
 import { unlinkedMapping } from "./unlinked.ts";
@@ -129,6 +128,7 @@ export class FileCollector {
   private readonly letGoers: ((how: LetGo) => void)[] = [];
   private readonly pidfds = new Map<number, number>();
   private readonly skipped = new Set<string>();
+  private readonly tables = new Map<number, RawFd[]>();
   private readonly ctx: DumpContext;
   private readonly mappingsOnly: boolean;
   /** flock, OFD and POSIX locks seen in the fds' fdinfo (locks.ts). */
@@ -213,12 +213,18 @@ export class FileCollector {
    * blocker (and left out) so that the others are still looked at. */
   collectFds(pid: number): FdEntry[] {
     const out: FdEntry[] = [];
-    const fds = listFds(pid).filter((n) => !this.skipped.has(`${pid}:${n}`));
-    for (const raw of readFds(pid, fds)) {
+    const table = this.table(pid);
+    this.tables.delete(pid);
+    const fds: DumpedFd[] = [];
+    for (const raw of table) {
+      if (this.skipped.has(`${pid}:${raw.fd}`)) continue;
       if (raw.errno === ERRNO.ENOENT) continue; // closed meanwhile (ckpt's own)
       if (raw.errno) throw new NativeError("reading", raw.errno, `fd ${raw.fd} of pid ${pid}`);
-      const n = raw.fd;
-      const fd = dumpedFd(pid, n, raw.link, raw.info, raw.st);
+      fds.push(dumpedFd(pid, raw.fd, raw.link, raw.info, raw.st));
+    }
+    for (const k of KINDS) k.prefetch?.(fds, this.ctx);
+    for (const fd of fds) {
+      const n = fd.fd;
       const cloexec = (parseInt(fd.info.get("flags") ?? "0", 8) & O.CLOEXEC) !== 0;
       try {
         const fileId = this.fileFor(fd);
@@ -232,6 +238,14 @@ export class FileCollector {
       }
     }
     return out;
+  }
+
+  /** The fd table of frozen task pid as /proc shows it, read once: the
+   * write tracking is looked for in it before collectFds describes it. */
+  table(pid: number): RawFd[] {
+    let t = this.tables.get(pid);
+    if (!t) this.tables.set(pid, t = readFds(pid, listFds(pid)));
+    return t;
   }
 
   /** Called after the last task's collectFds, with every pid: what needs the

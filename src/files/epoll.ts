@@ -17,8 +17,14 @@ import {
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
-import { anonfd, type EpollTarget, epollTargets, isEpollTarget } from "../native/anonfd.ts";
-import { listFds } from "../proc/fdinfo.ts";
+import {
+  anonfd,
+  type EpollTarget,
+  epollTargets,
+  fdStats,
+  isEpollTarget,
+} from "../native/anonfd.ts";
+import { listFds } from "../native/fdtable.ts";
 import { log } from "../util/log.ts";
 import { OP, PHASE, type PlanOp } from "../restore/plan_buffer.ts";
 import { F_SETFL } from "./open_flags.ts";
@@ -66,6 +72,9 @@ interface Pending {
 /** Epolls of one dump whose targets are resolved once every fd is known. */
 class EpollDump {
   readonly pending: Pending[] = [];
+  /** Each task's fd table as the dump read it (prefetch). */
+  readonly tables = new Map<number, readonly DumpedFd[]>();
+  private readonly known = new Map<number, Uint8Array>();
   /** dev:ino → [pid, fd] over the whole tree, made only when a target is
    * not at its own number. */
   private index: Map<string, [number, number][]> | undefined;
@@ -117,19 +126,34 @@ class EpollDump {
   private holders(pids: number[]): Map<string, [number, number][]> {
     if (this.index) return this.index;
     const index = new Map<string, [number, number][]>();
+    const add = (st: Deno.FileInfo, q: number, n: number) => {
+      const key = `${st.dev}:${st.ino}`;
+      const list = index.get(key);
+      if (list) list.push([q, n]);
+      else index.set(key, [[q, n]]);
+    };
     for (const q of pids) {
+      const table = this.tables.get(q);
+      if (table) {
+        for (const fd of table) add(fd.st, q, fd.fd);
+        continue;
+      }
       for (const n of listFds(q)) {
-        let st: Deno.FileInfo;
         try {
-          st = Deno.statSync(`/proc/${q}/fd/${n}`);
-        } catch {
-          continue;
-        }
-        const key = `${st.dev}:${st.ino}`;
-        index.set(key, [...(index.get(key) ?? []), [q, n]]);
+          add(Deno.statSync(`/proc/${q}/fd/${n}`), q, n);
+        } catch { /* closed */ }
       }
     }
     return this.index = index;
+  }
+
+  /** fdStats of pid's table, for epollTargets. */
+  knownOf(pid: number): Uint8Array | undefined {
+    const table = this.tables.get(pid);
+    if (!table) return undefined;
+    let k = this.known.get(pid);
+    if (!k) this.known.set(pid, k = fdStats(table));
+    return k;
   }
 
   private entry(p: Pending, t: EpollTarget, [q, n]: [number, number]): EpollTargetEntry {
@@ -190,10 +214,15 @@ export const epoll: FileKindOps = {
 
   claims: (fd) => fd.link === "anon_inode:[eventpoll]",
 
+  prefetch(fds, ctx) {
+    if (fds.length) ctx.local(epoll, () => new EpollDump(ctx)).tables.set(fds[0].pid, fds);
+  },
+
   dump(fd, ctx) {
     const state = ctx.local(epoll, () => new EpollDump(ctx));
     const body = create(EpollFileSchema, { flags: fd.flags & O.NONBLOCK });
-    state.pending.push({ fd, body, targets: epollTargets(fd.pid, fd.fd, fd.infoText) });
+    const known = state.knownOf(fd.pid);
+    state.pending.push({ fd, body, targets: epollTargets(fd.pid, fd.fd, fd.infoText, known) });
     return { kind: FileKind.FILE_EPOLL, epoll: body };
   },
 

@@ -269,7 +269,7 @@ export class OpenedFiles {
   private open(f: FileEntry, where: string): number {
     const kind = kindOf(f);
     if (!kind) throw new RestoreError(`${where}: file kind ${f.kind} cannot be restored`);
-    const key = kind.inheritKey?.(f);
+    const key = this.ctx.inherit.size ? kind.inheritKey?.(f) : undefined;
     const inherited = key ? this.ctx.inherit.get(key) : undefined;
     if (inherited !== undefined) {
       log.info(`${where}: using inherited fd ${inherited} for ${key}`);

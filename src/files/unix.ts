@@ -50,6 +50,15 @@ export const unix: FileKindOps = {
     return m !== null && dumper(ctx).isUnix(Number(m[1]));
   },
 
+  prefetch(fds, ctx) {
+    const socks: { fd: number; ino: number }[] = [];
+    for (const fd of fds) {
+      const m = /^socket:\[(\d+)\]$/.exec(fd.link);
+      if (m) socks.push({ fd: fd.fd, ino: Number(m[1]) });
+    }
+    if (socks.length && fds[0].pid !== Deno.pid) dumper(ctx).prefetch(fds[0].pid, socks);
+  },
+
   dump(fd, ctx) {
     const ino = Number(/^socket:\[(\d+)\]$/.exec(fd.link)![1]);
     return {

@@ -18,18 +18,56 @@ export interface EpollTarget {
 }
 
 const TARGET_SIZE = 40;
+const FD_STAT_SIZE = 24;
 export const CLOCK_MONOTONIC = 1;
 const enc = new TextEncoder();
 
+/** A task's fd table as the dump read it, for epollTargets: fd order. */
+export function fdStats(table: readonly { fd: number; st: Deno.FileInfo }[]): Uint8Array {
+  const sorted = table.toSorted((a, b) => a.fd - b.fd);
+  const out = new Uint8Array(sorted.length * FD_STAT_SIZE);
+  const dv = new DataView(out.buffer);
+  sorted.forEach(({ fd, st }, i) => {
+    const o = i * FD_STAT_SIZE;
+    dv.setInt32(o, fd, true);
+    dv.setUint32(o + 4, st.mode ?? 0, true);
+    dv.setBigUint64(o + 8, BigInt(st.dev ?? 0), true);
+    dv.setBigUint64(o + 16, BigInt(st.ino ?? 0), true);
+  });
+  return out;
+}
+
+/** How many "tfd:" lines an epoll's fdinfo has: room for all at once. */
+function targetLines(info: string): number {
+  let n = 0;
+  for (let i = info.indexOf("tfd:"); i >= 0; i = info.indexOf("tfd:", i + 4)) n++;
+  return n;
+}
+
 /** Parses the fdinfo of epoll fd epfd of pid (its text given) and tells,
- * for each target, whether the task's own fd tfd is that file. */
-export function epollTargets(pid: number, epfd: number, info: string): EpollTarget[] {
+ * for each target, whether the task's own fd tfd is that file; `known`
+ * (fdStats of the task's table) spares looking each fd up again. */
+export function epollTargets(
+  pid: number,
+  epfd: number,
+  info: string,
+  known: Uint8Array = new Uint8Array(0),
+): EpollTarget[] {
   const text = enc.encode(info);
-  let room = 64;
+  let room = Math.max(64, targetLines(info));
   for (;;) {
     const out = new Uint8Array(room * TARGET_SIZE);
     const n = check(
-      native().ck_epoll_targets(pid, epfd, text, BigInt(text.length), out, BigInt(room)),
+      native().ck_epoll_targets(
+        pid,
+        epfd,
+        text,
+        BigInt(text.length),
+        out,
+        BigInt(room),
+        new Uint8Array(known.buffer, known.byteOffset, known.byteLength),
+        BigInt(known.length / FD_STAT_SIZE),
+      ),
       "reading epoll targets",
       `of fd ${epfd} of pid ${pid}`,
     );

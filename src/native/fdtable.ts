@@ -9,10 +9,12 @@ export interface RawFd {
   errno: number;
   link: string;
   info: string;
+  /** For a socket, made from its fdinfo: device, inode and mode only. */
   st: Deno.FileInfo;
 }
 
-const HEADER = 160;
+const HEADER = 168;
+const FROM_INFO = 1;
 const dec = new TextDecoder();
 
 function date(dv: DataView, o: number): Date {
@@ -51,6 +53,48 @@ function fileInfo(dv: DataView, o: number): Deno.FileInfo {
   };
 }
 
+/** A socket's stat as its fdinfo gives it: what is unknown is left out. */
+function socketInfo(dv: DataView, o: number): Deno.FileInfo {
+  return {
+    isFile: false,
+    isDirectory: false,
+    isSymlink: false,
+    isBlockDevice: false,
+    isCharDevice: false,
+    isFifo: false,
+    isSocket: true,
+    size: 0,
+    mtime: null,
+    atime: null,
+    ctime: null,
+    birthtime: null,
+    dev: Number(dv.getBigUint64(o, true)),
+    ino: Number(dv.getBigUint64(o + 8, true)),
+    nlink: 1,
+    mode: dv.getUint32(o + 24, true),
+    uid: null,
+    gid: null,
+    rdev: 0,
+    blksize: null,
+    blocks: null,
+  };
+}
+
+/** The fd numbers of pid, in order. */
+export function listFds(pid: number): number[] {
+  let cap = 1024;
+  for (;;) {
+    const out = new Int32Array(cap);
+    const n = check(
+      native().ck_list_fds(pid, new Uint8Array(out.buffer), BigInt(cap)),
+      "listing fds",
+      `of pid ${pid}`,
+    );
+    if (n <= cap) return [...out.subarray(0, n).sort()];
+    cap = n + 64;
+  }
+}
+
 /** fds of pid as /proc shows them, in order. */
 export function readFds(pid: number, fds: number[]): RawFd[] {
   const out: RawFd[] = [];
@@ -75,13 +119,18 @@ export function readFds(pid: number, fds: number[]): RawFd[] {
       const err = dv.getInt32(at + 4, true);
       const linkLen = dv.getUint32(at + 8, true);
       const infoLen = dv.getUint32(at + 12, true);
+      const flags = dv.getUint32(at + 16, true);
       const body = at + HEADER;
       out.push({
         fd,
         errno: -err,
-        link: dec.decode(buf.subarray(body, body + linkLen)),
-        info: dec.decode(buf.subarray(body + linkLen, body + linkLen + infoLen)),
-        st: err ? ({} as Deno.FileInfo) : fileInfo(dv, at + 16),
+        info: dec.decode(buf.subarray(body, body + infoLen)),
+        link: dec.decode(buf.subarray(body + infoLen, body + infoLen + linkLen)),
+        st: err
+          ? ({} as Deno.FileInfo)
+          : flags & FROM_INFO
+          ? socketInfo(dv, at + 24)
+          : fileInfo(dv, at + 24),
       });
       at = (body + linkLen + infoLen + 7) & ~7;
     }

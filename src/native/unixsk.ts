@@ -34,6 +34,26 @@ export interface Creds {
 
 export const SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2;
 
+/** What unixsk.set asks of one socket: a missing field is left as it is. */
+export interface SocketWant {
+  fd: number;
+  passcred?: boolean;
+  /** getsockopt's (doubled) values; written only where they differ. */
+  rcvbuf?: number;
+  sndbuf?: number;
+  /** -1 or missing: leave. */
+  peekOff?: number;
+  /** O_NONBLOCK; false: leave (a new socket has no status flag). */
+  nonblock?: boolean;
+}
+
+/** ffi/unixsk.zig PAIR and Want. */
+const PAIR = 0x8000_0000;
+const WANT_SIZE = 24;
+
+/** ffi/unixsk.zig Options. */
+const OPTIONS_SIZE = 136;
+
 function check(rc: bigint, op: string, what = ""): number {
   if (rc < 0n) throw new NativeError(op, Number(-rc), what);
   return Number(rc);
@@ -158,6 +178,70 @@ export const unixsk = {
       sndbuf: i32[3],
       peekOff: i32[4],
     };
+  },
+  /** The name, SO_PASSCRED and SO_PEEK_OFF of fds of the process behind
+   * pidfd, in one call; `keep[i]`: ckpt's copy of fds[i] is left open for
+   * the caller (fd), else fd is -1. A socket that could not be read has
+   * its errno. */
+  options(pidfd: number, fds: number[], keep: boolean[]) {
+    const want = new Int32Array(fds);
+    const k = new Uint8Array(keep.map(Number));
+    const out = new Uint8Array(fds.length * OPTIONS_SIZE);
+    check(
+      native().ck_unix_options(pidfd, new Uint8Array(want.buffer), k, BigInt(fds.length), out),
+      "reading sockets",
+    );
+    const dv = new DataView(out.buffer);
+    return fds.map((_, i) => {
+      const o = i * OPTIONS_SIZE;
+      return {
+        fd: dv.getInt32(o, true),
+        errno: dv.getInt32(o + 4, true),
+        passcred: dv.getInt32(o + 8, true),
+        peekOff: dv.getInt32(o + 12, true),
+        name: nameOf(out.subarray(o + 20, o + 20 + 112), dv.getUint32(o + 16, true)),
+      };
+    });
+  },
+  /** Many sockets in one call: `pair[i]` makes a socketpair of types[i]
+   * (both ends returned), else one socket (second -1). All O_CLOEXEC. */
+  make(types: number[], pair: boolean[]): [number, number][] {
+    const kinds = new Uint32Array(types.map((t, i) => (pair[i] ? PAIR : 0) | t));
+    const out = new Int32Array(types.length * 2);
+    check(
+      native().ck_unix_make(
+        new Uint8Array(kinds.buffer),
+        BigInt(types.length),
+        new Uint8Array(out.buffer),
+      ),
+      "socket(AF_UNIX)",
+      `(${types.length} sockets)`,
+    );
+    return types.map((_, i) => [out[2 * i], out[2 * i + 1]]);
+  },
+  /** Sets what each want asks, in one call; returns -1, or the index of the
+   * want that failed and its errno. */
+  set(wants: SocketWant[]): { failed: number; errno: number } {
+    const buf = new Int32Array(wants.length * (WANT_SIZE / 4));
+    wants.forEach((w, i) => {
+      const o = i * (WANT_SIZE / 4);
+      buf[o] = w.fd;
+      buf[o + 1] = w.passcred ? 1 : 0;
+      buf[o + 2] = w.rcvbuf ?? 0;
+      buf[o + 3] = w.sndbuf ?? 0;
+      buf[o + 4] = w.peekOff ?? -1;
+      buf[o + 5] = w.nonblock ? 1 : 0;
+    });
+    const err = new Int32Array(1);
+    const done = check(
+      native().ck_unix_set(
+        new Uint8Array(buf.buffer),
+        BigInt(wants.length),
+        new Uint8Array(err.buffer),
+      ),
+      "setsockopt",
+    );
+    return done < wants.length ? { failed: done, errno: err[0] } : { failed: -1, errno: 0 };
   },
   getInt(fd: number, level: number, opt: number): number {
     const v = new Int32Array(1);

@@ -42,7 +42,13 @@ import { notifier, type Notify } from "../util/actions.ts";
 import { type RestoreStats, us, writeRestoreStats } from "../images/criu_stats.ts";
 import { hasSeccomp } from "./seccomp.ts";
 import type { Born } from "../files/ctty.ts";
-import { CHILD, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
+import {
+  CHILD,
+  encodedPlanLength,
+  encodePlan,
+  encodeTree,
+  type PlanChild,
+} from "./plan_buffer.ts";
 import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
 import { NamespacePlan } from "../ns/plan.ts";
 import type { VethExternal } from "../ns/net/options.ts";
@@ -302,7 +308,7 @@ export async function restore(
     if (ns.mounts) rootPlan.ops.push(...ns.mounts.ops());
     const plans = live.map((t) => {
       const b = built.get(t.core.pid)!;
-      const len = encodePlan(b.plan).length + 64 * 8 + 8;
+      const len = encodedPlanLength(b.plan) + 64 * 8 + 8;
       b.plan.hints = regionHints(b.occupied, BigInt(regionSize(len, b.plan.threads.length)));
       return encodePlan(b.plan);
     });

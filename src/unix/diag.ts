@@ -171,9 +171,10 @@ export function parseUnixDiag(bytes: Uint8Array): UnixSocket[] {
   return out;
 }
 
-/** Every UNIX socket of ckpt's network namespace, by inode. */
-export function readUnixSockets(show = UDIAG_SHOW_ALL): Map<number, UnixSocket> {
-  return new Map(parseUnixDiag(unixDiagDump(show)).map((s) => [s.inode, s]));
+/** Every UNIX socket of ckpt's network namespace, by inode; `atLeast`: how
+ * many there are known to be, at least. */
+export function readUnixSockets(show = UDIAG_SHOW_ALL, atLeast = 0): Map<number, UnixSocket> {
+  return new Map(parseUnixDiag(unixDiagDump(show, atLeast)).map((s) => [s.inode, s]));
 }
 
 /** One socket by inode; null when it does not exist in this namespace. */

@@ -38,6 +38,16 @@ const STATES: Record<string, number> = {
   UNCONNECTED: 7,
   LISTEN: 10,
 };
+/** sk_get_meminfo's indices (linux/sock_diag.h). */
+const SK_MEMINFO_RCVBUF = 1, SK_MEMINFO_SNDBUF = 3;
+
+/** Whether describe() reads the socket's queue (peekQueue): a STREAM
+ * socket with nothing queued and a listener have none to read. */
+function needsQueue(diag: UnixSocket): boolean {
+  if (diag.state === "LISTEN") return false;
+  return diag.type !== "STREAM" || (diag.rqueue ?? 0) > 0;
+}
+
 /** One datagram can be this big at most (wmem limits are far below). */
 const DGRAM_BUF = 1 << 20;
 
@@ -54,6 +64,8 @@ export class UnixDumper {
    * kcmp can still compare them with the tasks' own descriptors. */
   private readonly held: number[] = [];
   private readonly pidfds = new Map<number, number>();
+  /** What prefetch() read, by "pid:fd", until describe() takes it. */
+  private readonly prefetched = new Map<string, ReturnType<typeof unixsk.options>[number]>();
   private all: Map<number, UnixSocket> | undefined;
   /** Connection inode → the listener it waits in (built from `all`). */
   private listeners: Map<number, UnixSocket> | undefined;
@@ -64,8 +76,8 @@ export class UnixDumper {
     private readonly ownFile: (fd: number) => number,
   ) {}
 
-  private table(): Map<number, UnixSocket> {
-    this.all ??= readUnixSockets();
+  private table(atLeast = 0): Map<number, UnixSocket> {
+    this.all ??= readUnixSockets(undefined, atLeast);
     return this.all;
   }
 
@@ -99,9 +111,7 @@ export class UnixDumper {
     if (diag.state === "CONNECTING") {
       throw new DumpError(`${where}: UNIX socket ${ino} is in the middle of connect(2)`);
     }
-    // A copy of the task's socket, its name and options in one native call
-    // (a server has tens of thousands).
-    const d = unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, where);
+    const d = this.read(pid, n, diag, where);
     const fd = d.fd;
     try {
       const name = d.name;
@@ -142,8 +152,48 @@ export class UnixDumper {
       this.found.set(ino, { sock, diag, pid, fd: n });
       return sock;
     } finally {
-      if (fd !== n) fdops.close(fd);
+      if (fd >= 0 && fd !== n) fdops.close(fd);
     }
+  }
+
+  /** Reads the sockets among a task's fds (`ino` from their links) at
+   * once: what describe() then needs of each is at hand. */
+  prefetch(pid: number, socks: { fd: number; ino: number }[]): void {
+    this.table(socks.length);
+    const unix = socks.flatMap((s) => {
+      const diag = this.diag(s.ino);
+      return diag ? [{ ...s, diag }] : [];
+    });
+    if (!unix.length) return;
+    const got = unixsk.options(
+      this.pidfd(pid),
+      unix.map((s) => s.fd),
+      unix.map((s) => needsQueue(s.diag)),
+    );
+    unix.forEach((s, i) => this.prefetched.set(`${pid}:${s.fd}`, got[i]));
+  }
+
+  /** fd n of pid: ckpt's fd for it (a copy to close, or -1 when its queue
+   * is not read; ckpt's own for a descriptor in flight), name and options. */
+  private read(pid: number, n: number, diag: UnixSocket, where: string) {
+    const key = `${pid}:${n}`;
+    const known = this.prefetched.get(key);
+    const mem = diag.meminfo;
+    if (known && mem && mem.length > SK_MEMINFO_SNDBUF) {
+      this.prefetched.delete(key);
+      if (known.errno) throw new NativeError("reading socket", known.errno, where);
+      // sock_diag's SK_MEMINFO_RCVBUF/SNDBUF are sk_rcvbuf/sk_sndbuf, which
+      // SO_RCVBUF/SO_SNDBUF read.
+      return {
+        ...known,
+        rcvbuf: mem[SK_MEMINFO_RCVBUF],
+        sndbuf: mem[SK_MEMINFO_SNDBUF],
+      };
+    }
+    if (known && known.fd >= 0) fdops.close(known.fd);
+    this.prefetched.delete(key);
+    // A copy of the task's socket, its name and options in one native call.
+    return unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, where);
   }
 
   private pidfd(pid: number): number {
@@ -241,6 +291,7 @@ export class UnixDumper {
     // end would consume a pending socket error (ECONNRESET) of the task.
     const total = stream ? diag.rqueue ?? 0 : Infinity;
     if (stream && total === 0) return [];
+    if (fd < 0) throw new Error(`${where}: the socket's queue was not expected to be read`);
     const buf = new Uint8Array(stream ? total + 65536 : DGRAM_BUF);
     const saved = unixsk.getInt(fd, SOL_SOCKET, SO.PEEK_OFF);
     // With SO_PASSCRED each peek also gives the credentials the message
@@ -394,6 +445,8 @@ export class UnixDumper {
 
   /** Closes what ckpt holds: descriptors received in flight, pidfds. */
   release(): void {
+    for (const r of this.prefetched.values()) if (r.fd >= 0) fdops.close(r.fd);
+    this.prefetched.clear();
     for (const f of this.held) fdops.close(f);
     for (const p of this.pidfds.values()) fdops.close(p);
     this.held.length = 0;
