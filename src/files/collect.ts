@@ -14,7 +14,7 @@ import {
   RegFileSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { ERRNO, fd as fdops, NativeError, O, sameFile } from "../native/mod.ts";
-import { listFds, type RawFd, readFds } from "../native/fdtable.ts";
+import { fdKey, listFds, type RawFd, readFds } from "../native/fdtable.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
 import type { DumpContext, DumpedFd, LetGo, NetDumpOptions } from "./kind.ts";
@@ -84,33 +84,54 @@ function kindOfFd(fd: DumpedFd, ctx: DumpContext): string {
 export function readDumpedFd(pid: number, n: number): DumpedFd {
   const link = Deno.readLinkSync(`/proc/${pid}/fd/${n}`);
   const infoText = readProcText(pid, `fdinfo/${n}`);
-  return dumpedFd(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
+  return new ReadFd(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
 }
 
-function dumpedFd(
-  pid: number,
-  n: number,
-  link: string,
-  infoText: string,
-  st: Deno.FileInfo,
-): DumpedFd {
-  const info = new Map<string, string>();
-  for (const line of infoText.split("\n")) {
-    const i = line.indexOf(":");
-    if (i > 0 && !info.has(line.slice(0, i))) info.set(line.slice(0, i), line.slice(i + 1).trim());
+/** The value of the first "key:" line of an fdinfo text. */
+function infoField(text: string, key: string): string | undefined {
+  const at = text.startsWith(`${key}:`) ? 0 : text.indexOf(`\n${key}:`) + 1;
+  if (at <= 0 && !text.startsWith(`${key}:`)) return undefined;
+  const end = text.indexOf("\n", at);
+  return text.slice(at + key.length + 1, end < 0 ? text.length : end).trim();
+}
+
+/** A DumpedFd whose fdinfo lines and description are made when first
+ * asked for: of ten thousand sockets, most never are. */
+class ReadFd implements DumpedFd {
+  readonly flags: number;
+  readonly pos: bigint;
+  readonly cloexec: boolean;
+  private lines: Map<string, string> | undefined;
+
+  constructor(
+    readonly pid: number,
+    readonly fd: number,
+    readonly link: string,
+    readonly infoText: string,
+    readonly st: Deno.FileInfo,
+  ) {
+    const flags = parseInt(infoField(infoText, "flags") ?? "0", 8);
+    this.flags = flags & ~O.CLOEXEC;
+    this.cloexec = (flags & O.CLOEXEC) !== 0;
+    this.pos = BigInt(infoField(infoText, "pos") ?? "0");
   }
-  const flags = parseInt(info.get("flags") ?? "0", 8);
-  return {
-    pid,
-    fd: n,
-    link,
-    flags: flags & ~O.CLOEXEC,
-    pos: BigInt(info.get("pos") ?? "0"),
-    info,
-    infoText,
-    st,
-    where: `fd ${n} of pid ${pid} (${link})`,
-  };
+
+  get info(): Map<string, string> {
+    if (!this.lines) {
+      this.lines = new Map();
+      for (const line of this.infoText.split("\n")) {
+        const i = line.indexOf(":");
+        if (i > 0 && !this.lines.has(line.slice(0, i))) {
+          this.lines.set(line.slice(0, i), line.slice(i + 1).trim());
+        }
+      }
+    }
+    return this.lines;
+  }
+
+  get where(): string {
+    return `fd ${this.fd} of pid ${this.pid} (${this.link})`;
+  }
 }
 
 export class FileCollector {
@@ -119,15 +140,15 @@ export class FileCollector {
   readonly blockers: Blocker[] = [];
   private readonly byInode = new Map<string, Seen[]>();
   private readonly byPath = new Map<string, number>();
-  /** "pid:fd" → file id, for fds already collected (a task's table does not
-   * change while it is frozen), so kinds asking for them cost nothing. */
-  private readonly byFd = new Map<string, number>();
+  /** fdKey(pid, fd) → file id, for fds already collected (a task's table
+   * does not change while it is frozen), so kinds asking for them cost nothing. */
+  private readonly byFd = new Map<number, number>();
   private readonly locals = new Map<object, unknown>();
   private readonly finishers: ((pids: number[]) => void)[] = [];
   private readonly releasers: (() => void)[] = [];
   private readonly letGoers: ((how: LetGo) => void)[] = [];
   private readonly pidfds = new Map<number, number>();
-  private readonly skipped = new Set<string>();
+  private readonly skipped = new Set<number>();
   private readonly tables = new Map<number, RawFd[]>();
   private readonly ctx: DumpContext;
   private readonly mappingsOnly: boolean;
@@ -142,7 +163,7 @@ export class FileCollector {
       unix: opts.unix ?? { extUnixSk: [], external: [] },
       net: opts.net ?? { tcpEstablished: false, tcpClose: false, skipInFlight: false },
       pids: opts.pids ?? [],
-      fileOf: (pid, n) => this.byFd.get(`${pid}:${n}`) ?? this.fileFor(readDumpedFd(pid, n)),
+      fileOf: (pid, n) => this.byFd.get(fdKey(pid, n)) ?? this.fileFor(readDumpedFd(pid, n)),
       ownFile: (n) => this.fileFor(readDumpedFd(Deno.pid, n)),
       addEntry: (body) => this.add(body),
       copyFd: (pid, n, where) => {
@@ -215,20 +236,20 @@ export class FileCollector {
     const out: FdEntry[] = [];
     const table = this.table(pid);
     this.tables.delete(pid);
-    const fds: DumpedFd[] = [];
+    const fds: ReadFd[] = [];
     for (const raw of table) {
-      if (this.skipped.has(`${pid}:${raw.fd}`)) continue;
+      if (this.skipped.has(fdKey(pid, raw.fd))) continue;
       if (raw.errno === ERRNO.ENOENT) continue; // closed meanwhile (ckpt's own)
       if (raw.errno) throw new NativeError("reading", raw.errno, `fd ${raw.fd} of pid ${pid}`);
-      fds.push(dumpedFd(pid, raw.fd, raw.link, raw.info, raw.st));
+      fds.push(new ReadFd(pid, raw.fd, raw.link, raw.info, raw.st));
     }
     for (const k of KINDS) k.prefetch?.(fds, this.ctx);
     for (const fd of fds) {
       const n = fd.fd;
-      const cloexec = (parseInt(fd.info.get("flags") ?? "0", 8) & O.CLOEXEC) !== 0;
+      const cloexec = fd.cloexec;
       try {
         const fileId = this.fileFor(fd);
-        this.byFd.set(`${pid}:${n}`, fileId);
+        this.byFd.set(fdKey(pid, n), fileId);
         out.push(create(FdEntrySchema, { fd: n, fileId, cloexec }));
         this.locks.noteFd(fd);
       } catch (err) {
@@ -296,7 +317,7 @@ export class FileCollector {
   /** Fds a dump must not look at as the tasks' own (ckpt's write tracking
    * left by a pre-dump, when a dry run leaves it in place). */
   skip(pid: number, fds: Iterable<number>): void {
-    for (const n of fds) this.skipped.add(`${pid}:${n}`);
+    for (const n of fds) this.skipped.add(fdKey(pid, n));
   }
 
   private fileFor(fd: DumpedFd): number {
@@ -312,7 +333,8 @@ export class FileCollector {
     }
     // The id is taken before the body is made: a socket's queue may hold
     // the socket itself, and must find it known.
-    const id = this.add({ kind: FileKind.FILE_REG });
+    const id = this.files.length + 1;
+    this.files.push(undefined as unknown as FileEntry); // made below
     const list = this.byInode.get(key) ?? [];
     list.push({ pid: fd.pid, fd: fd.fd, id });
     this.byInode.set(key, list);
@@ -323,6 +345,7 @@ export class FileCollector {
       this.files[id - 1] = create(FileEntrySchema, { ...body, id, locks, hostPath });
     } catch (err) {
       // Left as a placeholder nobody refers to; the dump is refused anyway.
+      this.files[id - 1] = create(FileEntrySchema, { kind: FileKind.FILE_REG, id });
       list.pop();
       throw err;
     }

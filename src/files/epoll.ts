@@ -23,6 +23,7 @@ import {
   epollTargets,
   fdStats,
   isEpollTarget,
+  readFdStats,
 } from "../native/anonfd.ts";
 import { listFds } from "../native/fdtable.ts";
 import { log } from "../util/log.ts";
@@ -72,9 +73,8 @@ interface Pending {
 /** Epolls of one dump whose targets are resolved once every fd is known. */
 class EpollDump {
   readonly pending: Pending[] = [];
-  /** Each task's fd table as the dump read it (prefetch). */
-  readonly tables = new Map<number, readonly DumpedFd[]>();
-  private readonly known = new Map<number, Uint8Array>();
+  /** Each task's fd table as the dump read it (prefetch), as fdStats. */
+  readonly tables = new Map<number, Uint8Array>();
   /** dev:ino → [pid, fd] over the whole tree, made only when a target is
    * not at its own number. */
   private index: Map<string, [number, number][]> | undefined;
@@ -126,7 +126,7 @@ class EpollDump {
   private holders(pids: number[]): Map<string, [number, number][]> {
     if (this.index) return this.index;
     const index = new Map<string, [number, number][]>();
-    const add = (st: Deno.FileInfo, q: number, n: number) => {
+    const add = (st: { dev: number; ino: number | null }, q: number, n: number) => {
       const key = `${st.dev}:${st.ino}`;
       const list = index.get(key);
       if (list) list.push([q, n]);
@@ -135,7 +135,7 @@ class EpollDump {
     for (const q of pids) {
       const table = this.tables.get(q);
       if (table) {
-        for (const fd of table) add(fd.st, q, fd.fd);
+        for (const { fd, dev, ino } of readFdStats(table)) add({ dev, ino }, q, fd);
         continue;
       }
       for (const n of listFds(q)) {
@@ -145,15 +145,6 @@ class EpollDump {
       }
     }
     return this.index = index;
-  }
-
-  /** fdStats of pid's table, for epollTargets. */
-  knownOf(pid: number): Uint8Array | undefined {
-    const table = this.tables.get(pid);
-    if (!table) return undefined;
-    let k = this.known.get(pid);
-    if (!k) this.known.set(pid, k = fdStats(table));
-    return k;
   }
 
   private entry(p: Pending, t: EpollTarget, [q, n]: [number, number]): EpollTargetEntry {
@@ -215,13 +206,13 @@ export const epoll: FileKindOps = {
   claims: (fd) => fd.link === "anon_inode:[eventpoll]",
 
   prefetch(fds, ctx) {
-    if (fds.length) ctx.local(epoll, () => new EpollDump(ctx)).tables.set(fds[0].pid, fds);
+    if (fds.length) ctx.local(epoll, () => new EpollDump(ctx)).tables.set(fds[0].pid, fdStats(fds));
   },
 
   dump(fd, ctx) {
     const state = ctx.local(epoll, () => new EpollDump(ctx));
     const body = create(EpollFileSchema, { flags: fd.flags & O.NONBLOCK });
-    const known = state.knownOf(fd.pid);
+    const known = state.tables.get(fd.pid);
     state.pending.push({ fd, body, targets: epollTargets(fd.pid, fd.fd, fd.infoText, known) });
     return { kind: FileKind.FILE_EPOLL, epoll: body };
   },

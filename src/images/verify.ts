@@ -3,7 +3,7 @@
 // bounds (validate.ts), the pages file's header page, and every page run's
 // CRC32C — so one flipped byte anywhere is a one-line error naming the file
 // (and, in the pages file, the offset of the damaged run).
-import { fromBinary } from "@bufbuild/protobuf";
+import { decodeMessage as fromBinary } from "./codec.ts";
 import {
   type CgroupsImage,
   CgroupsImageSchema,

@@ -44,6 +44,21 @@ function targetLines(info: string): number {
   return n;
 }
 
+/** The entries of fdStats. */
+export function* readFdStats(
+  stats: Uint8Array,
+): Generator<{ fd: number; mode: number; dev: number; ino: number }> {
+  const dv = new DataView(stats.buffer, stats.byteOffset, stats.byteLength);
+  for (let o = 0; o + FD_STAT_SIZE <= stats.length; o += FD_STAT_SIZE) {
+    yield {
+      fd: dv.getInt32(o, true),
+      mode: dv.getUint32(o + 4, true),
+      dev: Number(dv.getBigUint64(o + 8, true)),
+      ino: Number(dv.getBigUint64(o + 16, true)),
+    };
+  }
+}
+
 /** Parses the fdinfo of epoll fd epfd of pid (its text given) and tells,
  * for each target, whether the task's own fd tfd is that file; `known`
  * (fdStats of the task's table) spares looking each fd up again. */

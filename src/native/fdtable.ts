@@ -80,6 +80,11 @@ function socketInfo(dv: DataView, o: number): Deno.FileInfo {
   };
 }
 
+/** A number naming fd n of pid (pids are below 2^22, fds below 2^31). */
+export function fdKey(pid: number, n: number): number {
+  return pid * 0x8000_0000 + n;
+}
+
 /** The fd numbers of pid, in order. */
 export function listFds(pid: number): number[] {
   let cap = 1024;

@@ -17,6 +17,7 @@ import { fd as fdops, NativeError, O } from "../native/mod.ts";
 import { type Creds, MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk.ts";
 import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
+import { fdKey } from "../native/fdtable.ts";
 import { permitted, refusal, requirementFor } from "./policy.ts";
 import { resolvedDir } from "./paths.ts";
 import { treePath } from "../mount/view.ts";
@@ -64,8 +65,8 @@ export class UnixDumper {
    * kcmp can still compare them with the tasks' own descriptors. */
   private readonly held: number[] = [];
   private readonly pidfds = new Map<number, number>();
-  /** What prefetch() read, by "pid:fd", until describe() takes it. */
-  private readonly prefetched = new Map<string, ReturnType<typeof unixsk.options>[number]>();
+  /** What prefetch() read, by fdKey, until describe() takes it. */
+  private readonly prefetched = new Map<number, ReturnType<typeof unixsk.options>[number]>();
   private all: Map<number, UnixSocket> | undefined;
   /** Connection inode → the listener it waits in (built from `all`). */
   private listeners: Map<number, UnixSocket> | undefined;
@@ -170,13 +171,13 @@ export class UnixDumper {
       unix.map((s) => s.fd),
       unix.map((s) => needsQueue(s.diag)),
     );
-    unix.forEach((s, i) => this.prefetched.set(`${pid}:${s.fd}`, got[i]));
+    unix.forEach((s, i) => this.prefetched.set(fdKey(pid, s.fd), got[i]));
   }
 
   /** fd n of pid: ckpt's fd for it (a copy to close, or -1 when its queue
    * is not read; ckpt's own for a descriptor in flight), name and options. */
   private read(pid: number, n: number, diag: UnixSocket, where: string) {
-    const key = `${pid}:${n}`;
+    const key = fdKey(pid, n);
     const known = this.prefetched.get(key);
     const mem = diag.meminfo;
     if (known && mem && mem.length > SK_MEMINFO_SNDBUF) {
