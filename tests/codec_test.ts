@@ -14,7 +14,13 @@ import {
 } from "@bufbuild/protobuf";
 import { assert, assertEquals } from "../src/deps/std_assert.ts";
 import * as pb from "../src/gen/ckpt/images_pb.ts";
-import { compiles, decodeMessage, encodeMessage, fallbacks } from "../src/images/codec.ts";
+import {
+  compiles,
+  decodeMessage,
+  encodeMessage,
+  fallbacks,
+  newMessage,
+} from "../src/images/codec.ts";
 
 const schemas = (Object.values(pb) as unknown[]).filter((v): v is DescMessage =>
   typeof v === "object" && v !== null && (v as { kind?: string }).kind === "message"
@@ -84,14 +90,18 @@ function value(f: DescField, depth: number): unknown {
   }
 }
 
-function randomMessage(d: DescMessage, depth = 0): Message {
+function randomInit(d: DescMessage, depth = 0): Record<string, unknown> {
   const init: Record<string, unknown> = {};
   for (const f of d.fields) {
     if (rnd(3) === 0) continue; // left at its zero value
     if (f.fieldKind === "message" && depth > 2) continue;
     init[f.localName] = value(f, depth);
   }
-  return create(d, init);
+  return init;
+}
+
+function randomMessage(d: DescMessage, depth = 0): Message {
+  return create(d, randomInit(d, depth));
 }
 
 /** Keys in order, recursively: the decoded messages must have bufbuild's shape. */
@@ -118,7 +128,7 @@ Deno.test("codec: random messages encode and decode exactly as bufbuild", () => 
       assertEquals(shape(back), shape(fromBinary(s, want)), `${s.typeName}: shape #${i}`);
     }
   }
-  assertEquals(fallbacks, { encode: 0, decode: 0 }, "the fast path was not taken");
+  assertEquals(fallbacks, { encode: 0, decode: 0, make: 0 }, "the fast path was not taken");
 });
 
 Deno.test("codec: damaged bytes give bufbuild's result or its error", () => {
@@ -168,4 +178,31 @@ Deno.test("codec: values bufbuild refuses to encode are refused the same way", (
   }
   assert(want !== "");
   assertEquals(got, want);
+});
+
+Deno.test("codec: newMessage makes exactly what create makes", () => {
+  for (const s of schemas) {
+    for (let i = 0; i < 40; i++) {
+      const init = randomInit(s);
+      const before = fallbacks.make;
+      const got = newMessage(s, init);
+      assertEquals(got, create(s, init), `${s.typeName}: #${i}`);
+      assertEquals(shape(got), shape(create(s, init)), `${s.typeName}: shape #${i}`);
+      // Only types whose message fields sit among other members need create.
+      if (fallbacks.make !== before) {
+        const members = s.members.map((m) => m.kind === "field" && m.fieldKind === "message");
+        assert(members.some((msg, k) => msg && members.slice(k + 1).some((x) => !x)), s.typeName);
+      }
+    }
+    assertEquals(newMessage(s), create(s));
+    // Values create converts: plain objects for messages, arrays for bytes.
+    for (const f of s.fields) {
+      const raw = f.fieldKind === "message"
+        ? { [f.localName]: {} }
+        : f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES
+        ? { [f.localName]: [1, 2, 3] }
+        : undefined;
+      if (raw) assertEquals(newMessage(s, raw), create(s, raw), `${s.typeName}.${f.localName}`);
+    }
+  }
 });

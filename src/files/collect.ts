@@ -5,6 +5,7 @@
 // every blocker of the tree at once.
 import { onHostMount } from "../mount/view.ts";
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   type FdEntry,
   FdEntrySchema,
@@ -138,7 +139,8 @@ export class FileCollector {
   readonly files: FileEntry[] = [];
   /** Blockers found so far; the dump refuses with all of them at once. */
   readonly blockers: Blocker[] = [];
-  private readonly byInode = new Map<string, Seen[]>();
+  /** dev → ino → the fds seen of that inode (several open files may share one). */
+  private readonly byInode = new Map<number, Map<number, Seen[]>>();
   private readonly byPath = new Map<string, number>();
   /** fdKey(pid, fd) → file id, for fds already collected (a task's table
    * does not change while it is frozen), so kinds asking for them cost nothing. */
@@ -181,7 +183,7 @@ export class FileCollector {
 
   private add(body: Omit<Partial<FileEntry>, "id" | "$typeName">): number {
     const id = this.files.length + 1;
-    this.files.push(create(FileEntrySchema, { ...body, id }));
+    this.files.push(newMessage(FileEntrySchema, { ...body, id }));
     return id;
   }
 
@@ -250,7 +252,7 @@ export class FileCollector {
       try {
         const fileId = this.fileFor(fd);
         this.byFd.set(fdKey(pid, n), fileId);
-        out.push(create(FdEntrySchema, { fd: n, fileId, cloexec }));
+        out.push(newMessage(FdEntrySchema, { fd: n, fileId, cloexec }));
         this.locks.noteFd(fd);
       } catch (err) {
         if (!(err instanceof DumpError)) throw err;
@@ -321,8 +323,10 @@ export class FileCollector {
   }
 
   private fileFor(fd: DumpedFd): number {
-    const key = `${fd.st.dev}:${fd.st.ino}`;
-    for (const s of this.byInode.get(key) ?? []) {
+    let inodes = this.byInode.get(fd.st.dev);
+    if (!inodes) this.byInode.set(fd.st.dev, inodes = new Map());
+    const ino = fd.st.ino ?? 0;
+    for (const s of inodes.get(ino) ?? []) {
       if (sameFile(s.pid, s.fd, fd.pid, fd.fd)) return s.id;
     }
     const kind = kindForDump(fd, this.ctx);
@@ -335,14 +339,15 @@ export class FileCollector {
     // the socket itself, and must find it known.
     const id = this.files.length + 1;
     this.files.push(undefined as unknown as FileEntry); // made below
-    const list = this.byInode.get(key) ?? [];
-    list.push({ pid: fd.pid, fd: fd.fd, id });
-    this.byInode.set(key, list);
+    let list = inodes.get(ino);
+    if (list) list.push({ pid: fd.pid, fd: fd.fd, id });
+    else inodes.set(ino, list = [{ pid: fd.pid, fd: fd.fd, id }]);
     try {
       const body = kind.dump(fd, this.ctx, id);
       const locks = this.locks.description(fd, id);
-      const hostPath = onHostMount(fd.info, fd.link);
-      this.files[id - 1] = create(FileEntrySchema, { ...body, id, locks, hostPath });
+      // fd.info decodes the fdinfo text: only for a path (not a socket's).
+      const hostPath = fd.link.startsWith("/") && onHostMount(fd.info, fd.link);
+      this.files[id - 1] = newMessage(FileEntrySchema, { ...body, id, locks, hostPath });
     } catch (err) {
       // Left as a placeholder nobody refers to; the dump is refused anyway.
       this.files[id - 1] = create(FileEntrySchema, { kind: FileKind.FILE_REG, id });

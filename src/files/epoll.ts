@@ -7,6 +7,7 @@
 // just for the epoll_ctl). Registering from the task also ties a signalfd
 // target's wake-ups to the task's own signal handlers, as in the program.
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   type EpollFile,
   EpollFileSchema,
@@ -170,7 +171,7 @@ class EpollDump {
       }
     }
     events >>>= 0;
-    return create(EpollTargetSchema, { tfd: t.tfd, events, data: t.data, fileId, readyNow });
+    return newMessage(EpollTargetSchema, { tfd: t.tfd, events, data: t.data, fileId, readyNow });
   }
 
   /** What the file at fd n of pid is ready for now (poll of a copy of it). */

@@ -63,7 +63,7 @@ export const unix: FileKindOps = {
     const ino = Number(/^socket:\[(\d+)\]$/.exec(fd.link)![1]);
     return {
       kind: FileKind.FILE_UNIX,
-      unix: dumper(ctx).describe(fd.pid, fd.fd, ino, fd.flags, fd.where),
+      unix: dumper(ctx).describe(fd.pid, fd.fd, ino, fd.flags, fd),
     };
   },
 

@@ -14,16 +14,21 @@
 // its type's range, unknown fields kept on a message), goes to bufbuild
 // itself, so errors and edge cases are exactly its own.
 import {
+  create,
   type DescField,
   type DescMessage,
   fromBinary,
+  type MessageInitShape,
   type MessageShape,
   ScalarType,
   toBinary,
 } from "@bufbuild/protobuf";
 
 /** How often bufbuild was asked instead (tests: never for ordinary input). */
-export const fallbacks = { encode: 0, decode: 0 };
+export const fallbacks = { encode: 0, decode: 0, make: 0 };
+
+/** Returned by a generated create: let bufbuild do this one. */
+const SLOW = Symbol("slow");
 
 /** Thrown inside the generated code: let bufbuild do this one. */
 class Fallback extends Error {}
@@ -279,65 +284,106 @@ function scalarCall(t: ScalarType): { read: string; write: string; zero: string 
 interface Compiled {
   encode: (w: Writer, m: unknown) => void;
   decode: (r: Reader, end: number) => unknown;
+  /** create(schema, init), or SLOW when init is not in final form. */
+  make: (init: Record<string, unknown> | undefined) => unknown;
 }
 
-const compiled = new WeakMap<DescMessage, Compiled | null>();
+// Every type's generated functions, by the index typeIndex gives it; the
+// types of all schemas share them (FileEntry is compiled once whether
+// reached from FilesImage or made on its own).
+const E: Compiled["encode"][] = [], D: Compiled["decode"][] = [], C: Compiled["make"][] = [];
+const typeIndex = new Map<DescMessage, number | null>();
+const visiting = new Set<DescMessage>();
 
-/** The generated codec for schema and every type it contains, or null when
- * some type uses what is not compiled. */
-function compile(schema: DescMessage): Compiled | null {
-  if (compiled.has(schema)) return compiled.get(schema)!;
-  // Every message type reachable, each once; a recursive schema is left to
-  // bufbuild (it bounds the depth).
-  const types: DescMessage[] = [];
-  const index = new Map<DescMessage, number>();
-  const visiting = new Set<DescMessage>();
-  let ok = true;
-  const visit = (d: DescMessage) => {
-    if (index.has(d)) return;
-    if (visiting.has(d)) {
-      ok = false;
-      return;
-    }
-    visiting.add(d);
-    for (const f of d.fields) if (f.message) visit(f.message);
-    visiting.delete(d);
-    index.set(d, types.length);
-    types.push(d);
+/** The index of d's generated functions (and its nested types'), or null
+ * when d (or a type in it) uses what is not compiled, or is recursive.
+ * Each type's code is generated on its first use: a schema names many
+ * types an image never holds. */
+function compileType(d: DescMessage): number | null {
+  const known = typeIndex.get(d);
+  if (known !== undefined) return known;
+  if (visiting.has(d)) return null; // recursive: bufbuild bounds the depth
+  visiting.add(d);
+  let ok = typeCode(d, -1) !== undefined;
+  for (const f of d.fields) if (f.message && compileType(f.message) === null) ok = false;
+  visiting.delete(d);
+  if (!ok) {
+    typeIndex.set(d, null);
+    return null;
+  }
+  const i = E.length;
+  const generate = () => {
+    new Function("E", "D", "C", "FALLBACK", "EMPTY", "SLOW", `"use strict";\n${typeCode(d, i)}`)(
+      E,
+      D,
+      C,
+      FALLBACK,
+      new Uint8Array(0),
+      SLOW,
+    );
   };
-  visit(schema);
-  const src: string[] = [];
-  for (const d of types) {
-    const code = ok ? typeCode(d, index) : undefined;
-    if (!code) {
-      ok = false;
-      break;
-    }
-    src.push(code);
-  }
-  let result: Compiled | null = null;
-  if (ok) {
-    const body = `"use strict";\nconst E = [], D = [];\n${src.join("\n")}\nreturn { E, D };`;
-    const { E, D } = new Function("FALLBACK", "EMPTY", body)(FALLBACK, new Uint8Array(0));
-    const i = index.get(schema)!;
-    result = { encode: E[i], decode: D[i] };
-  }
-  compiled.set(schema, result);
-  return result;
+  E.push((w, m) => (generate(), E[i](w, m)));
+  D.push((r, end) => (generate(), D[i](r, end)));
+  C.push((init) => (generate(), C[i](init)));
+  typeIndex.set(d, i);
+  return i;
 }
 
 /** The encoder E[i] and decoder D[i] of one message type, as source. */
-function typeCode(d: DescMessage, index: Map<DescMessage, number>): string | undefined {
+function typeCode(d: DescMessage, i: number): string | undefined {
   if (d.file.edition !== 999) return undefined; // proto3 only (EDITION_PROTO3)
-  const i = index.get(d)!;
+  const index = typeIndex;
   const init: string[] = [`$typeName: ${JSON.stringify(d.typeName)}`];
+  // create(): the same literal from an init object whose values are in
+  // final form (messages of their types, Uint8Array bytes); message fields
+  // go after it, which keeps create's key order only when no other member
+  // follows one (else create itself is asked).
+  const made: string[] = [`$typeName: ${JSON.stringify(d.typeName)}`];
+  const checks: string[] = []; // values create would convert: create does it
+  const madeMessages: string[] = [];
+  const empty = `EMPTY_${d.typeName.replaceAll(".", "_")}`;
+  let messageSeen = false, orderKept = true;
   for (const m of d.members) {
     if (m.kind === "oneof") return undefined;
     const f = m as DescField;
     const name = JSON.stringify(f.localName);
-    if (f.fieldKind === "list") init.push(`${name}: []`);
-    else if (f.fieldKind === "scalar") init.push(`${name}: ${scalarCall(f.scalar)?.zero}`);
-    else if (f.fieldKind === "enum") init.push(`${name}: ${f.enum.values[0].number}`);
+    const from = `init[${name}]`;
+    if (f.fieldKind === "message") {
+      messageSeen = true;
+      madeMessages.push(
+        `v = ${from}; if (v != null) { if (!ORDER || v.$typeName !== ${
+          JSON.stringify(f.message.typeName)
+        }) return SLOW; m[${name}] = v; }`,
+      );
+      continue;
+    }
+    if (messageSeen) orderKept = false;
+    if (f.fieldKind === "list") {
+      init.push(`${name}: []`);
+      if (f.listKind === "message") {
+        const t = JSON.stringify(f.message.typeName);
+        checks.push(
+          `v = ${from}; if (v != null && !(Array.isArray(v) && v.every((x) => x !== null && ` +
+            `typeof x === "object" && x.$typeName === ${t}))) return SLOW;`,
+        );
+        made.push(`${name}: (v = ${from}) == null ? [] : v.slice()`);
+      } else if (f.listKind === "scalar" && f.scalar === ScalarType.BYTES) {
+        checks.push(
+          `v = ${from}; if (v != null && !(Array.isArray(v) && v.every((x) => !Array.isArray(x)))) return SLOW;`,
+        );
+        made.push(`${name}: (v = ${from}) == null ? [] : v.slice()`);
+      } else made.push(`${name}: (v = ${from}) ?? []`);
+    } else if (f.fieldKind === "scalar") {
+      const zero = scalarCall(f.scalar)?.zero;
+      init.push(`${name}: ${zero}`);
+      if (f.scalar === ScalarType.BYTES) {
+        checks.push(`if (Array.isArray(${from})) return SLOW;`);
+        made.push(`${name}: (v = ${from}) == null ? ${empty} : v`);
+      } else made.push(`${name}: (v = ${from}) != null ? v : ${zero}`);
+    } else if (f.fieldKind === "enum") {
+      init.push(`${name}: ${f.enum.values[0].number}`);
+      made.push(`${name}: (v = ${from}) != null ? v : ${f.enum.values[0].number}`);
+    }
   }
   const enc: string[] = [];
   const dec: string[] = [];
@@ -445,7 +491,20 @@ function typeCode(d: DescMessage, index: Map<DescMessage, number>): string | und
         return undefined;
     }
   }
-  return `E[${i}] = (w, m) => {
+  return `const ${empty} = new Uint8Array(0);
+C[${i}] = (init) => {
+  if (init === undefined || init === null) init = {};
+  if (typeof init.$typeName === "string") return init.$typeName === ${
+    JSON.stringify(d.typeName)
+  } ? init : SLOW;
+  const ORDER = ${orderKept};
+  let v;
+  ${checks.join("\n  ")}
+  const m = { ${made.join(", ")} };
+  ${madeMessages.join("\n  ")}
+  return m;
+};
+E[${i}] = (w, m) => {
   if (m.$typeName !== ${JSON.stringify(d.typeName)}) throw FALLBACK;
   if (m.$unknown !== undefined && m.$unknown.length) throw FALLBACK;
   let v;
@@ -469,11 +528,11 @@ export function encodeMessage<D extends DescMessage>(
   schema: D,
   msg: MessageShape<D>,
 ): Uint8Array<ArrayBuffer> {
-  const c = compile(schema);
-  if (c) {
+  const i = compileType(schema);
+  if (i !== null) {
     try {
       const w = new Writer();
-      c.encode(w, msg);
+      E[i](w, msg);
       return w.b.slice(0, w.p);
     } catch {
       // Out of the ordinary (see the top): bufbuild's own result or error.
@@ -488,10 +547,10 @@ export function decodeMessage<D extends DescMessage>(
   schema: D,
   bytes: Uint8Array,
 ): MessageShape<D> {
-  const c = compile(schema);
-  if (c) {
+  const i = compileType(schema);
+  if (i !== null) {
     try {
-      return c.decode(new Reader(bytes), bytes.length) as MessageShape<D>;
+      return D[i](new Reader(bytes), bytes.length) as MessageShape<D>;
     } catch {
       // As for encoding.
       fallbacks.decode++;
@@ -500,7 +559,22 @@ export function decodeMessage<D extends DescMessage>(
   return fromBinary(schema, bytes);
 }
 
+/** create(schema, init), faster: for init values already in final form
+ * (nested values messages, bytes Uint8Arrays), else create itself. */
+export function newMessage<D extends DescMessage>(
+  schema: D,
+  init?: MessageInitShape<D>,
+): MessageShape<D> {
+  const i = compileType(schema);
+  if (i !== null) {
+    const m = C[i](init as Record<string, unknown> | undefined);
+    if (m !== SLOW) return m as MessageShape<D>;
+  }
+  fallbacks.make++;
+  return create(schema, init);
+}
+
 /** Whether schema has the fast codec (tests: every image type must). */
 export function compiles(schema: DescMessage): boolean {
-  return compile(schema) !== null;
+  return compileType(schema) !== null;
 }

@@ -4,6 +4,7 @@
 // finish(), once every socket of the image is known, with the rules of
 // policy.ts; a refusal names the socket, its peer and the option to pass.
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   UnixCredsSchema,
   type UnixMessage,
@@ -104,19 +105,19 @@ export class UnixDumper {
 
   /** The socket behind fd n of pid (its file id is already given: its own
    * queue may hold it); pid may be ckpt itself for a descriptor in flight. */
-  describe(pid: number, n: number, ino: number, flags: number, where: string) {
+  describe(pid: number, n: number, ino: number, flags: number, at: { readonly where: string }) {
     const diag = this.diag(ino);
-    if (!diag) throw new DumpError(`${where} is not a UNIX socket of this network namespace`);
+    if (!diag) throw new DumpError(`${at.where} is not a UNIX socket of this network namespace`);
     const type = TYPES[diag.type];
-    if (!type) throw new DumpError(`${where}: UNIX socket type ${diag.type} cannot be dumped`);
+    if (!type) throw new DumpError(`${at.where}: UNIX socket type ${diag.type} cannot be dumped`);
     if (diag.state === "CONNECTING") {
-      throw new DumpError(`${where}: UNIX socket ${ino} is in the middle of connect(2)`);
+      throw new DumpError(`${at.where}: UNIX socket ${ino} is in the middle of connect(2)`);
     }
-    const d = this.read(pid, n, diag, where);
+    const d = this.read(pid, n, diag, at);
     const fd = d.fd;
     try {
       const name = d.name;
-      const sock = create(UnixSocketFileSchema, {
+      const sock = newMessage(UnixSocketFileSchema, {
         ino: BigInt(ino),
         type,
         state: STATES[diag.state] ?? 7,
@@ -140,7 +141,7 @@ export class UnixDumper {
           // That data sits in the connection accept() has not returned yet,
           // which no descriptor reaches: it cannot be read without accepting.
           throw new DumpError(
-            `${where}: UNIX socket ${ino} wrote ${diag.wqueue} bytes into a connection that ` +
+            `${at.where}: UNIX socket ${ino} wrote ${diag.wqueue} bytes into a connection that ` +
               `listener ${listener.inode} (${listener.name ?? "nameless"}) has not accepted yet; ` +
               `such data cannot be dumped yet`,
           );
@@ -148,7 +149,7 @@ export class UnixDumper {
         if (listener) sock.listenerIno = BigInt(listener.inode);
         else if (diag.peer !== null) sock.peerIno = BigInt(diag.peer);
         if (diag.peer === 0 && !listener) sock.peer = UnixPeer.GONE;
-        sock.queue = this.peekQueue(fd, diag, where);
+        sock.queue = this.peekQueue(fd, diag, at);
       }
       this.found.set(ino, { sock, diag, pid, fd: n });
       return sock;
@@ -176,13 +177,13 @@ export class UnixDumper {
 
   /** fd n of pid: ckpt's fd for it (a copy to close, or -1 when its queue
    * is not read; ckpt's own for a descriptor in flight), name and options. */
-  private read(pid: number, n: number, diag: UnixSocket, where: string) {
+  private read(pid: number, n: number, diag: UnixSocket, at: { readonly where: string }) {
     const key = fdKey(pid, n);
     const known = this.prefetched.get(key);
     const mem = diag.meminfo;
     if (known && mem && mem.length > SK_MEMINFO_SNDBUF) {
       this.prefetched.delete(key);
-      if (known.errno) throw new NativeError("reading socket", known.errno, where);
+      if (known.errno) throw new NativeError("reading socket", known.errno, at.where);
       // sock_diag's SK_MEMINFO_RCVBUF/SNDBUF are sk_rcvbuf/sk_sndbuf, which
       // SO_RCVBUF/SO_SNDBUF read.
       return {
@@ -194,7 +195,7 @@ export class UnixDumper {
     if (known && known.fd >= 0) fdops.close(known.fd);
     this.prefetched.delete(key);
     // A copy of the task's socket, its name and options in one native call.
-    return unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, where);
+    return unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, at.where);
   }
 
   private pidfd(pid: number): number {
@@ -286,13 +287,13 @@ export class UnixDumper {
 
   /** The socket's own receive queue, read with MSG_PEEK from offset 0 (set
    * with SO_PEEK_OFF, and put back after) so the task loses nothing. */
-  private peekQueue(fd: number, diag: UnixSocket, where: string): UnixMessage[] {
+  private peekQueue(fd: number, diag: UnixSocket, at: { readonly where: string }): UnixMessage[] {
     const stream = diag.type === "STREAM";
     // A stream peek must not go past the queued bytes: asking again at the
     // end would consume a pending socket error (ECONNRESET) of the task.
     const total = stream ? diag.rqueue ?? 0 : Infinity;
     if (stream && total === 0) return [];
-    if (fd < 0) throw new Error(`${where}: the socket's queue was not expected to be read`);
+    if (fd < 0) throw new Error(`${at.where}: the socket's queue was not expected to be read`);
     const buf = new Uint8Array(stream ? total + 65536 : DGRAM_BUF);
     const saved = unixsk.getInt(fd, SOL_SOCKET, SO.PEEK_OFF);
     // With SO_PASSCRED each peek also gives the credentials the message
@@ -311,7 +312,9 @@ export class UnixDumper {
           r = unixsk.recv(fd, buf, MSG.PEEK | MSG.DONTWAIT | MSG.CMSG_CLOEXEC);
         } catch (err) {
           const e = err instanceof NativeError ? err.message : String(err);
-          throw new DumpError(`${where}: cannot read the queue of UNIX socket ${diag.inode}: ${e}`);
+          throw new DumpError(
+            `${at.where}: cannot read the queue of UNIX socket ${diag.inode}: ${e}`,
+          );
         }
         if (r === null) break;
         if (r.len === 0 && diag.type !== "DGRAM") break; // end of a shut-down queue
