@@ -27,7 +27,9 @@ pub const Record = extern struct {
     /// FROM_INFO: a socket's link and stat were made from its fdinfo (the
     /// stat has its device, inode and mode only).
     flags: u32,
-    _pad: u32 = 0,
+    /// fdinfo's "flags:" (octal, O_CLOEXEC included) and "pos:".
+    fdflags: u32,
+    pos: i64,
     /// struct stat as newfstatat gives it (x86_64: 144 bytes).
     stat: [144]u8 align(8),
 };
@@ -87,7 +89,7 @@ export fn ck_read_fds(pid: i32, fds: [*]const i32, n: usize, out: [*]u8, cap: us
         const fd = fds[done];
         if (at + header + 4096 + 64 > cap) break;
         const rec: *Record = @ptrCast(@alignCast(out + at));
-        rec.* = .{ .fd = fd, .err = 0, .link_len = 0, .info_len = 0, .flags = 0, .stat = undefined };
+        rec.* = .{ .fd = fd, .err = 0, .link_len = 0, .info_len = 0, .flags = 0, .fdflags = 0, .pos = 0, .stat = undefined };
         var path: [24]u8 = undefined;
         const len = putInt(&path, 0, @intCast(fd));
         path[len] = 0;
@@ -125,6 +127,8 @@ export fn ck_read_fds(pid: i32, fds: [*]const i32, n: usize, out: [*]u8, cap: us
             at = align8(body);
             continue;
         }
+        rec.fdflags = @truncate(fieldIn(text, "flags:", 8) orelse 0);
+        rec.pos = signedField(text, "pos:") orelse 0;
         if (sockfs_mnt != 0 and field(text, "mnt_id:") == sockfs_mnt) {
             if (field(text, "ino:")) |ino| {
                 var l = put(out[0..cap], body, "socket:[");
@@ -201,23 +205,42 @@ export fn ck_list_fds(pid: i32, out: [*]i32, cap: usize) i64 {
 /// The number after `key` at the start of a line of text (tabs and spaces
 /// skipped), in base 10.
 fn field(text: []const u8, key: []const u8) ?u64 {
+    return fieldIn(text, key, 10);
+}
+
+/// Where the first line starting with `key` has its value (blanks skipped).
+fn valueAt(text: []const u8, key: []const u8) ?usize {
     var i: usize = 0;
     while (i + key.len <= text.len) {
-        if ((i == 0 or text[i - 1] == '\n') and eql(text[i .. i + key.len], key)) {
+        if (eql(text[i .. i + key.len], key)) {
             var j = i + key.len;
             while (j < text.len and (text[j] == ' ' or text[j] == '\t')) j += 1;
-            var v: u64 = 0;
-            var digits: usize = 0;
-            while (j < text.len and text[j] >= '0' and text[j] <= '9') : (j += 1) {
-                v = v * 10 + (text[j] - '0');
-                digits += 1;
-            }
-            return if (digits > 0) v else null;
+            return j;
         }
         while (i < text.len and text[i] != '\n') i += 1;
         i += 1;
     }
     return null;
+}
+
+fn fieldIn(text: []const u8, key: []const u8, base: u8) ?u64 {
+    var j = valueAt(text, key) orelse return null;
+    var v: u64 = 0;
+    var digits: usize = 0;
+    while (j < text.len and text[j] >= '0' and text[j] < '0' + base) : (j += 1) {
+        v = v *% base +% (text[j] - '0');
+        digits += 1;
+    }
+    return if (digits > 0) v else null;
+}
+
+fn signedField(text: []const u8, key: []const u8) ?i64 {
+    const j = valueAt(text, key) orelse return null;
+    if (j < text.len and text[j] == '-') {
+        const v = fieldIn(text[j + 1 ..], "", 10) orelse return null;
+        return -%@as(i64, @bitCast(v));
+    }
+    return @bitCast(fieldIn(text, key, 10) orelse return null);
 }
 
 fn eql(a: []const u8, b: []const u8) bool {

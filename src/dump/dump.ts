@@ -212,6 +212,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     // A dry run leaves the tracking where it is, not the tasks' own files.
     const running = tree.filter((t) => !t.zombie).map((t) => t.pid);
+    const tTables = performance.now();
+    for (const p of running) files.table(p);
+    log.debug(`fd tables read in ${formatMs(performance.now() - tTables)}`);
     if (dryRun) {
       for (const p of running) files.skip(p, trackingLeftIn(p, files.table(p)));
     } else {

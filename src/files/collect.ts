@@ -85,7 +85,7 @@ function kindOfFd(fd: DumpedFd, ctx: DumpContext): string {
 export function readDumpedFd(pid: number, n: number): DumpedFd {
   const link = Deno.readLinkSync(`/proc/${pid}/fd/${n}`);
   const infoText = readProcText(pid, `fdinfo/${n}`);
-  return new ReadFd(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
+  return ReadFd.of(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
 }
 
 /** The value of the first "key:" line of an fdinfo text. */
@@ -96,11 +96,10 @@ function infoField(text: string, key: string): string | undefined {
   return text.slice(at + key.length + 1, end < 0 ? text.length : end).trim();
 }
 
-/** A DumpedFd whose fdinfo lines and description are made when first
- * asked for: of ten thousand sockets, most never are. */
+/** A DumpedFd whose fdinfo text, lines and description are made when
+ * first asked for: of ten thousand sockets, most never are. */
 class ReadFd implements DumpedFd {
   readonly flags: number;
-  readonly pos: bigint;
   readonly cloexec: boolean;
   private lines: Map<string, string> | undefined;
 
@@ -108,13 +107,24 @@ class ReadFd implements DumpedFd {
     readonly pid: number,
     readonly fd: number,
     readonly link: string,
-    readonly infoText: string,
+    /** fdinfo's "flags:", O_CLOEXEC included. */
+    infoFlags: number,
+    readonly pos: bigint,
     readonly st: Deno.FileInfo,
+    private readonly text: string | RawFd,
   ) {
-    const flags = parseInt(infoField(infoText, "flags") ?? "0", 8);
-    this.flags = flags & ~O.CLOEXEC;
-    this.cloexec = (flags & O.CLOEXEC) !== 0;
-    this.pos = BigInt(infoField(infoText, "pos") ?? "0");
+    this.flags = infoFlags & ~O.CLOEXEC;
+    this.cloexec = (infoFlags & O.CLOEXEC) !== 0;
+  }
+
+  /** fd n of pid from its fdinfo text. */
+  static of(pid: number, n: number, link: string, text: string, st: Deno.FileInfo): ReadFd {
+    const flags = parseInt(infoField(text, "flags") ?? "0", 8);
+    return new ReadFd(pid, n, link, flags, BigInt(infoField(text, "pos") ?? "0"), st, text);
+  }
+
+  get infoText(): string {
+    return typeof this.text === "string" ? this.text : this.text.info;
   }
 
   get info(): Map<string, string> {
@@ -243,7 +253,7 @@ export class FileCollector {
       if (this.skipped.has(fdKey(pid, raw.fd))) continue;
       if (raw.errno === ERRNO.ENOENT) continue; // closed meanwhile (ckpt's own)
       if (raw.errno) throw new NativeError("reading", raw.errno, `fd ${raw.fd} of pid ${pid}`);
-      fds.push(new ReadFd(pid, raw.fd, raw.link, raw.info, raw.st));
+      fds.push(new ReadFd(pid, raw.fd, raw.link, raw.flags, raw.pos, raw.st, raw));
     }
     for (const k of KINDS) k.prefetch?.(fds, this.ctx);
     for (const fd of fds) {

@@ -3,17 +3,32 @@
 import { native } from "./load.ts";
 import { check } from "./mod.ts";
 
-export interface RawFd {
-  fd: number;
-  /** 0, or the errno that stopped the read (ENOENT: closed meanwhile). */
-  errno: number;
-  link: string;
-  info: string;
-  /** For a socket, made from its fdinfo: device, inode and mode only. */
-  st: Deno.FileInfo;
+/** One fd as read: its fdinfo text is decoded only when asked for (of ten
+ * thousand sockets, none is). */
+export class RawFd {
+  private text: string | undefined;
+
+  constructor(
+    readonly fd: number,
+    /** 0, or the errno that stopped the read (ENOENT: closed meanwhile). */
+    readonly errno: number,
+    readonly link: string,
+    /** fdinfo's "flags:", O_CLOEXEC included. */
+    readonly flags: number,
+    /** fdinfo's "pos:". */
+    readonly pos: bigint,
+    /** For a socket, made from its fdinfo: device, inode and mode only. */
+    readonly st: Deno.FileInfo,
+    private readonly raw: Uint8Array,
+  ) {}
+
+  /** The fdinfo text. */
+  get info(): string {
+    return this.text ??= dec.decode(this.raw);
+  }
 }
 
-const HEADER = 168;
+const HEADER = 176;
 const FROM_INFO = 1;
 const dec = new TextDecoder();
 
@@ -104,42 +119,51 @@ export function listFds(pid: number): number[] {
 export function readFds(pid: number, fds: number[]): RawFd[] {
   const out: RawFd[] = [];
   let cap = Math.max(1 << 16, fds.length * 512);
-  let i = 0;
-  while (i < fds.length) {
+  for (let i = 0; i < fds.length;) {
     const want = new Int32Array(fds.slice(i));
     const buf = new Uint8Array(cap);
-    const n = check(
-      native().ck_read_fds(pid, new Uint8Array(want.buffer), BigInt(want.length), buf, BigInt(cap)),
-      "reading fds",
-      `of pid ${pid}`,
+    const rc = native().ck_read_fds(
+      pid,
+      new Uint8Array(want.buffer),
+      BigInt(want.length),
+      buf,
+      BigInt(cap),
     );
-    if (n === 0) {
-      cap *= 4; // one fdinfo larger than the buffer (an epoll with many targets)
-      continue;
-    }
-    const dv = new DataView(buf.buffer);
-    let at = 0;
-    for (let k = 0; k < n; k++) {
-      const fd = dv.getInt32(at, true);
-      const err = dv.getInt32(at + 4, true);
-      const linkLen = dv.getUint32(at + 8, true);
-      const infoLen = dv.getUint32(at + 12, true);
-      const flags = dv.getUint32(at + 16, true);
-      const body = at + HEADER;
-      out.push({
-        fd,
-        errno: -err,
-        info: dec.decode(buf.subarray(body, body + infoLen)),
-        link: dec.decode(buf.subarray(body + infoLen, body + infoLen + linkLen)),
-        st: err
-          ? ({} as Deno.FileInfo)
-          : flags & FROM_INFO
-          ? socketInfo(dv, at + 24)
-          : fileInfo(dv, at + 24),
-      });
-      at = (body + linkLen + infoLen + 7) & ~7;
-    }
-    i += n;
+    const n = check(rc, "reading fds", `of pid ${pid}`);
+    if (n === 0) cap *= 4; // one fdinfo larger than the buffer (an epoll with many targets)
+    else i += takeRecords(buf, n, out);
   }
   return out;
+}
+
+/** Appends the n records ck_read_fds put in buf to out; returns n. */
+function takeRecords(buf: Uint8Array, n: number, out: RawFd[]): number {
+  const dv = new DataView(buf.buffer);
+  let at = 0;
+  for (let k = 0; k < n; k++) {
+    const fd = dv.getInt32(at, true);
+    const err = dv.getInt32(at + 4, true);
+    const linkLen = dv.getUint32(at + 8, true);
+    const infoLen = dv.getUint32(at + 12, true);
+    const flags = dv.getUint32(at + 16, true);
+    const body = at + HEADER;
+    const st = err
+      ? ({} as Deno.FileInfo)
+      : flags & FROM_INFO
+      ? socketInfo(dv, at + 32)
+      : fileInfo(dv, at + 32);
+    out.push(
+      new RawFd(
+        fd,
+        -err,
+        dec.decode(buf.subarray(body + infoLen, body + infoLen + linkLen)),
+        dv.getUint32(at + 20, true),
+        dv.getBigInt64(at + 24, true),
+        st,
+        buf.subarray(body, body + infoLen),
+      ),
+    );
+    at = (body + linkLen + infoLen + 7) & ~7;
+  }
+  return n;
 }

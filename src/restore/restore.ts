@@ -201,6 +201,9 @@ export async function restore(
   // In a user namespace of their own, only the root gets its pid at ckpt's
   // level; the others keep theirs inside and get any one here.
   for (const t of ns.freeOuterPids ? tasks.slice(0, 1) : tasks) refuseTaken(t.core.pid);
+  // ckpt holds a descriptor for each file, and the tasks' fds are made
+  // from them: its table grown once for all.
+  fdops.reserve(files.size + tasks.reduce((a, t) => a + (t.fds?.fds.length ?? 0), 0));
   if (tasks[0].core.zombie) {
     throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
   }
