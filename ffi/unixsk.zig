@@ -218,34 +218,41 @@ pub const Options = extern struct {
     _pad: u32 = 0,
 };
 
+/// ck_unix_options: keep ckpt's copy open (a queue to read).
+pub const KEEP: u8 = 1;
+/// ck_unix_options: read the name (sock_diag says there is one).
+pub const NAMED: u8 = 2;
+
 /// What a dump reads of each of fds[0..n] of the process behind pidfd that
-/// sock_diag does not show (its buffer sizes it does): the name, SO_PASSCRED
-/// and SO_PEEK_OFF, from a copy of the socket, which is kept
-/// open for the caller where keep[i] != 0 (a queue to read), else closed.
-/// One call for every socket of a task: a server has tens of thousands.
-/// Returns n; each socket's failure is in its record.
-export fn ck_unix_options(pidfd: i32, fds: [*]const i32, keep: [*]const u8, n: usize, out: [*]Options) i64 {
+/// sock_diag does not show (its buffer sizes it does): the name (NAMED),
+/// SO_PASSCRED and SO_PEEK_OFF, from a copy of the socket, which is kept
+/// open for the caller with KEEP, else closed. One call for every socket
+/// of a task: a server has tens of thousands. Returns n; each socket's
+/// failure is in its record.
+export fn ck_unix_options(pidfd: i32, fds: [*]const i32, flags: [*]const u8, n: usize, out: [*]Options) i64 {
     for (0..n) |i| {
         const rec = &out[i];
-        rec.* = .{ .fd = -1, .err = 0, .passcred = 0, .peek_off = -1, .name_len = 112, .name = undefined };
+        rec.* = .{ .fd = -1, .err = 0, .passcred = 0, .peek_off = -1, .name_len = 0, .name = undefined };
         const c = sys.syscall3(NR_pidfd_getfd, sys.int(pidfd), sys.int(fds[i]), 0);
         if (sys.isErr(c)) {
             rec.err = @truncate(-sys.signed(c));
             continue;
         }
-        var len: u32 = 4;
-        var rc = sys.syscall3(NR_getsockname, c, sys.ptr(&rec.name), sys.ptr(&rec.name_len));
-        if (!sys.isErr(rc)) {
-            rc = sys.syscall5(sys.NR.getsockopt, c, SOL_SOCKET, SO_PASSCRED, sys.ptr(&rec.passcred), sys.ptr(&len));
+        var rc: usize = 0;
+        if (flags[i] & NAMED != 0) {
+            rec.name_len = 112;
+            rc = sys.syscall3(NR_getsockname, c, sys.ptr(&rec.name), sys.ptr(&rec.name_len));
         }
-        if (!sys.isErr(rc)) {
-            len = 4;
-            rc = sys.syscall5(sys.NR.getsockopt, c, SOL_SOCKET, SO_PEEK_OFF, sys.ptr(&rec.peek_off), sys.ptr(&len));
+        const opts = [_]struct { i32, *i32 }{ .{ SO_PASSCRED, &rec.passcred }, .{ SO_PEEK_OFF, &rec.peek_off } };
+        for (opts) |o| {
+            if (sys.isErr(rc)) break;
+            var len: u32 = 4;
+            rc = sys.syscall5(sys.NR.getsockopt, c, SOL_SOCKET, sys.int(o[0]), sys.ptr(o[1]), sys.ptr(&len));
         }
         if (sys.isErr(rc)) {
             rec.err = @truncate(-sys.signed(rc));
             _ = sys.syscall1(sys.NR.close, c);
-        } else if (keep[i] != 0) {
+        } else if (flags[i] & KEEP != 0) {
             rec.fd = @intCast(c);
         } else _ = sys.syscall1(sys.NR.close, c);
     }

@@ -54,6 +54,31 @@ const WANT_SIZE = 24;
 /** ffi/unixsk.zig Options. */
 const OPTIONS_SIZE = 136;
 
+/** What unixsk.options read, socket by socket (by index). */
+export class SocketOptions {
+  private readonly dv: DataView;
+  constructor(private readonly out: Uint8Array) {
+    this.dv = new DataView(out.buffer);
+  }
+  /** ckpt's copy when kept, else -1. */
+  fd(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE, true);
+  }
+  errno(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE + 4, true);
+  }
+  passcred(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE + 8, true);
+  }
+  peekOff(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE + 12, true);
+  }
+  name(i: number): Uint8Array<ArrayBuffer> {
+    const o = i * OPTIONS_SIZE + 20;
+    return nameOf(this.out.subarray(o, o + 112), this.dv.getUint32(o - 4, true));
+  }
+}
+
 function check(rc: bigint, op: string, what = ""): number {
   if (rc < 0n) throw new NativeError(op, Number(-rc), what);
   return Number(rc);
@@ -69,8 +94,11 @@ export function sockaddr(name: Uint8Array): Uint8Array<ArrayBuffer> {
   return b;
 }
 
+/** Unbound: one empty name for all (names are never written to). */
+const NO_NAME = new Uint8Array(0);
+
 function nameOf(addr: Uint8Array, len: number): Uint8Array<ArrayBuffer> {
-  if (len <= 2) return new Uint8Array();
+  if (len <= 2) return NO_NAME;
   const raw = addr.slice(2, len);
   if (raw[0] === 0) return raw;
   const nul = raw.indexOf(0);
@@ -179,29 +207,19 @@ export const unixsk = {
       peekOff: i32[4],
     };
   },
-  /** The name, SO_PASSCRED and SO_PEEK_OFF of fds of the process behind
-   * pidfd, in one call; `keep[i]`: ckpt's copy of fds[i] is left open for
-   * the caller (fd), else fd is -1. A socket that could not be read has
-   * its errno. */
-  options(pidfd: number, fds: number[], keep: boolean[]) {
+  /** The name (where `named[i]`), SO_PASSCRED and SO_PEEK_OFF of fds of
+   * the process behind pidfd, in one call; `keep[i]`: ckpt's copy of
+   * fds[i] is left open for the caller, else its fd is -1. A socket that
+   * could not be read has its errno. */
+  options(pidfd: number, fds: number[], keep: boolean[], named: boolean[]): SocketOptions {
     const want = new Int32Array(fds);
-    const k = new Uint8Array(keep.map(Number));
+    const flags = new Uint8Array(fds.map((_, i) => (keep[i] ? 1 : 0) | (named[i] ? 2 : 0)));
     const out = new Uint8Array(fds.length * OPTIONS_SIZE);
     check(
-      native().ck_unix_options(pidfd, new Uint8Array(want.buffer), k, BigInt(fds.length), out),
+      native().ck_unix_options(pidfd, new Uint8Array(want.buffer), flags, BigInt(fds.length), out),
       "reading sockets",
     );
-    const dv = new DataView(out.buffer);
-    return fds.map((_, i) => {
-      const o = i * OPTIONS_SIZE;
-      return {
-        fd: dv.getInt32(o, true),
-        errno: dv.getInt32(o + 4, true),
-        passcred: dv.getInt32(o + 8, true),
-        peekOff: dv.getInt32(o + 12, true),
-        name: nameOf(out.subarray(o + 20, o + 20 + 112), dv.getUint32(o + 16, true)),
-      };
-    });
+    return new SocketOptions(out);
   },
   /** Many sockets in one call: `pair[i]` makes a socketpair of types[i]
    * (both ends returned), else one socket (second -1). All O_CLOEXEC. */

@@ -15,7 +15,16 @@ import {
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import { type Creds, MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk.ts";
+import {
+  type Creds,
+  MSG,
+  rawName,
+  showName,
+  SO,
+  type SocketOptions,
+  SOL_SOCKET,
+  unixsk,
+} from "../native/unixsk.ts";
 import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
 import { fdKey } from "../native/fdtable.ts";
@@ -67,7 +76,7 @@ export class UnixDumper {
   private readonly held: number[] = [];
   private readonly pidfds = new Map<number, number>();
   /** What prefetch() read, by fdKey, until describe() takes it. */
-  private readonly prefetched = new Map<number, ReturnType<typeof unixsk.options>[number]>();
+  private readonly prefetched = new Map<number, { batch: SocketOptions; i: number }>();
   private all: Map<number, UnixSocket> | undefined;
   /** Connection inode → the listener it waits in (built from `all`). */
   private listeners: Map<number, UnixSocket> | undefined;
@@ -162,17 +171,18 @@ export class UnixDumper {
    * once: what describe() then needs of each is at hand. */
   prefetch(pid: number, socks: { fd: number; ino: number }[]): void {
     this.table(socks.length);
-    const unix = socks.flatMap((s) => {
+    const fds: number[] = [], keep: boolean[] = [], named: boolean[] = [];
+    for (const s of socks) {
       const diag = this.diag(s.ino);
-      return diag ? [{ ...s, diag }] : [];
-    });
-    if (!unix.length) return;
-    const got = unixsk.options(
-      this.pidfd(pid),
-      unix.map((s) => s.fd),
-      unix.map((s) => needsQueue(s.diag)),
-    );
-    unix.forEach((s, i) => this.prefetched.set(fdKey(pid, s.fd), got[i]));
+      if (!diag) continue;
+      fds.push(s.fd);
+      keep.push(needsQueue(diag));
+      // sock_diag shows the very address getsockname gives, when there is one.
+      named.push(diag.name !== null);
+    }
+    if (!fds.length) return;
+    const batch = unixsk.options(this.pidfd(pid), fds, keep, named);
+    fds.forEach((fd, i) => this.prefetched.set(fdKey(pid, fd), { batch, i }));
   }
 
   /** fd n of pid: ckpt's fd for it (a copy to close, or -1 when its queue
@@ -183,16 +193,21 @@ export class UnixDumper {
     const mem = diag.meminfo;
     if (known && mem && mem.length > SK_MEMINFO_SNDBUF) {
       this.prefetched.delete(key);
-      if (known.errno) throw new NativeError("reading socket", known.errno, at.where);
+      const { batch, i } = known;
+      const errno = batch.errno(i);
+      if (errno) throw new NativeError("reading socket", errno, at.where);
       // sock_diag's SK_MEMINFO_RCVBUF/SNDBUF are sk_rcvbuf/sk_sndbuf, which
       // SO_RCVBUF/SO_SNDBUF read.
       return {
-        ...known,
+        fd: batch.fd(i),
+        name: batch.name(i),
+        passcred: batch.passcred(i),
+        peekOff: batch.peekOff(i),
         rcvbuf: mem[SK_MEMINFO_RCVBUF],
         sndbuf: mem[SK_MEMINFO_SNDBUF],
       };
     }
-    if (known && known.fd >= 0) fdops.close(known.fd);
+    if (known && known.batch.fd(known.i) >= 0) fdops.close(known.batch.fd(known.i));
     this.prefetched.delete(key);
     // A copy of the task's socket, its name and options in one native call.
     return unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, at.where);
@@ -449,7 +464,9 @@ export class UnixDumper {
 
   /** Closes what ckpt holds: descriptors received in flight, pidfds. */
   release(): void {
-    for (const r of this.prefetched.values()) if (r.fd >= 0) fdops.close(r.fd);
+    for (const { batch, i } of this.prefetched.values()) {
+      if (batch.fd(i) >= 0) fdops.close(batch.fd(i));
+    }
     this.prefetched.clear();
     for (const f of this.held) fdops.close(f);
     for (const p of this.pidfds.values()) fdops.close(p);
