@@ -119,7 +119,7 @@ export function fdTableOf(pid: number): RawFd[] {
  * left (a dry run leaves them where they are, and does not count them as
  * the task's). */
 export function trackingLeftIn(pid: number, table: RawFd[]): number[] {
-  return uffds(table).filter((r) => leftByPreDump(pid, r.fd, r.info)).map((r) => r.fd);
+  return uffds(table).filter((r) => leftByPreDump(pid, r.fd, r.infoText)).map((r) => r.fd);
 }
 
 export class MemoryTracker {
@@ -253,7 +253,7 @@ export class MemoryTracker {
       for (const r of uffds(tableOf(pid))) {
         const ino = BigInt(r.st.ino ?? 0);
         if (spare.has(ino)) continue;
-        if (!this.inodes.has(ino) && !leftByPreDump(pid, r.fd, r.info)) continue;
+        if (!this.inodes.has(ino) && !leftByPreDump(pid, r.fd, r.infoText)) continue;
         log.debug(`pid ${pid}: closing the write-tracking userfaultfd at fd ${r.fd}`);
         inject(pid, SYS.close, [r.fd], `close() of the tracking userfaultfd (fd ${r.fd})`);
         closed.set(pid, [...(closed.get(pid) ?? []), r.fd]);

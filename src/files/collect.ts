@@ -15,7 +15,7 @@ import {
   RegFileSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { ERRNO, fd as fdops, NativeError, O, sameFile } from "../native/mod.ts";
-import { fdKey, listFds, type RawFd, readFds } from "../native/fdtable.ts";
+import { fdKey, listFds, RawFd, readFds } from "../native/fdtable.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
 import type { DumpContext, DumpedFd, LetGo, NetDumpOptions } from "./kind.ts";
@@ -85,64 +85,7 @@ function kindOfFd(fd: DumpedFd, ctx: DumpContext): string {
 export function readDumpedFd(pid: number, n: number): DumpedFd {
   const link = Deno.readLinkSync(`/proc/${pid}/fd/${n}`);
   const infoText = readProcText(pid, `fdinfo/${n}`);
-  return ReadFd.of(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
-}
-
-/** The value of the first "key:" line of an fdinfo text. */
-function infoField(text: string, key: string): string | undefined {
-  const at = text.startsWith(`${key}:`) ? 0 : text.indexOf(`\n${key}:`) + 1;
-  if (at <= 0 && !text.startsWith(`${key}:`)) return undefined;
-  const end = text.indexOf("\n", at);
-  return text.slice(at + key.length + 1, end < 0 ? text.length : end).trim();
-}
-
-/** A DumpedFd whose fdinfo text, lines and description are made when
- * first asked for: of ten thousand sockets, most never are. */
-class ReadFd implements DumpedFd {
-  readonly flags: number;
-  readonly cloexec: boolean;
-  private lines: Map<string, string> | undefined;
-
-  constructor(
-    readonly pid: number,
-    readonly fd: number,
-    readonly link: string,
-    /** fdinfo's "flags:", O_CLOEXEC included. */
-    infoFlags: number,
-    readonly pos: bigint,
-    readonly st: Deno.FileInfo,
-    private readonly text: string | RawFd,
-  ) {
-    this.flags = infoFlags & ~O.CLOEXEC;
-    this.cloexec = (infoFlags & O.CLOEXEC) !== 0;
-  }
-
-  /** fd n of pid from its fdinfo text. */
-  static of(pid: number, n: number, link: string, text: string, st: Deno.FileInfo): ReadFd {
-    const flags = parseInt(infoField(text, "flags") ?? "0", 8);
-    return new ReadFd(pid, n, link, flags, BigInt(infoField(text, "pos") ?? "0"), st, text);
-  }
-
-  get infoText(): string {
-    return typeof this.text === "string" ? this.text : this.text.info;
-  }
-
-  get info(): Map<string, string> {
-    if (!this.lines) {
-      this.lines = new Map();
-      for (const line of this.infoText.split("\n")) {
-        const i = line.indexOf(":");
-        if (i > 0 && !this.lines.has(line.slice(0, i))) {
-          this.lines.set(line.slice(0, i), line.slice(i + 1).trim());
-        }
-      }
-    }
-    return this.lines;
-  }
-
-  get where(): string {
-    return `fd ${this.fd} of pid ${this.pid} (${this.link})`;
-  }
+  return RawFd.of(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
 }
 
 export class FileCollector {
@@ -248,12 +191,12 @@ export class FileCollector {
     const out: FdEntry[] = [];
     const table = this.table(pid);
     this.tables.delete(pid);
-    const fds: ReadFd[] = [];
+    const fds: RawFd[] = [];
     for (const raw of table) {
       if (this.skipped.has(fdKey(pid, raw.fd))) continue;
       if (raw.errno === ERRNO.ENOENT) continue; // closed meanwhile (ckpt's own)
       if (raw.errno) throw new NativeError("reading", raw.errno, `fd ${raw.fd} of pid ${pid}`);
-      fds.push(new ReadFd(pid, raw.fd, raw.link, raw.flags, raw.pos, raw.st, raw));
+      fds.push(raw);
     }
     for (const k of KINDS) k.prefetch?.(fds, this.ctx);
     for (const fd of fds) {

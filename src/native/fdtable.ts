@@ -1,31 +1,78 @@
 // Typed wrapper for ffi/fdtable.zig: a task's fds (link, fdinfo text, stat
 // of the open file) read natively, many per call.
+import type { DumpedFd } from "../files/kind.ts";
 import { native } from "./load.ts";
 import { check } from "./mod.ts";
 
-/** One fd as read: its fdinfo text is decoded only when asked for (of ten
- * thousand sockets, none is). */
-export class RawFd {
+/** One fd as read, as the file kinds see it (DumpedFd): its fdinfo text,
+ * lines and description are made only when asked for (of ten thousand
+ * sockets, none is). */
+export class RawFd implements DumpedFd {
+  /** Open file status flags, without O_CLOEXEC. */
+  readonly flags: number;
+  readonly cloexec: boolean;
   private text: string | undefined;
+  private lines: Map<string, string> | undefined;
 
   constructor(
+    readonly pid: number,
     readonly fd: number,
     /** 0, or the errno that stopped the read (ENOENT: closed meanwhile). */
     readonly errno: number,
     readonly link: string,
     /** fdinfo's "flags:", O_CLOEXEC included. */
-    readonly flags: number,
+    infoFlags: number,
     /** fdinfo's "pos:". */
     readonly pos: bigint,
     /** For a socket, made from its fdinfo: device, inode and mode only. */
     readonly st: Deno.FileInfo,
-    private readonly raw: Uint8Array,
-  ) {}
-
-  /** The fdinfo text. */
-  get info(): string {
-    return this.text ??= dec.decode(this.raw);
+    /** The fdinfo text, or where it is in `buf`. */
+    text: string | undefined,
+    private readonly buf?: Uint8Array,
+    private readonly at = 0,
+    private readonly len = 0,
+  ) {
+    this.flags = infoFlags & ~O_CLOEXEC;
+    this.cloexec = (infoFlags & O_CLOEXEC) !== 0;
+    this.text = text;
   }
+
+  /** fd n of pid from its link, fdinfo text and stat. */
+  static of(pid: number, n: number, link: string, text: string, st: Deno.FileInfo): RawFd {
+    const flags = parseInt(infoField(text, "flags") ?? "0", 8);
+    return new RawFd(pid, n, 0, link, flags, BigInt(infoField(text, "pos") ?? "0"), st, text);
+  }
+
+  get infoText(): string {
+    return this.text ??= dec.decode(this.buf!.subarray(this.at, this.at + this.len));
+  }
+
+  get info(): Map<string, string> {
+    if (!this.lines) {
+      this.lines = new Map();
+      for (const line of this.infoText.split("\n")) {
+        const i = line.indexOf(":");
+        if (i > 0 && !this.lines.has(line.slice(0, i))) {
+          this.lines.set(line.slice(0, i), line.slice(i + 1).trim());
+        }
+      }
+    }
+    return this.lines;
+  }
+
+  get where(): string {
+    return `fd ${this.fd} of pid ${this.pid} (${this.link})`;
+  }
+}
+
+const O_CLOEXEC = 0o2000000;
+
+/** The value of the first "key:" line of an fdinfo text. */
+function infoField(text: string, key: string): string | undefined {
+  const at = text.startsWith(`${key}:`) ? 0 : text.indexOf(`\n${key}:`) + 1;
+  if (at <= 0 && !text.startsWith(`${key}:`)) return undefined;
+  const end = text.indexOf("\n", at);
+  return text.slice(at + key.length + 1, end < 0 ? text.length : end).trim();
 }
 
 const HEADER = 176;
@@ -172,13 +219,13 @@ export function readFds(pid: number, fds: number[]): RawFd[] {
     );
     const n = check(rc, "reading fds", `of pid ${pid}`);
     if (n === 0) cap *= 4; // one fdinfo larger than the buffer (an epoll with many targets)
-    else i += takeRecords(buf, n, out);
+    else i += takeRecords(pid, buf, n, out);
   }
   return out;
 }
 
 /** Appends the n records ck_read_fds put in buf to out; returns n. */
-function takeRecords(buf: Uint8Array, n: number, out: RawFd[]): number {
+function takeRecords(pid: number, buf: Uint8Array, n: number, out: RawFd[]): number {
   const dv = new DataView(buf.buffer);
   let at = 0;
   for (let k = 0; k < n; k++) {
@@ -195,13 +242,17 @@ function takeRecords(buf: Uint8Array, n: number, out: RawFd[]): number {
       : fileInfo(dv, at + 32);
     out.push(
       new RawFd(
+        pid,
         fd,
         -err,
         dec.decode(buf.subarray(body + infoLen, body + infoLen + linkLen)),
         dv.getUint32(at + 20, true),
         dv.getBigInt64(at + 24, true),
         st,
-        buf.subarray(body, body + infoLen),
+        undefined,
+        buf,
+        body,
+        infoLen,
       ),
     );
     at = (body + linkLen + infoLen + 7) & ~7;

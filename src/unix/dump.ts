@@ -402,11 +402,11 @@ export class UnixDumper {
             );
           }
         }
-        s.pending = s.pending.filter((c) => inside.has(Number(c)));
-        const peerOfPeer = this.found.get(Number(s.peerIno))?.sock.peerIno;
+        if (s.pending.length) s.pending = s.pending.filter((c) => inside.has(Number(c)));
         if (
           s.type === 2 && s.queue.length && !s.name.length && s.peer !== UnixPeer.GONE &&
-          !(inside.has(Number(s.peerIno)) && peerOfPeer === s.ino && s.peerIno !== s.ino)
+          !(inside.has(Number(s.peerIno)) &&
+            this.found.get(Number(s.peerIno))?.sock.peerIno === s.ino && s.peerIno !== s.ino)
         ) {
           refused.push(
             `unix dgram socket ${s.ino} (${this.at(f)}) has ${s.queue.length} queued datagram(s) ` +
