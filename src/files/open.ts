@@ -258,7 +258,7 @@ export class OpenedFiles {
   }
 
   closeAll(): void {
-    for (const n of [...this.fds.values(), ...this.kept]) fdops.close(n);
+    fdops.closeAll([...this.fds.values(), ...this.kept]);
     for (const fn of this.closers.splice(0)) fn();
     this.fds.clear();
     this.kept.length = 0;

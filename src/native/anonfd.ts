@@ -24,15 +24,16 @@ const enc = new TextEncoder();
 
 /** A task's fd table as the dump read it, for epollTargets: fd order. */
 export function fdStats(table: readonly { fd: number; st: Deno.FileInfo }[]): Uint8Array {
-  const sorted = table.toSorted((a, b) => a.fd - b.fd);
+  const inOrder = table.every((e, i) => i === 0 || table[i - 1].fd < e.fd);
+  const sorted = inOrder ? table : table.toSorted((a, b) => a.fd - b.fd);
   const out = new Uint8Array(sorted.length * FD_STAT_SIZE);
   const dv = new DataView(out.buffer);
   sorted.forEach(({ fd, st }, i) => {
     const o = i * FD_STAT_SIZE;
     dv.setInt32(o, fd, true);
     dv.setUint32(o + 4, st.mode ?? 0, true);
-    dv.setBigUint64(o + 8, BigInt(st.dev ?? 0), true);
-    dv.setBigUint64(o + 16, BigInt(st.ino ?? 0), true);
+    u64(dv, o + 8, st.dev ?? 0);
+    u64(dv, o + 16, st.ino ?? 0);
   });
   return out;
 }
@@ -42,6 +43,12 @@ function targetLines(info: string): number {
   let n = 0;
   for (let i = info.indexOf("tfd:"); i >= 0; i = info.indexOf("tfd:", i + 4)) n++;
   return n;
+}
+
+/** A safe integer as a little-endian u64, without a BigInt. */
+function u64(dv: DataView, o: number, v: number): void {
+  dv.setUint32(o, v % 0x1_0000_0000, true);
+  dv.setUint32(o + 4, Math.floor(v / 0x1_0000_0000), true);
 }
 
 /** The entries of fdStats. */

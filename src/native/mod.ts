@@ -263,6 +263,15 @@ export const fd = {
   close(n: number): void {
     native().ck_close(n);
   },
+  /** Closes every fd of fds, in one call. */
+  closeAll(fds: number[]): void {
+    if (fds.length < 8) {
+      for (const n of fds) native().ck_close(n);
+      return;
+    }
+    const a = new Int32Array(fds);
+    native().ck_close_many(new Uint8Array(a.buffer), BigInt(a.length));
+  },
   read(n: number, buf: Uint8Array<ArrayBuffer>): number {
     return check(native().ck_read(n, buf, BigInt(buf.length)), "read", `fd ${n}`);
   },

@@ -146,9 +146,7 @@ export class UnixSockets {
 
   closeAll(): void {
     this.releaseBuildState();
-    for (const n of [...this.fds.values(), ...this.pairOf.values(), ...this.temps]) {
-      fdops.close(n);
-    }
+    fdops.closeAll([...this.fds.values(), ...this.pairOf.values(), ...this.temps]);
     this.fds.clear();
     this.pairOf.clear();
     this.temps.length = 0;

@@ -2,6 +2,7 @@
 export const fdSymbols = {
   ck_open: { parameters: ["buffer", "i32", "u32"], result: "i64" },
   ck_close: { parameters: ["i32"], result: "i64" },
+  ck_close_many: { parameters: ["buffer", "usize"], result: "void" },
   ck_read: { parameters: ["i32", "buffer", "usize"], result: "i64" },
   ck_write: { parameters: ["i32", "buffer", "usize"], result: "i64" },
   ck_pread: { parameters: ["i32", "buffer", "usize", "u64"], result: "i64" },
