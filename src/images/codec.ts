@@ -523,12 +523,34 @@ D[${i}] = (r, end) => {
 };`;
 }
 
+/** When generating code pays: below these, bufbuild (already warm, with
+ * nothing to compile) is faster. Tests set them to 0. */
+export const thresholds = {
+  /** Payloads decoded fast from this many bytes on. */
+  decodeBytes: 16 << 10,
+  /** Messages encoded fast from this many items in their top-level lists. */
+  encodeItems: 128,
+  /** A type's messages made fast after this many of them. */
+  creates: 64,
+};
+
+/** How many items a message's top-level lists hold (its size, roughly). */
+function items(schema: DescMessage, msg: unknown): number {
+  let n = 0;
+  for (const f of schema.fields) {
+    if (f.fieldKind !== "list") continue;
+    const v = (msg as Record<string, unknown>)[f.localName];
+    if (Array.isArray(v)) n += v.length;
+  }
+  return n;
+}
+
 /** toBinary(schema, msg), faster. */
 export function encodeMessage<D extends DescMessage>(
   schema: D,
   msg: MessageShape<D>,
 ): Uint8Array<ArrayBuffer> {
-  const i = compileType(schema);
+  const i = items(schema, msg) >= thresholds.encodeItems ? compileType(schema) : null;
   if (i !== null) {
     try {
       const w = new Writer();
@@ -547,7 +569,7 @@ export function decodeMessage<D extends DescMessage>(
   schema: D,
   bytes: Uint8Array,
 ): MessageShape<D> {
-  const i = compileType(schema);
+  const i = bytes.length >= thresholds.decodeBytes ? compileType(schema) : null;
   if (i !== null) {
     try {
       return D[i](new Reader(bytes), bytes.length) as MessageShape<D>;
@@ -559,18 +581,22 @@ export function decodeMessage<D extends DescMessage>(
   return fromBinary(schema, bytes);
 }
 
+const made = new WeakMap<DescMessage, number>();
+
 /** create(schema, init), faster: for init values already in final form
  * (nested values messages, bytes Uint8Arrays), else create itself. */
 export function newMessage<D extends DescMessage>(
   schema: D,
   init?: MessageInitShape<D>,
 ): MessageShape<D> {
-  const i = compileType(schema);
+  const count = (made.get(schema) ?? 0) + 1;
+  if (count <= thresholds.creates) made.set(schema, count);
+  const i = count > thresholds.creates ? compileType(schema) : null;
   if (i !== null) {
     const m = C[i](init as Record<string, unknown> | undefined);
     if (m !== SLOW) return m as MessageShape<D>;
+    fallbacks.make++;
   }
-  fallbacks.make++;
   return create(schema, init);
 }
 
