@@ -3,6 +3,7 @@
 // changed for the task: any failure releases it running and removes what was
 // written, so no directory that restore would accept is left behind.
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   CgroupsImageSchema,
   type FdEntry,
@@ -306,7 +307,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     });
     if (own.includes("net")) files.blockers.push(...liveTcpInOwnNet(files.files));
     const tables = new Map(
-      live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
+      live.map((l) => [l.t.pid, newMessage(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
     );
     files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
     files.blockers.push(...cttyBlockers(live.map((l) => l.core), files.files, !!opts.shellJob));
@@ -321,6 +322,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       });
     if (namespaces && mounts) namespaces.mnt = mounts;
     files.release();
+    log.debug(`files finished after ${formatMs(performance.now() - tFrozen)} frozen`);
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
       files.letGo("run");
@@ -375,7 +377,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       );
 
       out.write(coreName(p), ImageKind.Core, TaskCoreSchema, core);
-      out.write(mmName(p), ImageKind.Mm, MmImageSchema, create(MmImageSchema, { pid: p, vmas }));
+      out.write(mmName(p), ImageKind.Mm, MmImageSchema, newMessage(MmImageSchema, { pid: p, vmas }));
       out.write(
         pagemapName(p),
         ImageKind.Pagemap,
@@ -394,7 +396,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       FILES,
       ImageKind.Files,
       FilesImageSchema,
-      create(FilesImageSchema, { files: files.files }),
+      newMessage(FilesImageSchema, { files: files.files }),
     );
     if (cgroups.image) out.write(CGROUPS, ImageKind.Cgroups, CgroupsImageSchema, cgroups.image);
     out.inventory({
@@ -407,6 +409,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     notify("post-dump");
 
     if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
+    log.debug(`images written after ${formatMs(performance.now() - tFrozen)} frozen`);
     // The copies go, and each task reaps its own (stopped briefly again).
     snapshots.dispose();
     if (opts.leaveRunning) {

@@ -536,6 +536,7 @@ export const thresholds = {
 
 /** How many items a message's top-level lists hold (its size, roughly). */
 function items(schema: DescMessage, msg: unknown): number {
+  if (msg === null || typeof msg !== "object") return 0;
   let n = 0;
   for (const f of schema.fields) {
     if (f.fieldKind !== "list") continue;
@@ -591,7 +592,9 @@ export function newMessage<D extends DescMessage>(
 ): MessageShape<D> {
   const count = (made.get(schema) ?? 0) + 1;
   if (count <= thresholds.creates) made.set(schema, count);
-  const i = count > thresholds.creates ? compileType(schema) : null;
+  // create checks each item of a list given whole: a big list pays too.
+  const fast = count > thresholds.creates || items(schema, init) >= thresholds.encodeItems;
+  const i = fast ? compileType(schema) : null;
   if (i !== null) {
     const m = C[i](init as Record<string, unknown> | undefined);
     if (m !== SLOW) return m as MessageShape<D>;
