@@ -377,7 +377,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       );
 
       out.write(coreName(p), ImageKind.Core, TaskCoreSchema, core);
-      out.write(mmName(p), ImageKind.Mm, MmImageSchema, newMessage(MmImageSchema, { pid: p, vmas }));
+      out.write(
+        mmName(p),
+        ImageKind.Mm,
+        MmImageSchema,
+        newMessage(MmImageSchema, { pid: p, vmas }),
+      );
       out.write(
         pagemapName(p),
         ImageKind.Pagemap,

@@ -193,12 +193,14 @@ function userDev(kdev: number): number {
 
 /** struct epoll_event, packed on x86_64: u32 events, u64 data. */
 function epollEvent(events: number, data: bigint): Uint8Array {
-  const b = new Uint8Array(12);
-  const dv = new DataView(b.buffer);
-  dv.setUint32(0, events >>> 0, true);
-  dv.setBigUint64(4, data, true);
-  return b;
+  EVENT_VIEW.setUint32(0, events >>> 0, true);
+  EVENT_VIEW.setBigUint64(4, data, true);
+  return EVENT.slice();
 }
+
+/** Where epollEvent lays one out (ten thousand, one view). */
+const EVENT = new Uint8Array(12);
+const EVENT_VIEW = new DataView(EVENT.buffer);
 
 export const epoll: FileKindOps = {
   name: "epoll",
