@@ -35,6 +35,8 @@ pub const Record = extern struct {
 };
 
 pub const FROM_INFO: u32 = 1;
+/// The fdinfo text has `lock:` lines (file locks of this open file).
+pub const LOCKS: u32 = 2;
 
 const header = @sizeOf(Record);
 
@@ -128,6 +130,7 @@ export fn ck_read_fds(pid: i32, fds: [*]const i32, n: usize, out: [*]u8, cap: us
             continue;
         }
         rec.fdflags = @truncate(fieldIn(text, "flags:", 8) orelse 0);
+        if (valueAt(text, "lock:") != null) rec.flags |= LOCKS;
         rec.pos = signedField(text, "pos:") orelse 0;
         if (sockfs_mnt != 0 and field(text, "mnt_id:") == sockfs_mnt) {
             if (field(text, "ino:")) |ino| {
@@ -135,7 +138,7 @@ export fn ck_read_fds(pid: i32, fds: [*]const i32, n: usize, out: [*]u8, cap: us
                 l = putInt(out[0..cap], l, ino);
                 l = put(out[0..cap], l, "]");
                 rec.link_len = @intCast(l - body);
-                rec.flags = FROM_INFO;
+                rec.flags |= FROM_INFO;
                 @memset(&rec.stat, 0);
                 @as(*u64, @ptrCast(&rec.stat[0])).* = sockfs_dev;
                 @as(*u64, @ptrCast(&rec.stat[8])).* = ino;

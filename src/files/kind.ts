@@ -24,6 +24,9 @@ export interface DumpedFd {
   info: Map<string, string>;
   /** The whole fdinfo text, for kinds with one line per item (epoll tfd, inotify wd). */
   infoText: string;
+  /** Whether infoText has `lock:` lines, when the reader already knows
+   * (ten thousand fds need not be decoded to learn they hold none). */
+  lockLines?: boolean;
   /** stat of /proc/PID/fd/N (the open file itself). */
   st: Deno.FileInfo;
   /** "fd N of pid P (link)", for messages. */

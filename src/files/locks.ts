@@ -65,6 +65,7 @@ export function parseLockLine(text: string): LockLine | undefined {
 
 /** The lock lines of an fdinfo text. */
 function fdinfoLocks(fd: DumpedFd): LockLine[] {
+  if (fd.lockLines === false) return [];
   const out: LockLine[] = [];
   for (const line of fd.infoText.split("\n")) {
     if (!line.startsWith("lock:")) continue;

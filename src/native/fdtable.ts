@@ -31,6 +31,8 @@ export class RawFd implements DumpedFd {
     private readonly buf?: Uint8Array,
     private readonly at = 0,
     private readonly len = 0,
+    /** Whether the fdinfo text has `lock:` lines (undefined: look). */
+    readonly lockLines?: boolean,
   ) {
     this.flags = infoFlags & ~O_CLOEXEC;
     this.cloexec = (infoFlags & O_CLOEXEC) !== 0;
@@ -76,7 +78,7 @@ function infoField(text: string, key: string): string | undefined {
 }
 
 const HEADER = 176;
-const FROM_INFO = 1;
+const FROM_INFO = 1, LOCKS = 2;
 const dec = new TextDecoder();
 
 function date(dv: DataView, o: number): Date {
@@ -253,6 +255,7 @@ function takeRecords(pid: number, buf: Uint8Array, n: number, out: RawFd[]): num
         buf,
         body,
         infoLen,
+        (flags & LOCKS) !== 0,
       ),
     );
     at = (body + linkLen + infoLen + 7) & ~7;
