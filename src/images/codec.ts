@@ -258,6 +258,8 @@ class Writer {
 }
 
 const WIRE = { varint: 0, len: 2 } as const;
+/** FeatureSet.FieldPresence: EXPLICIT (proto3 `optional`), IMPLICIT. */
+const EXPLICIT = 1, IMPLICIT = 2;
 
 /** Reader and writer method for a scalar type, or undefined if unsupported. */
 function scalarCall(t: ScalarType): { read: string; write: string; zero: string } | undefined {
@@ -357,6 +359,17 @@ function typeCode(d: DescMessage, i: number): string | undefined {
       );
       continue;
     }
+    if ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === EXPLICIT) {
+      // proto3 `optional`: absent until set, like a message field.
+      messageSeen = true;
+      const bytes = f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES;
+      madeMessages.push(
+        `v = ${from}; if (v != null) { if (!ORDER${
+          bytes ? " || Array.isArray(v)" : ""
+        }) return SLOW; m[${name}] = v; }`,
+      );
+      continue;
+    }
     if (messageSeen) orderKept = false;
     if (f.fieldKind === "list") {
       init.push(`${name}: []`);
@@ -402,7 +415,8 @@ function typeCode(d: DescMessage, i: number): string | undefined {
     switch (f.fieldKind) {
       case "scalar":
       case "enum": {
-        if (f.presence !== 2) return undefined; // IMPLICIT only
+        // IMPLICIT, or proto3 `optional` (EXPLICIT): written when set, even to zero.
+        if (f.presence !== IMPLICIT && f.presence !== EXPLICIT) return undefined;
         if (f.getDefaultValue() !== undefined) return undefined;
         const c = f.fieldKind === "enum"
           ? { read: "r.v32() | 0", write: "i32" }
@@ -421,7 +435,12 @@ function typeCode(d: DescMessage, i: number): string | undefined {
             (f.scalar === ScalarType.STRING || f.scalar === ScalarType.BYTES)
           ? WIRE.len
           : WIRE.varint;
-        enc.push(`v = ${at}; if (${zero}) { ${writeTag(wire)} w.${c.write}(v); }`);
+        const set = f.presence === EXPLICIT
+          ? `v !== undefined && Object.prototype.hasOwnProperty.call(m, ${
+            JSON.stringify(f.localName)
+          })`
+          : zero;
+        enc.push(`v = ${at}; if (${set}) { ${writeTag(wire)} w.${c.write}(v); }`);
         dec.push(`case ${tag(wire)}: ${at} = ${c.read}; break;`);
         break;
       }
