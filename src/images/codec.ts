@@ -336,41 +336,35 @@ function typeCode(d: DescMessage, i: number): string | undefined {
   if (d.file.edition !== 999) return undefined; // proto3 only (EDITION_PROTO3)
   const index = typeIndex;
   const init: string[] = [`$typeName: ${JSON.stringify(d.typeName)}`];
-  // create(): the same literal from an init object whose values are in
-  // final form (messages of their types, Uint8Array bytes); message fields
-  // go after it, which keeps create's key order only when no other member
-  // follows one (else create itself is asked).
-  const made: string[] = [`$typeName: ${JSON.stringify(d.typeName)}`];
-  const checks: string[] = []; // values create would convert: create does it
-  const madeMessages: string[] = [];
+  // create(): the same message from an init object whose values are in
+  // final form (messages of their types, Uint8Array bytes; else create
+  // itself is asked), its members set in create's order: a field absent
+  // until set (a message, a proto3 `optional`) is skipped when not given.
+  const checks: string[] = []; // values create would convert
+  const sets: string[] = [];
   const empty = `EMPTY_${d.typeName.replaceAll(".", "_")}`;
-  let messageSeen = false, orderKept = true;
   for (const m of d.members) {
     if (m.kind === "oneof") return undefined;
     const f = m as DescField;
     const name = JSON.stringify(f.localName);
     const from = `init[${name}]`;
+    const to = `m[${name}]`;
     if (f.fieldKind === "message") {
-      messageSeen = true;
-      madeMessages.push(
-        `v = ${from}; if (v != null) { if (!ORDER || v.$typeName !== ${
+      checks.push(
+        `v = ${from}; if (v != null && v.$typeName !== ${
           JSON.stringify(f.message.typeName)
-        }) return SLOW; m[${name}] = v; }`,
+        }) return SLOW;`,
       );
+      sets.push(`if ((v = ${from}) != null) ${to} = v;`);
       continue;
     }
     if ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === EXPLICIT) {
-      // proto3 `optional`: absent until set, like a message field.
-      messageSeen = true;
-      const bytes = f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES;
-      madeMessages.push(
-        `v = ${from}; if (v != null) { if (!ORDER${
-          bytes ? " || Array.isArray(v)" : ""
-        }) return SLOW; m[${name}] = v; }`,
-      );
+      if (f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES) {
+        checks.push(`if (Array.isArray(${from})) return SLOW;`);
+      }
+      sets.push(`if ((v = ${from}) != null) ${to} = v;`);
       continue;
     }
-    if (messageSeen) orderKept = false;
     if (f.fieldKind === "list") {
       init.push(`${name}: []`);
       if (f.listKind === "message") {
@@ -379,23 +373,23 @@ function typeCode(d: DescMessage, i: number): string | undefined {
           `v = ${from}; if (v != null && !(Array.isArray(v) && v.every((x) => x !== null && ` +
             `typeof x === "object" && x.$typeName === ${t}))) return SLOW;`,
         );
-        made.push(`${name}: (v = ${from}) == null ? [] : v.slice()`);
+        sets.push(`${to} = (v = ${from}) == null ? [] : v.slice();`);
       } else if (f.listKind === "scalar" && f.scalar === ScalarType.BYTES) {
         checks.push(
           `v = ${from}; if (v != null && !(Array.isArray(v) && v.every((x) => !Array.isArray(x)))) return SLOW;`,
         );
-        made.push(`${name}: (v = ${from}) == null ? [] : v.slice()`);
-      } else made.push(`${name}: (v = ${from}) ?? []`);
+        sets.push(`${to} = (v = ${from}) == null ? [] : v.slice();`);
+      } else sets.push(`${to} = (v = ${from}) ?? [];`);
     } else if (f.fieldKind === "scalar") {
       const zero = scalarCall(f.scalar)?.zero;
       init.push(`${name}: ${zero}`);
       if (f.scalar === ScalarType.BYTES) {
         checks.push(`if (Array.isArray(${from})) return SLOW;`);
-        made.push(`${name}: (v = ${from}) == null ? ${empty} : v`);
-      } else made.push(`${name}: (v = ${from}) != null ? v : ${zero}`);
+        sets.push(`${to} = (v = ${from}) == null ? ${empty} : v;`);
+      } else sets.push(`${to} = (v = ${from}) != null ? v : ${zero};`);
     } else if (f.fieldKind === "enum") {
       init.push(`${name}: ${f.enum.values[0].number}`);
-      made.push(`${name}: (v = ${from}) != null ? v : ${f.enum.values[0].number}`);
+      sets.push(`${to} = (v = ${from}) != null ? v : ${f.enum.values[0].number};`);
     }
   }
   const enc: string[] = [];
@@ -516,11 +510,10 @@ C[${i}] = (init) => {
   if (typeof init.$typeName === "string") return init.$typeName === ${
     JSON.stringify(d.typeName)
   } ? init : SLOW;
-  const ORDER = ${orderKept};
   let v;
   ${checks.join("\n  ")}
-  const m = { ${made.join(", ")} };
-  ${madeMessages.join("\n  ")}
+  const m = { $typeName: ${JSON.stringify(d.typeName)} };
+  ${sets.join("\n  ")}
   return m;
 };
 E[${i}] = (w, m) => {
