@@ -196,20 +196,27 @@ class Writer {
   }
 
   u64(v: unknown): void {
-    if (typeof v !== "bigint" || v < 0n || v > 0xffffffffffffffffn) throw FALLBACK;
-    if (v <= 0xffffffffn) this.v32(Number(v));
-    else this.v64(Number(v & 0xffffffffn), Number(v >> 32n));
+    if (typeof v !== "bigint") throw FALLBACK;
+    // Most values (inodes, sizes) are far below 2^53: no BigInt arithmetic.
+    const n = Number(v);
+    if (n >= 0 && n < 0x20_0000_0000_0000) return this.unsigned(n);
+    if (v < 0n || v > 0xffffffffffffffffn) throw FALLBACK;
+    this.v64(Number(v & 0xffffffffn), Number(v >> 32n));
   }
 
   i64(v: unknown): void {
-    if (typeof v !== "bigint" || v < -0x8000000000000000n || v > 0x7fffffffffffffffn) {
-      throw FALLBACK;
-    }
-    if (v >= 0n && v <= 0xffffffffn) this.v32(Number(v));
-    else {
-      const u = BigInt.asUintN(64, v);
-      this.v64(Number(u & 0xffffffffn), Number(u >> 32n));
-    }
+    if (typeof v !== "bigint") throw FALLBACK;
+    const n = Number(v);
+    if (n >= 0 && n < 0x20_0000_0000_0000) return this.unsigned(n);
+    if (v < -0x8000000000000000n || v > 0x7fffffffffffffffn) throw FALLBACK;
+    const u = BigInt.asUintN(64, v);
+    this.v64(Number(u & 0xffffffffn), Number(u >> 32n));
+  }
+
+  /** A safe non-negative integer as a varint. */
+  private unsigned(n: number): void {
+    if (n <= 0xffffffff) this.v32(n);
+    else this.v64(n % 0x1_0000_0000, Math.floor(n / 0x1_0000_0000));
   }
 
   bool(v: unknown): void {
