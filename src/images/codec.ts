@@ -345,58 +345,64 @@ function typeCode(d: DescMessage, i: number): string | undefined {
   const init: string[] = [`$typeName: ${JSON.stringify(d.typeName)}`];
   // create(): the same message from an init object whose values are in
   // final form (messages of their types, Uint8Array bytes; else create
-  // itself is asked), its members set in create's order: a field absent
-  // until set (a message, a proto3 `optional`) is skipped when not given.
+  // itself is asked), its members in create's order: one literal up to the
+  // first field absent until set (a message, a proto3 `optional`), then
+  // one assignment each, such a field skipped when not given.
   const checks: string[] = []; // values create would convert
+  const literal: string[] = [`$typeName: ${JSON.stringify(d.typeName)}`];
   const sets: string[] = [];
   const empty = `EMPTY_${d.typeName.replaceAll(".", "_")}`;
+  let late = false;
+  const always = (name: string, expr: string) => {
+    if (late) sets.push(`m[${name}] = ${expr};`);
+    else literal.push(`${name}: ${expr}`);
+  };
+  const listCheck = (from: string, test: string) =>
+    `v = ${from}; if (v != null) { if (!Array.isArray(v)) return SLOW; ` +
+    `for (let k = 0; k < v.length; k++) { const x = v[k]; if (${test}) return SLOW; } }`;
   for (const m of d.members) {
     if (m.kind === "oneof") return undefined;
     const f = m as DescField;
     const name = JSON.stringify(f.localName);
     const from = `init[${name}]`;
-    const to = `m[${name}]`;
-    if (f.fieldKind === "message") {
-      checks.push(
-        `v = ${from}; if (v != null && v.$typeName !== ${
-          JSON.stringify(f.message.typeName)
-        }) return SLOW;`,
-      );
-      sets.push(`if ((v = ${from}) != null) ${to} = v;`);
-      continue;
-    }
-    if ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === EXPLICIT) {
-      if (f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES) {
+    const absentUntilSet = f.fieldKind === "message" ||
+      ((f.fieldKind === "scalar" || f.fieldKind === "enum") && f.presence === EXPLICIT);
+    if (absentUntilSet) {
+      late = true;
+      if (f.fieldKind === "message") {
+        checks.push(
+          `v = ${from}; if (v != null && v.$typeName !== ${
+            JSON.stringify(f.message.typeName)
+          }) return SLOW;`,
+        );
+      } else if (f.fieldKind === "scalar" && f.scalar === ScalarType.BYTES) {
         checks.push(`if (Array.isArray(${from})) return SLOW;`);
       }
-      sets.push(`if ((v = ${from}) != null) ${to} = v;`);
+      sets.push(`if ((v = ${from}) != null) m[${name}] = v;`);
       continue;
     }
     if (f.fieldKind === "list") {
       init.push(`${name}: []`);
       if (f.listKind === "message") {
         const t = JSON.stringify(f.message.typeName);
-        checks.push(
-          `v = ${from}; if (v != null && !(Array.isArray(v) && v.every((x) => x !== null && ` +
-            `typeof x === "object" && x.$typeName === ${t}))) return SLOW;`,
-        );
-        sets.push(`${to} = (v = ${from}) == null ? [] : v.slice();`);
+        checks.push(listCheck(from, `x === null || typeof x !== "object" || x.$typeName !== ${t}`));
+        // create maps a given list to a new one.
+        always(name, `(v = ${from}) == null || v.length === 0 ? [] : v.slice()`);
       } else if (f.listKind === "scalar" && f.scalar === ScalarType.BYTES) {
-        checks.push(
-          `v = ${from}; if (v != null && !(Array.isArray(v) && v.every((x) => !Array.isArray(x)))) return SLOW;`,
-        );
-        sets.push(`${to} = (v = ${from}) == null ? [] : v.slice();`);
-      } else sets.push(`${to} = (v = ${from}) ?? [];`);
+        checks.push(listCheck(from, "Array.isArray(x)"));
+        always(name, `(v = ${from}) == null || v.length === 0 ? [] : v.slice()`);
+      } else always(name, `(v = ${from}) ?? []`);
     } else if (f.fieldKind === "scalar") {
       const zero = scalarCall(f.scalar)?.zero;
       init.push(`${name}: ${zero}`);
       if (f.scalar === ScalarType.BYTES) {
         checks.push(`if (Array.isArray(${from})) return SLOW;`);
-        sets.push(`${to} = (v = ${from}) == null ? ${empty} : v;`);
-      } else sets.push(`${to} = (v = ${from}) != null ? v : ${zero};`);
+        always(name, `(v = ${from}) == null ? ${empty} : v`);
+      } else always(name, `(v = ${from}) != null ? v : ${zero}`);
     } else if (f.fieldKind === "enum") {
-      init.push(`${name}: ${f.enum.values[0].number}`);
-      sets.push(`${to} = (v = ${from}) != null ? v : ${f.enum.values[0].number};`);
+      const zero = f.enum.values[0].number;
+      init.push(`${name}: ${zero}`);
+      always(name, `(v = ${from}) != null ? v : ${zero}`);
     }
   }
   const enc: string[] = [];
@@ -519,7 +525,7 @@ C[${i}] = (init) => {
   } ? init : SLOW;
   let v;
   ${checks.join("\n  ")}
-  const m = { $typeName: ${JSON.stringify(d.typeName)} };
+  const m = { ${literal.join(", ")} };
   ${sets.join("\n  ")}
   return m;
 };
