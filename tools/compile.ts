@@ -52,7 +52,7 @@ const args = [
   "--allow-env",
   "--allow-sys",
   // The same young generation as the launcher's (see ./ckpt).
-  "--v8-flags=--min-semi-space-size=64,--max-semi-space-size=64",
+  "--v8-flags=--min-semi-space-size=128,--max-semi-space-size=128",
   // Build tools (buf, protoc-gen-es) are npm dependencies too; keep them out.
   "--exclude-unused-npm",
   "--include",

@@ -8,7 +8,7 @@ export interface EpollTarget {
   tfd: number;
   events: number;
   data: bigint;
-  ino: bigint;
+  ino: number;
   /** Index among the registrations under the same tfd (kcmp's toff). */
   toff: number;
   /** The kernel's superblock dev (MAJOR << 20 | MINOR). */
@@ -104,7 +104,7 @@ export function epollTargets(
         tfd: dv.getInt32(o, true),
         events: dv.getUint32(o + 4, true),
         data: dv.getBigUint64(o + 8, true),
-        ino: dv.getBigUint64(o + 16, true),
+        ino: dv.getUint32(o + 16, true) + dv.getUint32(o + 20, true) * 0x1_0000_0000,
         toff: dv.getUint32(o + 24, true),
         sdev: dv.getUint32(o + 28, true),
         same: dv.getInt32(o + 32, true) === 1,
