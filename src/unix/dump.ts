@@ -163,7 +163,9 @@ export class UnixDumper {
       this.found.set(ino, { sock, diag, pid, fd: n });
       return sock;
     } finally {
-      if (fd >= 0 && fd !== n) fdops.close(fd);
+      // A copy of a task's socket (which may have the same number): closed;
+      // ckpt's own descriptor in flight: kept.
+      if (fd >= 0 && pid !== Deno.pid) fdops.close(fd);
     }
   }
 
