@@ -160,7 +160,9 @@ export class LockCollector {
       });
     }
     const held = new Set<number>();
-    for (const t of tables.values()) for (const e of t.fds) held.add(e.fileId);
+    if (this.described.size) {
+      for (const t of tables.values()) for (const e of t.fds) held.add(e.fileId);
+    }
     for (const [id, where] of this.described) {
       if (held.has(id)) continue;
       blockers.push({
