@@ -50,6 +50,8 @@ interface Seen {
   id: number;
 }
 
+const NONE: readonly Seen[] = [];
+
 /** One thing the dump cannot save, with where it is. */
 export interface Blocker {
   pid: number;
@@ -279,7 +281,7 @@ export class FileCollector {
     let inodes = this.byInode.get(fd.st.dev);
     if (!inodes) this.byInode.set(fd.st.dev, inodes = new Map());
     const ino = fd.st.ino ?? 0;
-    for (const s of inodes.get(ino) ?? []) {
+    for (const s of inodes.get(ino) ?? NONE) {
       if (sameFile(s.pid, s.fd, fd.pid, fd.fd)) return s.id;
     }
     const kind = kindForDump(fd, this.ctx);

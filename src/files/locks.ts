@@ -63,9 +63,11 @@ export function parseLockLine(text: string): LockLine | undefined {
   };
 }
 
+const NO_LINES: readonly LockLine[] = [];
+
 /** The lock lines of an fdinfo text. */
-function fdinfoLocks(fd: DumpedFd): LockLine[] {
-  if (fd.lockLines === false) return [];
+function fdinfoLocks(fd: DumpedFd): readonly LockLine[] {
+  if (fd.lockLines === false) return NO_LINES;
   const out: LockLine[] = [];
   for (const line of fd.infoText.split("\n")) {
     if (!line.startsWith("lock:")) continue;

@@ -56,7 +56,8 @@ for (const k of KINDS) for (const v of k.kinds) byKind.set(v, k);
 
 /** The module that dumps fd, if any claims it. */
 export function kindForDump(fd: DumpedFd, ctx: DumpContext): FileKindOps | undefined {
-  return KINDS.find((k) => k.claims(fd, ctx));
+  for (const k of KINDS) if (k.claims(fd, ctx)) return k;
+  return undefined;
 }
 
 /** The module that restores entries of this kind. */

@@ -40,27 +40,35 @@ function sockets(ctx: RestoreContext): UnixSockets {
   });
 }
 
+/** The inode of a socket's link "socket:[INO]" (without a regular
+ * expression: ten thousand of them). */
+function socketIno(link: string): number | undefined {
+  if (!link.startsWith("socket:[") || !link.endsWith("]")) return undefined;
+  const digits = link.slice(8, -1);
+  return /^\d+$/.test(digits) ? Number(digits) : undefined;
+}
+
 export const unix: FileKindOps = {
   name: "unix socket",
   kinds: [FileKind.FILE_UNIX],
   network: true,
 
   claims: (fd, ctx) => {
-    const m = /^socket:\[(\d+)\]$/.exec(fd.link);
-    return m !== null && dumper(ctx).isUnix(Number(m[1]));
+    const ino = socketIno(fd.link);
+    return ino !== undefined && dumper(ctx).isUnix(ino);
   },
 
   prefetch(fds, ctx) {
     const socks: { fd: number; ino: number }[] = [];
     for (const fd of fds) {
-      const m = /^socket:\[(\d+)\]$/.exec(fd.link);
-      if (m) socks.push({ fd: fd.fd, ino: Number(m[1]) });
+      const ino = socketIno(fd.link);
+      if (ino !== undefined) socks.push({ fd: fd.fd, ino });
     }
     if (socks.length && fds[0].pid !== Deno.pid) dumper(ctx).prefetch(fds[0].pid, socks);
   },
 
   dump(fd, ctx) {
-    const ino = Number(/^socket:\[(\d+)\]$/.exec(fd.link)![1]);
+    const ino = socketIno(fd.link)!;
     return {
       kind: FileKind.FILE_UNIX,
       unix: dumper(ctx).describe(fd.pid, fd.fd, ino, fd.flags, fd),
