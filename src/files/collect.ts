@@ -15,7 +15,7 @@ import {
   RegFileSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { ERRNO, fd as fdops, NativeError, O, sameFile } from "../native/mod.ts";
-import { fdKey, listFds, RawFd, readFds } from "../native/fdtable.ts";
+import { FdMap, listFds, RawFd, readFds } from "../native/fdtable.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
 import type { DumpContext, DumpedFd, LetGo, NetDumpOptions } from "./kind.ts";
@@ -97,15 +97,15 @@ export class FileCollector {
   /** dev → ino → the fds seen of that inode (several open files may share one). */
   private readonly byInode = new Map<number, Map<number, Seen[]>>();
   private readonly byPath = new Map<string, number>();
-  /** fdKey(pid, fd) → file id, for fds already collected (a task's table
-   * does not change while it is frozen), so kinds asking for them cost nothing. */
-  private readonly byFd = new Map<number, number>();
+  /** (pid, fd) → file id, for fds already collected (a task's table does
+   * not change while it is frozen), so kinds asking for them cost nothing. */
+  private readonly byFd = new FdMap<number>();
   private readonly locals = new Map<object, unknown>();
   private readonly finishers: ((pids: number[]) => void)[] = [];
   private readonly releasers: (() => void)[] = [];
   private readonly letGoers: ((how: LetGo) => void)[] = [];
   private readonly pidfds = new Map<number, number>();
-  private readonly skipped = new Set<number>();
+  private readonly skipped = new FdMap<true>();
   private readonly tables = new Map<number, RawFd[]>();
   private readonly ctx: DumpContext;
   private readonly mappingsOnly: boolean;
@@ -120,7 +120,7 @@ export class FileCollector {
       unix: opts.unix ?? { extUnixSk: [], external: [] },
       net: opts.net ?? { tcpEstablished: false, tcpClose: false, skipInFlight: false },
       pids: opts.pids ?? [],
-      fileOf: (pid, n) => this.byFd.get(fdKey(pid, n)) ?? this.fileFor(readDumpedFd(pid, n)),
+      fileOf: (pid, n) => this.byFd.get(pid, n) ?? this.fileFor(readDumpedFd(pid, n)),
       ownFile: (n) => this.fileFor(readDumpedFd(Deno.pid, n)),
       addEntry: (body) => this.add(body),
       copyFd: (pid, n, where) => {
@@ -195,7 +195,7 @@ export class FileCollector {
     this.tables.delete(pid);
     const fds: RawFd[] = [];
     for (const raw of table) {
-      if (this.skipped.has(fdKey(pid, raw.fd))) continue;
+      if (this.skipped.has(pid, raw.fd)) continue;
       if (raw.errno === ERRNO.ENOENT) continue; // closed meanwhile (ckpt's own)
       if (raw.errno) throw new NativeError("reading", raw.errno, `fd ${raw.fd} of pid ${pid}`);
       fds.push(raw);
@@ -206,7 +206,7 @@ export class FileCollector {
       const cloexec = fd.cloexec;
       try {
         const fileId = this.fileFor(fd);
-        this.byFd.set(fdKey(pid, n), fileId);
+        this.byFd.set(pid, n, fileId);
         out.push(newMessage(FdEntrySchema, { fd: n, fileId, cloexec }));
         this.locks.noteFd(fd);
       } catch (err) {
@@ -274,7 +274,7 @@ export class FileCollector {
   /** Fds a dump must not look at as the tasks' own (ckpt's write tracking
    * left by a pre-dump, when a dry run leaves it in place). */
   skip(pid: number, fds: Iterable<number>): void {
-    for (const n of fds) this.skipped.add(fdKey(pid, n));
+    for (const n of fds) this.skipped.set(pid, n, true);
   }
 
   private fileFor(fd: DumpedFd): number {

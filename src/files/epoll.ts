@@ -21,6 +21,7 @@ import { fd as fdops, O } from "../native/mod.ts";
 import {
   anonfd,
   type EpollTarget,
+  type EpollTargets,
   epollTargets,
   fdStats,
   isEpollTarget,
@@ -58,6 +59,11 @@ const PRIVATE = EPOLL.EXCLUSIVE | EPOLL.WAKEUP | EPOLL.ONESHOT | (EPOLL.ET >>> 0
 /** Readiness bits a registration can ask for. */
 const READY = EPOLL.IN | EPOLL.PRI | EPOLL.OUT | EPOLL.RDNORM | EPOLL.RDBAND | EPOLL.WRNORM |
   EPOLL.WRBAND | EPOLL.MSG | EPOLL.RDHUP;
+/** A fired EPOLLONESHOT registration: only its private bits are left. */
+function disarmedOneShot(events: number): boolean {
+  return (events & EPOLL.ONESHOT) !== 0 && (events & ~PRIVATE & 0xffffffff) === 0;
+}
+
 /** Files whose readiness is already as it was when the task adds targets
  * (pipes, sockets, eventfds, timerfds); a signalfd's depends on signals
  * queued later, an epoll's on targets perhaps not added yet. */
@@ -68,7 +74,7 @@ function readyAtOnce(link: string, st: Deno.FileInfo): boolean {
 interface Pending {
   fd: DumpedFd;
   body: EpollFile;
-  targets: EpollTarget[];
+  targets: EpollTargets;
 }
 
 /** Epolls of one dump whose targets are resolved once every fd is known. */
@@ -87,7 +93,30 @@ class EpollDump {
   private finish(pids: number[]): void {
     const blockers: Blocker[] = [];
     for (const p of this.pending) {
-      for (const t of p.targets) {
+      const all = p.targets;
+      for (let i = 0; i < all.length; i++) {
+        // Most targets are at their own number in the epoll's task.
+        const events = all.events(i);
+        if (all.same(i) && !disarmedOneShot(events)) {
+          let fileId;
+          try {
+            fileId = this.ctx.fileOf(p.fd.pid, all.tfd(i));
+          } catch (err) {
+            // The target itself cannot be dumped: its own fd names it already.
+            if (!(err instanceof DumpError)) throw err;
+            continue;
+          }
+          p.body.targets.push(
+            newMessage(EpollTargetSchema, {
+              tfd: all.tfd(i),
+              events: events >>> 0,
+              data: all.data(i),
+              fileId,
+            }),
+          );
+          continue;
+        }
+        const t = all.at(i);
         try {
           const holder = this.holderOf(p, t, pids);
           if (holder === undefined) {
@@ -156,7 +185,7 @@ class EpollDump {
     // kernel adds EPOLLERR|EPOLLHUP to any it is given again. Restore can
     // fire it once more in the task, asking only for what the file is ready
     // for now, to leave it disarmed exactly.
-    if ((events & EPOLL.ONESHOT) && (events & ~PRIVATE & 0xffffffff) === 0) {
+    if (disarmedOneShot(events)) {
       const link = Deno.readLinkSync(`/proc/${q}/fd/${n}`);
       if (readyAtOnce(link, Deno.statSync(`/proc/${q}/fd/${n}`))) {
         readyNow = this.readiness(q, n) & READY;
@@ -216,7 +245,8 @@ export const epoll: FileKindOps = {
     const state = ctx.local(epoll, () => new EpollDump(ctx));
     const body = create(EpollFileSchema, { flags: fd.flags & O.NONBLOCK });
     const known = state.tables.get(fd.pid);
-    state.pending.push({ fd, body, targets: epollTargets(fd.pid, fd.fd, fd.infoText, known) });
+    const text = fd.infoBytes?.() ?? fd.infoText;
+    state.pending.push({ fd, body, targets: epollTargets(fd.pid, fd.fd, text, known) });
     return { kind: FileKind.FILE_EPOLL, epoll: body };
   },
 

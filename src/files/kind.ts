@@ -24,6 +24,8 @@ export interface DumpedFd {
   info: Map<string, string>;
   /** The whole fdinfo text, for kinds with one line per item (epoll tfd, inotify wd). */
   infoText: string;
+  /** infoText as read, undecoded, when the reader has it. */
+  infoBytes?(): Uint8Array;
   /** Whether infoText has `lock:` lines, when the reader already knows
    * (ten thousand fds need not be decoded to learn they hold none). */
   lockLines?: boolean;

@@ -6,7 +6,7 @@ import { FileKind } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { UnixDumper } from "../unix/dump.ts";
 import { UnixSockets } from "../unix/restore.ts";
-import type { DumpContext, FileKindOps, RestoreContext } from "./kind.ts";
+import type { DumpContext, DumpedFd, FileKindOps, RestoreContext } from "./kind.ts";
 import { BlockedDump } from "./collect.ts";
 import { authorityOf } from "./authority.ts";
 
@@ -40,10 +40,12 @@ function sockets(ctx: RestoreContext): UnixSockets {
   });
 }
 
-/** The inode of a socket's link "socket:[INO]" (without a regular
- * expression: ten thousand of them). */
-function socketIno(link: string): number | undefined {
+/** The inode of a socket fd, from its link "socket:[INO]" (a sockfs file
+ * has that very inode: its stat gives it without parsing). */
+function socketIno(fd: DumpedFd): number | undefined {
+  const link = fd.link;
   if (!link.startsWith("socket:[") || !link.endsWith("]")) return undefined;
+  if (fd.st.isSocket && fd.st.ino) return fd.st.ino;
   const digits = link.slice(8, -1);
   return /^\d+$/.test(digits) ? Number(digits) : undefined;
 }
@@ -54,21 +56,21 @@ export const unix: FileKindOps = {
   network: true,
 
   claims: (fd, ctx) => {
-    const ino = socketIno(fd.link);
+    const ino = socketIno(fd);
     return ino !== undefined && dumper(ctx).isUnix(ino);
   },
 
   prefetch(fds, ctx) {
     const socks: { fd: number; ino: number }[] = [];
     for (const fd of fds) {
-      const ino = socketIno(fd.link);
+      const ino = socketIno(fd);
       if (ino !== undefined) socks.push({ fd: fd.fd, ino });
     }
     if (socks.length && fds[0].pid !== Deno.pid) dumper(ctx).prefetch(fds[0].pid, socks);
   },
 
   dump(fd, ctx) {
-    const ino = socketIno(fd.link)!;
+    const ino = socketIno(fd)!;
     return {
       kind: FileKind.FILE_UNIX,
       unix: dumper(ctx).describe(fd.pid, fd.fd, ino, fd.flags, fd),

@@ -38,13 +38,6 @@ export function fdStats(table: readonly { fd: number; st: Deno.FileInfo }[]): Ui
   return out;
 }
 
-/** How many "tfd:" lines an epoll's fdinfo has: room for all at once. */
-function targetLines(info: string): number {
-  let n = 0;
-  for (let i = info.indexOf("tfd:"); i >= 0; i = info.indexOf("tfd:", i + 4)) n++;
-  return n;
-}
-
 /** A safe integer as a little-endian u64, without a BigInt. */
 function u64(dv: DataView, o: number, v: number): void {
   dv.setUint32(o, v % 0x1_0000_0000, true);
@@ -66,17 +59,54 @@ export function* readFdStats(
   }
 }
 
-/** Parses the fdinfo of epoll fd epfd of pid (its text given) and tells,
- * for each target, whether the task's own fd tfd is that file; `known`
- * (fdStats of the task's table) spares looking each fd up again. */
+/** An epoll's registrations as ck_epoll_targets laid them out, read by
+ * index: ten thousand of them need no object each. */
+export class EpollTargets {
+  private readonly dv: DataView;
+  constructor(buf: Uint8Array, readonly length: number) {
+    this.dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  tfd(i: number): number {
+    return this.dv.getInt32(i * TARGET_SIZE, true);
+  }
+  events(i: number): number {
+    return this.dv.getUint32(i * TARGET_SIZE + 4, true);
+  }
+  data(i: number): bigint {
+    return this.dv.getBigUint64(i * TARGET_SIZE + 8, true);
+  }
+  /** Fd tfd of the epoll's task holds the target file itself. */
+  same(i: number): boolean {
+    return this.dv.getInt32(i * TARGET_SIZE + 32, true) === 1;
+  }
+  /** Target i whole. */
+  at(i: number): EpollTarget {
+    const dv = this.dv, o = i * TARGET_SIZE;
+    return {
+      tfd: dv.getInt32(o, true),
+      events: dv.getUint32(o + 4, true),
+      data: dv.getBigUint64(o + 8, true),
+      ino: dv.getUint32(o + 16, true) + dv.getUint32(o + 20, true) * 0x1_0000_0000,
+      toff: dv.getUint32(o + 24, true),
+      sdev: dv.getUint32(o + 28, true),
+      same: dv.getInt32(o + 32, true) === 1,
+    };
+  }
+}
+
+/** Parses the fdinfo of epoll fd epfd of pid (its text given, or its raw
+ * bytes) and tells, for each target, whether the task's own fd tfd is that
+ * file; `known` (fdStats of the task's table) spares looking each fd up
+ * again. */
 export function epollTargets(
   pid: number,
   epfd: number,
-  info: string,
+  info: string | Uint8Array,
   known: Uint8Array = new Uint8Array(0),
-): EpollTarget[] {
-  const text = enc.encode(info);
-  let room = Math.max(64, targetLines(info));
+): EpollTargets {
+  const text = typeof info === "string" ? enc.encode(info) : info;
+  // A target's line is some 60 bytes or more: room for all at once.
+  let room = Math.max(64, Math.ceil(text.length / 48));
   for (;;) {
     const out = new Uint8Array(room * TARGET_SIZE);
     const n = check(
@@ -97,19 +127,7 @@ export function epollTargets(
       room = n;
       continue;
     }
-    const dv = new DataView(out.buffer);
-    return Array.from({ length: n }, (_, i) => {
-      const o = i * TARGET_SIZE;
-      return {
-        tfd: dv.getInt32(o, true),
-        events: dv.getUint32(o + 4, true),
-        data: dv.getBigUint64(o + 8, true),
-        ino: dv.getUint32(o + 16, true) + dv.getUint32(o + 20, true) * 0x1_0000_0000,
-        toff: dv.getUint32(o + 24, true),
-        sdev: dv.getUint32(o + 28, true),
-        same: dv.getInt32(o + 32, true) === 1,
-      };
-    });
+    return new EpollTargets(out, n);
   }
 }
 

@@ -45,6 +45,11 @@ export class RawFd implements DumpedFd {
     return new RawFd(pid, n, 0, link, flags, BigInt(infoField(text, "pos") ?? "0"), st, text);
   }
 
+  /** The fdinfo text as read, undecoded (an epoll's is ten thousand lines). */
+  infoBytes(): Uint8Array {
+    return this.buf ? this.buf.subarray(this.at, this.at + this.len) : enc.encode(this.infoText);
+  }
+
   get infoText(): string {
     return this.text ??= dec.decode(this.buf!.subarray(this.at, this.at + this.len));
   }
@@ -80,6 +85,7 @@ function infoField(text: string, key: string): string | undefined {
 const HEADER = 176;
 const FROM_INFO = 1, LOCKS = 2;
 const dec = new TextDecoder();
+const enc = new TextEncoder();
 
 function date(dv: DataView, o: number): Date {
   return new Date(
@@ -185,9 +191,36 @@ function socketInfo(dv: DataView, o: number): Deno.FileInfo {
   );
 }
 
-/** A number naming fd n of pid (pids are below 2^22, fds below 2^31). */
-export function fdKey(pid: number, n: number): number {
-  return pid * 0x8000_0000 + n;
+/** Values by (pid, fd): two levels of small-integer keys (one number for
+ * both would be a heap number, hashed and allocated for every fd). */
+export class FdMap<T> {
+  private readonly byPid = new Map<number, Map<number, T>>();
+
+  get(pid: number, fd: number): T | undefined {
+    return this.byPid.get(pid)?.get(fd);
+  }
+
+  has(pid: number, fd: number): boolean {
+    return this.byPid.get(pid)?.has(fd) ?? false;
+  }
+
+  set(pid: number, fd: number, v: T): void {
+    let m = this.byPid.get(pid);
+    if (!m) this.byPid.set(pid, m = new Map());
+    m.set(fd, v);
+  }
+
+  delete(pid: number, fd: number): void {
+    this.byPid.get(pid)?.delete(fd);
+  }
+
+  values(): T[] {
+    return [...this.byPid.values()].flatMap((m) => [...m.values()]);
+  }
+
+  clear(): void {
+    this.byPid.clear();
+  }
 }
 
 /** The fd numbers of pid, in order. */
@@ -237,9 +270,10 @@ function takeRecords(pid: number, buf: Uint8Array, n: number, out: RawFd[]): num
     const infoLen = dv.getUint32(at + 12, true);
     const flags = dv.getUint32(at + 16, true);
     const body = at + HEADER;
+    const fromInfo = !err && (flags & FROM_INFO) !== 0;
     const st = err
       ? ({} as Deno.FileInfo)
-      : flags & FROM_INFO
+      : fromInfo
       ? socketInfo(dv, at + 32)
       : fileInfo(dv, at + 32);
     out.push(
@@ -247,7 +281,10 @@ function takeRecords(pid: number, buf: Uint8Array, n: number, out: RawFd[]): num
         pid,
         fd,
         -err,
-        dec.decode(buf.subarray(body + infoLen, body + infoLen + linkLen)),
+        // A socket's link is its inode: made here, not decoded.
+        fromInfo
+          ? `socket:[${st.ino}]`
+          : dec.decode(buf.subarray(body + infoLen, body + infoLen + linkLen)),
         dv.getUint32(at + 20, true),
         dv.getBigInt64(at + 24, true),
         st,

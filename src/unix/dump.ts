@@ -27,7 +27,7 @@ import {
 } from "../native/unixsk.ts";
 import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
-import { fdKey } from "../native/fdtable.ts";
+import { FdMap } from "../native/fdtable.ts";
 import { permitted, refusal, requirementFor } from "./policy.ts";
 import { resolvedDir } from "./paths.ts";
 import { treePath } from "../mount/view.ts";
@@ -75,8 +75,8 @@ export class UnixDumper {
    * kcmp can still compare them with the tasks' own descriptors. */
   private readonly held: number[] = [];
   private readonly pidfds = new Map<number, number>();
-  /** What prefetch() read, by fdKey, until describe() takes it. */
-  private readonly prefetched = new Map<number, { batch: SocketOptions; i: number }>();
+  /** What prefetch() read, by pid and fd, until describe() takes it. */
+  private readonly prefetched = new FdMap<{ batch: SocketOptions; i: number }>();
   private all: Map<number, UnixSocket> | undefined;
   /** Connection inode → the listener it waits in (built from `all`). */
   private listeners: Map<number, UnixSocket> | undefined;
@@ -184,17 +184,16 @@ export class UnixDumper {
     }
     if (!fds.length) return;
     const batch = unixsk.options(this.pidfd(pid), fds, keep, named);
-    fds.forEach((fd, i) => this.prefetched.set(fdKey(pid, fd), { batch, i }));
+    fds.forEach((fd, i) => this.prefetched.set(pid, fd, { batch, i }));
   }
 
   /** fd n of pid: ckpt's fd for it (a copy to close, or -1 when its queue
    * is not read; ckpt's own for a descriptor in flight), name and options. */
   private read(pid: number, n: number, diag: UnixSocket, at: { readonly where: string }) {
-    const key = fdKey(pid, n);
-    const known = this.prefetched.get(key);
+    const known = this.prefetched.get(pid, n);
     const mem = diag.meminfo;
     if (known && mem && mem.length > SK_MEMINFO_SNDBUF) {
-      this.prefetched.delete(key);
+      this.prefetched.delete(pid, n);
       const { batch, i } = known;
       const errno = batch.errno(i);
       if (errno) throw new NativeError("reading socket", errno, at.where);
@@ -210,7 +209,7 @@ export class UnixDumper {
       };
     }
     if (known && known.batch.fd(known.i) >= 0) fdops.close(known.batch.fd(known.i));
-    this.prefetched.delete(key);
+    this.prefetched.delete(pid, n);
     // A copy of the task's socket, its name and options in one native call.
     return unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, at.where);
   }
