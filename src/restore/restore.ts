@@ -42,13 +42,7 @@ import { notifier, type Notify } from "../util/actions.ts";
 import { type RestoreStats, us, writeRestoreStats } from "../images/criu_stats.ts";
 import { hasSeccomp } from "./seccomp.ts";
 import type { Born } from "../files/ctty.ts";
-import {
-  CHILD,
-  encodedPlanLength,
-  encodePlan,
-  encodeTree,
-  type PlanChild,
-} from "./plan_buffer.ts";
+import { CHILD, encodedPlanLength, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
 import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
 import { NamespacePlan } from "../ns/plan.ts";
 import type { VethExternal } from "../ns/net/options.ts";
