@@ -65,6 +65,7 @@ import { setDumpRoot, setTreeMounts } from "../mount/view.ts";
 import { CgroupCollector, type CgroupDumpOptions } from "../cgroup/dump.ts";
 import { type CgroupFreezer, freezeThrough, frozenCgroupOf } from "../cgroup/freezer.ts";
 import { hierarchyMounts } from "../cgroup/hierarchy.ts";
+import { readProcLocksAsync } from "../files/locks.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -166,6 +167,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // Threads of the freezer cgroup that are not the tree's go at once.
     if (freezer) frozen.releaseExcept(new Set(tree.flatMap((t) => t.tids)));
     tFrozen = performance.now();
+    const procLocks = readProcLocksAsync();
     faultPoint("frozen");
     files = new FileCollector({
       shellJob: !!opts.shellJob,
@@ -309,7 +311,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const tables = new Map(
       live.map((l) => [l.t.pid, newMessage(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
     );
-    files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
+    files.blockers.push(
+      ...files.locks.finish(tree.map((t) => t.pid), tables, await procLocks),
+    );
     files.blockers.push(...cttyBlockers(live.map((l) => l.core), files.files, !!opts.shellJob));
     // What the root's own namespaces hold, read while the tree is frozen
     // (only for a tree nothing else blocks: their queues are read by

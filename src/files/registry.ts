@@ -31,7 +31,9 @@ export const KINDS: readonly FileKindOps[] = [
   signalfd,
   pidfd,
   // Inet and netlink sockets before UNIX ones: theirs is a cheap question
-  // (SO_DOMAIN of a copy), the UNIX kind's a sock_diag lookup.
+  // (SO_DOMAIN of a copy), the UNIX kind's a sock_diag lookup. The UNIX
+  // sockets its prefetch found in sock_diag's table are known as such
+  // (knownSockKind): no copy is asked.
   tcp,
   udp,
   inetRaw,

@@ -9,6 +9,9 @@ import { UnixSockets } from "../unix/restore.ts";
 import type { DumpContext, DumpedFd, FileKindOps, RestoreContext } from "./kind.ts";
 import { BlockedDump } from "./collect.ts";
 import { authorityOf } from "./authority.ts";
+import { knownSockKind } from "./inet.ts";
+
+const AF_UNIX = 1;
 
 function dumper(ctx: DumpContext): UnixDumper {
   return ctx.local(unix, () => {
@@ -66,7 +69,13 @@ export const unix: FileKindOps = {
       const ino = socketIno(fd);
       if (ino !== undefined) socks.push({ fd: fd.fd, ino });
     }
-    if (socks.length && fds[0].pid !== Deno.pid) dumper(ctx).prefetch(fds[0].pid, socks);
+    if (socks.length && fds[0].pid !== Deno.pid) {
+      dumper(ctx).prefetch(
+        fds[0].pid,
+        socks,
+        (ino, type) => knownSockKind(ctx, ino, { domain: AF_UNIX, type, protocol: 0 }),
+      );
+    }
   },
 
   dump(fd, ctx) {

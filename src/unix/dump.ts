@@ -170,13 +170,19 @@ export class UnixDumper {
   }
 
   /** Reads the sockets among a task's fds (`ino` from their links) at
-   * once: what describe() then needs of each is at hand. */
-  prefetch(pid: number, socks: { fd: number; ino: number }[]): void {
+   * once: what describe() then needs of each is at hand. `isUnix` hears of
+   * each UNIX socket found, with its type (SOCK_STREAM…). */
+  prefetch(
+    pid: number,
+    socks: { fd: number; ino: number }[],
+    isUnix: (ino: number, type: number) => void,
+  ): void {
     this.table(socks.length);
     const fds: number[] = [], keep: boolean[] = [], named: boolean[] = [];
     for (const s of socks) {
       const diag = this.diag(s.ino);
       if (!diag) continue;
+      isUnix(s.ino, TYPES[diag.type] ?? Number(diag.type.slice(4)));
       fds.push(s.fd);
       keep.push(needsQueue(diag));
       // sock_diag shows the very address getsockname gives, when there is one.
