@@ -22,6 +22,14 @@ export function check(rc: bigint, op: string, what?: string): number {
 }
 
 const enc = new TextEncoder();
+const F_DUPFD_CLOEXEC = 1030;
+
+/** The highest fd number ckpt's table must hold for `count` more
+ * descriptors (within RLIMIT_NOFILE). */
+function reserveTop(count: number): number {
+  const nofile = Number(readLimits("self").find((l) => l.resource === 7)?.cur ?? 1024n);
+  return Math.min(count + 64, nofile - 1);
+}
 export function cstr(s: string): Uint8Array<ArrayBuffer> {
   const b = new Uint8Array(enc.encode(s).length + 1);
   enc.encodeInto(s, b);
@@ -322,14 +330,30 @@ export const fd = {
    * thousand sockets took four times as long). Best effort. */
   reserve(count: number): void {
     if (count < 256) return;
-    const nofile = Number(readLimits("self").find((l) => l.resource === 7)?.cur ?? 1024n);
-    const top = Math.min(count + 64, nofile - 1);
+    const top = reserveTop(count);
     let n = -1;
     try {
       n = fd.open("/dev/null", O.RDONLY | O.CLOEXEC);
       fd.close(fd.dupAbove(n, top));
     } catch {
       /* at the limit already: grown as it goes */
+    } finally {
+      if (n >= 0) fd.close(n);
+    }
+  },
+  /** reserve() begun on another thread: the main thread goes on (opening
+   * descriptors below the table's current size does not wait for it), and
+   * reserve() later finds the table grown. The promise settles once the
+   * growth is done and its descriptor closed. */
+  async reserveSoon(count: number): Promise<void> {
+    if (count < 256) return;
+    let n = -1;
+    try {
+      n = fd.open("/dev/null", O.RDONLY | O.CLOEXEC);
+      const rc = await native().ck_fcntl_bg(n, F_DUPFD_CLOEXEC, BigInt(reserveTop(count)));
+      if (rc >= 0n) fd.close(Number(rc));
+    } catch {
+      /* best effort, as reserve() */
     } finally {
       if (n >= 0) fd.close(n);
     }

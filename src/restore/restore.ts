@@ -132,7 +132,7 @@ export interface TaskImages {
  * parent images' chain, used as they are rather than read again. */
 export async function restore(
   opts: RestoreOptions,
-  checked?: ImageSet & { chain: PreDumpSet[] },
+  checked?: ImageSet & { chain: PreDumpSet[]; reserved?: Promise<void> },
 ): Promise<Restored> {
   const t0 = performance.now();
   checkLayout();
@@ -196,7 +196,9 @@ export async function restore(
   // level; the others keep theirs inside and get any one here.
   for (const t of ns.freeOuterPids ? tasks.slice(0, 1) : tasks) refuseTaken(t.core.pid);
   // ckpt holds a descriptor for each file, and the tasks' fds are made
-  // from them: its table grown once for all.
+  // from them: its table grown once for all (begun while the images were
+  // checked, when it was: then only its descriptor is waited for).
+  await checked?.reserved;
   fdops.reserve(files.size + tasks.reduce((a, t) => a + (t.fds?.fds.length ?? 0), 0));
   if (tasks[0].core.zombie) {
     throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
