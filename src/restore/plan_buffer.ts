@@ -323,7 +323,7 @@ function layout(p: Plan) {
     off[k] = cur;
     cur = align8(cur + sizes[k]);
   }
-  return { sizes, placed, off, length: cur };
+  return { sizes, placed, off, length: cur, nspids, childTids, threadTids };
 }
 
 /** The length encodePlan(p) will have (a plan of ten thousand ops is
@@ -333,7 +333,7 @@ export function encodedPlanLength(p: Plan): number {
 }
 
 export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
-  const { sizes, placed, off, length: cur } = layout(p);
+  const { sizes, placed, off, length: cur, nspids, childTids, threadTids } = layout(p);
   const fds = p.fds.toSorted((a, b) => a.dst - b.dst);
   const buf = new Uint8Array(cur);
   const dv = new DataView(buf.buffer);

@@ -351,7 +351,7 @@ export class UnixDumper {
           part = create(UnixMessageSchema, { data, sender: r.from });
           this.held.push(...r.fds);
           part.fileIds = r.fds.map((f) => this.ownFile(f));
-          part.creds = this.credsOf(r.creds, diag, where);
+          part.creds = this.credsOf(r.creds, diag, at.where);
         }
         if (stream || !(r.flags & MSG.TRUNC)) {
           out.push(part);
