@@ -271,7 +271,17 @@ export class UnixDumper {
       sock.nameUnlinked = true;
     }
     if (sock.nameUnlinked && !sock.nameBorrowed) {
-      const moved = movedFile(fd);
+      // The copy is closed already when no queue was to be read: one more
+      // is taken for this rare case.
+      const copy = fd >= 0 || pid === Deno.pid
+        ? fd
+        : fdops.pidfdGetfd(this.pidfd(pid), sock.fd, `fd ${sock.fd} of pid ${pid}`);
+      let moved: string | undefined;
+      try {
+        moved = movedFile(copy);
+      } finally {
+        if (copy !== fd && copy >= 0) fdops.close(copy);
+      }
       if (moved) {
         throw new DumpError(
           `socket ${diag.inode} of pid ${pid} fd ${sock.fd} is bound to ${path}, whose file was ` +
