@@ -57,10 +57,15 @@ export fn ck_kcmp_epoll_tfd(pid1: i32, fd1: i32, pid2: i32, efd: i32, tfd: i32, 
     return ret(sys.syscall5(NR_kcmp, sys.int(pid1), sys.int(pid2), KCMP_EPOLL_TFD, sys.int(fd1), sys.ptr(&slot)));
 }
 
+/// One fd of a task's table as the dump read it: what a target is compared
+/// with before kcmp.
+pub const FdStat = extern struct { fd: i32, mode: u32, dev: u64, ino: u64 };
+
 /// Parses the epoll fdinfo `text` of fd epfd of pid into out (at most max);
 /// returns how many targets the text has (more than max: call again with
-/// room for them) or -errno.
-export fn ck_epoll_targets(pid: i32, epfd: i32, text: [*]const u8, len: usize, out: [*]Target, max: usize) i64 {
+/// room for them) or -errno. known[0..nknown] (sorted by fd) is the task's
+/// fd table as already read: a target's fd found there is not stat'ed again.
+export fn ck_epoll_targets(pid: i32, epfd: i32, text: [*]const u8, len: usize, out: [*]Target, max: usize, known: [*]const FdStat, nknown: usize) i64 {
     var n: usize = 0;
     var i: usize = 0;
     // Fd numbers seen so far (below 65536): a repeated one (a file added
@@ -90,7 +95,7 @@ export fn ck_epoll_targets(pid: i32, epfd: i32, text: [*]const u8, len: usize, o
                     if (prev.tfd == t.tfd) t.toff += 1;
                 }
             } else seen[u / 64] |= bit;
-            t.same = sameAtOwnFd(pid, epfd, &t);
+            t.same = sameAtOwnFd(pid, epfd, &t, known[0..nknown]);
             out[n] = t;
         }
         n += 1;
@@ -100,24 +105,44 @@ export fn ck_epoll_targets(pid: i32, epfd: i32, text: [*]const u8, len: usize, o
 
 /// A socket has one open file (a socket inode cannot be opened again), so
 /// for one the inode alone says it; other files are compared with kcmp.
-fn sameAtOwnFd(pid: i32, epfd: i32, t: *const Target) i32 {
-    var path: [64]u8 = undefined;
-    var p: usize = 0;
-    p = put(&path, p, "/proc/");
-    p = putInt(&path, p, @intCast(pid));
-    p = put(&path, p, "/fd/");
-    p = putInt(&path, p, @intCast(t.tfd));
-    path[p] = 0;
-    var st: [144]u8 align(8) = undefined;
-    const rc = sys.syscall4(NR_newfstatat, sys.int(@as(i32, -100)), sys.ptr(&path), sys.ptr(&st), 0);
-    if (sys.isErr(rc)) return 0; // closed
-    const dev = @as(*const u64, @ptrCast(&st[0])).*;
-    const ino = @as(*const u64, @ptrCast(&st[8])).*;
-    const mode = @as(*const u32, @ptrCast(@alignCast(&st[24]))).*;
+fn sameAtOwnFd(pid: i32, epfd: i32, t: *const Target, known: []const FdStat) i32 {
+    var dev: u64 = 0;
+    var ino: u64 = 0;
+    var mode: u32 = 0;
+    if (find(known, t.tfd)) |k| {
+        dev = k.dev;
+        ino = k.ino;
+        mode = k.mode;
+    } else {
+        var path: [64]u8 = undefined;
+        var p: usize = 0;
+        p = put(&path, p, "/proc/");
+        p = putInt(&path, p, @intCast(pid));
+        p = put(&path, p, "/fd/");
+        p = putInt(&path, p, @intCast(t.tfd));
+        path[p] = 0;
+        var st: [144]u8 align(8) = undefined;
+        const rc = sys.syscall4(NR_newfstatat, sys.int(@as(i32, -100)), sys.ptr(&path), sys.ptr(&st), 0);
+        if (sys.isErr(rc)) return 0; // closed
+        dev = @as(*const u64, @ptrCast(&st[0])).*;
+        ino = @as(*const u64, @ptrCast(&st[8])).*;
+        mode = @as(*const u32, @ptrCast(@alignCast(&st[24]))).*;
+    }
     if (ino != t.ino or dev != userDev(t.sdev)) return 0;
     if (mode & S_IFMT == S_IFSOCK) return 1;
     const k = ck_kcmp_epoll_tfd(pid, t.tfd, pid, epfd, t.tfd, t.toff);
     return if (k == 0) 1 else 0;
+}
+
+fn find(known: []const FdStat, fd: i32) ?*const FdStat {
+    var lo: usize = 0;
+    var hi: usize = known.len;
+    while (lo < hi) {
+        const mid = lo + (hi - lo) / 2;
+        if (known[mid].fd == fd) return &known[mid];
+        if (known[mid].fd < fd) lo = mid + 1 else hi = mid;
+    }
+    return null;
 }
 
 /// The kernel's dev_t (major << 20 | minor) as stat(2) gives it.

@@ -16,6 +16,12 @@ export fn ck_close(fd: i32) i64 {
     return ret(sys.syscall1(NR.close, sys.int(fd)));
 }
 
+/// Closes fds[0..n]: once a restored tree runs, ckpt lets go of every
+/// descriptor it made for it (ten thousand, for a server) in one call.
+export fn ck_close_many(fds: [*]const i32, n: usize) void {
+    for (fds[0..n]) |fd| _ = sys.syscall1(NR.close, sys.int(fd));
+}
+
 export fn ck_read(fd: i32, buf: [*]u8, len: usize) i64 {
     return ret(sys.syscall3(NR.read, sys.int(fd), sys.ptr(buf), len));
 }

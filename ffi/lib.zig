@@ -25,5 +25,5 @@ comptime {
 
 /// ABI version checked by src/native/ so a stale library is never used.
 export fn ck_abi_version() u32 {
-    return 10;
+    return 11;
 }

@@ -266,3 +266,162 @@ export fn ck_unix_as(op: u32, fd: i32, addr: [*]const u8, addrlen: u32, n: i32, 
     if (sys.syscall1(NR_setfsuid, 0xffffffff) != old_fsuid) broke.* = 1;
     return ret(out);
 }
+
+/// What ck_unix_options gives for one socket.
+pub const Options = extern struct {
+    /// ckpt's copy of the socket when it was asked to be kept, else -1.
+    fd: i32,
+    /// 0, or the errno that stopped the read.
+    err: i32,
+    passcred: i32,
+    peek_off: i32,
+    /// getsockname's address (sun_family first) and its length.
+    name_len: u32,
+    name: [112]u8,
+    _pad: u32 = 0,
+};
+
+/// ck_unix_options: keep ckpt's copy open (a queue to read).
+pub const KEEP: u8 = 1;
+/// ck_unix_options: read the name (sock_diag says there is one).
+pub const NAMED: u8 = 2;
+
+/// What a dump reads of each of fds[0..n] of the process behind pidfd that
+/// sock_diag does not show (its buffer sizes it does): the name (NAMED),
+/// SO_PASSCRED and SO_PEEK_OFF, from a copy of the socket, which is kept
+/// open for the caller with KEEP, else closed. One call for every socket
+/// of a task: a server has tens of thousands. Returns n; each socket's
+/// failure is in its record.
+export fn ck_unix_options(pidfd: i32, fds: [*]const i32, flags: [*]const u8, n: usize, out: [*]Options) i64 {
+    for (0..n) |i| {
+        const rec = &out[i];
+        rec.* = .{ .fd = -1, .err = 0, .passcred = 0, .peek_off = -1, .name_len = 0, .name = undefined };
+        const c = sys.syscall3(NR_pidfd_getfd, sys.int(pidfd), sys.int(fds[i]), 0);
+        if (sys.isErr(c)) {
+            rec.err = @truncate(-sys.signed(c));
+            continue;
+        }
+        var rc: usize = 0;
+        if (flags[i] & NAMED != 0) {
+            rec.name_len = 112;
+            rc = sys.syscall3(NR_getsockname, c, sys.ptr(&rec.name), sys.ptr(&rec.name_len));
+        }
+        const opts = [_]struct { i32, *i32 }{ .{ SO_PASSCRED, &rec.passcred }, .{ SO_PEEK_OFF, &rec.peek_off } };
+        for (opts) |o| {
+            if (sys.isErr(rc)) break;
+            var len: u32 = 4;
+            rc = sys.syscall5(sys.NR.getsockopt, c, SOL_SOCKET, sys.int(o[0]), sys.ptr(o[1]), sys.ptr(&len));
+        }
+        if (sys.isErr(rc)) {
+            rec.err = @truncate(-sys.signed(rc));
+            _ = sys.syscall1(sys.NR.close, c);
+        } else if (flags[i] & KEEP != 0) {
+            rec.fd = @intCast(c);
+        } else _ = sys.syscall1(sys.NR.close, c);
+    }
+    return @intCast(n);
+}
+
+comptime {
+    if (@sizeOf(Options) != 136) @compileError("Options layout changed: update src/native/unixsk.ts");
+}
+
+const NR_socket = 41;
+const NR_fcntl = 72;
+const SO_SNDBUFFORCE = 32;
+const SO_RCVBUFFORCE = 33;
+const SOCK_CLOEXEC = 0o2000000;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+
+/// Makes n sockets in one call: for each kinds[i] (a SOCK_* type, with
+/// PAIR added for a socketpair), out[2i] (and out[2i+1] for a pair) get
+/// the new fds, O_CLOEXEC. On a failure every socket made here is closed
+/// again and -errno returned; else n.
+export fn ck_unix_make(kinds: [*]const u32, n: usize, out: [*]i32) i64 {
+    for (0..n) |i| {
+        const kind = kinds[i];
+        const t: usize = (kind & ~PAIR) | SOCK_CLOEXEC;
+        var rc: usize = undefined;
+        if (kind & PAIR != 0) {
+            rc = sys.syscall4(NR_socketpair, sys.AF_UNIX, t, 0, sys.ptr(out + 2 * i));
+        } else {
+            rc = sys.syscall3(NR_socket, sys.AF_UNIX, t, 0);
+            if (!sys.isErr(rc)) {
+                out[2 * i] = @intCast(rc);
+                out[2 * i + 1] = -1;
+            }
+        }
+        if (sys.isErr(rc)) {
+            for (0..i) |k| {
+                _ = sys.syscall1(sys.NR.close, sys.int(out[2 * k]));
+                if (out[2 * k + 1] >= 0) _ = sys.syscall1(sys.NR.close, sys.int(out[2 * k + 1]));
+            }
+            return ret(rc);
+        }
+    }
+    return @intCast(n);
+}
+
+pub const PAIR: u32 = 0x8000_0000;
+
+/// What ck_unix_set asks of one socket; a field at its "leave" value is
+/// left as the socket has it.
+pub const Want = extern struct {
+    fd: i32,
+    /// 1: SO_PASSCRED on; 0: leave.
+    passcred: i32,
+    /// getsockopt's (doubled) values, set with *BUFFORCE when they differ; 0: leave.
+    rcvbuf: i32,
+    sndbuf: i32,
+    /// SO_PEEK_OFF; -1: leave.
+    peek_off: i32,
+    /// 1: O_NONBLOCK set (F_SETFL); 0: leave (a new socket has no status flag).
+    nonblock: i32,
+};
+
+/// Sets what wants[0..n] ask, in order, reading each buffer size first so
+/// that only what differs is written. Returns n, or the index of the socket
+/// that failed with its errno in err.
+export fn ck_unix_set(wants: [*]const Want, n: usize, err: *i32) i64 {
+    for (0..n) |i| {
+        const w = &wants[i];
+        const rc = setOne(w);
+        if (sys.isErr(rc)) {
+            err.* = @truncate(-sys.signed(rc));
+            return @intCast(i);
+        }
+    }
+    return @intCast(n);
+}
+
+fn setOne(w: *const Want) usize {
+    const fd = sys.int(w.fd);
+    if (w.passcred != 0) {
+        const one: i32 = 1;
+        const rc = sys.syscall5(sys.NR.setsockopt, fd, SOL_SOCKET, SO_PASSCRED, sys.ptr(&one), 4);
+        if (sys.isErr(rc)) return rc;
+    }
+    const bufs = [_][3]i32{ .{ w.sndbuf, SO_SNDBUF, SO_SNDBUFFORCE }, .{ w.rcvbuf, SO_RCVBUF, SO_RCVBUFFORCE } };
+    for (bufs) |b| {
+        if (b[0] == 0) continue;
+        var cur: i32 = 0;
+        var len: u32 = 4;
+        var rc = sys.syscall5(sys.NR.getsockopt, fd, SOL_SOCKET, sys.int(b[1]), sys.ptr(&cur), sys.ptr(&len));
+        if (sys.isErr(rc)) return rc;
+        if (cur == b[0]) continue;
+        // The kernel doubles what it is given.
+        const half: i32 = b[0] >> 1;
+        rc = sys.syscall5(sys.NR.setsockopt, fd, SOL_SOCKET, sys.int(b[2]), sys.ptr(&half), 4);
+        if (sys.isErr(rc)) return rc;
+    }
+    if (w.peek_off != -1) {
+        const rc = sys.syscall5(sys.NR.setsockopt, fd, SOL_SOCKET, SO_PEEK_OFF, sys.ptr(&w.peek_off), 4);
+        if (sys.isErr(rc)) return rc;
+    }
+    if (w.nonblock != 0) {
+        const rc = sys.syscall3(NR_fcntl, fd, F_SETFL, O_NONBLOCK);
+        if (sys.isErr(rc)) return rc;
+    }
+    return 0;
+}

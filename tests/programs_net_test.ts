@@ -276,13 +276,20 @@ Deno.test("PostgreSQL (run as its own user, restored by root): postmaster and it
     await psql("create table t(n int)");
     await psql("insert into t select generate_series(1, 1000)");
     assertEquals(await psql("select count(*) from t"), "1000");
-    const workers = childrenOf(pid);
+    // Its long-lived workers (a backend or autovacuum worker may come and
+    // go around the dump).
+    const named = (p: number) =>
+      childrenOf(p).filter((c) =>
+        /checkpointer|background writer|walwriter|launcher/.test(readText(`/proc/${c}/cmdline`))
+      );
+    const workers = named(pid);
+    assert(workers.length >= 3, `postgres workers: ${workers}`);
     const d = await runCkpt(["dump", "-t", String(pid), "-D", `${images}/img`]);
     assertEquals(d.code, 0, `dump failed: ${d.stderr}`);
     await until(`pid ${pid} free`, () => gone(pid) && workers.every(gone));
     const r = await runCkpt(["restore", "-D", `${images}/img`, "-d"]);
     assertEquals(r.code, 0, `restore failed: ${r.stderr}`);
-    assertEquals(childrenOf(pid), workers, "the same workers");
+    for (const w of workers) assert(childrenOf(pid).includes(w), `worker ${w} is back`);
     assertEquals(await psql("select sum(n) from t"), "500500");
     await psql("insert into t values (1001)");
     assertEquals(await psql("select count(*) from t"), "1001");

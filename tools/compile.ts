@@ -51,6 +51,8 @@ const args = [
   "--allow-run",
   "--allow-env",
   "--allow-sys",
+  // The same V8 flags as the launcher's (see ./ckpt).
+  "--v8-flags=--min-semi-space-size=128,--max-semi-space-size=128,--max-opt=2,--always-sparkplug",
   // Build tools (buf, protoc-gen-es) are npm dependencies too; keep them out.
   "--exclude-unused-npm",
   "--include",

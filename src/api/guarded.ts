@@ -25,6 +25,7 @@ import {
 import { Locks } from "../util/lock.ts";
 import { checkTrust, untrustedPlace } from "../images/trust.ts";
 import { log } from "../util/log.ts";
+import { fd as fdops } from "../native/mod.ts";
 
 export type { DumpOptions, DumpResult, PreDumpOptions, PreDumpResult, Restored };
 
@@ -145,10 +146,14 @@ export async function restore(given: RestoreOptions): Promise<Restored & { verif
     // Runs copied in by the fill workers or served lazily are checked as
     // they are copied: for a lazy restore that keeps reading the whole
     // pages file out of the time until the tree runs.
+    // ckpt's fd table is grown for the images' descriptors while they are
+    // checked: that growth waits for an RCU grace period.
+    let reserved: Promise<void> | undefined;
     const checked = await verifyImages(
       opts.dir,
       (t) =>
         t.pagemap && t.mm ? checkedWhileCopying(t.mm.vmas, t.pagemap.runs, !!opts.lazyPages) : [],
+      (n) => reserved = fdops.reserveSoon(n),
     );
     // Pages kept in parent images (--prev-images-dir) are checked up front.
     const chain = readChain(
@@ -162,7 +167,7 @@ export async function restore(given: RestoreOptions): Promise<Restored & { verif
     const verifyMs = performance.now() - t0;
     for (const pid of checked.inv.pids) locks.pid(pid, "restoring");
     const tEngine = performance.now();
-    const r = await restoreEngine(opts, { ...checked, chain });
+    const r = await restoreEngine(opts, { ...checked, chain, reserved });
     // The whole restore, checks included: that is what a user waits for.
     return {
       ...r,

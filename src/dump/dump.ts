@@ -3,6 +3,7 @@
 // changed for the task: any failure releases it running and removes what was
 // written, so no directory that restore would accept is left behind.
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   CgroupsImageSchema,
   type FdEntry,
@@ -64,6 +65,7 @@ import { setDumpRoot, setTreeMounts } from "../mount/view.ts";
 import { CgroupCollector, type CgroupDumpOptions } from "../cgroup/dump.ts";
 import { type CgroupFreezer, freezeThrough, frozenCgroupOf } from "../cgroup/freezer.ts";
 import { hierarchyMounts } from "../cgroup/hierarchy.ts";
+import { readProcLocksAsync } from "../files/locks.ts";
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -165,6 +167,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // Threads of the freezer cgroup that are not the tree's go at once.
     if (freezer) frozen.releaseExcept(new Set(tree.flatMap((t) => t.tids)));
     tFrozen = performance.now();
+    const procLocks = readProcLocksAsync();
     faultPoint("frozen");
     files = new FileCollector({
       shellJob: !!opts.shellJob,
@@ -212,9 +215,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     // A dry run leaves the tracking where it is, not the tasks' own files.
     const running = tree.filter((t) => !t.zombie).map((t) => t.pid);
+    const tTables = performance.now();
+    for (const p of running) files.table(p);
+    log.debug(`fd tables read in ${formatMs(performance.now() - tTables)}`);
     if (dryRun) {
-      for (const p of running) files.skip(p, trackingLeftIn(p));
-    } else tracker.closeInTasks(running);
+      for (const p of running) files.skip(p, trackingLeftIn(p, files.table(p)));
+    } else {
+      const closed = tracker.closeInTasks(running, false, (p) => files!.table(p));
+      for (const [p, fds] of closed) files.skip(p, fds);
+    }
     // Phase 1, frozen: everything but the page contents.
     const live: { t: FrozenTask; core: TaskCore; fds: FdEntry[]; vmas: Vma[]; runs: PageRun[] }[] =
       [];
@@ -300,9 +309,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     });
     if (own.includes("net")) files.blockers.push(...liveTcpInOwnNet(files.files));
     const tables = new Map(
-      live.map((l) => [l.t.pid, create(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
+      live.map((l) => [l.t.pid, newMessage(FdTableSchema, { pid: l.t.pid, fds: l.fds })]),
     );
-    files.blockers.push(...files.locks.finish(tree.map((t) => t.pid), tables));
+    files.blockers.push(
+      ...files.locks.finish(tree.map((t) => t.pid), tables, await procLocks),
+    );
     files.blockers.push(...cttyBlockers(live.map((l) => l.core), files.files, !!opts.shellJob));
     // What the root's own namespaces hold, read while the tree is frozen
     // (only for a tree nothing else blocks: their queues are read by
@@ -315,6 +326,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       });
     if (namespaces && mounts) namespaces.mnt = mounts;
     files.release();
+    log.debug(`files finished after ${formatMs(performance.now() - tFrozen)} frozen`);
     if (dryRun) {
       const report = dryRunReport(pid, tree, live, files);
       files.letGo("run");
@@ -369,7 +381,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       );
 
       out.write(coreName(p), ImageKind.Core, TaskCoreSchema, core);
-      out.write(mmName(p), ImageKind.Mm, MmImageSchema, create(MmImageSchema, { pid: p, vmas }));
+      out.write(
+        mmName(p),
+        ImageKind.Mm,
+        MmImageSchema,
+        newMessage(MmImageSchema, { pid: p, vmas }),
+      );
       out.write(
         pagemapName(p),
         ImageKind.Pagemap,
@@ -388,7 +405,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       FILES,
       ImageKind.Files,
       FilesImageSchema,
-      create(FilesImageSchema, { files: files.files }),
+      newMessage(FilesImageSchema, { files: files.files }),
     );
     if (cgroups.image) out.write(CGROUPS, ImageKind.Cgroups, CgroupsImageSchema, cgroups.image);
     out.inventory({
@@ -401,6 +418,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     notify("post-dump");
 
     if (frozenMs < 0) frozenMs = performance.now() - tFrozen;
+    log.debug(`images written after ${formatMs(performance.now() - tFrozen)} frozen`);
     // The copies go, and each task reaps its own (stopped briefly again).
     snapshots.dispose();
     if (opts.leaveRunning) {

@@ -4,7 +4,7 @@
 // a failure, everything removed again.
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { ImageFileSchema, InventorySchema, type PageRun } from "../gen/ckpt/images_pb.ts";
-import { crc32c } from "../images/crc32c.ts";
+import { crc32cOf as crc32c } from "../native/integrity.ts";
 import { type ImageDir, INVENTORY, pagesName } from "../images/dir.ts";
 import { FORMAT_VERSION, ImageKind, PAGE_SIZE } from "../images/format.ts";
 import { log } from "../util/log.ts";

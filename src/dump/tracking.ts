@@ -26,6 +26,7 @@ import {
 import { readLimits, readStat } from "../proc/status.ts";
 import { processExists } from "../proc/read.ts";
 import { Frozen } from "./freeze.ts";
+import { listFds, type RawFd, readFds } from "../native/fdtable.ts";
 import { log } from "../util/log.ts";
 
 const SYS = { close: 3, fcntl: 72, userfaultfd: 323 } as const;
@@ -88,32 +89,37 @@ function trackingFdBase(pid: number): number {
   return Math.max(3, Math.min(Number(nofile), 1024) - 24);
 }
 
-/** Whether fd n of pid is a tracking uffd exactly as ckpt makes them: high
- * (above where programs' own fds live), O_CLOEXEC|O_NONBLOCK, and with no
- * feature but asynchronous write-protect — a fault-handling uffd of the
- * program itself always has others. */
-function leftByPreDump(pid: number, n: number): boolean {
+/** Whether fd n of pid (its fdinfo text given) is a tracking uffd exactly
+ * as ckpt makes them: high (above where programs' own fds live),
+ * O_CLOEXEC|O_NONBLOCK, and with no feature but asynchronous write-protect —
+ * a fault-handling uffd of the program itself always has others. */
+function leftByPreDump(pid: number, n: number, info: string): boolean {
   if (n < trackingFdBase(pid)) return false;
-  const info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${n}`);
   const flags = Number.parseInt(/^flags:\s+(\d+)/m.exec(info)?.[1] ?? "0", 8);
   const api = /^API:\s+(\w+):(\w+):/m.exec(info);
   if ((flags & 0x80800) !== 0x80800 || !api) return false;
   return BigInt(`0x${api[2]}`) === TRACKING_FEATURES;
 }
 
-/** The fds of pid that are write tracking a pre-dump left (a dry run
- * leaves them where they are, and does not count them as the task's). */
-export function trackingLeftIn(pid: number): number[] {
-  const out: number[] = [];
-  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    const n = Number(e.name);
-    try {
-      if (Deno.readLinkSync(`/proc/${pid}/fd/${n}`) === UFFD_LINK && leftByPreDump(pid, n)) {
-        out.push(n);
-      }
-    } catch { /* closed meanwhile */ }
+/** The userfaultfds of a task's fd table (as read by readFds). */
+function uffds(table: RawFd[]): RawFd[] {
+  return table.filter((r) => !r.errno && r.link === UFFD_LINK);
+}
+
+/** A task's fd table, read for the tracking alone. */
+export function fdTableOf(pid: number): RawFd[] {
+  try {
+    return readFds(pid, listFds(pid));
+  } catch {
+    return []; // gone
   }
-  return out;
+}
+
+/** The fds of pid (its fd table given) that are write tracking a pre-dump
+ * left (a dry run leaves them where they are, and does not count them as
+ * the task's). */
+export function trackingLeftIn(pid: number, table: RawFd[]): number[] {
+  return uffds(table).filter((r) => leftByPreDump(pid, r.fd, r.infoText)).map((r) => r.fd);
 }
 
 export class MemoryTracker {
@@ -233,31 +239,27 @@ export class MemoryTracker {
    * pre-dump left without a dump ever taking it over (a pre-dump killed
    * midway, or one never followed by its dump). `keep` spares the ones
    * this run goes on with (a pre-dump continuing its chain). The tracking
-   * lives on in ckpt's copies until dispose(). */
-  closeInTasks(pids: number[], keep = false): void {
+   * lives on in ckpt's copies until dispose(). `tableOf` gives a task's fd
+   * table (a dump's, read once for everything); returns the fds closed. */
+  closeInTasks(
+    pids: number[],
+    keep = false,
+    tableOf: (pid: number) => RawFd[] = fdTableOf,
+  ): Map<number, number[]> {
     const spare = new Set(keep ? [...this.tracked.values()].map((t) => t.inode) : []);
     for (const t of this.tracked.values()) this.inodes.add(t.inode);
+    const closed = new Map<number, number[]>();
     for (const pid of pids) {
-      let names: string[];
-      try {
-        names = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => e.name);
-      } catch {
-        continue;
-      }
-      for (const name of names) {
-        const n = Number(name);
-        let ours = false;
-        try {
-          if (Deno.readLinkSync(`/proc/${pid}/fd/${n}`) !== UFFD_LINK) continue;
-          const ino = BigInt(Deno.statSync(`/proc/${pid}/fd/${n}`).ino ?? 0);
-          if (spare.has(ino)) continue;
-          ours = this.inodes.has(ino) || leftByPreDump(pid, n);
-        } catch { /* closed meanwhile */ }
-        if (!ours) continue;
-        log.debug(`pid ${pid}: closing the write-tracking userfaultfd at fd ${n}`);
-        inject(pid, SYS.close, [n], `close() of the tracking userfaultfd (fd ${n})`);
+      for (const r of uffds(tableOf(pid))) {
+        const ino = BigInt(r.st.ino ?? 0);
+        if (spare.has(ino)) continue;
+        if (!this.inodes.has(ino) && !leftByPreDump(pid, r.fd, r.infoText)) continue;
+        log.debug(`pid ${pid}: closing the write-tracking userfaultfd at fd ${r.fd}`);
+        inject(pid, SYS.close, [r.fd], `close() of the tracking userfaultfd (fd ${r.fd})`);
+        closed.set(pid, [...(closed.get(pid) ?? []), r.fd]);
       }
     }
+    return closed;
   }
 
   /** After a failure: the tracking this run started is taken out of the

@@ -5,6 +5,7 @@
 // every blocker of the tree at once.
 import { onHostMount } from "../mount/view.ts";
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   type FdEntry,
   FdEntrySchema,
@@ -14,12 +15,11 @@ import {
   RegFileSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { ERRNO, fd as fdops, NativeError, O, sameFile } from "../native/mod.ts";
-import { readFds } from "../native/fdtable.ts";
-import { listFds } from "../proc/fdinfo.ts";
+import { FdMap, listFds, RawFd, readFds } from "../native/fdtable.ts";
 import { readProcText } from "../proc/read.ts";
 import { DumpError } from "../errors.ts";
 import type { DumpContext, DumpedFd, LetGo, NetDumpOptions } from "./kind.ts";
-import { kindForDump } from "./registry.ts";
+import { kindForDump, KINDS } from "./registry.ts";
 import { whatIs } from "./unsupported.ts";
 import { localOf } from "./kind.ts";
 import { unlinkedMapping } from "./unlinked.ts";
@@ -49,6 +49,8 @@ interface Seen {
   fd: number;
   id: number;
 }
+
+const NONE: readonly Seen[] = [];
 
 /** One thing the dump cannot save, with where it is. */
 export interface Blocker {
@@ -85,50 +87,26 @@ function kindOfFd(fd: DumpedFd, ctx: DumpContext): string {
 export function readDumpedFd(pid: number, n: number): DumpedFd {
   const link = Deno.readLinkSync(`/proc/${pid}/fd/${n}`);
   const infoText = readProcText(pid, `fdinfo/${n}`);
-  return dumpedFd(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
-}
-
-function dumpedFd(
-  pid: number,
-  n: number,
-  link: string,
-  infoText: string,
-  st: Deno.FileInfo,
-): DumpedFd {
-  const info = new Map<string, string>();
-  for (const line of infoText.split("\n")) {
-    const i = line.indexOf(":");
-    if (i > 0 && !info.has(line.slice(0, i))) info.set(line.slice(0, i), line.slice(i + 1).trim());
-  }
-  const flags = parseInt(info.get("flags") ?? "0", 8);
-  return {
-    pid,
-    fd: n,
-    link,
-    flags: flags & ~O.CLOEXEC,
-    pos: BigInt(info.get("pos") ?? "0"),
-    info,
-    infoText,
-    st,
-    where: `fd ${n} of pid ${pid} (${link})`,
-  };
+  return RawFd.of(pid, n, link, infoText, Deno.statSync(`/proc/${pid}/fd/${n}`));
 }
 
 export class FileCollector {
   readonly files: FileEntry[] = [];
   /** Blockers found so far; the dump refuses with all of them at once. */
   readonly blockers: Blocker[] = [];
-  private readonly byInode = new Map<string, Seen[]>();
+  /** dev → ino → the fds seen of that inode (several open files may share one). */
+  private readonly byInode = new Map<number, Map<number, Seen[]>>();
   private readonly byPath = new Map<string, number>();
-  /** "pid:fd" → file id, for fds already collected (a task's table does not
-   * change while it is frozen), so kinds asking for them cost nothing. */
-  private readonly byFd = new Map<string, number>();
+  /** (pid, fd) → file id, for fds already collected (a task's table does
+   * not change while it is frozen), so kinds asking for them cost nothing. */
+  private readonly byFd = new FdMap<number>();
   private readonly locals = new Map<object, unknown>();
   private readonly finishers: ((pids: number[]) => void)[] = [];
   private readonly releasers: (() => void)[] = [];
   private readonly letGoers: ((how: LetGo) => void)[] = [];
   private readonly pidfds = new Map<number, number>();
-  private readonly skipped = new Set<string>();
+  private readonly skipped = new FdMap<true>();
+  private readonly tables = new Map<number, RawFd[]>();
   private readonly ctx: DumpContext;
   private readonly mappingsOnly: boolean;
   /** flock, OFD and POSIX locks seen in the fds' fdinfo (locks.ts). */
@@ -142,7 +120,7 @@ export class FileCollector {
       unix: opts.unix ?? { extUnixSk: [], external: [] },
       net: opts.net ?? { tcpEstablished: false, tcpClose: false, skipInFlight: false },
       pids: opts.pids ?? [],
-      fileOf: (pid, n) => this.byFd.get(`${pid}:${n}`) ?? this.fileFor(readDumpedFd(pid, n)),
+      fileOf: (pid, n) => this.byFd.get(pid, n) ?? this.fileFor(readDumpedFd(pid, n)),
       ownFile: (n) => this.fileFor(readDumpedFd(Deno.pid, n)),
       addEntry: (body) => this.add(body),
       copyFd: (pid, n, where) => {
@@ -160,7 +138,7 @@ export class FileCollector {
 
   private add(body: Omit<Partial<FileEntry>, "id" | "$typeName">): number {
     const id = this.files.length + 1;
-    this.files.push(create(FileEntrySchema, { ...body, id }));
+    this.files.push(newMessage(FileEntrySchema, { ...body, id }));
     return id;
   }
 
@@ -213,17 +191,23 @@ export class FileCollector {
    * blocker (and left out) so that the others are still looked at. */
   collectFds(pid: number): FdEntry[] {
     const out: FdEntry[] = [];
-    const fds = listFds(pid).filter((n) => !this.skipped.has(`${pid}:${n}`));
-    for (const raw of readFds(pid, fds)) {
+    const table = this.table(pid);
+    this.tables.delete(pid);
+    const fds: RawFd[] = [];
+    for (const raw of table) {
+      if (this.skipped.has(pid, raw.fd)) continue;
       if (raw.errno === ERRNO.ENOENT) continue; // closed meanwhile (ckpt's own)
       if (raw.errno) throw new NativeError("reading", raw.errno, `fd ${raw.fd} of pid ${pid}`);
-      const n = raw.fd;
-      const fd = dumpedFd(pid, n, raw.link, raw.info, raw.st);
-      const cloexec = (parseInt(fd.info.get("flags") ?? "0", 8) & O.CLOEXEC) !== 0;
+      fds.push(raw);
+    }
+    for (const k of KINDS) k.prefetch?.(fds, this.ctx);
+    for (const fd of fds) {
+      const n = fd.fd;
+      const cloexec = fd.cloexec;
       try {
         const fileId = this.fileFor(fd);
-        this.byFd.set(`${pid}:${n}`, fileId);
-        out.push(create(FdEntrySchema, { fd: n, fileId, cloexec }));
+        this.byFd.set(pid, n, fileId);
+        out.push(newMessage(FdEntrySchema, { fd: n, fileId, cloexec }));
         this.locks.noteFd(fd);
       } catch (err) {
         if (!(err instanceof DumpError)) throw err;
@@ -232,6 +216,14 @@ export class FileCollector {
       }
     }
     return out;
+  }
+
+  /** The fd table of frozen task pid as /proc shows it, read once: the
+   * write tracking is looked for in it before collectFds describes it. */
+  table(pid: number): RawFd[] {
+    let t = this.tables.get(pid);
+    if (!t) this.tables.set(pid, t = readFds(pid, listFds(pid)));
+    return t;
   }
 
   /** Called after the last task's collectFds, with every pid: what needs the
@@ -282,12 +274,14 @@ export class FileCollector {
   /** Fds a dump must not look at as the tasks' own (ckpt's write tracking
    * left by a pre-dump, when a dry run leaves it in place). */
   skip(pid: number, fds: Iterable<number>): void {
-    for (const n of fds) this.skipped.add(`${pid}:${n}`);
+    for (const n of fds) this.skipped.set(pid, n, true);
   }
 
   private fileFor(fd: DumpedFd): number {
-    const key = `${fd.st.dev}:${fd.st.ino}`;
-    for (const s of this.byInode.get(key) ?? []) {
+    let inodes = this.byInode.get(fd.st.dev);
+    if (!inodes) this.byInode.set(fd.st.dev, inodes = new Map());
+    const ino = fd.st.ino ?? 0;
+    for (const s of inodes.get(ino) ?? NONE) {
       if (sameFile(s.pid, s.fd, fd.pid, fd.fd)) return s.id;
     }
     const kind = kindForDump(fd, this.ctx);
@@ -298,17 +292,20 @@ export class FileCollector {
     }
     // The id is taken before the body is made: a socket's queue may hold
     // the socket itself, and must find it known.
-    const id = this.add({ kind: FileKind.FILE_REG });
-    const list = this.byInode.get(key) ?? [];
-    list.push({ pid: fd.pid, fd: fd.fd, id });
-    this.byInode.set(key, list);
+    const id = this.files.length + 1;
+    this.files.push(undefined as unknown as FileEntry); // made below
+    let list = inodes.get(ino);
+    if (list) list.push({ pid: fd.pid, fd: fd.fd, id });
+    else inodes.set(ino, list = [{ pid: fd.pid, fd: fd.fd, id }]);
     try {
       const body = kind.dump(fd, this.ctx, id);
       const locks = this.locks.description(fd, id);
-      const hostPath = onHostMount(fd.info, fd.link);
-      this.files[id - 1] = create(FileEntrySchema, { ...body, id, locks, hostPath });
+      // fd.info decodes the fdinfo text: only for a path (not a socket's).
+      const hostPath = fd.link.startsWith("/") && onHostMount(fd.info, fd.link);
+      this.files[id - 1] = newMessage(FileEntrySchema, { ...body, id, locks, hostPath });
     } catch (err) {
       // Left as a placeholder nobody refers to; the dump is refused anyway.
+      this.files[id - 1] = create(FileEntrySchema, { kind: FileKind.FILE_REG, id });
       list.pop();
       throw err;
     }

@@ -7,6 +7,7 @@
 // just for the epoll_ctl). Registering from the task also ties a signalfd
 // target's wake-ups to the task's own signal handlers, as in the program.
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   type EpollFile,
   EpollFileSchema,
@@ -17,8 +18,16 @@ import {
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import { fd as fdops, O } from "../native/mod.ts";
-import { anonfd, type EpollTarget, epollTargets, isEpollTarget } from "../native/anonfd.ts";
-import { listFds } from "../proc/fdinfo.ts";
+import {
+  anonfd,
+  type EpollTarget,
+  type EpollTargets,
+  epollTargets,
+  fdStats,
+  isEpollTarget,
+  readFdStats,
+} from "../native/anonfd.ts";
+import { listFds } from "../native/fdtable.ts";
 import { log } from "../util/log.ts";
 import { OP, PHASE, type PlanOp } from "../restore/plan_buffer.ts";
 import { F_SETFL } from "./open_flags.ts";
@@ -50,6 +59,11 @@ const PRIVATE = EPOLL.EXCLUSIVE | EPOLL.WAKEUP | EPOLL.ONESHOT | (EPOLL.ET >>> 0
 /** Readiness bits a registration can ask for. */
 const READY = EPOLL.IN | EPOLL.PRI | EPOLL.OUT | EPOLL.RDNORM | EPOLL.RDBAND | EPOLL.WRNORM |
   EPOLL.WRBAND | EPOLL.MSG | EPOLL.RDHUP;
+/** A fired EPOLLONESHOT registration: only its private bits are left. */
+function disarmedOneShot(events: number): boolean {
+  return (events & EPOLL.ONESHOT) !== 0 && (events & ~PRIVATE & 0xffffffff) === 0;
+}
+
 /** Files whose readiness is already as it was when the task adds targets
  * (pipes, sockets, eventfds, timerfds); a signalfd's depends on signals
  * queued later, an epoll's on targets perhaps not added yet. */
@@ -60,12 +74,14 @@ function readyAtOnce(link: string, st: Deno.FileInfo): boolean {
 interface Pending {
   fd: DumpedFd;
   body: EpollFile;
-  targets: EpollTarget[];
+  targets: EpollTargets;
 }
 
 /** Epolls of one dump whose targets are resolved once every fd is known. */
 class EpollDump {
   readonly pending: Pending[] = [];
+  /** Each task's fd table as the dump read it (prefetch), as fdStats. */
+  readonly tables = new Map<number, Uint8Array>();
   /** dev:ino → [pid, fd] over the whole tree, made only when a target is
    * not at its own number. */
   private index: Map<string, [number, number][]> | undefined;
@@ -77,7 +93,30 @@ class EpollDump {
   private finish(pids: number[]): void {
     const blockers: Blocker[] = [];
     for (const p of this.pending) {
-      for (const t of p.targets) {
+      const all = p.targets;
+      for (let i = 0; i < all.length; i++) {
+        // Most targets are at their own number in the epoll's task.
+        const events = all.events(i);
+        if (all.same(i) && !disarmedOneShot(events)) {
+          let fileId;
+          try {
+            fileId = this.ctx.fileOf(p.fd.pid, all.tfd(i));
+          } catch (err) {
+            // The target itself cannot be dumped: its own fd names it already.
+            if (!(err instanceof DumpError)) throw err;
+            continue;
+          }
+          p.body.targets.push(
+            newMessage(EpollTargetSchema, {
+              tfd: all.tfd(i),
+              events: events >>> 0,
+              data: all.data(i),
+              fileId,
+            }),
+          );
+          continue;
+        }
+        const t = all.at(i);
         try {
           const holder = this.holderOf(p, t, pids);
           if (holder === undefined) {
@@ -117,16 +156,22 @@ class EpollDump {
   private holders(pids: number[]): Map<string, [number, number][]> {
     if (this.index) return this.index;
     const index = new Map<string, [number, number][]>();
+    const add = (st: { dev: number; ino: number | null }, q: number, n: number) => {
+      const key = `${st.dev}:${st.ino}`;
+      const list = index.get(key);
+      if (list) list.push([q, n]);
+      else index.set(key, [[q, n]]);
+    };
     for (const q of pids) {
+      const table = this.tables.get(q);
+      if (table) {
+        for (const { fd, dev, ino } of readFdStats(table)) add({ dev, ino }, q, fd);
+        continue;
+      }
       for (const n of listFds(q)) {
-        let st: Deno.FileInfo;
         try {
-          st = Deno.statSync(`/proc/${q}/fd/${n}`);
-        } catch {
-          continue;
-        }
-        const key = `${st.dev}:${st.ino}`;
-        index.set(key, [...(index.get(key) ?? []), [q, n]]);
+          add(Deno.statSync(`/proc/${q}/fd/${n}`), q, n);
+        } catch { /* closed */ }
       }
     }
     return this.index = index;
@@ -140,7 +185,7 @@ class EpollDump {
     // kernel adds EPOLLERR|EPOLLHUP to any it is given again. Restore can
     // fire it once more in the task, asking only for what the file is ready
     // for now, to leave it disarmed exactly.
-    if ((events & EPOLL.ONESHOT) && (events & ~PRIVATE & 0xffffffff) === 0) {
+    if (disarmedOneShot(events)) {
       const link = Deno.readLinkSync(`/proc/${q}/fd/${n}`);
       if (readyAtOnce(link, Deno.statSync(`/proc/${q}/fd/${n}`))) {
         readyNow = this.readiness(q, n) & READY;
@@ -155,7 +200,7 @@ class EpollDump {
       }
     }
     events >>>= 0;
-    return create(EpollTargetSchema, { tfd: t.tfd, events, data: t.data, fileId, readyNow });
+    return newMessage(EpollTargetSchema, { tfd: t.tfd, events, data: t.data, fileId, readyNow });
   }
 
   /** What the file at fd n of pid is ready for now (poll of a copy of it). */
@@ -177,12 +222,14 @@ function userDev(kdev: number): number {
 
 /** struct epoll_event, packed on x86_64: u32 events, u64 data. */
 function epollEvent(events: number, data: bigint): Uint8Array {
-  const b = new Uint8Array(12);
-  const dv = new DataView(b.buffer);
-  dv.setUint32(0, events >>> 0, true);
-  dv.setBigUint64(4, data, true);
-  return b;
+  EVENT_VIEW.setUint32(0, events >>> 0, true);
+  EVENT_VIEW.setBigUint64(4, data, true);
+  return EVENT.slice();
 }
+
+/** Where epollEvent lays one out (ten thousand, one view). */
+const EVENT = new Uint8Array(12);
+const EVENT_VIEW = new DataView(EVENT.buffer);
 
 export const epoll: FileKindOps = {
   name: "epoll",
@@ -190,10 +237,16 @@ export const epoll: FileKindOps = {
 
   claims: (fd) => fd.link === "anon_inode:[eventpoll]",
 
+  prefetch(fds, ctx) {
+    if (fds.length) ctx.local(epoll, () => new EpollDump(ctx)).tables.set(fds[0].pid, fdStats(fds));
+  },
+
   dump(fd, ctx) {
     const state = ctx.local(epoll, () => new EpollDump(ctx));
     const body = create(EpollFileSchema, { flags: fd.flags & O.NONBLOCK });
-    state.pending.push({ fd, body, targets: epollTargets(fd.pid, fd.fd, fd.infoText) });
+    const known = state.tables.get(fd.pid);
+    const text = fd.infoBytes?.() ?? fd.infoText;
+    state.pending.push({ fd, body, targets: epollTargets(fd.pid, fd.fd, text, known) });
     return { kind: FileKind.FILE_EPOLL, epoll: body };
   },
 

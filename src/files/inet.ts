@@ -32,15 +32,26 @@ const SOCKET_LINK = /^socket:\[(\d+)\]$/;
 
 const cache = {};
 
+function known(ctx: DumpContext): Map<number, SockKind | null> {
+  return ctx.local(cache, () => new Map<number, SockKind | null>());
+}
+
+/** What another kind already knows of socket `ino` (sock_diag lists every
+ * UNIX socket of the namespace with its type): sockKind then asks no copy,
+ * which for ten thousand sockets is a pidfd_getfd, three getsockopt and a
+ * close each. */
+export function knownSockKind(ctx: DumpContext, ino: number, k: SockKind): void {
+  known(ctx).set(ino, k);
+}
+
 /** Domain, type and protocol of a socket fd (asked once per socket of a
  * dump); undefined when fd is no socket. */
 export function sockKind(fd: DumpedFd, ctx: DumpContext): SockKind | undefined {
-  const m = SOCKET_LINK.exec(fd.link);
-  if (!m) return undefined;
-  const known = ctx.local(cache, () => new Map<string, SockKind | null>());
-  const key = m[1];
-  if (!known.has(key)) {
-    let k: SockKind | null = null;
+  const ino = socketInode(fd);
+  if (!ino) return undefined;
+  const kinds = known(ctx);
+  let k = kinds.get(ino);
+  if (k === undefined) {
     let copy = -1;
     try {
       copy = ctx.copyFd(fd.pid, fd.fd, fd.where);
@@ -54,16 +65,20 @@ export function sockKind(fd: DumpedFd, ctx: DumpContext): SockKind | undefined {
     } finally {
       if (copy >= 0 && copy !== fd.fd) fdops.close(copy);
     }
-    known.set(key, k);
+    kinds.set(ino, k);
   }
-  return known.get(key) ?? undefined;
+  return k ?? undefined;
 }
 
 export function isInet(k: SockKind | undefined): k is SockKind {
   return k !== undefined && (k.domain === AF_INET || k.domain === AF_INET6);
 }
 
+/** The inode of a socket fd (0: no socket), from its stat when it has one
+ * (a sockfs file has the very inode its link "socket:[INO]" names). */
 export function socketInode(fd: DumpedFd): number {
+  if (!fd.link.startsWith("socket:[")) return 0;
+  if (fd.st.isSocket && fd.st.ino) return fd.st.ino;
   return Number(SOCKET_LINK.exec(fd.link)?.[1] ?? 0);
 }
 

@@ -24,6 +24,11 @@ export interface DumpedFd {
   info: Map<string, string>;
   /** The whole fdinfo text, for kinds with one line per item (epoll tfd, inotify wd). */
   infoText: string;
+  /** infoText as read, undecoded, when the reader has it. */
+  infoBytes?(): Uint8Array;
+  /** Whether infoText has `lock:` lines, when the reader already knows
+   * (ten thousand fds need not be decoded to learn they hold none). */
+  lockLines?: boolean;
   /** stat of /proc/PID/fd/N (the open file itself). */
   st: Deno.FileInfo;
   /** "fd N of pid P (link)", for messages. */
@@ -155,6 +160,10 @@ export interface FileKindOps {
    * `id` is the entry's id, known before the body (a socket queue may hold
    * the socket itself). */
   dump(fd: DumpedFd, ctx: DumpContext, id: number): FileBody;
+  /** Dump: a task's whole fd table, before any fd of it is claimed, so that
+   * a kind can read what it needs of all its fds at once (one native call
+   * for ten thousand sockets, not ten thousand calls). */
+  prefetch?(fds: readonly DumpedFd[], ctx: DumpContext): void;
   /** Restore, before anything is opened: the entry is well formed; `fail`
    * throws an ImageError naming files.img. */
   validate(f: FileEntry, fail: (why: string) => never): void;

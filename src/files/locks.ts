@@ -63,8 +63,11 @@ export function parseLockLine(text: string): LockLine | undefined {
   };
 }
 
+const NO_LINES: readonly LockLine[] = [];
+
 /** The lock lines of an fdinfo text. */
-function fdinfoLocks(fd: DumpedFd): LockLine[] {
+function fdinfoLocks(fd: DumpedFd): readonly LockLine[] {
+  if (fd.lockLines === false) return NO_LINES;
   const out: LockLine[] = [];
   for (const line of fd.infoText.split("\n")) {
     if (!line.startsWith("lock:")) continue;
@@ -135,7 +138,7 @@ export class LockCollector {
    * or the first. A POSIX lock /proc/locks gives a task of the tree that no
    * fd showed, or a description lock no task holds an fd of (only in flight
    * in a socket), is a blocker. */
-  finish(pids: number[], tables: Map<number, FdTable>): Blocker[] {
+  finish(pids: number[], tables: Map<number, FdTable>, procLocks: LockLine[]): Blocker[] {
     const byKey = new Map<string, { pid: number; fd: number; line: LockLine }>();
     for (const p of this.posix) {
       const l = p.line;
@@ -148,7 +151,7 @@ export class LockCollector {
     }
     const blockers: Blocker[] = [];
     const inTree = new Set(pids);
-    for (const l of readProcLocks()) {
+    for (const l of procLocks) {
       if (l.waiting || l.type !== "POSIX" || !inTree.has(l.pid)) continue;
       const key = `${l.file}:${l.start}:${l.end}:${l.write}:${l.pid}`;
       if (byKey.has(key)) continue;
@@ -159,7 +162,9 @@ export class LockCollector {
       });
     }
     const held = new Set<number>();
-    for (const t of tables.values()) for (const e of t.fds) held.add(e.fileId);
+    if (this.described.size) {
+      for (const t of tables.values()) for (const e of t.fds) held.add(e.fileId);
+    }
     for (const [id, where] of this.described) {
       if (held.has(id)) continue;
       blockers.push({
@@ -172,11 +177,28 @@ export class LockCollector {
   }
 }
 
+/** /proc/locks now. */
 export function readProcLocks(): LockLine[] {
   let text = "";
   try {
     text = Deno.readTextFileSync("/proc/locks");
   } catch { /* no file locking in this kernel */ }
+  return parseProcLocks(text);
+}
+
+/** /proc/locks, read on another thread: to list it the kernel takes its
+ * global lock for writing, which first waits for an RCU grace period (10 ms
+ * or more) unless another writer just did. A dump reads it while it reads
+ * the fd tables: a frozen tree's own POSIX locks cannot change meanwhile. */
+export async function readProcLocksAsync(): Promise<LockLine[]> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile("/proc/locks");
+  } catch { /* no file locking in this kernel */ }
+  return parseProcLocks(text);
+}
+
+function parseProcLocks(text: string): LockLine[] {
   return text.split("\n").map(parseLockLine).filter((l) => l !== undefined);
 }
 

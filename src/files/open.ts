@@ -163,7 +163,9 @@ export class OpenedFiles {
     const byFile = new Map<number, number[]>();
     const byFd = new Map<number, number>();
     for (const e of table) {
-      byFile.set(e.fileId, [...(byFile.get(e.fileId) ?? []), e.fd]);
+      const fds = byFile.get(e.fileId);
+      if (fds) fds.push(e.fd);
+      else byFile.set(e.fileId, [e.fd]);
       byFd.set(e.fd, e.fileId);
     }
     const ops: PlanOp[] = [];
@@ -183,7 +185,7 @@ export class OpenedFiles {
       // A kind counts its swaps within its own list; the plan, in the task's.
       for (const op of own) {
         ops.push(
-          op.op === OP.UNSWAP_FD ? { ...op, a: [op.a[0], Number(op.a[1]) + base] } : op,
+          op.op === OP.UNSWAP_FD && base ? { ...op, a: [op.a[0], Number(op.a[1]) + base] } : op,
         );
       }
     }
@@ -256,7 +258,7 @@ export class OpenedFiles {
   }
 
   closeAll(): void {
-    for (const n of [...this.fds.values(), ...this.kept]) fdops.close(n);
+    fdops.closeAll([...this.fds.values(), ...this.kept]);
     for (const fn of this.closers.splice(0)) fn();
     this.fds.clear();
     this.kept.length = 0;
@@ -269,7 +271,7 @@ export class OpenedFiles {
   private open(f: FileEntry, where: string): number {
     const kind = kindOf(f);
     if (!kind) throw new RestoreError(`${where}: file kind ${f.kind} cannot be restored`);
-    const key = kind.inheritKey?.(f);
+    const key = this.ctx.inherit.size ? kind.inheritKey?.(f) : undefined;
     const inherited = key ? this.ctx.inherit.get(key) : undefined;
     if (inherited !== undefined) {
       log.info(`${where}: using inherited fd ${inherited} for ${key}`);

@@ -31,7 +31,9 @@ export const KINDS: readonly FileKindOps[] = [
   signalfd,
   pidfd,
   // Inet and netlink sockets before UNIX ones: theirs is a cheap question
-  // (SO_DOMAIN of a copy), the UNIX kind's a sock_diag lookup.
+  // (SO_DOMAIN of a copy), the UNIX kind's a sock_diag lookup. The UNIX
+  // sockets its prefetch found in sock_diag's table are known as such
+  // (knownSockKind): no copy is asked.
   tcp,
   udp,
   inetRaw,
@@ -56,7 +58,8 @@ for (const k of KINDS) for (const v of k.kinds) byKind.set(v, k);
 
 /** The module that dumps fd, if any claims it. */
 export function kindForDump(fd: DumpedFd, ctx: DumpContext): FileKindOps | undefined {
-  return KINDS.find((k) => k.claims(fd, ctx));
+  for (const k of KINDS) if (k.claims(fd, ctx)) return k;
+  return undefined;
 }
 
 /** The module that restores entries of this kind. */

@@ -6,9 +6,12 @@ import { FileKind } from "../gen/ckpt/images_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { UnixDumper } from "../unix/dump.ts";
 import { UnixSockets } from "../unix/restore.ts";
-import type { DumpContext, FileKindOps, RestoreContext } from "./kind.ts";
+import type { DumpContext, DumpedFd, FileKindOps, RestoreContext } from "./kind.ts";
 import { BlockedDump } from "./collect.ts";
 import { authorityOf } from "./authority.ts";
+import { knownSockKind } from "./inet.ts";
+
+const AF_UNIX = 1;
 
 function dumper(ctx: DumpContext): UnixDumper {
   return ctx.local(unix, () => {
@@ -40,21 +43,46 @@ function sockets(ctx: RestoreContext): UnixSockets {
   });
 }
 
+/** The inode of a socket fd, from its link "socket:[INO]" (a sockfs file
+ * has that very inode: its stat gives it without parsing). */
+function socketIno(fd: DumpedFd): number | undefined {
+  const link = fd.link;
+  if (!link.startsWith("socket:[") || !link.endsWith("]")) return undefined;
+  if (fd.st.isSocket && fd.st.ino) return fd.st.ino;
+  const digits = link.slice(8, -1);
+  return /^\d+$/.test(digits) ? Number(digits) : undefined;
+}
+
 export const unix: FileKindOps = {
   name: "unix socket",
   kinds: [FileKind.FILE_UNIX],
   network: true,
 
   claims: (fd, ctx) => {
-    const m = /^socket:\[(\d+)\]$/.exec(fd.link);
-    return m !== null && dumper(ctx).isUnix(Number(m[1]));
+    const ino = socketIno(fd);
+    return ino !== undefined && dumper(ctx).isUnix(ino);
+  },
+
+  prefetch(fds, ctx) {
+    const socks: { fd: number; ino: number }[] = [];
+    for (const fd of fds) {
+      const ino = socketIno(fd);
+      if (ino !== undefined) socks.push({ fd: fd.fd, ino });
+    }
+    if (socks.length && fds[0].pid !== Deno.pid) {
+      dumper(ctx).prefetch(
+        fds[0].pid,
+        socks,
+        (ino, type) => knownSockKind(ctx, ino, { domain: AF_UNIX, type, protocol: 0 }),
+      );
+    }
   },
 
   dump(fd, ctx) {
-    const ino = Number(/^socket:\[(\d+)\]$/.exec(fd.link)![1]);
+    const ino = socketIno(fd)!;
     return {
       kind: FileKind.FILE_UNIX,
-      unix: dumper(ctx).describe(fd.pid, fd.fd, ino, fd.flags, fd.where),
+      unix: dumper(ctx).describe(fd.pid, fd.fd, ino, fd.flags, fd),
     };
   },
 

@@ -1,7 +1,8 @@
 // An image directory: reads and writes framed protobuf images, owner-only.
 // Writes go to a temporary name and are renamed into place, and the
 // inventory is written last, so an interrupted dump never looks complete.
-import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import { decodeMessage, encodeMessage } from "./codec.ts";
 import { ImageError } from "../errors.ts";
 import {
   type CgroupsImage,
@@ -95,7 +96,7 @@ export class ImageDir {
     schema: D,
     msg: MessageShape<D>,
   ): void {
-    this.writeRaw(name, encodeImage(kind, toBinary(schema, msg)));
+    this.writeRaw(name, encodeImage(kind, encodeMessage(schema, msg)));
   }
 
   read<D extends DescMessage>(name: string, kind: ImageKind, schema: D): MessageShape<D> {
@@ -108,7 +109,7 @@ export class ImageDir {
     }
     const { payload } = decodeImage(path, data, kind);
     try {
-      return fromBinary(schema, payload);
+      return decodeMessage(schema, payload);
     } catch (err) {
       throw new ImageError(path, `undecodable payload: ${(err as Error).message}`);
     }

@@ -3,7 +3,7 @@
 // payload — then the protobuf payload. The pages file instead starts with a
 // 4096-byte header page (magic "CKPTPAGE") so memory stays page aligned.
 import { ImageError } from "../errors.ts";
-import { crc32c } from "./crc32c.ts";
+import { crc32cOf as crc32c } from "../native/integrity.ts";
 
 export const FORMAT_VERSION = 1;
 export const HEADER_SIZE = 24;

@@ -3,7 +3,7 @@
 // bounds (validate.ts), the pages file's header page, and every page run's
 // CRC32C — so one flipped byte anywhere is a one-line error naming the file
 // (and, in the pages file, the offset of the damaged run).
-import { fromBinary } from "@bufbuild/protobuf";
+import { decodeMessage as fromBinary } from "./codec.ts";
 import {
   type CgroupsImage,
   CgroupsImageSchema,
@@ -95,7 +95,13 @@ function readInventory(dir: string, src: ImageSource): Inventory {
 
 /** Decodes and checks every image except the pages' content: sizes and
  * CRC32Cs against the inventory, framing, bounds and cross references. */
-export function parseImageSet(dir: string, src: ImageSource): ImageSet {
+export function parseImageSet(
+  dir: string,
+  src: ImageSource,
+  /** Told how many files and fds the images hold once they are decoded,
+   * before they are checked (restore grows its fd table meanwhile). */
+  decoded?: (descriptors: number) => void,
+): ImageSet {
   const inv = readInventory(dir, src);
   if (inv.preDump) {
     throw new ImageError(
@@ -138,6 +144,10 @@ export function parseImageSet(dir: string, src: ImageSource): ImageSet {
       ),
     });
   }
+  decoded?.(
+    filesImg.files.length +
+      [...tasks.values()].reduce((a, t) => a + (t.fdTable?.fds.length ?? 0), 0),
+  );
   const files = validateImages(
     dir,
     inv,
@@ -280,9 +290,10 @@ export function diskSource(dir: string): ImageSource {
 export async function verifyImages(
   dir: string,
   deferRuns: (t: TaskImages) => boolean[] = () => [],
+  decoded?: (descriptors: number) => void,
 ): Promise<ImageSet> {
   const t0 = performance.now();
-  const set = parseImageSet(dir, diskSource(dir));
+  const set = parseImageSet(dir, diskSource(dir), decoded);
   // Small tasks are checked one thread each, two tasks at a time; a large
   // one takes both threads itself.
   await inParallel(

@@ -2,6 +2,7 @@
 // memory speed (ffi/crc32c.zig), page copy with checksums, flock, and
 // symlink-proof opens (ffi/fdops.zig). Kept apart from mod.ts so these
 // concerns stay in one place.
+import { crc32c } from "../images/crc32c.ts";
 import { native } from "./load.ts";
 import { cstr, NativeError } from "./mod.ts";
 
@@ -35,6 +36,14 @@ export async function dumpPagesCrc(
 /** CRC32C of a buffer, continuing `seed` (a finalized CRC). */
 export function crc32cNative(data: Uint8Array<ArrayBuffer>, seed = 0): number {
   return native().ck_crc32c(seed >>> 0, data, BigInt(data.length)) >>> 0;
+}
+
+/** CRC32C of data: natively (SSE4.2) when it is large, in JavaScript when
+ * a call would cost more than the sum (an image's header, a small core). */
+export function crc32cOf(data: Uint8Array): number {
+  if (data.length < 16 << 10) return crc32c(data);
+  const own = data.buffer instanceof ArrayBuffer ? data as Uint8Array<ArrayBuffer> : data.slice();
+  return crc32cNative(own);
 }
 
 /** CRC32C of each [offset, length] range of fd (offsets page aligned, ranges

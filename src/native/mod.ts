@@ -4,6 +4,7 @@
 // attached, and Deno runs them on the JS thread.
 import { errnoText } from "./errno.ts";
 import { glibcRseq, native } from "./load.ts";
+import { readLimits } from "../proc/status.ts";
 
 export { ERRNO, errnoName, errnoText } from "./errno.ts";
 
@@ -21,6 +22,14 @@ export function check(rc: bigint, op: string, what?: string): number {
 }
 
 const enc = new TextEncoder();
+const F_DUPFD_CLOEXEC = 1030;
+
+/** The highest fd number ckpt's table must hold for `count` more
+ * descriptors (within RLIMIT_NOFILE). */
+function reserveTop(count: number): number {
+  const nofile = Number(readLimits("self").find((l) => l.resource === 7)?.cur ?? 1024n);
+  return Math.min(count + 64, nofile - 1);
+}
 export function cstr(s: string): Uint8Array<ArrayBuffer> {
   const b = new Uint8Array(enc.encode(s).length + 1);
   enc.encodeInto(s, b);
@@ -262,6 +271,15 @@ export const fd = {
   close(n: number): void {
     native().ck_close(n);
   },
+  /** Closes every fd of fds, in one call. */
+  closeAll(fds: number[]): void {
+    if (fds.length < 8) {
+      for (const n of fds) native().ck_close(n);
+      return;
+    }
+    const a = new Int32Array(fds);
+    native().ck_close_many(new Uint8Array(a.buffer), BigInt(a.length));
+  },
   read(n: number, buf: Uint8Array<ArrayBuffer>): number {
     return check(native().ck_read(n, buf, BigInt(buf.length)), "read", `fd ${n}`);
   },
@@ -305,6 +323,40 @@ export const fd = {
   },
   fcntl(n: number, cmd: number, arg = 0): number {
     return check(native().ck_fcntl(n, cmd, BigInt(arg)), "fcntl", `fd ${n}`);
+  },
+  /** Grows ckpt's fd table at once to hold `count` more descriptors: grown
+   * one doubling at a time instead, as descriptors are made, each growth
+   * of a multi-threaded process waits for an RCU grace period (ten
+   * thousand sockets took four times as long). Best effort. */
+  reserve(count: number): void {
+    if (count < 256) return;
+    const top = reserveTop(count);
+    let n = -1;
+    try {
+      n = fd.open("/dev/null", O.RDONLY | O.CLOEXEC);
+      fd.close(fd.dupAbove(n, top));
+    } catch {
+      /* at the limit already: grown as it goes */
+    } finally {
+      if (n >= 0) fd.close(n);
+    }
+  },
+  /** reserve() begun on another thread: the main thread goes on (opening
+   * descriptors below the table's current size does not wait for it), and
+   * reserve() later finds the table grown. The promise settles once the
+   * growth is done and its descriptor closed. */
+  async reserveSoon(count: number): Promise<void> {
+    if (count < 256) return;
+    let n = -1;
+    try {
+      n = fd.open("/dev/null", O.RDONLY | O.CLOEXEC);
+      const rc = await native().ck_fcntl_bg(n, F_DUPFD_CLOEXEC, BigInt(reserveTop(count)));
+      if (rc >= 0n) fd.close(Number(rc));
+    } catch {
+      /* best effort, as reserve() */
+    } finally {
+      if (n >= 0) fd.close(n);
+    }
   },
   dupAbove(n: number, min: number): number {
     return check(native().ck_fcntl(n, 0, BigInt(min)), "fcntl(F_DUPFD)", `fd ${n}`);

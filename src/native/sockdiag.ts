@@ -20,9 +20,16 @@ export const UDIAG_SHOW_ALL = Object.values(UDIAG_SHOW).reduce((a, b) => a | b, 
 // big enough for a busy desktop and doubles up to a limit no namespace reaches.
 const FIRST_SIZE = 256 * 1024;
 const MAX_SIZE = 256 * 1024 * 1024;
+/** A connected socket's message with every attribute but a name: ~150 bytes. */
+const BYTES_PER_SOCKET = 256;
 
-function query(ino: number, show: number, what: string): Uint8Array<ArrayBuffer> {
-  for (let size = FIRST_SIZE;; size *= 2) {
+function query(
+  ino: number,
+  show: number,
+  what: string,
+  first = FIRST_SIZE,
+): Uint8Array<ArrayBuffer> {
+  for (let size = Math.min(MAX_SIZE, Math.max(FIRST_SIZE, first));; size *= 2) {
     const buf = new Uint8Array(size);
     const rc = native().ck_unix_diag(buf, BigInt(size), ino >>> 0, show >>> 0);
     if (rc >= 0n) return buf.slice(0, Number(rc));
@@ -33,9 +40,11 @@ function query(ino: number, show: number, what: string): Uint8Array<ArrayBuffer>
   }
 }
 
-/** Netlink messages describing every UNIX socket of this network namespace. */
-export function unixDiagDump(show: number = UDIAG_SHOW_ALL): Uint8Array<ArrayBuffer> {
-  return query(0, show, "dump");
+/** Netlink messages describing every UNIX socket of this network namespace;
+ * `sockets`: how many there are at least, to size the first try (a dump
+ * that does not fit is made again, whole). */
+export function unixDiagDump(show: number = UDIAG_SHOW_ALL, sockets = 0): Uint8Array<ArrayBuffer> {
+  return query(0, show, "dump", FIRST_SIZE + sockets * BYTES_PER_SOCKET);
 }
 
 /** The netlink message for the one UNIX socket with inode `ino`, or null

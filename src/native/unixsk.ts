@@ -34,6 +34,51 @@ export interface Creds {
 
 export const SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2;
 
+/** What unixsk.set asks of one socket: a missing field is left as it is. */
+export interface SocketWant {
+  fd: number;
+  passcred?: boolean;
+  /** getsockopt's (doubled) values; written only where they differ. */
+  rcvbuf?: number;
+  sndbuf?: number;
+  /** -1 or missing: leave. */
+  peekOff?: number;
+  /** O_NONBLOCK; false: leave (a new socket has no status flag). */
+  nonblock?: boolean;
+}
+
+/** ffi/unixsk.zig PAIR and Want. */
+const PAIR = 0x8000_0000;
+const WANT_SIZE = 24;
+
+/** ffi/unixsk.zig Options. */
+const OPTIONS_SIZE = 136;
+
+/** What unixsk.options read, socket by socket (by index). */
+export class SocketOptions {
+  private readonly dv: DataView;
+  constructor(private readonly out: Uint8Array) {
+    this.dv = new DataView(out.buffer);
+  }
+  /** ckpt's copy when kept, else -1. */
+  fd(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE, true);
+  }
+  errno(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE + 4, true);
+  }
+  passcred(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE + 8, true);
+  }
+  peekOff(i: number): number {
+    return this.dv.getInt32(i * OPTIONS_SIZE + 12, true);
+  }
+  name(i: number): Uint8Array<ArrayBuffer> {
+    const o = i * OPTIONS_SIZE + 20;
+    return nameOf(this.out.subarray(o, o + 112), this.dv.getUint32(o - 4, true));
+  }
+}
+
 function check(rc: bigint, op: string, what = ""): number {
   if (rc < 0n) throw new NativeError(op, Number(-rc), what);
   return Number(rc);
@@ -49,8 +94,11 @@ export function sockaddr(name: Uint8Array): Uint8Array<ArrayBuffer> {
   return b;
 }
 
+/** Unbound: one empty name for all (names are never written to). */
+const NO_NAME = new Uint8Array(0);
+
 function nameOf(addr: Uint8Array, len: number): Uint8Array<ArrayBuffer> {
-  if (len <= 2) return new Uint8Array();
+  if (len <= 2) return NO_NAME;
   const raw = addr.slice(2, len);
   if (raw[0] === 0) return raw;
   const nul = raw.indexOf(0);
@@ -202,6 +250,60 @@ export const unixsk = {
       sndbuf: i32[3],
       peekOff: i32[4],
     };
+  },
+  /** The name (where `named[i]`), SO_PASSCRED and SO_PEEK_OFF of fds of
+   * the process behind pidfd, in one call; `keep[i]`: ckpt's copy of
+   * fds[i] is left open for the caller, else its fd is -1. A socket that
+   * could not be read has its errno. */
+  options(pidfd: number, fds: number[], keep: boolean[], named: boolean[]): SocketOptions {
+    const want = new Int32Array(fds);
+    const flags = new Uint8Array(fds.map((_, i) => (keep[i] ? 1 : 0) | (named[i] ? 2 : 0)));
+    const out = new Uint8Array(fds.length * OPTIONS_SIZE);
+    check(
+      native().ck_unix_options(pidfd, new Uint8Array(want.buffer), flags, BigInt(fds.length), out),
+      "reading sockets",
+    );
+    return new SocketOptions(out);
+  },
+  /** Many sockets in one call: `pair[i]` makes a socketpair of types[i]
+   * (both ends returned), else one socket (second -1). All O_CLOEXEC. */
+  make(types: number[], pair: boolean[]): [number, number][] {
+    const kinds = new Uint32Array(types.map((t, i) => (pair[i] ? PAIR : 0) | t));
+    const out = new Int32Array(types.length * 2);
+    check(
+      native().ck_unix_make(
+        new Uint8Array(kinds.buffer),
+        BigInt(types.length),
+        new Uint8Array(out.buffer),
+      ),
+      "socket(AF_UNIX)",
+      `(${types.length} sockets)`,
+    );
+    return types.map((_, i) => [out[2 * i], out[2 * i + 1]]);
+  },
+  /** Sets what each want asks, in one call; returns -1, or the index of the
+   * want that failed and its errno. */
+  set(wants: SocketWant[]): { failed: number; errno: number } {
+    const buf = new Int32Array(wants.length * (WANT_SIZE / 4));
+    wants.forEach((w, i) => {
+      const o = i * (WANT_SIZE / 4);
+      buf[o] = w.fd;
+      buf[o + 1] = w.passcred ? 1 : 0;
+      buf[o + 2] = w.rcvbuf ?? 0;
+      buf[o + 3] = w.sndbuf ?? 0;
+      buf[o + 4] = w.peekOff ?? -1;
+      buf[o + 5] = w.nonblock ? 1 : 0;
+    });
+    const err = new Int32Array(1);
+    const done = check(
+      native().ck_unix_set(
+        new Uint8Array(buf.buffer),
+        BigInt(wants.length),
+        new Uint8Array(err.buffer),
+      ),
+      "setsockopt",
+    );
+    return done < wants.length ? { failed: done, errno: err[0] } : { failed: -1, errno: 0 };
   },
   getInt(fd: number, level: number, opt: number): number {
     const v = new Int32Array(1);

@@ -275,11 +275,11 @@ export interface Plan {
 const align8 = (n: number) => (n + 7) & ~7;
 const CHILD_SIZE = 64, THREAD_SIZE = 184;
 
-export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
+/** Where each section of p's encoding goes, and its whole length. */
+function layout(p: Plan) {
   // Sections after the header, each 8-aligned.
-  const fds = p.fds.toSorted((a, b) => a.dst - b.dst);
   const sizes = {
-    fds: fds.length * 16,
+    fds: p.fds.length * 16,
     vmas: p.vmas.length * 40,
     fills: p.fills.length * 24,
     specials: p.specials.length * 24,
@@ -323,11 +323,30 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     off[k] = cur;
     cur = align8(cur + sizes[k]);
   }
+  return { sizes, placed, off, length: cur, nspids, childTids, threadTids };
+}
+
+/** The length encodePlan(p) will have (a plan of ten thousand ops is
+ * not encoded twice to learn it). */
+export function encodedPlanLength(p: Plan): number {
+  return layout(p).length;
+}
+
+export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
+  const { sizes, placed, off, length: cur, nspids, childTids, threadTids } = layout(p);
+  const fds = p.fds.toSorted((a, b) => a.dst - b.dst);
   const buf = new Uint8Array(cur);
   const dv = new DataView(buf.buffer);
   const u64 = (o: number, v: bigint) => dv.setBigUint64(o, BigInt.asUintN(64, v), true);
   const u32 = (o: number, v: number) => dv.setUint32(o, v >>> 0, true);
   const i32 = (o: number, v: number) => dv.setInt32(o, v, true);
+  // A safe integer as a u64 (two's complement when negative), without a BigInt.
+  const num = (o: number, v: number) => {
+    if (!Number.isSafeInteger(v)) return u64(o, BigInt(v));
+    const lo = v % 0x1_0000_0000;
+    dv.setUint32(o, lo >>> 0, true);
+    dv.setUint32(o + 4, Math.floor(v / 0x1_0000_0000) >>> 0, true);
+  };
 
   u64(0, PLAN_MAGIC);
   u32(8, PLAN_VERSION);
@@ -526,8 +545,9 @@ export function encodePlan(p: Plan): Uint8Array<ArrayBuffer> {
     op.a.forEach((v, k) => {
       if (typeof v === "object") {
         mask |= 1 << k;
-        u64(o + 16 + k * 8, BigInt(placed.get(v.bytes)! + (v.plus ?? 0)));
-      } else u64(o + 16 + k * 8, BigInt(v));
+        num(o + 16 + k * 8, placed.get(v.bytes)! + (v.plus ?? 0));
+      } else if (typeof v === "number") num(o + 16 + k * 8, v);
+      else u64(o + 16 + k * 8, BigInt(v));
     });
     u32(o, op.op);
     u32(o + 4, op.phase);

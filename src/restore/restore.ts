@@ -42,7 +42,7 @@ import { notifier, type Notify } from "../util/actions.ts";
 import { type RestoreStats, us, writeRestoreStats } from "../images/criu_stats.ts";
 import { hasSeccomp } from "./seccomp.ts";
 import type { Born } from "../files/ctty.ts";
-import { CHILD, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
+import { CHILD, encodedPlanLength, encodePlan, encodeTree, type PlanChild } from "./plan_buffer.ts";
 import { planSessions, SessionError, type SessionPlan, sessionTasks } from "./sessions.ts";
 import { NamespacePlan } from "../ns/plan.ts";
 import type { VethExternal } from "../ns/net/options.ts";
@@ -132,7 +132,7 @@ export interface TaskImages {
  * parent images' chain, used as they are rather than read again. */
 export async function restore(
   opts: RestoreOptions,
-  checked?: ImageSet & { chain: PreDumpSet[] },
+  checked?: ImageSet & { chain: PreDumpSet[]; reserved?: Promise<void> },
 ): Promise<Restored> {
   const t0 = performance.now();
   checkLayout();
@@ -195,6 +195,11 @@ export async function restore(
   // In a user namespace of their own, only the root gets its pid at ckpt's
   // level; the others keep theirs inside and get any one here.
   for (const t of ns.freeOuterPids ? tasks.slice(0, 1) : tasks) refuseTaken(t.core.pid);
+  // ckpt holds a descriptor for each file, and the tasks' fds are made
+  // from them: its table grown once for all (begun while the images were
+  // checked, when it was: then only its descriptor is waited for).
+  await checked?.reserved;
+  fdops.reserve(files.size + tasks.reduce((a, t) => a + (t.fds?.fds.length ?? 0), 0));
   if (tasks[0].core.zombie) {
     throw new RestoreError(`the root pid ${pid} is a zombie: nothing to restore`);
   }
@@ -302,7 +307,7 @@ export async function restore(
     if (ns.mounts) rootPlan.ops.push(...ns.mounts.ops());
     const plans = live.map((t) => {
       const b = built.get(t.core.pid)!;
-      const len = encodePlan(b.plan).length + 64 * 8 + 8;
+      const len = encodedPlanLength(b.plan) + 64 * 8 + 8;
       b.plan.hints = regionHints(b.occupied, BigInt(regionSize(len, b.plan.threads.length)));
       return encodePlan(b.plan);
     });

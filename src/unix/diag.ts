@@ -78,8 +78,9 @@ export class DiagParseError extends Error {
 
 /** Renders a sun_path the way ss(8) does: abstract names start with "@", and
  * a NUL inside an abstract name also shows as "@". */
+const dec = new TextDecoder();
+
 export function formatName(raw: Uint8Array): { name: string; abstract: boolean } {
-  const dec = new TextDecoder();
   if (raw.length > 0 && raw[0] === 0) {
     return { name: "@" + dec.decode(raw.subarray(1)).replaceAll("\0", "@"), abstract: true };
   }
@@ -88,10 +89,10 @@ export function formatName(raw: Uint8Array): { name: string; abstract: boolean }
   return { name: dec.decode(raw.subarray(0, end)), abstract: false };
 }
 
-function parseOne(bytes: Uint8Array, off: number, len: number): UnixSocket {
-  const v = new DataView(bytes.buffer, bytes.byteOffset + off, len);
+/** One message at off (len bytes); `v` views all of `bytes`. */
+function parseOne(bytes: Uint8Array, v: DataView, off: number, len: number): UnixSocket {
   if (len < NLMSG_HDRLEN + UNIX_DIAG_MSG_LEN) throw new DiagParseError(`message of ${len} bytes`);
-  const m = NLMSG_HDRLEN;
+  const m = off + NLMSG_HDRLEN;
   const family = v.getUint8(m);
   if (family !== AF_UNIX) throw new DiagParseError(`family ${family} is not AF_UNIX`);
   const typeNum = v.getUint8(m + 1), stateNum = v.getUint8(m + 2);
@@ -111,45 +112,57 @@ function parseOne(bytes: Uint8Array, off: number, len: number): UnixSocket {
     uid: null,
     meminfo: null,
   };
-  let a = NLMSG_HDRLEN + UNIX_DIAG_MSG_LEN;
-  while (a + 4 <= len) {
+  const end = off + len;
+  let a = off + NLMSG_HDRLEN + UNIX_DIAG_MSG_LEN;
+  while (a + 4 <= end) {
     const alen = v.getUint16(a, true);
     const atype = v.getUint16(a + 2, true) & 0x3fff; // drop NLA_F_NESTED / NET_BYTEORDER
-    if (alen < 4 || a + alen > len) throw new DiagParseError(`attribute ${atype} of ${alen} bytes`);
+    if (alen < 4 || a + alen > end) {
+      throw new DiagParseError(`attribute ${atype} of ${alen} bytes`);
+    }
     const p = a + 4, plen = alen - 4;
-    const u32 = (i: number) => v.getUint32(p + 4 * i, true);
     switch (atype) {
       case ATTR.NAME: {
-        const n = formatName(bytes.subarray(off + p, off + p + plen));
+        const n = formatName(bytes.subarray(p, p + plen));
         sock.name = n.name;
         sock.abstract = n.abstract;
         break;
       }
       case ATTR.VFS:
-        if (plen >= 8) sock.vfs = { ino: u32(0), dev: u32(1) };
+        if (plen >= 8) sock.vfs = { ino: v.getUint32(p, true), dev: v.getUint32(p + 4, true) };
         break;
       case ATTR.PEER:
-        if (plen >= 4) sock.peer = u32(0);
+        if (plen >= 4) sock.peer = v.getUint32(p, true);
         break;
       case ATTR.ICONS:
-        sock.pending = Array.from({ length: plen >> 2 }, (_, i) => u32(i));
+        sock.pending = words(v, p, plen);
         break;
       case ATTR.RQLEN:
-        if (plen >= 8) [sock.rqueue, sock.wqueue] = [u32(0), u32(1)];
+        if (plen >= 8) {
+          sock.rqueue = v.getUint32(p, true);
+          sock.wqueue = v.getUint32(p + 4, true);
+        }
         break;
       case ATTR.MEMINFO:
-        sock.meminfo = Array.from({ length: plen >> 2 }, (_, i) => u32(i));
+        sock.meminfo = words(v, p, plen);
         break;
       case ATTR.SHUTDOWN:
         if (plen >= 1) sock.shutdown = v.getUint8(p);
         break;
       case ATTR.UID:
-        if (plen >= 4) sock.uid = u32(0);
+        if (plen >= 4) sock.uid = v.getUint32(p, true);
         break;
     }
     a += align4(alen);
   }
   return sock;
+}
+
+/** The u32s of an attribute's payload. */
+function words(v: DataView, p: number, plen: number): number[] {
+  const out = new Array<number>(plen >> 2);
+  for (let i = 0; i < out.length; i++) out[i] = v.getUint32(p + 4 * i, true);
+  return out;
 }
 
 /** Every unix_diag_msg in a stream of netlink messages, in kernel order. */
@@ -165,15 +178,16 @@ export function parseUnixDiag(bytes: Uint8Array): UnixSocket[] {
     }
     if (type === NLMSG_DONE) break;
     if (type === NLMSG_ERROR) throw new DiagParseError(`kernel error message at offset ${off}`);
-    if (type === SOCK_DIAG_BY_FAMILY) out.push(parseOne(bytes, off, len));
+    if (type === SOCK_DIAG_BY_FAMILY) out.push(parseOne(bytes, v, off, len));
     off += align4(len);
   }
   return out;
 }
 
-/** Every UNIX socket of ckpt's network namespace, by inode. */
-export function readUnixSockets(show = UDIAG_SHOW_ALL): Map<number, UnixSocket> {
-  return new Map(parseUnixDiag(unixDiagDump(show)).map((s) => [s.inode, s]));
+/** Every UNIX socket of ckpt's network namespace, by inode; `atLeast`: how
+ * many there are known to be, at least. */
+export function readUnixSockets(show = UDIAG_SHOW_ALL, atLeast = 0): Map<number, UnixSocket> {
+  return new Map(parseUnixDiag(unixDiagDump(show, atLeast)).map((s) => [s.inode, s]));
 }
 
 /** One socket by inode; null when it does not exist in this namespace. */

@@ -4,6 +4,7 @@
 // finish(), once every socket of the image is known, with the rules of
 // policy.ts; a refusal names the socket, its peer and the option to pass.
 import { create } from "@bufbuild/protobuf";
+import { newMessage } from "../images/codec.ts";
 import {
   UnixCredsSchema,
   type UnixMessage,
@@ -14,9 +15,19 @@ import {
 } from "../gen/ckpt/images_pb.ts";
 import { DumpError } from "../errors.ts";
 import { fd as fdops, NativeError, O } from "../native/mod.ts";
-import { type Creds, MSG, rawName, showName, SO, SOL_SOCKET, unixsk } from "../native/unixsk.ts";
+import {
+  type Creds,
+  MSG,
+  rawName,
+  showName,
+  SO,
+  type SocketOptions,
+  SOL_SOCKET,
+  unixsk,
+} from "../native/unixsk.ts";
 import { readUnixSocket, readUnixSockets, type UnixSocket } from "./diag.ts";
 import { comm, findHolders } from "./inventory.ts";
+import { FdMap } from "../native/fdtable.ts";
 import { permitted, refusal, requirementFor } from "./policy.ts";
 import { resolvedDir } from "./paths.ts";
 import { treePath } from "../mount/view.ts";
@@ -38,6 +49,16 @@ const STATES: Record<string, number> = {
   UNCONNECTED: 7,
   LISTEN: 10,
 };
+/** sk_get_meminfo's indices (linux/sock_diag.h). */
+const SK_MEMINFO_RCVBUF = 1, SK_MEMINFO_SNDBUF = 3;
+
+/** Whether describe() reads the socket's queue (peekQueue): a STREAM
+ * socket with nothing queued and a listener have none to read. */
+function needsQueue(diag: UnixSocket): boolean {
+  if (diag.state === "LISTEN") return false;
+  return diag.type !== "STREAM" || (diag.rqueue ?? 0) > 0;
+}
+
 /** One datagram can be this big at most (wmem limits are far below). */
 const DGRAM_BUF = 1 << 20;
 
@@ -54,6 +75,8 @@ export class UnixDumper {
    * kcmp can still compare them with the tasks' own descriptors. */
   private readonly held: number[] = [];
   private readonly pidfds = new Map<number, number>();
+  /** What prefetch() read, by pid and fd, until describe() takes it. */
+  private readonly prefetched = new FdMap<{ batch: SocketOptions; i: number }>();
   private all: Map<number, UnixSocket> | undefined;
   /** Connection inode → the listener it waits in (built from `all`). */
   private listeners: Map<number, UnixSocket> | undefined;
@@ -64,8 +87,8 @@ export class UnixDumper {
     private readonly ownFile: (fd: number) => number,
   ) {}
 
-  private table(): Map<number, UnixSocket> {
-    this.all ??= readUnixSockets();
+  private table(atLeast = 0): Map<number, UnixSocket> {
+    this.all ??= readUnixSockets(undefined, atLeast);
     return this.all;
   }
 
@@ -91,21 +114,19 @@ export class UnixDumper {
 
   /** The socket behind fd n of pid (its file id is already given: its own
    * queue may hold it); pid may be ckpt itself for a descriptor in flight. */
-  describe(pid: number, n: number, ino: number, flags: number, where: string) {
+  describe(pid: number, n: number, ino: number, flags: number, at: { readonly where: string }) {
     const diag = this.diag(ino);
-    if (!diag) throw new DumpError(`${where} is not a UNIX socket of this network namespace`);
+    if (!diag) throw new DumpError(`${at.where} is not a UNIX socket of this network namespace`);
     const type = TYPES[diag.type];
-    if (!type) throw new DumpError(`${where}: UNIX socket type ${diag.type} cannot be dumped`);
+    if (!type) throw new DumpError(`${at.where}: UNIX socket type ${diag.type} cannot be dumped`);
     if (diag.state === "CONNECTING") {
-      throw new DumpError(`${where}: UNIX socket ${ino} is in the middle of connect(2)`);
+      throw new DumpError(`${at.where}: UNIX socket ${ino} is in the middle of connect(2)`);
     }
-    // A copy of the task's socket, its name and options in one native call
-    // (a server has tens of thousands).
-    const d = unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, where);
+    const d = this.read(pid, n, diag, at);
     const fd = d.fd;
     try {
       const name = d.name;
-      const sock = create(UnixSocketFileSchema, {
+      const sock = newMessage(UnixSocketFileSchema, {
         ino: BigInt(ino),
         type,
         state: STATES[diag.state] ?? 7,
@@ -129,7 +150,7 @@ export class UnixDumper {
           // That data sits in the connection accept() has not returned yet,
           // which no descriptor reaches: it cannot be read without accepting.
           throw new DumpError(
-            `${where}: UNIX socket ${ino} wrote ${diag.wqueue} bytes into a connection that ` +
+            `${at.where}: UNIX socket ${ino} wrote ${diag.wqueue} bytes into a connection that ` +
               `listener ${listener.inode} (${listener.name ?? "nameless"}) has not accepted yet; ` +
               `such data cannot be dumped yet`,
           );
@@ -137,13 +158,66 @@ export class UnixDumper {
         if (listener) sock.listenerIno = BigInt(listener.inode);
         else if (diag.peer !== null) sock.peerIno = BigInt(diag.peer);
         if (diag.peer === 0 && !listener) sock.peer = UnixPeer.GONE;
-        sock.queue = this.peekQueue(fd, diag, where);
+        sock.queue = this.peekQueue(fd, diag, at);
       }
       this.found.set(ino, { sock, diag, pid, fd: n });
       return sock;
     } finally {
-      if (fd !== n) fdops.close(fd);
+      // A copy of a task's socket (which may have the same number): closed;
+      // ckpt's own descriptor in flight: kept.
+      if (fd >= 0 && pid !== Deno.pid) fdops.close(fd);
     }
+  }
+
+  /** Reads the sockets among a task's fds (`ino` from their links) at
+   * once: what describe() then needs of each is at hand. `isUnix` hears of
+   * each UNIX socket found, with its type (SOCK_STREAM…). */
+  prefetch(
+    pid: number,
+    socks: { fd: number; ino: number }[],
+    isUnix: (ino: number, type: number) => void,
+  ): void {
+    this.table(socks.length);
+    const fds: number[] = [], keep: boolean[] = [], named: boolean[] = [];
+    for (const s of socks) {
+      const diag = this.diag(s.ino);
+      if (!diag) continue;
+      isUnix(s.ino, TYPES[diag.type] ?? Number(diag.type.slice(4)));
+      fds.push(s.fd);
+      keep.push(needsQueue(diag));
+      // sock_diag shows the very address getsockname gives, when there is one.
+      named.push(diag.name !== null);
+    }
+    if (!fds.length) return;
+    const batch = unixsk.options(this.pidfd(pid), fds, keep, named);
+    fds.forEach((fd, i) => this.prefetched.set(pid, fd, { batch, i }));
+  }
+
+  /** fd n of pid: ckpt's fd for it (a copy to close, or -1 when its queue
+   * is not read; ckpt's own for a descriptor in flight), name and options. */
+  private read(pid: number, n: number, diag: UnixSocket, at: { readonly where: string }) {
+    const known = this.prefetched.get(pid, n);
+    const mem = diag.meminfo;
+    if (known && mem && mem.length > SK_MEMINFO_SNDBUF) {
+      this.prefetched.delete(pid, n);
+      const { batch, i } = known;
+      const errno = batch.errno(i);
+      if (errno) throw new NativeError("reading socket", errno, at.where);
+      // sock_diag's SK_MEMINFO_RCVBUF/SNDBUF are sk_rcvbuf/sk_sndbuf, which
+      // SO_RCVBUF/SO_SNDBUF read.
+      return {
+        fd: batch.fd(i),
+        name: batch.name(i),
+        passcred: batch.passcred(i),
+        peekOff: batch.peekOff(i),
+        rcvbuf: mem[SK_MEMINFO_RCVBUF],
+        sndbuf: mem[SK_MEMINFO_SNDBUF],
+      };
+    }
+    if (known && known.batch.fd(known.i) >= 0) fdops.close(known.batch.fd(known.i));
+    this.prefetched.delete(pid, n);
+    // A copy of the task's socket, its name and options in one native call.
+    return unixsk.describe(pid === Deno.pid ? -1 : this.pidfd(pid), n, at.where);
   }
 
   private pidfd(pid: number): number {
@@ -197,7 +271,17 @@ export class UnixDumper {
       sock.nameUnlinked = true;
     }
     if (sock.nameUnlinked && !sock.nameBorrowed) {
-      const moved = movedFile(fd);
+      // The copy is closed already when no queue was to be read: one more
+      // is taken for this rare case.
+      const copy = fd >= 0 || pid === Deno.pid
+        ? fd
+        : fdops.pidfdGetfd(this.pidfd(pid), sock.fd, `fd ${sock.fd} of pid ${pid}`);
+      let moved: string | undefined;
+      try {
+        moved = movedFile(copy);
+      } finally {
+        if (copy !== fd && copy >= 0) fdops.close(copy);
+      }
       if (moved) {
         throw new DumpError(
           `socket ${diag.inode} of pid ${pid} fd ${sock.fd} is bound to ${path}, whose file was ` +
@@ -235,12 +319,13 @@ export class UnixDumper {
 
   /** The socket's own receive queue, read with MSG_PEEK from offset 0 (set
    * with SO_PEEK_OFF, and put back after) so the task loses nothing. */
-  private peekQueue(fd: number, diag: UnixSocket, where: string): UnixMessage[] {
+  private peekQueue(fd: number, diag: UnixSocket, at: { readonly where: string }): UnixMessage[] {
     const stream = diag.type === "STREAM";
     // A stream peek must not go past the queued bytes: asking again at the
     // end would consume a pending socket error (ECONNRESET) of the task.
     const total = stream ? diag.rqueue ?? 0 : Infinity;
     if (stream && total === 0) return [];
+    if (fd < 0) throw new Error(`${at.where}: the socket's queue was not expected to be read`);
     const buf = new Uint8Array(stream ? total + 65536 : DGRAM_BUF);
     const saved = unixsk.getInt(fd, SOL_SOCKET, SO.PEEK_OFF);
     // With SO_PASSCRED each peek also gives the credentials the message
@@ -259,7 +344,9 @@ export class UnixDumper {
           r = unixsk.recv(fd, buf, MSG.PEEK | MSG.DONTWAIT | MSG.CMSG_CLOEXEC);
         } catch (err) {
           const e = err instanceof NativeError ? err.message : String(err);
-          throw new DumpError(`${where}: cannot read the queue of UNIX socket ${diag.inode}: ${e}`);
+          throw new DumpError(
+            `${at.where}: cannot read the queue of UNIX socket ${diag.inode}: ${e}`,
+          );
         }
         if (r === null) break;
         if (r.len === 0 && diag.type !== "DGRAM") break; // end of a shut-down queue
@@ -274,7 +361,7 @@ export class UnixDumper {
           part = create(UnixMessageSchema, { data, sender: r.from });
           this.held.push(...r.fds);
           part.fileIds = r.fds.map((f) => this.ownFile(f));
-          part.creds = this.credsOf(r.creds, diag, where);
+          part.creds = this.credsOf(r.creds, diag, at.where);
         }
         if (stream || !(r.flags & MSG.TRUNC)) {
           out.push(part);
@@ -332,11 +419,11 @@ export class UnixDumper {
             );
           }
         }
-        s.pending = s.pending.filter((c) => inside.has(Number(c)));
-        const peerOfPeer = this.found.get(Number(s.peerIno))?.sock.peerIno;
+        if (s.pending.length) s.pending = s.pending.filter((c) => inside.has(Number(c)));
         if (
           s.type === 2 && s.queue.length && !s.name.length && s.peer !== UnixPeer.GONE &&
-          !(inside.has(Number(s.peerIno)) && peerOfPeer === s.ino && s.peerIno !== s.ino)
+          !(inside.has(Number(s.peerIno)) &&
+            this.found.get(Number(s.peerIno))?.sock.peerIno === s.ino && s.peerIno !== s.ino)
         ) {
           refused.push(
             `unix dgram socket ${s.ino} (${this.at(f)}) has ${s.queue.length} queued datagram(s) ` +
@@ -394,6 +481,10 @@ export class UnixDumper {
 
   /** Closes what ckpt holds: descriptors received in flight, pidfds. */
   release(): void {
+    for (const { batch, i } of this.prefetched.values()) {
+      if (batch.fd(i) >= 0) fdops.close(batch.fd(i));
+    }
+    this.prefetched.clear();
     for (const f of this.held) fdops.close(f);
     for (const p of this.pidfds.values()) fdops.close(p);
     this.held.length = 0;

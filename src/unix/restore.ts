@@ -28,6 +28,7 @@ import {
   SHUT_WR,
   SO,
   SOCK,
+  type SocketWant,
   type SockIds,
   SOL_SOCKET,
   unixsk,
@@ -38,7 +39,6 @@ import { addressOf, bindAs, connectAs, resolvedDir, socketIds } from "./paths.ts
 import { PrivatePlace } from "../files/private_place.ts";
 import { SenderPids } from "./sender_pids.ts";
 
-const F_SETFL = 4;
 const ESRCH = 3;
 const TYPE_NAMES: Record<number, string> = { 1: "stream", 2: "dgram", 5: "seqpacket" };
 const LISTEN = 10;
@@ -80,15 +80,42 @@ export function parseExtUnixSkRestore(values: string[]): {
   return { all, byId };
 }
 
+/** A map by socket inode (a uint64, a BigInt in messages): kept by number,
+ * which ten thousand sockets look up several times each far faster. */
+class ByIno<T> {
+  private readonly m = new Map<number, T>();
+  get(ino: bigint | number): T | undefined {
+    return this.m.get(Number(ino));
+  }
+  has(ino: bigint | number): boolean {
+    return this.m.has(Number(ino));
+  }
+  set(ino: bigint | number, v: T): void {
+    this.m.set(Number(ino), v);
+  }
+  delete(ino: bigint | number): void {
+    this.m.delete(Number(ino));
+  }
+  values(): IterableIterator<T> {
+    return this.m.values();
+  }
+  clear(): void {
+    this.m.clear();
+  }
+  [Symbol.iterator](): IterableIterator<[number, T]> {
+    return this.m[Symbol.iterator]();
+  }
+}
+
 export class UnixSockets {
   private readonly socks: UnixSocketFile[];
-  private readonly byIno = new Map<bigint, UnixSocketFile>();
+  private readonly byIno = new ByIno<UnixSocketFile>();
   /** ckpt's descriptor for each socket, by inode. */
-  private readonly fds = new Map<bigint, number>();
+  private readonly fds = new ByIno<number>();
   /** For sockets made with socketpair: the other end. */
-  private readonly pairOf = new Map<bigint, number>();
+  private readonly pairOf = new ByIno<number>();
   /** Sockets whose gone peer was made as a pair end, then closed. */
-  private readonly madeAsPair = new Set<bigint>();
+  private readonly madeAsPair = new ByIno<true>();
   private readonly temps: number[] = [];
   /** Accepted sockets with abstract names, and the client fd to accept them from. */
   private readonly toAccept: {
@@ -149,16 +176,14 @@ export class UnixSockets {
 
   closeAll(): void {
     this.releaseBuildState();
-    for (const n of [...this.fds.values(), ...this.pairOf.values(), ...this.temps]) {
-      fdops.close(n);
-    }
+    fdops.closeAll([...this.fds.values(), ...this.pairOf.values(), ...this.temps]);
     this.fds.clear();
     this.pairOf.clear();
     this.temps.length = 0;
   }
 
   private inherited(s: UnixSocketFile): number | undefined {
-    return this.opts.inherit.get(`socket:[${s.ino}]`);
+    return this.opts.inherit.size ? this.opts.inherit.get(`socket:[${s.ino}]`) : undefined;
   }
 
   private desc(s: UnixSocketFile): string {
@@ -300,8 +325,14 @@ export class UnixSockets {
   }
 
   private create(): void {
+    // What each socket is made as is decided here; the common ones are
+    // then made in one native call (a server has tens of thousands).
+    const plan: { s: UnixSocketFile; as: "mutual" | "gone" | "single"; peer?: UnixSocketFile }[] =
+      [];
+    const planned = new ByIno<true>();
+    const taken = (ino: bigint) => this.fds.has(ino) || planned.has(ino);
     for (const s of this.socks) {
-      if (this.fds.has(s.ino)) continue;
+      if (taken(s.ino)) continue;
       const own = this.inherited(s);
       if (own !== undefined) {
         this.fds.set(s.ino, fdops.dupAbove(own, 100));
@@ -311,7 +342,7 @@ export class UnixSockets {
       // A socket connected to itself (a DGRAM socket that connected to its
       // own name) is no pair: it is connected once it is bound.
       const mutual = s.peer === UnixPeer.INSIDE && peer !== undefined && peer.peerIno === s.ino &&
-        peer.ino !== s.ino && !this.fds.has(peer.ino) && this.inherited(peer) === undefined;
+        peer.ino !== s.ino && !taken(peer.ino) && this.inherited(peer) === undefined;
       const streamy = s.type !== 2;
       const accepted = mutual ? [s, peer].find(acceptedAbstract) : undefined;
       const from = accepted && this.acceptorFor(accepted);
@@ -326,34 +357,66 @@ export class UnixSockets {
         const client = accepted === s ? peer! : s;
         this.toAccept.push({ accepted, client: this.fd(client), from, ids: this.ids(client) });
       } else if (mutual) {
-        const [a, b] = unixsk.pair(s.type, this.pairIds(s, peer));
-        this.fds.set(s.ino, a);
-        this.fds.set(peer.ino, b);
+        const ids = this.pairIds(s, peer);
+        planned.set(s.ino, true);
+        planned.set(peer.ino, true);
+        if (ids) {
+          // A user's pair carries the user's credentials (SO_PEERCRED): made
+          // as them, outside the batch (which makes root's).
+          const [a, b] = unixsk.pair(s.type, ids);
+          this.fds.set(s.ino, a);
+          this.fds.set(peer.ino, b);
+        } else plan.push({ s, as: "mutual", peer });
       } else if (fromGone !== undefined) {
         this.fds.set(s.ino, unixsk.socket(s.type));
         const b = unixsk.socket(s.type);
         this.pairOf.set(s.ino, b);
-        this.madeAsPair.add(s.ino);
+        this.madeAsPair.set(s.ino, true);
         this.toAccept.push({ accepted: s, client: b, from: fromGone, ids: this.ids(s) });
       } else if (s.peer === UnixPeer.GONE && (streamy || (s.queue.length && !s.name.length))) {
         // The peer end is kept to fill the queue, then closed: the task reads
         // what was queued and then sees the connection end (a DGRAM socket
         // without a name can only have been sent to by that peer, and after
         // it is gone a send fails with ECONNREFUSED, as it did).
-        const [a, b] = unixsk.pair(s.type, this.ids(s));
-        this.fds.set(s.ino, a);
-        this.pairOf.set(s.ino, b);
-        this.madeAsPair.add(s.ino);
+        planned.set(s.ino, true);
+        const ids = this.ids(s);
+        if (ids) {
+          const [a, b] = unixsk.pair(s.type, ids);
+          this.fds.set(s.ino, a);
+          this.pairOf.set(s.ino, b);
+          this.madeAsPair.set(s.ino, true);
+        } else plan.push({ s, as: "gone" });
       } else {
-        this.fds.set(s.ino, unixsk.socket(s.type));
+        planned.set(s.ino, true);
+        plan.push({ s, as: "single" });
       }
     }
-    for (const s of this.socks) {
-      if (this.inherited(s) !== undefined) continue;
-      const n = this.fd(s);
-      if (s.rcvbuf && unixsk.getInt(n, SOL_SOCKET, SO.RCVBUF) !== s.rcvbuf) {
-        unixsk.setInt(n, SOL_SOCKET, SO.RCVBUFFORCE, s.rcvbuf >> 1);
+    const made = unixsk.make(plan.map((p) => p.s.type), plan.map((p) => p.as !== "single"));
+    plan.forEach(({ s, as, peer }, i) => {
+      const [a, b] = made[i];
+      this.fds.set(s.ino, a);
+      if (as === "mutual") this.fds.set(peer!.ino, b);
+      if (as === "gone") {
+        this.pairOf.set(s.ino, b);
+        this.madeAsPair.set(s.ino, true);
       }
+    });
+    // Before the queues are filled: a receiver's buffer. The final sizes
+    // and SO_PASSCRED come in finishState.
+    this.setOptions(
+      this.socks.filter((s) => s.rcvbuf && this.inherited(s) === undefined)
+        .map((s) => ({ s, want: { fd: this.fd(s), rcvbuf: s.rcvbuf } })),
+    );
+  }
+
+  /** Sets the options of many sockets in one native call. */
+  private setOptions(wants: { s: UnixSocketFile; want: SocketWant }[]): void {
+    if (!wants.length) return;
+    const { failed, errno } = unixsk.set(wants.map((w) => w.want));
+    if (failed >= 0) {
+      throw new RestoreError(
+        `${this.desc(wants[failed].s)}: cannot set its socket options: ${errnoName(errno)}`,
+      );
     }
   }
 
@@ -715,6 +778,7 @@ export class UnixSockets {
   }
 
   private finishState(): void {
+    const wants: { s: UnixSocketFile; want: SocketWant }[] = [];
     for (const s of this.socks) {
       if (this.inherited(s) !== undefined) continue;
       const n = this.fd(s);
@@ -726,14 +790,19 @@ export class UnixSockets {
           if (!(err instanceof NativeError)) throw err; // not connected: nothing to shut
         }
       }
-      if (s.passcred) unixsk.setInt(n, SOL_SOCKET, SO.PASSCRED, 1);
-      if (s.sndbuf) unixsk.setInt(n, SOL_SOCKET, SO.SNDBUFFORCE, s.sndbuf >> 1);
-      if (s.rcvbuf && unixsk.getInt(n, SOL_SOCKET, SO.RCVBUF) !== s.rcvbuf) {
-        unixsk.setInt(n, SOL_SOCKET, SO.RCVBUFFORCE, s.rcvbuf >> 1);
-      }
-      if (s.peekOff !== -1) unixsk.setInt(n, SOL_SOCKET, SO.PEEK_OFF, s.peekOff);
-      fdops.fcntl(n, F_SETFL, s.flags & O.NONBLOCK);
+      wants.push({
+        s,
+        want: {
+          fd: n,
+          passcred: s.passcred,
+          sndbuf: s.sndbuf,
+          rcvbuf: s.rcvbuf,
+          peekOff: s.peekOff,
+          nonblock: (s.flags & O.NONBLOCK) !== 0,
+        },
+      });
     }
+    this.setOptions(wants);
   }
 }
 

@@ -2,7 +2,7 @@
 export const anonfdSymbols = {
   ck_epoll_create1: { parameters: ["i32"], result: "i64" },
   ck_epoll_targets: {
-    parameters: ["i32", "i32", "buffer", "usize", "buffer", "usize"],
+    parameters: ["i32", "i32", "buffer", "usize", "buffer", "usize", "buffer", "usize"],
     result: "i64",
   },
   ck_kcmp_epoll_tfd: { parameters: ["i32", "i32", "i32", "i32", "i32", "u32"], result: "i64" },

@@ -2,11 +2,20 @@
 export const fdSymbols = {
   ck_open: { parameters: ["buffer", "i32", "u32"], result: "i64" },
   ck_close: { parameters: ["i32"], result: "i64" },
+  ck_close_many: { parameters: ["buffer", "usize"], result: "void" },
   ck_read: { parameters: ["i32", "buffer", "usize"], result: "i64" },
   ck_write: { parameters: ["i32", "buffer", "usize"], result: "i64" },
   ck_pread: { parameters: ["i32", "buffer", "usize", "u64"], result: "i64" },
   ck_lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   ck_fcntl: { parameters: ["i32", "i32", "u64"], result: "i64" },
+  // The same, on one of Deno's blocking threads: growing ckpt's fd table
+  // waits for an RCU grace period, which need not hold up the main thread.
+  ck_fcntl_bg: {
+    name: "ck_fcntl",
+    parameters: ["i32", "i32", "u64"],
+    result: "i64",
+    nonblocking: true,
+  },
   ck_dup: { parameters: ["i32"], result: "i64" },
   ck_pipe: { parameters: ["buffer", "i32"], result: "i64" },
   ck_tee: { parameters: ["i32", "i32", "usize", "u32"], result: "i64" },

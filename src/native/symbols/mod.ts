@@ -41,4 +41,4 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Must equal ck_abi_version() of the library, or the library is stale. */
-export const ABI_VERSION = 10;
+export const ABI_VERSION = 11;

@@ -34,4 +34,10 @@ export const unixskSymbols = {
     result: "i64",
   },
   ck_unix_describe: { parameters: ["i32", "i32", "buffer"], result: "i64" },
+  ck_unix_make: { parameters: ["buffer", "usize", "buffer"], result: "i64" },
+  ck_unix_set: { parameters: ["buffer", "usize", "buffer"], result: "i64" },
+  ck_unix_options: {
+    parameters: ["i32", "buffer", "buffer", "usize", "buffer"],
+    result: "i64",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
