@@ -147,3 +147,68 @@ Deno.test("runc restore --criu bin/criu of images made outside any container: ro
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("runc checkpoint --pre-dump and --leave-running leave the container running; a checkpoint with --parent-path on the pre-dump ends it, and it comes back from those images ticking on", async () => {
+  const dir = await tempDir("runc-pre");
+  const id = `ckpt-pre-${Deno.pid}`;
+  const out = `${dir}/out`;
+  try {
+    const b = await bundle(dir);
+    const run = await runcInto(out, ["run", "-d", id], b);
+    assertEquals(run.code, 0, `runc run -d failed: ${run.stderr}`);
+    const pid = (JSON.parse((await runc(["state", id])).stdout)).pid as number;
+    await until("the container ticking", () => (lastTick(out)?.n ?? 0) > 3);
+    const pre = await runc([
+      "--criu",
+      CRIU,
+      "checkpoint",
+      "--pre-dump",
+      "--image-path",
+      `${dir}/pre`,
+      id,
+    ]);
+    assertEquals(pre.code, 0, pre.stderr);
+    let n = lastTick(out)!.n;
+    await until("ticking after the pre-dump", () => lastTick(out)!.n > n + 2);
+    // A checkpoint that leaves it running.
+    const lr = await runc([
+      "--criu",
+      CRIU,
+      "checkpoint",
+      "--leave-running",
+      "--image-path",
+      `${dir}/img-lr`,
+      id,
+    ]);
+    assertEquals(lr.code, 0, lr.stderr);
+    n = lastTick(out)!.n;
+    await until("ticking after --leave-running", () => lastTick(out)!.n > n + 2);
+    assertEquals((JSON.parse((await runc(["state", id])).stdout)).status, "running");
+    // The final checkpoint on top of the pre-dump's pages ends it.
+    const r = await runc([
+      "--criu",
+      CRIU,
+      "checkpoint",
+      "--parent-path",
+      "../pre",
+      "--image-path",
+      `${dir}/img`,
+      id,
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    await until("the container gone", () => gone(pid));
+    const rr = await runcInto(
+      out,
+      ["--criu", CRIU, "restore", "-d", "--image-path", `${dir}/img`, id],
+      b,
+    );
+    assertEquals(rr.code, 0, rr.stderr);
+    const lines = () => readText(out).split("\n").filter((l) => l.startsWith("tick ")).length;
+    const before = lines();
+    await until("the restored container ticking", () => lines() > before + 3);
+    assertEquals((JSON.parse((await runc(["state", id])).stdout)).pid, pid, "the same pid");
+  } finally {
+    await runc(["delete", "-f", id]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
