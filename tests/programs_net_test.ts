@@ -147,7 +147,7 @@ Deno.test("sshd with a live session: the ssh client outside the tree goes on rec
 });
 
 Deno.test("nginx master and workers: the same workers answer after restore, and a reload (SIGHUP) starts new ones that answer", async () => {
-  const nginx = await ensureProgram("nginx", "nginx-light");
+  const nginx = await ensureProgram("nginx", "nginx");
   const dir = await tempDir("nginx");
   const port = freePort();
   Deno.writeTextFileSync(
