@@ -1,7 +1,7 @@
 // deno task bench: dump and restore times of real processes next to the
 // machine's own ceilings measured in the same run — dd writing the same
 // amount to the same tmpfs, and an in-memory copy — as medians and ratios.
-// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads,fds,migrate,tcp] [--dir /dev/shm]
+// Usage: deno task bench [--runs N] [--only 16m,1g,tree,threads,fds,migrate,tcp,rpc] [--dir /dev/shm]
 import { parseArgs } from "../src/deps/std_cli.ts";
 
 const args = parseArgs(Deno.args, { string: ["runs", "only", "dir"] });
@@ -46,7 +46,7 @@ const SHAPES: Shape[] = [
 ];
 const only = args.only
   ? String(args.only).split(",")
-  : [...SHAPES.map((s) => s.key), "migrate", "tcp"];
+  : [...SHAPES.map((s) => s.key), "migrate", "tcp", "rpc"];
 
 async function sh(cmd: string, a: string[]): Promise<{ ms: number; out: string }> {
   const t = performance.now();
@@ -397,4 +397,19 @@ if (only.includes("tcp")) {
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+}
+
+// CRIU's RPC (what runc, podman and Kubernetes go through) against the CLI:
+// the same 16 MiB dump and restore both ways, alternating (tools/rpc_bench.ts).
+if (only.includes("rpc")) {
+  const root = new URL("..", import.meta.url).pathname;
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${root}tools/rpc_bench.ts`, String(Math.max(RUNS, 3)), "16"],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(o.success ? o.stdout : o.stderr).trimEnd();
+  console.log("CRIU RPC (ckpt swrk, as runc sends DUMP/RESTORE) against the CLI, 16 MiB:");
+  for (const line of text.split("\n")) console.log(`  ${line}`);
 }
