@@ -15,8 +15,8 @@ const sys = @import("sys.zig");
 
 const NR_getgroups = 115;
 const NR_setgroups = 116;
-const NR_setfsuid = 122;
-const NR_setfsgid = 123;
+pub const NR_setfsuid = 122;
+pub const NR_setfsgid = 123;
 const NR_capget = 125;
 const NR_capset = 126;
 
@@ -25,7 +25,7 @@ const NGROUPS_MAX = 65536;
 const EPERM: i64 = 1;
 
 const CapHeader = extern struct { version: u32, pid: i32 };
-const CapData = extern struct { effective: u32, permitted: u32, inheritable: u32 };
+pub const CapData = extern struct { effective: u32, permitted: u32, inheritable: u32 };
 
 /// What ck_cred_enter replaced, so that ck_cred_leave can put it back.
 pub const Saved = extern struct {
@@ -41,19 +41,19 @@ export fn ck_cred_saved_size() u64 {
     return @sizeOf(Saved);
 }
 
-fn capget(out: *[2]CapData) usize {
+pub fn capget(out: *[2]CapData) usize {
     var h = CapHeader{ .version = CAP_V3, .pid = 0 };
     return sys.syscall2(NR_capget, sys.ptr(&h), sys.ptr(out));
 }
 
-fn capset(caps: *const [2]CapData) usize {
+pub fn capset(caps: *const [2]CapData) usize {
     var h = CapHeader{ .version = CAP_V3, .pid = 0 };
     return sys.syscall2(NR_capset, sys.ptr(&h), sys.ptr(caps));
 }
 
 /// setfsuid/setfsgid report nothing but the previous value; asking with an
 /// invalid id (-1) changes nothing and returns the current one.
-fn current(nr: usize) u32 {
+pub fn current(nr: usize) u32 {
     return @truncate(sys.syscall1(nr, 0xffffffff));
 }
 

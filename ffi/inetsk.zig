@@ -5,6 +5,7 @@
 //! down if ckpt dies during a dump. Which connection needs what, and every
 //! sequence number adjustment, is decided in TypeScript (src/net/).
 const sys = @import("sys.zig");
+const sockdiag = @import("sockdiag.zig");
 const NR = sys.NR;
 
 const NR_connect = 42;
@@ -95,37 +96,7 @@ export fn ck_sock_diag(req: [*]const u8, req_len: u32, dump: u32, buf: [*]u8, le
     const sent = sys.syscall6(NR.sendto, fd_rc, sys.ptr(&msg), msg.hdr.len, 0, sys.ptr(&kernel), @sizeOf(sys.SockaddrNl));
     if (sys.isErr(sent)) return sys.signed(sent);
 
-    var used: usize = 0;
-    while (true) {
-        const room = len - used;
-        const got_rc = sys.syscall6(NR.recvfrom, fd_rc, sys.ptr(buf + used), room, sys.MSG_TRUNC, 0, 0);
-        if (sys.isErr(got_rc)) {
-            if (sys.signed(got_rc) == -4) continue;
-            return sys.signed(got_rc);
-        }
-        const got: usize = got_rc;
-        if (got > room) return -ENOSPC;
-        if (got == 0) return -EPROTO;
-        var off: usize = 0;
-        while (off + @sizeOf(sys.NlMsgHdr) <= got) {
-            const at = used + off;
-            var h: sys.NlMsgHdr = undefined;
-            @memcpy(@as([*]u8, @ptrCast(&h))[0..@sizeOf(sys.NlMsgHdr)], buf[at .. at + @sizeOf(sys.NlMsgHdr)]);
-            if (h.len < @sizeOf(sys.NlMsgHdr) or off + h.len > got) return -EPROTO;
-            if (h.seq != seq) return -EPROTO;
-            if (h.type == sys.NLMSG_DONE) return @intCast(used + off);
-            if (h.type == sys.NLMSG_ERROR) {
-                if (h.len < @sizeOf(sys.NlMsgHdr) + 4) return -EPROTO;
-                var err: i32 = undefined;
-                const e = at + @sizeOf(sys.NlMsgHdr);
-                @memcpy(@as([*]u8, @ptrCast(&err))[0..4], buf[e .. e + 4]);
-                return if (err < 0) @as(i64, err) else -EPROTO;
-            }
-            if (h.flags & sys.NLM_F_MULTI == 0) return @intCast(used + off + h.len);
-            off += (h.len + 3) & ~@as(usize, 3);
-        }
-        used += got;
-    }
+    return sockdiag.readReply(fd_rc, buf, len, seq);
 }
 
 // ---- recvmsg with control data ---------------------------------------------------

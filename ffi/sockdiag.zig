@@ -57,6 +57,14 @@ export fn ck_unix_diag(buf: [*]u8, len: usize, ino: u32, show: u32) i64 {
     const sent = sys.syscall6(NR.sendto, fd_rc, sys.ptr(&msg), @sizeOf(Request), 0, sys.ptr(&kernel), @sizeOf(sys.SockaddrNl));
     if (sys.isErr(sent)) return sys.signed(sent);
 
+    return readReply(fd_rc, buf, len, seq);
+}
+
+/// Reads the kernel's netlink reply to request `seq` into buf: every part of
+/// a multi-part answer up to NLMSG_DONE, or the one message of a single
+/// answer. Returns the bytes that hold messages, or -errno (-ENOSPC when the
+/// reply did not fit, the kernel's error for NLMSG_ERROR).
+pub fn readReply(fd_rc: usize, buf: [*]u8, len: usize, seq: u32) i64 {
     var used: usize = 0;
     while (true) {
         const room = len - used;

@@ -204,18 +204,8 @@ export fn ck_unix_describe(pidfd: i32, fd: i32, out: *[5 + 28]u32) i64 {
     return n;
 }
 
-const NR_setfsuid = 122;
-const NR_setfsgid = 123;
-const NR_capget = 125;
-const NR_capset = 126;
-const CAP_V3: u32 = 0x20080522;
-const CapHeader = extern struct { version: u32, pid: i32 };
-const CapData = extern struct { effective: u32, permitted: u32, inheritable: u32 };
-
-fn caps(nr: usize, data: *[2]CapData) usize {
-    var h = CapHeader{ .version = CAP_V3, .pid = 0 };
-    return sys.syscall2(nr, sys.ptr(&h), sys.ptr(data));
-}
+const cred = @import("creds.zig");
+const CapData = cred.CapData;
 
 /// connect(fd, addr) (op 0), listen(fd, n) (op 1) or socketpair(AF_UNIX,
 /// n, 0, pair) (op 2) with this thread's effective ids set to euid/egid for
@@ -230,17 +220,17 @@ export fn ck_unix_as(op: u32, fd: i32, addr: [*]const u8, addrlen: u32, n: i32, 
     broke.* = 0;
     const keep: usize = ~@as(usize, 0);
     var saved: [2]CapData = undefined;
-    var rc = caps(NR_capget, &saved);
+    var rc = cred.capget(&saved);
     if (sys.isErr(rc)) return ret(rc);
     const old_uid = sys.syscall0(sys.NR.geteuid);
     const old_gid = sys.syscall0(sys.NR.getegid);
-    const old_fsuid = sys.syscall1(NR_setfsuid, 0xffffffff);
-    const old_fsgid = sys.syscall1(NR_setfsgid, 0xffffffff);
+    const old_fsuid = cred.current(cred.NR_setfsuid);
+    const old_fsgid = cred.current(cred.NR_setfsgid);
     // CAP_SETUID/SETGID may be lowered by an asTask switch: raise the
     // effective set to the permitted one for the switch itself.
     var up = saved;
     for (0..2) |i| up[i].effective = up[i].permitted;
-    rc = caps(NR_capset, &up);
+    rc = cred.capset(&up);
     if (sys.isErr(rc)) return ret(rc);
     var out: usize = 0;
     rc = sys.syscall3(sys.NR.setresgid, keep, egid, keep);
@@ -259,11 +249,11 @@ export fn ck_unix_as(op: u32, fd: i32, addr: [*]const u8, addrlen: u32, n: i32, 
         } else out = rc;
         if (sys.isErr(sys.syscall3(sys.NR.setresgid, keep, old_gid, keep))) broke.* = 1;
     } else out = rc;
-    _ = sys.syscall1(NR_setfsuid, old_fsuid);
-    _ = sys.syscall1(NR_setfsgid, old_fsgid);
-    if (sys.isErr(caps(NR_capset, &saved))) broke.* = 1;
+    _ = sys.syscall1(cred.NR_setfsuid, old_fsuid);
+    _ = sys.syscall1(cred.NR_setfsgid, old_fsgid);
+    if (sys.isErr(cred.capset(&saved))) broke.* = 1;
     if (sys.syscall0(sys.NR.geteuid) != old_uid or sys.syscall0(sys.NR.getegid) != old_gid) broke.* = 1;
-    if (sys.syscall1(NR_setfsuid, 0xffffffff) != old_fsuid) broke.* = 1;
+    if (cred.current(cred.NR_setfsuid) != old_fsuid) broke.* = 1;
     return ret(out);
 }
 

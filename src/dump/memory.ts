@@ -10,6 +10,7 @@ import {
   VmaSchema,
 } from "../gen/ckpt/images_pb.ts";
 import { fd as fdops, O } from "../native/mod.ts";
+import { dataExtents } from "../native/fsops.ts";
 import { dumpPagesCrc } from "../native/integrity.ts";
 import { NativeError } from "../native/mod.ts";
 import { PAGE_IS, pagemapScan } from "../native/tracking.ts";
@@ -154,37 +155,23 @@ export function hasRuns(v: Vma, runs: PageRun[]): boolean {
   return runs.some((r) => r.vaddr >= v.start && r.vaddr < v.end);
 }
 
-const SEEK_DATA = 3, SEEK_HOLE = 4, ENXIO = 6;
-
 /** The address ranges of shared anonymous mapping v whose pages its object
- * holds (in memory or swapped), whichever task wrote them: SEEK_DATA and
- * SEEK_HOLE on the object, opened through map_files. */
+ * holds (in memory or swapped), whichever task wrote them: its data extents,
+ * the object opened through map_files. */
 function sharedPages(pid: number, v: Vma): [bigint, bigint][] {
   const n = fdops.open(
     `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`,
     O.RDONLY | O.CLOEXEC,
   );
-  const out: [bigint, bigint][] = [];
   try {
     const first = v.pgoff, last = v.pgoff + (v.end - v.start);
-    for (let at = first; at < last;) {
-      let data: bigint;
-      try {
-        data = fdops.lseek(n, at, SEEK_DATA);
-      } catch (err) {
-        if (err instanceof NativeError && err.errno === ENXIO) break; // a hole to the end
-        throw err;
-      }
-      if (data >= last) break;
-      const hole = fdops.lseek(n, data, SEEK_HOLE);
-      const from = data - (data % PAGE), to = hole < last ? (hole + PAGE - 1n) / PAGE * PAGE : last;
-      out.push([v.start + (from - first), v.start + (to - first)]);
-      at = to;
-    }
+    return [...dataExtents(n, first, last)].map(([from, to]): [bigint, bigint] => {
+      const up = (to + PAGE - 1n) / PAGE * PAGE;
+      return [v.start + (from - from % PAGE) - first, v.start + (up < last ? up : last) - first];
+    });
   } finally {
     fdops.close(n);
   }
-  return out;
 }
 
 /** Pages of shared anonymous objects already saved by an earlier task, by

@@ -27,7 +27,7 @@ import { asTask } from "../native/creds.ts";
 import type { DumpContext, FileKindOps } from "./kind.ts";
 import { OPEN_MASK } from "./open_flags.ts";
 import { validPath } from "./regular.ts";
-import { fstat } from "../native/fsops.ts";
+import { dataExtents, fstat } from "../native/fsops.ts";
 import { credsOf, ownerProblem } from "./owner.ts";
 import { remakeProblem } from "./deleted_dir.ts";
 
@@ -52,8 +52,6 @@ export const F_SEAL = {
   EXEC: 0x20,
 } as const;
 const KNOWN_SEALS = 0x3f;
-const SEEK_DATA = 3, SEEK_HOLE = 4;
-const ENXIO = 6;
 const HUGETLBFS_MAGIC = 0x958458f6n;
 
 const INTERNAL: Record<string, string> = {
@@ -265,18 +263,8 @@ function holdersOutside(inside: Set<number>): Map<string, string> {
  * pages never written, or punched out, take no room and stay holes). */
 function dataRanges(n: number, size: bigint, where: string, s: DumpState) {
   const out = [];
-  let at = 0n, bytes = 0;
-  while (at < size) {
-    let start: bigint;
-    try {
-      start = fdops.lseek(n, at, SEEK_DATA);
-    } catch (err) {
-      if (err instanceof NativeError && err.errno === ENXIO) break; // only a hole is left
-      throw err;
-    }
-    const hole = fdops.lseek(n, start, SEEK_HOLE);
-    const end = hole < size ? hole : size;
-    if (end <= start) break;
+  let bytes = 0;
+  for (const [start, end] of dataExtents(n, 0n, size)) {
     const len = Number(end - start);
     bytes += len;
     if (bytes > MAX_OBJECT_BYTES) {
@@ -299,7 +287,6 @@ function dataRanges(n: number, size: bigint, where: string, s: DumpState) {
       got += r;
     }
     out.push(create(DataRangeSchema, { offset: start, data: buf.subarray(0, got) }));
-    at = end;
   }
   s.bytes += bytes;
   return out;

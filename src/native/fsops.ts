@@ -2,7 +2,7 @@
 // fd, and changes made relative to a directory fd or on an O_PATH fd, so a
 // path is looked up once (safely) and never again.
 import { native } from "./load.ts";
-import { cstr, NativeError } from "./mod.ts";
+import { cstr, fd as fdops, NativeError } from "./mod.ts";
 
 export const AT_SYMLINK_NOFOLLOW = 0x100, AT_EACCESS = 0x200, AT_EMPTY_PATH = 0x1000;
 export const S_IFMT = 0o170000;
@@ -129,5 +129,32 @@ export function typeName(mode: number): string {
       return "a symlink";
     default:
       return "an unknown kind of file";
+  }
+}
+
+const SEEK_DATA = 3, SEEK_HOLE = 4, ENXIO = 6;
+
+/** The [start, end) ranges of fd's file within [from, to) that hold data
+ * (SEEK_DATA/SEEK_HOLE: pages never written, or punched out, are holes),
+ * found one at a time, so a caller may stop early. */
+export function* dataExtents(
+  fd: number,
+  from: bigint,
+  to: bigint,
+): Generator<[bigint, bigint]> {
+  for (let at = from; at < to;) {
+    let start: bigint;
+    try {
+      start = fdops.lseek(fd, at, SEEK_DATA);
+    } catch (err) {
+      if (err instanceof NativeError && err.errno === ENXIO) return; // only a hole is left
+      throw err;
+    }
+    if (start >= to) return;
+    const hole = fdops.lseek(fd, start, SEEK_HOLE);
+    const end = hole < to ? hole : to;
+    if (end <= start) return;
+    yield [start, end];
+    at = end;
   }
 }
